@@ -1,0 +1,151 @@
+"""File I/O that never leaves a half-written file: write to a temporary name, then rename.
+
+Every file `clara` writes goes through these helpers. Appends to JSONL logs write one whole line
+per call, so a reader tailing the file sees complete records or nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import tomli_w
+
+from clara.errors import DataError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
+    """Write rows as JSON lines atomically; return the row count."""
+    n = 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+    return n
+
+
+def append_jsonl(path: str | Path, row: dict) -> None:
+    """Append one record as a single write, so concurrent readers never see half a line."""
+    line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(path, e.lineno, None, f"invalid JSON: {e.msg}") from None
+
+
+def iter_jsonl(path: str | Path, strict: bool = True) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed object) for each non-blank line.
+
+    With strict=False a line that is not valid JSON yields (line, DataError) instead of raising,
+    so a validator can report every bad line at once.
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                err = DataError(path, lineno, None, f"invalid JSON: {e.msg} (column {e.colno})")
+                if strict:
+                    raise err from None
+                yield lineno, err
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    return [obj for _, obj in iter_jsonl(path)]
+
+
+def write_toml(path: str | Path, obj: dict) -> None:
+    write_text(path, tomli_w.dumps(_toml_safe(obj)))
+
+
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise DataError(path, None, None, f"invalid TOML: {e}") from None
+
+
+def _toml_safe(obj: Any) -> Any:
+    """TOML has no null: drop None values; turn tuples and Paths into lists and strings."""
+    if isinstance(obj, dict):
+        return {str(k): _toml_safe(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [_toml_safe(v) for v in obj if v is not None]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def dir_size(path: str | Path) -> int:
+    """Total bytes of the regular files under `path` (symlinks not followed)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            p = os.path.join(root, name)
+            if not os.path.islink(p):
+                total += os.path.getsize(p)
+    return total
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"

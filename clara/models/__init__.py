@@ -1,0 +1,1 @@
+"""Base models: building tiny ones from scratch, registering, quantizing and benchmarking."""
