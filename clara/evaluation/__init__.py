@@ -1,0 +1,1 @@
+"""Evaluation: answer metrics, retrieval metrics, and runs of configurations over QA sets."""
