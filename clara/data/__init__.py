@@ -1,0 +1,1 @@
+"""Documents and datasets: importing sources (`clara.data.sources`) and what is built from them."""
