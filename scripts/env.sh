@@ -21,3 +21,8 @@ if [ "$(uname -s)" = Linux ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/n
       || { apt-get update -qq && apt-get install -y -qq --no-install-recommends libopenblas0-pthread; }; } \
       >/dev/null 2>&1 || echo "(OpenBLAS not installed: MLX runs with its slow reference BLAS)" >&2
 fi
+# Best effort: PyTorch's CPU build, only for the transformers parity tests, from a local wheel.
+if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)" \
+    && ls /opt/wheels/torch-*+cpu-*.whl >/dev/null 2>&1; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check "$(ls /opt/wheels/torch-*+cpu-*.whl | tail -1)" >/dev/null 2>&1 || true
+fi
