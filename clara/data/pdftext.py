@@ -51,6 +51,7 @@ class Line:
     x1: float
     size: float
     fonts: frozenset
+    column_x0: float = 0.0
     column_width: float = 0.0
     starts_block: bool = False  # first line of a column or band: no gap to measure above it
 
@@ -146,9 +147,10 @@ def find_gutter(words: list[dict], n_rows: int, cfg: PdfConfig = PdfConfig()) ->
 def _column_lines(words: list[dict]) -> list[Line]:
     lines = [_line(r) for r in _rows(words)]
     if lines:
-        width = max(l.x1 for l in lines) - min(l.x0 for l in lines)
+        left = min(l.x0 for l in lines)
+        width = max(l.x1 for l in lines) - left
         for l in lines:
-            l.column_width = width
+            l.column_x0, l.column_width = left, width
         lines[0].starts_block = True
     return lines
 
@@ -274,9 +276,16 @@ def _join_hyphen(prev: str, nxt: str, vocab: tuple[set[str], set[str]]) -> str |
 
 
 def _pitch(lines: list[Line]) -> float:
-    steps = [b.top - a.top for a, b in zip(lines, lines[1:])
+    """The page's usual line spacing, as a multiple of font size (so big titles are not gaps)."""
+    steps = [(b.top - a.top) / (a.size or 1) for a, b in zip(lines, lines[1:])
              if not b.starts_block and b.top - a.top > 0]
     return statistics.median(steps) if steps else 0.0
+
+
+def _centred(line: Line) -> bool:
+    left = line.x0 - line.column_x0
+    right = line.column_x0 + line.column_width - line.x1
+    return left > 0.05 * line.column_width and abs(left - right) < 0.05 * line.column_width
 
 
 def page_text(lines: list[Line], vocab, cfg: PdfConfig = PdfConfig()) -> str:
@@ -307,9 +316,11 @@ def _breaks(prev: Line, line: Line, pitch: float, cfg: PdfConfig) -> bool:
         return True
     if abs(line.size - prev.size) > 0.5 or not (line.fonts & prev.fonts):
         return True
-    if prev.column_width and (prev.x1 - prev.x0) < cfg.short_line * prev.column_width:
+    if (prev.column_width and (prev.x1 - prev.x0) < cfg.short_line * prev.column_width
+            and not (_centred(prev) and _centred(line))):  # a wrapped centred title goes on
         return True
-    if not line.starts_block and pitch and line.top - prev.top > cfg.paragraph_gap * pitch:
+    step = (line.top - prev.top) / (prev.size or 1)
+    if not line.starts_block and pitch and step > cfg.paragraph_gap * pitch:
         return True
     return False
 
