@@ -1,0 +1,86 @@
+"""Several named LoRA adapters over one frozen base projection, with an active-adapter switch.
+
+Each pair (lora_a, lora_b) is made by mlx-lm's `LoRALinear.from_base`, which sizes it for plain
+and quantized (QLoRA) bases and gives mlx-lm's init (A uniform, B zero); only the pair is kept,
+the base projection is held once. One forward uses exactly one adapter (or none), so the graph of
+each sub-forward (compress, encode query, decode) involves only its own adapter's weights.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_unflatten
+from mlx_lm.tuner.lora import LoRALinear
+
+
+class LoRAPair(nn.Module):
+    def __init__(self, lora_a: mx.array, lora_b: mx.array, scale: float, dropout: float):
+        super().__init__()
+        self.lora_a = lora_a
+        self.lora_b = lora_b
+        self.scale = scale
+        self.dropout = nn.Dropout(p=dropout)
+
+    def delta(self, x: mx.array) -> mx.array:
+        z = (self.dropout(x) @ self.lora_a) @ self.lora_b
+        return (self.scale * z).astype(x.dtype)
+
+
+class MultiLoRALinear(nn.Module):
+    """A frozen linear (or QuantizedLinear) plus named LoRA pairs; `active` picks one or none."""
+
+    def __init__(self, base: nn.Module, rank: int, scale: float, dropout: float):
+        super().__init__()
+        self.linear = base
+        self.adapters = {}
+        self.rank, self.scale, self.dropout_p = rank, scale, dropout
+        self.active: str | None = None
+
+    def add(self, name: str) -> None:
+        made = LoRALinear.from_base(self.linear, r=self.rank, dropout=self.dropout_p,
+                                    scale=self.scale)
+        self.adapters[name] = LoRAPair(made.lora_a, made.lora_b, self.scale, self.dropout_p)
+
+    def copy(self, src: str, dst: str) -> None:
+        p = self.adapters[src]
+        # `+ 0` makes new arrays, so later updates of one adapter never alias the other.
+        self.adapters[dst] = LoRAPair(p.lora_a + 0, p.lora_b + 0, self.scale, self.dropout_p)
+
+    def to_lora_linear(self, name: str) -> LoRALinear:
+        """mlx-lm's LoRALinear for one adapter (e.g. to `fuse()` it into the base)."""
+        out = LoRALinear.from_base(self.linear, r=self.rank, dropout=0.0, scale=self.scale)
+        out.lora_a, out.lora_b = self.adapters[name].lora_a, self.adapters[name].lora_b
+        return out
+
+    def __call__(self, x: mx.array) -> mx.array:
+        y = self.linear(x)
+        if self.active is None:
+            return y
+        return y + self.adapters[self.active].delta(x)
+
+
+def apply_multi_lora(lm: nn.Module, names, rank: int, scale: float, dropout: float,
+                     keys, num_layers: int = -1) -> list[MultiLoRALinear]:
+    """Replace `keys` projections of the last `num_layers` blocks (-1: all) with multi-LoRA."""
+    layers = lm.model.layers
+    chosen = layers if num_layers < 0 else layers[len(layers) - num_layers:]
+    made = []
+    for layer in chosen:
+        mods = dict(layer.named_modules())
+        updates = []
+        for key in keys:
+            if key not in mods:
+                raise ValueError(f"no projection {key!r} in {type(layer).__name__}")
+            base = mods[key]
+            if isinstance(base, MultiLoRALinear):
+                raise ValueError(f"{key} already has adapters")
+            if not isinstance(base, (nn.Linear, nn.QuantizedLinear)):
+                raise ValueError(f"{key} is a {type(base).__name__}, not a linear layer")
+            m = MultiLoRALinear(base, rank, scale, dropout)
+            for n in names:
+                m.add(n)
+            updates.append((key, m))
+            made.append(m)
+        layer.update_modules(tree_unflatten(updates))
+    return made

@@ -1,0 +1,95 @@
+"""Rows for the added tokens, kept in float beside the (possibly quantized) base tables.
+
+The base embedding and an untied head stay untouched, so quantized bases work and their weights
+stay bit-identical. Lookup and the output projection splice the new rows in by id. Only the
+memory rows (`memory`) are ever trainable; the <AE>/<ENC>/<SEP> rows (`special`) stay frozen.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+def dense_weight(layer: nn.Module) -> mx.array:
+    """The float weight of an Embedding / Linear, dequantizing a quantized one."""
+    if isinstance(layer, (nn.QuantizedEmbedding, nn.QuantizedLinear)):
+        return mx.dequantize(layer.weight, layer.scales, getattr(layer, "biases", None),
+                             group_size=layer.group_size, bits=layer.bits,
+                             mode=getattr(layer, "mode", "affine"))
+    return layer.weight
+
+
+def _rows(layer: nn.Module) -> int:
+    return int(layer.weight.shape[0])
+
+
+def _splice(base_logits: mx.array, new_logits: mx.array, first: int) -> mx.array:
+    """Logits over max(V, first + n) ids, with the new tokens' columns at first .. first+n-1."""
+    V, n = base_logits.shape[-1], new_logits.shape[-1]
+    new_logits = new_logits.astype(base_logits.dtype)
+    if first > V:
+        raise ValueError(f"added token ids start at {first} beyond the head's {V} rows")
+    parts = [base_logits[..., :first], new_logits]
+    if first + n < V:
+        parts.append(base_logits[..., first + n:])
+    return mx.concatenate(parts, axis=-1)
+
+
+class MemoryEmbedding(nn.Module):
+    """An input embedding whose ids first .. first + n_mem + 2 come from float rows."""
+
+    def __init__(self, base: nn.Module, first: int, n_mem: int, n_special: int = 3,
+                 init: mx.array | None = None):
+        super().__init__()
+        self.base = base
+        w = dense_weight(base)
+        row = (mx.mean(w.astype(mx.float32), axis=0) if init is None else init).astype(mx.float32)
+        self.memory = mx.broadcast_to(row, (n_mem, row.shape[0])) + 0.0
+        self.special = mx.broadcast_to(row, (n_special, row.shape[0])) + 0.0
+        self.first = first
+        self.base_rows = _rows(base)
+
+    @property
+    def n_new(self) -> int:
+        return self.memory.shape[0] + self.special.shape[0]
+
+    def new_rows(self) -> mx.array:
+        return mx.concatenate([self.memory, self.special], axis=0)
+
+    def __call__(self, ids: mx.array) -> mx.array:
+        out = self.base(mx.minimum(ids, self.base_rows - 1))
+        rel = ids - self.first
+        is_new = (rel >= 0) & (rel < self.n_new)
+        new = self.new_rows()[mx.clip(rel, 0, self.n_new - 1)].astype(out.dtype)
+        return mx.where(is_new[..., None], new, out)
+
+    def as_linear(self, x: mx.array) -> mx.array:
+        """Tied output head over the extended vocabulary."""
+        return _splice(self.base.as_linear(x), x @ self.new_rows().T.astype(x.dtype), self.first)
+
+
+class MemoryHead(nn.Module):
+    """An untied output head extended by frozen mean-initialised rows for the added tokens."""
+
+    def __init__(self, base: nn.Module, first: int, n_new: int):
+        super().__init__()
+        self.base = base
+        row = mx.mean(dense_weight(base).astype(mx.float32), axis=0)
+        self.rows = mx.broadcast_to(row, (n_new, row.shape[0])) + 0.0
+        self.first = first
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return _splice(self.base(x), x @ self.rows.T.astype(x.dtype), self.first)
+
+
+def install(lm: nn.Module, first: int, n_mem: int) -> MemoryEmbedding:
+    """Wrap `lm`'s input embedding (and untied head) so the CLaRa tokens have rows."""
+    inner = lm.model
+    if isinstance(inner.embed_tokens, MemoryEmbedding):
+        return inner.embed_tokens
+    emb = MemoryEmbedding(inner.embed_tokens, first, n_mem)
+    inner.embed_tokens = emb
+    if "lm_head" in lm:
+        lm.lm_head = MemoryHead(lm.lm_head, first, emb.n_new)
+    return emb

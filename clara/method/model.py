@@ -1,0 +1,279 @@
+"""ClaraModel: one frozen mlx-lm base, the CLaRa tokens, three LoRA adapters, and the forwards
+of compression, query encoding, injection and decoding.
+
+Padding and positions. Batches are LEFT padded (memory tokens at the right end, as the
+reference). The forward iterates `lm.model.layers` with an explicit boolean mask
+[B, 1, L, L] = causal AND key-is-real (each position may also see itself, so a pad row never has
+an empty softmax), then applies the final norm: the same post-norm states as `lm.model(...)`.
+RoPE positions are the absolute indices 0..L-1, pads included, as HF computes them in the
+reference's training forward. Because RoPE attention scores depend only on the distance between
+query and key, shifting every real token by the pad count changes nothing but rounding: a
+document compresses to the same vectors alone or in a padded batch (tested to 1e-5).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from clara.errors import ClaraError
+from clara.method import prompts
+from clara.method.adapters import MultiLoRALinear, apply_multi_lora
+from clara.method.config import ClaraConfig
+from clara.method.embeddings import MemoryEmbedding, install
+from clara.method.losses import (IGNORE, contrastive_retrieval_loss, masked_ce, memory_mse,
+                                 retrieval_metrics)
+from clara.method.tokens import SpecialIds, contains_added_token, extend_tokenizer
+from clara.method.topk import cosine_scores, differentiable_topk
+
+
+def _left_pad(seqs: list[list[int]], pad: int, fill_labels: bool = False):
+    L = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), L), IGNORE if fill_labels else pad, dtype=np.int32)
+    mask = np.zeros((len(seqs), L), dtype=np.int32)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, L - len(s):] = s
+            mask[i, L - len(s):] = 1
+    return ids, mask
+
+
+class ClaraModel(nn.Module):
+    def __init__(self, lm: nn.Module, tokenizer, config: ClaraConfig, special: SpecialIds):
+        super().__init__()
+        self.lm = lm
+        # Plain attributes (not parameters): set through object.__setattr__ so that nn.Module
+        # does not treat the list of layers as a parameter container.
+        object.__setattr__(self, "config", config)
+        object.__setattr__(self, "tokenizer", tokenizer)
+        object.__setattr__(self, "special", special)
+        object.__setattr__(self, "_loras", [m for _, m in lm.named_modules()
+                                            if isinstance(m, MultiLoRALinear)])
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_base(cls, config: ClaraConfig, lm: nn.Module | None = None,
+                  tokenizer=None) -> "ClaraModel":
+        """Load (or take) a base model, add the CLaRa tokens, rows and the stage's adapters."""
+        config.validate()
+        if lm is None:
+            import mlx_lm
+
+            if not config.base_model:
+                raise ClaraError("base_model: no base model given")
+            lm, tokenizer = mlx_lm.load(config.base_model)
+        from mlx_lm.utils import does_model_support_input_embeddings
+
+        if not does_model_support_input_embeddings(lm):
+            raise ClaraError(f"{type(lm).__module__}: this architecture does not accept "
+                             "input_embeddings, which CLaRa needs to inject compressed documents")
+        lm.freeze()
+        tokenizer, special = extend_tokenizer(tokenizer, config.n_mem)
+        install(lm, special.first, config.n_mem)
+        apply_multi_lora(lm, config.adapters(), config.lora_rank, config.lora_scale,
+                         config.lora_dropout, config.lora_keys, config.lora_layers)
+        model = cls(lm, tokenizer, config, special)
+        model.set_trainable()
+        return model
+
+    @property
+    def embedding(self) -> MemoryEmbedding:
+        return self.lm.model.embed_tokens
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.embedding.memory.shape[1])
+
+    def adapter_names(self) -> list[str]:
+        return list(self._loras[0].adapters) if self._loras else []
+
+    def set_adapter(self, name: str | None) -> None:
+        if name is not None and self._loras and name not in self._loras[0].adapters:
+            raise ClaraError(f"no adapter {name!r} (have: {', '.join(self.adapter_names())})")
+        for m in self._loras:
+            m.active = name
+
+    def add_adapter(self, name: str, copy_from: str | None = None) -> None:
+        """A fresh adapter (A random, B zero), or a copy of another adapter's weights."""
+        for m in self._loras:
+            if copy_from is None:
+                m.add(name)
+            else:
+                m.copy(copy_from, name)
+
+    def set_trainable(self, adapters=None, memory: bool | None = None) -> None:
+        """Freeze everything, then unfreeze `adapters` (default: the stage's trained ones) and
+        the memory rows (default: config.train_memory_rows)."""
+        adapters = self.config.trained_adapters() if adapters is None else adapters
+        memory = self.config.train_memory_rows if memory is None else memory
+        self.freeze()
+        for m in self._loras:
+            for name in adapters:
+                if name in m.adapters:
+                    m.adapters[name].unfreeze()
+        if memory:
+            self.embedding.unfreeze(recurse=False, keys=["memory"])
+
+    # ------------------------------------------------------------------ forwards
+    def hidden_states(self, ids: mx.array | None, mask: mx.array | None = None,
+                      embeddings: mx.array | None = None) -> mx.array:
+        """Post-norm last-layer states [B, L, H] of a left-padded batch (mask: 1 = real)."""
+        inner = self.lm.model
+        h = embeddings if embeddings is not None else inner.embed_tokens(ids)
+        L = h.shape[1]
+        if mask is None:
+            attn = "causal" if L > 1 else None
+        else:
+            pos = mx.arange(L)
+            causal = pos[:, None] >= pos[None, :]
+            keep = (causal[None] & mask.astype(mx.bool_)[:, None, :]) | (pos[:, None] == pos)[None]
+            attn = keep[:, None]
+        for layer in inner.layers:
+            h = layer(h, attn, cache=None)
+        return inner.norm(h)
+
+    def head(self, h: mx.array) -> mx.array:
+        if getattr(self.lm.args, "tie_word_embeddings", True) or "lm_head" not in self.lm:
+            return self.embedding.as_linear(h)
+        return self.lm.lm_head(h)
+
+    def compress(self, ids: mx.array, mask: mx.array, mem_pos: mx.array,
+                 adapter: str = "compressor"):
+        """Memory-position states [B, n_mem, H] of encoder rows, and the §2.1 MSE."""
+        self.set_adapter(adapter)
+        h = self.hidden_states(ids, mask)
+        B, L, H = h.shape
+        vec = mx.take_along_axis(h, mx.broadcast_to(mem_pos[..., None], (B, mem_pos.shape[1], H)),
+                                 axis=1)
+        mem_mask = (mx.arange(L)[None, None, :] == mem_pos[..., None]).any(axis=1)
+        return vec, memory_mse(h, mask, mem_mask)
+
+    def encode_query(self, ids: mx.array, mask: mx.array, mem_pos: mx.array) -> mx.array:
+        """The query reasoner's flattened memory states [B, n_mem * H]."""
+        vec, _ = self.compress(ids, mask, mem_pos, adapter="query_reasoner")
+        return vec.reshape(vec.shape[0], -1)
+
+    def inject(self, ids: mx.array, slot_index: mx.array, compressed: mx.array,
+               k: int) -> mx.array:
+        """Prompt embeddings with each slot's n_mem placeholders replaced by its document's
+        vectors (compressed [B*k, n_mem, H], document j of row b at b*k + j); <SEP> stays."""
+        B = ids.shape[0]
+        n_mem, H = self.config.n_mem, self.hidden_size
+        if tuple(compressed.shape) != (B * k, n_mem, H):
+            raise ClaraError(f"injection: got compressed documents of shape "
+                             f"{tuple(compressed.shape)}, expected {(B * k, n_mem, H)}")
+        tok = self.embedding(ids)
+        flat = compressed.reshape(B, k * n_mem, H).astype(tok.dtype)
+        idx = mx.maximum(slot_index, 0)
+        got = mx.take_along_axis(flat, mx.broadcast_to(idx[..., None], (*idx.shape, H)), axis=1)
+        return mx.where((slot_index >= 0)[..., None], got, tok)
+
+    def decode_logits(self, batch: dict, compressed: mx.array, k: int) -> mx.array:
+        self.set_adapter("generator")
+        emb = self.inject(batch["dec_ids"], batch["slot_index"], compressed, k)
+        return self.head(self.hidden_states(None, batch["dec_mask"], emb))
+
+    def stage_loss(self, batch: dict):
+        """(loss, supervised tokens, named scalars) of one batch for the configured stage."""
+        cfg = self.config
+        if cfg.stage == "stage3":
+            return self._stage3_loss(batch)
+        comp, mse = self.compress(batch["enc_ids"], batch["enc_mask"], batch["enc_mem_pos"])
+        k = comp.shape[0] // batch["dec_ids"].shape[0]
+        ce, n = masked_ce(self.decode_logits(batch, comp, k), batch["labels"])
+        loss = ce + cfg.mse_weight * mse if cfg.mse_weight else ce
+        return loss, n, {"ce": ce, "mse": mse}
+
+    def _stage3_loss(self, batch: dict):
+        cfg = self.config
+        B = batch["dec_ids"].shape[0]
+        q = self.encode_query(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"])
+        docs, mse = self.compress(batch["cand_ids"], batch["cand_mask"], batch["cand_mem_pos"])
+        docs = mx.stop_gradient(docs)  # the compressor is frozen in stage 3
+        N = docs.shape[0] // B
+        flat = docs.reshape(B, N, -1)
+        scores = cosine_scores(q, flat)
+        weights, _ = differentiable_topk(scores, cfg.top_k, cfg.tau)
+        selected = (weights @ flat.astype(mx.float32)).astype(docs.dtype)
+        selected = selected.reshape(B * cfg.top_k, cfg.n_mem, self.hidden_size)
+        ce, n = masked_ce(self.decode_logits(batch, selected, cfg.top_k), batch["labels"])
+        extras = {"ce": ce, "mse": mx.stop_gradient(mse)}
+        loss = ce
+        if "positives" in batch:
+            pos = batch["positives"]
+            extras.update(retrieval_metrics(mx.stop_gradient(scores), pos))
+            if cfg.retrieval_weight:
+                rl = contrastive_retrieval_loss(scores, pos, cfg.tau)
+                extras["retrieval"] = rl
+                loss = loss + cfg.retrieval_weight * rl
+        return loss, n, extras
+
+    # ------------------------------------------------------------------ batch building
+    @property
+    def hf(self):
+        return self.tokenizer._tokenizer
+
+    def _check_text(self, text: str, what: str) -> None:
+        bad = contains_added_token(text, self.config.n_mem)
+        if bad:
+            raise ClaraError(f"{what}: contains the reserved token {bad}")
+
+    def encoder_rows(self, texts: list[str]) -> list[list[int]]:
+        """<ENC> BOS doc EOS <MEM0>..<MEM{n-1}> per text; doc cut to doc_max_tokens."""
+        s = self.special
+        out = []
+        for t in texts:
+            # split_special_tokens: text that spells a special token stays plain text.
+            toks = self.hf.encode(t, add_special_tokens=False, split_special_tokens=True)
+            toks = toks[: self.config.doc_max_tokens]
+            out.append([s.enc] + ([s.bos] if s.bos is not None else []) + toks + [s.eos]
+                       + list(s.mem))
+        return out
+
+    def encoder_batch(self, texts: list[str], prefix: str = "enc") -> dict[str, mx.array]:
+        ids, mask = _left_pad(self.encoder_rows(texts), self.special.pad)
+        L, n = ids.shape[1], self.config.n_mem
+        mem_pos = np.broadcast_to(np.arange(L - n, L, dtype=np.int32), (len(texts), n))
+        return {f"{prefix}_ids": mx.array(ids), f"{prefix}_mask": mx.array(mask),
+                f"{prefix}_mem_pos": mx.array(np.ascontiguousarray(mem_pos))}
+
+    def decoder_example(self, system: str, user: str, answer: str | None):
+        """(ids, prompt_len) of one chat; the answer is cut so the whole fits max_len."""
+        ids, plen = prompts.render(self.tokenizer, system, user, answer)
+        if plen > self.config.max_len:
+            raise ClaraError(f"prompt of {plen} tokens exceeds max_len {self.config.max_len}")
+        return ids[: self.config.max_len], plen
+
+    def slot_index(self, ids: np.ndarray, k: int) -> np.ndarray:
+        """For each position, j * n_mem + i if it is memory placeholder i of slot j, else -1.
+        Checks that every row has exactly k slots of <MEM0>..<MEM{n-1}><SEP>."""
+        s, n = self.special, self.config.n_mem
+        mem = np.array(s.mem)
+        out = np.full(ids.shape, -1, dtype=np.int32)
+        for b, row in enumerate(ids):
+            starts = np.flatnonzero(row == mem[0])
+            if len(starts) != k or int(np.isin(row, mem).sum()) != k * n:
+                raise ClaraError(f"decoder row {b}: expected {k} document slots of {n} memory "
+                                 f"tokens, found {len(starts)} slots")
+            for j, p in enumerate(starts):
+                if p + n >= len(row) or not (row[p:p + n] == mem).all() or row[p + n] != s.sep:
+                    raise ClaraError(f"decoder row {b}: slot {j} is not <MEM0>..<MEM{n - 1}><SEP>")
+                out[b, p:p + n] = j * n + np.arange(n)
+        return out
+
+    def decoder_batch(self, examples: list[tuple[list[int], int]], k: int) -> dict[str, mx.array]:
+        """Left-padded generator inputs; labels are IGNORE on pads and prompts."""
+        ids, mask = _left_pad([e[0] for e in examples], self.special.pad)
+        labels = np.where(mask == 1, ids, IGNORE).astype(np.int32)
+        L = ids.shape[1]
+        for b, (seq, plen) in enumerate(examples):
+            labels[b, : L - len(seq) + plen] = IGNORE
+        return {"dec_ids": mx.array(ids), "dec_mask": mx.array(mask), "labels": mx.array(labels),
+                "slot_index": mx.array(self.slot_index(ids, k))}
+
+    def prompt_ids(self, question: str, k: int) -> list[int]:
+        """The RAG-QA generation prompt (c) with k slots, ending where the answer begins."""
+        self._check_text(question, "question")
+        system, user, _ = prompts.rag_qa(self.config.n_mem, k, question)
+        return prompts.render(self.tokenizer, system, user, None)[0]
