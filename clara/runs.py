@@ -1,0 +1,283 @@
+"""Training runs: one folder each under `<workspace>/runs/`, readable by any client without the app.
+
+    run.toml        the effective configuration (kind, config, resolved paths, platform); never rewritten
+    status.json     status (queued|running|completed|stopped|failed|interrupted), pid, timestamps, outcome
+    metrics.jsonl   train rows (step, train_loss, learning_rate, tokens_per_second, peak_memory_gb,
+                    elapsed_s, ...) and valid rows (step, val_loss, ...)
+    events.jsonl    start, resume, checkpoint, best, early_stop, nan, memory, stop, error, end
+    adapters/       step-N/, best/, last -> newest step-N (mlx-lm adapter folders + trainer state)
+    log.txt         the worker's log
+    report.md       written when the run ends
+    stop.request    present while a stop is asked for
+
+Liveness: a run whose status says running (or queued with a pid) but whose process is gone is
+marked `interrupted` by whichever reader notices first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from clara import io
+from clara.errors import ClaraError
+from clara.workspace import Workspace, now_iso, validate_name
+
+STATUSES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
+ACTIVE = ("queued", "running")
+STOP_FILE = "stop.request"
+
+
+def _proc_start(pid: int) -> str | None:
+    """Start time of a process (Linux), to tell a live run from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[19]
+    except (OSError, IndexError):
+        return None
+
+
+def pid_alive(pid: int | None, start: str | None = None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped by its parent) is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+    except (OSError, IndexError):
+        pass
+    if start is not None:
+        current = _proc_start(int(pid))
+        if current is not None and current != start:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def adapters(self) -> Path:
+        return self.path / "adapters"
+
+    @property
+    def stop_file(self) -> Path:
+        return self.path / STOP_FILE
+
+    @property
+    def exists(self) -> bool:
+        return (self.path / "run.toml").is_file()
+
+    def config(self) -> dict:
+        return io.read_toml(self.path / "run.toml")
+
+    def raw_status(self) -> dict:
+        f = self.path / "status.json"
+        return io.read_json(f) if f.is_file() else {"id": self.id, "status": "queued"}
+
+    def write_status(self, **updates) -> dict:
+        status = {**self.raw_status(), **updates, "updated": now_iso()}
+        io.write_json(self.path / "status.json", status)
+        return status
+
+    def status(self) -> dict:
+        """status.json, with a dead worker found and the run marked interrupted."""
+        st = self.raw_status()
+        if st.get("status") in ACTIVE and st.get("pid") and \
+                not pid_alive(st["pid"], st.get("pid_start")):
+            st = self.write_status(status="interrupted", finished=now_iso(),
+                                   message="the worker process died (resume with: clara runs "
+                                           f"resume {self.id})")
+            io.append_jsonl(self.path / "events.jsonl",
+                            {"time": now_iso(), "event": "interrupted", "pid": st.get("pid")})
+        return st
+
+    def is_active(self) -> bool:
+        return self.status().get("status") in ACTIVE
+
+    def mark_running(self, pid: int) -> dict:
+        if self.stop_file.exists():
+            self.stop_file.unlink()
+        return self.write_status(status="running", pid=pid, pid_start=_proc_start(pid),
+                                 started=now_iso(), finished=None, message=None, reason=None)
+
+    def metrics(self) -> list[dict]:
+        f = self.path / "metrics.jsonl"
+        return io.read_jsonl(f) if f.is_file() else []
+
+    def events(self) -> list[dict]:
+        f = self.path / "events.jsonl"
+        return io.read_jsonl(f) if f.is_file() else []
+
+    def last_metric(self, key: str = "train_loss") -> dict | None:
+        """The newest metrics row holding `key`, reading only the end of the file."""
+        import json
+
+        f = self.path / "metrics.jsonl"
+        if not f.is_file():
+            return None
+        with open(f, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 65536))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+        for line in reversed(lines):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if key in row:
+                return row
+        return None
+
+    def summary(self) -> dict:
+        st = self.status()
+        cfg = self.config().get("config", {}) if self.exists else {}
+        last = self.last_metric("train_loss") or {}
+        val = self.last_metric("val_loss") or {}
+        return {"id": self.id, "kind": self.config().get("kind") if self.exists else None,
+                "status": st.get("status"), "step": last.get("step", 0),
+                "total_steps": st.get("total_steps"), "train_loss": last.get("train_loss"),
+                "val_loss": val.get("val_loss"), "best_step": st.get("best_step"),
+                "model": cfg.get("model"), "data": cfg.get("data"),
+                "created": st.get("created"), "reason": st.get("reason"),
+                "message": st.get("message")}
+
+
+def runs_dir(ws: Workspace) -> Path:
+    return ws.runs_dir
+
+
+def new_run_id(kind: str) -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{kind}-{stamp}-{secrets.token_hex(2)}"
+
+
+def create_run(ws: Workspace, kind: str, config: dict, resolved: dict | None = None,
+               name: str | None = None, extra: dict | None = None) -> Run:
+    """Make the run folder: run.toml (effective config + platform), status queued, empty logs."""
+    from clara.platform import blas_library, blas_preloaded, describe
+
+    run_id = validate_name(name, "run") if name else new_run_id(kind)
+    path = ws.child("runs", run_id)
+    if path.exists():
+        raise ClaraError(f"run {run_id!r} already exists in workspace {ws.name}")
+    path.mkdir(parents=True)
+    plat = describe()
+    doc = {"id": run_id, "kind": kind, "created": now_iso(), "workspace": ws.name,
+           "config": config, "resolved": resolved or {},
+           "platform": {**plat, "dtype": config.get("dtype") or plat["dtype"],
+                        "blas_library": blas_library(), "blas_in_this_process": blas_preloaded(),
+                        "seed": config.get("seed")},
+           **(extra or {})}
+    io.write_toml(path / "run.toml", doc)
+    io.write_json(path / "status.json", {"id": run_id, "kind": kind, "status": "queued",
+                                         "created": doc["created"], "updated": doc["created"]})
+    for f in ("metrics.jsonl", "events.jsonl", "log.txt"):
+        io.write_text(path / f, "")
+    (path / "adapters").mkdir()
+    return Run(path)
+
+
+def list_runs(ws: Workspace) -> list[Run]:
+    runs = [Run(p) for p in ws.items("runs") if (p / "run.toml").is_file()]
+    return sorted(runs, key=lambda r: (r.raw_status().get("created") or "", r.id))
+
+
+def find_run(ws: Workspace, ref: str) -> Run:
+    """A run by id, unique id prefix, or `last` (the newest)."""
+    runs = list_runs(ws)
+    if ref == "last":
+        if not runs:
+            raise ClaraError(f"no runs in workspace {ws.name}")
+        return runs[-1]
+    exact = [r for r in runs if r.id == ref]
+    if exact:
+        return exact[0]
+    matches = [r for r in runs if r.id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ClaraError(f"run {ref!r} is ambiguous: {', '.join(r.id for r in matches[:5])}")
+    raise ClaraError(f"no run {ref!r} in workspace {ws.name} (see: clara runs list)")
+
+
+def start_worker(run: Run, detach: bool = False) -> subprocess.Popen:
+    """Start `python -m clara.worker RUN_DIR` with the BLAS preload; detached: own session."""
+    from clara.platform import env_with_blas
+
+    if run.is_active() and run.raw_status().get("pid"):
+        raise ClaraError(f"run {run.id} is already running (pid {run.raw_status()['pid']})")
+    run.write_status(status="queued", pid=None, message=None)
+    env = env_with_blas()
+    env.setdefault("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "0"))
+    env["PYTHONUNBUFFERED"] = "1"
+    cmd = [sys.executable, "-m", "clara.worker", str(run.path)]
+    with open(run.path / "log.txt", "ab") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=detach)
+    # record the pid now, so a worker that dies while starting is still found out
+    if run.raw_status().get("status") == "queued":
+        run.write_status(pid=proc.pid, pid_start=_proc_start(proc.pid))
+    return proc
+
+
+def request_stop(run: Run) -> bool:
+    """Ask a running worker to save and stop (stop file + SIGTERM). False if it is not running."""
+    st = run.status()
+    if st.get("status") not in ACTIVE:
+        return False
+    io.write_text(run.stop_file, now_iso() + "\n")
+    pid = st.get("pid")
+    if pid and pid_alive(pid, st.get("pid_start")):
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    return True
+
+
+def wait_until_done(run: Run, timeout: float | None = None, poll: float = 0.2) -> dict:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        st = run.status()
+        if st.get("status") not in ACTIVE:
+            return st
+        if deadline is not None and time.monotonic() > deadline:
+            raise ClaraError(f"run {run.id} still {st.get('status')} after {timeout:.0f}s")
+        time.sleep(poll)
+
+
+def delete_run(run: Run, force: bool = False) -> None:
+    if run.is_active():
+        if not force:
+            raise ClaraError(f"run {run.id} is {run.raw_status().get('status')}: "
+                             "stop it first (or pass --force)")
+        request_stop(run)
+        try:
+            wait_until_done(run, timeout=60)
+        except ClaraError:
+            pid = run.raw_status().get("pid")
+            if pid and pid_alive(pid):
+                os.kill(int(pid), signal.SIGKILL)
+    shutil.rmtree(run.path)

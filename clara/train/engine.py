@@ -1,0 +1,361 @@
+"""The training loop every run goes through, whatever the task (see clara/train/task.py).
+
+We own the loop rather than use mlx-lm's `train`: it has no early stopping, best checkpoint,
+epochs or exact resume. The engine writes into the run folder:
+    metrics.jsonl   one row per report (train) and per validation (valid), appended whole
+    events.jsonl    start, resume, checkpoint, best, early_stop, nan, memory, stop, end
+    adapters/       step-N/ (resumable), best/ (lowest validation loss), last -> newest step-N
+Resume restores weights, optimizer state, step, data position and RNG key, so a resumed run
+follows the same loss curve as one never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_map
+
+from clara import io
+from clara.train import checkpoint as ckpt
+from clara.train.config import EngineConfig
+from clara.workspace import now_iso
+
+log = logging.getLogger("clara.train")
+
+
+@dataclass
+class EngineResult:
+    status: str  # completed | stopped | failed
+    reason: str  # done | early_stop | stop | memory | nan
+    step: int
+    total_steps: int
+    best_step: int | None = None
+    best_val_loss: float | None = None
+    message: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def make_schedule(cfg: EngineConfig, total_steps: int):
+    lr, warm = cfg.learning_rate, cfg.warmup_steps
+    main_steps = max(1, total_steps - warm)
+    main = (optim.cosine_decay(lr, main_steps, cfg.min_learning_rate)
+            if cfg.lr_schedule == "cosine" else (lambda step: mx.array(lr, mx.float32)))
+    if warm <= 0:
+        return main
+    # starts at lr/(warm+1), not 0, so the first step already moves the weights
+    return optim.join_schedules([optim.linear_schedule(lr / (warm + 1), lr, warm), main], [warm])
+
+
+def memory_limit_bytes(cfg: EngineConfig) -> int:
+    if cfg.memory_limit_gb:
+        return int(cfg.memory_limit_gb * 1e9)
+    try:
+        info = mx.device_info()
+        size = int(info.get("max_recommended_working_set_size") or info.get("memory_size") or 0)
+    except Exception:
+        size = 0
+    if not size:
+        try:
+            size = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            size = 0
+    return int(size * 0.9) if size else 1 << 62
+
+
+def system_memory_low() -> bool:
+    """True when the machine (Linux) has under 3% of its memory left: stop before the OOM killer."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) for line in f if ":" in line}
+        return info["MemAvailable"] < 0.03 * info["MemTotal"]
+    except (OSError, KeyError, ValueError, IndexError):
+        return False
+
+
+class Engine:
+    def __init__(self, task, cfg: EngineConfig, run_dir: str | Path):
+        cfg.validate()
+        self.task, self.cfg = task, cfg
+        self.run_dir = Path(run_dir)
+        self.adapters = self.run_dir / "adapters"
+        self.metrics_file = self.run_dir / "metrics.jsonl"
+        self.events_file = self.run_dir / "events.jsonl"
+        self.n_batches = task.num_train_batches()
+        if self.n_batches < 1:
+            raise ValueError("the task has no training batches")
+        self.total_steps = cfg.total_steps(self.n_batches)
+        self.schedule = make_schedule(cfg, self.total_steps)
+        self.optimizer = optim.AdamW(learning_rate=self.schedule, weight_decay=cfg.weight_decay)
+        # the training state that a checkpoint carries
+        self.step = 0
+        self.epoch = 0
+        self.pos = 0  # micro-batches of `epoch` already consumed
+        self.best_val: float | None = None
+        self.best_step: int | None = None
+        self.bad_evals = 0
+        self.elapsed = 0.0  # seconds of training over all sessions
+        self.tokens_seen = 0
+        self.window = {"loss": 0.0, "steps": 0, "tokens": 0, "time": 0.0, "extras": {}}
+
+    # -- files ------------------------------------------------------------------------------
+    def event(self, kind: str, **data) -> None:
+        io.append_jsonl(self.events_file, {"time": now_iso(), "event": kind, **data})
+        log.info("%s %s", kind, " ".join(f"{k}={v}" for k, v in data.items()))
+
+    def metric(self, row: dict) -> None:
+        io.append_jsonl(self.metrics_file, row)
+
+    def _trainer_state(self) -> dict:
+        return {"step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
+                "pos": self.pos, "rng": [int(v) for v in mx.random.state[0].tolist()],
+                "best_val": self.best_val, "best_step": self.best_step,
+                "bad_evals": self.bad_evals, "elapsed": self.elapsed,
+                "tokens_seen": self.tokens_seen, "window": self.window,
+                "kind": getattr(self.task, "kind", None), "time": now_iso()}
+
+    def save_checkpoint(self, reason: str) -> Path:
+        name = ckpt.step_name(self.step)
+        state = self._trainer_state()
+
+        def fill(tmp: Path) -> None:
+            self.task.save_weights(tmp)
+            ckpt.save_optimizer(tmp / ckpt.OPTIMIZER_FILE, self.optimizer)
+            io.write_json(tmp / ckpt.STATE_FILE, state)
+
+        path = ckpt.write_dir_atomically(self.adapters / name, fill)
+        ckpt.point_last(self.adapters, name)
+        ckpt.prune(self.adapters, self.cfg.keep_checkpoints)
+        self.event("checkpoint", step=self.step, path=f"adapters/{name}", reason=reason)
+        return path
+
+    def save_best(self, val_loss: float) -> None:
+        def fill(tmp: Path) -> None:
+            self.task.save_weights(tmp)
+            io.write_json(tmp / "best.json", {"step": self.step, "val_loss": val_loss})
+
+        ckpt.write_dir_atomically(self.adapters / "best", fill)
+        self.event("best", step=self.step, val_loss=val_loss)
+
+    def restore(self) -> bool:
+        """Load the newest checkpoint if there is one; drop metrics written after it."""
+        folder = ckpt.latest(self.adapters)
+        if folder is None:
+            return False
+        state = ckpt.read_state(folder)
+        self.task.load_weights(folder)
+        ckpt.load_optimizer(folder / ckpt.OPTIMIZER_FILE, self.optimizer)
+        self.optimizer.init(self.task.model.trainable_parameters())  # fills nothing; marks it ready
+        a, b = state["rng"]
+        mx.random.seed((a << 32) | b)  # the seed of key (a, b) is that key itself
+        for k in ("step", "epoch", "pos", "best_val", "best_step", "bad_evals", "elapsed",
+                  "tokens_seen", "window"):
+            setattr(self, k, state[k])
+        if self.metrics_file.is_file():
+            rows = [r for r in io.read_jsonl(self.metrics_file) if r.get("step", 0) <= self.step]
+            io.write_jsonl(self.metrics_file, rows)
+        self.event("resume", step=self.step, checkpoint=f"adapters/{folder.name}")
+        return True
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _batches(self):
+        while True:
+            for i, batch in enumerate(self.task.train_batches(self.epoch, self.cfg.seed)):
+                if i < self.pos:
+                    continue
+                self.pos = i + 1
+                yield batch
+            self.epoch, self.pos = self.epoch + 1, 0
+
+    def _build_step(self):
+        model, task, opt, cfg = self.task.model, self.task, self.optimizer, self.cfg
+        accum = cfg.grad_accumulation_steps
+        clip = cfg.grad_clip
+
+        def loss_fn(m, batch):
+            loss, ntoks, extras = task.loss(m, batch)
+            return loss, ntoks, extras
+
+        value_and_grad = nn.value_and_grad(model, loss_fn)
+
+        def step(batch, prev_grad, do_update):
+            (loss, ntoks, extras), grad = value_and_grad(model, batch)
+            if prev_grad is not None:
+                grad = tree_map(lambda a, b: a + b, grad, prev_grad)
+            norm = mx.array(0.0)
+            if do_update:
+                if accum > 1:
+                    grad = tree_map(lambda g: g / accum, grad)
+                if clip:
+                    grad, norm = optim.clip_grad_norm(grad, clip)
+                opt.update(model, grad)
+                grad = None
+            return loss, ntoks, extras, grad, norm
+
+        if cfg.compile and getattr(task, "compile_step", True):
+            state = [model.state, opt.state, mx.random.state]
+            return partial(mx.compile, inputs=state, outputs=state)(step), state
+        return step, [model.state, opt.state]
+
+    def validate(self) -> tuple[float, dict] | None:
+        model, task = self.task.model, self.task
+        model.eval()
+        total, ntoks, extras = mx.array(0.0), mx.array(0), {}
+        n = 0
+        for i, batch in enumerate(task.valid_batches()):
+            if 0 <= self.cfg.val_batches <= i:
+                break
+            loss, toks, ex = task.loss(model, batch)
+            total = total + loss.astype(mx.float32) * toks
+            ntoks = ntoks + toks
+            for k, v in ex.items():
+                extras[k] = extras.get(k, mx.array(0.0)) + v.astype(mx.float32) * toks
+            mx.eval(total, ntoks, extras)
+            n += 1
+        model.train()
+        if n == 0 or ntoks.item() == 0:
+            return None
+        t = ntoks.item()
+        return total.item() / t, {k: v.item() / t for k, v in extras.items()}
+
+    def run(self, stop_requested: Callable[[], bool] = lambda: False,
+            resume: bool = True) -> EngineResult:
+        cfg, task, model = self.cfg, self.task, self.task.model
+        mx.random.seed(cfg.seed)
+        self.optimizer.init(model.trainable_parameters())
+        resumed = resume and self.restore()
+        if not resumed:
+            if self.metrics_file.is_file() and self.metrics_file.stat().st_size:
+                io.write_text(self.metrics_file, "")  # a session that died before any checkpoint
+            self.event("start", total_steps=self.total_steps, batches_per_epoch=self.n_batches,
+                       **(task.describe() if hasattr(task, "describe") else {}))
+        if cfg.grad_checkpoint and hasattr(model, "layers"):
+            from mlx_lm.tuner.trainer import grad_checkpoint
+
+            grad_checkpoint(model.layers[0])  # patches the block class: fine in a worker process
+        step_fn, state = self._build_step()
+        mem_limit = memory_limit_bytes(cfg)
+        model.train()
+        batches = self._batches()
+        accum = cfg.grad_accumulation_steps
+        session_start = time.perf_counter()
+        elapsed0 = self.elapsed
+
+        def result(status, reason, message="", **extra):
+            return EngineResult(status, reason, self.step, self.total_steps, self.best_step,
+                                self.best_val, message, extra)
+
+        while self.step < self.total_steps:
+            if stop_requested():
+                self.save_checkpoint("stop")
+                self.event("stop", step=self.step)
+                return result("stopped", "stop", "stopped on request")
+            tic = time.perf_counter()
+            grad, losses, tokens, extras_sum = None, [], 0, {}
+            for micro in range(accum):
+                batch = next(batches)
+                loss, ntoks, extras, grad, norm = step_fn(batch, grad, micro == accum - 1)
+                mx.eval(state, loss, ntoks, extras, grad, norm)
+                losses.append(loss.item())
+                for k, v in extras.items():
+                    extras_sum[k] = extras_sum.get(k, 0.0) + v.item()
+                tokens += task.batch_tokens(batch)
+            dt = time.perf_counter() - tic
+            self.step += 1
+            train_loss = sum(losses) / len(losses)
+            lr = float(self.schedule(mx.array(self.step - 1)).item())
+            if not math.isfinite(train_loss):
+                hint = (f"lower the learning rate (now {cfg.learning_rate:g}; try "
+                        f"{cfg.learning_rate / 10:g}), keep grad_clip on, or check the data")
+                self.event("nan", step=self.step, loss=str(train_loss), hint=hint)
+                return result("failed", "nan",
+                              f"loss became {train_loss} at step {self.step}: {hint}")
+            self.tokens_seen += tokens
+            self.elapsed = elapsed0 + time.perf_counter() - session_start
+            w = self.window
+            w["loss"] += train_loss
+            w["steps"] += 1
+            w["tokens"] += tokens
+            w["time"] += dt
+            for k, v in extras_sum.items():
+                w["extras"][k] = w["extras"].get(k, 0.0) + v / accum
+            peak = mx.get_peak_memory()
+            if self.step % cfg.report_every == 0 or self.step == self.total_steps:
+                row = {"step": self.step, "epoch": round(self.epoch + self.pos / self.n_batches, 4),
+                       "train_loss": w["loss"] / w["steps"], "learning_rate": lr,
+                       "tokens_per_second": w["tokens"] / w["time"] if w["time"] else None,
+                       "tokens": self.tokens_seen, "peak_memory_gb": peak / 1e9,
+                       "elapsed_s": round(self.elapsed, 3)}
+                if cfg.grad_clip:
+                    row["grad_norm"] = float(norm.item())
+                row.update({f"train_{k}": v / w["steps"] for k, v in w["extras"].items()})
+                self.metric(row)
+                self.window = {"loss": 0.0, "steps": 0, "tokens": 0, "time": 0.0, "extras": {}}
+            done = self.step == self.total_steps
+            if (cfg.val_every and self.step % cfg.val_every == 0) or done:
+                stop_early = self._validate_and_track()
+                if stop_early:
+                    self.save_checkpoint("early_stop")
+                    self.event("early_stop", step=self.step, best_step=self.best_step,
+                               best_val_loss=self.best_val,
+                               patience=cfg.early_stopping_patience)
+                    return result("completed", "early_stop",
+                                  f"early stop at step {self.step}: no improvement in "
+                                  f"{self.bad_evals} validations")
+            if peak > mem_limit or system_memory_low():
+                self.save_checkpoint("memory")
+                hint = "lower batch_size or max_seq_length, or turn on grad_checkpoint"
+                self.event("memory", step=self.step, peak_memory_gb=peak / 1e9,
+                           limit_gb=mem_limit / 1e9, hint=hint)
+                return result("stopped", "memory",
+                              f"memory guard: peak {peak / 1e9:.2f} GB over the limit "
+                              f"{mem_limit / 1e9:.2f} GB at step {self.step}: {hint}")
+            if self.step % cfg.save_every == 0 or done:
+                self.save_checkpoint("done" if done else "periodic")
+        return result("completed", "done", f"trained {self.step} steps")
+
+    def _validate_and_track(self) -> bool:
+        """Validate, log, keep the best; True when early stopping should fire."""
+        tic = time.perf_counter()
+        out = self.validate()
+        if out is None:
+            return False
+        val_loss, extras = out
+        row = {"step": self.step, "val_loss": val_loss,
+               "val_time_s": round(time.perf_counter() - tic, 3)}
+        row.update({f"val_{k}": v for k, v in extras.items()})
+        self.metric(row)
+        if not math.isfinite(val_loss):
+            return False
+        if self.best_val is None or val_loss < self.best_val - self.cfg.early_stopping_min_delta:
+            self.best_val, self.best_step, self.bad_evals = val_loss, self.step, 0
+            self.save_best(val_loss)
+            return False
+        self.bad_evals += 1
+        return 0 < self.cfg.early_stopping_patience <= self.bad_evals
+
+
+def configure_logging(log_file: Path) -> None:
+    """Log to the run's log.txt (and stderr), once per process."""
+    root = logging.getLogger("clara")
+    if any(getattr(h, "_clara_run", None) == str(log_file) for h in root.handlers):
+        return
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler._clara_run = str(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    if sys.stderr.isatty() and not any(
+            type(h) is logging.StreamHandler and getattr(h, "stream", None) is sys.stderr
+            for h in root.handlers):
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    root.setLevel(logging.INFO)
