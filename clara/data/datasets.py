@@ -1,0 +1,145 @@
+"""Dataset folders: `datasets/NAME/` with `train.jsonl`, `valid.jsonl` (`test.jsonl` where it has
+one) and `dataset.toml` (kind, sources, parameters, seed, row counts, token statistics).
+
+A dataset is written whole or not at all: every file goes into a hidden temporary folder, the
+rows are validated, and only then is the folder renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+from clara import __version__, io
+from clara.data import validate
+from clara.data.chunking import RegexTokenizer, TokenCounter
+from clara.errors import ClaraError, ValidationFailed
+from clara.workspace import Workspace, now_iso
+
+META = "dataset.toml"
+
+
+def dataset_dir(ws: Workspace, name: str) -> Path:
+    return ws.child("datasets", name)
+
+
+def check_new(ws: Workspace, name: str, force: bool = False) -> Path:
+    """The folder of a dataset about to be built; refuses an existing one unless `force`."""
+    path = dataset_dir(ws, name)
+    if path.exists() and not force:
+        raise ClaraError(f"dataset {name!r} already exists in workspace {ws.name} "
+                         "(use --force to replace it)")
+    return path
+
+
+def split_indices(n: int, share: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split of range(n) into (kept, held out) with round(n * share) held out.
+
+    At least one item is held out when share > 0 and n >= 2, and at least one is kept.
+    """
+    if not 0 <= share < 1:
+        raise ClaraError(f"a split share must be in [0, 1), got {share}")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    k = round(n * share)
+    if share > 0 and n >= 2:
+        k = min(max(k, 1), n - 1)
+    return sorted(order[k:]), sorted(order[:k])
+
+
+def write_dataset(ws: Workspace, name: str, kind: str, splits: dict[str, list[dict]],
+                  meta: dict[str, Any] | None = None, tokenizer: TokenCounter | None = None,
+                  force: bool = False) -> Path:
+    """Validate and write a dataset folder atomically; return its path.
+
+    `splits` maps split names (train, valid, test) to rows; `meta` adds sources, parameters,
+    seed and anything else worth recording. Raises ValidationFailed (and writes nothing) if any
+    row breaks the rules of `kind`.
+    """
+    from clara.data.stats import token_stats
+
+    target = check_new(ws, name, force)
+    tokenizer = tokenizer or RegexTokenizer()
+    ws.datasets_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ws.datasets_dir / f".{name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        counts = {}
+        for split in validate.SPLITS:
+            if split in splits:
+                counts[split] = io.write_jsonl(tmp / f"{split}.jsonl", splits[split])
+        record = {"name": name, "kind": kind, "created": now_iso(), "clara_version": __version__,
+                  **(meta or {}), "rows": counts}
+        io.write_toml(tmp / META, record)
+        _, _, errors = validate.validate_dataset(tmp, kind)
+        if errors:
+            # name the files as they would have been, not the temporary folder
+            for e in errors:
+                e.path = e.path.replace(str(tmp), str(target))
+                e.args = (e.location(),)
+            raise ValidationFailed(errors)
+        record["tokens"] = {"tokenizer": tokenizer.name,
+                            **{s: token_stats(rows, kind, tokenizer)
+                               for s, rows in splits.items()}}
+        io.write_toml(tmp / META, record)
+        old = None
+        if target.exists():
+            old = target.with_name(f".{name}.old-{uuid.uuid4().hex[:8]}")
+            target.rename(old)
+        tmp.rename(target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def read_meta(folder: str | Path) -> dict:
+    path = Path(folder) / META
+    return io.read_toml(path) if path.is_file() else {}
+
+
+def resolve(ws: Workspace | None, target: str | Path) -> Path:
+    """A dataset folder or JSONL file: an existing path, else a dataset name in the workspace."""
+    path = Path(target)
+    if path.exists():
+        return path
+    if ws is not None and ws.exists and "/" not in str(target):
+        folder = ws.datasets_dir / str(target)
+        if folder.is_dir():
+            return folder
+    where = f" and no dataset of that name in workspace {ws.name}" if ws is not None else ""
+    raise ClaraError(f"no file or folder {str(target)!r}{where} (see: clara data list)")
+
+
+def list_datasets(ws: Workspace) -> list[dict]:
+    """One record per dataset of the workspace: name, kind, rows per split, created, path."""
+    out = []
+    for folder in ws.items("datasets"):
+        meta = read_meta(folder)
+        rows = meta.get("rows") or {f.stem: _count_lines(f)
+                                    for f in validate.dataset_files(folder)}
+        out.append({"name": folder.name, "kind": meta.get("kind", "?"),
+                    "train": rows.get("train"), "valid": rows.get("valid"),
+                    "test": rows.get("test"), "created": meta.get("created"),
+                    "path": str(folder)})
+    return out
+
+
+def read_split(folder: str | Path, split: str) -> list[dict]:
+    path = Path(folder) / f"{split}.jsonl"
+    return io.read_jsonl(path) if path.is_file() else []
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def splits_of(rows_by_split: dict[str, Sequence]) -> dict[str, int]:
+    return {k: len(v) for k, v in rows_by_split.items()}
