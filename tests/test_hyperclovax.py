@@ -207,3 +207,20 @@ def test_lora_applies_to_plain_and_quantized(tiny_hcx_dir):
         _, grads = nn.value_and_grad(model, loss)(model)
         g = dict(tree_flatten(grads))
         assert any(float(mx.abs(v).sum()) > 0 for k, v in g.items() if "lora_b" in k)
+
+
+def test_mlx_lm_cli_through_clara(tiny_hcx_dir):
+    """mlx-lm's own tools see the hyperclovax type when started through clara."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "clara.models.register", "generate", "--model", str(tiny_hcx_dir),
+           "--prompt", "Alia", "--max-tokens", "3", "--ignore-chat-template"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Generation:" in done.stdout
+    plain = subprocess.run([sys.executable, "-m", "mlx_lm", *cmd[3:]], capture_output=True,
+                           text=True, env=env, timeout=120)
+    assert plain.returncode != 0 and "hyperclovax not supported" in plain.stderr

@@ -38,6 +38,8 @@ class _AliasLoader(importlib.abc.Loader):
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder):
+    clara_aliases = True  # marks it across module copies (`python -m` runs this file twice)
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in ALIASES:
             return None
@@ -46,7 +48,7 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
 
 def install() -> None:
     """Install the import hook once (idempotent)."""
-    if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
+    if not any(getattr(f, "clara_aliases", False) for f in sys.meta_path):
         sys.meta_path.insert(0, _AliasFinder())
 
 
