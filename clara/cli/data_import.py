@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from clara.cli.common import AppContext, emit_rows, format_option, pass_app
@@ -26,7 +28,9 @@ def data_import(app: AppContext, files: tuple[str, ...], fmt: str):
     Example: clara data import handbook.pdf notes.md
     """
     ws = app.workspace()
-    results = import_files(ws, files, progress=lambda m: click.echo(m, err=True))
+    # Progress only for people watching: piped or captured stderr keeps just the error line.
+    progress = (lambda m: click.echo(m, err=True)) if sys.stderr.isatty() else None
+    results = import_files(ws, files, progress=progress)
     if fmt == "json":
         rows = [{"file": str(r.path), "status": r.status, "id": r.id, "message": r.message,
                  **({"source": r.source.summary()} if r.source else {})} for r in results]
