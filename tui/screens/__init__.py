@@ -1,0 +1,1 @@
+"""The app's modes (top-level screens) and its modal screens."""

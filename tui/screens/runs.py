@@ -1,0 +1,376 @@
+"""Runs mode: every run of the workspace (started here, by the CLI, or by an earlier session),
+its live progress tailed from the run folder, its configuration, events, report and adapters,
+and two runs' curves side by side. Stop and resume go through `clara.runs`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import (DataTable, Label, Markdown, ProgressBar, Static, TabbedContent,
+                             TabPane)
+from textual.worker import get_current_worker
+
+from clara.errors import ClaraError
+from tui.format import duration, loss, number, short
+from tui.screens.base import ClaraScreen
+from tui.widgets.kv import KeyValues
+from tui.widgets.metric import MetricSparkline
+
+POLL_S = 0.5
+
+
+def _parse_time(text: str | None) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def run_row(run) -> dict:
+    """What the table shows of one run: the library's summary plus best val loss and duration."""
+    summary = run.summary()
+    status = run.raw_status()
+    vals = [m["val_loss"] for m in run.metrics() if isinstance(m.get("val_loss"), (int, float))]
+    last = run.last_metric("elapsed_s") or {}
+    seconds = last.get("elapsed_s")
+    if seconds is None:
+        start, end = _parse_time(status.get("started")), _parse_time(status.get("finished"))
+        if start and end:
+            seconds = (end - start).total_seconds()
+    return {**summary, "best_val": min(vals) if vals else None, "seconds": seconds}
+
+
+class RunMetrics:
+    """The rows of a metrics.jsonl read so far, split into train and validation series."""
+
+    def __init__(self) -> None:
+        self.train: list[dict] = []
+        self.valid: list[dict] = []
+
+    def add(self, rows: list[dict]) -> None:
+        for row in rows:
+            if "val_loss" in row:
+                self.valid.append(row)
+            elif "train_loss" in row:
+                self.train.append(row)
+
+    def series(self, key: str, rows: list[dict] | None = None) -> list[float]:
+        rows = self.train if rows is None else rows
+        return [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+
+
+class RunsScreen(ClaraScreen):
+    TITLE = "Runs"
+    CSS_PATH = "runs.tcss"
+    BINDINGS = [
+        Binding("s", "stop", "Stop"),
+        Binding("u", "resume", "Resume"),
+        Binding("c", "compare", "Compare"),
+        Binding("f6", "reload", "Refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.selected: str | None = None
+        self.compare_with: str | None = None
+        self.metrics = RunMetrics()
+        self.status: dict = {}
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="runs-body"):
+            with Vertical(id="runs-left"):
+                yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+                yield Static("", id="runs-hint", classes="muted")
+            with TabbedContent(id="run-tabs"):
+                with TabPane("Progress", id="tab-progress"):
+                    yield Static("select a run", id="run-title")
+                    yield ProgressBar(id="run-progress", show_eta=False)
+                    yield Static("", id="run-rate")
+                    yield MetricSparkline("train loss", id="spark-train")
+                    yield MetricSparkline("val loss", id="spark-val")
+                    yield MetricSparkline("tokens/s", lower_is_better=False, fmt="{:,.0f}",
+                                          id="spark-tps")
+                    yield MetricSparkline("memory GB", fmt="{:.3f}", id="spark-mem")
+                with TabPane("Config", id="tab-config"):
+                    with VerticalScroll():
+                        yield KeyValues(id="run-config")
+                with TabPane("Events", id="tab-events"):
+                    with VerticalScroll():
+                        yield Static("", id="run-events", markup=False)
+                with TabPane("Report", id="tab-report"):
+                    with VerticalScroll():
+                        yield Markdown("", id="run-report")
+                with TabPane("Adapters", id="tab-adapters"):
+                    yield DataTable(id="run-adapters", cursor_type="row")
+                with TabPane("Compare", id="tab-compare"):
+                    yield Static("press c on a second run to compare", id="compare-title")
+                    with Horizontal(id="compare-body"):
+                        with Vertical(classes="compare-side"):
+                            yield Label("", id="compare-a")
+                            yield MetricSparkline("train", id="cmp-a-train")
+                            yield MetricSparkline("val", id="cmp-a-val")
+                        with Vertical(classes="compare-side"):
+                            yield Label("", id="compare-b")
+                            yield MetricSparkline("train", id="cmp-b-train")
+                            yield MetricSparkline("val", id="cmp-b-val")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        for key, title in (("id", "run"), ("status", "status"), ("kind", "kind"),
+                           ("model", "model"), ("step", "step"), ("best_val", "best val"),
+                           ("duration", "duration")):
+            table.add_column(title, key=key)
+        self.query_one("#run-adapters", DataTable).add_columns("adapter", "step", "files")
+        self.query_one("#runs-hint", Static).update(
+            "s stop · u resume · c compare with the highlighted run")
+        self.set_interval(2.0, self._refresh_table)
+
+    def reload(self) -> None:
+        self.selected = None
+        self.compare_with = None
+        self._load_runs()
+
+    def on_resume(self) -> None:
+        self._load_runs()
+
+    def action_reload(self) -> None:
+        self._load_runs()
+
+    def _refresh_table(self) -> None:
+        if self.is_current and self.app.workspace is not None:
+            self._load_runs()
+
+    # -- the table -----------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="runs-table", exit_on_error=False)
+    def _load_runs(self) -> None:
+        from clara.runs import list_runs
+
+        ws = self.app.workspace
+        rows = [run_row(r) for r in reversed(list_runs(ws))] if ws else []
+        self.app.call_from_thread(self._fill_runs, rows)
+
+    def _fill_runs(self, rows: list[dict]) -> None:
+        table = self.query_one("#runs", DataTable)
+        cells = {}
+        for row in rows:
+            step = row.get("step") or 0
+            total = row.get("total_steps")
+            cells[row["id"]] = {
+                "id": short(row["id"], 28), "status": row.get("status") or "-",
+                "kind": row.get("kind") or "-", "model": short(str(row.get("model") or "-"), 14),
+                "step": f"{step}/{total}" if total else str(step),
+                "best_val": loss(row.get("best_val")), "duration": duration(row.get("seconds")),
+            }
+        if list(table.rows) != [*cells]:
+            cursor = table.cursor_row
+            table.clear()
+            for run_id, values in cells.items():
+                table.add_row(*values.values(), key=run_id)
+            if rows:
+                table.move_cursor(row=min(cursor, len(rows) - 1))
+        else:
+            for run_id, values in cells.items():
+                for column, value in values.items():
+                    table.update_cell(run_id, column, value)
+        if rows and self.selected is None:
+            self.select_run(rows[0]["id"])
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value != self.selected:
+            self.select_run(str(event.row_key.value))
+
+    def _run(self, run_id: str):
+        from clara.runs import Run
+
+        return Run(self.app.workspace.runs_dir / run_id)
+
+    def select_run(self, run_id: str) -> None:
+        """Show `run_id` and follow its files: a live run or a finished one, whoever started it."""
+        if self.selected:
+            self.workers.cancel_group(self, f"tail-{self.selected}")
+        self.selected = run_id
+        self.metrics = RunMetrics()
+        self.query_one("#run-title", Static).update(f"run {run_id}")
+        for spark in self.query("#tab-progress MetricSparkline").results(MetricSparkline):
+            spark.set_values([])
+        self._load_details(run_id)
+        self.run_worker(partial_tail(self, run_id), thread=True, exclusive=True,
+                        group=f"tail-{run_id}", exit_on_error=False, name=f"tail {run_id}")
+
+    # -- following a run -------------------------------------------------------------------------
+    def _tail(self, run_id: str) -> None:
+        """Read metrics.jsonl from where we stopped (whole lines only) and status.json, until the
+        run is over and read to the end, or the worker is cancelled (another run selected)."""
+        worker = get_current_worker()
+        run = self._run(run_id)
+        path = run.path / "metrics.jsonl"
+        offset = 0
+        buffer = b""
+        while not worker.is_cancelled:
+            status = run.status()
+            rows = []
+            if path.is_file():
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                offset += len(chunk)
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:
+                        continue  # a damaged line: skip it, keep following
+            if worker.is_cancelled:
+                return
+            self.app.call_from_thread(self._apply_progress, run_id, rows, status)
+            if status.get("status") not in ("queued", "running"):
+                return
+            time.sleep(POLL_S)
+
+    def _apply_progress(self, run_id: str, rows: list[dict], status: dict) -> None:
+        if run_id != self.selected:
+            return
+        self.status = status
+        self.metrics.add(rows)
+        m = self.metrics
+        self.query_one("#spark-train", MetricSparkline).set_values(m.series("train_loss"))
+        self.query_one("#spark-val", MetricSparkline).set_values(m.series("val_loss", m.valid))
+        self.query_one("#spark-tps", MetricSparkline).set_values(m.series("tokens_per_second"))
+        self.query_one("#spark-mem", MetricSparkline).set_values(m.series("peak_memory_gb"))
+        last = m.train[-1] if m.train else {}
+        step = last.get("step", 0)
+        total = status.get("total_steps") or step or None
+        bar = self.query_one("#run-progress", ProgressBar)
+        bar.update(total=total, progress=step)
+        elapsed = last.get("elapsed_s")
+        eta = (elapsed / step * (total - step)) if elapsed and step and total else None
+        state = status.get("status", "?")
+        eta_text = f"ETA {duration(eta)}" if state == "running" and eta is not None else ""
+        self.query_one("#run-title", Static).update(
+            f"run {run_id}  ·  {state}  ·  step {step}/{total or '?'}  {eta_text}".rstrip())
+        message = status.get("message") or ""
+        self.query_one("#run-rate", Static).update(
+            f"tokens/s {number(last.get('tokens_per_second'))}  ·  "
+            f"lr {number(last.get('learning_rate'))}  ·  elapsed {duration(elapsed)}"
+            + (f"\n{message}" if message else ""))
+        if state not in ("queued", "running"):
+            self._load_details(run_id)
+
+    @work(thread=True, exclusive=True, group="run-details", exit_on_error=False)
+    def _load_details(self, run_id: str) -> None:
+        run = self._run(run_id)
+        config = run.config() if run.exists else {}
+        events = run.events()
+        report_file = run.path / "report.md"
+        report = report_file.read_text(encoding="utf-8") if report_file.is_file() else ""
+        adapters = []
+        if run.adapters.is_dir():
+            for folder in sorted(run.adapters.iterdir()):
+                target = folder.resolve().name if folder.is_symlink() else ""
+                files = len(list(folder.iterdir())) if folder.is_dir() else 0
+                adapters.append((folder.name + (f" → {target}" if target else ""),
+                                 folder.name.removeprefix("step-") if folder.name.startswith(
+                                     "step-") else "-", str(files)))
+        self.app.call_from_thread(self._fill_details, run_id, config, events, report, adapters)
+
+    def _fill_details(self, run_id, config, events, report, adapters) -> None:
+        if run_id != self.selected:
+            return
+        shown = {"kind": config.get("kind"), **config.get("config", {}),
+                 **{f"resolved.{k}": v for k, v in config.get("resolved", {}).items()}}
+        self.query_one("#run-config", KeyValues).set_data(
+            {k: v for k, v in shown.items() if v is not None})
+        lines = []
+        for e in events:
+            extra = " ".join(f"{k}={v}" for k, v in e.items() if k not in ("time", "event"))
+            lines.append(f"{str(e.get('time', ''))[11:19]}  {e.get('event', '?'):<12} {extra}")
+        self.query_one("#run-events", Static).update("\n".join(lines) or "(no events yet)")
+        self.query_one("#run-report", Markdown).update(report or "_no report yet: it is written "
+                                                                 "when the run ends_")
+        table = self.query_one("#run-adapters", DataTable)
+        table.clear()
+        for row in adapters:
+            table.add_row(*row)
+
+    # -- actions -------------------------------------------------------------------------------
+    def action_stop(self) -> None:
+        if self.selected:
+            self._stop(self.selected)
+
+    @work(thread=True, group="run-control", exit_on_error=False)
+    def _stop(self, run_id: str) -> None:
+        from clara.runs import request_stop
+
+        if not request_stop(self._run(run_id)):
+            raise ClaraError(f"run {run_id} is not running")
+        self.app.call_from_thread(self.notify, f"asked run {run_id} to save and stop",
+                                  title="Stop")
+
+    def action_resume(self) -> None:
+        if self.selected:
+            self._resume(self.selected)
+
+    @work(thread=True, group="run-control", exit_on_error=False)
+    def _resume(self, run_id: str) -> None:
+        from clara.runs import start_worker
+
+        run = self._run(run_id)
+        if run.is_active():
+            raise ClaraError(f"run {run_id} is still running")
+        start_worker(run, detach=True)  # the worker resumes from the newest checkpoint
+        self.app.call_from_thread(self._resumed, run_id)
+
+    def _resumed(self, run_id: str) -> None:
+        self.notify(f"run {run_id} resumed", title="Resume")
+        self.selected = None
+        self.select_run(run_id)
+        self._load_runs()
+
+    def action_compare(self) -> None:
+        if not self.selected:
+            return
+        if self.compare_with is None or self.compare_with == self.selected:
+            self.compare_with = self.selected
+            self.notify(f"comparing from {self.selected}: highlight another run and press c",
+                        title="Compare")
+            return
+        self._compare(self.compare_with, self.selected)
+        self.query_one("#run-tabs", TabbedContent).active = "tab-compare"
+
+    @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
+    def _compare(self, a: str, b: str) -> None:
+        out = []
+        for run_id in (a, b):
+            m = RunMetrics()
+            m.add(self._run(run_id).metrics())
+            out.append((run_id, m.series("train_loss"), m.series("val_loss", m.valid)))
+        self.app.call_from_thread(self._show_compare, out)
+
+    def _show_compare(self, sides) -> None:
+        self.query_one("#compare-title", Static).update(f"{sides[0][0]}  vs  {sides[1][0]}")
+        for side, (run_id, train, val) in zip("ab", sides):
+            self.query_one(f"#compare-{side}", Label).update(run_id)
+            self.query_one(f"#cmp-{side}-train", MetricSparkline).set_values(train)
+            self.query_one(f"#cmp-{side}-val", MetricSparkline).set_values(val)
+
+    def palette_commands(self):
+        yield SystemCommand("Stop run", "Ask the highlighted run to save and stop",
+                            self.action_stop)
+        yield SystemCommand("Resume run", "Continue the highlighted run from its checkpoint",
+                            self.action_resume)
+        yield SystemCommand("Compare runs", "Mark or compare the highlighted run",
+                            self.action_compare)
+
+
+def partial_tail(screen: RunsScreen, run_id: str):
+    """`run_worker` wants a callable without arguments."""
+    return lambda: screen._tail(run_id)

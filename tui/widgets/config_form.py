@@ -1,0 +1,167 @@
+"""A form built from a config dataclass: one field per setting, its help text beside it.
+
+Values typed into the form are parsed by the field's type and handed to the library's own
+`merge_config`, which applies defaults and validation; the form never decides what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widgets import Input, Label, Select, Switch
+
+from clara.errors import ClaraError
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """(the non-None type, whether None is allowed) of an annotation like `float | None`."""
+    if isinstance(tp, str):
+        tp = eval(tp, vars(typing) | {"list": list, "dict": dict})  # noqa: S307 - our own annotations
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])[0] if args else str, True
+    if origin is list:
+        return list, False
+    return tp, False
+
+
+def parse_value(name: str, text: str, tp: Any) -> Any:
+    """Text from an Input to the field's type; '' means the default (None)."""
+    base, _optional = _base_type(tp)
+    text = text.strip()
+    if text == "" or text.lower() == "none":
+        return None
+    try:
+        if base is bool:
+            return text.lower() in ("1", "true", "yes", "on")
+        if base is int:
+            return int(text)
+        if base is float:
+            return float(text)
+        if base is list:
+            return [t.strip() for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ClaraError(f"{name}: {text!r} is not a {base.__name__}") from None
+    return text
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+class ConfigForm(VerticalScroll):
+    """Fields of `config_cls`; `choices` turns a field into a Select, `hidden` leaves some out."""
+
+    DEFAULT_CSS = """
+    ConfigForm { height: 1fr; }
+    ConfigForm .form-row { height: auto; margin-bottom: 0; }
+    ConfigForm .form-label { width: 26; padding: 1 1 0 0; text-style: bold; }
+    ConfigForm .form-field { width: 24; }
+    ConfigForm Input.form-field, ConfigForm Select.form-field { width: 24; }
+    ConfigForm .form-help { width: 1fr; padding: 1 0 0 1; color: $text-muted; }
+    """
+
+    class Changed(Message):
+        """A value of the form changed (the preview listens)."""
+
+        def __init__(self, form: "ConfigForm") -> None:
+            super().__init__()
+            self.form = form
+
+        @property
+        def control(self) -> "ConfigForm":
+            return self.form
+
+    def __init__(self, config_cls, *, choices: dict[str, list[str]] | None = None,
+                 hidden: tuple[str, ...] = (), first: tuple[str, ...] = (),
+                 values: dict | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.config_cls = config_cls
+        self.choices = choices or {}
+        fields = [f for f in dataclasses.fields(config_cls) if f.name not in hidden]
+        order = {name: i for i, name in enumerate(first)}
+        self.fields = sorted(fields, key=lambda f: order.get(f.name, len(order)))
+        self.initial = values or {}
+
+    def _default(self, f: dataclasses.Field) -> Any:
+        if f.name in self.initial:
+            return self.initial[f.name]
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            return f.default_factory()  # type: ignore[misc]
+        return None
+
+    def compose(self) -> ComposeResult:
+        for f in self.fields:
+            base, _ = _base_type(f.type)
+            value = self._default(f)
+            with Horizontal(classes="form-row"):
+                yield Label(f.name, classes="form-label")
+                wid = f"field-{f.name}"
+                if base is bool:
+                    yield Switch(bool(value), id=wid, classes="form-field")
+                elif f.name in self.choices:
+                    options = [(c, c) for c in self.choices[f.name]]
+                    if value not in self.choices[f.name]:
+                        value = Select.NULL if not self.choices[f.name] else value
+                    if value is not Select.NULL and value not in self.choices[f.name]:
+                        options.insert(0, (str(value), value))
+                    yield Select(options, value=value if value is not None else Select.NULL,
+                                 id=wid, classes="form-field", allow_blank=True)
+                else:
+                    yield Input(_show(value), id=wid, classes="form-field",
+                                placeholder="default" if value is None else "")
+                yield Label(f.metadata.get("help", ""), classes="form-help")
+
+    def raw_values(self) -> dict[str, Any]:
+        """Parsed values of every field (None: left to the default)."""
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            widget = self.query_one(f"#field-{f.name}")
+            if isinstance(widget, Switch):
+                out[f.name] = widget.value
+            elif isinstance(widget, Select):
+                out[f.name] = None if widget.value is Select.NULL else widget.value
+            else:
+                out[f.name] = parse_value(f.name, widget.value, f.type)
+        return out
+
+    def set_value(self, name: str, value: Any) -> None:
+        widget = self.query_one(f"#field-{name}")
+        if isinstance(widget, Switch):
+            widget.value = bool(value)
+        elif isinstance(widget, Select):
+            widget.value = value
+        else:
+            widget.value = _show(value)
+
+    def set_choices(self, name: str, options: list[str]) -> None:
+        widget = self.query_one(f"#field-{name}", Select)
+        current = widget.value
+        widget.set_options([(o, o) for o in options])
+        if current in options:
+            widget.value = current
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed(self))
+
+    def on_switch_changed(self, event: Switch.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed(self))
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed(self))
