@@ -71,9 +71,12 @@ class ClaraModel(nn.Module):
         lm.freeze()
         tokenizer, special = extend_tokenizer(tokenizer, config.n_mem)
         install(lm, special.first, config.n_mem)
-        apply_multi_lora(lm, config.adapters(), config.lora_rank, config.lora_scale,
+        fresh = [a for a in config.adapters() if a != "query_reasoner"]
+        apply_multi_lora(lm, fresh, config.lora_rank, config.lora_scale,
                          config.lora_dropout, config.lora_keys, config.lora_layers)
         model = cls(lm, tokenizer, config, special)
+        if "query_reasoner" in config.adapters():  # the query reasoner starts as the compressor
+            model.add_adapter("query_reasoner", copy_from="compressor")
         model.set_trainable()
         return model
 
