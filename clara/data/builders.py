@@ -41,6 +41,7 @@ class Document:
     id: str
     text: str
     pages: list[dict] = field(default_factory=list)
+    name: str = ""
 
 
 @dataclass
@@ -51,6 +52,7 @@ class DocChunk:
     text: str
     tokens: int
     pages: list[int] = field(default_factory=list)
+    source_name: str = ""
 
 
 def documents_from_sources(ws: Workspace, ids: Sequence[str] | None = None) -> list[Document]:
@@ -61,7 +63,7 @@ def documents_from_sources(ws: Workspace, ids: Sequence[str] | None = None) -> l
     if not sources:
         raise ClaraError(f"workspace {ws.name} has no imported sources (see: clara data import)")
     return [Document(s.id, s.text, [{"page": p["page"], "start": p["start"], "end": p["end"]}
-                                    for p in s.pages]) for s in sources]
+                                    for p in s.pages], s.name) for s in sources]
 
 
 def chunk_documents(docs: Sequence[Document], tokenizer: TokenCounter, max_tokens: int,
@@ -71,7 +73,8 @@ def chunk_documents(docs: Sequence[Document], tokenizer: TokenCounter, max_token
     for doc in docs:
         for i, c in enumerate(chunk_text(doc.text, tokenizer, max_tokens, overlap)):
             pages = [p["page"] for p in doc.pages if p["start"] < c.end and p["end"] > c.start]
-            out.append(DocChunk(f"{doc.id}#{i}", doc.id, i, c.text, c.tokens, pages))
+            out.append(DocChunk(f"{doc.id}#{i}", doc.id, i, c.text, c.tokens, pages,
+                                doc.name or doc.id))
     return out
 
 
@@ -177,8 +180,8 @@ def locate_gold(items: Sequence[QAItem], chunks: Sequence[DocChunk], bm25: BM25,
             continue
         pool = list(range(len(chunks)))
         if item.source:
-            pool = [i for i in pool if chunks[i].source == item.source
-                    or chunks[i].source.startswith(item.source)]
+            pool = [i for i in pool if item.source in (chunks[i].source, chunks[i].source_name,
+                                                       Path(chunks[i].source_name).stem)]
             if not pool:
                 errors.append(DataError(path, item.line, "source",
                                         f"no chunk comes from source {item.source!r}"))
