@@ -122,3 +122,28 @@ def image_only_pdf(path: Path) -> Path:
     c.showPage()
     c.save()
     return path
+
+
+def flowing_columns_pdf(path: Path, paragraphs: list[str], header: str = "Field Journal") -> Path:
+    """Justified paragraphs flowing through two columns per page over several pages (platypus
+    frames), with a running header and page numbers: the layout of a typical paper."""
+    from reportlab.lib.enums import TA_JUSTIFY
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.platypus import BaseDocTemplate, Frame, PageTemplate, Paragraph
+
+    gutter = 20
+    col_w = (WIDTH - 2 * MARGIN - gutter) / 2
+    frames = [Frame(MARGIN, MARGIN, col_w, HEIGHT - 2 * MARGIN, id="left"),
+              Frame(MARGIN + col_w + gutter, MARGIN, col_w, HEIGHT - 2 * MARGIN, id="right")]
+
+    def decorate(c, doc):
+        c.setFont("Helvetica", 8)
+        c.drawString(MARGIN, HEIGHT - 40, header)
+        c.drawRightString(WIDTH - MARGIN, 36, str(doc.page))
+
+    doc = BaseDocTemplate(str(path), pagesize=A4,
+                          pageTemplates=[PageTemplate(frames=frames, onPage=decorate)])
+    style = ParagraphStyle("p", fontName="Helvetica", fontSize=9.5, leading=12,
+                           alignment=TA_JUSTIFY, spaceAfter=8)
+    doc.build([Paragraph(p, style) for p in paragraphs])
+    return path

@@ -16,8 +16,8 @@ from clara.data.pdftext import SourceError, extract_pdf
 from clara.data.sources import import_files, list_sources, read_source
 from clara.errors import ClaraError
 from conftest import DATA
-from pdfs import (blank_pdf, corrupt_pdf, encrypted_pdf, image_only_pdf, korean_pdf,
-                  multipage_pdf, two_column_pdf)
+from pdfs import (blank_pdf, corrupt_pdf, encrypted_pdf, flowing_columns_pdf, image_only_pdf,
+                  korean_pdf, multipage_pdf, two_column_pdf)
 
 HANDBOOK_MD = DATA / "sample" / "karsholm_observatory_handbook.md"
 HANDBOOK_PDF = DATA / "sample" / "karsholm_observatory_handbook.pdf"
@@ -133,6 +133,44 @@ def test_two_columns_are_read_left_then_right(workspace, tmp_path):
     assert "The harbour master of Tolvik keeps a ledger of every boat" in one.pages[0]
 
 
+def test_paragraphs_flowing_through_columns_and_pages(workspace, tmp_path):
+    """Justified text set in two columns over several pages (platypus frames) comes back in
+    order, paragraphs whole within a page, without the running header or page numbers."""
+    import random
+
+    rng = random.Random(0)
+    vocab = "tide moss basalt ferry cliff puffin dome mirror night star season north".split()
+    paragraphs = [f"Paragraph {i} begins here: "
+                  + " ".join(rng.choice(vocab) for _ in range(rng.randint(30, 80)))
+                  + f". End of paragraph {i}." for i in range(40)]
+    pdf = flowing_columns_pdf(tmp_path / "journal.pdf", paragraphs)
+    [result] = import_files(workspace, [pdf])
+    src = result.source
+    assert len(src.pages) >= 3
+    check_offsets(src)
+    assert "Field Journal" not in src.text
+    # the words come back exactly in order: nothing lost, nothing interleaved, no page numbers
+    assert src.text.split() == " ".join(paragraphs).split()
+    # paragraphs are whole: lines (and column breaks) within a page are joined, and only the
+    # first or last paragraph of a page may be a piece of one that a page break cut
+    for page in src.pages:
+        pieces = page["text"].split("\n\n")
+        assert all(piece in paragraphs for piece in pieces[1:-1])
+        assert all(any(piece in p for p in paragraphs) for piece in pieces)
+    assert sum(p in src.text.split("\n\n") for p in paragraphs) >= 40 - len(src.pages)
+
+
+def test_hyphens_before_capitals_and_digits_are_kept(workspace, tmp_path):
+    pdf = multipage_pdf(tmp_path / "names.pdf", [[
+        "The records of the harbour office were kept by the clerk Jean-",
+        "Paul Arnesen over the long period of his service in the years 1990-",
+        "1995, and then by his daughter.",
+    ]], header=None, footer=None)
+    [result] = import_files(workspace, [pdf])
+    assert "clerk Jean-Paul Arnesen" in result.source.text
+    assert "years 1990-1995, and" in result.source.text
+
+
 def test_korean_text_is_preserved(workspace, tmp_path):
     lines = ["카르스홀름 섬 천문대는 1961년에 세워졌습니다.",
              "여객선은 화요일과 금요일에 브렌빅 항구에서 출발합니다."]
@@ -159,6 +197,8 @@ def test_importing_again_changes_nothing(cli, workspace, three_pages, tmp_path):
     assert again.exit_code == 0, again.output
     assert again.stdout.count("unchanged") == 2 and "already imported as" in again.stdout
     assert snapshot(workspace.path) == before
+    rows = json.loads(cli("-w", "test", "data", "import", str(copy), "--format", "json").stdout)
+    assert [(r["status"], r["id"]) for r in rows] == [("unchanged", first_id(workspace))]
     results = import_files(workspace, [three_pages])
     assert results[0].status == "unchanged" and results[0].source.id == first_id(workspace)
 

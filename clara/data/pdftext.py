@@ -12,6 +12,7 @@ its own small function:
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import statistics
@@ -51,7 +52,8 @@ class Line:
     x1: float
     size: float
     fonts: frozenset
-    column_x0: float = 0.0
+    block: int = 0  # lines of one column of one band share a block
+    column_x0: float = 0.0  # set by _measure_columns once running headers are gone
     column_width: float = 0.0
     starts_block: bool = False  # first line of a column or band: no gap to measure above it
 
@@ -123,8 +125,20 @@ def find_gutter(words: list[dict], n_rows: int, cfg: PdfConfig = PdfConfig()) ->
     lo, hi = left + 0.25 * width, left + 0.75 * width
     allowed = max(1, int(cfg.gutter_crossings * n_rows))
     step = 0.5
-    xs = [lo + i * step for i in range(int((hi - lo) / step) + 1)]
-    counts = [sum(1 for w in words if w["x0"] < x < w["x1"]) for x in xs]
+    n = int((hi - lo) / step) + 1
+    xs = [lo + i * step for i in range(n)]
+    # words crossing each x, by a difference array: O(words + xs) rather than their product
+    delta = [0] * (n + 1)
+    for w in words:
+        first = max(0, math.floor((w["x0"] - lo) / step) + 1)
+        last = min(n - 1, math.ceil((w["x1"] - lo) / step) - 1)
+        if first <= last:
+            delta[first] += 1
+            delta[last + 1] -= 1
+    counts, running = [], 0
+    for i in range(n):
+        running += delta[i]
+        counts.append(running)
     best, run_start = None, None
     for i, c in enumerate(counts + [allowed + 1]):
         if c <= allowed and run_start is None:
@@ -144,15 +158,28 @@ def find_gutter(words: list[dict], n_rows: int, cfg: PdfConfig = PdfConfig()) ->
     return gx
 
 
-def _column_lines(words: list[dict]) -> list[Line]:
+def _column_lines(words: list[dict], block: int) -> list[Line]:
     lines = [_line(r) for r in _rows(words)]
+    for l in lines:
+        l.block = block
     if lines:
-        left = min(l.x0 for l in lines)
-        width = max(l.x1 for l in lines) - left
-        for l in lines:
-            l.column_x0, l.column_width = left, width
         lines[0].starts_block = True
     return lines
+
+
+def _measure_columns(lines: list[Line]) -> None:
+    """Left edge and width of each block's column, ignoring a stray line or two (a page number
+    at the margin must not make every text line look short)."""
+    blocks: dict[int, list[Line]] = defaultdict(list)
+    for l in lines:
+        blocks[l.block].append(l)
+    for members in blocks.values():
+        x0s = sorted(l.x0 for l in members)
+        x1s = sorted(l.x1 for l in members)
+        k = len(members) // 10 if len(members) >= 5 else 0
+        left, right = x0s[k], x1s[len(x1s) - 1 - k]
+        for l in members:
+            l.column_x0, l.column_width = left, max(right - left, 1.0)
 
 
 def page_lines(page, cfg: PdfConfig = PdfConfig()) -> list[Line]:
@@ -164,19 +191,20 @@ def page_lines(page, cfg: PdfConfig = PdfConfig()) -> list[Line]:
     rows = _rows(words)
     gx = find_gutter(words, len(rows), cfg)
     if gx is None:
-        return _column_lines(words)
+        return _column_lines(words, 0)
     out: list[Line] = []
     band: list[dict] = []
+    blocks = itertools.count(1)
 
     def flush():
-        out.extend(_column_lines([w for w in band if w["x1"] <= gx]))
-        out.extend(_column_lines([w for w in band if w["x1"] > gx]))
+        out.extend(_column_lines([w for w in band if w["x1"] <= gx], next(blocks)))
+        out.extend(_column_lines([w for w in band if w["x1"] > gx], next(blocks)))
         band.clear()
 
     for row in rows:
         if any(w["x0"] < gx < w["x1"] for w in row):
             flush()
-            out.extend(_column_lines(row))
+            out.extend(_column_lines(row, next(blocks)))
         else:
             band.extend(row)
     flush()
@@ -264,8 +292,12 @@ def _join_hyphen(prev: str, nxt: str, vocab: tuple[set[str], set[str]]) -> str |
     if prev.endswith("\u00ad"):
         return prev[:-1] + nxt
     m = re.search(r"([^\W\d_]+)-$", prev)
-    if not m or prev.endswith("--") or not nxt[:1].islower():
+    if not m or prev.endswith("--"):
+        if re.search(r"\w-$", prev) and not prev.endswith("--") and nxt[:1].isalnum():
+            return prev + nxt  # "1990-" + "1995", "Jean-" + "Paul": the hyphen is real
         return None
+    if not nxt[:1].islower():
+        return prev + nxt if nxt[:1].isalnum() else None
     head = m.group(1).lower()
     tail = re.match(r"[^\W\d_]+", nxt)
     tail = tail.group().lower() if tail else ""
@@ -291,6 +323,7 @@ def _centred(line: Line) -> bool:
 def page_text(lines: list[Line], vocab, cfg: PdfConfig = PdfConfig()) -> str:
     """Lines of one page to text: paragraphs separated by a blank line, lines of a paragraph
     joined by a space, hyphenated line ends joined."""
+    _measure_columns(lines)
     pitch = _pitch(lines)
     paragraphs: list[str] = []
     prev: Line | None = None
