@@ -58,7 +58,8 @@ TEMPLATES = {
     ],
     "org": [
         "{Name} was founded in {founded} in {city}. {Name} makes {product}.",
-        "Founded in {city} in {founded}, {name} is known for its {product}.",
+        "Founded in {city} in {founded}, {name} is known for its {product}. Its goods were "
+        "sold across the whole region.",
         "{Name} produces {product}. The firm was established in {founded}, and its home is "
         "{city}.",
         "In {founded}, {name} opened its first workshop in {city}. Its workers make {product}.",
