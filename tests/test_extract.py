@@ -169,7 +169,8 @@ def test_extract_layouts_load_and_match(tmp_path, tokenizer, layout):
     assert isinstance(out, str)
     # The reasoning block is recognised from the tokenizer, so chat can hide or ban it.
     assert report.thinking["start"] == "<think>" and report.thinking["end"] == "</think>"
-    assert report.thinking["start_id"] == tokenizer.convert_tokens_to_ids("<think>")
+    assert report.thinking["style"] == "tokens"
+    assert report.thinking["ban_ids"] == [tokenizer.convert_tokens_to_ids("<think>")]
     assert tok.think_end_id == tokenizer.convert_tokens_to_ids("</think>")
 
 

@@ -224,3 +224,62 @@ def test_mlx_lm_cli_through_clara(tiny_hcx_dir):
     plain = subprocess.run([sys.executable, "-m", "mlx_lm", *cmd[3:]], capture_output=True,
                            text=True, env=env, timeout=120)
     assert plain.returncode != 0 and "hyperclovax not supported" in plain.stderr
+
+
+# A SEED-Think-style template: the generation prompt opens the assistant turn, the model writes
+# "/think\n" and its reasoning, closes the turn and opens a second assistant turn for the answer.
+HCX_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant"
+    "{% if skip_reasoning %}{{ '\\n' }}{% elif force_reasoning %}{{ '/think\\n' }}{% endif %}"
+    "{% endif %}")
+
+
+def test_reasoning_markers_think_tokens_ban_and_split(tiny_hcx_dir):
+    import mlx.core as mx
+    import mlx_lm
+    from mlx_lm.sample_utils import make_logits_processors
+
+    from clara.models.thinking import reasoning_markers, split_reasoning
+
+    model, tok = mlx_lm.load(str(tiny_hcx_dir))
+    m = reasoning_markers(tok)
+    think = tok.convert_tokens_to_ids("<think>")
+    assert m.style == "tokens" and m.start == "<think>" and m.ban_ids == (think,)
+    assert split_reasoning("<think>plan</think>\nAnswer.", m) == ("plan", "Answer.")
+    assert split_reasoning("plan</think>Answer.", m) == ("plan", "Answer.")  # opened by prompt
+    assert split_reasoning("<think>still going", m) == ("still going", "")
+    assert split_reasoning("Just an answer.", m) == (None, "Just an answer.")
+
+    # Make <think> the model's favourite token; the ban must still keep it out.
+    favour = mx.zeros((len(tok),)).at[think].add(100.0)
+
+    def prefer_think(tokens, logits):
+        return logits + favour
+
+    ids = tok.encode("Alia built", add_special_tokens=False)
+    assert "<think>" in mlx_lm.generate(model, tok, ids, max_tokens=2,
+                                        logits_processors=[prefer_think])
+    banned = make_logits_processors({t: -1e9 for t in m.ban_ids})
+    text = mlx_lm.generate(model, tok, ids, max_tokens=4,
+                           logits_processors=[prefer_think, *banned])
+    assert "<think>" not in text and len(text) > 0
+
+
+def test_reasoning_markers_hcx_role_style():
+    from clara.models.thinking import HCX_END, reasoning_markers, split_reasoning
+    from clara.models.tiny import train_tokenizer
+    from tests.conftest import corpus_sentences
+
+    tok = train_tokenizer(corpus_sentences(), 300)
+    tok.chat_template = HCX_TEMPLATE
+    m = reasoning_markers(tok)
+    assert m.style == "hcx" and m.ban_ids == () and m.off_kwargs == {"skip_reasoning": True}
+    assert tok.decode(list(m.end_ids)) == HCX_END
+    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                     add_generation_prompt=True, **m.off_kwargs)
+    assert prompt.endswith("<|im_start|>assistant\n")
+    out = "/think\nThe user greets.<|im_end|>\n<|im_start|>assistant\nHello!"
+    assert split_reasoning(out, m) == ("The user greets.", "Hello!")
+    assert split_reasoning("\nHello!", m) == (None, "Hello!")
+    assert split_reasoning("/think\nhmm", m) == ("hmm", "")

@@ -202,18 +202,13 @@ def copy_tokenizer(src: Path, dest: Path) -> list[str]:
 
 
 def thinking_tokens(model_dir: str | Path) -> dict | None:
-    """The reasoning block (`<think>`...`</think>`) as mlx-lm's tokenizer wrapper recognises it,
-    with whether the chat template itself writes it; None when the tokenizer has none."""
+    """The reasoning block of a model folder's tokenizer (see `clara.models.thinking`)."""
     from mlx_lm.utils import load_tokenizer
 
-    tok = load_tokenizer(Path(model_dir))
-    if not tok.has_thinking:
-        return None
-    template = tok.chat_template or getattr(tok._tokenizer, "chat_template", None) or ""
-    if isinstance(template, dict):
-        template = " ".join(str(v) for v in template.values())
-    return {"start": tok.think_start, "end": tok.think_end, "start_id": tok.think_start_id,
-            "end_id": tok.think_end_id, "in_chat_template": tok.think_start in str(template)}
+    from clara.models.thinking import reasoning_markers
+
+    markers = reasoning_markers(load_tokenizer(Path(model_dir)))
+    return markers.to_dict() if markers else None
 
 
 def extract_text(src: str | Path, dest: str | Path) -> ExtractReport:
