@@ -195,6 +195,11 @@ def test_sft_golden_general_share_and_seeded_split(cli, workspace, tmp_path):
     _, _, valid_other = build("s1", "--seed", "1")
     assert {json.dumps(r) for r in valid_other} != {json.dumps(r) for r in valid}
 
+    r = cli(*ws_args("data", "build", "sft", "shipped", "--qa", str(qa)))  # data/general_qa
+    assert r.exit_code == 0, r.output
+    meta = io.read_toml(workspace.datasets_dir / "shipped" / "dataset.toml")
+    assert meta["general"]["file"].endswith("general_qa.jsonl") and meta["general"]["rows"] == 9
+
     r = cli(*ws_args("data", "build", "sft", "plain", "--qa", str(qa), "--no-general"))
     assert r.exit_code == 0
     train = io.read_jsonl(workspace.datasets_dir / "plain" / "train.jsonl")

@@ -193,9 +193,9 @@ def validate_cmd(app: AppContext, path, kind):
     else:
         kind = V.detect_kind(target) if kind == "auto" else V.canonical_kind(kind)
         errors = V.validate_file(target, kind)
-        from clara.data.datasets import _count_lines
+        from clara.data.datasets import count_rows
 
-        n = _count_lines(target)
+        n = count_rows(target)
     if errors:
         for e in errors:
             click.echo(e.location())

@@ -122,7 +122,7 @@ def list_datasets(ws: Workspace) -> list[dict]:
     out = []
     for folder in ws.items("datasets"):
         meta = read_meta(folder)
-        rows = meta.get("rows") or {f.stem: _count_lines(f)
+        rows = meta.get("rows") or {f.stem: count_rows(f)
                                     for f in validate.dataset_files(folder)}
         out.append({"name": folder.name, "kind": meta.get("kind", "?"),
                     "train": rows.get("train"), "valid": rows.get("valid"),
@@ -136,7 +136,7 @@ def read_split(folder: str | Path, split: str) -> list[dict]:
     return io.read_jsonl(path) if path.is_file() else []
 
 
-def _count_lines(path: Path) -> int:
+def count_rows(path: Path) -> int:
     with open(path, "rb") as f:
         return sum(1 for line in f if line.strip())
 
