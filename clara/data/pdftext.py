@@ -378,6 +378,7 @@ def extract_pdf(path: str | Path, cfg: PdfConfig = PdfConfig()) -> PdfText:
             for page in pdf.pages:
                 pages.append(page_lines(page, cfg))
                 graphics.append(bool(page.images or page.rects or page.curves))
+                page.close()  # drop pdfplumber's per-page caches: long PDFs stay small in memory
     except SourceError:
         raise
     except Exception as e:  # pdfminer raises many kinds of errors on damaged files

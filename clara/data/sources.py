@@ -163,6 +163,7 @@ def _stage(ws: Workspace, path: Path, kind: str, sha: str, source_id: str) -> Pa
         texts, warnings = extract_text_file(path), []
     text, records = page_records(path.name, texts)
     tmp = Path(tempfile.mkdtemp(prefix=f".import-{source_id}-", dir=ws.sources_dir))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a source folder is an ordinary folder
     file_name = path.name if path.name not in _RESERVED else f"original-{path.name}"
     shutil.copyfile(path, tmp / file_name)
     io.write_text(tmp / "text.txt", text)
