@@ -1,0 +1,154 @@
+"""`clara model`: register, build, list, quantize and benchmark base models."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
+from clara.errors import ClaraError
+from clara.io import human_size
+
+_COLUMNS = [("name", "NAME"), ("kind", "KIND"), ("model_type", "TYPE"), ("layers", "LAYERS"),
+            ("hidden_size", "HIDDEN"), ("vocab_size", "VOCAB"), ("quantization", "QUANT"),
+            ("bytes", "SIZE", human_size), ("source", "SOURCE")]
+
+
+@click.group("model")
+def model_group():
+    """Base models: add existing ones, build tiny ones, quantize, benchmark."""
+
+
+@model_group.command("add")
+@click.argument("name")
+@click.argument("source")
+@pass_app
+def model_add(app: AppContext, name: str, source: str):
+    """Register SOURCE (a local mlx-lm model folder or a Hugging Face id) as model NAME.
+
+    It is loaded once through mlx-lm to check it.
+
+    Example: clara model add qwen ~/models/Qwen3-0.6B-mlx
+    """
+    from clara.models.registry import add_model
+
+    info = add_model(app.workspace(), name, source)
+    click.echo(f"added model {name} ({info.get('model_type')}, {info.get('layers')} layers) "
+               f"-> {info.get('source')}")
+
+
+@model_group.command("list")
+@format_option
+@pass_app
+def model_list(app: AppContext, fmt: str):
+    """List the workspace's models.
+
+    Example: clara model list --format json
+    """
+    from clara.models.registry import list_models
+
+    emit_rows(list_models(app.workspace()), _COLUMNS, fmt,
+              empty="no models (add one: clara model add, or build one: clara model init-tiny)")
+
+
+@model_group.command("init-tiny")
+@click.argument("name")
+@click.option("--from-data", "dataset", required=True,
+              help="Dataset (workspace name or folder with train.jsonl) to train the tokenizer on.")
+@click.option("--hidden", default=128, show_default=True, help="Hidden size.")
+@click.option("--layers", default=4, show_default=True, help="Transformer blocks.")
+@click.option("--heads", default=4, show_default=True, help="Attention heads.")
+@click.option("--kv-heads", default=None, type=int, help="Key/value heads (default: --heads).")
+@click.option("--vocab", default=1024, show_default=True, help="BPE vocabulary size.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
+@pass_app
+def model_init_tiny(app: AppContext, name, dataset, hidden, layers, heads, kv_heads, vocab, seed):
+    """Build a small Llama from scratch: a BPE tokenizer trained on a dataset (chat template and
+    special tokens included) and random weights, in mlx-lm's format.
+
+    Example: clara model init-tiny tiny --from-data notes-text --hidden 128 --layers 4
+    """
+    from clara.cli.train import resolve_data
+    from clara.models.tiny import TinyConfig, build_tiny_model, dataset_texts
+
+    ws = app.workspace()
+    if hidden % heads:
+        raise ClaraError(f"--hidden {hidden} is not divisible by --heads {heads}")
+    out = ws.child("models", name)
+    if out.exists():
+        raise ClaraError(f"model {name!r} already exists in workspace {ws.name}")
+    texts = dataset_texts(resolve_data(ws, dataset))
+    if not texts:
+        raise ClaraError(f"dataset {dataset!r} has no text to train a tokenizer on")
+    cfg = TinyConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     num_key_value_heads=kv_heads, vocab_size=vocab, seed=seed)
+    build_tiny_model(out, texts, cfg)
+    info = json.loads((out / "clara_tiny.json").read_text())
+    click.echo(f"built model {name}: {info['parameters']:,} parameters, vocab {info['vocab_size']}"
+               f" -> {out}")
+
+
+@model_group.command("quantize")
+@click.argument("name")
+@click.option("--bits", type=click.Choice(["4", "8"]), default="4", show_default=True)
+@click.option("--group-size", default=64, show_default=True, help="Weights per scale.")
+@click.option("--out", "out_name", default=None, help="New model name (default: NAME-qBITS).")
+@pass_app
+def model_quantize(app: AppContext, name, bits, group_size, out_name):
+    """Quantize model NAME into a new workspace model through mlx-lm's conversion. Quantized
+    models are fast on Metal and CUDA; on a Linux CPU float32 is faster.
+
+    Example: clara model quantize tiny --bits 4 --group-size 32
+    """
+    from pathlib import Path
+
+    from clara.models.quantize import quantize_folder
+    from clara.models.registry import model_source
+
+    ws = app.workspace()
+    src = Path(model_source(ws, name))
+    out_name = out_name or f"{name}-q{bits}"
+    dst = quantize_folder(src, ws.child("models", out_name), int(bits), group_size)
+    click.echo(f"quantized {name} to {bits}-bit (group size {group_size}) -> model {out_name} "
+               f"({human_size(sum(p.stat().st_size for p in dst.glob('*.safetensors')))})")
+
+
+@model_group.command("bench")
+@click.argument("name")
+@click.option("--adapter", default=None, help="Adapter folder (or run id: its best/ or last/).")
+@click.option("--prompt-tokens", default=128, show_default=True)
+@click.option("--generation-tokens", default=64, show_default=True)
+@click.option("--trials", default=2, show_default=True)
+@format_option
+@pass_app
+def model_bench(app: AppContext, name, adapter, prompt_tokens, generation_tokens, trials, fmt):
+    """Measure load time, prompt and generation tokens/s and peak memory of a model.
+
+    Example: clara model bench tiny --adapter last --format json
+    """
+    from pathlib import Path
+
+    from clara.models.bench import bench_model
+    from clara.models.registry import model_source
+
+    ws = app.workspace()
+    source = model_source(ws, name)
+    if adapter and not (Path(adapter) / "adapters.safetensors").is_file():
+        from clara.runs import find_run
+
+        run = find_run(ws, adapter)
+        best = run.adapters / "best"
+        adapter = str(best if best.is_dir() else run.adapters / "last")
+    result = bench_model(source, adapter, prompt_tokens, generation_tokens, trials).to_dict()
+    result["name"] = name
+    if fmt == "json":
+        emit_record(result, fmt)
+    else:
+        emit_rows([result], [("name", "MODEL"), ("dtype", "DTYPE"), ("quantization", "QUANT"),
+                             ("load_seconds", "LOAD s"), ("prompt_tokens_per_second", "PROMPT tok/s"),
+                             ("generation_tokens_per_second", "GEN tok/s"),
+                             ("peak_memory_gb", "PEAK GB"), ("adapter", "ADAPTER")], fmt)
+
+
+COMMANDS = [model_group]

@@ -1,0 +1,241 @@
+"""`clara runs`: list, inspect, follow, stop, resume and delete training runs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
+from clara.errors import ClaraError
+from clara.runs import ACTIVE, Run, delete_run, find_run, list_runs, request_stop, start_worker
+
+_COLUMNS = [("id", "RUN"), ("kind", "KIND"), ("status", "STATUS"), ("step", "STEP"),
+            ("total_steps", "OF"), ("train_loss", "TRAIN"), ("val_loss", "VALID"),
+            ("best_step", "BEST"), ("model", "MODEL"), ("created", "CREATED")]
+
+
+def _progress_text(run: Run) -> str:
+    last = run.last_metric("train_loss") or {}
+    val = run.last_metric("val_loss") or {}
+    parts = []
+    if "train_loss" in last:
+        parts.append(f"loss {last['train_loss']:.4f}")
+    if "val_loss" in val:
+        parts.append(f"val {val['val_loss']:.4f}")
+    if last.get("tokens_per_second"):
+        parts.append(f"{last['tokens_per_second']:.0f} tok/s")
+    return "  ".join(parts)
+
+
+def follow_run(run: Run, proc=None, poll: float = 0.5) -> dict:
+    """Show a progress bar fed from the run's files until it ends; Ctrl-C stops it (saving)."""
+    status = run.status()
+    try:
+        while status.get("status") in ACTIVE and not status.get("total_steps"):
+            if proc is not None and proc.poll() is not None:
+                break
+            time.sleep(poll)
+            status = run.status()
+        total = status.get("total_steps") or 1
+        with click.progressbar(length=total, label=f"{run.id}", show_pos=True,
+                               item_show_func=lambda _: _progress_text(run)) as bar:
+            done = 0
+            while True:
+                last = run.last_metric("train_loss") or {}
+                step = int(last.get("step", 0))
+                if step > done:
+                    bar.update(step - done, current_item=step)
+                    done = step
+                status = run.status()
+                if status.get("status") not in ACTIVE:
+                    break
+                if proc is not None and proc.poll() is not None:
+                    time.sleep(poll)  # let the worker's last status write land
+                    status = run.status()
+                    break
+                time.sleep(poll)
+    except KeyboardInterrupt:
+        click.echo("\nstopping: the run saves a checkpoint first...", err=True)
+        request_stop(run)
+        if proc is not None:
+            proc.wait()
+        status = run.status()
+    if proc is not None:
+        proc.wait()
+        status = run.status()
+    return status
+
+
+def report_outcome(run: Run, status: dict) -> None:
+    click.echo(f"run {run.id}: {status.get('status')}"
+               + (f" ({status.get('message')})" if status.get("message") else ""))
+    if status.get("best_step"):
+        click.echo(f"best step {status['best_step']} (val loss {status.get('best_val_loss'):.4f}):"
+                   f" {run.adapters / 'best'}")
+    if (run.adapters / "last").exists():
+        click.echo(f"last checkpoint: {run.adapters / 'last'}")
+    if status.get("status") == "failed":
+        raise ClaraError(f"run {run.id} failed: {status.get('message')}")
+
+
+def launch(run: Run, detach: bool) -> None:
+    """Start the run's worker; detached: print the id and return; else follow it to the end."""
+    proc = start_worker(run, detach=detach)
+    if detach:
+        click.echo(run.id)
+        return
+    click.echo(f"run {run.id}  (folder {run.path}; Ctrl-C stops and saves)", err=True)
+    report_outcome(run, follow_run(run, proc))
+
+
+@click.group("runs")
+def runs_group():
+    """Training runs: one folder each, readable without the app."""
+
+
+@runs_group.command("list")
+@format_option
+@pass_app
+def runs_list(app: AppContext, fmt: str):
+    """List the runs of the workspace, oldest first, with status and losses.
+
+    Example: clara runs list --format json
+    """
+    rows = [r.summary() for r in list_runs(app.workspace())]
+    emit_rows(rows, _COLUMNS, fmt, empty="no runs (start one with: clara train lora ...)")
+
+
+@runs_group.command("show")
+@click.argument("run_ref", metavar="RUN")
+@format_option
+@pass_app
+def runs_show(app: AppContext, run_ref: str, fmt: str):
+    """Show one run: status, configuration, latest metrics, checkpoints (RUN: id, prefix or last).
+
+    Example: clara runs show last
+    """
+    run = find_run(app.workspace(), run_ref)
+    doc = run.config()
+    record = {**run.summary(), "path": str(run.path), "status_detail": run.status(),
+              "config": doc.get("config"), "resolved": doc.get("resolved"),
+              "platform": doc.get("platform"),
+              "checkpoints": sorted(p.name for p in run.adapters.iterdir())
+              if run.adapters.is_dir() else []}
+    if fmt == "json":
+        emit_record(record, fmt)
+        return
+    emit_record(record, fmt, [(k, k) for k in ("id", "kind", "status", "step", "total_steps",
+                                                "train_loss", "val_loss", "best_step", "model",
+                                                "data", "message", "path")])
+    click.echo(f"{'checkpoints'.ljust(11)}  {', '.join(record['checkpoints']) or '-'}")
+    cfg = record["config"] or {}
+    click.echo("config       " + " ".join(f"{k}={v}" for k, v in sorted(cfg.items())))
+
+
+def _line(row: dict) -> str:
+    if "event" in row:
+        rest = " ".join(f"{k}={v}" for k, v in row.items() if k not in ("event", "time"))
+        return f"[{row.get('time', '')}] {row['event']} {rest}".rstrip()
+    parts = [f"step {row.get('step')}"]
+    for k, v in row.items():
+        if k != "step":
+            parts.append(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}")
+    return " ".join(parts)
+
+
+@runs_group.command("tail")
+@click.argument("run_ref", metavar="RUN")
+@click.option("-n", "lines", default=20, show_default=True, help="Rows to show first.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new rows until the run ends.")
+@click.option("--events/--no-events", default=True, help="Interleave events with metrics.")
+@format_option
+@pass_app
+def runs_tail(app: AppContext, run_ref: str, lines: int, follow: bool, events: bool, fmt: str):
+    """Print the newest metrics (and events) of a run; --follow keeps going while it runs.
+
+    Example: clara runs tail last -n 5 --follow
+    """
+    run = find_run(app.workspace(), run_ref)
+    seen = {"metrics": 0, "events": 0}
+
+    def fresh() -> list[dict]:
+        out = []
+        for name in ("metrics", "events") if events else ("metrics",):
+            rows = run.metrics() if name == "metrics" else run.events()
+            out += rows[seen[name]:]
+            seen[name] = len(rows)
+        return out
+
+    def show(rows):
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False) if fmt == "json" else _line(row))
+
+    show(fresh()[-lines:] if lines else [])
+    while follow and run.status().get("status") in ACTIVE:
+        time.sleep(0.5)
+        show(fresh())
+    if follow:
+        show(fresh())
+
+
+@runs_group.command("stop")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until the run has saved and exited.")
+@pass_app
+def runs_stop(app: AppContext, run_ref: str, wait: bool):
+    """Ask a running run to save a checkpoint and stop (SIGTERM + stop file).
+
+    Example: clara runs stop last
+    """
+    from clara.runs import wait_until_done
+
+    run = find_run(app.workspace(), run_ref)
+    if not request_stop(run):
+        raise ClaraError(f"run {run.id} is not running ({run.status().get('status')})")
+    if not wait:
+        click.echo(f"asked run {run.id} to stop")
+        return
+    st = wait_until_done(run, timeout=600)
+    click.echo(f"run {run.id}: {st.get('status')} at step {st.get('step')}")
+
+
+@runs_group.command("resume")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--detach", "-d", is_flag=True, help="Return at once; follow with clara runs tail.")
+@pass_app
+def runs_resume(app: AppContext, run_ref: str, detach: bool):
+    """Continue a stopped or interrupted run from its last checkpoint (weights, optimizer, data
+    order and random state restored).
+
+    Example: clara runs resume last --detach
+    """
+    run = find_run(app.workspace(), run_ref)
+    st = run.status()
+    if st.get("status") in ACTIVE:
+        raise ClaraError(f"run {run.id} is {st.get('status')}: nothing to resume")
+    if st.get("status") == "completed":
+        raise ClaraError(f"run {run.id} is completed: nothing to resume")
+    launch(run, detach)
+
+
+@runs_group.command("delete")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--force", is_flag=True, help="Stop the run first if it is running.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def runs_delete(app: AppContext, run_ref: str, force: bool, yes: bool):
+    """Delete a run folder (refused while it runs, unless --force).
+
+    Example: clara runs delete lora-20261121-101500-ab12 --yes
+    """
+    run = find_run(app.workspace(), run_ref)
+    if not yes:
+        click.confirm(f"delete run {run.id} and its checkpoints?", abort=True)
+    delete_run(run, force=force)
+    click.echo(f"deleted run {run.id}")
+
+
+COMMANDS = [runs_group]

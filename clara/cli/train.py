@@ -1,0 +1,114 @@
+"""`clara train`: start training runs. Each run is its own process (`python -m clara.worker`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from clara.cli.common import AppContext, pass_app
+from clara.errors import ClaraError
+from clara.train.config import TrainConfig, merge_config
+
+# The flags below are made from TrainConfig's fields, so a new setting is a flag at once.
+_SKIP = {"model", "data"}
+
+
+def _click_type(annotation: str):
+    a = annotation.replace(" ", "")
+    if a.startswith("int"):
+        return int
+    if a.startswith("float"):
+        return float
+    return str
+
+
+def config_options(cls, skip=frozenset()):
+    def decorate(fn):
+        for f in reversed(dataclasses.fields(cls)):
+            if f.name in skip:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            help_ = f.metadata.get("help", "")
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if str(f.type) == "bool":
+                neg = "--no-" + f.name.replace("_", "-")
+                opt = click.option(f"{flag}/{neg}", f.name, default=None,
+                                   help=f"{help_} [default: {'on' if default else 'off'}]")
+            elif str(f.type).startswith("list"):
+                opt = click.option(flag, f.name, multiple=True, metavar="KEY",
+                                   help=f"{help_} (repeat the flag for several)")
+            else:
+                opt = click.option(flag, f.name, type=_click_type(str(f.type)), default=None,
+                                   help=f"{help_} [default: {default}]")
+            fn = opt(fn)
+        return fn
+    return decorate
+
+
+def resolve_data(ws, ref: str) -> Path:
+    """A workspace dataset name, or a folder with train.jsonl."""
+    if "/" not in ref and (ws.datasets_dir / ref).is_dir():
+        path = ws.datasets_dir / ref
+    else:
+        path = Path(ref).expanduser()
+    if not path.is_dir():
+        raise ClaraError(f"no dataset {ref!r} in workspace {ws.name} and no such folder")
+    if not (path / "train.jsonl").is_file():
+        raise ClaraError(f"{path}: no train.jsonl")
+    return path.resolve()
+
+
+@click.group("train")
+def train_group():
+    """Train models: LoRA/DoRA/full fine-tuning (and the CLaRa stages)."""
+
+
+@train_group.command("lora", context_settings={"max_content_width": 110})
+@click.option("--model", "-m", "model", default=None,
+              help="Base model: workspace model name, local mlx-lm folder or HF id.")
+@click.option("--data", "-d", "data", default=None,
+              help="Dataset: workspace dataset name or a folder with train.jsonl/valid.jsonl.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="TOML file of settings; flags override it.")
+@click.option("--name", default=None, help="Run id (default: lora-DATE-TIME-XXXX).")
+@click.option("--detach", is_flag=True, help="Start in the background and print the run id.")
+@config_options(TrainConfig, skip=_SKIP)
+@pass_app
+def train_lora(app: AppContext, model, data, config_file, name, detach, **flags):
+    """Fine-tune a model with LoRA, DoRA or full fine-tuning on text (cpt) or chat (sft) data.
+
+    Runs in its own process; the run folder (runs/ID) has run.toml, status.json, metrics.jsonl,
+    events.jsonl, adapters/{best,last,step-N}, log.txt and, at the end, report.md.
+
+    Example: clara train lora -m tiny -d notes-chat --mode sft --iters 200 --batch-size 4
+    """
+    from clara.models.registry import model_source
+    from clara.runs import create_run
+    from clara.cli.runs import launch
+
+    ws = app.workspace()
+    overrides = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flags.items()}
+    overrides = {k: v for k, v in overrides.items() if v not in (None, [])}
+    overrides.update({"model": model, "data": data})
+    cfg = merge_config(TrainConfig, config_file, overrides)
+    resolved = {"model": model_source(ws, cfg.model), "data": str(resolve_data(ws, cfg.data))}
+    if cfg.from_adapter:
+        adapter = Path(cfg.from_adapter).expanduser()
+        if not (adapter / "adapters.safetensors").is_file():
+            # a run id (or prefix) of this workspace: take its best, else its last checkpoint
+            from clara.runs import find_run
+
+            run_dir = find_run(ws, cfg.from_adapter).adapters
+            adapter = run_dir / "best" if (run_dir / "best").is_dir() else run_dir / "last"
+            if not (adapter / "adapters.safetensors").is_file():
+                raise ClaraError(f"from_adapter: {cfg.from_adapter}: no adapter found")
+        resolved["from_adapter"] = str(adapter.resolve())
+        cfg.from_adapter = resolved["from_adapter"]
+    run = create_run(ws, "lora", asdict(cfg), resolved=resolved, name=name)
+    launch(run, detach)
+
+
+COMMANDS = [train_group]
