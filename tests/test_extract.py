@@ -262,3 +262,49 @@ def test_missing_tokenizer_leaves_nothing(tmp_path, tokenizer):
     assert not (tmp_path / "out").exists()
     assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
     shutil.rmtree(tmp_path / "src")
+
+
+def test_cli_extract_quantize_bench(cli, workspace, tmp_path, tokenizer):
+    """The SEED workflow through the model commands: extract, quantize to 8 and 4 bits, bench."""
+    import mlx_lm
+
+    _write_checkpoint(tmp_path / "seed", "seed-hub-vlm", tokenizer, shards=3)
+    ws = ["-w", workspace.name]
+    r = cli(*ws, "model", "extract-text", str(tmp_path / "seed"), "seed-text")
+    assert r.exit_code == 0, r.output
+    assert "model.vision_model (3)" in r.output and "<think>" in r.output
+    again = cli(*ws, "model", "extract-text", str(tmp_path / "seed"), "seed-text")
+    assert again.exit_code == 1 and "already exists" in again.output
+
+    rows = []
+    for bits in ("8", "4"):
+        r = cli(*ws, "model", "quantize", "seed-text", "--bits", bits, "--group-size", "32")
+        assert r.exit_code == 0, r.output
+        path = workspace.models_dir / f"seed-text-q{bits}"
+        assert json.loads((path / "config.json").read_text())["quantization"]["bits"] == int(bits)
+        model, tok = mlx_lm.load(str(path))
+        assert model.model_type == "hyperclovax"
+        assert type(model.layers[0].self_attn.q_proj).__name__ == "QuantizedLinear"
+        assert isinstance(mlx_lm.generate(model, tok, "Alia built", max_tokens=3), str)
+    for name in ("seed-text", "seed-text-q8", "seed-text-q4"):
+        r = cli(*ws, "model", "bench", name, "--prompt-tokens", "16", "--generation-tokens", "4",
+                "--trials", "1", "--format", "json")
+        assert r.exit_code == 0, r.output
+        rows.append(json.loads(r.output))
+    assert [row["quantization"] is None for row in rows] == [True, False, False]
+    assert all(row["generation_tokens_per_second"] > 0 and row["peak_memory_gb"] > 0
+               for row in rows)
+    sizes = [sum(p.stat().st_size for p in (workspace.models_dir / n).glob("*.safetensors"))
+             for n in ("seed-text", "seed-text-q8", "seed-text-q4")]
+    assert sizes[0] > sizes[1] > sizes[2]
+
+
+def test_cli_unsupported_type_is_one_line(cli, workspace, tmp_path):
+    src = tmp_path / "audio"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"model_type": "whisper_xyz",
+                                                 "architectures": ["WhisperXForConditionalGeneration"]}))
+    r = cli("-w", workspace.name, "model", "extract-text", str(src), "audio-text")
+    assert r.exit_code == 1 and "'whisper_xyz' is not supported" in r.output
+    assert "Traceback" not in r.output
+    assert not (workspace.models_dir / "audio-text").exists()
