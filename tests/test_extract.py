@@ -308,3 +308,21 @@ def test_cli_unsupported_type_is_one_line(cli, workspace, tmp_path):
     assert r.exit_code == 1 and "'whisper_xyz' is not supported" in r.output
     assert "Traceback" not in r.output
     assert not (workspace.models_dir / "audio-text").exists()
+
+
+def test_dropped_tensors_are_never_read(tmp_path, tokenizer):
+    """Memory stays bounded: dropped tensors are never loaded, even in a shard that is read."""
+    import mlx.core as mx
+
+    LAYOUTS["big-vision"] = (LAYOUTS["seed-hub-vlm"][0], "text_config",
+                             "model.language_model.model.", "model.language_model.lm_head.",
+                             {"model.vision_model.huge.weight": (4096, 2048)})  # 32 MiB float32
+    try:
+        _write_checkpoint(tmp_path / "src", "big-vision", tokenizer)  # one shard with both
+    finally:
+        del LAYOUTS["big-vision"]
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    report = extract_text(tmp_path / "src", tmp_path / "out")
+    assert report.dropped == {"model.vision_model": 1}
+    assert mx.get_peak_memory() < 8 * 2**20, mx.get_peak_memory()
