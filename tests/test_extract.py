@@ -209,7 +209,7 @@ def test_plain_text_checkpoint_is_copied_as_is(tmp_path, tiny_model_dir):
     import mlx_lm
 
     report = extract_text(tiny_model_dir, tmp_path / "copy")
-    assert report.dropped == {} and report.source_type == "llama"
+    assert report.dropped == {} and report.source_type == "llama" and report.notes == []
     src_cfg = json.loads((tiny_model_dir / "config.json").read_text())
     out_cfg = json.loads((tmp_path / "copy" / "config.json").read_text())
     assert out_cfg == src_cfg
@@ -326,3 +326,12 @@ def test_dropped_tensors_are_never_read(tmp_path, tokenizer):
     report = extract_text(tmp_path / "src", tmp_path / "out")
     assert report.dropped == {"model.vision_model": 1}
     assert mx.get_peak_memory() < 8 * 2**20, mx.get_peak_memory()
+
+
+def test_mup_keys_on_another_type_are_flagged(tmp_path, tiny_model_dir):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_model_dir, src)
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "logits_scaling": 0.125}))
+    report = extract_text(src, tmp_path / "out")
+    assert any("logits_scaling" in n and "'llama' ignores" in n for n in report.notes)

@@ -56,6 +56,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "chat_template.jinja", "added_tokens.json", "vocab.json", "merges.txt",
                    "tokenizer.model", "generation_config.json")
 
+# muP keys that only the hyperclovax architecture applies (attention_multiplier aside, which
+# Granite-derived configs always write).
+MUP_KEYS = ("embedding_multiplier", "residual_multiplier", "logits_scaling")
+
 # Top-level config keys a text config inherits when it lacks them.
 INHERITED_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype")
 
@@ -300,6 +304,11 @@ def extract_text(src: str | Path, dest: str | Path) -> ExtractReport:
             report.notes.append(f"vocab_size {text.get('vocab_size')} -> {embed_rows} "
                                 "(rows of the embedding)")
             text["vocab_size"] = embed_rows
+        mup = sorted(k for k in MUP_KEYS if text.get(k) not in (None, 1, 1.0))
+        if mup and text["model_type"] != "hyperclovax":
+            report.notes.append(f"warning: {', '.join(mup)} set, but mlx-lm's "
+                                f"{text['model_type']!r} ignores them (if this is a HyperCLOVA X "
+                                "model, set model_type to 'hyperclovax')")
         io.write_json(tmp / "config.json", text, indent=4)
 
         copied = copy_tokenizer(src, tmp)
