@@ -28,9 +28,13 @@ from clara.method.tokens import SpecialIds, contains_added_token, extend_tokeniz
 from clara.method.topk import cosine_scores, differentiable_topk
 
 
-def _left_pad(seqs: list[list[int]], pad: int, fill_labels: bool = False):
+PAD_MULTIPLE = 16  # lengths rounded up: few distinct shapes, so a compiled step rarely re-traces
+
+
+def _left_pad(seqs: list[list[int]], pad: int, multiple: int = PAD_MULTIPLE):
     L = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), L), IGNORE if fill_labels else pad, dtype=np.int32)
+    L = -(-L // multiple) * multiple
+    ids = np.full((len(seqs), L), pad, dtype=np.int32)
     mask = np.zeros((len(seqs), L), dtype=np.int32)
     for i, s in enumerate(seqs):
         if s:
