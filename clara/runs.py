@@ -201,7 +201,8 @@ def create_run(ws: Workspace, kind: str, config: dict, resolved: dict | None = N
 
 def list_runs(ws: Workspace) -> list[Run]:
     runs = [Run(p) for p in ws.items("runs") if (p / "run.toml").is_file()]
-    return sorted(runs, key=lambda r: (r.raw_status().get("created") or "", r.id))
+    return sorted(runs, key=lambda r: (r.raw_status().get("created") or "",
+                                       (r.path / "run.toml").stat().st_mtime_ns, r.id))
 
 
 def find_run(ws: Workspace, ref: str) -> Run:
