@@ -274,3 +274,17 @@ def test_task_registry_dispatches_on_kind(tmp_path):
     tasks.register("probe", lambda cfg, run_dir: seen.setdefault("args", (cfg, run_dir)))
     tasks.create("probe", {"config": {}}, tmp_path)
     assert seen["args"][1] == tmp_path and "lora" in tasks.kinds()
+
+
+def test_qlora_trains_on_a_quantized_base(workspace, tiny_model_dir, data, tmp_path):
+    from clara.models.quantize import quantize_folder
+
+    q = quantize_folder(tiny_model_dir, tmp_path / "q4", bits=4, group_size=32)
+    run = start(workspace, q, data.chat, iters=3, val_every=0)
+    eng = engine_for(run)
+    assert eng.task.describe()["quantization"]["bits"] == 4
+    assert eng.run().status == "completed"
+    assert all(math.isfinite(r["train_loss"]) for r in train_rows(run))
+    full = start(workspace, q, data.chat, fine_tune_type="full")
+    with pytest.raises(ClaraError, match="non-quantized"):
+        engine_for(full)
