@@ -89,6 +89,11 @@ class ClaraModel(nn.Module):
         return self.lm.model.embed_tokens
 
     @property
+    def layers(self):
+        """The base's blocks (the engine's gradient checkpointing patches their class)."""
+        return self.lm.model.layers
+
+    @property
     def hidden_size(self) -> int:
         return int(self.embedding.memory.shape[1])
 
