@@ -249,6 +249,7 @@ class Engine:
         batches = self._batches()
         accum = cfg.grad_accumulation_steps
         session_start = time.perf_counter()
+        last_mem_check, low = 0.0, False
         elapsed0 = self.elapsed
 
         def result(status, reason, message="", **extra):
@@ -273,7 +274,8 @@ class Engine:
             dt = time.perf_counter() - tic
             self.step += 1
             train_loss = sum(losses) / len(losses)
-            lr = float(self.schedule(mx.array(self.step - 1)).item())
+            # the rate this step used: computed inside the step, already evaluated with the state
+            lr = float(self.optimizer.state["learning_rate"].item())
             if not math.isfinite(train_loss):
                 hint = (f"lower the learning rate (now {cfg.learning_rate:g}; try "
                         f"{cfg.learning_rate / 10:g}), keep grad_clip on, or check the data")
@@ -312,7 +314,9 @@ class Engine:
                     return result("completed", "early_stop",
                                   f"early stop at step {self.step}: no improvement in "
                                   f"{self.bad_evals} validations")
-            if peak > mem_limit or system_memory_low():
+            if time.monotonic() - last_mem_check > 1.0:  # reading /proc costs: once a second
+                last_mem_check, low = time.monotonic(), system_memory_low()
+            if peak > mem_limit or low:
                 self.save_checkpoint("memory")
                 hint = "lower batch_size or max_seq_length, or turn on grad_checkpoint"
                 self.event("memory", step=self.step, peak_memory_gb=peak / 1e9,
