@@ -296,3 +296,32 @@ def test_clara_stage3_retrieves_top_k_through_the_engine(env, tiny_model_dir, tm
                     doc_ids=["a", "b", "c"], settings=ChatSettings(max_tokens=4))
     reply = s.ask("Who painted the glass tower?")
     assert len(reply.retrieved) == 1 and reply.documents == [["a", "b", "c"][reply.retrieved[0]]]
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+def test_chat_cli_one_answer_json_and_interactive_loop(env, tiny_model_dir):
+    from click.testing import CliRunner
+
+    from clara.chat.log import ChatLog
+    from clara.cli import cli as clara_cli
+
+    ws, a, b, _, _ = env
+    run = lambda *args, input=None: CliRunner().invoke(  # noqa: E731
+        clara_cli, ["--root", str(ws.root), "-w", ws.name, "chat", *args], input=input)
+    before = len(ChatLog(ws.chats_dir).read())
+    r = run("-m", str(tiny_model_dir), "-a", str(a), "-p", Q, "--max-tokens", "5",
+            "--format", "json")
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.output)
+    assert rec["adapter"] == str(a) and rec["generation_tokens"] <= 5 and rec["prompt"] == Q
+    r = run("-m", str(tiny_model_dir), "-p", Q, "--max-tokens", "3")
+    assert r.exit_code == 0 and "tok/s" in r.output and "peak" in r.output
+    r = run("-m", str(tiny_model_dir), "--max-tokens", "3", "--single-turn",
+            input=f"{Q}\n/adapter {b}\n{Q}\n/adapter none\n/reset\n/quit\n")
+    assert r.exit_code == 0, r.output
+    assert f"(adapter: {b})" in r.output and "(adapter: none)" in r.output
+    rows = ChatLog(ws.chats_dir).read()[before:]
+    assert [row["adapter"] for row in rows] == [str(a), None, None, str(b)]
+    assert rows[-1]["settings"]["multi_turn"] is False
+    r = run("-a", "no-such-run", "-p", Q)
+    assert r.exit_code == 1 and "no run 'no-such-run'" in r.output and "Traceback" not in r.output
