@@ -37,14 +37,17 @@ def run_row(run) -> dict:
     """What the table shows of one run: the library's summary plus best val loss and duration."""
     summary = run.summary()
     status = run.raw_status()
-    vals = [m["val_loss"] for m in run.metrics() if isinstance(m.get("val_loss"), (int, float))]
+    best = status.get("best_val_loss")
+    if best is None:  # a run still going, or one from before the status carried it
+        vals = [m["val_loss"] for m in run.metrics() if isinstance(m.get("val_loss"), (int, float))]
+        best = min(vals) if vals else None
     last = run.last_metric("elapsed_s") or {}
     seconds = last.get("elapsed_s")
     if seconds is None:
         start, end = _parse_time(status.get("started")), _parse_time(status.get("finished"))
         if start and end:
             seconds = (end - start).total_seconds()
-    return {**summary, "best_val": min(vals) if vals else None, "seconds": seconds}
+    return {**summary, "best_val": best, "seconds": seconds}
 
 
 class RunMetrics:

@@ -105,15 +105,24 @@ class TrainScreen(ClaraScreen):
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def _launch(self, kind: str, config: dict) -> None:
-        from clara.train.launch import launch_run  # the engine's launcher (worker process)
+        """Make the run folder and start its worker process, as `clara train lora --detach`."""
+        from clara.cli.train import resolve_data
+        from clara.models.registry import model_source
+        from clara.runs import create_run, start_worker
 
-        run = launch_run(self.app.workspace, kind, config)
-        self.app.call_from_thread(self._launched, run)
+        ws = self.app.workspace
+        if config.get("from_adapter"):
+            raise ClaraError("from_adapter: start runs that continue an adapter with "
+                             "`clara train lora --from-adapter` for now")
+        resolved = {"model": model_source(ws, config["model"]),
+                    "data": str(resolve_data(ws, config["data"]))}
+        run = create_run(ws, kind, config, resolved=resolved)
+        start_worker(run, detach=True)  # its own session: it outlives the app
+        self.app.call_from_thread(self._launched, run.id)
 
-    def _launched(self, run) -> None:
-        name = getattr(run, "name", None) or str(run)
-        self.query_one("#train-status", Static).update(f"launched run {name}")
-        self.notify(f"run {name} started", title="Train", timeout=3)
+    def _launched(self, run_id: str) -> None:
+        self.query_one("#train-status", Static).update(f"launched run {run_id}")
+        self.notify(f"run {run_id} started", title="Train", timeout=3)
         self.app.switch_mode("runs")
 
     def palette_commands(self):

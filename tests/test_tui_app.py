@@ -1,0 +1,127 @@
+"""The workbench shell: modes, help, command palette, the one error handler, run_app."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual.widgets import DataTable
+
+from clara.errors import ClaraError
+from clara.workspace import Workspace
+from tests.tui_helpers import make_app, settle, wait_for
+
+
+def test_modes_switch_by_keys_and_header_shows_workspace_and_platform(workspace):
+    async def go():
+        app = make_app(workspace.root)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            assert app.current_mode == "workspaces"
+            for key, mode in (("f3", "data"), ("f4", "train"), ("f5", "runs"),
+                              ("f2", "workspaces"), ("d", "data"), ("escape", "data"),
+                              ("r", "runs"), ("t", "train")):
+                await pilot.press(key)
+                await settle(pilot)
+                assert app.current_mode == mode, key
+            header = app.screen.query_one("ClaraHeader")
+            line = str(header.render())
+            assert "workspace test" in line and "Train" in line
+            assert "cpu · float32 · BLAS openblas" in line
+            assert app.errors == []
+
+    asyncio.run(go())
+
+
+def test_help_screen_opens_and_closes(workspace):
+    async def go():
+        app = make_app(workspace.root)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("f1")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "HelpScreen"
+            await pilot.press("escape")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "WorkspacesScreen"
+
+    asyncio.run(go())
+
+
+def test_worker_failure_opens_a_dialog_and_the_app_keeps_running(workspace):
+    """A ClaraError raised in a screen's worker reaches the one handler; the app goes on."""
+    messages = []
+
+    async def go():
+        app = make_app(workspace.root)
+        async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+            await settle(pilot)
+            screen = app.screen
+
+            def fail():
+                raise ClaraError("data/x.jsonl:3: text: missing")
+
+            screen.run_worker(fail, thread=True, exit_on_error=False)
+            await wait_for(pilot, lambda: app.errors, what="the error dialog")
+            assert app.errors == ["data/x.jsonl:3: text: missing"]
+            assert type(app.screen).__name__ == "ErrorDialog"
+            assert "data/x.jsonl:3: text: missing" in str(
+                app.screen.query_one("#error-message").render())
+            await pilot.press("escape")
+            await pilot.pause()
+            assert app.screen is screen and app.is_running
+            # an unexpected exception is shown with its type, and still does not end the app
+            screen.run_worker(lambda: 1 / 0, thread=True, exit_on_error=False)
+            await wait_for(pilot, lambda: len(app.errors) == 2, what="second error")
+            assert app.errors[1].startswith("ZeroDivisionError")
+            await pilot.press("enter")
+            await pilot.press("f3")
+            await settle(pilot)
+            assert app.current_mode == "data" and app.is_running
+
+    asyncio.run(go())
+    names = {type(m).__name__ for m in messages}
+    assert "StateChanged" in names  # the worker's failure travelled as a message
+
+
+def test_command_palette_opens_a_workspace(workspace):
+    Workspace(workspace.root, "other").create(description="second")
+
+    async def go():
+        app = make_app(workspace.root)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("ctrl+p")
+            await pilot.pause()
+            await pilot.press(*"open workspace other")
+            await pilot.pause(0.5)
+            await pilot.press("enter")
+            await settle(pilot)
+            assert app.workspace_name == "other"
+            table = app.screen.query_one("#workspaces", DataTable)
+            assert table.get_cell("other", "mark") == "●"
+
+    asyncio.run(go())
+    from tui.recent import load_recent
+
+    assert load_recent(workspace.root)[0] == "other"
+
+
+def test_opening_a_missing_workspace_reports_it(root):
+    async def go():
+        app = make_app(root, workspace="nowhere")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            assert app.workspace is None
+            app.open_workspace("nowhere")
+            await pilot.pause()
+            assert app.errors and "no workspace 'nowhere'" in app.errors[0]
+            assert app.workspace_name == "nowhere"
+
+    asyncio.run(go())
+
+
+def test_run_app_is_what_the_cli_calls():
+    import inspect
+
+    from tui.app import run_app
+
+    assert list(inspect.signature(run_app).parameters) == ["root", "workspace"]

@@ -1,0 +1,41 @@
+"""Shared by the tests of the Textual workbench: a pinned platform and waiting for workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+PLATFORM = {"backend": "cpu", "dtype": "float32",
+            "blas_preload": "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"}
+
+
+def make_app(root, workspace="test", **kwargs):
+    from tui.app import ClaraApp
+
+    return ClaraApp(root, workspace, platform_info=PLATFORM, **kwargs)
+
+
+async def settle(pilot, rounds: int = 3) -> None:
+    """Let workers finish and their results reach the widgets."""
+    from textual.app import App
+    from textual.screen import Screen
+
+    for _ in range(rounds):
+        await pilot.pause()
+        # the app's own workers (on screens and the app); widgets such as DirectoryTree keep a
+        # loader worker alive for good, and a tail of a running run goes on until it ends
+        mine = [w for w in pilot.app.workers if isinstance(w.node, (App, Screen))
+                and not w.group.startswith("tail-") and not w.is_finished]
+        if mine:
+            await pilot.app.workers.wait_for_complete(mine)
+    await pilot.pause()
+
+
+async def wait_for(pilot, predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll `predicate()` while the app runs (workers keep going) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.1)
+        await asyncio.sleep(0)
