@@ -284,6 +284,12 @@ def test_clara_run_answers_from_compressed_documents(env, tiny_model_dir):
     assert row["kind"] == "clara" and row["documents"] == ["mill", "tower"]
     # per-question documents replace the attached ones
     assert s.ask(Q, documents=DOCS[1:]).documents == ["0", "1"]
+    # a pool compressed once; each question picks from it
+    s.attach(DOCS, ["mill", "tower", "mine"])
+    picked = s.ask(Q, select=[0, 1])
+    assert picked.raw == reply.raw and picked.documents == ["mill", "tower"]
+    with pytest.raises(ClaraError, match="select: indices must be in 0..2"):
+        s.ask(Q, select=[3])
     bare = eng.session(adapter=run.id)
     with pytest.raises(ClaraError, match="answers from documents"):
         bare.ask(Q)

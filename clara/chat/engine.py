@@ -146,6 +146,17 @@ class ChatSession:
         elif self._store_path is not None:
             raise ClaraError("a compressed-document store needs a CLaRa checkpoint as adapter")
 
+    def attach(self, documents: Sequence[str], doc_ids: Sequence[str] | None = None) -> None:
+        """Attach documents (replacing any): a CLaRa checkpoint compresses them now, once."""
+        self._docs = list(documents)
+        self._doc_ids = list(doc_ids) if doc_ids else [str(i) for i in range(len(self._docs))]
+        if len(self._doc_ids) != len(self._docs):
+            raise ClaraError("one document id per document")
+        self._store_path = None
+        self._compressed = None
+        if self.is_clara:
+            self._attach(self.entry)
+
     def _attach(self, entry: ClaraEntry) -> None:
         from clara.method.inference import CompressedStore, compress_documents
 
@@ -186,16 +197,19 @@ class ChatSession:
 
     # -- replies ----------------------------------------------------------------------------
     def ask(self, prompt: str, documents: Sequence[str] | None = None,
-            doc_ids: Sequence[str] | None = None) -> Reply:
-        for _ in self.stream(prompt, documents, doc_ids):
+            doc_ids: Sequence[str] | None = None, select: Sequence[int] | None = None) -> Reply:
+        for _ in self.stream(prompt, documents, doc_ids, select):
             pass
         return self.last
 
     def stream(self, prompt: str, documents: Sequence[str] | None = None,
-               doc_ids: Sequence[str] | None = None) -> Iterator[Delta]:
+               doc_ids: Sequence[str] | None = None,
+               select: Sequence[int] | None = None) -> Iterator[Delta]:
         """Stream answer deltas (and reasoning deltas when shown); `self.last` is the Reply.
 
-        `documents` replace the attached documents for this question only."""
+        `documents` replace the attached documents for this question only; `select` answers
+        from these attached documents only (by index: a CLaRa checkpoint reuses their
+        compressed form)."""
         import mlx.core as mx
 
         if not prompt or not prompt.strip():
@@ -205,7 +219,8 @@ class ChatSession:
             mx.random.seed(s.seed)
         mx.reset_peak_memory()
         tic = time.perf_counter()
-        responses, used_docs, retrieved, user_text = self._responses(prompt, documents, doc_ids)
+        responses, used_docs, retrieved, user_text = self._responses(prompt, documents, doc_ids,
+                                                                     select)
         splitter = ThinkSplitter(self.markers)
         raw, tokens, last, ttft = [], [], None, 0.0
         for r in responses:
@@ -237,17 +252,25 @@ class ChatSession:
         if self.engine.log is not None:
             self.engine.log.append(self.record(prompt, reply))
 
-    def _responses(self, prompt, documents, doc_ids):
+    def _select(self, select: Sequence[int] | None) -> None:
+        n = len(self._compressed[1]) if self._compressed is not None else len(self._docs)
+        if select is not None and not all(0 <= i < n for i in select):
+            raise ClaraError(f"select: indices must be in 0..{n - 1} (attached documents)")
+
+    def _responses(self, prompt, documents, doc_ids, select=None):
         """(GenerationResponse iterator, document ids used, retrieved indices, user text)."""
         from mlx_lm import stream_generate
         from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
         s = self.settings
+        self._select(select)
         if self.is_clara:
-            return self._clara_responses(prompt, documents, doc_ids)
+            return self._clara_responses(prompt, documents, doc_ids, select)
         docs = list(documents) if documents is not None else self._docs
         ids = list(doc_ids) if doc_ids is not None else (
             self._doc_ids if documents is None else [str(i) for i in range(len(docs))])
+        if select is not None and documents is None:
+            docs, ids = [docs[i] for i in select], [ids[i] for i in select]
         user_text = rag_prompt(prompt, docs) if docs else prompt
         entry = self.entry
         bias = dict(s.logit_bias or {})
@@ -260,7 +283,7 @@ class ChatSession:
                               logits_processors=processors)
         return gen, ids if docs else [], None, user_text
 
-    def _clara_responses(self, prompt, documents, doc_ids):
+    def _clara_responses(self, prompt, documents, doc_ids, select=None):
         import mlx.core as mx
 
         from clara.method.inference import compress_documents, retrieve, stream_answer
@@ -274,6 +297,8 @@ class ChatSession:
             ids = list(doc_ids) if doc_ids else [str(i) for i in range(len(documents))]
         elif self._compressed is not None:
             vectors, ids = self._compressed
+            if select is not None:
+                vectors, ids = vectors[mx.array(list(select))], [ids[i] for i in select]
         else:
             raise ClaraError("a CLaRa checkpoint answers from documents: attach some "
                              "(--doc FILE, --sources or --store)")

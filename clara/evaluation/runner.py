@@ -135,25 +135,30 @@ class Evaluator:
                  progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
         k = self.cfg.top_k
         pool_session = None
-        if spec.kind == "clara-retrieval" and any(not r.docs for r in rows):
+        if spec.kind != "closed" and any(not r.docs for r in rows):
+            # every source chunk attached once (CLaRa compresses each once for all questions)
             idx = self.index
             pool_session = self.session(spec, idx.texts, [c.id for c in idx.chunks])
-        session = pool_session or self.session(spec)
+        session = self.session(spec) if spec.kind == "closed" or all(r.docs for r in rows) \
+            else None
         out = []
         for i, row in enumerate(rows):
-            gold_docs, docs, ids = None, None, None
+            gold_docs, docs, ids, select = None, None, None, None
+            use = session
             if spec.kind in ("rag", "clara") and not (spec.kind == "clara" and row.docs):
-                hits = self.index.search(row.question, k)
-                docs, ids = [self.index.chunks[j].text for j in hits], hits
+                select = ids = self.index.search(row.question, k)
                 gold_docs = self.index.gold(row.question, row.answer, row.keywords, row.source)
+                use = pool_session
             elif spec.kind == "clara":
                 docs = row.docs
             elif spec.kind == "clara-retrieval" and row.docs:
                 docs, gold_docs = row.docs, row.pos_index or None
             elif spec.kind == "clara-retrieval":
                 gold_docs = self.index.gold(row.question, row.answer, row.keywords, row.source)
-            reply = session.ask(row.question, documents=docs,
-                                doc_ids=[str(j) for j in ids] if ids else None)
+                use = pool_session
+            if use is None:
+                use = session = self.session(spec)
+            reply = use.ask(row.question, documents=docs, select=select)
             if spec.kind == "clara-retrieval":
                 ids = reply.retrieved
             result = {"set": set_name, "config": spec.label, "id": row.id,
