@@ -1,0 +1,86 @@
+"""Workspaces mode: the table with counts and sizes, create with inline name errors, open, recent."""
+
+from __future__ import annotations
+
+import asyncio
+
+from textual.widgets import Button, DataTable, Static
+
+from clara.workspace import Workspace
+from tests.tui_helpers import make_app, settle
+from tui.recent import load_recent
+
+
+def test_table_lists_counts_and_sizes(workspace):
+    (workspace.sources_dir / "a").mkdir()
+    (workspace.sources_dir / "a" / "f.txt").write_text("x" * 2048)
+    Workspace(workspace.root, "second").create()
+
+    async def go():
+        app = make_app(workspace.root)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#workspaces", DataTable)
+            assert table.row_count == 2
+            assert table.get_cell("test", "sources") == "1"
+            assert table.get_cell("test", "size") == "2.0 KB"
+            assert table.get_cell("second", "size") == "0 B"
+            assert table.get_cell("test", "mark") == "●"
+
+    asyncio.run(go())
+
+
+def test_create_shows_name_errors_inline_then_creates_and_opens(workspace):
+    async def go():
+        app = make_app(workspace.root)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("n")
+            await pilot.pause()
+            dialog = app.screen
+            assert type(dialog).__name__ == "CreateWorkspace"
+            await pilot.press(*"../x")
+            await pilot.pause()
+            error = str(dialog.query_one("#ws-name-error", Static).render())
+            assert "path separators are not allowed" in error
+            assert dialog.query_one("#create", Button).disabled
+            dialog.query_one("#ws-name").value = ""
+            await pilot.press(*"test")
+            await pilot.pause()
+            assert "already exists" in str(dialog.query_one("#ws-name-error", Static).render())
+            dialog.query_one("#ws-name").value = ""
+            await pilot.press(*"study-2")
+            await pilot.pause()
+            assert str(dialog.query_one("#ws-name-error", Static).render()) == ""
+            await pilot.press("tab")
+            await pilot.press(*"contracts")
+            await pilot.press("enter")
+            await settle(pilot)
+            assert app.workspace_name == "study-2"
+            table = app.screen.query_one("#workspaces", DataTable)
+            assert table.get_cell("study-2", "mark") == "●"
+            assert "contracts" in table.get_cell("study-2", "description")
+
+    asyncio.run(go())
+    ws = Workspace(workspace.root, "study-2")
+    assert ws.exists and ws.meta()["description"] == "contracts"
+    assert load_recent(workspace.root)[0] == "study-2"
+
+
+def test_enter_opens_the_highlighted_workspace_and_it_is_remembered(workspace):
+    Workspace(workspace.root, "zeta").create()
+
+    async def go():
+        app = make_app(workspace.root)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#workspaces", DataTable)
+            table.focus()
+            table.move_cursor(row=table.get_row_index("zeta"))
+            await pilot.press("enter")
+            await settle(pilot)
+            assert app.workspace_name == "zeta"
+            assert "recent: zeta, test" in str(app.screen.query_one("#ws-recent").render())
+
+    asyncio.run(go())
+    assert load_recent(workspace.root)[:2] == ["zeta", "test"]
