@@ -1,0 +1,150 @@
+"""Raw-text RAG against CLaRa compressed documents: same model, same questions, same documents.
+
+For each question the BM25 top-k chunks of the documents are given to the model twice: as raw
+text pasted into the prompt, and as CLaRa memory vectors (every chunk compressed once, up front,
+as an offline index would be). Both go through clara's chat engine (greedy, reasoning banned).
+Reported per mode: prompt tokens, time to first token, total latency, generated tokens; and the
+raw / CLaRa ratios. A table is printed and JSON written under bench/results/.
+
+    python bench/rag_latency.py                         # builds a small model on the handbook
+    python bench/rag_latency.py --model M --clara CKPT  # your model and CLaRa checkpoint
+
+Without --clara a fresh (untrained) CLaRa checkpoint of the model is made: its answers mean
+nothing, but its prompt and timing are exactly those of a trained one of the same geometry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "bench" / "results"
+
+
+def build_model(out: Path, text: str, hidden: int, layers: int) -> Path:
+    from clara.data.chunking import split_sentences
+    from clara.models.tiny import TinyConfig, build_tiny_model
+
+    if not out.exists():
+        sentences = split_sentences(text) or [text]
+        build_tiny_model(out, sentences * 4, TinyConfig(hidden_size=hidden, num_hidden_layers=layers,
+                                                        num_attention_heads=4, vocab_size=1024))
+    return out
+
+
+def fresh_clara(out: Path, model: str, doc_tokens: int, rate: int, top_k: int) -> Path:
+    from clara.method import checkpoint
+    from clara.method.config import ClaraConfig
+    from clara.method.model import ClaraModel
+
+    if not (out / "clara_config.json").is_file():
+        cfg = ClaraConfig(base_model=model, stage="stage2", doc_max_tokens=doc_tokens,
+                          compression_rate=rate, top_k=top_k, lora_dropout=0.0)
+        checkpoint.save(ClaraModel.from_base(cfg), out)
+    return out
+
+
+def measure(session, questions, hits, label) -> dict:
+    rows = []
+    session.ask(questions[0], select=hits[0])  # warm-up: first call pays for compilation
+    for q, h in zip(questions, hits):
+        r = session.ask(q, select=h)
+        rows.append({"prompt_tokens": r.prompt_tokens, "ttft": r.ttft, "latency": r.latency,
+                     "generation_tokens": r.generation_tokens,
+                     "generation_tps": r.generation_tps, "peak_memory": r.peak_memory})
+    out = {"mode": label, "questions": len(rows)}
+    for k in rows[0]:
+        out[k] = statistics.mean(r[k] for r in rows)
+    out["decode_s_per_token"] = statistics.mean(
+        (r["latency"] - r["ttft"]) / max(1, r["generation_tokens"] - 1) for r in rows)
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", help="mlx-lm model folder (default: build a small one)")
+    p.add_argument("--clara", help="CLaRa checkpoint of that model (default: a fresh one)")
+    p.add_argument("--docs", default=str(REPO / "data/sample/karsholm_observatory_handbook.md"))
+    p.add_argument("--questions", default=str(REPO / "data/eval_questions.jsonl"))
+    p.add_argument("--limit", type=int, default=8)
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--doc-tokens", type=int, default=128,
+                   help="Chunk size in model tokens (= CLaRa's doc_max_tokens).")
+    p.add_argument("--compression-rate", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--hidden", type=int, default=256, help="Width of the built model.")
+    p.add_argument("--layers", type=int, default=4, help="Blocks of the built model.")
+    args = p.parse_args(argv)
+
+    from clara.chat.engine import ChatEngine, ChatSettings
+    from clara.chat.models import ModelCache, adapter_at
+    from clara.data.builders import Document, chunk_documents
+    from clara.data.chunking import HFTokenizer
+    from clara.evaluation.qa import read_qa_file
+    from clara.evaluation.rag import ChunkIndex
+    from clara.platform import describe
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    text = Path(args.docs).read_text(encoding="utf-8")
+    model = args.model or str(build_model(RESULTS / f"model-h{args.hidden}-l{args.layers}", text,
+                                          args.hidden, args.layers))
+    rate_tag = f"d{args.doc_tokens}-r{args.compression_rate}-k{args.top_k}"
+    clara = args.clara or str(fresh_clara(RESULTS / f"clara-fresh-{Path(model).name}-{rate_tag}",
+                                          model, args.doc_tokens, args.compression_rate,
+                                          args.top_k))
+    from transformers import AutoTokenizer
+
+    counter = HFTokenizer(AutoTokenizer.from_pretrained(model), Path(model).name)
+    # CLaRa keeps doc_max_tokens tokens of a document (with its own special tokens around
+    # them): chunks a little shorter, so both modes see the same text.
+    chunks = chunk_documents([Document("docs", text)], counter, args.doc_tokens - 8, 0)
+    index = ChunkIndex.from_chunks(chunks)
+    questions = [r.question for r in read_qa_file(args.questions, args.limit)]
+    hits = [index.search(q, args.top_k) for q in questions]
+
+    engine = ChatEngine(None, cache=ModelCache(max_entries=2), log=False)
+    settings = ChatSettings(max_tokens=args.max_tokens, ban_thinking=True, multi_turn=False)
+    raw = engine.session(model, settings=settings, documents=index.texts,
+                         doc_ids=[c.id for c in chunks])
+    compressed = engine.session(model, adapter=adapter_at(Path(clara)), settings=settings)
+    tic = time.perf_counter()
+    compressed.attach(index.texts, [c.id for c in chunks])
+    compress_s = time.perf_counter() - tic
+
+    modes = [measure(raw, questions, hits, "raw-text RAG"),
+             measure(compressed, questions, hits, "CLaRa compressed")]
+    a, b = modes
+    ratios = {k: (a[k] / b[k] if b[k] else None)
+              for k in ("prompt_tokens", "ttft", "latency", "decode_s_per_token")}
+    result = {"model": model, "clara": clara, "platform": describe(), "chunks": len(chunks),
+              "top_k": args.top_k, "doc_tokens": args.doc_tokens,
+              "compression_rate": args.compression_rate, "max_tokens": args.max_tokens,
+              "compress_all_chunks_s": compress_s, "modes": modes,
+              "ratios_raw_over_clara": ratios}
+
+    cols = [("mode", "mode"), ("prompt_tokens", "prompt tok"), ("ttft", "ttft s"),
+            ("latency", "total s"), ("generation_tokens", "gen tok"),
+            ("decode_s_per_token", "s/tok")]
+    from clara.cli.common import render_table
+
+    print(f"{len(questions)} questions, top-{args.top_k} of {len(chunks)} chunks of "
+          f"{args.doc_tokens} tokens, {Path(model).name}; CLaRa n_mem "
+          f"{args.doc_tokens // args.compression_rate} per document")
+    print(render_table(modes, cols))
+    print("raw / CLaRa: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items() if v))
+    print(f"compressing all {len(chunks)} chunks once: {compress_s:.2f}s")
+    out = RESULTS / f"rag_latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"written to {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
