@@ -34,8 +34,9 @@ def build_model(out: Path, text: str, hidden: int, layers: int) -> Path:
 
     if not out.exists():
         sentences = split_sentences(text) or [text]
-        build_tiny_model(out, sentences * 4, TinyConfig(hidden_size=hidden, num_hidden_layers=layers,
-                                                        num_attention_heads=4, vocab_size=1024))
+        cfg = TinyConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                         vocab_size=1024)
+        build_tiny_model(out, sentences * 4, cfg)
     return out
 
 

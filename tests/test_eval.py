@@ -163,7 +163,9 @@ def test_eval_cli_run_list_show_and_errors(env, tiny_model_dir, monkeypatch):
     from clara.cli import cli as clara_cli
 
     ws, root, adapter, _, _, _ = env
-    run = lambda *a: CliRunner().invoke(clara_cli, ["--root", str(ws.root), "-w", ws.name, *a])  # noqa
+    def run(*args):
+        return CliRunner().invoke(clara_cli, ["--root", str(ws.root), "-w", ws.name, *args])
+
     r = run("eval", "-d", str(root / "qa.jsonl"), "-m", str(tiny_model_dir), "-c", "closed",
             "-c", "rag", "--limit", "2", "--max-tokens", "3", "--name", "cli-eval")
     assert r.exit_code == 0, r.output

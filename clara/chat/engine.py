@@ -241,7 +241,8 @@ class ChatSession:
         reply = Reply(answer, reasoning, raw_text, tokens, documents=used_docs,
                       retrieved=retrieved, latency=latency, ttft=ttft)
         if last is not None:
-            reply.prompt_tokens, reply.generation_tokens = last.prompt_tokens, last.generation_tokens
+            reply.prompt_tokens = last.prompt_tokens
+            reply.generation_tokens = last.generation_tokens
             reply.prompt_tps, reply.generation_tps = last.prompt_tps, last.generation_tps
             reply.peak_memory, reply.finish_reason = last.peak_memory, last.finish_reason
         self.last = reply
