@@ -1,6 +1,7 @@
-"""CLaRa commands: `clara train stage1|stage2|stage3` (runs of the CLaRa stages), `clara compress`
-(a reusable store of compressed documents) and `clara ask` (answer from documents, a store, or
-by stage-3 retrieval over a store)."""
+"""CLaRa commands: `clara train stage1|stage2|stage3` (one stage run), `clara train pipeline`
+(stages 1 -> 2 -> 3 chained by the hand-off rules), `clara pipelines list|show|stop|resume`,
+`clara compress` (a reusable store of compressed documents) and `clara ask` (answer from
+documents, or by stage-3 retrieval over a store)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,29 @@ from pathlib import Path
 
 import click
 
-from clara.cli.common import AppContext, format_option, emit_record, pass_app
+from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
 from clara.cli.train import _SKIP, config_options, resolve_data, train_group
-from clara.errors import ClaraError
+from clara.errors import ClaraError, DataError
+from clara.method.pipeline import STAGES, resolve_checkpoint
 from clara.method.tasks import ClaraTrainConfig
 
+_from_option = click.option(
+    "--from", "--init-from", "from_ref", default=None, metavar="RUN",
+    help="Start from an earlier stage: a run id (its best, else last checkpoint), a pipeline id "
+         "or a checkpoint folder. Stage 2 keeps its compressor and starts a fresh generator; "
+         "stage 3 loads both and copies the compressor into the query reasoner.")
 
-def _checkpoint_dir(ws, ref: str) -> Path:
-    """A CLaRa checkpoint folder, or a run id of the workspace (its best, else last)."""
-    path = Path(ref).expanduser()
-    if (path / "clara_config.json").is_file():
-        return path.resolve()
+
+def _from_run(ws, ref: str) -> str | None:
+    """The run id behind a --from reference (None for a bare checkpoint folder)."""
+    if (Path(ref).expanduser() / "clara_config.json").is_file():
+        return None
     from clara.runs import find_run
 
-    adapters = find_run(ws, ref).adapters
-    for sub in ("best", "last"):
-        if (adapters / sub / "clara_config.json").is_file():
-            return (adapters / sub).resolve()
-    raise ClaraError(f"{ref}: no CLaRa checkpoint (clara_config.json) there")
+    try:
+        return find_run(ws, ref).id
+    except ClaraError:
+        return None
 
 
 def _stage_command(stage: str, example: str):
@@ -34,13 +40,14 @@ def _stage_command(stage: str, example: str):
                   help="Base model: workspace model name, local mlx-lm folder or HF id.")
     @click.option("--data", "-d", "data", default=None,
                   help=f"Dataset in the {stage} row format (name or folder with train.jsonl).")
+    @_from_option
     @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
                   default=None, help="TOML file of settings; flags override it.")
     @click.option("--name", default=None, help="Run id (default: clara-STAGE-DATE-TIME-XXXX).")
     @click.option("--detach", is_flag=True, help="Start in the background and print the run id.")
-    @config_options(ClaraTrainConfig, skip=_SKIP)
+    @config_options(ClaraTrainConfig, skip=_SKIP | {"init_from"})
     @pass_app
-    def command(app: AppContext, model, data, config_file, name, detach, **flags):
+    def command(app: AppContext, model, data, from_ref, config_file, name, detach, **flags):
         from clara.cli.runs import launch
         from clara.models.registry import model_source
         from clara.runs import create_run
@@ -48,25 +55,32 @@ def _stage_command(stage: str, example: str):
 
         ws = app.workspace()
         overrides = {k: v for k, v in flags.items() if v not in (None, (), [])}
-        overrides.update({"model": model, "data": data})
+        overrides.update({"model": model, "data": data, "init_from": from_ref})
         cfg = merge_config(ClaraTrainConfig, config_file, overrides)
         if not cfg.model and not cfg.init_from:
-            raise ClaraError("model: is required (or --init-from an earlier stage)")
+            raise ClaraError("model: is required (or --from an earlier stage)")
         if not cfg.data:
             raise ClaraError("data: is required")
         resolved = {"data": str(resolve_data(ws, cfg.data))}
+        extra = {}
         if cfg.init_from:
-            cfg.init_from = str(_checkpoint_dir(ws, cfg.init_from))
+            ref = cfg.init_from
+            cfg.init_from = str(resolve_checkpoint(ws, ref))
             resolved["init_from"] = cfg.init_from
+            run_id = _from_run(ws, ref)
+            if run_id:
+                extra["from_run"] = run_id
         if cfg.model:
             resolved["model"] = model_source(ws, cfg.model)
-        run = create_run(ws, f"clara-{stage}", asdict(cfg), resolved=resolved, name=name)
+        run = create_run(ws, f"clara-{stage}", asdict(cfg), resolved=resolved, name=name,
+                         extra=extra)
         launch(run, detach)
 
     command.__doc__ = (f"Train CLaRa {stage} ({_STAGE_HELP[stage]}).\n\n"
                        "Runs in its own process; checkpoints (adapters + memory rows + "
-                       "clara_config.json) go to runs/ID/adapters/{best,last,step-N}.\n\n"
-                       f"Example: {example}")
+                       "clara_config.json) go to runs/ID/adapters/{best,last,step-N}; metrics "
+                       "log ce, mse (and in stage 3 recall@k / precision@k) as separate series."
+                       f"\n\nExample: {example}")
     return train_group.command(stage, context_settings={"max_content_width": 110})(command)
 
 
@@ -75,47 +89,261 @@ _STAGE_HELP = {"stage1": "compressor pretraining: QA and paraphrase from one com
                          "generator",
                "stage3": "end-to-end: the query reasoner picks top_k of the candidates, "
                          "compressor frozen"}
-_stage_command("stage1", "clara train stage1 -m tiny -d facts-s1 --compression-rate 32 --iters 300")
-_stage_command("stage2", "clara train stage2 -d facts-s2 --init-from clara-stage1-20250101-1200-ab12")
-_stage_command("stage3", "clara train stage3 -d facts-s3 --init-from RUN_ID --top-k 5")
+_stage_command("stage1", "clara train stage1 -m tiny -d toy-stage1 --compression-rate 4 "
+                         "--doc-max-tokens 64 --iters 300")
+_stage_command("stage2", "clara train stage2 -m tiny -d toy-stage2 --from clara-stage1-20250101-1200-ab12")
+_stage_command("stage3", "clara train stage3 -m tiny -d toy-stage3 --from RUN_ID --top-k 5")
 
 
-def _read_docs(docs: tuple[str, ...], docs_file: str | None) -> list[str]:
-    out = list(docs)
-    if docs_file:
-        from clara import io
+# ---------------------------------------------------------------------------- pipeline
+def _stage_options(fn):
+    for n in (3, 2, 1):
+        fn = click.option(f"--stage{n}-lr", f"stage{n}_lr", type=float, default=None,
+                          help=f"Learning rate of stage {n} (default: --learning-rate).")(fn)
+        fn = click.option(f"--stage{n}-epochs", f"stage{n}_epochs", type=float, default=None,
+                          help=f"Epochs of stage {n} (default: --epochs).")(fn)
+        fn = click.option(f"--stage{n}-iters", f"stage{n}_iters", type=int, default=None,
+                          help=f"Optimizer steps of stage {n} (default: --iters).")(fn)
+        fn = click.option(f"--stage{n}", f"stage{n}_data", default=None, metavar="DATASET",
+                          help=f"Stage-{n} dataset (default: PREFIX-stage{n} of --data).")(fn)
+    return fn
 
-        for line, row in io.iter_jsonl(docs_file):
-            text = row.get("text") if isinstance(row, dict) else row
-            if not isinstance(text, str):
-                from clara.errors import DataError
 
-                raise DataError(docs_file, line, "text", "must be a string (or the line a string)")
-            out.append(text)
+def _pipeline_data(ws, prefix: str | None, explicit: dict) -> dict[str, str]:
+    out = {}
+    for s in STAGES:
+        ref = explicit.get(s)
+        if ref is None:
+            if not prefix:
+                raise ClaraError(f"data: give --data PREFIX or --{s} DATASET")
+            ref = f"{prefix}-{s}"
+            if not (ws.datasets_dir / ref).is_dir():
+                raise ClaraError(f"data: no dataset {ref!r} in workspace {ws.name} (make the "
+                                 f"three with: clara data synth {prefix}, or give --{s})")
+        out[s] = str(resolve_data(ws, ref))
     return out
 
 
+def _follow_stage(stage: str, run, proc) -> dict:
+    from clara.cli.runs import follow_run
+
+    n = STAGES.index(stage) + 1
+    src = run.config().get("from_run")
+    click.echo(f"[{n}/3] {stage}: run {run.id}" + (f" (from {src})" if src else ""), err=True)
+    st = follow_run(run, proc)
+    line = f"[{n}/3] {stage}: {st.get('status')}"
+    if st.get("reason") == "early_stop":
+        line += " (early stop)"
+    if st.get("best_step"):
+        line += f", best step {st['best_step']} val loss {st.get('best_val_loss'):.4f}"
+    click.echo(line, err=True)
+    return st
+
+
+def _run_pipeline(pipe, detach: bool) -> None:
+    from clara.method.pipeline import drive, start_driver
+
+    if detach:
+        start_driver(pipe)
+        click.echo(pipe.id)
+        return
+    click.echo(f"pipeline {pipe.id}  (folder {pipe.path}; Ctrl-C stops the running stage, "
+               f"resume with: clara pipelines resume {pipe.id})", err=True)
+    st = drive(pipe, _follow_stage)
+    _echo_pipeline(st)
+    if st["status"] != "completed":
+        raise ClaraError(f"pipeline {pipe.id} {st['status']}: {st.get('message') or ''}"
+                         .rstrip(": ") + f" (resume with: clara pipelines resume {pipe.id})")
+
+
+def _echo_pipeline(st: dict) -> None:
+    click.echo(f"pipeline {st['id']}: {st['status']}")
+    for s in st["stages"]:
+        click.echo(f"  {s['stage']}  {s['status']:<11} {s['run'] or '-'}"
+                   + (f"  step {s['step']}/{s['total_steps']}" if s["total_steps"] else ""))
+
+
+@train_group.command("pipeline", context_settings={"max_content_width": 110})
+@click.option("--model", "-m", "model", default=None,
+              help="Base model: workspace model name, local mlx-lm folder or HF id.")
+@click.option("--data", "-d", "data", default=None, metavar="PREFIX",
+              help="Dataset prefix: uses PREFIX-stage1, PREFIX-stage2, PREFIX-stage3 (as made by "
+                   "clara data synth PREFIX).")
+@_stage_options
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="TOML file of shared settings; flags override it.")
+@click.option("--name", default=None, help="Pipeline id (default: clara-pipeline-DATE-TIME-XXXX);"
+                                           " its runs are ID-stage1, ID-stage2, ID-stage3.")
+@click.option("--detach", is_flag=True, help="Run in the background and print the pipeline id.")
+@config_options(ClaraTrainConfig, skip=_SKIP | {"init_from"})
+@pass_app
+def train_pipeline(app: AppContext, model, data, config_file, name, detach, **flags):
+    """Train CLaRa stage 1, then stage 2 from stage 1's best (else last) checkpoint, then stage 3
+    from stage 2's: three normal runs (runs/ID-stageN) and a pipeline record
+    (runs/ID/pipeline.toml). Shared flags apply to every stage; --stageN-iters/-epochs/-lr to
+    one; --top-k is stage 2 and 3's documents per question (default: stage 2's rows).
+
+    Example: clara train pipeline -m tiny --data toy --compression-rate 4 --doc-max-tokens 64 --stage1-iters 300 --stage2-iters 200 --stage3-iters 150
+    """
+    from clara.method.pipeline import create_pipeline
+    from clara.models.registry import model_source
+    from clara.train.config import merge_config
+
+    ws = app.workspace()
+    per_stage = {s: {"iters": flags.pop(f"{s}_iters"), "epochs": flags.pop(f"{s}_epochs"),
+                     "learning_rate": flags.pop(f"{s}_lr")} for s in STAGES}
+    explicit = {s: flags.pop(f"{s}_data") for s in STAGES}
+    explicit = {k: v for k, v in explicit.items() if v}
+    top_k = flags.get("top_k")
+    if top_k is not None:
+        per_stage["stage2"]["top_k"] = per_stage["stage3"]["top_k"] = top_k
+    overrides = {k: v for k, v in flags.items() if v not in (None, (), []) and k != "top_k"}
+    overrides["model"] = model
+    cfg = merge_config(ClaraTrainConfig, config_file, overrides)
+    if not cfg.model:
+        raise ClaraError("model: is required")
+    datasets = _pipeline_data(ws, data, explicit)
+    config = asdict(cfg)
+    for k in ("data", "init_from", "top_k"):
+        config.pop(k, None)
+    pipe = create_pipeline(ws, config, model_source(ws, cfg.model), datasets, per_stage, name)
+    _run_pipeline(pipe, detach)
+
+
+@click.group("pipelines")
+def pipelines_group():
+    """CLaRa pipelines (stage 1 -> 2 -> 3): list, show, stop, resume."""
+
+
+@pipelines_group.command("list")
+@format_option
+@pass_app
+def pipelines_list(app: AppContext, fmt):
+    """List the pipelines of the workspace with the status of each stage.
+
+    Example: clara pipelines list --format json
+    """
+    from clara.method.pipeline import list_pipelines
+
+    rows = []
+    for p in list_pipelines(app.workspace()):
+        st = p.status()
+        rows.append({**{k: st[k] for k in ("id", "status", "stage", "model", "created")},
+                     **{s["stage"]: s["status"] for s in st["stages"]}, "stages": st["stages"]})
+    emit_rows(rows, [("id", "PIPELINE"), ("status", "STATUS"), ("stage1", "STAGE1"),
+                     ("stage2", "STAGE2"), ("stage3", "STAGE3"), ("model", "MODEL"),
+                     ("created", "CREATED")], fmt,
+              empty="no pipelines (start one with: clara train pipeline ...)")
+
+
+@pipelines_group.command("show")
+@click.argument("ref", metavar="PIPELINE")
+@format_option
+@pass_app
+def pipelines_show(app: AppContext, ref, fmt):
+    """Show a pipeline (id, prefix, last, or one of its run ids): its stages, runs and steps.
+
+    Example: clara pipelines show last
+    """
+    from clara.method.pipeline import find_pipeline
+
+    st = find_pipeline(app.workspace(), ref).status()
+    if fmt == "json":
+        emit_record(st, fmt)
+    else:
+        _echo_pipeline(st)
+
+
+@pipelines_group.command("stop")
+@click.argument("ref", metavar="PIPELINE")
+@pass_app
+def pipelines_stop(app: AppContext, ref):
+    """Stop a pipeline: its running stage saves a checkpoint and stops; no later stage starts.
+
+    Example: clara pipelines stop last
+    """
+    from clara.method.pipeline import find_pipeline, stop_pipeline
+
+    pipe = find_pipeline(app.workspace(), ref)
+    if not stop_pipeline(pipe):
+        raise ClaraError(f"pipeline {pipe.id} is not running ({pipe.status()['status']})")
+    click.echo(f"asked pipeline {pipe.id} to stop")
+
+
+@pipelines_group.command("resume")
+@click.argument("ref", metavar="PIPELINE")
+@click.option("--detach", is_flag=True, help="Run in the background and print the pipeline id.")
+@pass_app
+def pipelines_resume(app: AppContext, ref, detach):
+    """Resume a stopped, interrupted or failed pipeline: its unfinished stage continues from its
+    last checkpoint, then the later stages run.
+
+    Example: clara pipelines resume last --detach
+    """
+    from clara.method.pipeline import find_pipeline
+
+    pipe = find_pipeline(app.workspace(), ref)
+    st = pipe.status()
+    if st["status"] == "completed":
+        raise ClaraError(f"pipeline {pipe.id} is completed: nothing to resume")
+    if st["status"] == "running":
+        raise ClaraError(f"pipeline {pipe.id} is running")
+    _run_pipeline(pipe, detach)
+
+
+# ---------------------------------------------------------------------------- compress / ask
+def _doc_files(files: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(ids, texts): a .jsonl file gives one document per line ({"id", "text"} or a string);
+    any other file is one document."""
+    from clara import io
+
+    ids, texts = [], []
+    for name in files:
+        path = Path(name)
+        if path.suffix == ".jsonl":
+            for line, row in io.iter_jsonl(path):
+                text = row.get("text") if isinstance(row, dict) else row
+                if not isinstance(text, str) or not text.strip():
+                    raise DataError(path, line, "text",
+                                    "must be a non-empty string (or the line a string)")
+                ids.append(str(row.get("id", f"{path.name}:{line}")) if isinstance(row, dict)
+                           else f"{path.name}:{line}")
+                texts.append(text)
+        else:
+            text = path.read_text(encoding="utf-8")
+            if not text.strip():
+                raise ClaraError(f"{path}: empty document")
+            ids.append(path.name)
+            texts.append(text)
+    return ids, texts
+
+
+_run_option = click.option(
+    "--run", "-c", "--checkpoint", "ckpt", required=True, metavar="RUN",
+    help="CLaRa run id (its best, else last checkpoint), pipeline id (its newest stage) or "
+         "checkpoint folder.")
+
+
 @click.command("compress")
-@click.option("--checkpoint", "-c", "ckpt", required=True, help="CLaRa checkpoint folder or run id.")
-@click.option("--docs-file", required=True, type=click.Path(exists=True, dir_okay=False),
-              help='JSONL of documents: {"id": ..., "text": ...} per line (or plain strings).')
+@_run_option
+@click.option("--docs", "--docs-file", "docs_files", required=True, multiple=True,
+              type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help='Documents: a JSONL file ({"id", "text"} per line) or a text file (one '
+                   'document); repeat for several.')
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Store folder to write (vectors.safetensors + index.json).")
 @click.option("--batch-size", default=8, show_default=True, help="Documents per forward.")
 @format_option
 @pass_app
-def compress_cmd(app: AppContext, ckpt, docs_file, out, batch_size, fmt):
+def compress_cmd(app: AppContext, ckpt, docs_files, out, batch_size, fmt):
     """Compress documents once into a reusable store for `clara ask --store`.
 
-    Example: clara compress -c clara-stage3-20250101-1200-ab12 --docs-file docs.jsonl --out store
+    Example: clara compress --run clara-pipeline-20250101-1200-ab12 --docs toy-docs.jsonl --out store
     """
-    from clara import io
     from clara.method import checkpoint, inference
 
-    model = checkpoint.load(_checkpoint_dir(app.workspace(), ckpt), inference=True)
-    rows = [(line, r) for line, r in io.iter_jsonl(docs_file)]
-    texts = _read_docs((), docs_file)
-    ids = [str(r.get("id", line)) if isinstance(r, dict) else str(line) for line, r in rows]
+    model = checkpoint.load(resolve_checkpoint(app.workspace(), ckpt), inference=True)
+    ids, texts = _doc_files(docs_files)
     store = inference.CompressedStore.build(model, texts, out, ids=ids, batch_size=batch_size)
     emit_record({"store": str(store.path), "documents": len(texts),
                  "n_mem": store.meta["n_mem"], "hidden_size": store.meta["hidden_size"]}, fmt)
@@ -123,42 +351,71 @@ def compress_cmd(app: AppContext, ckpt, docs_file, out, batch_size, fmt):
 
 @click.command("ask")
 @click.argument("question")
-@click.option("--checkpoint", "-c", "ckpt", required=True, help="CLaRa checkpoint folder or run id.")
-@click.option("--doc", "docs", multiple=True, help="A document text (repeat for several).")
-@click.option("--docs-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="JSONL of documents to compress and answer from.")
+@_run_option
+@click.option("--docs", "--docs-file", "docs_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Documents to compress and answer from: a JSONL file or a text file; repeat "
+                   "for several. A stage-3 model given more than top-k picks its top-k.")
+@click.option("--doc", "doc_texts", multiple=True, help="A document text (repeat for several).")
 @click.option("--store", type=click.Path(exists=True, file_okay=False), default=None,
               help="Store from `clara compress`: retrieve its top-k with the query reasoner.")
-@click.option("--top-k", type=int, default=None, help="Documents retrieved from the store.")
-@click.option("--max-tokens", default=128, show_default=True, help="Longest answer.")
+@click.option("--top-k", type=int, default=None, help="Documents retrieved (default: the model's).")
+@click.option("--max-tokens", default=64, show_default=True, help="Longest answer.")
 @click.option("--temp", default=0.0, show_default=True, help="Sampling temperature (0: greedy).")
+@format_option
 @pass_app
-def ask_cmd(app: AppContext, question, ckpt, docs, docs_file, store, top_k, max_tokens, temp):
-    """Answer a question with a CLaRa model, streaming the answer.
+def ask_cmd(app: AppContext, question, ckpt, docs_files, doc_texts, store, top_k, max_tokens,
+            temp, fmt):
+    """Answer a question with a CLaRa model from compressed documents; with retrieval (--store,
+    or a stage-3 model given more documents than its top-k) also print the chosen documents.
 
-    Example: clara ask -c clara-stage2-20250101-1200-ab12 --doc "Acme was founded in 1931." "When was Acme founded?"
+    Example: clara ask --run clara-pipeline-20250101-1200-ab12 --store store "Who invented the tidal loom?"
     """
+    import mlx.core as mx
+
     from clara.method import checkpoint, inference
 
-    model = checkpoint.load(_checkpoint_dir(app.workspace(), ckpt), inference=True)
-    texts = _read_docs(docs, docs_file)
+    model = checkpoint.load(resolve_checkpoint(app.workspace(), ckpt), inference=True)
+    ids, texts = _doc_files(docs_files)
+    ids += [f"doc{i}" for i in range(len(doc_texts))]
+    texts += list(doc_texts)
     if store and texts:
-        raise ClaraError("give documents or --store, not both")
+        raise ClaraError("give documents (--docs/--doc) or --store, not both")
+    chosen = None
     if store:
         pool = inference.CompressedStore.open(store)
         pool.check(model)
         idx, scores = inference.retrieve(model, question, pool.vectors, top_k)
-        click.echo("retrieved: " + ", ".join(f"{pool.docs[i]['id']} ({s:.3f})"
-                                             for i, s in zip(idx, scores)), err=True)
-        compressed = pool.vectors[__import__("mlx.core").core.array(idx)]
+        compressed = pool.vectors[mx.array(idx)]
+        chosen = [{"rank": r + 1, "id": pool.docs[i]["id"], "score": s,
+                   "text": pool.docs[i].get("text")} for r, (i, s) in enumerate(zip(idx, scores))]
     elif texts:
-        compressed = inference.compress_documents(model, texts)
+        vectors = inference.compress_documents(model, texts)
+        k = top_k or model.config.top_k
+        if "query_reasoner" in model.adapter_names() and len(texts) > k:
+            idx, scores = inference.retrieve(model, question, vectors, k)
+            compressed = vectors[mx.array(idx)]
+            chosen = [{"rank": r + 1, "id": ids[i], "score": s, "text": texts[i]}
+                      for r, (i, s) in enumerate(zip(idx, scores))]
+        else:
+            compressed = vectors
     else:
-        raise ClaraError("no documents: give --doc, --docs-file or --store")
+        raise ClaraError("no documents: give --docs FILE, --doc TEXT or --store STORE")
+    if fmt == "json":
+        answer = inference.answer_from_compressed(model, question, compressed,
+                                                  max_tokens=max_tokens, temp=temp)
+        emit_record({"question": question, "answer": answer, "documents": chosen}, fmt)
+        return
     for r in inference.stream_answer(model, question, compressed, max_tokens=max_tokens,
                                      temp=temp):
         click.echo(r.text, nl=False)
     click.echo()
+    if chosen:
+        click.echo("documents:")
+        for d in chosen:
+            text = (d["text"] or "").replace("\n", " ")
+            click.echo(f"  {d['rank']}. {d['id']} ({d['score']:.3f})"
+                       + (f"  {text[:100]}" + ("..." if len(text) > 100 else "") if text else ""))
 
 
-COMMANDS = [compress_cmd, ask_cmd]
+COMMANDS = [compress_cmd, ask_cmd, pipelines_group]

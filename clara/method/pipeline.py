@@ -1,0 +1,404 @@
+"""CLaRa pipelines: stage 1 -> stage 2 -> stage 3 as three ordinary runs, chained by the
+hand-off rules of clara-method §1.7 (stage 2 keeps stage 1's compressor and starts a fresh
+generator; stage 3 loads both and creates the query reasoner as a copy of the compressor).
+
+A pipeline is a folder `runs/<pipeline-id>/` holding `pipeline.toml` (no run.toml, so run
+listings skip it):
+
+    id, kind = "clara-pipeline", created, workspace, model (resolved), status, driver pid,
+    config       the shared ClaraTrainConfig settings
+    [stages.stageN]  data (resolved folder), overrides (iters / epochs / learning_rate /
+                     top_k of that stage), run (the stage's run id, once created), status
+
+Each stage is a normal run `<pipeline-id>-stageN` (the same engine, metrics, early stopping,
+stop and resume as any run); stages 2 and 3 record `from_run` and `pipeline` in run.toml and
+start from the previous run's best checkpoint (else its last). A stage run is created only when
+the previous one has completed, so its `init_from` names a finished checkpoint.
+
+The driver (`drive`) runs the unfinished stages in order, in the foreground or as a detached
+process (`python -m clara.method.pipeline PIPELINE_DIR`); a stage that ends stopped, failed or
+interrupted stops the pipeline, and driving it again resumes that stage, then continues.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from clara import io
+from clara.errors import ClaraError
+from clara.runs import (ACTIVE, Run, _proc_start, create_run, new_run_id, pid_alive,
+                        request_stop)
+from clara.workspace import Workspace, now_iso, validate_name
+
+PIPELINE_FILE = "pipeline.toml"
+STOP_FILE = "stop.request"
+KIND = "clara-pipeline"
+STAGES = ("stage1", "stage2", "stage3")
+STAGE_OVERRIDES = ("iters", "epochs", "learning_rate", "top_k")
+
+
+def _checkpoint_of(run: Run) -> Path:
+    """A run's best checkpoint, else its last one (a CLaRa checkpoint folder)."""
+    for sub in ("best", "last"):
+        folder = run.adapters / sub
+        if (folder / "clara_config.json").is_file():
+            return folder.resolve()
+    raise ClaraError(f"run {run.id}: no CLaRa checkpoint (adapters/best or adapters/last)")
+
+
+def docs_per_row(data_dir: str | Path) -> int | None:
+    """Documents in the first row of a dataset's train.jsonl (stage 2 needs top_k to match)."""
+    for _, row in io.iter_jsonl(Path(data_dir) / "train.jsonl"):
+        for key in ("docs", "context", "content"):
+            if isinstance(row, dict) and isinstance(row.get(key), list):
+                return len(row[key])
+        return None
+    return None
+
+
+class Pipeline:
+    """A pipeline folder; every read of its status looks at its runs and its driver."""
+
+    def __init__(self, ws: Workspace, path: Path):
+        self.ws, self.path = ws, Path(path)
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def file(self) -> Path:
+        return self.path / PIPELINE_FILE
+
+    @property
+    def stop_file(self) -> Path:
+        return self.path / STOP_FILE
+
+    @property
+    def exists(self) -> bool:
+        return self.file.is_file()
+
+    def doc(self) -> dict:
+        return io.read_toml(self.file)
+
+    def update(self, **changes) -> dict:
+        doc = {**self.doc(), **changes, "updated": now_iso()}
+        io.write_toml(self.file, doc)
+        return doc
+
+    def update_stage(self, stage: str, **changes) -> dict:
+        doc = self.doc()
+        doc["stages"][stage] = {**doc["stages"][stage], **changes}
+        doc["updated"] = now_iso()
+        io.write_toml(self.file, doc)
+        return doc
+
+    def run_of(self, stage: str) -> Run | None:
+        rid = self.doc()["stages"][stage].get("run")
+        return Run(self.ws.runs_dir / rid) if rid else None
+
+    def driver_alive(self) -> bool:
+        doc = self.doc()
+        return bool(doc.get("driver_pid")) and pid_alive(doc["driver_pid"],
+                                                         doc.get("driver_start") or None)
+
+    def status(self) -> dict:
+        """{"id", "status", "stage" (the current one), "stages": [{stage, run, status, step,
+        total_steps}]}, computed from the runs (a dead driver or worker shows as interrupted)."""
+        doc = self.doc()
+        stages, current = [], None
+        for s in STAGES:
+            run = self.run_of(s)
+            st = run.status() if run is not None and run.exists else {}
+            last = (run.last_metric("train_loss") or {}) if run is not None and run.exists else {}
+            stages.append({"stage": s, "run": run.id if run else None,
+                           "status": st.get("status", "pending"), "step": last.get("step", 0),
+                           "total_steps": st.get("total_steps"),
+                           "data": doc["stages"][s]["data"]})
+            if current is None and st.get("status") != "completed":
+                current = s
+        states = [x["status"] for x in stages]
+        if all(x == "completed" for x in states):
+            overall = "completed"
+        elif any(x in ACTIVE for x in states) or self.driver_alive():
+            overall = "running"
+        else:
+            cur = next(x for x in stages if x["stage"] == current)["status"]
+            if cur in ("stopped", "failed", "interrupted"):
+                overall = cur
+            elif doc.get("status") in ACTIVE and doc.get("driver_pid"):
+                overall = "interrupted"  # the driver died between two stages
+            else:
+                overall = doc.get("status", "queued")
+        return {"id": self.id, "status": overall, "stage": current, "stages": stages,
+                "model": doc.get("model"), "created": doc.get("created"),
+                "message": doc.get("message")}
+
+    def current_run(self) -> Run | None:
+        for s in STAGES:
+            run = self.run_of(s)
+            if run is None or run.status().get("status") != "completed":
+                return run
+        return None
+
+
+# ---------------------------------------------------------------------------- create / find
+def create_pipeline(ws: Workspace, config: dict, model: str, data: dict[str, str],
+                    overrides: dict[str, dict] | None = None, name: str | None = None) -> Pipeline:
+    """Write the pipeline folder: shared config (a ClaraTrainConfig dict), resolved model, the
+    resolved data folder and overrides of each stage. No run is made yet."""
+    pid = validate_name(name, "pipeline") if name else new_run_id("clara-pipeline")
+    path = ws.child("runs", pid)
+    if path.exists():
+        raise ClaraError(f"{pid!r} already exists in workspace {ws.name}")
+    for s in STAGES:
+        if s not in data:
+            raise ClaraError(f"pipeline: no data for {s}")
+    overrides = overrides or {}
+    bad = [k for o in overrides.values() for k in o if k not in STAGE_OVERRIDES]
+    if bad:
+        raise ClaraError(f"pipeline: {bad[0]}: not a per-stage setting "
+                         f"({', '.join(STAGE_OVERRIDES)})")
+    stages = {}
+    for s in STAGES:
+        o = {k: v for k, v in (overrides.get(s) or {}).items() if v is not None}
+        stages[s] = {"data": str(data[s]), "overrides": o, "run": "", "status": "pending"}
+    path.mkdir(parents=True)
+    io.write_toml(path / PIPELINE_FILE, {
+        "id": pid, "kind": KIND, "created": now_iso(), "updated": now_iso(),
+        "workspace": ws.name, "model": model, "status": "queued", "message": "",
+        "driver_pid": 0, "driver_start": "",
+        "config": {k: v for k, v in config.items() if v is not None}, "stages": stages})
+    return Pipeline(ws, path)
+
+
+def list_pipelines(ws: Workspace) -> list[Pipeline]:
+    out = [Pipeline(ws, p) for p in ws.items("runs") if (p / PIPELINE_FILE).is_file()]
+    return sorted(out, key=lambda p: (p.doc().get("created", ""), p.id))
+
+
+def find_pipeline(ws: Workspace, ref: str) -> Pipeline:
+    """A pipeline by id, unique id prefix, or `last`; also by the id of one of its runs."""
+    items = list_pipelines(ws)
+    if ref == "last":
+        if not items:
+            raise ClaraError(f"no pipelines in workspace {ws.name}")
+        return items[-1]
+    for p in items:
+        if p.id == ref:
+            return p
+    matches = [p for p in items if p.id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ClaraError(f"pipeline {ref!r} is ambiguous: {', '.join(p.id for p in matches[:5])}")
+    for p in items:
+        if ref in [st.get("run") for st in p.doc()["stages"].values()]:
+            return p
+    raise ClaraError(f"no pipeline {ref!r} in workspace {ws.name} (see: clara pipelines list)")
+
+
+def resolve_checkpoint(ws: Workspace | None, ref: str) -> Path:
+    """A CLaRa checkpoint from a checkpoint folder, a run id (its best, else last checkpoint) or
+    a pipeline id (its newest stage with a checkpoint)."""
+    path = Path(ref).expanduser()
+    if (path / "clara_config.json").is_file():
+        return path.resolve()
+    if ws is None:
+        raise ClaraError(f"{ref}: not a CLaRa checkpoint folder")
+    from clara.runs import find_run
+
+    try:
+        return _checkpoint_of(find_run(ws, ref))
+    except ClaraError as run_error:
+        try:
+            pipe = find_pipeline(ws, ref)
+        except ClaraError:
+            raise run_error from None
+    for s in reversed(STAGES):
+        run = pipe.run_of(s)
+        if run is not None and run.exists:
+            try:
+                return _checkpoint_of(run)
+            except ClaraError:
+                continue
+    raise ClaraError(f"pipeline {pipe.id}: no stage has a checkpoint yet")
+
+
+# ---------------------------------------------------------------------------- the driver
+def stage_config(pipe: Pipeline, stage: str, init_from: Path | None) -> dict:
+    """The ClaraTrainConfig dict of a stage run: shared settings, the stage's overrides, its
+    data, its starting checkpoint; stage 2's top_k defaults to its rows' document count and
+    stage 3's to stage 2's."""
+    from clara.method.tasks import ClaraTrainConfig
+
+    doc = pipe.doc()
+    entry = doc["stages"][stage]
+    values = {**doc["config"], **entry["overrides"], "data": entry["data"],
+              "init_from": str(init_from) if init_from else None}
+    if stage == "stage1":
+        values["top_k"] = 1
+    elif "top_k" not in entry["overrides"]:
+        if stage == "stage2":
+            values["top_k"] = docs_per_row(entry["data"]) or values.get("top_k")
+        else:
+            s2 = doc["stages"]["stage2"]
+            values["top_k"] = s2["overrides"].get("top_k") or \
+                docs_per_row(s2["data"]) or values.get("top_k")
+    cfg = ClaraTrainConfig(**values)
+    cfg.validate()
+    return asdict(cfg)
+
+
+def _make_stage_run(pipe: Pipeline, stage: str) -> Run:
+    i = STAGES.index(stage)
+    prev = pipe.run_of(STAGES[i - 1]) if i else None
+    init_from = _checkpoint_of(prev) if prev is not None else None
+    config = stage_config(pipe, stage, init_from)
+    doc = pipe.doc()
+    resolved = {"model": doc["model"], "data": doc["stages"][stage]["data"]}
+    extra = {"pipeline": pipe.id}
+    if prev is not None:
+        resolved["init_from"] = str(init_from)
+        extra["from_run"] = prev.id
+    run = create_run(pipe.ws, f"clara-{stage}", config, resolved=resolved,
+                     name=f"{pipe.id}-{stage}", extra=extra)
+    pipe.update_stage(stage, run=run.id)
+    return run
+
+
+Follow = Callable[[str, Run, subprocess.Popen], dict]
+
+
+def _wait(stage: str, run: Run, proc: subprocess.Popen) -> dict:
+    proc.wait()
+    return run.status()
+
+
+def drive(pipe: Pipeline, follow: Follow = _wait,
+          stop_requested: Callable[[], bool] = lambda: False) -> dict:
+    """Run the pipeline's unfinished stages in order; return its final status. `follow(stage,
+    run, proc)` waits for a stage's worker (and may show progress); a stage that does not
+    complete stops the pipeline there."""
+    from clara.runs import start_worker, wait_until_done
+
+    if pipe.stop_file.exists():
+        pipe.stop_file.unlink()
+    pipe.update(status="running", message="", driver_pid=os.getpid(),
+                driver_start=_proc_start(os.getpid()) or "")
+    try:
+        for stage in STAGES:
+            run = pipe.run_of(stage)
+            st = run.status() if run is not None else {}
+            if st.get("status") == "completed":
+                continue
+            if stop_requested() or pipe.stop_file.exists():
+                pipe.update(status="stopped", message=f"stopped before {stage}")
+                return pipe.status()
+            if run is None:
+                run = _make_stage_run(pipe, stage)
+            pipe.update_stage(stage, status="running")
+            if st.get("status") in ACTIVE and st.get("pid"):
+                st = wait_until_done(run)  # already running (a driver died): wait for it
+            else:
+                st = follow(stage, run, start_worker(run))
+            pipe.update_stage(stage, status=st.get("status"))
+            if st.get("status") != "completed":
+                pipe.update(status=st.get("status"),
+                            message=f"{stage} ({run.id}) {st.get('status')}: "
+                                    f"{st.get('message') or ''}".rstrip(": "))
+                return pipe.status()
+        pipe.update(status="completed", message="")
+    except BaseException as e:  # Ctrl-C between stages, or a stage that cannot be made
+        pipe.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                    message=str(e) or type(e).__name__)
+        raise
+    finally:
+        pipe.update(driver_pid=0, driver_start="")
+    return pipe.status()
+
+
+def stop_pipeline(pipe: Pipeline) -> bool:
+    """Ask the pipeline to stop: its running stage saves and stops, no later stage starts."""
+    io.write_text(pipe.stop_file, now_iso() + "\n")
+    run = pipe.current_run()
+    stopped = bool(run is not None and run.exists and request_stop(run))
+    doc = pipe.doc()
+    if doc.get("driver_pid") and pid_alive(doc["driver_pid"], doc.get("driver_start") or None):
+        try:
+            os.kill(int(doc["driver_pid"]), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        stopped = True
+    return stopped
+
+
+def start_driver(pipe: Pipeline) -> subprocess.Popen:
+    """The detached driver: `python -m clara.method.pipeline DIR` in its own session."""
+    from clara.platform import env_with_blas
+
+    if pipe.driver_alive():
+        raise ClaraError(f"pipeline {pipe.id} is already running (driver pid "
+                         f"{pipe.doc()['driver_pid']})")
+    env = env_with_blas()
+    env["PYTHONUNBUFFERED"] = "1"
+    pipe.update(status="queued", message="")
+    with open(pipe.path / "pipeline.log", "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "clara.method.pipeline", str(pipe.path)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    return proc
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m clara.method.pipeline PIPELINE_DIR", file=sys.stderr)
+        return 2
+    path = Path(argv[0]).resolve()
+    if not (path / PIPELINE_FILE).is_file():
+        print(f"{path}: not a pipeline folder (no {PIPELINE_FILE})", file=sys.stderr)
+        return 2
+    ws = Workspace(path.parent.parent.parent, path.parent.parent.name)
+    pipe = Pipeline(ws, path)
+    asked = {"stop": False}
+    current: dict = {}
+
+    def on_signal(signum, frame):
+        asked["stop"] = True
+        run = current.get("run")
+        if run is not None:
+            request_stop(run)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def follow(stage, run, proc):
+        current["run"] = run
+        print(f"{now_iso()} {stage}: run {run.id} (pid {proc.pid})", flush=True)
+        proc.wait()
+        current.pop("run", None)
+        st = run.status()
+        print(f"{now_iso()} {stage}: {st.get('status')} {st.get('message') or ''}", flush=True)
+        return st
+
+    try:
+        st = drive(pipe, follow, lambda: asked["stop"])
+    except ClaraError as e:
+        pipe.update(status="failed", message=str(e))
+        print(f"failed: {e}", flush=True)
+        return 1
+    print(json.dumps(st), flush=True)
+    return 0 if st["status"] == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
