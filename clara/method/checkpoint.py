@@ -48,6 +48,24 @@ def adapter_weights(model: ClaraModel) -> dict[str, mx.array]:
             if ".adapters." in k and k.rsplit(".", 1)[-1] in ("lora_a", "lora_b")}
 
 
+def adapter_digests(model: ClaraModel) -> dict[str, str]:
+    """sha256 (16 hex) of each adapter's exact weight bytes, keys sorted: equal digests mean
+    bit-identical adapters."""
+    import hashlib
+
+    import numpy as np
+
+    out = {}
+    weights = adapter_weights(model)
+    for name in model.adapter_names():
+        h = hashlib.sha256()
+        for k in sorted(k for k in weights if f".adapters.{name}." in k):
+            h.update(k.replace(f".adapters.{name}.", ".adapters.*.").encode())
+            h.update(np.array(weights[k].astype(mx.float32)).tobytes())
+        out[name] = h.hexdigest()[:16]
+    return out
+
+
 def embedding_weights(model: ClaraModel) -> dict[str, mx.array]:
     out = {"memory": model.embedding.memory, "special": model.embedding.special}
     if "lm_head" in model.lm and hasattr(model.lm.lm_head, "rows"):

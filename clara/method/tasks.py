@@ -258,6 +258,8 @@ class ClaraStageTask:
         c = self.model.config
         return {"model": c.base_model, "stage": c.stage, "n_mem": c.n_mem, "top_k": c.top_k,
                 "adapters": self.model.adapter_names(),
+                # fingerprints of the starting weights: a hand-off can be checked from events
+                "adapter_digests": checkpoint.adapter_digests(self.model),
                 "trained_adapters": list(c.trained_adapters()),
                 "trainable_parameters": int(trainable), "train_rows": len(self._train),
                 "valid_rows": len(self._valid), "train_batches": self.num_train_batches()}
