@@ -12,7 +12,9 @@ PLATFORM = {"backend": "cpu", "dtype": "float32",
 def make_app(root, workspace="test", **kwargs):
     from tui.app import ClaraApp
 
-    return ClaraApp(root, workspace, platform_info=PLATFORM, **kwargs)
+    app = ClaraApp(root, workspace, platform_info=PLATFORM, **kwargs)
+    app.animation_level = "none"  # tab underlines and scrolling land at once: stable snapshots
+    return app
 
 
 async def settle(pilot, rounds: int = 3) -> None:

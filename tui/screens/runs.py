@@ -87,10 +87,8 @@ class RunsScreen(ClaraScreen):
         self.status: dict = {}
 
     def compose_body(self) -> ComposeResult:
-        with Horizontal(id="runs-body"):
-            with Vertical(id="runs-left"):
-                yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
-                yield Static("", id="runs-hint", classes="muted")
+        with Vertical(id="runs-body"):
+            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
             with TabbedContent(id="run-tabs"):
                 with TabPane("Progress", id="tab-progress"):
                     yield Static("select a run", id="run-title")
@@ -100,7 +98,8 @@ class RunsScreen(ClaraScreen):
                     yield MetricSparkline("val loss", id="spark-val")
                     yield MetricSparkline("tokens/s", lower_is_better=False, fmt="{:,.0f}",
                                           id="spark-tps")
-                    yield MetricSparkline("memory GB", fmt="{:.3f}", id="spark-mem")
+                    yield MetricSparkline("memory GB", lower_is_better=False, fmt="{:.3f}",
+                                          best_label="peak", id="spark-mem")
                 with TabPane("Config", id="tab-config"):
                     with VerticalScroll():
                         yield KeyValues(id="run-config")
@@ -131,8 +130,6 @@ class RunsScreen(ClaraScreen):
                            ("duration", "duration")):
             table.add_column(title, key=key)
         self.query_one("#run-adapters", DataTable).add_columns("adapter", "step", "files")
-        self.query_one("#runs-hint", Static).update(
-            "s stop · u resume · c compare with the highlighted run")
         self.set_interval(2.0, self._refresh_table)
 
     def reload(self) -> None:
@@ -166,8 +163,8 @@ class RunsScreen(ClaraScreen):
             step = row.get("step") or 0
             total = row.get("total_steps")
             cells[row["id"]] = {
-                "id": short(row["id"], 28), "status": row.get("status") or "-",
-                "kind": row.get("kind") or "-", "model": short(str(row.get("model") or "-"), 14),
+                "id": short(row["id"], 34), "status": row.get("status") or "-",
+                "kind": row.get("kind") or "-", "model": short(str(row.get("model") or "-"), 20),
                 "step": f"{step}/{total}" if total else str(step),
                 "best_val": loss(row.get("best_val")), "duration": duration(row.get("seconds")),
             }

@@ -96,7 +96,7 @@ class WorkspacesScreen(ClaraScreen):
         table.add_column("name", key="name")
         for sub in SUBDIRS:
             table.add_column(sub, key=sub)
-        table.add_column("size", key="size")
+        table.add_column("size", key="size", width=9)
         table.add_column("description", key="description")
 
     def reload(self) -> None:

@@ -65,11 +65,11 @@ class ConfigForm(VerticalScroll):
 
     DEFAULT_CSS = """
     ConfigForm { height: 1fr; }
-    ConfigForm .form-row { height: auto; margin-bottom: 0; }
-    ConfigForm .form-label { width: 26; padding: 1 1 0 0; text-style: bold; }
-    ConfigForm .form-field { width: 24; }
-    ConfigForm Input.form-field, ConfigForm Select.form-field { width: 24; }
-    ConfigForm .form-help { width: 1fr; padding: 1 0 0 1; color: $text-muted; }
+    ConfigForm .form-row { height: auto; margin-bottom: 1; }
+    ConfigForm .form-label { width: 22; padding: 0 1 0 0; text-style: bold; }
+    ConfigForm .form-field { width: 20; }
+    ConfigForm Switch.form-field { width: 24; height: 1; border: none; padding: 0; }
+    ConfigForm .form-help { width: 1fr; height: auto; padding: 0 0 0 2; color: $text-muted; }
     """
 
     class Changed(Message):
@@ -119,9 +119,9 @@ class ConfigForm(VerticalScroll):
                     if value is not Select.NULL and value not in self.choices[f.name]:
                         options.insert(0, (str(value), value))
                     yield Select(options, value=value if value is not None else Select.NULL,
-                                 id=wid, classes="form-field", allow_blank=True)
+                                 id=wid, classes="form-field", allow_blank=True, compact=True)
                 else:
-                    yield Input(_show(value), id=wid, classes="form-field",
+                    yield Input(_show(value), id=wid, classes="form-field", compact=True,
                                 placeholder="default" if value is None else "")
                 yield Label(f.metadata.get("help", ""), classes="form-help")
 

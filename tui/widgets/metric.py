@@ -21,8 +21,9 @@ class MetricSparkline(Horizontal):
     """
 
     def __init__(self, name: str, lower_is_better: bool = True, fmt: str = "{:.4f}",
-                 **kwargs) -> None:
+                 best_label: str = "best", **kwargs) -> None:
         super().__init__(**kwargs)
+        self.best_label = best_label
         self.metric_name = name
         self.lower_is_better = lower_is_better
         self.fmt = fmt
@@ -31,7 +32,7 @@ class MetricSparkline(Horizontal):
     def compose(self) -> ComposeResult:
         yield Label(self.metric_name, classes="metric-name")
         yield Sparkline([], summary_function=max)
-        yield Label("last -\nbest -", classes="metric-values")
+        yield Label(f"last -\n{self.best_label} -", classes="metric-values")
 
     @property
     def last(self) -> float | None:
@@ -49,4 +50,4 @@ class MetricSparkline(Horizontal):
         self.query_one(Sparkline).data = list(self.values)
         last = "-" if self.last is None else self.fmt.format(self.last)
         best = "-" if self.best is None else self.fmt.format(self.best)
-        self.query_one(".metric-values", Label).update(f"last {last}\nbest {best}")
+        self.query_one(".metric-values", Label).update(f"last {last}\n{self.best_label} {best}")

@@ -1,0 +1,114 @@
+"""Runs and Train modes with real training: launch a tiny LoRA run from the Train screen and watch
+the sparkline and the run table change; reattach to a run started outside the app."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import asdict
+
+import pytest
+from textual.widgets import DataTable, Static
+
+from clara.data.datasets import write_dataset
+from tests.conftest import corpus_sentences
+from tests.tui_helpers import make_app, settle, wait_for
+
+TINY = dict(iters=8, batch_size=2, max_seq_length=48, val_every=4, save_every=4, lora_rank=4,
+            learning_rate=1e-3, mode="cpt")
+
+
+@pytest.fixture
+def ready(workspace, tiny_model_dir):
+    """A workspace with the tiny model and a small text dataset."""
+    shutil.copytree(tiny_model_dir, workspace.models_dir / "tiny")
+    text = corpus_sentences(60, seed=1)
+    rows = [{"text": " ".join(text[i:i + 3])} for i in range(0, 60, 3)]
+    write_dataset(workspace, "notes", "cpt", {"train": rows[:16], "valid": rows[16:]})
+    return workspace
+
+
+def _cell(table: DataTable, run_id: str, column: str) -> str:
+    return str(table.get_cell(run_id, column)) if run_id in table.rows else ""
+
+
+@pytest.mark.timeout(180)
+def test_launch_from_the_train_screen_and_watch_it(ready):
+    seen_train_values = []
+
+    async def go():
+        app = make_app(ready.root, start_mode="train")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            form = app.screen.query_one("#form-lora")
+            form.set_value("model", "tiny")
+            form.set_value("data", "notes")
+            for key, value in TINY.items():
+                form.set_value(key, value)
+            await settle(pilot)
+            preview = str(app.screen.query_one("#preview", Static).render())
+            assert 'model = "tiny"' in preview and "iters = 8" in preview
+            await pilot.press("ctrl+l")
+            await wait_for(pilot, lambda: app.current_mode == "runs", what="the Runs screen")
+            screen = app.screen
+            table = screen.query_one("#runs", DataTable)
+            await wait_for(pilot, lambda: table.row_count == 1, what="the run in the table")
+            run_id = str(table.coordinate_to_cell_key((0, 0)).row_key.value)
+            spark = screen.query_one("#spark-train")
+            await wait_for(pilot, lambda: len(spark.values) >= 1, timeout=120,
+                           what="train loss in the sparkline")
+            seen_train_values.append(list(spark.values))
+            await wait_for(pilot, lambda: _cell(table, run_id, "status") == "completed",
+                           timeout=120, what="the run to complete in the table")
+            await wait_for(pilot, lambda: len(spark.values) == 8, what="all 8 train rows")
+            assert screen.query_one("#spark-val").best is not None
+            assert _cell(table, run_id, "step") == "8/8"
+            assert _cell(table, run_id, "best_val") != "-"
+            assert app.errors == []
+
+    asyncio.run(go())
+    assert seen_train_values[0]
+
+
+@pytest.mark.timeout(180)
+def test_reattach_to_a_run_started_outside_the_app(ready):
+    """A run started through the library (as `clara train lora --detach` does) while no app is
+    open: the app finds it, follows it live, and stops it."""
+    from clara.models.registry import model_source
+    from clara.runs import Run, create_run, start_worker
+    from clara.train.config import merge_config, TrainConfig
+
+    cfg = merge_config(TrainConfig, overrides={**TINY, "model": "tiny", "data": "notes",
+                                               "iters": 400, "save_every": 50, "val_every": 50})
+    run = create_run(ready, "lora", asdict(cfg), name="outside",
+                     resolved={"model": model_source(ready, "tiny"),
+                               "data": str(ready.datasets_dir / "notes")})
+    proc = start_worker(run, detach=True)
+    try:
+        async def go():
+            app = make_app(ready.root, start_mode="runs")
+            async with app.run_test(size=(120, 40)) as pilot:
+                screen = app.screen
+                table = screen.query_one("#runs", DataTable)
+                await wait_for(pilot, lambda: _cell(table, "outside", "status") == "running",
+                               timeout=60, what="the outside run, running")
+                spark = screen.query_one("#spark-train")
+                await wait_for(pilot, lambda: len(spark.values) >= 2, timeout=90,
+                               what="live train loss")
+                first = len(spark.values)
+                await wait_for(pilot, lambda: len(spark.values) > first, timeout=60,
+                               what="the sparkline to grow")
+                await pilot.press("s")
+                await wait_for(pilot, lambda: _cell(table, "outside", "status") == "stopped",
+                               timeout=60, what="the run to stop")
+                title = str(screen.query_one("#run-title", Static).render())
+                assert "stopped" in title
+                assert app.errors == []
+
+        asyncio.run(go())
+        proc.wait(timeout=30)
+        assert Run(run.path).raw_status()["status"] == "stopped"
+        assert (run.adapters / "last").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

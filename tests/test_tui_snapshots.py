@@ -1,0 +1,129 @@
+"""Snapshots of every screen at 120x40 over a temporary root, with nothing that varies between
+runs on screen: the platform is pinned, paths are relative, run files carry fixed times."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import TabbedContent
+
+from clara import io
+from clara.data.datasets import write_dataset
+from clara.errors import DataError
+from clara.workspace import Workspace
+from tests.tui_helpers import make_app, settle
+
+SIZE = (120, 40)
+
+
+@pytest.fixture
+def snap_root(workspace, monkeypatch):
+    """The `test` workspace plus a second one; the current folder is the root's parent, so the
+    root shows as `workspaces` rather than a temporary path."""
+    monkeypatch.chdir(workspace.root.parent)
+    Workspace(workspace.root, "contracts").create(description="Fine-tuning on contract templates")
+    return workspace.root
+
+
+def _dataset(ws):
+    rows = [{"text": f"Alia built the river mill in {1790 + i}."} for i in range(12)]
+    write_dataset(ws, "notes", "cpt", {"train": rows[:10], "valid": rows[10:]})
+
+
+def _finished_run(ws):
+    """A completed run's folder, written through clara.runs and clara.io with fixed values."""
+    from clara.runs import create_run
+
+    run = create_run(ws, "lora", {"model": "tiny", "data": "notes", "iters": 6}, name="lora-demo")
+    for step, loss in enumerate([5.2, 4.8, 4.1, 3.9, 3.5, 3.3], 1):
+        io.append_jsonl(run.path / "metrics.jsonl",
+                        {"step": step, "train_loss": loss, "learning_rate": 1e-3,
+                         "tokens_per_second": 900.0 + 10 * step, "peak_memory_gb": 0.05,
+                         "elapsed_s": 2.0 * step})
+        if step % 3 == 0:
+            io.append_jsonl(run.path / "metrics.jsonl", {"step": step, "val_loss": loss + 0.2})
+    for event in ("start", "best", "end"):
+        io.append_jsonl(run.path / "events.jsonl",
+                        {"time": "2026-01-01T10:00:00+00:00", "event": event, "step": 6})
+    io.write_text(run.path / "report.md", "# Run lora-demo\n\nBest validation loss 3.5.\n")
+    run.write_status(status="completed", total_steps=6, best_step=6, best_val_loss=3.5,
+                     started="2026-01-01T10:00:00+00:00", finished="2026-01-01T10:00:12+00:00")
+
+
+def test_workspaces_screen(snap_compare, snap_root):
+    assert snap_compare(make_app(snap_root), terminal_size=SIZE, run_before=settle)
+
+
+def test_create_workspace_dialog(snap_compare, snap_root):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("n", *"bad/name")
+        await pilot.pause()
+
+    assert snap_compare(make_app(snap_root), terminal_size=SIZE, run_before=before)
+
+
+def test_help_screen(snap_compare, snap_root):
+    assert snap_compare(make_app(snap_root), terminal_size=SIZE, press=["f1"],
+                        run_before=settle)
+
+
+def test_error_dialog(snap_compare, snap_root):
+    async def before(pilot):
+        await settle(pilot)
+        pilot.app.show_error(DataError("datasets/notes/train.jsonl", 3, "text", "missing"))
+        await pilot.pause()
+
+    assert snap_compare(make_app(snap_root), terminal_size=SIZE, run_before=before)
+
+
+def test_data_screen_sources(snap_compare, snap_root):
+    assert snap_compare(make_app(snap_root, start_mode="data"), terminal_size=SIZE,
+                        run_before=settle)
+
+
+def test_data_screen_datasets(snap_compare, snap_root, workspace):
+    _dataset(workspace)
+
+    async def before(pilot):
+        pilot.app.screen.query_one("#data-tabs", TabbedContent).active = "datasets-tab"
+        await settle(pilot)
+
+    assert snap_compare(make_app(snap_root, start_mode="data"), terminal_size=SIZE,
+                        run_before=before)
+
+
+def test_data_screen_build(snap_compare, snap_root):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("n")
+        await pilot.pause()
+
+    assert snap_compare(make_app(snap_root, start_mode="data"), terminal_size=SIZE,
+                        run_before=before)
+
+
+def test_train_screen(snap_compare, snap_root, workspace):
+    _dataset(workspace)
+    (workspace.models_dir / "tiny").mkdir()
+
+    async def before(pilot):
+        await settle(pilot)
+        form = pilot.app.screen.query_one("#form-lora")
+        form.set_value("model", "tiny")
+        form.set_value("data", "notes")
+        await settle(pilot)
+
+    assert snap_compare(make_app(snap_root, start_mode="train"), terminal_size=SIZE,
+                        run_before=before)
+
+
+def test_runs_screen(snap_compare, snap_root, workspace):
+    _finished_run(workspace)
+
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.pause(0.3)
+        await settle(pilot)
+
+    assert snap_compare(make_app(snap_root, start_mode="runs"), terminal_size=SIZE,
+                        run_before=before)
