@@ -16,6 +16,7 @@ marked `interrupted` by whichever reader notices first.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import secrets
@@ -95,21 +96,43 @@ class Run:
         f = self.path / "status.json"
         return io.read_json(f) if f.is_file() else {"id": self.id, "status": "queued"}
 
-    def write_status(self, **updates) -> dict:
-        status = {**self.raw_status(), **updates, "updated": now_iso()}
-        io.write_json(self.path / "status.json", status)
-        return status
+    @contextlib.contextmanager
+    def _status_lock(self):
+        """Serialise read-modify-write of status.json between the launcher, worker and readers."""
+        with open(self.path / ".status.lock", "a+") as f:
+            try:
+                import fcntl
+
+                fcntl.flock(f, fcntl.LOCK_EX)
+            except ImportError:  # pragma: no cover - Windows: no lock, rename stays atomic
+                pass
+            yield
+
+    def write_status(self, only_if: tuple[str, ...] | None = None, **updates) -> dict:
+        """Merge `updates` into status.json (atomically); with `only_if`, only from those states."""
+        with self._status_lock():
+            current = self.raw_status()
+            if only_if is not None and current.get("status") not in only_if:
+                return current
+            status = {**current, **updates, "updated": now_iso()}
+            io.write_json(self.path / "status.json", status)
+            return status
 
     def status(self) -> dict:
         """status.json, with a dead worker found and the run marked interrupted."""
         st = self.raw_status()
         if st.get("status") in ACTIVE and st.get("pid") and \
                 not pid_alive(st["pid"], st.get("pid_start")):
-            st = self.write_status(status="interrupted", finished=now_iso(),
-                                   message="the worker process died (resume with: clara runs "
-                                           f"resume {self.id})")
-            io.append_jsonl(self.path / "events.jsonl",
-                            {"time": now_iso(), "event": "interrupted", "pid": st.get("pid")})
+            with self._status_lock():
+                st = self.raw_status()  # again, under the lock: one reader marks it, once
+                if st.get("status") in ACTIVE and st.get("pid") and \
+                        not pid_alive(st["pid"], st.get("pid_start")):
+                    st = {**st, "status": "interrupted", "finished": now_iso(),
+                          "updated": now_iso(), "message": "the worker process died (resume "
+                                                           f"with: clara runs resume {self.id})"}
+                    io.write_json(self.path / "status.json", st)
+                    io.append_jsonl(self.path / "events.jsonl",
+                                    {"time": now_iso(), "event": "interrupted", "pid": st.get("pid")})
         return st
 
     def is_active(self) -> bool:
@@ -238,8 +261,7 @@ def start_worker(run: Run, detach: bool = False) -> subprocess.Popen:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=detach)
     # record the pid now, so a worker that dies while starting is still found out
-    if run.raw_status().get("status") == "queued":
-        run.write_status(pid=proc.pid, pid_start=_proc_start(proc.pid))
+    run.write_status(only_if=("queued",), pid=proc.pid, pid_start=_proc_start(proc.pid))
     return proc
 
 
