@@ -103,11 +103,21 @@ def test_reattach_to_a_run_started_outside_the_app(ready):
                                timeout=60, what="the run to stop")
                 title = str(screen.query_one("#run-title", Static).render())
                 assert "stopped" in title
+                stopped_at = len(spark.values)
+                # resume: a new worker continues from the checkpoint the stop saved
+                await pilot.press("u")
+                await wait_for(pilot, lambda: len(spark.values) > stopped_at + 1, timeout=90,
+                               what="the resumed run to add train rows")
+                assert _cell(table, "outside", "status") == "running"
+                await pilot.press("s")
+                await wait_for(pilot, lambda: _cell(table, "outside", "status") == "stopped",
+                               timeout=60, what="the resumed run to stop")
                 assert app.errors == []
 
         asyncio.run(go())
         proc.wait(timeout=30)
         assert Run(run.path).raw_status()["status"] == "stopped"
+        assert [e["event"] for e in Run(run.path).events()].count("resume") == 1
         assert (run.adapters / "last").exists()
     finally:
         if proc.poll() is None:
