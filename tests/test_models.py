@@ -96,3 +96,40 @@ def test_dtype_policy_casts_floating_weights(tiny_model_dir):
     loaded = load_model(str(tiny_model_dir), dtype="bfloat16")
     assert {v.dtype for _, v in tree_flatten(loaded.model.parameters())} == {mx.bfloat16}
     assert load_model(str(tiny_model_dir)).dtype == "float32"  # the CPU default
+
+
+def test_full_pretraining_from_scratch_fuses_into_a_model(cli, root, tiny_model_dir, tmp_path):
+    """A full fine-tune with num_layers -1 trains every weight (embeddings included), and
+    `clara model fuse` turns the run into a model that mlx-lm loads with those weights."""
+    import shutil
+
+    import mlx.core as mx
+    import mlx_lm
+    from mlx.utils import tree_flatten
+
+    from tests.conftest import corpus_sentences
+
+    assert cli("ws", "create", "w").exit_code == 0
+    ws_dir = root / "w"
+    shutil.copytree(tiny_model_dir, ws_dir / "models" / "scratch")
+    data = ws_dir / "datasets" / "text"
+    data.mkdir(parents=True)
+    lines = [f'{{"text": "{s}"}}' for s in corpus_sentences(60)]
+    (data / "train.jsonl").write_text("\n".join(lines[:50]) + "\n")
+    (data / "valid.jsonl").write_text("\n".join(lines[50:]) + "\n")
+    r = cli("-w", "w", "train", "lora", "-m", "scratch", "-d", "text", "--mode", "cpt",
+            "--fine-tune-type", "full", "--iters", "6", "--batch-size", "4",
+            "--learning-rate", "1e-3", "--name", "pre")
+    assert r.exit_code == 0, r.output
+    r = cli("-w", "w", "model", "fuse", "pretrained", "--run", "pre")
+    assert r.exit_code == 0, r.output
+    base, _ = mlx_lm.load(str(tiny_model_dir))
+    fused, tok = mlx_lm.load(str(ws_dir / "models" / "pretrained"))
+    before, after = dict(tree_flatten(base.parameters())), dict(tree_flatten(fused.parameters()))
+    assert set(before) == set(after)
+    changed = {k for k in before if not mx.array_equal(before[k], after[k])}
+    assert "model.embed_tokens.weight" in changed and "model.norm.weight" in changed
+    assert len(changed) == len(before)
+    assert tok.has_chat_template
+    r = cli("-w", "w", "model", "fuse", "again", "--run", "pre", "--adapter", "x")
+    assert r.exit_code == 1 and "exactly one" in r.output

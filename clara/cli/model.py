@@ -69,7 +69,7 @@ def model_init_tiny(app: AppContext, name, dataset, hidden, layers, heads, kv_he
 
     Example: clara model init-tiny tiny --from-data notes-text --hidden 128 --layers 4
     """
-    from clara.cli.train import resolve_data
+    from clara.train.launch import resolve_data
     from clara.models.tiny import TinyConfig, build_tiny_model, dataset_texts
 
     ws = app.workspace()
@@ -112,6 +112,36 @@ def model_quantize(app: AppContext, name, bits, group_size, out_name):
     dst = quantize_folder(src, ws.child("models", out_name), int(bits), group_size)
     click.echo(f"quantized {name} to {bits}-bit (group size {group_size}) -> model {out_name} "
                f"({human_size(sum(p.stat().st_size for p in dst.glob('*.safetensors')))})")
+
+
+@model_group.command("fuse")
+@click.argument("name")
+@click.option("--run", "run_ref", default=None, help="Run whose adapter to fuse (its best, else last).")
+@click.option("--adapter", "adapter", default=None, help="Or an adapter folder.")
+@click.option("--base", default=None, help="Base model (default: the run's model).")
+@click.option("--dequantize", is_flag=True, help="Write float weights even from a quantized base.")
+@pass_app
+def model_fuse(app: AppContext, name, run_ref, adapter, base, dequantize):
+    """Merge a trained adapter into its base as new model NAME: a LoRA run becomes a model of its
+    own, and the pretraining of a model built from scratch becomes its weights.
+
+    Example: clara model fuse tiny-pretrained --run pretrain-20261121-101500-ab12
+    """
+    from clara.models.fuse import fuse_adapter
+    from clara.models.registry import model_source
+    from clara.runs import find_run
+    from clara.train.launch import resolve_adapter
+
+    ws = app.workspace()
+    if bool(run_ref) == bool(adapter):
+        raise ClaraError("give exactly one of --run RUN or --adapter FOLDER")
+    folder = resolve_adapter(ws, run_ref or adapter)
+    if base is None:
+        if not run_ref:
+            raise ClaraError("--base is needed with --adapter")
+        base = find_run(ws, run_ref).config().get("resolved", {}).get("model")
+    dst = fuse_adapter(model_source(ws, base), folder, ws.child("models", name), dequantize)
+    click.echo(f"fused {folder} into {base} -> model {name} ({dst})")
 
 
 @model_group.command("bench")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict
-from pathlib import Path
 
 import click
 
 from clara.cli.common import AppContext, pass_app
-from clara.errors import ClaraError
-from clara.train.config import TrainConfig, merge_config
+from clara.train.config import TrainConfig
+from clara.train.launch import resolve_data  # noqa: F401  (re-exported for the stage commands)
 
 # The flags below are made from TrainConfig's fields, so a new setting is a flag at once.
 _SKIP = {"model", "data"}
@@ -48,19 +46,6 @@ def config_options(cls, skip=frozenset()):
     return decorate
 
 
-def resolve_data(ws, ref: str) -> Path:
-    """A workspace dataset name, or a folder with train.jsonl."""
-    if "/" not in ref and (ws.datasets_dir / ref).is_dir():
-        path = ws.datasets_dir / ref
-    else:
-        path = Path(ref).expanduser()
-    if not path.is_dir():
-        raise ClaraError(f"no dataset {ref!r} in workspace {ws.name} and no such folder")
-    if not (path / "train.jsonl").is_file():
-        raise ClaraError(f"{path}: no train.jsonl")
-    return path.resolve()
-
-
 @click.group("train")
 def train_group():
     """Train models: LoRA/DoRA/full fine-tuning (and the CLaRa stages)."""
@@ -85,29 +70,13 @@ def train_lora(app: AppContext, model, data, config_file, name, detach, **flags)
 
     Example: clara train lora -m tiny -d notes-chat --mode sft --iters 200 --batch-size 4
     """
-    from clara.models.registry import model_source
-    from clara.runs import create_run
     from clara.cli.runs import launch
+    from clara.train.launch import lora_run
 
-    ws = app.workspace()
     overrides = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flags.items()}
     overrides = {k: v for k, v in overrides.items() if v not in (None, [])}
     overrides.update({"model": model, "data": data})
-    cfg = merge_config(TrainConfig, config_file, overrides)
-    resolved = {"model": model_source(ws, cfg.model), "data": str(resolve_data(ws, cfg.data))}
-    if cfg.from_adapter:
-        adapter = Path(cfg.from_adapter).expanduser()
-        if not (adapter / "adapters.safetensors").is_file():
-            # a run id (or prefix) of this workspace: take its best, else its last checkpoint
-            from clara.runs import find_run
-
-            run_dir = find_run(ws, cfg.from_adapter).adapters
-            adapter = run_dir / "best" if (run_dir / "best").is_dir() else run_dir / "last"
-            if not (adapter / "adapters.safetensors").is_file():
-                raise ClaraError(f"from_adapter: {cfg.from_adapter}: no adapter found")
-        resolved["from_adapter"] = str(adapter.resolve())
-        cfg.from_adapter = resolved["from_adapter"]
-    run = create_run(ws, "lora", asdict(cfg), resolved=resolved, name=name)
+    run = lora_run(app.workspace(), overrides, config_file, name)
     launch(run, detach)
 
 

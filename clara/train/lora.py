@@ -174,8 +174,13 @@ class LoraTask:
         if cfg.fine_tune_type == "full":
             if self.loaded.quantization:
                 raise ClaraError("fine_tune_type: full needs a non-quantized base (use lora or dora)")
-            for layer in model.layers[-max(cfg.num_layers, 0):] if cfg.num_layers >= 0 else model.layers:
-                layer.unfreeze()
+            if cfg.num_layers < 0:
+                # every weight, embeddings and head included: this is also how a model built
+                # from scratch (clara model init-tiny) is pretrained
+                model.unfreeze()
+            else:
+                for layer in model.layers[-cfg.num_layers:] if cfg.num_layers else []:
+                    layer.unfreeze()
         else:
             lp = adapter_config(cfg, self.model_source)["lora_parameters"]
             try:
