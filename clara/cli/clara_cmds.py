@@ -181,7 +181,8 @@ def train_pipeline(app: AppContext, model, data, config_file, name, detach, **fl
     """Train CLaRa stage 1, then stage 2 from stage 1's best (else last) checkpoint, then stage 3
     from stage 2's: three normal runs (runs/ID-stageN) and a pipeline record
     (runs/ID/pipeline.toml). Shared flags apply to every stage; --stageN-iters/-epochs/-lr to
-    one; --top-k is stage 2 and 3's documents per question (default: stage 2's rows).
+    one. Stage 2's documents per question come from its rows; --top-k is how many candidates
+    stage 3 selects (default: as many as stage 2 had).
 
     Example: clara train pipeline -m tiny --data toy --compression-rate 4 --doc-max-tokens 64 --stage1-iters 300 --stage2-iters 200 --stage3-iters 150
     """
@@ -196,7 +197,7 @@ def train_pipeline(app: AppContext, model, data, config_file, name, detach, **fl
     explicit = {k: v for k, v in explicit.items() if v}
     top_k = flags.get("top_k")
     if top_k is not None:
-        per_stage["stage2"]["top_k"] = per_stage["stage3"]["top_k"] = top_k
+        per_stage["stage3"]["top_k"] = top_k
     overrides = {k: v for k, v in flags.items() if v not in (None, (), []) and k != "top_k"}
     overrides["model"] = model
     cfg = merge_config(ClaraTrainConfig, config_file, overrides)
@@ -342,8 +343,8 @@ def compress_cmd(app: AppContext, ckpt, docs_files, out, batch_size, fmt):
     """
     from clara.method import checkpoint, inference
 
-    model = checkpoint.load(resolve_checkpoint(app.workspace(), ckpt), inference=True)
     ids, texts = _doc_files(docs_files)
+    model = checkpoint.load(resolve_checkpoint(app.workspace(), ckpt), inference=True)
     store = inference.CompressedStore.build(model, texts, out, ids=ids, batch_size=batch_size)
     emit_record({"store": str(store.path), "documents": len(texts),
                  "n_mem": store.meta["n_mem"], "hidden_size": store.meta["hidden_size"]}, fmt)
@@ -375,12 +376,14 @@ def ask_cmd(app: AppContext, question, ckpt, docs_files, doc_texts, store, top_k
 
     from clara.method import checkpoint, inference
 
-    model = checkpoint.load(resolve_checkpoint(app.workspace(), ckpt), inference=True)
-    ids, texts = _doc_files(docs_files)
+    ids, texts = _doc_files(docs_files)  # bad input is refused before the model loads
     ids += [f"doc{i}" for i in range(len(doc_texts))]
     texts += list(doc_texts)
     if store and texts:
         raise ClaraError("give documents (--docs/--doc) or --store, not both")
+    if not store and not texts:
+        raise ClaraError("no documents: give --docs FILE, --doc TEXT or --store STORE")
+    model = checkpoint.load(resolve_checkpoint(app.workspace(), ckpt), inference=True)
     chosen = None
     if store:
         pool = inference.CompressedStore.open(store)

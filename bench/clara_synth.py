@@ -1,0 +1,377 @@
+"""The CLaRa study on the synthetic benchmark: does a tiny model trained through
+`clara train pipeline` answer questions about UNSEEN documents from their compressed form?
+
+In a temporary workspace (or --workdir):
+  1. `clara data synth syn` (test entities never appear in training) and `clara model init-tiny`;
+  2. pretrain the tiny model on syn-cpt through the engine, every weight trained (embeddings and
+     norms included: the engine's `--fine-tune-type full` trains the blocks only, and a tiny base
+     with frozen 0.02-std tied embeddings cannot get its CE far below ~5), export it as `base`;
+  3. `clara train pipeline -m base --data syn` (stage 1 -> 2 -> 3);
+  4. baselines, each a LoRA SFT of the same base through `clara train lora`: closed-book
+     (question -> answer, no documents) and raw-text RAG (the same 5 documents pasted as text);
+  5. evaluate on the TEST split (EM, F1, cover-EM of clara.evaluation.metrics): CLaRa stage 2 and
+     stage 3 from the 5 compressed documents of each test row (gold included), stage 3 with its
+     own top-k retrieval over the row's candidates, closed-book, raw-text RAG, and chance (the
+     most frequent training answer of the question's template); recall@1/@k of stage 3's query
+     reasoner at its start (= a copy of the compressor) and at its end.
+
+    python bench/clara_synth.py                      # the default, sized for ~10 min on 2 cores
+    python bench/clara_synth.py --workdir /tmp/cs    # keep (and reuse) the workspace
+
+Prints a table and writes bench/results/clara_synth-DATE.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WS = "study"
+
+
+def clara(args, root: Path, *argv: str) -> str:
+    env = {**os.environ, "CLARA_HOME": str(root), "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "clara", "-w", WS, *argv]
+    if args.verbose:
+        print("$", " ".join(cmd[2:]), flush=True)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    if p.returncode:
+        sys.exit(f"failed: {' '.join(argv)}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p.stdout
+
+
+# ---------------------------------------------------------------------------- pretraining
+def pretrain(args, ws, run_dir: Path, out: Path) -> dict:
+    """Train every weight of the tiny model on the documents' text through the engine."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from clara.train.config import TrainConfig
+    from clara.train.engine import Engine
+    from clara.train.lora import LoraTask
+
+    class FullPretrainTask(LoraTask):
+        kind = "full-pretrain"
+
+        def _setup_trainable(self) -> None:
+            self.model.unfreeze()  # embeddings, norms and blocks: a model from scratch
+
+    cfg = TrainConfig(model=str(ws / "models" / "tiny"), data=str(ws / "datasets" / "syn-cpt"),
+                      mode="cpt", fine_tune_type="full", iters=args.pre_iters, batch_size=8,
+                      learning_rate=args.pre_lr, warmup_steps=20, min_learning_rate=args.pre_lr / 10,
+                      max_seq_length=128, val_every=0, save_every=10_000, seed=args.seed)
+    task = FullPretrainTask(cfg, cfg.model, cfg.data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = Engine(task, cfg, run_dir).run()
+    shutil.copytree(cfg.model, out)
+    weights = dict(tree_flatten(task.model.parameters()))
+    mx.save_safetensors(str(out / "model.safetensors"), weights)
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    val = [r["val_loss"] for r in rows if "val_loss" in r]
+    return {"steps": result.step, "val_loss": val[-1] if val else None}
+
+
+# ---------------------------------------------------------------------------- data
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def rag_user(docs: list[str], question: str) -> str:
+    # the CLaRa generator prompt (c), with the documents as text instead of memory slots
+    return "Background:\n" + "\n".join(docs) + f"\n\nQuestion:{question}"
+
+
+def make_rag_text_dataset(ws: Path) -> None:
+    from clara.method.prompts import SYSTEM_RAG
+
+    for split in ("train", "valid"):
+        rows = [{"messages": [{"role": "system", "content": SYSTEM_RAG},
+                              {"role": "user", "content": rag_user(r["docs"], r["question"])},
+                              {"role": "assistant", "content": r["answer"]}]}
+                for r in read(ws / "datasets" / "syn-stage2" / f"{split}.jsonl")]
+        write(ws / "datasets" / "syn-ragtext" / f"{split}.jsonl", rows)
+
+
+def template_key(question: str, names: list[str]) -> str:
+    for n in sorted(names, key=len, reverse=True):
+        if n in question:
+            return question.replace(n, "X")
+    return question
+
+
+# ---------------------------------------------------------------------------- evaluation
+def scores(preds: list[str], golds: list[str]) -> dict:
+    from clara.evaluation.metrics import answer_scores
+
+    rows = [answer_scores(p, g) for p, g in zip(preds, golds)]
+    return {k: round(100 * sum(r[k] for r in rows) / len(rows), 1)
+            for k in ("em", "f1", "cover_em")}
+
+
+def lm_answers(model_dir: str, adapter: Path, prompts: list[list[dict]], max_tokens: int):
+    import mlx_lm
+    from mlx_lm.sample_utils import make_sampler
+
+    model, tok = mlx_lm.load(model_dir, adapter_path=str(adapter))
+    out = []
+    for msgs in prompts:
+        prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        ids = tok.encode(prompt, add_special_tokens=False)
+        text = mlx_lm.generate(model, tok, ids, max_tokens=max_tokens,
+                               sampler=make_sampler(temp=0.0))
+        out.append(text.strip())
+    return out
+
+
+def clara_eval(ckpt: Path, rows: list[dict], max_tokens: int, retrieval: bool, k: int):
+    import mlx.core as mx
+
+    from clara.evaluation.metrics import recall_at_k
+    from clara.method import checkpoint, inference
+
+    model = checkpoint.load(ckpt, inference=True)
+    preds, rec1, reck = [], [], []
+    for r in rows:
+        vec = inference.compress_documents(model, r["docs"])
+        if retrieval:
+            idx, _ = inference.retrieve(model, r["question"], vec, k)
+            rec1.append(recall_at_k(idx, r["pos_index"], 1))
+            reck.append(recall_at_k(idx, r["pos_index"], k))
+            vec = vec[mx.array(idx)]
+        preds.append(inference.answer_from_compressed(model, r["question"], vec,
+                                                      max_tokens=max_tokens))
+    return preds, rec1, reck
+
+
+def recall(ckpt: Path, rows: list[dict], k: int, stage: str | None = None) -> dict:
+    """recall@1/@k of the query reasoner over each row's candidates."""
+    from clara.evaluation.metrics import recall_at_k
+    from clara.method import checkpoint, inference
+
+    model = checkpoint.load(ckpt, stage=stage, inference=stage is None)
+    model.set_trainable(adapters=(), memory=False)
+    model.eval()
+    r1, rk = [], []
+    for r in rows:
+        vec = inference.compress_documents(model, r["docs"])
+        idx, _ = inference.retrieve(model, r["question"], vec, k)
+        r1.append(recall_at_k(idx, r["pos_index"], 1))
+        rk.append(recall_at_k(idx, r["pos_index"], k))
+    return {"recall@1": round(100 * sum(r1) / len(r1), 1),
+            f"recall@{k}": round(100 * sum(rk) / len(rk), 1)}
+
+
+def best_or_last(run: Path) -> Path:
+    return run / "adapters" / ("best" if (run / "adapters" / "best").is_dir() else "last")
+
+
+# ---------------------------------------------------------------------------- main
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", default=None, help="Workspace root to use and keep.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--entities", type=int, default=200)
+    p.add_argument("--hidden", type=int, default=192)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--pre-iters", type=int, default=400)
+    p.add_argument("--pre-lr", type=float, default=2e-3)
+    p.add_argument("--doc-max-tokens", type=int, default=64)
+    p.add_argument("--compression-rate", type=int, default=4)
+    p.add_argument("--lora-rank", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--s1-iters", type=int, default=400)
+    p.add_argument("--s2-iters", type=int, default=300)
+    p.add_argument("--s3-iters", type=int, default=150)
+    p.add_argument("--s1-lr", type=float, default=1e-3)
+    p.add_argument("--s2-lr", type=float, default=1e-3)
+    p.add_argument("--s3-lr", type=float, default=2e-4)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--base-iters", type=int, default=300, help="Steps of each LoRA baseline.")
+    p.add_argument("--base-lr", type=float, default=1e-3)
+    p.add_argument("--eval-rows", type=int, default=0, help="Test rows to use (0: all).")
+    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--verbose", "-v", action="store_true")
+    args = p.parse_args()
+    from clara.platform import reexec_with_blas
+
+    reexec_with_blas()  # as the `clara` command: MLX's CPU matmuls are far faster with it
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    if args.workdir:
+        root = Path(args.workdir).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        root = Path(tempfile.mkdtemp(prefix="clara_synth-"))
+    ws = root / WS
+
+    def phase(name):
+        timings[name] = round(time.perf_counter() - t0 - sum(timings.values()), 1)
+        print(f"[{time.perf_counter() - t0:6.0f}s] {name} done", flush=True)
+
+    if not (ws / "workspace.toml").is_file():
+        clara(args, root, "ws", "create", WS)
+    if not (ws / "datasets" / "syn-stage3").is_dir():
+        clara(args, root, "data", "synth", "syn", "--entities", str(args.entities),
+              "--seed", str(args.seed))
+    if not (ws / "models" / "tiny").is_dir():
+        clara(args, root, "model", "init-tiny", "tiny", "--from-data", "syn-cpt",
+              "--hidden", str(args.hidden), "--layers", str(args.layers), "--heads", "4",
+              "--vocab", "1024", "--seed", str(args.seed))
+    make_rag_text_dataset(ws)
+    phase("data+model")
+    pre = {}
+    if not (ws / "models" / "base").is_dir():
+        pre = pretrain(args, ws, root / "pretrain-run", ws / "models" / "base")
+    phase("pretrain")
+
+    if not (ws / "runs" / "pipe" / "pipeline.toml").is_file():
+        clara(args, root, "train", "pipeline", "-m", "base", "--data", "syn", "--name", "pipe",
+              "--doc-max-tokens", str(args.doc_max_tokens),
+              "--compression-rate", str(args.compression_rate),
+              "--lora-rank", str(args.lora_rank), "--lora-dropout", "0",
+              "--batch-size", str(args.batch_size), "--max-len", "512", "--top-k", str(args.top_k),
+              "--stage1-iters", str(args.s1_iters), "--stage2-iters", str(args.s2_iters),
+              "--stage3-iters", str(args.s3_iters), "--stage1-lr", str(args.s1_lr),
+              "--stage2-lr", str(args.s2_lr), "--stage3-lr", str(args.s3_lr),
+              "--warmup-steps", "10", "--val-every", "100", "--val-batches", "8",
+              "--save-every", "1000", "--seed", str(args.seed))
+    phase("pipeline")
+
+    for name, data in (("closed", "syn-sft"), ("ragtext", "syn-ragtext")):
+        if not (ws / "runs" / name / "status.json").is_file():
+            clara(args, root, "train", "lora", "-m", "base", "-d", data, "--mode", "sft",
+                  "--iters", str(args.base_iters), "--batch-size", "8",
+                  "--learning-rate", str(args.base_lr), "--lora-rank", "16",
+                  "--max-seq-length", "512", "--val-every", "100", "--val-batches", "8",
+                  "--warmup-steps", "10", "--save-every", "1000", "--name", name,
+                  "--seed", str(args.seed))
+    phase("baselines")
+
+    # ------------------------------------------------------------------ evaluation
+    runs = ws / "runs"
+    s2, s3 = best_or_last(runs / "pipe-stage2"), best_or_last(runs / "pipe-stage3")
+    test2 = read(ws / "datasets" / "syn-stage2" / "test.jsonl")
+    test3 = read(ws / "datasets" / "syn-stage3" / "test.jsonl")
+    qa = read(ws / "datasets" / "syn-qa" / "test.jsonl")
+    if args.eval_rows:
+        pick = sorted(random.Random(args.seed).sample(range(len(test2)), args.eval_rows))
+        test2, test3, qa = ([t[i] for i in pick] for t in (test2, test3, qa))
+    assert [r["question"] for r in test2] == [r["question"] for r in qa]
+    golds = [r["answer"] for r in test2]
+    kinds = [q["kind"] for q in qa]
+    k = args.top_k
+    base = str(ws / "models" / "base")
+
+    names = [r["entity"] for r in read(ws / "datasets" / "syn-docs" / "train.jsonl")] + \
+        [r["entity"] for r in read(ws / "datasets" / "syn-docs" / "test.jsonl")]
+    train_qa = read(ws / "datasets" / "syn-qa" / "train.jsonl")
+    majority = {}
+    for key, group in _group(train_qa, lambda q: template_key(q["question"], names)).items():
+        majority[key] = Counter(q["answer"] for q in group).most_common(1)[0][0]
+    overall = Counter(q["answer"] for q in train_qa).most_common(1)[0][0]
+    preds = {"chance (majority answer of the template)":
+             [majority.get(template_key(r["question"], names), overall) for r in test2]}
+
+    from clara.method.prompts import SYSTEM_RAG
+
+    preds["closed-book (base + LoRA SFT, no docs)"] = lm_answers(
+        base, best_or_last(runs / "closed"), [[{"role": "user", "content": r["question"]}]
+                                               for r in test2], args.max_tokens)
+    preds["raw-text RAG (base + LoRA SFT, 5 docs as text)"] = lm_answers(
+        base, best_or_last(runs / "ragtext"),
+        [[{"role": "system", "content": SYSTEM_RAG},
+          {"role": "user", "content": rag_user(r["docs"], r["question"])}] for r in test2],
+        args.max_tokens)
+    phase("eval baselines")
+    preds[f"CLaRa stage 2 (5 compressed docs, CR {args.compression_rate})"] = \
+        clara_eval(s2, test2, args.max_tokens, False, k)[0]
+    preds["CLaRa stage 3 (5 compressed docs)"] = clara_eval(s3, test2, args.max_tokens, False, k)[0]
+    s3_pred, _, _ = clara_eval(s3, test3, args.max_tokens, True, k)
+    n_cand = len(test3[0]["docs"])
+    preds[f"CLaRa stage 3 (own top-{k} of {n_cand} candidates)"] = s3_pred
+    phase("eval clara")
+
+    rec_start = recall(s2, test3, k, stage="stage3")  # stage 3 at step 0: QR = compressor copy
+    rec_end = recall(s3, test3, k)
+    n_gold = sum(len(r["pos_index"]) for r in test3) / len(test3)
+    rec_chance = {"recall@1": round(100 / n_cand, 1), f"recall@{k}": round(100 * k / n_cand, 1)}
+    phase("eval recall")
+
+    table = []
+    for name, pr in preds.items():
+        row = {"system": name, **scores(pr, golds)}
+        single = [i for i, kd in enumerate(kinds) if kd == "single"]
+        row["f1_single"] = scores([pr[i] for i in single], [golds[i] for i in single])["f1"]
+        hop = [i for i, kd in enumerate(kinds) if kd != "single"]
+        row["f1_two_hop"] = scores([pr[i] for i in hop], [golds[i] for i in hop])["f1"]
+        table.append(row)
+    total = round(time.perf_counter() - t0, 1)
+
+    print(f"\nTest split: {len(golds)} questions about {len(set(q['entity'] for q in qa))} "
+          f"unseen entities ({sum(k_ == 'single' for k_ in kinds)} single-fact, "
+          f"{sum(k_ != 'single' for k_ in kinds)} two-hop)\n")
+    head = f"{'system':<52} {'EM':>6} {'F1':>6} {'coverEM':>8} {'F1 1-hop':>9} {'F1 2-hop':>9}"
+    print(head)
+    print("-" * len(head))
+    for r in table:
+        print(f"{r['system']:<52} {r['em']:>6.1f} {r['f1']:>6.1f} {r['cover_em']:>8.1f} "
+              f"{r['f1_single']:>9.1f} {r['f1_two_hop']:>9.1f}")
+    print(f"\nStage-3 retrieval over {n_cand} candidates ({n_gold:.2f} gold per question):")
+    for label, rec in (("chance", rec_chance), ("start (query reasoner = compressor)", rec_start),
+                       ("end of stage 3", rec_end)):
+        print(f"  {label:<38} recall@1 {rec['recall@1']:5.1f}   recall@{k} {rec[f'recall@{k}']:5.1f}")
+    print(f"\ntimings (s): {timings}  total {total}s")
+
+    def last_metrics(run: str) -> dict:
+        rows = read(runs / run / "metrics.jsonl")
+        tr = [r for r in rows if "train_loss" in r]
+        va = [r for r in rows if "val_loss" in r]
+        return {"first_train": tr[0] if tr else None, "last_train": tr[-1] if tr else None,
+                "last_valid": va[-1] if va else None}
+
+    result = {"args": vars(args), "table": table, "recall": {"chance": rec_chance,
+                                                              "start": rec_start, "end": rec_end},
+              "test_questions": len(golds), "candidates": n_cand, "timings_s": timings,
+              "total_s": total, "pretrain": pre,
+              "runs": {r: last_metrics(r) for r in ("pipe-stage1", "pipe-stage2", "pipe-stage3",
+                                                    "closed", "ragtext")},
+              "examples": [{"question": r["question"], "gold": g,
+                            **{name: pr[i] for name, pr in preds.items()}}
+                           for i, (r, g) in enumerate(zip(test2[:12], golds[:12]))],
+              "workdir": str(root)}
+    out = ROOT / "bench" / "results" / f"clara_synth-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    if not args.workdir:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _group(rows, key):
+    out: dict = {}
+    for r in rows:
+        out.setdefault(key(r), []).append(r)
+    return out
+
+
+if __name__ == "__main__":
+    main()
