@@ -180,8 +180,11 @@ def locate_gold(items: Sequence[QAItem], chunks: Sequence[DocChunk], bm25: BM25,
             continue
         pool = list(range(len(chunks)))
         if item.source:
-            pool = [i for i in pool if item.source in (chunks[i].source, chunks[i].source_name,
-                                                       Path(chunks[i].source_name).stem)]
+            # a file name matches by stem too: QA written against handbook.md also locates
+            # chunks of the same document imported as handbook.pdf
+            wanted = {item.source, Path(item.source).stem}
+            pool = [i for i in pool if wanted & {chunks[i].source, chunks[i].source_name,
+                                                 Path(chunks[i].source_name).stem}]
             if not pool:
                 errors.append(DataError(path, item.line, "source",
                                         f"no chunk comes from source {item.source!r}"))
