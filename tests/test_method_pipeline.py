@@ -10,11 +10,10 @@ import time
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
 
 from clara import io
 from clara.method import checkpoint
-from clara.method.pipeline import Pipeline, find_pipeline, start_driver, stop_pipeline
+from clara.method.pipeline import Pipeline, find_pipeline, stop_pipeline
 from clara.runs import Run
 from clara.train import tasks
 

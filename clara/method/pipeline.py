@@ -27,15 +27,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 from clara import io
 from clara.errors import ClaraError
-from clara.runs import (ACTIVE, Run, _proc_start, create_run, new_run_id, pid_alive,
-                        request_stop)
+from clara.runs import (
+    ACTIVE,
+    Run,
+    _proc_start,
+    create_run,
+    new_run_id,
+    pid_alive,
+    request_stop,
+)
 from clara.workspace import Workspace, now_iso, validate_name
 
 PIPELINE_FILE = "pipeline.toml"
@@ -244,6 +250,8 @@ def stage_config(pipe: Pipeline, stage: str, init_from: Path | None) -> dict:
     entry = doc["stages"][stage]
     values = {**doc["config"], **entry["overrides"], "data": entry["data"],
               "init_from": str(init_from) if init_from else None}
+    if "iters" in entry["overrides"] and "epochs" not in entry["overrides"]:
+        values["epochs"] = None  # the stage's own step count beats shared epochs
     if stage == "stage1":
         values["top_k"] = 1
     elif "top_k" not in entry["overrides"]:
@@ -331,14 +339,9 @@ def stop_pipeline(pipe: Pipeline) -> bool:
     io.write_text(pipe.stop_file, now_iso() + "\n")
     run = pipe.current_run()
     stopped = bool(run is not None and run.exists and request_stop(run))
-    doc = pipe.doc()
-    if doc.get("driver_pid") and pid_alive(doc["driver_pid"], doc.get("driver_start") or None):
-        try:
-            os.kill(int(doc["driver_pid"]), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        stopped = True
-    return stopped
+    # the driver (detached or a foreground `clara train pipeline`) sees the stage end stopped,
+    # or the stop file before its next stage, and exits by itself
+    return stopped or pipe.driver_alive()
 
 
 def start_driver(pipe: Pipeline) -> subprocess.Popen:
