@@ -96,6 +96,7 @@ class ClaraApp(App):
         self.start_mode = start_mode
         self._fixed_platform = platform_info
         self.errors: list[str] = []  # every message shown by show_error, for tests and logs
+        self.follow_run: str | None = None  # a run the Runs screen should select when it appears
         self.set_reactive(ClaraApp.workspace_name, workspace or "")
 
     # -- workspace --------------------------------------------------------------------------

@@ -179,7 +179,13 @@ class RunsScreen(ClaraScreen):
             for run_id, values in cells.items():
                 for column, value in values.items():
                     table.update_cell(run_id, column, value)
-        if rows and self.selected is None:
+        wanted = getattr(self.app, "follow_run", None)
+        if wanted in cells:  # a run just launched from the Train screen
+            self.app.follow_run = None
+            table.move_cursor(row=list(cells).index(wanted))
+            if self.selected != wanted:
+                self.select_run(wanted)
+        elif rows and self.selected is None:
             self.select_run(rows[0]["id"])
 
     @on(DataTable.RowHighlighted, "#runs")

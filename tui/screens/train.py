@@ -1,9 +1,12 @@
-"""Train mode: a form per training kind with its defaults, a live preview of the effective
-configuration (the library's own merge and validation), and launch."""
+"""Train mode: a form per training kind (LoRA CPT/SFT, CLaRa stage 1, 2, 3 and the pipeline)
+with its defaults, a live preview of the effective configuration (the library's own merge and
+validation), and launch. Launched runs are worker processes of their own: they outlive the app,
+and the Runs screen follows them."""
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import asdict, field
 
 import tomli_w
 from textual import on, work
@@ -17,23 +20,197 @@ from clara.train.config import TrainConfig, merge_config
 from tui.screens.base import ClaraScreen
 from tui.widgets.config_form import ConfigForm
 
+STAGES = ("stage1", "stage2", "stage3")
+KINDS = ("lora", *STAGES, "pipeline")
+KIND_TITLES = {"lora": "LoRA (CPT / SFT)", "stage1": "CLaRa 1", "stage2": "CLaRa 2",
+               "stage3": "CLaRa 3", "pipeline": "Pipeline 1→2→3"}
+KIND_HELP = {
+    "lora": "Fine-tune a model with LoRA, DoRA or all weights on text (cpt) or chat (sft) rows.",
+    "stage1": "CLaRa stage 1: the compressor learns to keep a document's content in a few "
+              "memory vectors (QA and paraphrase).",
+    "stage2": "CLaRa stage 2: answer from top_k compressed documents; keeps the compressor of "
+              "init_from, starts a fresh generator.",
+    "stage3": "CLaRa stage 3: the query reasoner picks top_k of the candidates end to end "
+              "(init_from: a stage-2 run).",
+    "pipeline": "Stage 1, then 2 from stage 1's best checkpoint, then 3 from stage 2's: three "
+                "runs from one form (datasets PREFIX-stage1..3).",
+}
+
 # Fields shown first: what a user must choose before anything else.
-LORA_FIRST = ("model", "data", "mode", "fine_tune_type", "iters", "epochs", "batch_size",
-              "learning_rate", "max_seq_length", "lora_rank", "val_every", "save_every")
-LORA_CHOICES = {"model": [], "data": [], "mode": ["sft", "cpt"],
+LORA_FIRST = ("model", "data", "mode", "fine_tune_type", "from_adapter", "iters", "epochs",
+              "batch_size", "learning_rate", "max_seq_length", "lora_rank", "val_every",
+              "save_every")
+LORA_CHOICES = {"model": [], "data": [], "from_adapter": [], "mode": ["sft", "cpt"],
                 "fine_tune_type": ["lora", "dora", "full"], "lr_schedule": ["cosine", "constant"],
                 "dtype": ["float32", "bfloat16", "float16"]}
+CLARA_FIRST = ("model", "data", "init_from", "iters", "epochs", "batch_size", "learning_rate",
+               "compression_rate", "doc_max_tokens", "top_k", "max_len", "lora_rank",
+               "val_every", "save_every")
+CLARA_CHOICES = {"model": [], "data": [], "init_from": [], "lr_schedule": ["cosine", "constant"]}
+# Settings a tiny model on a CPU trains with in minutes; the library's defaults are sized for
+# real models (256-token documents, 32x compression, 2048-token sequences).
+CLARA_VALUES = {"compression_rate": 4, "doc_max_tokens": 64, "max_len": 512,
+                "learning_rate": 1e-3, "iters": 100, "val_every": 25, "save_every": 50}
+PIPELINE_FIRST = ("model", "data", "stage1_iters", "stage2_iters", "stage3_iters", "top_k",
+                  "batch_size", "learning_rate", "compression_rate", "doc_max_tokens")
 
 
-def effective_config(form: ConfigForm) -> tuple[dict | None, str]:
-    """(config dict, TOML text) from the form through the library's merge; or (None, error)."""
+def _pipeline_config_class():
+    """The pipeline form: a dataset prefix, per-stage steps/epochs/lr, then the shared
+    ClaraTrainConfig settings (the same split `clara train pipeline` makes in its flags)."""
+    from clara.method.tasks import ClaraTrainConfig
+
+    own = [("data", str, field(default="", metadata={
+        "help": "Dataset prefix: uses PREFIX-stage1, PREFIX-stage2, PREFIX-stage3."}))]
+    for n in (1, 2, 3):
+        own += [(f"stage{n}_iters", "int | None", field(default=None, metadata={
+                    "help": f"Optimizer steps of stage {n} (default: iters)."})),
+                (f"stage{n}_epochs", "float | None", field(default=None, metadata={
+                    "help": f"Epochs of stage {n} (default: epochs)."})),
+                (f"stage{n}_lr", "float | None", field(default=None, metadata={
+                    "help": f"Learning rate of stage {n} (default: learning_rate)."}))]
+    own.append(("top_k", "int | None", field(default=None, metadata={
+        "help": "Candidates stage 3 selects (default: stage 2's documents per row)."})))
+    names = {n for n, _, _ in own}
+    shared = []
+    for f in dataclasses.fields(ClaraTrainConfig):
+        if f.name in names or f.name == "init_from":
+            continue
+        kw = ({"default": f.default} if f.default is not dataclasses.MISSING
+              else {"default_factory": f.default_factory})
+        shared.append((f.name, f.type, field(metadata=f.metadata, **kw)))
+    return dataclasses.make_dataclass("PipelineForm", own + shared)
+
+
+def _clean(values: dict) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _toml(data: dict) -> str:
+    def strip(d):
+        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items()
+                if v is not None and v != {}}
+
+    return tomli_w.dumps(strip(data))
+
+
+# -- what each kind makes of its form: (config dict, preview) or a ClaraError -----------------
+def lora_config(values: dict) -> dict:
+    return asdict(merge_config(TrainConfig, overrides=values))
+
+
+def stage_config(stage: str, values: dict) -> dict:
+    from clara.method.tasks import ClaraTrainConfig
+
+    cfg = merge_config(ClaraTrainConfig, overrides=values)
+    if not cfg.model and not cfg.init_from:
+        raise ClaraError("model: is required (or init_from an earlier stage)")
+    if not cfg.data:
+        raise ClaraError("data: is required")
+    cfg.method_config(stage)  # the method's own checks (compression rate vs document length)
+    return asdict(cfg)
+
+
+def pipeline_plan(values: dict) -> dict:
+    """{"config" (shared ClaraTrainConfig settings), "prefix", "per_stage" overrides}."""
+    from clara.method.tasks import ClaraTrainConfig
+
+    values = dict(values)
+    per_stage = {s: _clean({"iters": values.pop(f"{s}_iters", None),
+                            "epochs": values.pop(f"{s}_epochs", None),
+                            "learning_rate": values.pop(f"{s}_lr", None)}) for s in STAGES}
+    top_k = values.pop("top_k", None)
+    if top_k is not None:
+        per_stage["stage3"]["top_k"] = top_k
+    prefix = values.pop("data", None)
+    cfg = merge_config(ClaraTrainConfig, overrides=values)
+    if not cfg.model:
+        raise ClaraError("model: is required")
+    if not prefix:
+        raise ClaraError("data: choose a dataset prefix (PREFIX-stage1..3)")
+    for s in STAGES:
+        cfg.method_config(s)
+    config = asdict(cfg)
+    for k in ("data", "init_from", "top_k"):
+        config.pop(k, None)
+    return {"config": config, "prefix": prefix, "per_stage": per_stage}
+
+
+def effective_config(kind: str, form: ConfigForm) -> tuple[dict | None, str]:
+    """(configuration, TOML text) of a form through the library's merge; or (None, error)."""
     try:
-        overrides = form.raw_values()
-        cfg = merge_config(form.config_cls, overrides=overrides)
+        values = form.raw_values()
+        if kind == "lora":
+            data = lora_config(values)
+        elif kind in STAGES:
+            data = stage_config(kind, values)
+        else:
+            plan = pipeline_plan(values)
+            data = plan
+            shown = {"model": plan["config"]["model"],
+                     "data": {s: f"{plan['prefix']}-{s}" for s in STAGES},
+                     "stages": plan["per_stage"], "shared": plan["config"]}
+            return data, _toml(shown)
     except ClaraError as e:
         return None, f"not valid yet: {e}"
-    data = dataclasses.asdict(cfg)
-    return data, tomli_w.dumps({k: v for k, v in data.items() if v is not None})
+    return data, _toml(data)
+
+
+# -- launching: the library pieces the `clara train ...` commands call ------------------------
+def launch_lora(ws, config: dict):
+    from clara.runs import start_worker
+    from clara.train.launch import lora_run
+
+    run = lora_run(ws, config)  # resolves model, data and from_adapter (a run id or folder)
+    start_worker(run, detach=True)  # its own session: it outlives the app
+    return run
+
+
+def launch_stage(ws, stage: str, config: dict):
+    """A CLaRa stage run, made as `clara train stageN --detach` makes it. That command keeps
+    this logic in clara/cli/clara_cmds.py; the app must not import clara.cli, so the same
+    library calls are repeated here."""
+    from clara.method.pipeline import resolve_checkpoint
+    from clara.method.tasks import ClaraTrainConfig
+    from clara.models.registry import model_source
+    from clara.runs import create_run, find_run, start_worker
+    from clara.train.launch import resolve_data
+
+    cfg = ClaraTrainConfig(**config)
+    resolved = {"data": str(resolve_data(ws, cfg.data))}
+    extra = {}
+    if cfg.init_from:
+        ref = cfg.init_from
+        cfg.init_from = resolved["init_from"] = str(resolve_checkpoint(ws, ref))
+        try:
+            extra["from_run"] = find_run(ws, ref).id
+        except ClaraError:
+            pass  # a checkpoint folder rather than a run
+    if cfg.model:
+        resolved["model"] = model_source(ws, cfg.model)
+    run = create_run(ws, f"clara-{stage}", asdict(cfg), resolved=resolved, extra=extra)
+    start_worker(run, detach=True)
+    return run
+
+
+def launch_pipeline(ws, plan: dict):
+    """A pipeline, made as `clara train pipeline --detach` makes it (data PREFIX-stageN)."""
+    from clara.method.pipeline import create_pipeline, start_driver
+    from clara.models.registry import model_source
+    from clara.train.launch import resolve_data
+
+    datasets = {}
+    for s in STAGES:
+        name = f"{plan['prefix']}-{s}"
+        if not (ws.datasets_dir / name).is_dir():
+            raise ClaraError(f"data: no dataset {name!r} in workspace {ws.name} (make the three "
+                             f"with: clara data synth {plan['prefix']})")
+        datasets[s] = str(resolve_data(ws, name))
+    config = plan["config"]
+    pipe = create_pipeline(ws, config, model_source(ws, config["model"]), datasets,
+                           plan["per_stage"])
+    start_driver(pipe)
+    return pipe
 
 
 class TrainScreen(ClaraScreen):
@@ -47,15 +224,50 @@ class TrainScreen(ClaraScreen):
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="train-body"):
             with TabbedContent(id="train-kinds"):
-                with TabPane("LoRA (CPT / SFT)", id="kind-lora"):
+                with TabPane(KIND_TITLES["lora"], id="kind-lora"):
+                    yield Static(KIND_HELP["lora"], classes="kind-help")
                     yield ConfigForm(TrainConfig, choices=LORA_CHOICES, first=LORA_FIRST,
                                      id="form-lora")
+                # CLaRa's config lives beside the method, whose import takes seconds: its
+                # forms are mounted by a worker once it is loaded
+                for kind in (*STAGES, "pipeline"):
+                    with TabPane(KIND_TITLES[kind], id=f"kind-{kind}"):
+                        yield Static(KIND_HELP[kind], classes="kind-help")
+                        yield Static("loading the CLaRa settings …", classes="form-loading")
             with Vertical(id="train-side"):
                 yield Label("Effective configuration", classes="section-title")
                 with VerticalScroll(id="preview-scroll", classes="panel"):
                     yield Static("", id="preview", markup=False)
                 yield Static("", id="train-status")
                 yield Button("Launch  (ctrl+l)", id="launch", variant="success")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._load_clara_forms()
+
+    @work(thread=True, exclusive=True, group="train-clara-forms", exit_on_error=False)
+    def _load_clara_forms(self) -> None:
+        from clara.method.tasks import ClaraTrainConfig
+
+        self.app.call_from_thread(self._mount_clara_forms, ClaraTrainConfig,
+                                  _pipeline_config_class())
+
+    def _mount_clara_forms(self, stage_cls, pipeline_cls) -> None:
+        for kind in (*STAGES, "pipeline"):
+            pane = self.query_one(f"#kind-{kind}", TabPane)
+            pane.query(".form-loading").remove()
+            if kind == "pipeline":
+                form = ConfigForm(pipeline_cls, choices=dict(CLARA_CHOICES),
+                                  first=PIPELINE_FIRST, values=CLARA_VALUES, id="form-pipeline")
+            else:
+                form = ConfigForm(stage_cls, choices=dict(CLARA_CHOICES), first=CLARA_FIRST,
+                                  hidden=("init_from",) if kind == "stage1" else (),
+                                  values=CLARA_VALUES, id=f"form-{kind}")
+            pane.mount(form)
+        self.clara_ready = True
+        self._load_choices()
+
+    clara_ready = False
 
     def reload(self) -> None:
         self._load_choices()
@@ -66,65 +278,114 @@ class TrainScreen(ClaraScreen):
     def on_resume(self) -> None:
         self._load_choices()
 
+    @property
+    def kind(self) -> str:
+        active = self.query_one("#train-kinds", TabbedContent).active or "kind-lora"
+        return active.removeprefix("kind-")
+
+    def current_form(self) -> ConfigForm | None:
+        forms = self.query(f"#form-{self.kind}")
+        return forms.first(ConfigForm) if forms else None
+
     @work(thread=True, exclusive=True, group="train-choices", exit_on_error=False)
     def _load_choices(self) -> None:
+        from clara.runs import list_runs
+
         ws = self.app.workspace
         models = [p.name for p in ws.items("models")] if ws else []
         datasets = [p.name for p in ws.items("datasets")] if ws else []
-        self.app.call_from_thread(self._set_choices, models, datasets)
+        runs = list_runs(ws) if ws else []
+        by_kind: dict[str, list[str]] = {}
+        for run in reversed(runs):  # newest first
+            by_kind.setdefault(run.config().get("kind", ""), []).append(run.id)
+        self.app.call_from_thread(self._set_choices, models, datasets, by_kind)
 
-    def _set_choices(self, models: list[str], datasets: list[str]) -> None:
-        form = self.query_one("#form-lora", ConfigForm)
-        form.set_choices("model", models)
-        form.set_choices("data", datasets)
-        self._update_preview(form)
+    def _set_choices(self, models: list[str], datasets: list[str],
+                     runs: dict[str, list[str]]) -> None:
+        for kind in KINDS if self.clara_ready else ("lora",):
+            form = self.query_one(f"#form-{kind}", ConfigForm)
+            form.set_choices("model", models)
+            if kind == "lora":
+                form.set_choices("data", datasets)
+                form.set_choices("from_adapter", runs.get("lora", []))
+            elif kind == "pipeline":
+                names = set(datasets)
+                prefixes = sorted({d[: -len("-stage1")] for d in datasets
+                                   if d.endswith("-stage1") and all(
+                                       d[: -len("-stage1")] + f"-{s}" in names for s in STAGES)})
+                form.set_choices("data", prefixes)
+            else:
+                # this stage's datasets first (PREFIX-stageN), then the others
+                mine = [d for d in datasets if d.endswith(f"-{kind}")]
+                form.set_choices("data", mine + [d for d in datasets if d not in mine])
+                if kind != "stage1":
+                    previous = STAGES[STAGES.index(kind) - 1]
+                    form.set_choices("init_from", runs.get(f"clara-{previous}", []))
+        self._update_preview()
 
     @on(ConfigForm.Changed)
     def _changed(self, event: ConfigForm.Changed) -> None:
-        self._update_preview(event.form)
+        if event.form is self.current_form():
+            self._update_preview()
 
-    def _update_preview(self, form: ConfigForm) -> None:
-        data, text = effective_config(form)
+    @on(TabbedContent.TabActivated, "#train-kinds")
+    def _kind_changed(self, event: TabbedContent.TabActivated) -> None:
+        self._update_preview()
+
+    def _update_preview(self) -> None:
+        form = self.current_form()
+        if form is None:
+            self.query_one("#preview", Static).update("")
+            self.query_one("#launch", Button).disabled = True
+            return
+        data, text = effective_config(self.kind, form)
         self.query_one("#preview", Static).update(text)
         self.query_one("#launch", Button).disabled = data is None or self.app.workspace is None
-
-    def current_form(self) -> ConfigForm:
-        return self.query_one("#form-lora", ConfigForm)
 
     @on(Button.Pressed, "#launch")
     def action_launch(self) -> None:
         if self.app.workspace is None:
             self.app.show_error("open a workspace first (F2)")
             return
-        data, text = effective_config(self.current_form())
+        kind, form = self.kind, self.current_form()
+        if form is None:
+            return
+        data, text = effective_config(kind, form)
         if data is None:
             self.app.show_error(text)
             return
         self.query_one("#train-status", Static).update("launching …")
-        self._launch("lora", data)
+        self._launch(kind, data)
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def _launch(self, kind: str, config: dict) -> None:
-        """Make the run folder and start its worker process, as `clara train lora --detach`."""
-        from clara.cli.train import resolve_data
-        from clara.models.registry import model_source
-        from clara.runs import create_run, start_worker
-
         ws = self.app.workspace
-        if config.get("from_adapter"):
-            raise ClaraError("from_adapter: start runs that continue an adapter with "
-                             "`clara train lora --from-adapter` for now")
-        resolved = {"model": model_source(ws, config["model"]),
-                    "data": str(resolve_data(ws, config["data"]))}
-        run = create_run(ws, kind, config, resolved=resolved)
-        start_worker(run, detach=True)  # its own session: it outlives the app
-        self.app.call_from_thread(self._launched, run.id)
+        try:
+            if kind == "lora":
+                run_id = launch_lora(ws, config).id
+            elif kind in STAGES:
+                run_id = launch_stage(ws, kind, config).id
+            else:
+                run_id = f"{launch_pipeline(ws, config).id}-stage1"
+        except BaseException:
+            self.app.call_from_thread(self.query_one("#train-status", Static).update, "")
+            raise
+        self.app.call_from_thread(self._launched, kind, run_id)
 
-    def _launched(self, run_id: str) -> None:
-        self.query_one("#train-status", Static).update(f"launched run {run_id}")
-        self.notify(f"run {run_id} started", title="Train", timeout=3)
+    def _launched(self, kind: str, run_id: str) -> None:
+        what = "pipeline" if kind == "pipeline" else "run"
+        shown = run_id.removesuffix("-stage1") if kind == "pipeline" else run_id
+        self.query_one("#train-status", Static).update(f"launched {what} {shown}")
+        self.notify(f"{what} {shown} started", title="Train", timeout=3)
+        self.app.follow_run = run_id  # the Runs screen selects it once it appears
         self.app.switch_mode("runs")
 
     def palette_commands(self):
         yield SystemCommand("Launch training", "Start a run with this form's settings",
                             self.action_launch)
+        for kind in KINDS:
+            yield SystemCommand(f"Train: {KIND_TITLES[kind]}", KIND_HELP[kind],
+                                lambda k=kind: self._show_kind(k))
+
+    def _show_kind(self, kind: str) -> None:
+        self.query_one("#train-kinds", TabbedContent).active = f"kind-{kind}"

@@ -1,0 +1,195 @@
+"""Train mode beyond plain LoRA: a LoRA run that continues an earlier run's adapter, the CLaRa
+stage forms (preview, validation, a real stage-1 run launched from the form) and the pipeline
+form (a real pipeline folder and driver)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+from textual.widgets import Button, DataTable, Static, TabbedContent
+
+from clara.data.datasets import write_dataset
+from clara.data.synth import build_synth
+from clara.runs import Run, list_runs
+from tests.conftest import corpus_sentences
+from tests.tui_helpers import make_app, settle, wait_for
+
+CLARA_TINY = dict(iters=2, batch_size=2, doc_max_tokens=32, compression_rate=8, max_len=256,
+                  lora_rank=4, val_every=0, val_batches=1, save_every=2, learning_rate=1e-3)
+
+
+@pytest.fixture
+def ready(workspace, tiny_model_dir):
+    shutil.copytree(tiny_model_dir, workspace.models_dir / "tiny")
+    text = corpus_sentences(60, seed=1)
+    rows = [{"text": " ".join(text[i:i + 3])} for i in range(0, 60, 3)]
+    write_dataset(workspace, "notes", "cpt", {"train": rows[:16], "valid": rows[16:]})
+    build_synth(workspace, "toy", entities=12)
+    return workspace
+
+
+async def _clara_forms(pilot):
+    await wait_for(pilot, lambda: pilot.app.screen.clara_ready, timeout=60,
+                   what="the CLaRa forms")
+    await settle(pilot)
+
+
+def _preview(app) -> str:
+    return str(app.screen.query_one("#preview", Static).render())
+
+
+@pytest.mark.timeout(120)
+def test_stage_forms_preview_validate_and_launch_a_stage1_run(ready):
+    async def go():
+        app = make_app(ready.root, start_mode="train")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _clara_forms(pilot)
+            screen = app.screen
+            screen.query_one("#train-kinds", TabbedContent).active = "kind-stage1"
+            await settle(pilot)
+            assert screen.kind == "stage1"
+            form = screen.query_one("#form-stage1")
+            assert "model: is required" in _preview(app)
+            assert screen.query_one("#launch", Button).disabled
+            # this stage's datasets are offered first; stage 1 has no init_from field
+            assert form.query_one("#field-data")._options[1][1] == "toy-stage1"
+            assert not form.query("#field-init_from")
+            form.set_value("model", "tiny")
+            form.set_value("data", "toy-stage1")
+            form.set_value("compression_rate", 300)  # the method's own check refuses it
+            await settle(pilot)
+            assert "not valid yet: compression_rate: 300 is outside" in _preview(app)
+            for key, value in CLARA_TINY.items():
+                form.set_value(key, value)
+            await settle(pilot)
+            text = _preview(app)
+            assert "compression_rate = 8" in text and 'data = "toy-stage1"' in text
+            assert not screen.query_one("#launch", Button).disabled
+            await pilot.press("ctrl+l")
+            await wait_for(pilot, lambda: app.current_mode == "runs", what="the Runs screen")
+            table = app.screen.query_one("#runs", DataTable)
+            await wait_for(pilot, lambda: table.row_count == 1, what="the stage run")
+            run_id = str(table.coordinate_to_cell_key((0, 0)).row_key.value)
+            assert app.screen.selected == run_id
+            await wait_for(pilot, lambda: Run(ready.runs_dir / run_id).status().get("status")
+                           not in ("queued", "running"), timeout=90, what="the run to end")
+            assert app.errors == []
+
+    asyncio.run(go())
+    (run,) = list_runs(ready)
+    doc = run.config()
+    assert doc["kind"] == "clara-stage1"
+    assert doc["resolved"]["data"] == str((ready.datasets_dir / "toy-stage1").resolve())
+    assert doc["config"]["compression_rate"] == 8
+    assert run.status()["status"] == "completed", run.status()
+    assert (run.adapters / "last" / "clara_config.json").is_file()
+
+    # stage 2 offers the stage-1 run as its starting point and hands it to the run
+    async def stage2():
+        app = make_app(ready.root, start_mode="train")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _clara_forms(pilot)
+            screen = app.screen
+            screen.query_one("#train-kinds", TabbedContent).active = "kind-stage2"
+            await settle(pilot)
+            form = screen.query_one("#form-stage2")
+            assert [v for _, v in form.query_one("#field-init_from")._options[1:]] == [run.id]
+            form.set_value("init_from", run.id)
+            form.set_value("data", "toy-stage2")
+            for key, value in {**CLARA_TINY, "top_k": 3}.items():
+                form.set_value(key, value)
+            await settle(pilot)
+            assert f'init_from = "{run.id}"' in _preview(app)
+            await pilot.press("ctrl+l")
+            await wait_for(pilot, lambda: len(list_runs(ready)) == 2, what="the stage-2 run")
+            new = list_runs(ready)[-1]
+            cfg = new.config()
+            assert cfg["kind"] == "clara-stage2" and cfg["from_run"] == run.id
+            assert cfg["resolved"]["init_from"] in {str((run.adapters / n).resolve())
+                                                    for n in ("best", "last")}
+            from clara.runs import request_stop
+
+            await wait_for(pilot, lambda: app.current_mode == "runs", what="the Runs screen")
+            request_stop(new)  # the hand-off is what this test is about: stop it now
+
+    asyncio.run(stage2())
+
+
+@pytest.mark.timeout(60)
+def test_pipeline_form_creates_the_pipeline_and_starts_its_driver(ready):
+    from clara.method.pipeline import find_pipeline, stop_pipeline
+
+    async def go():
+        app = make_app(ready.root, start_mode="train")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _clara_forms(pilot)
+            screen = app.screen
+            screen.query_one("#train-kinds", TabbedContent).active = "kind-pipeline"
+            await settle(pilot)
+            form = screen.query_one("#form-pipeline")
+            # only prefixes with all three stage datasets are offered
+            assert [v for _, v in form.query_one("#field-data")._options[1:]] == ["toy"]
+            form.set_value("model", "tiny")
+            form.set_value("data", "toy")
+            form.set_value("stage1_iters", 3)
+            form.set_value("stage3_lr", 3e-3)
+            for key, value in CLARA_TINY.items():
+                if key != "iters":
+                    form.set_value(key, value)
+            await settle(pilot)
+            text = _preview(app)
+            assert 'stage1 = "toy-stage1"' in text and "iters = 3" in text
+            assert "learning_rate = 0.003" in text
+            await pilot.press("ctrl+l")
+            await wait_for(pilot, lambda: app.current_mode == "runs", what="the Runs screen")
+            assert app.errors == []
+
+    asyncio.run(go())
+    pipe = find_pipeline(ready, "last")
+    doc = pipe.doc()
+    assert doc["stages"]["stage1"]["overrides"] == {"iters": 3}
+    assert doc["stages"]["stage3"]["overrides"] == {"learning_rate": 3e-3}
+    assert doc["config"]["compression_rate"] == 8 and "data" not in doc["config"]
+    assert doc["stages"]["stage2"]["data"] == str((ready.datasets_dir / "toy-stage2").resolve())
+    stop_pipeline(pipe)
+
+
+@pytest.mark.timeout(120)
+def test_lora_run_continues_an_earlier_runs_adapter(ready):
+    """from_adapter takes a run id; lora_run resolves it to that run's checkpoint folder."""
+    from clara.runs import start_worker
+    from clara.train.launch import lora_run
+
+    first = lora_run(ready, {"model": "tiny", "data": "notes", "iters": 2, "batch_size": 2,
+                             "max_seq_length": 48, "mode": "cpt", "lora_rank": 4,
+                             "val_every": 0, "save_every": 2}, name="first")
+    start_worker(first).wait(timeout=90)
+    assert first.status()["status"] == "completed"
+
+    async def go():
+        app = make_app(ready.root, start_mode="train")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            form = app.screen.query_one("#form-lora")
+            for key, value in {"model": "tiny", "data": "notes", "mode": "cpt", "iters": 2,
+                               "batch_size": 2, "max_seq_length": 48, "lora_rank": 4,
+                               "from_adapter": "first"}.items():
+                form.set_value(key, value)
+            await settle(pilot)
+            assert 'from_adapter = "first"' in _preview(app)
+            await pilot.press("ctrl+l")
+            await wait_for(pilot, lambda: len(list_runs(ready)) == 2, what="the second run")
+            await wait_for(pilot, lambda: app.current_mode == "runs", what="the Runs screen")
+            second = list_runs(ready)[-1]
+            await wait_for(pilot, lambda: second.status().get("status") not in
+                           ("queued", "running"), timeout=90, what="the second run to end")
+            assert app.errors == []
+
+    asyncio.run(go())
+    second = list_runs(ready)[-1]
+    doc = second.config()
+    assert doc["resolved"]["from_adapter"] == str((first.adapters / "best").resolve()) or \
+        doc["resolved"]["from_adapter"] == str((first.adapters / "last").resolve())
+    assert second.status()["status"] == "completed", second.status()
