@@ -3,9 +3,8 @@
 
 In a temporary workspace (or --workdir):
   1. `clara data synth syn` (test entities never appear in training) and `clara model init-tiny`;
-  2. pretrain the tiny model on syn-cpt through the engine, every weight trained (embeddings and
-     norms included: the engine's `--fine-tune-type full` trains the blocks only, and a tiny base
-     with frozen 0.02-std tied embeddings cannot get its CE far below ~5), export it as `base`;
+  2. pretrain the tiny model on syn-cpt (`clara train lora --fine-tune-type full`: every
+     weight, embeddings and norms included) and fuse it into model `base`;
   3. `clara train pipeline -m base --data syn` (stage 1 -> 2 -> 3);
   4. baselines, each a LoRA SFT of the same base through `clara train lora`: closed-book
      (question -> answer, no documents) and raw-text RAG (the same 5 documents pasted as text);
@@ -51,37 +50,6 @@ def clara(args, root: Path, *argv: str) -> str:
     if p.returncode:
         sys.exit(f"failed: {' '.join(argv)}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p.stdout
-
-
-# ---------------------------------------------------------------------------- pretraining
-def pretrain(args, ws, run_dir: Path, out: Path) -> dict:
-    """Train every weight of the tiny model on the documents' text through the engine."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-
-    from clara.train.config import TrainConfig
-    from clara.train.engine import Engine
-    from clara.train.lora import LoraTask
-
-    class FullPretrainTask(LoraTask):
-        kind = "full-pretrain"
-
-        def _setup_trainable(self) -> None:
-            self.model.unfreeze()  # embeddings, norms and blocks: a model from scratch
-
-    cfg = TrainConfig(model=str(ws / "models" / "tiny"), data=str(ws / "datasets" / "syn-cpt"),
-                      mode="cpt", fine_tune_type="full", iters=args.pre_iters, batch_size=8,
-                      learning_rate=args.pre_lr, warmup_steps=20, min_learning_rate=args.pre_lr / 10,
-                      max_seq_length=128, val_every=0, save_every=10_000, seed=args.seed)
-    task = FullPretrainTask(cfg, cfg.model, cfg.data)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    result = Engine(task, cfg, run_dir).run()
-    shutil.copytree(cfg.model, out)
-    weights = dict(tree_flatten(task.model.parameters()))
-    mx.save_safetensors(str(out / "model.safetensors"), weights)
-    rows = read(run_dir / "metrics.jsonl")
-    val = [r["val_loss"] for r in rows if "val_loss" in r]
-    return {"steps": result.step, "val_loss": val[-1] if val else None}
 
 
 # ---------------------------------------------------------------------------- data
@@ -208,15 +176,15 @@ def main() -> None:
     p.add_argument("--pre-iters", type=int, default=400)
     p.add_argument("--pre-lr", type=float, default=3e-3)
     p.add_argument("--doc-max-tokens", type=int, default=64)
-    p.add_argument("--compression-rate", type=int, default=8)
+    p.add_argument("--compression-rate", type=int, default=4)
     p.add_argument("--lora-rank", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--s1-iters", type=int, default=300)
     p.add_argument("--s2-iters", type=int, default=150)
     p.add_argument("--s3-iters", type=int, default=60)
-    p.add_argument("--s1-lr", type=float, default=1e-3)
-    p.add_argument("--s2-lr", type=float, default=1e-3)
-    p.add_argument("--s3-lr", type=float, default=5e-4)
+    p.add_argument("--s1-lr", type=float, default=3e-3)
+    p.add_argument("--s2-lr", type=float, default=2e-3)
+    p.add_argument("--s3-lr", type=float, default=1e-3)
     p.add_argument("--s3-candidates", type=int, default=10,
                    help="Candidates per stage-3 question (gold + the first negatives).")
     p.add_argument("--top-k", type=int, default=5)
@@ -255,9 +223,18 @@ def main() -> None:
     make_rag_text_dataset(ws)
     make_stage3_subset(ws, args.s3_candidates)
     phase("data+model")
-    pre = {}
     if not (ws / "models" / "base").is_dir():
-        pre = pretrain(args, ws, root / "pretrain-run", ws / "models" / "base")
+        # every weight trains (embeddings and norms too), then the result becomes model `base`
+        clara(args, root, "train", "lora", "-m", "tiny", "-d", "syn-cpt", "--mode", "cpt",
+              "--fine-tune-type", "full", "--iters", str(args.pre_iters), "--batch-size", "8",
+              "--learning-rate", str(args.pre_lr), "--min-learning-rate", str(args.pre_lr / 10),
+              "--warmup-steps", "20", "--max-seq-length", "128", "--val-every", "0",
+              "--save-every", "10000", "--name", "pretrain", "--seed", str(args.seed))
+        clara(args, root, "model", "fuse", "base", "--run", "pretrain")
+    pre_rows = ws / "runs" / "pretrain" / "metrics.jsonl"
+    pre_val = [r["val_loss"] for r in read(pre_rows) if "val_loss" in r] if pre_rows.is_file() \
+        else []
+    pre = {"val_loss": pre_val[-1] if pre_val else None}
     phase("pretrain")
 
     if not (ws / "runs" / "pipe" / "pipeline.toml").is_file():
@@ -359,7 +336,7 @@ def main() -> None:
     print(f"\ntimings (s): {timings}  total {total}s")
 
     def last_metrics(run: str) -> dict:
-        rows = read(runs / run / "metrics.jsonl")
+        rows = read(runs / run / "metrics.jsonl") if (runs / run).is_dir() else []
         tr = [r for r in rows if "train_loss" in r]
         va = [r for r in rows if "val_loss" in r]
         return {"first_train": tr[0] if tr else None, "last_train": tr[-1] if tr else None,
@@ -369,8 +346,8 @@ def main() -> None:
                                                               "start": rec_start, "end": rec_end},
               "test_questions": len(golds), "candidates": n_cand, "timings_s": timings,
               "total_s": total, "pretrain": pre,
-              "runs": {r: last_metrics(r) for r in ("pipe-stage1", "pipe-stage2", "pipe-stage3",
-                                                    "closed", "ragtext")},
+              "runs": {r: last_metrics(r) for r in ("pretrain", "pipe-stage1", "pipe-stage2",
+                                                    "pipe-stage3", "closed", "ragtext")},
               "examples": [{"question": r["question"], "gold": g,
                             **{name: pr[i] for name, pr in preds.items()}}
                            for i, (r, g) in enumerate(zip(test2[:12], golds[:12]))],
