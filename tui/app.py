@@ -1,4 +1,5 @@
-"""The clara workbench: a Textual app whose modes are the workspaces, data, training and runs.
+"""The clara workbench: a Textual app whose modes are the workspaces, data, training, runs, chat
+and evaluation.
 
 Every action calls the `clara` library (the same functions the commands call) from a thread
 worker, so the interface never blocks. Failures of any kind reach one handler, `show_error`,
@@ -24,7 +25,9 @@ from textual.worker import WorkerFailed
 from clara.errors import ClaraError
 from clara.workspace import Workspace, list_workspaces
 from tui.recent import load_recent, remember
+from tui.screens.chat import ChatScreen
 from tui.screens.data import DataScreen
+from tui.screens.eval import EvalScreen
 from tui.screens.help import HelpScreen
 from tui.screens.runs import RunsScreen
 from tui.screens.train import TrainScreen
@@ -33,7 +36,8 @@ from tui.widgets.dialogs import ErrorDialog
 
 log = logging.getLogger(__name__)
 
-MODE_TITLES = {"workspaces": "Workspaces", "data": "Data", "train": "Train", "runs": "Runs"}
+MODE_TITLES = {"workspaces": "Workspaces", "data": "Data", "train": "Train", "runs": "Runs",
+               "chat": "Chat", "eval": "Eval"}
 
 
 class WorkspaceCommands(Provider):
@@ -69,6 +73,8 @@ class ClaraApp(App):
         "data": DataScreen,
         "train": TrainScreen,
         "runs": RunsScreen,
+        "chat": ChatScreen,
+        "eval": EvalScreen,
     }
     COMMANDS = App.COMMANDS | {WorkspaceCommands}
     BINDINGS = [
@@ -77,11 +83,15 @@ class ClaraApp(App):
         Binding("f3", "switch_mode('data')", "Data"),
         Binding("f4", "switch_mode('train')", "Train"),
         Binding("f5", "switch_mode('runs')", "Runs"),
+        Binding("f7", "switch_mode('chat')", "Chat"),
+        Binding("f8", "switch_mode('eval')", "Eval"),
         Binding("question_mark", "help", "Help", show=False),
         Binding("w", "switch_mode('workspaces')", "Workspaces", show=False),
         Binding("d", "switch_mode('data')", "Data", show=False),
         Binding("t", "switch_mode('train')", "Train", show=False),
         Binding("r", "switch_mode('runs')", "Runs", show=False),
+        Binding("c", "switch_mode('chat')", "Chat", show=False),
+        Binding("e", "switch_mode('eval')", "Eval", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 

@@ -17,8 +17,10 @@ Everything here is also a `clara` command; both work on the same workspace folde
 |---|---|
 | `F2` / `w` | **Workspaces**: list, create (`n`), open (`Enter`) |
 | `F3` / `d` | **Data**: import documents, datasets and their statistics, validation |
-| `F4` / `t` | **Train**: a form per training kind, preview, launch |
+| `F4` / `t` | **Train**: LoRA, CLaRa stages 1-3 and the pipeline: form, preview, launch |
 | `F5` / `r` | **Runs**: past and running runs, curves, events, report, stop |
+| `F7` / `c` | **Chat**: a model with an adapter (or a CLaRa run with documents), streamed replies |
+| `F8` / `e` | **Eval**: score configurations on a QA set, compare adapters with the base |
 | `ctrl+p` | command palette: every action and every workspace |
 | `F1` / `?` | this help |
 | `ctrl+q` | quit (training runs keep going; reattach later in Runs) |

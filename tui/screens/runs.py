@@ -75,7 +75,7 @@ class RunsScreen(ClaraScreen):
     BINDINGS = [
         Binding("s", "stop", "Stop"),
         Binding("u", "resume", "Resume"),
-        Binding("c", "compare", "Compare"),
+        Binding("m", "compare", "Compare"),
         Binding("f6", "reload", "Refresh"),
     ]
 
@@ -112,7 +112,7 @@ class RunsScreen(ClaraScreen):
                 with TabPane("Adapters", id="tab-adapters"):
                     yield DataTable(id="run-adapters", cursor_type="row")
                 with TabPane("Compare", id="tab-compare"):
-                    yield Static("press c on a second run to compare", id="compare-title")
+                    yield Static("press m on two runs to compare them", id="compare-title")
                     with Horizontal(id="compare-body"):
                         with Vertical(classes="compare-side"):
                             yield Label("", id="compare-a")
@@ -346,7 +346,7 @@ class RunsScreen(ClaraScreen):
             return
         if self.compare_with is None or self.compare_with == self.selected:
             self.compare_with = self.selected
-            self.notify(f"comparing from {self.selected}: highlight another run and press c",
+            self.notify(f"comparing from {self.selected}: highlight another run and press m",
                         title="Compare")
             return
         self._compare(self.compare_with, self.selected)

@@ -1,0 +1,126 @@
+"""Chat mode with a real tiny model: a reply streams into the screen token by token from a thread
+worker (the Delta messages are seen on the message queue), statistics follow, the library's log
+keeps the exchange; the toggles reach the session; a failed load opens a dialog."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+from textual.widgets import Select, SelectionList, Static, Switch
+
+from clara.chat.log import ChatLog
+from clara.data.sources import import_files
+from tests.tui_helpers import make_app, settle, wait_for
+from tui.screens.chat import ChatScreen, ChatTurn
+
+
+@pytest.fixture
+def chat_ws(workspace, tiny_model_dir, tmp_path):
+    shutil.copytree(tiny_model_dir, workspace.models_dir / "tiny")
+    doc = tmp_path / "mill.txt"
+    doc.write_text("Alia built the river mill in 1801. Borun repaired the harbour bell in "
+                   "1812.\n\nCetra painted a glass tower in 1790.\n")
+    import_files(workspace, [doc])
+    return workspace
+
+
+@pytest.mark.timeout(90)
+def test_a_reply_streams_token_by_token_with_statistics_and_is_logged(chat_ws):
+    messages = []
+
+    async def go():
+        app = make_app(chat_ws.root, start_mode="chat")
+        async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            assert isinstance(screen, ChatScreen)
+            assert screen.query_one("#chat-model", Select).value == "tiny"
+            screen.query_one("#chat-max-tokens").value = "12"
+            # a random tiny model answers greedily with blank lines: sample, seeded
+            await pilot.click("#chat-random")
+            screen.query_one("#chat-seed").value = "1"
+            await pilot.press("i")
+            await pilot.press(*"Who built the mill?")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: not screen.busy, timeout=60, what="the reply")
+            turn = screen.query_one(ChatTurn)
+            assert turn.prompt == "Who built the mill?"
+            stats = str(turn.query_one(".turn-stats", Static).render())
+            assert "tok/s" in stats and "first token" in stats and "peak" in stats
+            assert screen.session.last.generation_tokens == 12
+            assert turn.answer == screen.session.last.text and turn.answer
+            # (the hook may see a message twice: once posted, once delivered)
+            deltas = {id(m): m for m in messages if isinstance(m, ChatScreen.Delta)}
+            streamed = [m.text for m in deltas.values()]
+            assert len(streamed) >= 5  # the reply arrived in pieces, not at once
+            assert "".join(streamed).strip() == turn.answer
+            assert str(turn.query_one(".turn-answer", Static).render()) == turn.answer
+            # multi-turn (on by default) keeps the exchange in the session's history
+            assert len(screen.session.history) == 2
+            # greedy again, thinking banned, multi-turn off: the next reply's settings
+            await pilot.click("#chat-random")
+            await pilot.click("#chat-multi")
+            screen.query_one("#chat-thinking", Select).value = "ban"
+            await pilot.pause()
+            screen.send("And the bell?")
+            await wait_for(pilot, lambda: not screen.busy, timeout=60, what="second reply")
+            s = screen.session.settings
+            assert s.temperature == 0 and not s.multi_turn and s.ban_thinking
+            assert len(screen.query(ChatTurn)) == 2
+            await pilot.press("escape", "ctrl+n")
+            await pilot.pause()
+            assert not screen.query(ChatTurn) and screen.session.history == []
+            assert app.errors == []
+
+    asyncio.run(go())
+    assert any(isinstance(m, ChatScreen.Loading) and m.text for m in messages)
+    assert [type(m) for m in messages if isinstance(m, ChatScreen.Done)]
+    log = ChatLog(chat_ws.chats_dir).read()
+    assert [r["prompt"] for r in log] == ["Who built the mill?", "And the bell?"]
+    assert log[0]["model"] == "tiny" and log[1]["settings"]["thinking"] == "banned"
+    assert log[0]["reply"] and log[0]["settings"]["temperature"] > 0
+    assert log[0]["settings"]["seed"] == 1 and log[0]["generation_tokens"] == 12
+
+
+@pytest.mark.timeout(90)
+def test_documents_give_a_plain_model_the_best_passages(chat_ws):
+    async def go():
+        app = make_app(chat_ws.root, start_mode="chat")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            screen.query_one("#chat-max-tokens").value = "4"
+            docs = screen.query_one("#chat-docs", SelectionList)
+            assert docs.option_count == 1
+            docs.select_all()
+            await pilot.pause()
+            screen.send("Who painted the tower?")
+            await wait_for(pilot, lambda: not screen.busy, timeout=60, what="the reply")
+            assert screen.index is not None and screen.session.last.documents
+            assert app.errors == []
+
+    asyncio.run(go())
+    (record,) = ChatLog(chat_ws.chats_dir).read()
+    assert record["documents"] and record["prompt_tokens"] > 20  # the passages were in it
+
+
+@pytest.mark.timeout(60)
+def test_a_model_that_cannot_load_opens_a_dialog_and_the_app_goes_on(chat_ws):
+    (chat_ws.models_dir / "broken").mkdir()
+    (chat_ws.models_dir / "broken" / "config.json").write_text("{not json")
+
+    async def go():
+        app = make_app(chat_ws.root, start_mode="chat")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            screen.query_one("#chat-model", Select).value = "broken"
+            await wait_for(pilot, lambda: app.errors, timeout=30, what="the error dialog")
+            assert type(app.screen).__name__ == "ErrorDialog"
+            await pilot.press("escape")
+            assert app.is_running
+            assert screen.query_one("#chat-loading-row").has_class("hidden")
+
+    asyncio.run(go())

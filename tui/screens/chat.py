@@ -1,0 +1,431 @@
+"""Chat mode: a workspace model, optionally with an adapter (a LoRA run's checkpoint, or a CLaRa
+run answering from compressed documents); replies stream token by token from a thread worker,
+the reasoning block sits in a collapsed section, and every reply shows its statistics. The
+library's chat log (chats/chat_log.jsonl and .csv) keeps the history."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from textual import on, work
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import (Collapsible, Input, Label, LoadingIndicator, Select, SelectionList,
+                             Static, Switch)
+
+from clara.errors import ClaraError
+from tui.screens.base import ClaraScreen
+
+THINKING = [("hide reasoning", "hide"), ("show reasoning", "show"), ("ban reasoning", "ban")]
+RANDOM_TEMPERATURE = 0.7
+RAG_TOP_K = 3  # chunks pasted into a plain model's prompt
+
+
+def adapter_options(ws) -> list[tuple[str, str]]:
+    """(label, reference) of every checkpoint chat can use: LoRA runs' best/last/step-N, CLaRa
+    runs (their best, else last checkpoint), newest run first."""
+    from clara.runs import list_runs
+
+    out = []
+    for run in reversed(list_runs(ws)):
+        kind = run.config().get("kind", "")
+        if not run.adapters.is_dir():
+            continue
+        names = sorted(p.name for p in run.adapters.iterdir() if not p.name.startswith("."))
+        if kind.startswith("clara-"):
+            if "best" in names or "last" in names:
+                out.append((f"{run.id} (CLaRa {kind[6:]})", run.id))
+            continue
+        for name in [n for n in ("best", "last") if n in names] + \
+                [n for n in names if n.startswith("step-")]:
+            out.append((f"{run.id}:{name}", f"{run.id}:{name}"))
+    return out
+
+
+def stats_line(reply) -> str:
+    """What one reply cost: tokens, speed, prompt size, time to first token, memory."""
+    return (f"{reply.generation_tokens} tokens · {reply.generation_tps:.1f} tok/s · prompt "
+            f"{reply.prompt_tokens} tok · first token {reply.ttft:.2f}s · total "
+            f"{reply.latency:.2f}s · peak {reply.peak_memory:.2f} GB"
+            + (f" · {reply.finish_reason}" if reply.finish_reason else "")
+            + (f" · docs {', '.join(map(str, reply.documents[:4]))}" if reply.documents else ""))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What a session is made of; a new one means a new session (and maybe a model load)."""
+
+    model: str | None
+    adapter: str | None
+    sources: tuple[str, ...]
+
+
+class ChatTurn(Vertical):
+    """One exchange: the prompt, the reasoning (collapsed), the answer as it streams, stats."""
+
+    DEFAULT_CSS = """
+    ChatTurn { height: auto; margin: 0 0 1 0; }
+    ChatTurn .turn-prompt { color: $accent; text-style: bold; height: auto; }
+    ChatTurn .turn-answer { height: auto; padding: 0 0 0 2; }
+    ChatTurn .turn-stats { color: $text-muted; height: auto; padding: 0 0 0 2; }
+    ChatTurn Collapsible { height: auto; padding: 0; margin: 0 0 0 2; border: none; }
+    ChatTurn Collapsible.empty { display: none; }
+    ChatTurn .turn-reasoning { color: $text-muted; height: auto; }
+    """
+
+    def __init__(self, prompt: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.prompt = prompt
+        self.answer = ""
+        self.reasoning = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"› {self.prompt}", classes="turn-prompt", markup=False)
+        with Collapsible(title="reasoning", collapsed=True, classes="empty"):
+            yield Static("", classes="turn-reasoning", markup=False)
+        yield Static("…", classes="turn-answer", markup=False)
+        yield Static("", classes="turn-stats", markup=False)
+
+    def add(self, text: str, reasoning: bool) -> None:
+        if reasoning:
+            self.reasoning += text
+            box = self.query_one(Collapsible)
+            box.remove_class("empty")
+            box.title = f"reasoning ({len(self.reasoning.split())} words)"
+            self.query_one(".turn-reasoning", Static).update(self.reasoning)
+        else:
+            self.answer += text
+            self.query_one(".turn-answer", Static).update(self.answer.lstrip() or "…")
+
+    def finish(self, reply, stats: str | None = None) -> None:
+        """The final answer (the library's split, stripped) and the statistics."""
+        self.answer = reply.text
+        self.query_one(".turn-answer", Static).update(reply.text or "(empty reply)")
+        if reply.reasoning and self.reasoning:
+            self.query_one(".turn-reasoning", Static).update(reply.reasoning)
+        self.query_one(".turn-stats", Static).update(stats if stats is not None
+                                                     else stats_line(reply))
+
+    def failed(self, message: str) -> None:
+        self.query_one(".turn-answer", Static).update(f"(no reply: {message})")
+
+
+class ChatScreen(ClaraScreen):
+    TITLE = "Chat"
+    CSS_PATH = "chat.tcss"
+    BINDINGS = [
+        Binding("ctrl+n", "new_chat", "New chat", priority=True),
+        Binding("i", "focus_prompt", "Type"),
+        Binding("f6", "reload", "Refresh"),
+    ]
+
+    class Loading(Message):
+        """A model load began (text) or ended (None)."""
+
+        bubble = False  # for this screen only
+
+        def __init__(self, text: str | None) -> None:
+            super().__init__()
+            self.text = text
+
+    class Delta(Message):
+        """A piece of the reply being generated: answer text, or reasoning text."""
+
+        bubble = False  # for this screen only
+
+        def __init__(self, turn: ChatTurn, text: str, reasoning: bool) -> None:
+            super().__init__()
+            self.turn, self.text, self.reasoning = turn, text, reasoning
+
+    class Done(Message):
+        """The reply is complete: the library's Reply, with its statistics."""
+
+        bubble = False  # for this screen only
+
+        def __init__(self, turn: ChatTurn, reply) -> None:
+            super().__init__()
+            self.turn, self.reply = turn, reply
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session = None
+        self.choice: Choice | None = None
+        self.index = None  # ChunkIndex of the attached sources
+        self.busy = False
+        self._lock = threading.Lock()  # one load or generation at a time
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="chat-body"):
+            with VerticalScroll(id="chat-side"):
+                yield Label("Model", classes="side-label")
+                yield Select([], id="chat-model", prompt="choose a model", compact=True)
+                yield Label("Adapter", classes="side-label")
+                yield Select([], id="chat-adapter", prompt="none (the base)", compact=True)
+                yield Label("Documents", classes="side-label")
+                yield SelectionList(id="chat-docs")
+                yield Static("CLaRa runs answer from these; a plain model gets the best "
+                             f"{RAG_TOP_K} passages in its prompt.", classes="side-help")
+                with Horizontal(classes="switch-row"):
+                    yield Switch(True, id="chat-multi")
+                    yield Label("multi-turn")
+                with Horizontal(classes="switch-row"):
+                    yield Switch(False, id="chat-random")
+                    yield Label(f"randomness (temp {RANDOM_TEMPERATURE})")
+                yield Select(THINKING, id="chat-thinking", value="hide", allow_blank=False,
+                             compact=True)
+                with Horizontal(classes="switch-row"):
+                    yield Label("max tokens ")
+                    yield Input("128", id="chat-max-tokens", compact=True, type="integer")
+                    yield Label(" seed ")
+                    yield Input("", id="chat-seed", compact=True, type="integer",
+                                placeholder="none")
+            with Vertical(id="chat-main"):
+                with VerticalScroll(id="transcript"):
+                    yield Static("Pick a model (and an adapter), then type below. Ctrl+N "
+                                 "starts a new chat.", id="chat-empty", classes="muted")
+                with Horizontal(id="chat-loading-row", classes="hidden"):
+                    yield LoadingIndicator(id="chat-loading")
+                    yield Static("", id="chat-loading-text")
+                yield Input(placeholder="ask something (Enter sends)", id="prompt")
+                yield Static("", id="chat-status", classes="muted")
+
+    # -- choices ---------------------------------------------------------------------------
+    def reload(self) -> None:
+        self.session = None
+        self.choice = None
+        self._load_choices()
+
+    def on_resume(self) -> None:
+        self._load_choices()
+
+    def action_reload(self) -> None:
+        self._load_choices()
+
+    @work(thread=True, exclusive=True, group="chat-choices", exit_on_error=False)
+    def _load_choices(self) -> None:
+        from clara.data.sources import list_sources
+
+        ws = self.app.workspace
+        models = [p.name for p in ws.items("models")] if ws else []
+        adapters = adapter_options(ws) if ws else []
+        sources = [(s.name, s.id) for s in list_sources(ws)] if ws else []
+        self.app.call_from_thread(self._set_choices, models, adapters, sources)
+
+    def _set_choices(self, models, adapters, sources) -> None:
+        for wid, options in (("#chat-model", [(m, m) for m in models]),
+                             ("#chat-adapter", adapters)):
+            select = self.query_one(wid, Select)
+            current = select.value
+            with self.prevent(Select.Changed):
+                select.set_options(options)
+                if current in [v for _, v in options]:
+                    select.value = current
+        docs = self.query_one("#chat-docs", SelectionList)
+        picked = set(docs.selected)
+        with self.prevent(SelectionList.SelectedChanged):
+            docs.clear_options()
+            docs.add_options([(name, sid, sid in picked) for name, sid in sources])
+        model = self.query_one("#chat-model", Select)
+        if model.value is Select.NULL and models:
+            with self.prevent(Select.Changed):  # loaded at the first prompt, not on sight
+                model.value = "tiny" if "tiny" in models else models[0]
+
+    def current_choice(self) -> Choice:
+        model = self.query_one("#chat-model", Select).value
+        adapter = self.query_one("#chat-adapter", Select).value
+        return Choice(None if model is Select.NULL else str(model),
+                      None if adapter is Select.NULL else str(adapter),
+                      tuple(self.query_one("#chat-docs", SelectionList).selected))
+
+    def settings(self):
+        from clara.chat.engine import ChatSettings
+
+        thinking = self.query_one("#chat-thinking", Select).value
+        numbers = {}
+        for name, wid, default in (("max tokens", "#chat-max-tokens", "128"),
+                                   ("seed", "#chat-seed", "")):
+            text = self.query_one(wid, Input).value.strip() or default
+            try:
+                numbers[name] = int(text) if text else None
+            except ValueError:
+                raise ClaraError(f"{name}: {text!r} is not a whole number") from None
+        return ChatSettings(
+            temperature=RANDOM_TEMPERATURE if self.query_one("#chat-random", Switch).value
+            else 0.0, max_tokens=numbers["max tokens"], seed=numbers["seed"],
+            multi_turn=self.query_one("#chat-multi", Switch).value,
+            show_reasoning=thinking == "show", ban_thinking=thinking == "ban").validate()
+
+    @on(Select.Changed, "#chat-model")
+    @on(Select.Changed, "#chat-adapter")
+    @on(SelectionList.SelectedChanged, "#chat-docs")
+    def _choice_changed(self, event) -> None:
+        if isinstance(event, Select.Changed) and event.select.id == "chat-adapter":
+            self._adapter_base(event.value)
+        choice = self.current_choice()
+        if choice.model or choice.adapter:
+            try:
+                settings = self.settings()
+            except ClaraError:
+                return  # the prompt will say so
+            self._prepare(choice, settings)  # load now, not at the first prompt
+
+    def _adapter_base(self, ref) -> None:
+        """Picking a run's checkpoint picks the model it was trained on, when it is here."""
+        if ref is Select.NULL:
+            return
+        from clara.runs import Run
+
+        ws = self.app.workspace
+        run = Run(ws.runs_dir / str(ref).split(":")[0])
+        base = (run.config().get("config") or {}).get("model") if run.exists else None
+        model = self.query_one("#chat-model", Select)
+        if base and base in [v for _, v in model._options] and model.value != base:
+            with self.prevent(Select.Changed):
+                model.value = base
+
+    # -- sessions (thread workers) ------------------------------------------------------------
+    def _ensure_session(self, choice: Choice, settings):
+        """The session for `choice`, opened (and its model loaded) if needed. Worker thread."""
+        from clara.chat.engine import ChatEngine
+
+        if self.session is not None and self.choice == choice:
+            return self.session
+        ws = self.app.workspace
+        if ws is None:
+            raise ClaraError("open a workspace first (F2)")
+        if not choice.model and not choice.adapter:
+            raise ClaraError("choose a model first")
+        label = choice.adapter or choice.model
+        self.post_message(self.Loading(f"loading {label} …"))
+        try:
+            engine = ChatEngine(ws)
+            session = engine.session(choice.model, choice.adapter, settings)
+            self.index = None
+            if choice.sources:
+                from clara.data.builders import chunk_documents, documents_from_sources
+                from clara.data.chunking import RegexTokenizer
+                from clara.evaluation.rag import ChunkIndex
+
+                words = session.entry.model.config.doc_max_tokens if session.is_clara else 128
+                docs = documents_from_sources(ws, list(choice.sources))
+                self.index = ChunkIndex.from_chunks(
+                    chunk_documents(docs, RegexTokenizer(), max(16, words), 8))
+                self.post_message(self.Loading(
+                    f"attaching {len(self.index.chunks)} passages"
+                    + (" (compressing)" if session.is_clara else "") + " …"))
+                session.attach(self.index.texts, [c.id for c in self.index.chunks])
+        finally:
+            self.post_message(self.Loading(None))
+        self.session, self.choice = session, choice
+        return session
+
+    @work(thread=True, group="chat", exit_on_error=False)
+    def _prepare(self, choice: Choice, settings) -> None:
+        with self._lock:
+            if choice != self.app.call_from_thread(self.current_choice):
+                return  # the user chose again meanwhile: that worker loads it
+            session = self._ensure_session(choice, settings)
+        what = session.adapter.label if session.adapter else session.model_label
+        self.app.call_from_thread(self._status, f"ready: {what}"
+                                  + (" (CLaRa)" if session.is_clara else ""))
+
+    def _select_for(self, session, prompt: str) -> list[int] | None:
+        """Which attached passages answer `prompt`: a stage-3 CLaRa model picks its own; other
+        models get the BM25 top-k."""
+        if self.index is None:
+            return None
+        if session.is_clara:
+            model = session.entry.model
+            k = model.config.top_k
+            if "query_reasoner" in model.adapter_names() or len(self.index.chunks) <= k:
+                return None
+            return self.index.search(prompt, k)
+        return self.index.search(prompt, RAG_TOP_K)
+
+    @work(thread=True, group="chat", exit_on_error=False)
+    def _generate(self, turn: ChatTurn, prompt: str, choice: Choice, settings) -> None:
+        try:
+            with self._lock:
+                session = self._ensure_session(choice, settings)
+                if session.is_clara and self.index is None:
+                    raise ClaraError("a CLaRa run answers from documents: tick sources under "
+                                     "Documents")
+                session.settings = settings
+                for delta in session.stream(prompt, select=self._select_for(session, prompt)):
+                    self.post_message(self.Delta(turn, delta.text, delta.reasoning))
+                self.post_message(self.Done(turn, session.last))
+        except BaseException as e:
+            self.app.call_from_thread(self._failed, turn, e)
+            raise
+
+    def _failed(self, turn: ChatTurn, error: BaseException) -> None:
+        self.busy = False
+        turn.failed(str(error) if isinstance(error, ClaraError) else type(error).__name__)
+        self._status("")
+
+    # -- messages from the workers -------------------------------------------------------------
+    def on_chat_screen_loading(self, event: Loading) -> None:
+        row = self.query_one("#chat-loading-row")
+        row.set_class(event.text is None, "hidden")
+        self.query_one("#chat-loading-text", Static).update(event.text or "")
+
+    def on_chat_screen_delta(self, event: Delta) -> None:
+        event.turn.add(event.text, event.reasoning)
+        self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
+
+    def on_chat_screen_done(self, event: Done) -> None:
+        self.busy = False
+        event.turn.finish(event.reply)
+        self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
+        self._status("saved to chats/chat_log.jsonl")
+
+    def _status(self, text: str) -> None:
+        self.query_one("#chat-status", Static).update(text)
+
+    # -- actions -------------------------------------------------------------------------------
+    @on(Input.Submitted, "#prompt")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.send(event.value)
+
+    def send(self, prompt: str) -> ChatTurn | None:
+        """Start a reply to `prompt`; returns its turn widget (None when nothing was sent)."""
+        prompt = prompt.strip()
+        if not prompt:
+            return None
+        if self.busy:
+            self.notify("a reply is still being written", severity="warning", timeout=2)
+            return None
+        choice = self.current_choice()
+        if not choice.model and not choice.adapter:
+            self.app.show_error("choose a model first (the Model list on the left)")
+            return None
+        try:
+            settings = self.settings()
+        except ClaraError as e:
+            self.app.show_error(e)
+            return None
+        self.query_one("#prompt", Input).value = ""
+        self.query("#chat-empty").remove()
+        turn = ChatTurn(prompt)
+        self.query_one("#transcript", VerticalScroll).mount(turn)
+        self.busy = True
+        self._status("writing …")
+        self._generate(turn, prompt, choice, settings)
+        return turn
+
+    def action_new_chat(self) -> None:
+        if self.busy:
+            return
+        if self.session is not None:
+            self.session.reset()
+        self.query_one("#transcript", VerticalScroll).remove_children()
+        self._status("new chat")
+
+    def action_focus_prompt(self) -> None:
+        self.query_one("#prompt", Input).focus()
+
+    def palette_commands(self):
+        yield SystemCommand("New chat", "Forget the conversation so far", self.action_new_chat)
