@@ -44,7 +44,7 @@ class DemoConfig:
     vocab: int = field(default=2048, metadata={"help": "BPE vocabulary of the tiny model."})
     synth_entities: int = field(default=40, metadata={"help": "Entities of the synthetic benchmark."})
     pretrain_iters: int = field(default=400, metadata={"help": "Pretraining steps from scratch."})
-    sft_iters: int = field(default=150, metadata={"help": "Steps of the LoRA SFT run."})
+    sft_iters: int = field(default=250, metadata={"help": "Steps of the LoRA SFT run."})
     clara_iters: tuple[int, int, int] = field(default=(200, 150, 100),
                                               metadata={"help": "Steps of CLaRa stages 1, 2, 3."})
     batch_size: int = field(default=8, metadata={"help": "Batch size of every run."})

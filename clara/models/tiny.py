@@ -42,7 +42,10 @@ class TinyConfig:
     vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size to train."})
     max_position_embeddings: int = field(default=4096, metadata={"help": "Longest context."})
     rope_theta: float = field(default=10000.0, metadata={"help": "RoPE base frequency."})
-    init_std: float = field(default=0.02, metadata={"help": "Std of the normal weight init."})
+    init_std: float | None = field(default=None, metadata={
+        "help": "Std of a normal init of every weight; None: MLX's layer defaults (embeddings "
+                "N(0, 1/hidden), linears U(+-1/sqrt(fan_in))), which train far faster at this "
+                "size than GPT-2's 0.02."})
     seed: int = field(default=0, metadata={"help": "Seed of the weight init."})
 
 
@@ -102,7 +105,6 @@ def build_tiny_model(out_dir: str | Path, texts: Iterable[str], cfg: TinyConfig 
     nothing half-built.
     """
     import mlx.core as mx
-    import mlx.nn as nn
     from mlx.utils import tree_flatten, tree_map
     from mlx_lm.models import llama
     from mlx_lm.utils import save_config, save_model
@@ -121,13 +123,14 @@ def build_tiny_model(out_dir: str | Path, texts: Iterable[str], cfg: TinyConfig 
 
     mx.random.seed(cfg.seed)
     model = llama.Model(llama.ModelArgs.from_dict(config))
-    params = tree_map(lambda p: mx.random.normal(p.shape) * cfg.init_std, model.parameters())
-    # RMSNorm weights start at one, as in every Llama.
-    params = dict(tree_flatten(params))
-    for name in list(params):
-        if name.endswith("norm.weight"):
-            params[name] = mx.ones_like(params[name])
-    model.load_weights(list(params.items()))
+    if cfg.init_std is not None:
+        params = tree_map(lambda p: mx.random.normal(p.shape) * cfg.init_std, model.parameters())
+        # RMSNorm weights start at one, as in every Llama.
+        params = dict(tree_flatten(params))
+        for name in list(params):
+            if name.endswith("norm.weight"):
+                params[name] = mx.ones_like(params[name])
+        model.load_weights(list(params.items()))
     mx.eval(model.parameters())
     n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
 
