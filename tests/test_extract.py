@@ -276,7 +276,6 @@ def test_cli_extract_quantize_bench(cli, workspace, tmp_path, tokenizer):
     again = cli(*ws, "model", "extract-text", str(tmp_path / "seed"), "seed-text")
     assert again.exit_code == 1 and "already exists" in again.output
 
-    rows = []
     for bits in ("8", "4"):
         r = cli(*ws, "model", "quantize", "seed-text", "--bits", bits, "--group-size", "32")
         assert r.exit_code == 0, r.output
@@ -286,17 +285,21 @@ def test_cli_extract_quantize_bench(cli, workspace, tmp_path, tokenizer):
         assert model.model_type == "hyperclovax"
         assert type(model.layers[0].self_attn.q_proj).__name__ == "QuantizedLinear"
         assert isinstance(mlx_lm.generate(model, tok, "Alia built", max_tokens=3), str)
-    for name in ("seed-text", "seed-text-q8", "seed-text-q4"):
-        r = cli(*ws, "model", "bench", name, "--prompt-tokens", "16", "--generation-tokens", "4",
-                "--trials", "1", "--format", "json")
-        assert r.exit_code == 0, r.output
-        rows.append(json.loads(r.output))
+    # the seeds' comparison: one table for the three variants at once
+    names = ("seed-text", "seed-text-q8", "seed-text-q4")
+    r = cli(*ws, "model", "bench", *names, "--prompt-tokens", "16", "--generation-tokens", "4",
+            "--trials", "1", "--format", "json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert [row["name"] for row in rows] == list(names)
     assert [row["quantization"] is None for row in rows] == [True, False, False]
     assert all(row["generation_tokens_per_second"] > 0 and row["peak_memory_gb"] > 0
                for row in rows)
-    sizes = [sum(p.stat().st_size for p in (workspace.models_dir / n).glob("*.safetensors"))
-             for n in ("seed-text", "seed-text-q8", "seed-text-q4")]
+    sizes = [row["weights_bytes"] for row in rows]
     assert sizes[0] > sizes[1] > sizes[2]
+    table = cli(*ws, "model", "bench", *names, "--prompt-tokens", "16", "--generation-tokens",
+                "4", "--trials", "1").output
+    assert all(n in table for n in names) and "GEN tok/s" in table and "SIZE" in table
 
 
 def test_cli_unsupported_type_is_one_line(cli, workspace, tmp_path):

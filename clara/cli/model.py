@@ -145,40 +145,45 @@ def model_fuse(app: AppContext, name, run_ref, adapter, base, dequantize):
 
 
 @model_group.command("bench")
-@click.argument("name")
-@click.option("--adapter", default=None, help="Adapter folder (or run id: its best/ or last/).")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--adapter", default=None, help="Adapter folder, or run id (its best, else last).")
 @click.option("--prompt-tokens", default=128, show_default=True)
 @click.option("--generation-tokens", default=64, show_default=True)
 @click.option("--trials", default=2, show_default=True)
 @format_option
 @pass_app
-def model_bench(app: AppContext, name, adapter, prompt_tokens, generation_tokens, trials, fmt):
-    """Measure load time, prompt and generation tokens/s and peak memory of a model.
+def model_bench(app: AppContext, names, adapter, prompt_tokens, generation_tokens, trials, fmt):
+    """Measure size, load time, prompt and generation tokens/s and peak memory of one or more
+    models, one after another, as one comparison table (e.g. a model and its 8- and 4-bit
+    variants).
 
-    Example: clara model bench tiny --adapter last --format json
+    Example: clara model bench seed-text seed-text-q8 seed-text-q4 --format json
     """
-    from pathlib import Path
+    import gc
+
+    import mlx.core as mx
 
     from clara.models.bench import bench_model
     from clara.models.registry import model_source
+    from clara.train.launch import resolve_adapter
 
     ws = app.workspace()
-    source = model_source(ws, name)
-    if adapter and not (Path(adapter) / "adapters.safetensors").is_file():
-        from clara.runs import find_run
-
-        run = find_run(ws, adapter)
-        best = run.adapters / "best"
-        adapter = str(best if best.is_dir() else run.adapters / "last")
-    result = bench_model(source, adapter, prompt_tokens, generation_tokens, trials).to_dict()
-    result["name"] = name
+    adapter = str(resolve_adapter(ws, adapter)) if adapter else None
+    results = []
+    for name in names:
+        result = bench_model(model_source(ws, name), adapter, prompt_tokens, generation_tokens,
+                             trials).to_dict()
+        results.append({"name": name, **result})
+        gc.collect()  # free this model before measuring the next one's peak
+        mx.clear_cache()
     if fmt == "json":
-        emit_record(result, fmt)
-    else:
-        emit_rows([result], [("name", "MODEL"), ("dtype", "DTYPE"), ("quantization", "QUANT"),
-                             ("load_seconds", "LOAD s"), ("prompt_tokens_per_second", "PROMPT tok/s"),
-                             ("generation_tokens_per_second", "GEN tok/s"),
-                             ("peak_memory_gb", "PEAK GB"), ("adapter", "ADAPTER")], fmt)
+        emit_record(results[0] if len(results) == 1 else results, fmt)
+        return
+    emit_rows(results, [("name", "MODEL"), ("dtype", "DTYPE"), ("quantization", "QUANT"),
+                        ("weights_bytes", "SIZE", human_size), ("load_seconds", "LOAD s"),
+                        ("prompt_tokens_per_second", "PROMPT tok/s"),
+                        ("generation_tokens_per_second", "GEN tok/s"),
+                        ("peak_memory_gb", "PEAK GB"), ("adapter", "ADAPTER")], fmt)
 
 
 COMMANDS = [model_group]

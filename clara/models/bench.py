@@ -17,6 +17,7 @@ class BenchResult:
     generation_tokens: int
     generation_tokens_per_second: float
     peak_memory_gb: float
+    weights_bytes: int | None
     backend: str
     blas_preload: str | None
 
@@ -60,5 +61,15 @@ def bench_model(source: str, adapter: str | None = None, prompt_tokens: int = 12
         prompt_tokens_per_second=round(mid.prompt_tps, 1),
         generation_tokens=mid.generation_tokens,
         generation_tokens_per_second=round(mid.generation_tps, 1),
-        peak_memory_gb=round(mx.get_peak_memory() / 1e9, 4), backend=backend(),
+        peak_memory_gb=round(mx.get_peak_memory() / 1e9, 4), weights_bytes=_weights_size(source),
+        backend=backend(),
         blas_preload=blas_library() if blas_preloaded() else None)
+
+
+def _weights_size(source: str) -> int | None:
+    """Bytes of the safetensors weights of a local model folder (None for a hub id)."""
+    from pathlib import Path
+
+    folder = Path(source)
+    files = list(folder.glob("*.safetensors")) if folder.is_dir() else []
+    return sum(f.stat().st_size for f in files) or None
