@@ -283,3 +283,26 @@ def test_reasoning_markers_hcx_role_style():
     assert split_reasoning(out, m) == ("The user greets.", "Hello!")
     assert split_reasoning("\nHello!", m) == (None, "Hello!")
     assert split_reasoning("/think\nhmm", m) == ("hmm", "")
+
+
+def test_clara_on_hyperclovax_matches_its_own_forward(tiny_hcx_dir):
+    """CLaRa's padded-batch forward applies the muP multipliers like the model itself, so what
+    the stages train is what mlx-lm generates with (embedding and logits scaling included)."""
+    import mlx.core as mx
+
+    from clara.method.config import ClaraConfig
+    from clara.method.inference import answer_from_docs
+    from clara.method.model import ClaraModel
+
+    mx.random.seed(0)
+    m = ClaraModel.from_base(ClaraConfig(base_model=str(tiny_hcx_dir), doc_max_tokens=16,
+                                         compression_rate=4, max_len=128))
+    m.eval()
+    m.set_adapter(None)
+    ids = mx.array([[5, 9, 17, 33, 60, 2]])
+    ones = mx.ones(ids.shape, dtype=mx.int32)
+    states = m.hidden_states(ids, ones)
+    assert np.allclose(np.array(states), np.array(m.lm.model(ids)), atol=1e-5)
+    assert np.allclose(np.array(m.head(states)), np.array(m.lm(ids)), atol=1e-4)
+    assert isinstance(answer_from_docs(m, "Who built it?", ["Alia built the mill."],
+                                       max_tokens=3), str)

@@ -133,6 +133,9 @@ class ClaraModel(nn.Module):
         """Post-norm last-layer states [B, L, H] of a left-padded batch (mask: 1 = real)."""
         inner = self.lm.model
         h = embeddings if embeddings is not None else inner.embed_tokens(ids)
+        # muP models (hyperclovax) scale every input embedding, given ones included, as their
+        # own forward does; without this, training and mlx-lm generation would disagree
+        h = h * getattr(inner, "embedding_multiplier", 1.0)
         L = h.shape[1]
         if mask is None:
             attn = "causal" if L > 1 else None
@@ -147,8 +150,10 @@ class ClaraModel(nn.Module):
 
     def head(self, h: mx.array) -> mx.array:
         if getattr(self.lm.args, "tie_word_embeddings", True) or "lm_head" not in self.lm:
-            return self.embedding.as_linear(h)
-        return self.lm.lm_head(h)
+            logits = self.embedding.as_linear(h)
+        else:
+            logits = self.lm.lm_head(h)
+        return logits * getattr(self.lm.args, "logits_scaling", 1.0)
 
     def compress(self, ids: mx.array, mask: mx.array, mem_pos: mx.array,
                  adapter: str = "compressor"):
