@@ -14,7 +14,7 @@ In a temporary workspace (or --workdir):
      most frequent training answer of the question's template); recall@1/@k of stage 3's query
      reasoner at its start (= a copy of the compressor) and at its end.
 
-    python bench/clara_synth.py                      # the default, sized for ~10 min on 2 cores
+    python bench/clara_synth.py                      # the default: ~12-15 min on 2 shared cores
     python bench/clara_synth.py --workdir /tmp/cs    # keep (and reuse) the workspace
 
 Prints a table and writes bench/results/clara_synth-DATE.json.
@@ -173,23 +173,23 @@ def main() -> None:
     p.add_argument("--entities", type=int, default=120)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--pre-iters", type=int, default=400)
+    p.add_argument("--pre-iters", type=int, default=600)
     p.add_argument("--pre-lr", type=float, default=3e-3)
     p.add_argument("--doc-max-tokens", type=int, default=64)
     p.add_argument("--compression-rate", type=int, default=4)
     p.add_argument("--lora-rank", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--s1-iters", type=int, default=300)
-    p.add_argument("--s2-iters", type=int, default=150)
+    p.add_argument("--s2-iters", type=int, default=200)
     p.add_argument("--s3-iters", type=int, default=60)
-    p.add_argument("--s1-lr", type=float, default=3e-3)
-    p.add_argument("--s2-lr", type=float, default=2e-3)
-    p.add_argument("--s3-lr", type=float, default=1e-3)
+    p.add_argument("--s1-lr", type=float, default=1e-3)
+    p.add_argument("--s2-lr", type=float, default=1e-3)
+    p.add_argument("--s3-lr", type=float, default=5e-4)
     p.add_argument("--s3-candidates", type=int, default=10,
                    help="Candidates per stage-3 question (gold + the first negatives).")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--base-iters", type=int, default=150, help="Steps of each LoRA baseline.")
-    p.add_argument("--base-lr", type=float, default=1e-3)
+    p.add_argument("--base-lr", type=float, default=2e-3)
     p.add_argument("--eval-rows", type=int, default=0, help="Test rows to use (0: all).")
     p.add_argument("--max-tokens", type=int, default=12)
     p.add_argument("--verbose", "-v", action="store_true")
