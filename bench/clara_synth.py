@@ -108,7 +108,25 @@ def scores(preds: list[str], golds: list[str]) -> dict:
             for k in ("em", "f1", "cover_em")}
 
 
-def lm_answers(model_dir: str, adapter: Path, prompts: list[list[dict]], max_tokens: int):
+def no_empty_answer(eos_ids, prompt_len: int):
+    """A logits processor that bans end-of-sequence at the first answer token. Greedy decoding
+    of these tiny models otherwise answers "" for nearly every question (the end of turn is the
+    one token they are sure of); applied alike to every system."""
+    import mlx.core as mx
+
+    eos = mx.array(sorted(eos_ids))
+
+    def proc(tokens, logits):
+        if tokens.shape[-1] > prompt_len:
+            return logits
+        ban = (mx.arange(logits.shape[-1])[:, None] == eos[None]).any(axis=1)
+        return mx.where(ban, -mx.inf, logits)
+
+    return proc
+
+
+def lm_answers(model_dir: str, adapter: Path, prompts: list[list[dict]], max_tokens: int,
+               min_one: bool):
     import mlx_lm
     from mlx_lm.sample_utils import make_sampler
 
@@ -117,13 +135,39 @@ def lm_answers(model_dir: str, adapter: Path, prompts: list[list[dict]], max_tok
     for msgs in prompts:
         prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         ids = tok.encode(prompt, add_special_tokens=False)
+        procs = [no_empty_answer(tok.eos_token_ids, len(ids))] if min_one else None
         text = mlx_lm.generate(model, tok, ids, max_tokens=max_tokens,
-                               sampler=make_sampler(temp=0.0))
+                               sampler=make_sampler(temp=0.0), logits_processors=procs)
         out.append(text.strip())
     return out
 
 
-def clara_eval(ckpt: Path, rows: list[dict], max_tokens: int, retrieval: bool, k: int):
+def clara_answer(model, question: str, compressed, max_tokens: int, min_one: bool) -> str:
+    """inference.answer_from_compressed, with the same first-token rule as the baselines."""
+    import mlx.core as mx
+    import numpy as np
+    from mlx_lm import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    from clara.method import inference
+
+    if not min_one:
+        return inference.answer_from_compressed(model, question, compressed,
+                                                max_tokens=max_tokens)
+    k = compressed.shape[0]
+    ids = model.prompt_ids(question, k)
+    arr = np.array([ids], dtype=np.int32)
+    emb = model.inject(mx.array(arr), mx.array(model.slot_index(arr, k)), compressed, k)[0]
+    model.set_adapter("generator")
+    procs = [inference._ban_added(model), no_empty_answer(model.tokenizer.eos_token_ids, len(ids))]
+    return "".join(r.text for r in stream_generate(
+        model.lm, model.tokenizer, mx.array(ids), max_tokens=max_tokens,
+        sampler=make_sampler(temp=0.0), logits_processors=procs,
+        input_embeddings=emb)).strip()
+
+
+def clara_eval(ckpt: Path, rows: list[dict], max_tokens: int, retrieval: bool, k: int,
+               min_one: bool):
     import mlx.core as mx
 
     from clara.evaluation.metrics import recall_at_k
@@ -138,8 +182,7 @@ def clara_eval(ckpt: Path, rows: list[dict], max_tokens: int, retrieval: bool, k
             rec1.append(recall_at_k(idx, r["pos_index"], 1))
             reck.append(recall_at_k(idx, r["pos_index"], k))
             vec = vec[mx.array(idx)]
-        preds.append(inference.answer_from_compressed(model, r["question"], vec,
-                                                      max_tokens=max_tokens))
+        preds.append(clara_answer(model, r["question"], vec, max_tokens, min_one))
     return preds, rec1, reck
 
 
@@ -192,6 +235,9 @@ def main() -> None:
     p.add_argument("--base-lr", type=float, default=2e-3)
     p.add_argument("--eval-rows", type=int, default=0, help="Test rows to use (0: all).")
     p.add_argument("--max-tokens", type=int, default=12)
+    p.add_argument("--greedy", action="store_true",
+                   help="Plain greedy decoding (may answer nothing); default: no end of turn "
+                        "as the first answer token, for every system alike.")
     p.add_argument("--verbose", "-v", action="store_true")
     args = p.parse_args()
     from clara.platform import reexec_with_blas
@@ -273,6 +319,7 @@ def main() -> None:
     golds = [r["answer"] for r in test2]
     kinds = [q["kind"] for q in qa]
     k = args.top_k
+    min_one = not args.greedy
     base = str(ws / "models" / "base")
 
     names = [r["entity"] for r in read(ws / "datasets" / "syn-docs" / "train.jsonl")] + \
@@ -289,17 +336,18 @@ def main() -> None:
 
     preds["closed-book (base + LoRA SFT, no docs)"] = lm_answers(
         base, best_or_last(runs / "closed"), [[{"role": "user", "content": r["question"]}]
-                                               for r in test2], args.max_tokens)
+                                               for r in test2], args.max_tokens, min_one)
     preds["raw-text RAG (base + LoRA SFT, 5 docs as text)"] = lm_answers(
         base, best_or_last(runs / "ragtext"),
         [[{"role": "system", "content": SYSTEM_RAG},
           {"role": "user", "content": rag_user(r["docs"], r["question"])}] for r in test2],
-        args.max_tokens)
+        args.max_tokens, min_one)
     phase("eval baselines")
     preds[f"CLaRa stage 2 (5 compressed docs, CR {args.compression_rate})"] = \
-        clara_eval(s2, test2, args.max_tokens, False, k)[0]
-    preds["CLaRa stage 3 (5 compressed docs)"] = clara_eval(s3, test2, args.max_tokens, False, k)[0]
-    s3_pred, _, _ = clara_eval(s3, test3, args.max_tokens, True, k)
+        clara_eval(s2, test2, args.max_tokens, False, k, min_one)[0]
+    preds["CLaRa stage 3 (5 compressed docs)"] = \
+        clara_eval(s3, test2, args.max_tokens, False, k, min_one)[0]
+    s3_pred, _, _ = clara_eval(s3, test3, args.max_tokens, True, k, min_one)
     n_cand = len(test3[0]["docs"])
     preds[f"CLaRa stage 3 (own top-{k} of {n_cand} candidates)"] = s3_pred
     phase("eval clara")
@@ -310,11 +358,18 @@ def main() -> None:
     rec_chance = {"recall@1": round(100 / n_cand, 1), f"recall@{k}": round(100 * k / n_cand, 1)}
     phase("eval recall")
 
+    from clara.data.synth import PRODUCTS, PROFESSIONS
+
+    def answer_type(a: str) -> str:  # a closed set can be picked; a made-up name must be copied
+        return "year" if a.isdigit() else "closed" if a in PROFESSIONS + PRODUCTS else "name"
+
+    types = [answer_type(g) for g in golds]
     table = []
     for name, pr in preds.items():
         row = {"system": name, **scores(pr, golds)}
-        single = [i for i, kd in enumerate(kinds) if kd == "single"]
-        row["f1_single"] = scores([pr[i] for i in single], [golds[i] for i in single])["f1"]
+        for t in ("year", "closed", "name"):
+            idx = [i for i, ty in enumerate(types) if ty == t]
+            row[f"em_{t}"] = scores([pr[i] for i in idx], [golds[i] for i in idx])["em"]
         hop = [i for i, kd in enumerate(kinds) if kd != "single"]
         row["f1_two_hop"] = scores([pr[i] for i in hop], [golds[i] for i in hop])["f1"]
         table.append(row)
@@ -323,17 +378,24 @@ def main() -> None:
     print(f"\nTest split: {len(golds)} questions about {len({q['entity'] for q in qa})} "
           f"unseen entities ({sum(k_ == 'single' for k_ in kinds)} single-fact, "
           f"{sum(k_ != 'single' for k_ in kinds)} two-hop)\n")
-    head = f"{'system':<52} {'EM':>6} {'F1':>6} {'coverEM':>8} {'F1 1-hop':>9} {'F1 2-hop':>9}"
+    n_type = Counter(types)
+    print(f"answer types: {n_type['year']} years, {n_type['closed']} professions/products "
+          f"(closed sets of {len(PROFESSIONS)} and {len(PRODUCTS)}), {n_type['name']} made-up "
+          "names\n")
+    head = (f"{'system':<48} {'EM':>5} {'F1':>5} {'cEM':>5} {'EM year':>8} {'EM set':>7} "
+            f"{'EM name':>8} {'F1 2hop':>8}")
     print(head)
     print("-" * len(head))
     for r in table:
-        print(f"{r['system']:<52} {r['em']:>6.1f} {r['f1']:>6.1f} {r['cover_em']:>8.1f} "
-              f"{r['f1_single']:>9.1f} {r['f1_two_hop']:>9.1f}")
+        print(f"{r['system']:<48} {r['em']:>5.1f} {r['f1']:>5.1f} {r['cover_em']:>5.1f} "
+              f"{r['em_year']:>8.1f} {r['em_closed']:>7.1f} {r['em_name']:>8.1f} "
+              f"{r['f1_two_hop']:>8.1f}")
     print(f"\nStage-3 retrieval over {n_cand} candidates ({n_gold:.2f} gold per question):")
     for label, rec in (("chance", rec_chance), ("start (query reasoner = compressor)", rec_start),
                        ("end of stage 3", rec_end)):
         print(f"  {label:<38} recall@1 {rec['recall@1']:5.1f}   recall@{k} {rec[f'recall@{k}']:5.1f}")
-    print(f"\ntimings (s): {timings}  total {total}s")
+    print(f"\ndecoding: {'greedy' if args.greedy else 'greedy, end of turn banned as the first token'}"
+          f"; timings (s): {timings}  total {total}s")
 
     def last_metrics(run: str) -> dict:
         rows = read(runs / run / "metrics.jsonl") if (runs / run).is_dir() else []
@@ -344,7 +406,7 @@ def main() -> None:
 
     result = {"args": vars(args), "table": table, "recall": {"chance": rec_chance,
                                                               "start": rec_start, "end": rec_end},
-              "test_questions": len(golds), "candidates": n_cand, "timings_s": timings,
+              "test_questions": len(golds), "answer_types": dict(n_type), "candidates": n_cand, "timings_s": timings,
               "total_s": total, "pretrain": pre,
               "runs": {r: last_metrics(r) for r in ("pretrain", "pipe-stage1", "pipe-stage2",
                                                     "pipe-stage3", "closed", "ragtext")},
