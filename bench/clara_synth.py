@@ -221,6 +221,10 @@ def main() -> None:
     p.add_argument("--doc-max-tokens", type=int, default=64)
     p.add_argument("--compression-rate", type=int, default=4)
     p.add_argument("--lora-rank", type=int, default=32)
+    p.add_argument("--mse-weight", type=float, default=0.0,
+                   help="Stage 1-2 memory MSE weight (the reference: 0.1; it pulls the memory "
+                        "states to the mean text state, which in this tiny model is nearly the "
+                        "same for every document).")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--s1-iters", type=int, default=300)
     p.add_argument("--s2-iters", type=int, default=200)
@@ -288,6 +292,7 @@ def main() -> None:
               "--doc-max-tokens", str(args.doc_max_tokens),
               "--compression-rate", str(args.compression_rate),
               "--lora-rank", str(args.lora_rank), "--lora-dropout", "0",
+              "--mse-weight", str(args.mse_weight),
               "--batch-size", str(args.batch_size), "--max-len", "512", "--top-k", str(args.top_k),
               "--stage1-iters", str(args.s1_iters), "--stage2-iters", str(args.s2_iters),
               "--stage3-iters", str(args.s3_iters), "--stage3", "syn-s3sub", "--stage1-lr", str(args.s1_lr),
