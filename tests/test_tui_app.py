@@ -19,13 +19,15 @@ def test_modes_switch_by_keys_and_header_shows_workspace_and_platform(workspace)
             assert app.current_mode == "workspaces"
             for key, mode in (("f3", "data"), ("f4", "train"), ("f5", "runs"),
                               ("f2", "workspaces"), ("d", "data"), ("escape", "data"),
-                              ("r", "runs"), ("t", "train")):
+                              ("r", "runs"), ("t", "train"), ("f7", "chat"), ("f8", "eval"),
+                              ("f5", "runs"), ("c", "chat"), ("f2", "workspaces"),
+                              ("e", "eval")):
                 await pilot.press(key)
                 await settle(pilot)
                 assert app.current_mode == mode, key
             header = app.screen.query_one("ClaraHeader")
             line = str(header.render())
-            assert "workspace test" in line and "Train" in line
+            assert "workspace test" in line and "Eval" in line
             assert "cpu · float32 · BLAS openblas" in line
             assert app.errors == []
 

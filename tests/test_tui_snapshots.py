@@ -127,3 +127,98 @@ def test_runs_screen(snap_compare, snap_root, workspace):
 
     assert snap_compare(make_app(snap_root, start_mode="runs"), terminal_size=SIZE,
                         run_before=before)
+
+
+async def _clara_forms(pilot):
+    from tests.tui_helpers import wait_for
+
+    await wait_for(pilot, lambda: pilot.app.screen.clara_ready, timeout=60,
+                   what="the CLaRa forms")
+    await settle(pilot)
+
+
+def test_train_screen_pipeline(snap_compare, snap_root, workspace):
+    for stage in (1, 2, 3):
+        (workspace.datasets_dir / f"toy-stage{stage}").mkdir(parents=True)
+        (workspace.datasets_dir / f"toy-stage{stage}" / "train.jsonl").write_text("{}\n")
+    (workspace.models_dir / "tiny").mkdir()
+
+    async def before(pilot):
+        await _clara_forms(pilot)
+        pilot.app.screen.query_one("#train-kinds", TabbedContent).active = "kind-pipeline"
+        await settle(pilot)
+        form = pilot.app.screen.query_one("#form-pipeline")
+        form.set_value("model", "tiny")
+        form.set_value("data", "toy")
+        form.set_value("stage1_iters", 300)
+        await settle(pilot)
+
+    assert snap_compare(make_app(snap_root, start_mode="train"), terminal_size=SIZE,
+                        run_before=before)
+
+
+def _chat_ws(ws):
+    from clara.data.sources import import_files
+
+    _finished_run(ws)
+    (ws.runs_dir / "lora-demo" / "adapters" / "best").mkdir(parents=True)
+    (ws.models_dir / "tiny").mkdir()
+    doc = ws.root.parent / "mill-notes.txt"
+    doc.write_text("Alia built the river mill in 1801.\n")
+    import_files(ws, [doc])
+
+
+def test_chat_screen(snap_compare, snap_root, workspace):
+    """A finished exchange with fixed statistics (no model runs: the numbers would vary)."""
+    from clara.chat.engine import Reply
+    from tui.screens.chat import ChatTurn
+
+    _chat_ws(workspace)
+
+    async def before(pilot):
+        await settle(pilot)
+        screen = pilot.app.screen
+        screen.query("#chat-empty").remove()
+        turn = ChatTurn("Who built the river mill?")
+        await screen.query_one("#transcript").mount(turn)
+        turn.add("The question names a mill; the notes say Alia.", reasoning=True)
+        turn.add("Alia built it in 1801.", reasoning=False)
+        turn.finish(Reply("Alia built it in 1801.", "The question names a mill.", "",
+                          prompt_tokens=42, generation_tokens=9, generation_tps=120.0,
+                          peak_memory=0.05, latency=0.2, ttft=0.03, finish_reason="stop"))
+        await settle(pilot)
+
+    assert snap_compare(make_app(snap_root, start_mode="chat"), terminal_size=SIZE,
+                        run_before=before)
+
+
+def test_eval_screen_form(snap_compare, snap_root, workspace):
+    _chat_ws(workspace)
+    assert snap_compare(make_app(snap_root, start_mode="eval"), terminal_size=SIZE,
+                        run_before=settle)
+
+
+def test_eval_screen_results(snap_compare, snap_root, workspace):
+    """A comparison's tables from a fixed document (what read_eval returns)."""
+    summary = [{"config": "closed", "n": 2, "em": 0.0, "f1": 0.25, "cover_em": 0.0,
+                "keyword": 0.5, "retention_f1": 0.4, "retention_drop": 0.0, "latency": 0.1},
+               {"config": "closed=lora-demo", "n": 2, "em": 0.5, "f1": 0.75, "cover_em": 0.5,
+                "keyword": 1.0, "retention_f1": 0.3, "retention_drop": 0.1, "latency": 0.1}]
+    results = []
+    for qid, q, gold in (("kio-01", "Which harbour does the MS Lindgard sail from?",
+                          "Brennvik harbour."),
+                         ("kio-02", "What is the guest house called?", "Kittiwake House.")):
+        for cfg, answer, f1 in (("closed", "the harbour", 0.5), ("closed=lora-demo", gold, 1.0)):
+            results.append({"set": "qa", "config": cfg, "id": qid, "question": q, "gold": gold,
+                            "answer": answer, "f1": f1})
+    doc = {"id": "compare-demo", "kind": "compare", "questions": 2,
+           "data_path": "data/eval_questions.jsonl", "config": {"model": "tiny"},
+           "summary": summary, "results": results}
+
+    async def before(pilot):
+        await settle(pilot)
+        pilot.app.screen.show_eval(doc)
+        await settle(pilot)
+
+    assert snap_compare(make_app(snap_root, start_mode="eval"), terminal_size=SIZE,
+                        run_before=before)

@@ -51,10 +51,11 @@ def test_stage_forms_preview_validate_and_launch_a_stage1_run(ready):
             await settle(pilot)
             assert screen.kind == "stage1"
             form = screen.query_one("#form-stage1")
-            assert "model: is required" in _preview(app)
+            assert form.query_one("#field-model").value == "tiny"  # the only model, chosen
+            assert "data: is required" in _preview(app)
             assert screen.query_one("#launch", Button).disabled
-            # this stage's datasets are offered first; stage 1 has no init_from field
-            assert form.query_one("#field-data")._options[1][1] == "toy-stage1"
+            # only this stage's datasets are offered; stage 1 has no init_from field
+            assert [v for _, v in form.query_one("#field-data")._options[1:]] == ["toy-stage1"]
             assert not form.query("#field-init_from")
             form.set_value("model", "tiny")
             form.set_value("data", "toy-stage1")
@@ -193,3 +194,19 @@ def test_lora_run_continues_an_earlier_runs_adapter(ready):
     assert doc["resolved"]["from_adapter"] == str((first.adapters / "best").resolve()) or \
         doc["resolved"]["from_adapter"] == str((first.adapters / "last").resolve())
     assert second.status()["status"] == "completed", second.status()
+
+
+def test_lora_form_offers_training_datasets_and_keeps_set_choices(ready):
+    async def go():
+        app = make_app(ready.root, start_mode="train")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            form = app.screen.query_one("#form-lora")
+            data = [v for _, v in form.query_one("#field-data")._options[1:]]
+            assert "notes" in data and "toy-sft" in data
+            assert not [d for d in data if "stage" in d or d in ("toy-qa", "toy-docs")]
+            # a choice with a default (mode) cannot be emptied
+            assert not form.query_one("#field-mode")._allow_blank
+            assert form.query_one("#field-model").value == "tiny"
+
+    asyncio.run(go())

@@ -116,8 +116,10 @@ class ChatTurn(Vertical):
 class ChatScreen(ClaraScreen):
     TITLE = "Chat"
     CSS_PATH = "chat.tcss"
+    AUTO_FOCUS = "#prompt"  # arrive ready to type
     BINDINGS = [
         Binding("ctrl+n", "new_chat", "New chat", priority=True),
+        Binding("ctrl+o", "pick_adapter", "Adapter", priority=True),
         Binding("i", "focus_prompt", "Type"),
         Binding("f6", "reload", "Refresh"),
     ]
@@ -262,8 +264,10 @@ class ChatScreen(ClaraScreen):
     @on(Select.Changed, "#chat-adapter")
     @on(SelectionList.SelectedChanged, "#chat-docs")
     def _choice_changed(self, event) -> None:
-        if isinstance(event, Select.Changed) and event.select.id == "chat-adapter":
-            self._adapter_base(event.value)
+        if isinstance(event, Select.Changed):
+            if event.select.id == "chat-adapter":
+                self._adapter_base(event.value)
+            self.query_one("#prompt", Input).focus()  # chosen: now type
         choice = self.current_choice()
         if choice.model or choice.adapter:
             try:
@@ -423,6 +427,12 @@ class ChatScreen(ClaraScreen):
             self.session.reset()
         self.query_one("#transcript", VerticalScroll).remove_children()
         self._status("new chat")
+
+    def action_pick_adapter(self) -> None:
+        """Open the adapter list from anywhere (the prompt keeps letters for itself)."""
+        select = self.query_one("#chat-adapter", Select)
+        select.focus()
+        select.action_show_overlay()
 
     def action_focus_prompt(self) -> None:
         self.query_one("#prompt", Input).focus()

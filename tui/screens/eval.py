@@ -89,7 +89,8 @@ class EvalScreen(ClaraScreen):
                 with Horizontal(id="eval-run"):
                     with VerticalScroll(id="eval-choices"):
                         yield Label("Questions", classes="side-label")
-                        yield Select([], id="eval-data", allow_blank=False, compact=True)
+                        yield Select(data_options(None), id="eval-data", allow_blank=False,
+                                     compact=True)
                         yield Label("Model", classes="side-label")
                         yield Select([], id="eval-model", prompt="the first adapter's base",
                                      compact=True)
@@ -222,6 +223,7 @@ class EvalScreen(ClaraScreen):
         def progress(label: str, done: int, total: int) -> None:
             self.app.call_from_thread(self._progress, label, done, total)
 
+        failed = True
         try:
             if req["compare"]:
                 adapters = [s.split("=", 1)[1] for s in req["specs"] if s.startswith("closed=")]
@@ -239,15 +241,18 @@ class EvalScreen(ClaraScreen):
                                  **req["settings"])
                 result = run_eval(ws, cfg, progress=progress)
             doc = read_eval(ws, result.id)
+            failed = False
         finally:
-            self.app.call_from_thread(self._finished)
+            self.app.call_from_thread(self._finished, failed)
         self.app.call_from_thread(self._done, doc)
 
     def _progress(self, label: str, done: int, total: int) -> None:
         self.query_one("#eval-progress", ProgressBar).update(total=total, progress=done)
         self.query_one("#eval-status", Static).update(f"{label}: {done}/{total}")
 
-    def _finished(self) -> None:
+    def _finished(self, failed: bool = False) -> None:
+        if failed:
+            self.query_one("#eval-status", Static).update("failed (see the message)")
         self.running = False
         self.query_one("#eval-start", Button).disabled = False
 
@@ -295,6 +300,7 @@ class EvalScreen(ClaraScreen):
                              else "-")
             answers.add_row(*cells, key=qid)
         self.query_one("#eval-tabs", TabbedContent).active = "eval-results-tab"
+        table.focus()  # focus left in the Run tab would pull that tab back into view
 
     def palette_commands(self):
         yield SystemCommand("Run evaluation", "Score the ticked configurations",

@@ -13,7 +13,7 @@ from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Label, Static, TabbedContent, TabPane
+from textual.widgets import Button, Label, Select, Static, TabbedContent, TabPane
 
 from clara.errors import ClaraError
 from clara.train.config import TrainConfig, merge_config
@@ -153,7 +153,9 @@ def effective_config(kind: str, form: ConfigForm) -> tuple[dict | None, str]:
             return data, _toml(shown)
     except ClaraError as e:
         return None, f"not valid yet: {e}"
-    return data, _toml(data)
+    order = [f.name for f in form.fields]  # what the form shows first, first
+    return data, _toml({k: data[k] for k in sorted(
+        data, key=lambda k: order.index(k) if k in order else len(order))})
 
 
 # -- launching: the library pieces the `clara train ...` commands call ------------------------
@@ -252,7 +254,7 @@ class TrainScreen(ClaraScreen):
         self.app.call_from_thread(self._mount_clara_forms, ClaraTrainConfig,
                                   _pipeline_config_class())
 
-    def _mount_clara_forms(self, stage_cls, pipeline_cls) -> None:
+    async def _mount_clara_forms(self, stage_cls, pipeline_cls) -> None:
         for kind in (*STAGES, "pipeline"):
             pane = self.query_one(f"#kind-{kind}", TabPane)
             pane.query(".form-loading").remove()
@@ -263,7 +265,7 @@ class TrainScreen(ClaraScreen):
                 form = ConfigForm(stage_cls, choices=dict(CLARA_CHOICES), first=CLARA_FIRST,
                                   hidden=("init_from",) if kind == "stage1" else (),
                                   values=CLARA_VALUES, id=f"form-{kind}")
-            pane.mount(form)
+            await pane.mount(form)  # composed before its choices are set
         self.clara_ready = True
         self._load_choices()
 
@@ -289,24 +291,31 @@ class TrainScreen(ClaraScreen):
 
     @work(thread=True, exclusive=True, group="train-choices", exit_on_error=False)
     def _load_choices(self) -> None:
+        from clara.data.datasets import list_datasets
         from clara.runs import list_runs
 
         ws = self.app.workspace
         models = [p.name for p in ws.items("models")] if ws else []
-        datasets = [p.name for p in ws.items("datasets")] if ws else []
+        datasets = {d["name"]: d["kind"] for d in list_datasets(ws)} if ws else {}
         runs = list_runs(ws) if ws else []
         by_kind: dict[str, list[str]] = {}
         for run in reversed(runs):  # newest first
             by_kind.setdefault(run.config().get("kind", ""), []).append(run.id)
         self.app.call_from_thread(self._set_choices, models, datasets, by_kind)
 
-    def _set_choices(self, models: list[str], datasets: list[str],
+    def _set_choices(self, models: list[str], kinds: dict[str, str],
                      runs: dict[str, list[str]]) -> None:
+        datasets = list(kinds)
         for kind in KINDS if self.clara_ready else ("lora",):
             form = self.query_one(f"#form-{kind}", ConfigForm)
             form.set_choices("model", models)
+            model = form.query_one("#field-model", Select)
+            if model.value is Select.NULL and models:  # the usual choice, ready to go
+                model.value = "tiny" if "tiny" in models else models[0]
             if kind == "lora":
-                form.set_choices("data", datasets)
+                # LoRA trains on text and chat rows, not on QA sets or CLaRa's stage rows
+                form.set_choices("data", [d for d, k in kinds.items()
+                                          if k not in (*STAGES, "docs", "qa")])
                 form.set_choices("from_adapter", runs.get("lora", []))
             elif kind == "pipeline":
                 names = set(datasets)
@@ -316,8 +325,8 @@ class TrainScreen(ClaraScreen):
                 form.set_choices("data", prefixes)
             else:
                 # this stage's datasets first (PREFIX-stageN), then the others
-                mine = [d for d in datasets if d.endswith(f"-{kind}")]
-                form.set_choices("data", mine + [d for d in datasets if d not in mine])
+                mine = [d for d, k in kinds.items() if k == kind or d.endswith(f"-{kind}")]
+                form.set_choices("data", mine or datasets)
                 if kind != "stage1":
                     previous = STAGES[STAGES.index(kind) - 1]
                     form.set_choices("init_from", runs.get(f"clara-{previous}", []))

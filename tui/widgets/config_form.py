@@ -118,8 +118,10 @@ class ConfigForm(VerticalScroll):
                         value = Select.NULL if not self.choices[f.name] else value
                     if value is not Select.NULL and value not in self.choices[f.name]:
                         options.insert(0, (str(value), value))
+                    # a setting with a default among its choices cannot be left empty
+                    blank = value is Select.NULL or value is None or value == ""
                     yield Select(options, value=value if value is not None else Select.NULL,
-                                 id=wid, classes="form-field", allow_blank=True, compact=True)
+                                 id=wid, classes="form-field", allow_blank=blank, compact=True)
                 else:
                     yield Input(_show(value), id=wid, classes="form-field", compact=True,
                                 placeholder="default" if value is None else "")
