@@ -22,8 +22,14 @@ async def settle(pilot, rounds: int = 3) -> None:
     from textual.app import App
     from textual.screen import Screen
 
+    from textual.widgets import Input, TextArea
+
     for _ in range(rounds):
         await pilot.pause()
+        # a blinking cursor would make snapshots depend on the moment they are taken
+        for widget in pilot.app.screen.query("Input, TextArea"):
+            if isinstance(widget, (Input, TextArea)):
+                widget.cursor_blink = False
         # the app's own workers (on screens and the app); widgets such as DirectoryTree keep a
         # loader worker alive for good, and a tail of a running run goes on until it ends;
         # the Train screen's CLaRa forms wait for a slow import (tests that need them wait)
