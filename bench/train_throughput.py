@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io as io_
-import json
 import random
 import sys
 import tempfile

@@ -3,7 +3,6 @@ mlx_lm.load, input_embeddings, KV cache, LoRA, quantization."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import mlx.core as mx
-import mlx_lm
 import numpy as np
 import pytest
 
@@ -113,8 +112,8 @@ def test_store_and_answers(tiny_model_dir, tmp_path):
     m = make(tiny_model_dir, "stage3", top_k=2)
     perturb(m, 6)
     docs = [f["doc"] for f in FACTS]
-    store = inference.CompressedStore.build(m, docs, tmp_path / "store", batch_size=3,
-                                            ids=[f"d{i}" for i in range(len(docs))])
+    inference.CompressedStore.build(m, docs, tmp_path / "store", batch_size=3,
+                                    ids=[f"d{i}" for i in range(len(docs))])
     opened = inference.CompressedStore.open(tmp_path / "store")
     direct = inference.compress_documents(m, docs, batch_size=8)
     assert opened.vectors.shape == (len(docs), 4, m.hidden_size)

@@ -3,7 +3,6 @@ retrieval path, and short trainings in which the losses fall (hand-written loop,
 
 from __future__ import annotations
 
-import random
 from functools import partial
 
 import mlx.core as mx

@@ -8,7 +8,7 @@ import asyncio
 import shutil
 
 import pytest
-from textual.widgets import Select, SelectionList, Static, Switch
+from textual.widgets import Select, SelectionList, Static
 
 from clara.chat.log import ChatLog
 from clara.data.sources import import_files

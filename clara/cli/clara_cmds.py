@@ -5,13 +5,12 @@ documents, or by stage-3 retrieval over a store)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
-from clara.cli.train import _SKIP, config_options, resolve_data, train_group
+from clara.cli.train import _SKIP, config_options, train_group
 from clara.errors import ClaraError, DataError
 from clara.method.pipeline import STAGES, resolve_checkpoint
 from clara.method.tasks import ClaraTrainConfig
@@ -21,18 +20,6 @@ _from_option = click.option(
     help="Start from an earlier stage: a run id (its best, else last checkpoint), a pipeline id "
          "or a checkpoint folder. Stage 2 keeps its compressor and starts a fresh generator; "
          "stage 3 loads both and copies the compressor into the query reasoner.")
-
-
-def _from_run(ws, ref: str) -> str | None:
-    """The run id behind a --from reference (None for a bare checkpoint folder)."""
-    if (Path(ref).expanduser() / "clara_config.json").is_file():
-        return None
-    from clara.runs import find_run
-
-    try:
-        return find_run(ws, ref).id
-    except ClaraError:
-        return None
 
 
 def _stage_command(stage: str, example: str):
@@ -49,31 +36,11 @@ def _stage_command(stage: str, example: str):
     @pass_app
     def command(app: AppContext, model, data, from_ref, config_file, name, detach, **flags):
         from clara.cli.runs import launch
-        from clara.models.registry import model_source
-        from clara.runs import create_run
-        from clara.train.config import merge_config
+        from clara.method.launch import stage_run
 
-        ws = app.workspace()
         overrides = {k: v for k, v in flags.items() if v not in (None, (), [])}
         overrides.update({"model": model, "data": data, "init_from": from_ref})
-        cfg = merge_config(ClaraTrainConfig, config_file, overrides)
-        if not cfg.model and not cfg.init_from:
-            raise ClaraError("model: is required (or --from an earlier stage)")
-        if not cfg.data:
-            raise ClaraError("data: is required")
-        resolved = {"data": str(resolve_data(ws, cfg.data))}
-        extra = {}
-        if cfg.init_from:
-            ref = cfg.init_from
-            cfg.init_from = str(resolve_checkpoint(ws, ref))
-            resolved["init_from"] = cfg.init_from
-            run_id = _from_run(ws, ref)
-            if run_id:
-                extra["from_run"] = run_id
-        if cfg.model:
-            resolved["model"] = model_source(ws, cfg.model)
-        run = create_run(ws, f"clara-{stage}", asdict(cfg), resolved=resolved, name=name,
-                         extra=extra)
+        run = stage_run(app.workspace(), stage, overrides, config_file, name)
         launch(run, detach)
 
     command.__doc__ = (f"Train CLaRa {stage} ({_STAGE_HELP[stage]}).\n\n"
@@ -107,21 +74,6 @@ def _stage_options(fn):
         fn = click.option(f"--stage{n}", f"stage{n}_data", default=None, metavar="DATASET",
                           help=f"Stage-{n} dataset (default: PREFIX-stage{n} of --data).")(fn)
     return fn
-
-
-def _pipeline_data(ws, prefix: str | None, explicit: dict) -> dict[str, str]:
-    out = {}
-    for s in STAGES:
-        ref = explicit.get(s)
-        if ref is None:
-            if not prefix:
-                raise ClaraError(f"data: give --data PREFIX or --{s} DATASET")
-            ref = f"{prefix}-{s}"
-            if not (ws.datasets_dir / ref).is_dir():
-                raise ClaraError(f"data: no dataset {ref!r} in workspace {ws.name} (make the "
-                                 f"three with: clara data synth {prefix}, or give --{s})")
-        out[s] = str(resolve_data(ws, ref))
-    return out
 
 
 def _follow_stage(stage: str, run, proc) -> dict:
@@ -186,11 +138,8 @@ def train_pipeline(app: AppContext, model, data, config_file, name, detach, **fl
 
     Example: clara train pipeline -m tiny --data toy --compression-rate 4 --doc-max-tokens 64 --stage1-iters 300 --stage2-iters 200 --stage3-iters 150
     """
-    from clara.method.pipeline import create_pipeline
-    from clara.models.registry import model_source
-    from clara.train.config import merge_config
+    from clara.method.launch import pipeline
 
-    ws = app.workspace()
     per_stage = {s: {"iters": flags.pop(f"{s}_iters"), "epochs": flags.pop(f"{s}_epochs"),
                      "learning_rate": flags.pop(f"{s}_lr")} for s in STAGES}
     explicit = {s: flags.pop(f"{s}_data") for s in STAGES}
@@ -200,14 +149,7 @@ def train_pipeline(app: AppContext, model, data, config_file, name, detach, **fl
         per_stage["stage3"]["top_k"] = top_k
     overrides = {k: v for k, v in flags.items() if v not in (None, (), []) and k != "top_k"}
     overrides["model"] = model
-    cfg = merge_config(ClaraTrainConfig, config_file, overrides)
-    if not cfg.model:
-        raise ClaraError("model: is required")
-    datasets = _pipeline_data(ws, data, explicit)
-    config = asdict(cfg)
-    for k in ("data", "init_from", "top_k"):
-        config.pop(k, None)
-    pipe = create_pipeline(ws, config, model_source(ws, cfg.model), datasets, per_stage, name)
+    pipe = pipeline(app.workspace(), overrides, per_stage, data, explicit, config_file, name)
     _run_pipeline(pipe, detach)
 
 

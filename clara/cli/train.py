@@ -8,7 +8,6 @@ import click
 
 from clara.cli.common import AppContext, pass_app
 from clara.train.config import TrainConfig
-from clara.train.launch import resolve_data  # noqa: F401  (re-exported for the stage commands)
 
 # The flags below are made from TrainConfig's fields, so a new setting is a flag at once.
 _SKIP = {"model", "data"}

@@ -12,11 +12,10 @@ from pathlib import Path
 from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import (Button, DataTable, DirectoryTree, Input, Label, OptionList, Select,
                              Static, TabbedContent, TabPane)
 
-from clara import io
 from clara.errors import ClaraError
 from tui.format import display_path, number, short
 from tui.screens.base import ClaraScreen

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult, SystemCommand

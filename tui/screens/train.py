@@ -169,48 +169,21 @@ def launch_lora(ws, config: dict):
 
 
 def launch_stage(ws, stage: str, config: dict):
-    """A CLaRa stage run, made as `clara train stageN --detach` makes it. That command keeps
-    this logic in clara/cli/clara_cmds.py; the app must not import clara.cli, so the same
-    library calls are repeated here."""
-    from clara.method.pipeline import resolve_checkpoint
-    from clara.method.tasks import ClaraTrainConfig
-    from clara.models.registry import model_source
-    from clara.runs import create_run, find_run, start_worker
-    from clara.train.launch import resolve_data
+    """A CLaRa stage run, started in the background (as `clara train stageN --detach`)."""
+    from clara.method.launch import stage_run
+    from clara.runs import start_worker
 
-    cfg = ClaraTrainConfig(**config)
-    resolved = {"data": str(resolve_data(ws, cfg.data))}
-    extra = {}
-    if cfg.init_from:
-        ref = cfg.init_from
-        cfg.init_from = resolved["init_from"] = str(resolve_checkpoint(ws, ref))
-        try:
-            extra["from_run"] = find_run(ws, ref).id
-        except ClaraError:
-            pass  # a checkpoint folder rather than a run
-    if cfg.model:
-        resolved["model"] = model_source(ws, cfg.model)
-    run = create_run(ws, f"clara-{stage}", asdict(cfg), resolved=resolved, extra=extra)
+    run = stage_run(ws, stage, config)
     start_worker(run, detach=True)
     return run
 
 
 def launch_pipeline(ws, plan: dict):
-    """A pipeline, made as `clara train pipeline --detach` makes it (data PREFIX-stageN)."""
-    from clara.method.pipeline import create_pipeline, start_driver
-    from clara.models.registry import model_source
-    from clara.train.launch import resolve_data
+    """A pipeline, started in the background (as `clara train pipeline --detach`)."""
+    from clara.method.launch import pipeline
+    from clara.method.pipeline import start_driver
 
-    datasets = {}
-    for s in STAGES:
-        name = f"{plan['prefix']}-{s}"
-        if not (ws.datasets_dir / name).is_dir():
-            raise ClaraError(f"data: no dataset {name!r} in workspace {ws.name} (make the three "
-                             f"with: clara data synth {plan['prefix']})")
-        datasets[s] = str(resolve_data(ws, name))
-    config = plan["config"]
-    pipe = create_pipeline(ws, config, model_source(ws, config["model"]), datasets,
-                           plan["per_stage"])
+    pipe = pipeline(ws, plan["config"], plan["per_stage"], prefix=plan["prefix"])
     start_driver(pipe)
     return pipe
 
