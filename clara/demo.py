@@ -171,6 +171,25 @@ def _lora_sft(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
         "val_every": 25, "save_every": 50, "early_stopping_patience": 4}, progress)
 
 
+def _clara_pipeline(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
+    """The CLaRa pipeline on the synthetic benchmark, started in the background: the app opens
+    while it trains, and shows it live in Runs."""
+    from clara.method.launch import pipeline
+    from clara.method.pipeline import list_pipelines, start_driver
+
+    if not cfg.clara or list_pipelines(ws):
+        return
+    per_stage = {s: {"iters": n} for s, n in zip(("stage1", "stage2", "stage3"), cfg.clara_iters)}
+    per_stage["stage3"]["top_k"] = 2
+    pipe = pipeline(ws, {"model": "tiny", "batch_size": cfg.batch_size // 2, "doc_max_tokens": 64,
+                         "compression_rate": 4, "max_len": 512, "lora_rank": 32,
+                         "learning_rate": 1e-3, "val_every": 50, "save_every": 50},
+                    per_stage, prefix="synth", name="demo-clara")
+    start_driver(pipe)
+    progress(f"    started in the background: pipeline {pipe.id} (follow it in Runs, or "
+             f"clara pipelines show {pipe.id})")
+
+
 def steps(cfg: DemoConfig) -> list[tuple[str, Callable[[Workspace, DemoConfig, Progress], None]]]:
     out = [
         ("import the sample handbook (PDF)", _import_handbook),
@@ -180,6 +199,9 @@ def steps(cfg: DemoConfig) -> list[tuple[str, Callable[[Workspace, DemoConfig, P
         ("pretrain it on the handbook and the synthetic documents", _pretrain),
         ("fine-tune it with LoRA on the handbook questions", _lora_sft),
     ]
+    if cfg.clara:
+        out.append(("train the CLaRa pipeline (stages 1-3) on the synthetic benchmark",
+                    _clara_pipeline))
     return out
 
 
