@@ -18,7 +18,6 @@ no query reasoner, creates it as a copy of the compressor.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import mlx.core as mx
@@ -93,10 +92,7 @@ def read_meta(directory: str | Path) -> dict:
     file = directory / CONFIG_FILE
     if not file.is_file():
         raise ClaraError(f"{directory}: no {CONFIG_FILE}: not a CLaRa checkpoint")
-    try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ClaraError(f"{file}: invalid JSON: {e.msg}") from None
+    meta = io.read_json(file)
     if meta.get("format") != FORMAT:
         raise ClaraError(f"{file}: format {meta.get('format')!r} is not {FORMAT}")
     for name in (ADAPTERS_FILE, EMBEDDINGS_FILE):

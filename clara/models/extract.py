@@ -90,10 +90,7 @@ def read_config(src: Path) -> dict:
         raise ClaraError(f"{src}: no such folder")
     if not cfg_file.is_file():
         raise ClaraError(f"{src}: no config.json: not a Hugging Face model folder")
-    try:
-        config = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ClaraError(f"{cfg_file}:{e.lineno}: invalid JSON: {e.msg}") from None
+    config = io.read_json(cfg_file)
     if not isinstance(config, dict):
         raise ClaraError(f"{cfg_file}: not a JSON object")
     return config

@@ -9,11 +9,11 @@ Everything in `clara` that loads a model goes through `load_model`, so that:
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clara import io
 from clara.errors import ClaraError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -43,10 +43,7 @@ def check_model_folder(path: Path) -> dict:
         raise ClaraError(f"{path}: model folder does not exist")
     if not cfg_file.is_file():
         raise ClaraError(f"{path}: no config.json: not an mlx-lm / Hugging Face model folder")
-    try:
-        config = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ClaraError(f"{cfg_file}:{e.lineno}: invalid JSON: {e.msg}") from None
+    config = io.read_json(cfg_file)
     if not isinstance(config, dict) or "model_type" not in config:
         raise ClaraError(f"{cfg_file}: model_type: missing (mlx-lm needs it to pick the architecture)")
     if not list(path.glob("model*.safetensors")):
