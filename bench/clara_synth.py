@@ -2,22 +2,51 @@
 `clara train pipeline` answer questions about UNSEEN documents from their compressed form?
 
 In a temporary workspace (or --workdir):
-  1. `clara data synth syn` (test entities never appear in training) and `clara model init-tiny`;
-  2. pretrain the tiny model on syn-cpt (`clara train lora --fine-tune-type full`: every
-     weight, embeddings and norms included) and fuse it into model `base`;
-  3. `clara train pipeline -m base --data syn` (stage 1 -> 2 -> 3);
+  1. `clara data synth syn` (test entities never appear in training); from it syn-kdocs (stage 2:
+     k = --top-k documents per question, gold first then BM25-hard negatives, shuffled; with
+     k = 1 the two-hop questions are left out), syn-ragtext (the same rows with the documents as
+     text), syn-s3sub (stage 3: gold + negatives, --s3-candidates in all) and syn-read (below);
+  2. `clara model init-tiny` on syn-read, then pretrain it FROM SCRATCH on syn-read (`clara train
+     lora --mode sft --mask-prompt --fine-tune-type full --num-layers -1`) and fuse it into
+     model `base`. syn-read teaches reading, not facts: every training document to repeat, and
+     --pre-variants renderings of every TRAIN question in the raw-text RAG chat format, all but
+     the first counterfactual (a fresh answer value, and a fresh name for the person asked
+     about, written into the documents too), so memory cannot answer and only reading can;
+  3. `clara train pipeline -m base --data syn --stage2 syn-kdocs --stage3 syn-s3sub`;
   4. baselines, each a LoRA SFT of the same base through `clara train lora`: closed-book
-     (question -> answer, no documents) and raw-text RAG (the same 5 documents pasted as text);
+     (question -> answer, no documents) and raw-text RAG (the same k documents as text); the
+     base itself on raw-text RAG too (it was pretrained on that format);
   5. evaluate on the TEST split (EM, F1, cover-EM of clara.evaluation.metrics): CLaRa stage 2 and
-     stage 3 from the 5 compressed documents of each test row (gold included), stage 3 with its
+     stage 3 from the k compressed documents of each test row (gold included), stage 3 with its
      own top-k retrieval over the row's candidates, closed-book, raw-text RAG, and chance (the
      most frequent training answer of the question's template); recall@1/@k of stage 3's query
-     reasoner at its start (= a copy of the compressor) and at its end.
+     reasoner at its start (= a copy of the compressor) and at its end; the cosine between the
+     compressed vectors of different test documents after stages 1 and 2.
 
-    python bench/clara_synth.py                      # the default: ~12-15 min on 2 shared cores
+    python bench/clara_synth.py                      # the defaults
     python bench/clara_synth.py --workdir /tmp/cs    # keep (and reuse) the workspace
 
 Prints a table and writes bench/results/clara_synth-DATE.json.
+
+STATUS (2026-11-21, 2 shared CPU cores): the requirement is NOT met yet. The bottleneck is the
+base, not CLaRa: a 0.94M-parameter model (hidden 128, 4 layers) pretrained from scratch in a few
+minutes does not learn to read its context, so nothing downstream can. Measured on the test
+split (unseen people), greedy, base alone on raw-text RAG:
+  - cpt on docs + RAG chats (k=2, no counterfactuals), 669 steps x 8:   EM 0, F1 1.5 (100 rows;
+    answers of the right type, never copied from the document);
+  - cpt, k=2, 6 renderings (5 counterfactual), 1200 steps x 8:           EM 0, F1 1.5;
+  - sft answer-only loss, k=2, 600 steps:                                EM 0 ("Glock" for all);
+  - sft answer-only loss, k=1 (gold document only), 1000 steps:          EM 0, F1 0.8, train
+    rows too (answer loss 3.0 nats/token: the ~30 supervised tokens per step are too few).
+  - the cpt model above, then answer-only sft, k=1, batch 32, 250 steps:  EM 3.3, F1 6.9 (150
+    rows; answer loss 1.56 and falling; partial copies such as "the wind-driven ladder" for
+    "the floating ladder": the reader was starting to form when the time box ended).
+SMOKE (this script end to end, --pre-iters 300 --s1-iters 80 --s2-iters 80 --s3-iters 30
+--base-iters 60 --eval-rows 60, ~4 min): EM 0 for every system but chance (5.0); compressed
+vectors of different test documents: cosine 0.997-0.998; stage-3 recall over 6 candidates
+(chance 16.7 / 33.3) rose from 17.5 / 30.8 (@1 / @2) at its start to 32.5 / 62.5 at its end.
+Next to try, in order: a cpt phase (all tokens) then the answer-only phase at batch 32 for
+1000+ steps (a reader first, once, kept under --workdir; the study then reuses models/base).
 """
 
 from __future__ import annotations
@@ -26,6 +55,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +66,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from clara.method.prompts import SYSTEM_RAG
 
 WS = "study"
 
@@ -67,23 +99,111 @@ def rag_user(docs: list[str], question: str) -> str:
     return "Background:\n" + "\n".join(docs) + f"\n\nQuestion:{question}"
 
 
-def make_rag_text_dataset(ws: Path) -> None:
-    from clara.method.prompts import SYSTEM_RAG
-
-    for split in ("train", "valid"):
-        rows = [{"messages": [{"role": "system", "content": SYSTEM_RAG},
-                              {"role": "user", "content": rag_user(r["docs"], r["question"])},
-                              {"role": "assistant", "content": r["answer"]}]}
-                for r in read(ws / "datasets" / "syn-stage2" / f"{split}.jsonl")]
-        write(ws / "datasets" / "syn-ragtext" / f"{split}.jsonl", rows)
+def rag_chat(docs: list[str], question: str, answer: str) -> dict:
+    """A raw-text RAG row: the CLaRa generator prompt with the documents as text."""
+    return {"messages": [{"role": "system", "content": SYSTEM_RAG},
+                         {"role": "user", "content": rag_user(docs, question)},
+                         {"role": "assistant", "content": answer}]}
 
 
-def make_stage3_subset(ws: Path, n: int) -> None:
+def pick_docs(r: dict, k: int, rng: random.Random) -> list[str]:
+    """k documents of a syn-stage3 row: its gold ones, then hard (BM25-ranked) negatives, in a
+    random order."""
+    gold = list(r["pos_index"])[:k]
+    neg = [i for i in range(len(r["docs"])) if i not in gold]
+    pick = gold + rng.sample(neg[:6], k - len(gold))
+    rng.shuffle(pick)
+    return [r["docs"][i] for i in pick]
+
+
+def make_k_datasets(ws: Path, k: int) -> None:
+    """syn-kdocs (stage 2: k documents per question, the gold ones included) and syn-ragtext
+    (the same rows with the documents as text, for the raw-text baseline)."""
+    for split in ("train", "valid", "test"):
+        rows = [{"question": r["question"], "answer": r["answer"],
+                 "docs": pick_docs(r, k, random.Random(f"{split}{i}"))}
+                for i, r in enumerate(read(ws / "datasets" / "syn-stage3" / f"{split}.jsonl"))
+                if len(r["pos_index"]) <= k]  # k = 1: no two-hop questions
+        write(ws / "datasets" / "syn-kdocs" / f"{split}.jsonl", rows)
+        write(ws / "datasets" / "syn-ragtext" / f"{split}.jsonl",
+              [rag_chat(r["docs"], r["question"], r["answer"]) for r in rows])
+
+
+_FORM_WORDS = {"the", "The", "Company", "Works", "and", "Sons", "Guild", "Manufacturing"}
+
+
+def counterfactual(docs, question, answer, person, rng, banned):
+    """The row with a fresh value for its answer (and a fresh name for its person), in the
+    documents too: memory of the training facts cannot answer it, reading the documents can.
+    None when a value is not found in the documents."""
+    from clara.data.synth import _INV_ADJ, _INV_NOUN, PRODUCTS, PROFESSIONS, _cap, _word
+
+    def fresh() -> str:
+        while True:
+            w = _cap(_word(rng, rng.choice([2, 3])))
+            if w not in banned:  # never a test entity's name
+                return w
+
+    pairs = []
+    if answer.isdigit():
+        pairs.append((answer, str(rng.randint(1100, 1950))))
+    elif answer in PROFESSIONS or answer in PRODUCTS:
+        pairs.append((answer, rng.choice(PROFESSIONS if answer in PROFESSIONS else PRODUCTS)))
+    elif answer.startswith("the ") and answer.split()[1] in _INV_ADJ:
+        pairs.append((answer, f"the {rng.choice(_INV_ADJ)} {rng.choice(_INV_NOUN)}"))
+    else:
+        core = max((w for w in answer.split() if w not in _FORM_WORDS), key=len, default=None)
+        if core:
+            pairs.append((core, fresh()))
+    if person and person in question:
+        pairs.append((person, f"{fresh()} {fresh()}"))
+    for old, new in pairs:
+        if not any(old in d for d in docs):
+            return None
+        docs = [re.sub(rf"\b{re.escape(old)}\b", new, d) for d in docs]
+        question, answer = question.replace(old, new), answer.replace(old, new)
+    return docs, question, answer
+
+
+def make_reading_corpus(ws: Path, k: int, variants: int) -> int:
+    """syn-read, the base model's pretraining chats (trained on the answers alone): every
+    training document to repeat, and `variants` renderings of every TRAIN question in the
+    raw-text RAG format with k documents, all but the first with counterfactual values (see
+    `counterfactual`). No test entity appears."""
+    ents = {d["id"]: d for d in read(ws / "datasets" / "syn-docs" / "train.jsonl")}
+    banned = {w for d in read(ws / "datasets" / "syn-docs" / "test.jsonl")
+              for w in d["entity"].split()}
+    rows = read(ws / "datasets" / "syn-stage3" / "train.jsonl")
+    qa = read(ws / "datasets" / "syn-qa" / "train.jsonl")
+    assert [r["question"] for r in rows] == [q["question"] for q in qa]
+    texts = [{"messages": [{"role": "user", "content": f"Background:\n{d['text']}\n\nRepeat "
+                                                      "the background."},
+                           {"role": "assistant", "content": d["text"]}]} for d in ents.values()]
+    for v in range(variants):
+        for i, (r, q) in enumerate(zip(rows, qa)):
+            if len(r["pos_index"]) > k:
+                continue
+            rng = random.Random(f"read{v}-{i}")
+            item = (pick_docs(r, k, rng), r["question"], r["answer"])
+            if v:
+                e = ents[q["entity"]]
+                item = counterfactual(*item, e["entity"] if e["type"] == "person" else None,
+                                      rng, banned) or item
+            texts.append(rag_chat(*item))
+    random.Random(0).shuffle(texts)
+    write(ws / "datasets" / "syn-read" / "train.jsonl", texts)
+    write(ws / "datasets" / "syn-read" / "valid.jsonl", texts[:64])
+    return len(texts)
+
+
+def make_stage3_subset(ws: Path, n: int, k: int) -> None:
     """syn-stage3 with n candidates per question: the gold ones and the first negatives (the
     rows' order is already shuffled), so stage 3 fits the time budget."""
     for split in ("train", "valid", "test"):
         rows = []
         for r in read(ws / "datasets" / "syn-stage3" / f"{split}.jsonl"):
+            if len(r["pos_index"]) > k:
+                continue
             gold = set(r["pos_index"])
             keep = [i for i in range(len(r["docs"])) if i in gold or
                     sum(1 for j in range(i) if j not in gold) < n - len(gold)][:n]
@@ -125,12 +245,12 @@ def no_empty_answer(eos_ids, prompt_len: int):
     return proc
 
 
-def lm_answers(model_dir: str, adapter: Path, prompts: list[list[dict]], max_tokens: int,
+def lm_answers(model_dir: str, adapter: Path | None, prompts: list[list[dict]], max_tokens: int,
                min_one: bool):
     import mlx_lm
     from mlx_lm.sample_utils import make_sampler
 
-    model, tok = mlx_lm.load(model_dir, adapter_path=str(adapter))
+    model, tok = mlx_lm.load(model_dir, adapter_path=str(adapter) if adapter else None)
     out = []
     for msgs in prompts:
         prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
@@ -204,6 +324,23 @@ def recall(ckpt: Path, rows: list[dict], k: int, stage: str | None = None) -> di
             f"recall@{k}": round(100 * sum(rk) / len(rk), 1)}
 
 
+def doc_cosine(ckpt: Path, docs: list[str]) -> dict:
+    """Cosine similarity of the flattened compressed vectors of different documents: near 1,
+    the compressor says the same for every document."""
+    import mlx.core as mx
+    import numpy as np
+
+    from clara.method import checkpoint, inference
+
+    model = checkpoint.load(ckpt, inference=True)
+    v = np.array(inference.compress_documents(model, docs).astype(mx.float32))
+    v = v.reshape(len(docs), -1)
+    v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    off = (v @ v.T)[~np.eye(len(docs), dtype=bool)]
+    return {"mean": round(float(off.mean()), 3), "max": round(float(off.max()), 3),
+            "min": round(float(off.min()), 3)}
+
+
 def best_or_last(run: Path) -> Path:
     return run / "adapters" / ("best" if (run / "adapters" / "best").is_dir() else "last")
 
@@ -213,10 +350,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", default=None, help="Workspace root to use and keep.")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--entities", type=int, default=120)
+    p.add_argument("--entities", type=int, default=300)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--pre-iters", type=int, default=600)
+    p.add_argument("--pre-iters", type=int, default=1200)
+    p.add_argument("--pre-variants", type=int, default=6,
+                   help="Renderings of each training question in the reading corpus (all but "
+                        "the first counterfactual).")
     p.add_argument("--pre-lr", type=float, default=3e-3)
     p.add_argument("--doc-max-tokens", type=int, default=64)
     p.add_argument("--compression-rate", type=int, default=4)
@@ -232,9 +372,10 @@ def main() -> None:
     p.add_argument("--s1-lr", type=float, default=1e-3)
     p.add_argument("--s2-lr", type=float, default=1e-3)
     p.add_argument("--s3-lr", type=float, default=5e-4)
-    p.add_argument("--s3-candidates", type=int, default=10,
+    p.add_argument("--s3-candidates", type=int, default=6,
                    help="Candidates per stage-3 question (gold + the first negatives).")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=int, default=2,
+                   help="Documents per question (stage 2, stage 3's selection, the baseline).")
     p.add_argument("--base-iters", type=int, default=150, help="Steps of each LoRA baseline.")
     p.add_argument("--base-lr", type=float, default=2e-3)
     p.add_argument("--eval-rows", type=int, default=0, help="Test rows to use (0: all).")
@@ -266,19 +407,22 @@ def main() -> None:
     if not (ws / "datasets" / "syn-stage3").is_dir():
         clara(args, root, "data", "synth", "syn", "--entities", str(args.entities),
               "--seed", str(args.seed))
+    if not (ws / "datasets" / "syn-read").is_dir():
+        make_k_datasets(ws, args.top_k)
+        make_reading_corpus(ws, args.top_k, args.pre_variants)
+        make_stage3_subset(ws, args.s3_candidates, args.top_k)
     if not (ws / "models" / "tiny").is_dir():
-        clara(args, root, "model", "init-tiny", "tiny", "--from-data", "syn-cpt",
+        clara(args, root, "model", "init-tiny", "tiny", "--from-data", "syn-read",
               "--hidden", str(args.hidden), "--layers", str(args.layers), "--heads", "4",
               "--vocab", "1024", "--seed", str(args.seed))
-    make_rag_text_dataset(ws)
-    make_stage3_subset(ws, args.s3_candidates)
     phase("data+model")
     if not (ws / "models" / "base").is_dir():
         # every weight trains (embeddings and norms too), then the result becomes model `base`
-        clara(args, root, "train", "lora", "-m", "tiny", "-d", "syn-cpt", "--mode", "cpt",
-              "--fine-tune-type", "full", "--iters", str(args.pre_iters), "--batch-size", "8",
+        clara(args, root, "train", "lora", "-m", "tiny", "-d", "syn-read", "--mode", "sft", "--mask-prompt",
+              "--fine-tune-type", "full", "--num-layers", "-1", "--iters", str(args.pre_iters),
+              "--batch-size", "8",
               "--learning-rate", str(args.pre_lr), "--min-learning-rate", str(args.pre_lr / 10),
-              "--warmup-steps", "20", "--max-seq-length", "128", "--val-every", "0",
+              "--warmup-steps", "30", "--max-seq-length", "256", "--val-every", "0",
               "--save-every", "10000", "--name", "pretrain", "--seed", str(args.seed))
         clara(args, root, "model", "fuse", "base", "--run", "pretrain")
     pre_rows = ws / "runs" / "pretrain" / "metrics.jsonl"
@@ -295,7 +439,8 @@ def main() -> None:
               "--mse-weight", str(args.mse_weight),
               "--batch-size", str(args.batch_size), "--max-len", "512", "--top-k", str(args.top_k),
               "--stage1-iters", str(args.s1_iters), "--stage2-iters", str(args.s2_iters),
-              "--stage3-iters", str(args.s3_iters), "--stage3", "syn-s3sub", "--stage1-lr", str(args.s1_lr),
+              "--stage3-iters", str(args.s3_iters), "--stage2", "syn-kdocs",
+              "--stage3", "syn-s3sub", "--stage1-lr", str(args.s1_lr),
               "--stage2-lr", str(args.s2_lr), "--stage3-lr", str(args.s3_lr),
               "--warmup-steps", "20", "--val-every", "100", "--val-batches", "8",
               "--save-every", "1000", "--seed", str(args.seed))
@@ -314,14 +459,16 @@ def main() -> None:
     # ------------------------------------------------------------------ evaluation
     runs = ws / "runs"
     s2, s3 = best_or_last(runs / "pipe-stage2"), best_or_last(runs / "pipe-stage3")
-    test2 = read(ws / "datasets" / "syn-stage2" / "test.jsonl")
+    test2 = read(ws / "datasets" / "syn-kdocs" / "test.jsonl")
     test3 = read(ws / "datasets" / "syn-s3sub" / "test.jsonl")
-    qa = read(ws / "datasets" / "syn-qa" / "test.jsonl")
+    kept = {r["question"] for r in test2}
+    qa = [q for q in read(ws / "datasets" / "syn-qa" / "test.jsonl") if q["question"] in kept]
     if args.eval_rows:
         pick = sorted(random.Random(args.seed).sample(range(len(test2)), args.eval_rows))
         test2, test3, qa = ([t[i] for i in pick] for t in (test2, test3, qa))
     assert [r["question"] for r in test2] == [r["question"] for r in qa]
     golds = [r["answer"] for r in test2]
+    test_docs = [d["text"] for d in read(ws / "datasets" / "syn-docs" / "test.jsonl")]
     kinds = [q["kind"] for q in qa]
     k = args.top_k
     min_one = not args.greedy
@@ -337,26 +484,28 @@ def main() -> None:
     preds = {"chance (majority answer of the template)":
              [majority.get(template_key(r["question"], names), overall) for r in test2]}
 
-    from clara.method.prompts import SYSTEM_RAG
-
     preds["closed-book (base + LoRA SFT, no docs)"] = lm_answers(
         base, best_or_last(runs / "closed"), [[{"role": "user", "content": r["question"]}]
                                                for r in test2], args.max_tokens, min_one)
-    preds["raw-text RAG (base + LoRA SFT, 5 docs as text)"] = lm_answers(
-        base, best_or_last(runs / "ragtext"),
-        [[{"role": "system", "content": SYSTEM_RAG},
-          {"role": "user", "content": rag_user(r["docs"], r["question"])}] for r in test2],
-        args.max_tokens, min_one)
+    rag_prompts = [[{"role": "system", "content": SYSTEM_RAG},
+                    {"role": "user", "content": rag_user(r["docs"], r["question"])}]
+                   for r in test2]
+    preds[f"raw-text RAG (base as pretrained, {k} docs as text)"] = lm_answers(
+        base, None, rag_prompts, args.max_tokens, min_one)
+    preds[f"raw-text RAG (base + LoRA SFT, {k} docs as text)"] = lm_answers(
+        base, best_or_last(runs / "ragtext"), rag_prompts, args.max_tokens, min_one)
     phase("eval baselines")
-    preds[f"CLaRa stage 2 (5 compressed docs, CR {args.compression_rate})"] = \
+    preds[f"CLaRa stage 2 ({k} compressed docs, CR {args.compression_rate})"] = \
         clara_eval(s2, test2, args.max_tokens, False, k, min_one)[0]
-    preds["CLaRa stage 3 (5 compressed docs)"] = \
+    preds[f"CLaRa stage 3 ({k} compressed docs)"] = \
         clara_eval(s3, test2, args.max_tokens, False, k, min_one)[0]
     s3_pred, _, _ = clara_eval(s3, test3, args.max_tokens, True, k, min_one)
     n_cand = len(test3[0]["docs"])
     preds[f"CLaRa stage 3 (own top-{k} of {n_cand} candidates)"] = s3_pred
     phase("eval clara")
 
+    cos = {"stage 1": doc_cosine(best_or_last(runs / "pipe-stage1"), test_docs),
+           "stage 2": doc_cosine(s2, test_docs)}
     rec_start = recall(s2, test3, k, stage="stage3")  # stage 3 at step 0: QR = compressor copy
     rec_end = recall(s3, test3, k)
     n_gold = sum(len(r["pos_index"]) for r in test3) / len(test3)
@@ -399,6 +548,9 @@ def main() -> None:
     for label, rec in (("chance", rec_chance), ("start (query reasoner = compressor)", rec_start),
                        ("end of stage 3", rec_end)):
         print(f"  {label:<38} recall@1 {rec['recall@1']:5.1f}   recall@{k} {rec[f'recall@{k}']:5.1f}")
+    print("\nCosine of the compressed vectors of different test documents: " +
+          ", ".join(f"{st} mean {c['mean']:.3f} (min {c['min']:.3f}, max {c['max']:.3f})"
+                    for st, c in cos.items()))
     print(f"\ndecoding: {'greedy' if args.greedy else 'greedy, end of turn banned as the first token'}"
           f"; timings (s): {timings}  total {total}s")
 
@@ -411,6 +563,7 @@ def main() -> None:
 
     result = {"args": vars(args), "table": table, "recall": {"chance": rec_chance,
                                                               "start": rec_start, "end": rec_end},
+              "compressed_cosine": cos,
               "test_questions": len(golds), "answer_types": dict(n_type), "candidates": n_cand, "timings_s": timings,
               "total_s": total, "pretrain": pre,
               "runs": {r: last_metrics(r) for r in ("pretrain", "pipe-stage1", "pipe-stage2",
