@@ -436,21 +436,26 @@ def main() -> None:
         # every weight trains (embeddings and norms too): first on every token of syn-read
         # (language, formats, answer types), then on the answers alone at a larger batch (the
         # reading signal is a few tokens per row), and the result becomes model `base`
-        for run, model, mask, iters, batch, lr in (
-                ("pretrain", "tiny", "--no-mask-prompt", args.pre_iters, 8, args.pre_lr),
-                ("reader", "warm", "--mask-prompt", args.reader_iters, 32, args.reader_lr)):
+        # (a phase of 0 steps is skipped: the next starts from the last model made)
+        model = "tiny"
+        for run, out, mask, iters, batch, lr in (
+                ("pretrain", "warm", "--no-mask-prompt", args.pre_iters, 8, args.pre_lr),
+                ("reader", "base", "--mask-prompt", args.reader_iters, 32, args.reader_lr)):
             if not iters:
                 continue
-            clara(args, root, "train", "lora", "-m", model, "-d", "syn-read", "--mode", "sft",
-                  mask, "--fine-tune-type", "full", "--num-layers", "-1", "--iters", str(iters),
-                  "--batch-size", str(batch), "--learning-rate", str(lr),
-                  "--min-learning-rate", str(lr / 10), "--warmup-steps", "20",
-                  "--max-seq-length", "256", "--val-every", "0", "--save-every", "10000",
-                  "--name", run, "--seed", str(args.seed))
-            clara(args, root, "model", "fuse", "warm" if run == "pretrain" else "base",
-                  "--run", run)
-        if not args.reader_iters:
-            shutil.copytree(ws / "models" / "warm", ws / "models" / "base")
+            if not (ws / "models" / out).is_dir():
+                # a run left by an interrupted study would make `--name run` fail
+                shutil.rmtree(ws / "runs" / run, ignore_errors=True)
+                clara(args, root, "train", "lora", "-m", model, "-d", "syn-read", "--mode",
+                      "sft", mask, "--fine-tune-type", "full", "--num-layers", "-1",
+                      "--iters", str(iters), "--batch-size", str(batch),
+                      "--learning-rate", str(lr), "--min-learning-rate", str(lr / 10),
+                      "--warmup-steps", "20", "--max-seq-length", "256", "--val-every", "0",
+                      "--save-every", "10000", "--name", run, "--seed", str(args.seed))
+                clara(args, root, "model", "fuse", out, "--run", run)
+            model = out
+        if model != "base":
+            shutil.copytree(ws / "models" / model, ws / "models" / "base")
     pre_rows = ws / "runs" / "pretrain" / "metrics.jsonl"
     pre_val = [r["val_loss"] for r in read(pre_rows) if "val_loss" in r] if pre_rows.is_file() \
         else []
