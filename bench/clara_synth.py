@@ -521,14 +521,15 @@ def main() -> None:
     rag_prompts = [[{"role": "system", "content": SYSTEM_RAG},
                     {"role": "user", "content": rag_user(r["docs"], r["question"])}]
                    for r in test2]
-    preds[f"raw-text RAG (base as pretrained, {k} docs as text)"] = lm_answers(
+    docs = "1 doc" if k == 1 else f"{k} docs"
+    preds[f"raw-text RAG (base as pretrained, {docs} as text)"] = lm_answers(
         base, None, rag_prompts, args.max_tokens, min_one)
-    preds[f"raw-text RAG (base + LoRA SFT, {k} docs as text)"] = lm_answers(
+    preds[f"raw-text RAG (base + LoRA SFT, {docs} as text)"] = lm_answers(
         base, best_or_last(runs / "ragtext"), rag_prompts, args.max_tokens, min_one)
     phase("eval baselines")
-    preds[f"CLaRa stage 2 ({k} compressed docs, CR {args.compression_rate})"] = \
+    preds[f"CLaRa stage 2 ({docs} compressed, CR {args.compression_rate})"] = \
         clara_eval(s2, test2, args.max_tokens, False, k, min_one)[0]
-    preds[f"CLaRa stage 3 ({k} compressed docs)"] = \
+    preds[f"CLaRa stage 3 ({docs} compressed)"] = \
         clara_eval(s3, test2, args.max_tokens, False, k, min_one)[0]
     s3_pred, _, _ = clara_eval(s3, test3, args.max_tokens, True, k, min_one)
     n_cand = len(test3[0]["docs"])
@@ -567,7 +568,8 @@ def main() -> None:
     print(f"answer types: {n_type['year']} years, {n_type['closed']} professions/products "
           f"(closed sets of {len(PROFESSIONS)} and {len(PRODUCTS)}), {n_type['name']} made-up "
           "names\n")
-    head = (f"{'system':<48} {'EM':>5} {'F1':>5} {'cEM':>5} {'EM year':>8} {'EM set':>7} "
+    width = max(48, *(len(r["system"]) for r in table))
+    head = (f"{'system':<{width}} {'EM':>5} {'F1':>5} {'cEM':>5} {'EM year':>8} {'EM set':>7} "
             f"{'EM name':>8} {'F1 2hop':>8}")
     print(head)
     print("-" * len(head))
@@ -575,7 +577,7 @@ def main() -> None:
         def n(x, w):
             return f"{x:>{w}.1f}" if x is not None else f"{'-':>{w}}"
 
-        print(f"{r['system']:<48} {n(r['em'], 5)} {n(r['f1'], 5)} {n(r['cover_em'], 5)} "
+        print(f"{r['system']:<{width}} {n(r['em'], 5)} {n(r['f1'], 5)} {n(r['cover_em'], 5)} "
               f"{n(r['em_year'], 8)} {n(r['em_closed'], 7)} {n(r['em_name'], 8)} "
               f"{n(r['f1_two_hop'], 8)}")
     print(f"\nStage-3 retrieval over {n_cand} candidates ({n_gold:.2f} gold per question):")
