@@ -583,7 +583,8 @@ def main() -> None:
     print(f"\nStage-3 retrieval over {n_cand} candidates ({n_gold:.2f} gold per question):")
     for label, rec in (("chance", rec_chance), ("start (query reasoner = compressor)", rec_start),
                        ("end of stage 3", rec_end)):
-        print(f"  {label:<38} recall@1 {rec['recall@1']:5.1f}   recall@{k} {rec[f'recall@{k}']:5.1f}")
+        at_k = f"   recall@{k} {rec[f'recall@{k}']:5.1f}" if k > 1 else ""  # k = 1: the same
+        print(f"  {label:<38} recall@1 {rec['recall@1']:5.1f}{at_k}")
     print("\nCosine of the compressed vectors of different test documents: " +
           ", ".join(f"{st} mean {c['mean']:.3f} (min {c['min']:.3f}, max {c['max']:.3f})"
                     for st, c in cos.items()))
