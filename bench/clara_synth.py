@@ -33,8 +33,11 @@ MEASURED (2026-11-21, 2 shared CPU cores; bench/results/clara_synth-20261121-072
 100 test questions (single-fact, k = 1) about 51 people never seen in training. The base was
 pretrained in pieces, not by one run of this script: 1200 steps x 8 on every token of the
 reading corpus (then k = 2, hand-rendered chat text), then 250 + 400 answer-only steps x 32
-(k = 1) -- about 12 min on these cores; the defaults here (--pre-iters 1200 --reader-iters 650)
-do the same in one run, untested end to end. Then, with --workdir reusing that base: pipeline
+(k = 1) -- about 12 min on these cores. The defaults here (--pre-iters 1200 --reader-iters 650)
+meant to do the same in one run do NOT reproduce it: run end to end (757 s,
+clara_synth-20261121-075538.json) the base barely reads (raw-text RAG 3 EM), CLaRa scores 4-5 EM
+(chance 4), stage-3 recall@1 21 -> 53; the one-run pretraining recipe still needs work. Then,
+with --workdir reusing the hand-made base: pipeline
 (500 / 500 / 60 steps, 168 s), baselines (100 steps each, lr 2e-4), evaluation (30 s).
 
   system                                         EM    F1  | EM year  EM set  EM name
