@@ -95,20 +95,26 @@ class BM25:
 
     def __init__(self, texts: Sequence[str], k1: float = 1.5, b: float = 0.75):
         self.k1, self.b = k1, b
-        self.tf = [Counter(terms(t)) for t in texts]
-        self.len = [sum(tf.values()) for tf in self.tf]
+        tfs = [Counter(terms(t)) for t in texts]
+        self.len = [sum(tf.values()) for tf in tfs]
         self.avg = (sum(self.len) / len(self.len)) if self.len else 0.0
-        df = Counter(t for tf in self.tf for t in tf)
+        # postings: term -> [(doc, term frequency)], so a query touches only the documents that
+        # share a term with it (a synthetic world of thousands of documents stays fast)
+        self.postings: dict[str, list[tuple[int, int]]] = {}
+        for i, tf in enumerate(tfs):
+            for t, c in tf.items():
+                self.postings.setdefault(t, []).append((i, c))
         n = len(texts)
-        self.idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
+        self.idf = {t: math.log(1 + (n - len(p) + 0.5) / (len(p) + 0.5))
+                    for t, p in self.postings.items()}
+        self.norm = [k1 * (1 - b + b * m / (self.avg or 1)) for m in self.len]
 
     def scores(self, query: str) -> list[float]:
-        q = terms(query)
-        out = []
-        for tf, n in zip(self.tf, self.len):
-            norm = self.k1 * (1 - self.b + self.b * n / (self.avg or 1))
-            out.append(sum(self.idf.get(t, 0.0) * tf[t] * (self.k1 + 1) / (tf[t] + norm)
-                           for t in q if t in tf))
+        out = [0.0] * len(self.len)
+        for t in terms(query):
+            idf = self.idf.get(t, 0.0)
+            for i, c in self.postings.get(t, ()):
+                out[i] += idf * c * (self.k1 + 1) / (c + self.norm[i])
         return out
 
     def ranked(self, query: str, exclude: set[int] = frozenset()) -> list[int]:
@@ -289,9 +295,13 @@ def retrieval_row(item: QAItem, chunk_texts: Sequence[str], bm25: BM25, n_docs: 
     answer = _norm(item.answer)
     ranked = [i for i in bm25.ranked(item.question, set(gold)) if i in allowed]
     # a chunk that also contains a short answer is a false negative: use it only if needed
-    clean = [i for i in ranked if len(answer.split()) > 8 or answer not in _norm(chunk_texts[i])]
-    negatives = clean + [i for i in ranked if i not in set(clean)]
-    chosen = gold + negatives[:n_docs - len(gold)]
+    need, clean, dirty = n_docs - len(gold), [], []
+    for i in ranked:
+        if len(clean) == need:
+            break
+        ok = len(answer.split()) > 8 or answer not in _norm(chunk_texts[i])
+        (clean if ok else dirty).append(i)
+    chosen = gold + (clean + dirty)[:need]
     if len(chosen) < n_docs:
         raise ClaraError(f"{n_docs} documents per row need at least {n_docs} chunks; "
                          f"only {len(chosen)} are available")
