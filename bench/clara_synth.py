@@ -180,20 +180,15 @@ def counterfactual(docs, question, answer, person, rng, banned):
     return docs, question, answer
 
 
-def make_reading_corpus(ws: Path, k: int, variants: int) -> int:
-    """syn-read, the base model's pretraining chats (trained on the answers alone): every
-    training document to repeat, and `variants` renderings of every TRAIN question in the
-    raw-text RAG format with k documents, all but the first with counterfactual values (see
-    `counterfactual`). No test entity appears."""
+def reading_items(ws: Path, k: int, variants: int):
+    """(variant, docs, question, answer) for `variants` renderings of every TRAIN question
+    with k documents, all but the first with counterfactual values (see `counterfactual`)."""
     ents = {d["id"]: d for d in read(ws / "datasets" / "syn-docs" / "train.jsonl")}
     banned = {w for d in read(ws / "datasets" / "syn-docs" / "test.jsonl")
               for w in d["entity"].split()}
     rows = read(ws / "datasets" / "syn-stage3" / "train.jsonl")
     qa = read(ws / "datasets" / "syn-qa" / "train.jsonl")
     assert [r["question"] for r in rows] == [q["question"] for q in qa]
-    texts = [{"messages": [{"role": "user", "content": f"Background:\n{d['text']}\n\nRepeat "
-                                                      "the background."},
-                           {"role": "assistant", "content": d["text"]}]} for d in ents.values()]
     for v in range(variants):
         for i, (r, q) in enumerate(zip(rows, qa)):
             if len(r["pos_index"]) > k:
@@ -204,7 +199,18 @@ def make_reading_corpus(ws: Path, k: int, variants: int) -> int:
                 e = ents[q["entity"]]
                 item = counterfactual(*item, e["entity"] if e["type"] == "person" else None,
                                       rng, banned) or item
-            texts.append(rag_chat(*item))
+            yield (v, *item)
+
+
+def make_reading_corpus(ws: Path, k: int, variants: int) -> int:
+    """syn-read, the base model's pretraining chats (trained on the answers alone): every
+    training document to repeat, and the `reading_items` in the raw-text RAG format, so memory
+    cannot answer and only reading can. No test entity appears."""
+    texts = [{"messages": [{"role": "user", "content": f"Background:\n{d['text']}\n\nRepeat "
+                                                      "the background."},
+                           {"role": "assistant", "content": d["text"]}]}
+             for d in read(ws / "datasets" / "syn-docs" / "train.jsonl")]
+    texts += [rag_chat(docs, q, a) for _, docs, q, a in reading_items(ws, k, variants)]
     random.Random(0).shuffle(texts)
     write(ws / "datasets" / "syn-read" / "train.jsonl", texts)
     write(ws / "datasets" / "syn-read" / "valid.jsonl", texts[:64])

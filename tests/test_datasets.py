@@ -117,6 +117,26 @@ def test_bm25_ranks_the_matching_text_first():
     assert 1 not in bm.ranked("glass", exclude={1})
 
 
+def test_bm25_scores_are_okapi_bm25():
+    import math
+    from collections import Counter
+
+    from clara.data.builders import terms
+
+    texts = ["the cat sat on the mat", "the cat and the cat again", "glass lenses", ""]
+    bm = BM25(texts)
+    tfs = [Counter(terms(t)) for t in texts]
+    avg = sum(map(len, map(list, (tf.elements() for tf in tfs)))) / len(texts)
+    query = "the cat cat lenses"
+    for tf, got in zip(tfs, bm.scores(query)):
+        n = sum(tf.values())
+        want = sum(math.log(1 + (len(texts) - df + 0.5) / (df + 0.5)) * tf[t] * 2.5 /
+                   (tf[t] + 1.5 * (0.25 + 0.75 * n / avg))
+                   for t in terms(query) if t in tf
+                   for df in [sum(t in other for other in tfs)])
+        assert got == pytest.approx(want, rel=1e-12)
+
+
 # -- cpt -------------------------------------------------------------------------------------
 def test_build_cpt_from_sources(cli, handbook_ws):
     r = cli(*ws_args("data", "build", "cpt", "hb", "--chunk-tokens", "40", "--overlap", "8",

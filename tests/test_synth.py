@@ -111,3 +111,16 @@ def test_every_part_validates_with_the_stage_formats(workspace):
     qa = io.read_jsonl(ds / "toy-qa" / "train.jsonl")[0]
     assert {"question", "answer", "split", "entity", "kind", "gold_docs", "keywords"} <= set(qa)
     assert json.loads(json.dumps(qa)) == qa
+
+
+def test_a_large_world_builds_with_unique_names_and_shared_inventions():
+    # 1000 entities: more people than distinct "the <adj> <noun>" inventions (240), which used
+    # to fail with "could not make enough distinct names"
+    world = make_world(seed=0, entities=1000)
+    people = [e for e in world.entities if e.type == "person"]
+    assert len(people) > 240
+    names = [e.name for e in world.entities]
+    assert len(set(names)) == len(names)
+    inventions = [e.facts["invention"] for e in people]
+    assert len(set(inventions)) < len(inventions)  # shared once the pool runs low
+    assert len(set(inventions[:200])) == 200  # but distinct while it lasts (small worlds as before)
