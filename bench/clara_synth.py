@@ -60,6 +60,10 @@ baselines diverged, train loss 0.8 -> 3.6, and stage-2 compressed vectors stayed
 0.92 with stage-3 recall falling 35 -> 16). Earlier failures (base alone on raw-text RAG, EM 0
 each): all-token training only (669 and 1200 steps x 8); answer-only training from scratch at
 batch 8 (600, 1000 steps: ~30 supervised tokens a step are too few).
+Later the same day, outside this script (notes in the issue): with the same hand-made base,
+made-up single facts (clara.method.synthetic, 2200 train / 200 unseen; stages 1-2 300 steps
+each, batch 8, lr 1e-3) reached 89.5 EM from the compressed document (chance 12.5), while a
+random or barely pretrained base stayed at chance: the base must read before CLaRa can.
 Next: more stage-1/2 steps (the compressor was still improving: 300 steps at 3e-4 gave EM 5),
 stage 1 on the counterfactual corpus too, k = 2 for two-hop questions.
 """
