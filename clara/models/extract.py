@@ -35,6 +35,7 @@ from pathlib import Path
 
 from clara import io
 from clara.errors import ClaraError
+from clara.models.loading import read_model_config
 
 TEXT_CONFIG_KEYS = ("text_config", "language_config", "llm_config")
 
@@ -82,18 +83,6 @@ class ExtractReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def read_config(src: Path) -> dict:
-    cfg_file = src / "config.json"
-    if not src.is_dir():
-        raise ClaraError(f"{src}: no such folder")
-    if not cfg_file.is_file():
-        raise ClaraError(f"{src}: no config.json: not a Hugging Face model folder")
-    config = io.read_json(cfg_file)
-    if not isinstance(config, dict):
-        raise ClaraError(f"{cfg_file}: not a JSON object")
-    return config
 
 
 def is_supported_text_type(model_type: str) -> bool:
@@ -222,7 +211,7 @@ def extract_text(src: str | Path, dest: str | Path) -> ExtractReport:
     src, dest = Path(src).expanduser(), Path(dest)
     if dest.exists():
         raise ClaraError(f"{dest}: already exists")
-    config = read_config(src)
+    config = read_model_config(src)
     cfg_file = src / "config.json"
     text, text_key = text_part(config, cfg_file)
     q = text.get("quantization_config") or (config.get("quantization_config") if text_key else None)

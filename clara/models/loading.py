@@ -36,15 +36,24 @@ class LoadedModel:
                 "load_seconds": round(self.load_seconds, 3)}
 
 
-def check_model_folder(path: Path) -> dict:
-    """Read and sanity-check a local model folder's config; raise a ClaraError naming the problem."""
+def read_model_config(path: Path) -> dict:
+    """A model folder's config.json as a dict; a ClaraError naming the problem otherwise."""
     cfg_file = path / "config.json"
     if not path.is_dir():
         raise ClaraError(f"{path}: model folder does not exist")
     if not cfg_file.is_file():
         raise ClaraError(f"{path}: no config.json: not an mlx-lm / Hugging Face model folder")
     config = io.read_json(cfg_file)
-    if not isinstance(config, dict) or "model_type" not in config:
+    if not isinstance(config, dict):
+        raise ClaraError(f"{cfg_file}: not a JSON object")
+    return config
+
+
+def check_model_folder(path: Path) -> dict:
+    """Read and sanity-check a local model folder's config; raise a ClaraError naming the problem."""
+    cfg_file = path / "config.json"
+    config = read_model_config(path)
+    if "model_type" not in config:
         raise ClaraError(f"{cfg_file}: model_type: missing (mlx-lm needs it to pick the architecture)")
     if not list(path.glob("model*.safetensors")):
         raise ClaraError(f"{path}: no model*.safetensors weights")
