@@ -62,11 +62,13 @@ class ClaraModel(nn.Module):
         """Load (or take) a base model, add the CLaRa tokens, rows and the stage's adapters."""
         config.validate()
         if lm is None:
-            import mlx_lm
+            from clara.models.loading import load_model
 
             if not config.base_model:
                 raise ClaraError("base_model: no base model given")
-            lm, tokenizer = mlx_lm.load(config.base_model)
+            # the platform dtype, as for LoRA: a bfloat16 base trains ~10x slower on the CPU
+            loaded = load_model(config.base_model)
+            lm, tokenizer = loaded.model, loaded.tokenizer
         from mlx_lm.utils import does_model_support_input_embeddings
 
         if not does_model_support_input_embeddings(lm):

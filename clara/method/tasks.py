@@ -273,9 +273,10 @@ def build_task(cfg: ClaraTrainConfig, stage: str, model_source: str | None = Non
     if cfg.init_from:
         lm = tok = None
         if source:
-            import mlx_lm
+            from clara.models.loading import load_model
 
-            lm, tok = mlx_lm.load(source)
+            loaded = load_model(source)
+            lm, tok = loaded.model, loaded.tokenizer
         model = checkpoint.load(cfg.init_from, stage=stage, lm=lm, tokenizer=tok,
                                 overrides=cfg.overrides(stage), seed=cfg.seed)
     else:
