@@ -6,10 +6,13 @@ In a temporary workspace (or --workdir):
      k = --top-k documents per question, gold first then BM25-hard negatives, shuffled; with
      k = 1 the two-hop questions are left out), syn-ragtext (the same rows with the documents as
      text), syn-s3sub (stage 3: gold + negatives, --s3-candidates in all) and syn-read (below);
-  2. `clara model init-tiny` on syn-read, then pretrain it FROM SCRATCH on syn-read (`clara train
-     lora --mode sft --fine-tune-type full --num-layers -1`): --pre-iters steps on every token,
-     then --reader-iters steps on the answers alone (--mask-prompt, batch 32); fused into
-     model `base`. syn-read teaches reading, not facts: every training document to repeat, and
+  2. `clara model init-tiny` on syn-read, then pretrain it FROM SCRATCH (`clara train lora
+     --mode sft --fine-tune-type full --num-layers -1`): --pre-iters steps (batch 8) on every
+     token of syn-read2 (the reading chats with two documents each), then --reader-iters steps
+     (batch 32) on the answers alone of syn-read, in two runs (5/13 and 8/13 of them: the second
+     restarts the learning-rate schedule with a new data order); fused into model `base`
+     (--export-base DIR also writes it in bfloat16, as data/models/reader was made). The
+     reading chats teach reading, not facts: every training document to repeat, and
      --pre-variants renderings of every TRAIN question in the raw-text RAG chat format, all but
      the first counterfactual (a fresh answer value, and a fresh name for the person asked
      about, written into the documents too), so memory cannot answer and only reading can;
@@ -63,9 +66,16 @@ batch 8 (600, 1000 steps: ~30 supervised tokens a step are too few).
 Later the same day, outside this script (notes in the issue): with the same hand-made base,
 made-up single facts (clara.method.synthetic, 2200 train / 200 unseen; stages 1-2 300 steps
 each, batch 8, lr 1e-3) reached 89.5 EM from the compressed document (chance 12.5), while a
-random or barely pretrained base stayed at chance: the base must read before CLaRa can.
-Next: more stage-1/2 steps (the compressor was still improving: 300 steps at 3e-4 gave EM 5),
-stage 1 on the counterfactual corpus too, k = 2 for two-hop questions.
+random or barely pretrained base stayed at chance: the base must read before CLaRa can. That
+base is now data/models/reader, and bench/clara_facts.py measures the facts result.
+
+Session 3 (2026-11-21): the one-run recipe now follows the hand-made one (two-document chats
+for phase 1, two answer-only runs); run end to end its base still barely reads (raw-text RAG 3
+EM; CLaRa 0-2 EM), though stage 3 lifts recall@1 20 -> 57. With --workdir reusing
+data/models/reader as `base` and --s1-iters 150 --s2-iters 150 --s1-lr 1e-3 --s2-lr 1e-3
+--batch-size 8 (pipeline 121 s; clara_synth-20261121-103241.json): raw-text RAG 20 / 25 EM,
+closed-book 3, chance 4, CLaRa stage 2 6 EM (years 22%), stage-3 recall@1 over 6 candidates
+66 -> 85 (chance 16.7).
 """
 
 from __future__ import annotations
@@ -206,7 +216,7 @@ def reading_items(ws: Path, k: int, variants: int):
             yield (v, *item)
 
 
-def make_reading_corpus(ws: Path, k: int, variants: int) -> int:
+def make_reading_corpus(ws: Path, k: int, variants: int, name: str = "syn-read") -> int:
     """syn-read, the base model's pretraining chats (trained on the answers alone): every
     training document to repeat, and the `reading_items` in the raw-text RAG format, so memory
     cannot answer and only reading can. No test entity appears."""
@@ -216,8 +226,8 @@ def make_reading_corpus(ws: Path, k: int, variants: int) -> int:
              for d in read(ws / "datasets" / "syn-docs" / "train.jsonl")]
     texts += [rag_chat(docs, q, a) for _, docs, q, a in reading_items(ws, k, variants)]
     random.Random(0).shuffle(texts)
-    write(ws / "datasets" / "syn-read" / "train.jsonl", texts)
-    write(ws / "datasets" / "syn-read" / "valid.jsonl", texts[:64])
+    write(ws / "datasets" / name / "train.jsonl", texts)
+    write(ws / "datasets" / name / "valid.jsonl", texts[:64])
     return len(texts)
 
 
@@ -276,7 +286,10 @@ def lm_answers(model_dir: str, adapter: Path | None, prompts: list[list[dict]], 
     import mlx_lm
     from mlx_lm.sample_utils import make_sampler
 
-    model, tok = mlx_lm.load(model_dir, adapter_path=str(adapter) if adapter else None)
+    from clara.models.loading import load_model
+
+    loaded = load_model(model_dir, adapter_path=adapter)
+    model, tok = loaded.model, loaded.tokenizer
     out = []
     for msgs in prompts:
         prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
@@ -367,6 +380,37 @@ def doc_cosine(ckpt: Path, docs: list[str]) -> dict:
             "min": round(float(off.min()), 3)}
 
 
+READER_README = """# base of bench/clara_synth.py
+
+Pretrained from scratch by `python bench/clara_synth.py --export-base` on the reading corpus of
+its synthetic world ({entities} entities, seed {seed}): {pre_iters} steps (batch 8) on every token
+of the two-document reading chats, then {reader_iters} answer-only steps (batch 32, two runs).
+Weights in bfloat16; MLX casts them to the platform dtype on load.
+"""
+
+
+def export_base(src: Path, dest: Path, args) -> None:
+    """Copy model `src` to `dest` (written under a temporary name, then renamed) with its
+    floating weights in bfloat16: half the bytes in the repository, same answers."""
+    import mlx.core as mx
+
+    tmp = dest.with_name(f".{dest.name}.exporting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.suffix == ".safetensors":
+            weights = {k: v.astype(mx.bfloat16) if mx.issubdtype(v.dtype, mx.floating) else v
+                       for k, v in mx.load(str(f)).items()}
+            mx.save_safetensors(str(tmp / f.name), weights, metadata={"format": "mlx"})
+        # fused.json names local paths; the index states float32 sizes (mlx-lm globs the shards)
+        elif f.name not in ("README.md", "clara_fused.json", "model.safetensors.index.json"):
+            shutil.copy2(f, tmp / f.name)
+    (tmp / "README.md").write_text(READER_README.format(**vars(args)))
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+
+
 def best_or_last(run: Path) -> Path:
     return run / "adapters" / ("best" if (run / "adapters" / "best").is_dir() else "last")
 
@@ -412,6 +456,9 @@ def main() -> None:
     p.add_argument("--greedy", action="store_true",
                    help="Plain greedy decoding (may answer nothing); default: no end of turn "
                         "as the first answer token, for every system alike.")
+    p.add_argument("--export-base", default=None, metavar="DIR",
+                   help="Also write the pretrained base model to DIR (bfloat16 weights), as "
+                        "data/models/reader was made.")
     p.add_argument("--verbose", "-v", action="store_true")
     args = p.parse_args()
     from clara.platform import reexec_with_blas
@@ -439,6 +486,8 @@ def main() -> None:
     if not (ws / "datasets" / "syn-read").is_dir():
         make_k_datasets(ws, args.top_k)
         make_reading_corpus(ws, args.top_k, args.pre_variants)
+        # the all-token phase reads two documents a question: more text, and a choice to make
+        make_reading_corpus(ws, 2, args.pre_variants, "syn-read2")
         make_stage3_subset(ws, args.s3_candidates, args.top_k)
     if not (ws / "models" / "tiny").is_dir():
         clara(args, root, "model", "init-tiny", "tiny", "--from-data", "syn-read",
@@ -451,20 +500,28 @@ def main() -> None:
         # reading signal is a few tokens per row), and the result becomes model `base`
         # (a phase of 0 steps is skipped: the next starts from the last model made)
         model = "tiny"
-        for run, out, mask, iters, batch, lr in (
-                ("pretrain", "warm", "--no-mask-prompt", args.pre_iters, 8, args.pre_lr),
-                ("reader", "base", "--mask-prompt", args.reader_iters, 32, args.reader_lr)):
+        half = args.reader_iters * 5 // 13  # 250 of 650, as in the recipe that first read
+        for run, out, data, mask, iters, batch, lr, seed in (
+                ("pretrain", "warm", "syn-read2", "--no-mask-prompt", args.pre_iters, 8,
+                 args.pre_lr, args.seed),
+                # answer-only in two runs: the second restarts the cosine schedule (one
+                # 650-step run did not learn to read) and draws a fresh data order
+                ("reader", "read1", "syn-read", "--mask-prompt", half, 32, args.reader_lr,
+                 args.seed),
+                ("reader2", "base", "syn-read", "--mask-prompt", args.reader_iters - half, 32,
+                 args.reader_lr, args.seed + 1)):
             if not iters:
                 continue
             if not (ws / "models" / out).is_dir():
                 # a run left by an interrupted study would make `--name run` fail
                 shutil.rmtree(ws / "runs" / run, ignore_errors=True)
-                clara(args, root, "train", "lora", "-m", model, "-d", "syn-read", "--mode",
+                clara(args, root, "train", "lora", "-m", model, "-d", data, "--mode",
                       "sft", mask, "--fine-tune-type", "full", "--num-layers", "-1",
                       "--iters", str(iters), "--batch-size", str(batch),
                       "--learning-rate", str(lr), "--min-learning-rate", str(lr / 10),
-                      "--warmup-steps", "20", "--max-seq-length", "256", "--val-every", "0",
-                      "--save-every", "10000", "--name", run, "--seed", str(args.seed))
+                      "--warmup-steps", "20" if batch == 8 else "10", "--max-seq-length", "256",
+                      "--val-every", "0", "--save-every", "10000", "--name", run,
+                      "--seed", str(seed))
                 clara(args, root, "model", "fuse", out, "--run", run)
             model = out
         if model != "base":
@@ -473,6 +530,8 @@ def main() -> None:
     pre_val = [r["val_loss"] for r in read(pre_rows) if "val_loss" in r] if pre_rows.is_file() \
         else []
     pre = {"val_loss": pre_val[-1] if pre_val else None}
+    if args.export_base:
+        export_base(ws / "models" / "base", Path(args.export_base), args)
     phase("pretrain")
 
     if not (ws / "runs" / "pipe" / "pipeline.toml").is_file():
