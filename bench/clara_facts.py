@@ -61,8 +61,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from clara_synth import (WS, best_or_last, clara, clara_eval, lm_answers, rag_chat,  # noqa: E402
-                         rag_user, recall, scores, write)
+from clara_synth import (WS, best_or_last, clara, clara_eval, last_metrics,  # noqa: E402
+                         lm_answers, rag_chat, rag_user, recall, scores, train_baselines, write)
 
 from clara.method import synthetic  # noqa: E402
 from clara.method.prompts import SYSTEM_RAG  # noqa: E402
@@ -137,14 +137,7 @@ def main() -> None:
               "--val-every", "0", "--val-batches", "2", "--save-every", "1000",
               "--seed", str(args.seed))
     phase("pipeline")
-    for name, data in (("closed", "facts-sft"), ("ragtext", "facts-ragtext")):
-        if not (ws / "runs" / name / "status.json").is_file():
-            clara(args, root, "train", "lora", "-m", args.base, "-d", data, "--mode", "sft",
-                  "--iters", str(args.base_iters), "--batch-size", "8",
-                  "--learning-rate", str(args.base_lr), "--lora-rank", "16",
-                  "--max-seq-length", "256", "--val-every", "0", "--val-batches", "4",
-                  "--warmup-steps", "10", "--save-every", "1000", "--name", name,
-                  "--seed", str(args.seed))
+    train_baselines(args, root, ws, args.base, "facts-sft", "facts-ragtext", 256)
     phase("baselines")
 
     runs = ws / "runs"
@@ -196,18 +189,10 @@ def main() -> None:
           f"start (query reasoner = compressor) {rec['start']}, end {rec['end']}")
     print(f"timings (s): {timings}  total {total}s")
 
-    def last_metrics(run: str) -> dict:
-        path = runs / run / "metrics.jsonl"
-        rows_ = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
-        tr = [r for r in rows_ if "train_loss" in r]
-        va = [r for r in rows_ if "val_loss" in r]
-        return {"first_train": tr[0] if tr else None, "last_train": tr[-1] if tr else None,
-                "last_valid": va[-1] if va else None}
-
     result = {"args": vars(args), "table": table, "recall@1": rec,
               "control": {"gold_em": control_em, "follows_document": follows},
               "timings_s": timings, "total_s": total,
-              "runs": {r: last_metrics(r) for r in ("facts-stage1", "facts-stage2",
+              "runs": {r: last_metrics(runs / r) for r in ("facts-stage1", "facts-stage2",
                                                     "facts-stage3", "closed", "ragtext")},
               "examples": [{"question": r["question"], "gold": r["answer"],
                             **{n: pr[i] for n, pr in preds.items()}}

@@ -411,6 +411,29 @@ def export_base(src: Path, dest: Path, args) -> None:
     tmp.rename(dest)
 
 
+def train_baselines(args, root: Path, ws: Path, base: str, closed_data: str, rag_data: str,
+                    max_len: int) -> None:
+    """The LoRA SFT baselines of `base`: runs `closed` (question -> answer) and `ragtext` (the
+    documents as text), each --base-iters steps at --base-lr."""
+    for name, data in (("closed", closed_data), ("ragtext", rag_data)):
+        if not (ws / "runs" / name / "status.json").is_file():
+            clara(args, root, "train", "lora", "-m", base, "-d", data, "--mode", "sft",
+                  "--iters", str(args.base_iters), "--batch-size", "8",
+                  "--learning-rate", str(args.base_lr), "--lora-rank", "16",
+                  "--max-seq-length", str(max_len), "--val-every", "0", "--val-batches", "8",
+                  "--warmup-steps", "10", "--save-every", "1000", "--name", name,
+                  "--seed", str(args.seed))
+
+
+def last_metrics(run: Path) -> dict:
+    """First and last training rows and the last validation row of a run."""
+    rows = read(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
+    tr = [r for r in rows if "train_loss" in r]
+    va = [r for r in rows if "val_loss" in r]
+    return {"first_train": tr[0] if tr else None, "last_train": tr[-1] if tr else None,
+            "last_valid": va[-1] if va else None}
+
+
 def best_or_last(run: Path) -> Path:
     return run / "adapters" / ("best" if (run / "adapters" / "best").is_dir() else "last")
 
@@ -552,14 +575,7 @@ def main() -> None:
               "--save-every", "1000", "--seed", str(args.seed))
     phase("pipeline")
 
-    for name, data in (("closed", "syn-sft"), ("ragtext", "syn-ragtext")):
-        if not (ws / "runs" / name / "status.json").is_file():
-            clara(args, root, "train", "lora", "-m", "base", "-d", data, "--mode", "sft",
-                  "--iters", str(args.base_iters), "--batch-size", "8",
-                  "--learning-rate", str(args.base_lr), "--lora-rank", "16",
-                  "--max-seq-length", "512", "--val-every", "100", "--val-batches", "8",
-                  "--warmup-steps", "10", "--save-every", "1000", "--name", name,
-                  "--seed", str(args.seed))
+    train_baselines(args, root, ws, "base", "syn-sft", "syn-ragtext", 512)
     phase("baselines")
 
     # ------------------------------------------------------------------ evaluation
@@ -666,19 +682,12 @@ def main() -> None:
     print(f"\ndecoding: {'greedy' if args.greedy else 'greedy, end of turn banned as the first token'}"
           f"; timings (s): {timings}  total {total}s")
 
-    def last_metrics(run: str) -> dict:
-        rows = read(runs / run / "metrics.jsonl") if (runs / run).is_dir() else []
-        tr = [r for r in rows if "train_loss" in r]
-        va = [r for r in rows if "val_loss" in r]
-        return {"first_train": tr[0] if tr else None, "last_train": tr[-1] if tr else None,
-                "last_valid": va[-1] if va else None}
-
     result = {"args": vars(args), "table": table, "recall": {"chance": rec_chance,
                                                               "start": rec_start, "end": rec_end},
               "compressed_cosine": cos,
               "test_questions": len(golds), "answer_types": dict(n_type), "candidates": n_cand, "timings_s": timings,
               "total_s": total, "pretrain": pre,
-              "runs": {r: last_metrics(r) for r in ("pretrain", "pipe-stage1", "pipe-stage2",
+              "runs": {r: last_metrics(runs / r) for r in ("pretrain", "pipe-stage1", "pipe-stage2",
                                                     "pipe-stage3", "closed", "ragtext")},
               "examples": [{"question": r["question"], "gold": g,
                             **{name: pr[i] for name, pr in preds.items()}}
