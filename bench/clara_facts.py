@@ -48,9 +48,7 @@ benchmark instead (bench/clara_synth.py, tests/test_method_retrieval_quality.py)
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -62,7 +60,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from clara_synth import (WS, best_or_last, clara, clara_eval, last_metrics,  # noqa: E402
-                         lm_answers, rag_chat, rag_user, recall, scores, train_baselines, write)
+                         lm_answers, rag_chat, rag_user, recall, save_result, scores,
+                         train_baselines, write)
 
 from clara.method import synthetic  # noqa: E402
 from clara.method.prompts import SYSTEM_RAG  # noqa: E402
@@ -197,12 +196,7 @@ def main() -> None:
               "examples": [{"question": r["question"], "gold": r["answer"],
                             **{n: pr[i] for n, pr in preds.items()}}
                            for i, r in enumerate(rows[:8])]}
-    out = ROOT / "bench" / "results" / f"clara_facts-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
-    if not args.workdir:
-        shutil.rmtree(root, ignore_errors=True)
+    save_result("clara_facts", result, args, root)
 
 
 if __name__ == "__main__":

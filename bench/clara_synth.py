@@ -434,6 +434,17 @@ def last_metrics(run: Path) -> dict:
             "last_valid": va[-1] if va else None}
 
 
+def save_result(bench: str, result: dict, args, root: Path) -> Path:
+    """Write bench/results/BENCH-DATE.json; remove the temporary workspace unless --workdir."""
+    out = ROOT / "bench" / "results" / f"{bench}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    if not args.workdir:
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
 def best_or_last(run: Path) -> Path:
     return run / "adapters" / ("best" if (run / "adapters" / "best").is_dir() else "last")
 
@@ -693,12 +704,7 @@ def main() -> None:
                             **{name: pr[i] for name, pr in preds.items()}}
                            for i, (r, g) in enumerate(zip(test2[:12], golds[:12]))],
               "workdir": str(root)}
-    out = ROOT / "bench" / "results" / f"clara_synth-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
-    if not args.workdir:
-        shutil.rmtree(root, ignore_errors=True)
+    save_result("clara_synth", result, args, root)
 
 
 def _group(rows, key):
