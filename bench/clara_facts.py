@@ -7,8 +7,8 @@ independently of what and when, so a question about an unseen fact ("Who painted
   1. facts-stage1/2/3 from --train facts and --test unseen ones (stage 2: 1 document per
      question; stage 3: --candidates per question, one gold), facts-sft (closed-book) and
      facts-ragtext (the stage-2 rows with the document as text);
-  2. `clara train pipeline -m data/models/reader` (the base `bench/clara_synth.py
-     --export-base` pretrains to read; CLaRa's adapters train on it frozen);
+  2. `clara train pipeline -m data/models/reader` (a tiny base pretrained to read, see its
+     README; CLaRa's adapters train on it frozen);
   3. baselines through `clara train lora` (LoRA SFT of the same base): closed-book and raw-text
      RAG; the base alone on raw-text RAG;
   4. EM on the test facts, with a control: each question over ANOTHER fact's compressed
@@ -61,8 +61,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from clara_synth import (WS, best_or_last, clara, clara_eval, last_metrics,  # noqa: E402
                          lm_answers, rag_chat, rag_user, recall, save_result, scores,
-                         train_baselines, write)
+                         train_baselines)
 
+from clara import io  # noqa: E402
 from clara.method import synthetic  # noqa: E402
 from clara.method.prompts import SYSTEM_RAG  # noqa: E402
 
@@ -70,22 +71,22 @@ READER = ROOT / "data" / "models" / "reader"
 
 
 def make_datasets(ws: Path, train: list[dict], test: list[dict], candidates: int) -> None:
-    d = ws / "datasets"
-    valid = test[:16]  # a look at unseen facts during training; the scores use all of `test`
+    def closed(fs):
+        return [{"messages": [{"role": "user", "content": r["question"]},
+                              {"role": "assistant", "content": r["answer"]}]}
+                for r in synthetic.stage2_rows(fs, 1)]
+
+    def ragtext(fs):
+        return [rag_chat(r["docs"], r["question"], r["answer"])
+                for r in synthetic.stage2_rows(fs, 1)]
+
     for name, make in (("facts-stage1", lambda fs: synthetic.stage1_rows(fs, paraphrase_every=4)),
                        ("facts-stage2", lambda fs: synthetic.stage2_rows(fs, 1)),
-                       ("facts-stage3", lambda fs: synthetic.stage3_rows(fs, candidates, 1))):
-        write(d / name / "train.jsonl", make(train))
-        write(d / name / "valid.jsonl", make(valid))
-    rows = synthetic.stage2_rows(train, 1)
-    write(d / "facts-ragtext" / "train.jsonl", [rag_chat(r["docs"], r["question"], r["answer"])
-                                                for r in rows])
-    write(d / "facts-sft" / "train.jsonl", [
-        {"messages": [{"role": "user", "content": r["question"]},
-                      {"role": "assistant", "content": r["answer"]}]} for r in rows])
-    for name in ("facts-ragtext", "facts-sft"):
-        src = d / name / "train.jsonl"
-        (d / name / "valid.jsonl").write_text("".join(src.read_text().splitlines(True)[:32]))
+                       ("facts-stage3", lambda fs: synthetic.stage3_rows(fs, candidates, 1)),
+                       ("facts-sft", closed), ("facts-ragtext", ragtext)):
+        io.write_jsonl(ws / "datasets" / name / "train.jsonl", make(train))
+        # a look at unseen facts during training; the scores use all of `test`
+        io.write_jsonl(ws / "datasets" / name / "valid.jsonl", make(test[:16]))
 
 
 def main() -> None:

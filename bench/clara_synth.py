@@ -11,7 +11,7 @@ In a temporary workspace (or --workdir):
      token of syn-read2 (the reading chats with two documents each), then --reader-iters steps
      (batch 32) on the answers alone of syn-read, in two runs (5/13 and 8/13 of them: the second
      restarts the learning-rate schedule with a new data order); fused into model `base`
-     (--export-base DIR also writes it in bfloat16, as data/models/reader was made). The
+     (--export-base DIR also writes it in bfloat16, laid out as data/models/reader). The
      reading chats teach reading, not facts: every training document to repeat, and
      --pre-variants renderings of every TRAIN question in the raw-text RAG chat format, all but
      the first counterfactual (a fresh answer value, and a fresh name for the person asked
@@ -96,6 +96,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from clara import io
 from clara.method.prompts import SYSTEM_RAG
 
 WS = "study"
@@ -114,15 +115,6 @@ def clara(args, root: Path, *argv: str) -> str:
 
 
 # ---------------------------------------------------------------------------- data
-def read(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def write(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def rag_user(docs: list[str], question: str) -> str:
     # the CLaRa generator prompt (c), with the documents as text instead of memory slots
     return "Background:\n" + "\n".join(docs) + f"\n\nQuestion:{question}"
@@ -151,10 +143,11 @@ def make_k_datasets(ws: Path, k: int) -> None:
     for split in ("train", "valid", "test"):
         rows = [{"question": r["question"], "answer": r["answer"],
                  "docs": pick_docs(r, k, random.Random(f"{split}{i}"))}
-                for i, r in enumerate(read(ws / "datasets" / "syn-stage3" / f"{split}.jsonl"))
+                for i, r in enumerate(io.read_jsonl(ws / "datasets" / "syn-stage3" /
+                                                    f"{split}.jsonl"))
                 if len(r["pos_index"]) <= k]  # k = 1: no two-hop questions
-        write(ws / "datasets" / "syn-kdocs" / f"{split}.jsonl", rows)
-        write(ws / "datasets" / "syn-ragtext" / f"{split}.jsonl",
+        io.write_jsonl(ws / "datasets" / "syn-kdocs" / f"{split}.jsonl", rows)
+        io.write_jsonl(ws / "datasets" / "syn-ragtext" / f"{split}.jsonl",
               [rag_chat(r["docs"], r["question"], r["answer"]) for r in rows])
 
 
@@ -197,11 +190,11 @@ def counterfactual(docs, question, answer, person, rng, banned):
 def reading_items(ws: Path, k: int, variants: int):
     """(variant, docs, question, answer) for `variants` renderings of every TRAIN question
     with k documents, all but the first with counterfactual values (see `counterfactual`)."""
-    ents = {d["id"]: d for d in read(ws / "datasets" / "syn-docs" / "train.jsonl")}
-    banned = {w for d in read(ws / "datasets" / "syn-docs" / "test.jsonl")
+    ents = {d["id"]: d for d in io.read_jsonl(ws / "datasets" / "syn-docs" / "train.jsonl")}
+    banned = {w for d in io.read_jsonl(ws / "datasets" / "syn-docs" / "test.jsonl")
               for w in d["entity"].split()}
-    rows = read(ws / "datasets" / "syn-stage3" / "train.jsonl")
-    qa = read(ws / "datasets" / "syn-qa" / "train.jsonl")
+    rows = io.read_jsonl(ws / "datasets" / "syn-stage3" / "train.jsonl")
+    qa = io.read_jsonl(ws / "datasets" / "syn-qa" / "train.jsonl")
     assert [r["question"] for r in rows] == [q["question"] for q in qa]
     for v in range(variants):
         for i, (r, q) in enumerate(zip(rows, qa)):
@@ -223,11 +216,11 @@ def make_reading_corpus(ws: Path, k: int, variants: int, name: str = "syn-read")
     texts = [{"messages": [{"role": "user", "content": f"Background:\n{d['text']}\n\nRepeat "
                                                       "the background."},
                            {"role": "assistant", "content": d["text"]}]}
-             for d in read(ws / "datasets" / "syn-docs" / "train.jsonl")]
+             for d in io.read_jsonl(ws / "datasets" / "syn-docs" / "train.jsonl")]
     texts += [rag_chat(docs, q, a) for _, docs, q, a in reading_items(ws, k, variants)]
     random.Random(0).shuffle(texts)
-    write(ws / "datasets" / name / "train.jsonl", texts)
-    write(ws / "datasets" / name / "valid.jsonl", texts[:64])
+    io.write_jsonl(ws / "datasets" / name / "train.jsonl", texts)
+    io.write_jsonl(ws / "datasets" / name / "valid.jsonl", texts[:64])
     return len(texts)
 
 
@@ -236,7 +229,7 @@ def make_stage3_subset(ws: Path, n: int, k: int) -> None:
     rows' order is already shuffled), so stage 3 fits the time budget."""
     for split in ("train", "valid", "test"):
         rows = []
-        for r in read(ws / "datasets" / "syn-stage3" / f"{split}.jsonl"):
+        for r in io.read_jsonl(ws / "datasets" / "syn-stage3" / f"{split}.jsonl"):
             if len(r["pos_index"]) > k:
                 continue
             gold = set(r["pos_index"])
@@ -244,7 +237,7 @@ def make_stage3_subset(ws: Path, n: int, k: int) -> None:
                     sum(1 for j in range(i) if j not in gold) < n - len(gold)][:n]
             rows.append({**r, "docs": [r["docs"][i] for i in keep],
                          "pos_index": [keep.index(i) for i in sorted(gold)]})
-        write(ws / "datasets" / "syn-s3sub" / f"{split}.jsonl", rows)
+        io.write_jsonl(ws / "datasets" / "syn-s3sub" / f"{split}.jsonl", rows)
 
 
 def template_key(question: str, names: list[str]) -> str:
@@ -303,26 +296,12 @@ def lm_answers(model_dir: str, adapter: Path | None, prompts: list[list[dict]], 
 
 def clara_answer(model, question: str, compressed, max_tokens: int, min_one: bool) -> str:
     """inference.answer_from_compressed, with the same first-token rule as the baselines."""
-    import mlx.core as mx
-    import numpy as np
-    from mlx_lm import stream_generate
-    from mlx_lm.sample_utils import make_sampler
-
     from clara.method import inference
 
-    if not min_one:
-        return inference.answer_from_compressed(model, question, compressed,
-                                                max_tokens=max_tokens)
-    k = compressed.shape[0]
-    ids = model.prompt_ids(question, k)
-    arr = np.array([ids], dtype=np.int32)
-    emb = model.inject(mx.array(arr), mx.array(model.slot_index(arr, k)), compressed, k)[0]
-    model.set_adapter("generator")
-    procs = [inference._ban_added(model), no_empty_answer(model.tokenizer.eos_token_ids, len(ids))]
-    return "".join(r.text for r in stream_generate(
-        model.lm, model.tokenizer, mx.array(ids), max_tokens=max_tokens,
-        sampler=make_sampler(temp=0.0), logits_processors=procs,
-        input_embeddings=emb)).strip()
+    prompt_len = len(model.prompt_ids(question, compressed.shape[0]))
+    procs = [no_empty_answer(model.tokenizer.eos_token_ids, prompt_len)] if min_one else []
+    return inference.answer_from_compressed(model, question, compressed, max_tokens=max_tokens,
+                                            logits_processors=procs)
 
 
 def clara_eval(ckpt: Path, rows: list[dict], max_tokens: int, retrieval: bool, k: int,
@@ -391,7 +370,8 @@ Weights in bfloat16; MLX casts them to the platform dtype on load.
 
 def export_base(src: Path, dest: Path, args) -> None:
     """Copy model `src` to `dest` (written under a temporary name, then renamed) with its
-    floating weights in bfloat16: half the bytes in the repository, same answers."""
+    floating weights in bfloat16 (half the bytes; the CLaRa figures of data/models/reader were
+    measured on its bfloat16 weights)."""
     import mlx.core as mx
 
     tmp = dest.with_name(f".{dest.name}.exporting")
@@ -427,7 +407,7 @@ def train_baselines(args, root: Path, ws: Path, base: str, closed_data: str, rag
 
 def last_metrics(run: Path) -> dict:
     """First and last training rows and the last validation row of a run."""
-    rows = read(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
+    rows = io.read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").is_file() else []
     tr = [r for r in rows if "train_loss" in r]
     va = [r for r in rows if "val_loss" in r]
     return {"first_train": tr[0] if tr else None, "last_train": tr[-1] if tr else None,
@@ -560,10 +540,7 @@ def main() -> None:
             model = out
         if model != "base":
             shutil.copytree(ws / "models" / model, ws / "models" / "base")
-    pre_rows = ws / "runs" / "pretrain" / "metrics.jsonl"
-    pre_val = [r["val_loss"] for r in read(pre_rows) if "val_loss" in r] if pre_rows.is_file() \
-        else []
-    pre = {"val_loss": pre_val[-1] if pre_val else None}
+    pre = {"val_loss": (last_metrics(ws / "runs" / "pretrain")["last_valid"] or {}).get("val_loss")}
     if args.export_base:
         export_base(ws / "models" / "base", Path(args.export_base), args)
     phase("pretrain")
@@ -592,24 +569,25 @@ def main() -> None:
     # ------------------------------------------------------------------ evaluation
     runs = ws / "runs"
     s2, s3 = best_or_last(runs / "pipe-stage2"), best_or_last(runs / "pipe-stage3")
-    test2 = read(ws / "datasets" / "syn-kdocs" / "test.jsonl")
-    test3 = read(ws / "datasets" / "syn-s3sub" / "test.jsonl")
+    test2 = io.read_jsonl(ws / "datasets" / "syn-kdocs" / "test.jsonl")
+    test3 = io.read_jsonl(ws / "datasets" / "syn-s3sub" / "test.jsonl")
     kept = {r["question"] for r in test2}
-    qa = [q for q in read(ws / "datasets" / "syn-qa" / "test.jsonl") if q["question"] in kept]
+    qa = [q for q in io.read_jsonl(ws / "datasets" / "syn-qa" / "test.jsonl")
+          if q["question"] in kept]
     if args.eval_rows:
         pick = sorted(random.Random(args.seed).sample(range(len(test2)), args.eval_rows))
         test2, test3, qa = ([t[i] for i in pick] for t in (test2, test3, qa))
     assert [r["question"] for r in test2] == [r["question"] for r in qa]
     golds = [r["answer"] for r in test2]
-    test_docs = [d["text"] for d in read(ws / "datasets" / "syn-docs" / "test.jsonl")]
+    test_docs = [d["text"] for d in io.read_jsonl(ws / "datasets" / "syn-docs" / "test.jsonl")]
     kinds = [q["kind"] for q in qa]
     k = args.top_k
     min_one = not args.greedy
     base = str(ws / "models" / "base")
 
-    names = [r["entity"] for r in read(ws / "datasets" / "syn-docs" / "train.jsonl")] + \
-        [r["entity"] for r in read(ws / "datasets" / "syn-docs" / "test.jsonl")]
-    train_qa = read(ws / "datasets" / "syn-qa" / "train.jsonl")
+    names = [r["entity"] for r in io.read_jsonl(ws / "datasets" / "syn-docs" / "train.jsonl")] + \
+        [r["entity"] for r in io.read_jsonl(ws / "datasets" / "syn-docs" / "test.jsonl")]
+    train_qa = io.read_jsonl(ws / "datasets" / "syn-qa" / "train.jsonl")
     majority = {}
     for key, group in _group(train_qa, lambda q: template_key(q["question"], names)).items():
         majority[key] = Counter(q["answer"] for q in group).most_common(1)[0][0]
@@ -690,13 +668,14 @@ def main() -> None:
     print("\nCosine of the compressed vectors of different test documents: " +
           ", ".join(f"{st} mean {c['mean']:.3f} (min {c['min']:.3f}, max {c['max']:.3f})"
                     for st, c in cos.items()))
-    print(f"\ndecoding: {'greedy' if args.greedy else 'greedy, end of turn banned as the first token'}"
-          f"; timings (s): {timings}  total {total}s")
+    decoding = "greedy" if args.greedy else "greedy, end of turn banned as the first token"
+    print(f"\ndecoding: {decoding}; timings (s): {timings}  total {total}s")
 
     result = {"args": vars(args), "table": table, "recall": {"chance": rec_chance,
                                                               "start": rec_start, "end": rec_end},
               "compressed_cosine": cos,
-              "test_questions": len(golds), "answer_types": dict(n_type), "candidates": n_cand, "timings_s": timings,
+              "test_questions": len(golds), "answer_types": dict(n_type), "candidates": n_cand,
+              "timings_s": timings,
               "total_s": total, "pretrain": pre,
               "runs": {r: last_metrics(runs / r) for r in ("pretrain", "pipe-stage1", "pipe-stage2",
                                                     "pipe-stage3", "closed", "ragtext")},

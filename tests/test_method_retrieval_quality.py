@@ -9,7 +9,6 @@ came from (its test entities were never in it)."""
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest
@@ -22,10 +21,6 @@ from conftest import DATA
 
 READER = DATA / "models" / "reader"
 CANDIDATES = 6
-
-
-def read(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def single_gold(rows: list[dict]) -> list[dict]:
@@ -60,7 +55,7 @@ def pipeline(tmp_path_factory):
 
     clara("data", "synth", "syn", "--entities", "300", "--seed", "0")
     for split in ("train", "valid", "test"):
-        rows = single_gold(read(ws.datasets_dir / "syn-stage3" / f"{split}.jsonl"))
+        rows = single_gold(io.read_jsonl(ws.datasets_dir / "syn-stage3" / f"{split}.jsonl"))
         io.write_jsonl(ws.datasets_dir / "syn-s3six" / f"{split}.jsonl", rows)
         io.write_jsonl(ws.datasets_dir / "syn-s2gold" / f"{split}.jsonl",
                        [{**r, "docs": [r["docs"][r["pos_index"][0]]], "pos_index": [0]}
@@ -73,7 +68,7 @@ def pipeline(tmp_path_factory):
           "--lora-dropout", "0", "--mse-weight", "0", "--batch-size", "8", "--max-len", "512",
           "--top-k", "1", "--warmup-steps", "20", "--val-every", "0", "--val-batches", "2",
           "--save-every", "1000", "--seed", "0")
-    test = read(ws.datasets_dir / "syn-s3six" / "test.jsonl")
+    test = io.read_jsonl(ws.datasets_dir / "syn-s3six" / "test.jsonl")
     return ws.runs_dir, random.Random(0).sample(test, 100)
 
 

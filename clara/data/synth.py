@@ -197,9 +197,12 @@ def make_world(seed: int = 0, entities: int = 60, test_share: float = 0.2) -> Wo
     people = []
     for i in range(n_person):
         name = _unique(rng, used, lambda: f"{_word(rng, 2)} {_word(rng, rng.choice((2, 3)))}")
-        invention = lambda: f"the {rng.choice(_INV_ADJ)} {rng.choice(_INV_NOUN)}"  # noqa: E731
+        def draw_invention():
+            return f"the {rng.choice(_INV_ADJ)} {rng.choice(_INV_NOUN)}"
+
         # distinct while most of the adjective x noun pool is free; a large world shares them
-        invention = _unique(rng, used, invention) if i < _INVENTIONS - 16 else invention()
+        invention = (_unique(rng, used, draw_invention) if i < _INVENTIONS - 16
+                     else draw_invention())
         people.append(Entity(f"person-{i:03d}", "person", name,
                              {"born": rng.randint(1800, 1900), "city": rng.choice(cities),
                               "profession": rng.choice(PROFESSIONS),

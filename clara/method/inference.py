@@ -119,8 +119,9 @@ def _ban_added(model: ClaraModel):
 
 
 def stream_answer(model: ClaraModel, question: str, compressed: mx.array, max_tokens: int = 128,
-                  temp: float = 0.0, **kwargs) -> Iterator:
-    """Stream mlx-lm GenerationResponses for `question` over compressed docs [k, n_mem, H]."""
+                  temp: float = 0.0, logits_processors=(), **kwargs) -> Iterator:
+    """Stream mlx-lm GenerationResponses for `question` over compressed docs [k, n_mem, H];
+    `logits_processors` run after the one that bans the CLaRa tokens."""
     from mlx_lm import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
@@ -134,7 +135,8 @@ def stream_answer(model: ClaraModel, question: str, compressed: mx.array, max_to
     model.set_adapter("generator")
     yield from stream_generate(model.lm, model.tokenizer, mx.array(ids), max_tokens=max_tokens,
                                sampler=make_sampler(temp=temp),
-                               logits_processors=[_ban_added(model)], input_embeddings=emb,
+                               logits_processors=[_ban_added(model), *logits_processors],
+                               input_embeddings=emb,
                                **kwargs)
 
 

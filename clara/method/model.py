@@ -66,7 +66,7 @@ class ClaraModel(nn.Module):
 
             if not config.base_model:
                 raise ClaraError("base_model: no base model given")
-            # the platform dtype, as for LoRA: a bfloat16 base trains ~10x slower on the CPU
+            # the platform dtype, as for LoRA: a bfloat16 base trains several times slower on the CPU
             loaded = load_model(config.base_model)
             lm, tokenizer = loaded.model, loaded.tokenizer
         from mlx_lm.utils import does_model_support_input_embeddings
