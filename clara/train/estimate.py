@@ -112,7 +112,7 @@ class Work:
     adapters_trained: int = 1
     adapters_held: int = 1
     extra_trainable: int = 0  # e.g. CLaRa's memory rows
-    lora_dropout: float = 0.0  # > 0 keeps each adapted input's dropped copy and mask
+    lora_dropout: float = 0.0  # > 0 keeps each adapted input's dropout mask (and, LoRA, copy)
     grad_checkpoint: bool = False
     dtype: str = "bfloat16"
     full: bool = False  # full fine-tuning of the adapted layers
@@ -176,7 +176,10 @@ def activation_bytes(s: Shape, w: Work, rows: int, length: int, backend: str) ->
     per_token_layer = (ACT_H * s.hidden + ACT_I * s.intermediate + ACT_KV * kv) * b
     if w.lora_dropout > 0 and not w.full:
         dims = s.proj_dims()
-        per_token_layer += sum(dims[k][0] for k in w.lora_keys if k in dims) * (b + 1)
+        # CLaRa's adapters keep only the boolean mask (clara.method.adapters.dropped_lora);
+        # mlx-lm's LoRALinear keeps the dropped copy as well
+        per_elem = 1 if w.kind != "lora" else b + 1
+        per_token_layer += sum(dims[k][0] for k in w.lora_keys if k in dims) * per_elem
     attn = 0 if FUSED_ATTENTION.get(backend, False) else 2 * rows * s.heads * length * length * 4
     tokens = rows * length
     if w.grad_checkpoint:  # block inputs only, plus one block recomputed during backward
@@ -188,7 +191,7 @@ def logits_bytes(s: Shape, w: Work, rows: int, positions: int) -> int:
     b = DTYPE_BYTES.get(w.dtype, 2)
     # the logits, the loss's float32 working copies and the gradients; CLaRa's head splices
     # the added tokens' columns in, one more copy
-    per = 2 * b + 8 if w.kind == "lora" else 3 * b + 12
+    per = 2 * b + 8 if w.kind == "lora" else 4 * b + 16
     return rows * positions * s.vocab * per
 
 
