@@ -214,6 +214,9 @@ class TrainScreen(ClaraScreen):
                 with VerticalScroll(id="preview-scroll", classes="panel"):
                     yield Static("", id="preview", markup=False)
                 yield Static("", id="train-status")
+                estimate = Static("", id="train-estimate", markup=False)  # clara.train.estimate
+                estimate.display = False
+                yield estimate
                 yield Button("Launch  (ctrl+l)", id="launch", variant="success")
 
     def on_mount(self) -> None:
@@ -323,6 +326,30 @@ class TrainScreen(ClaraScreen):
         data, text = effective_config(self.kind, form)
         self.query_one("#preview", Static).update(text)
         self.query_one("#launch", Button).disabled = data is None or self.app.workspace is None
+        self._estimate(self.kind, data)
+
+    @work(thread=True, exclusive=True, group="estimate", exit_on_error=False)
+    def _estimate(self, kind: str, data: dict | None) -> None:
+        """One line: the run's estimated peak memory and time per step (none while the form
+        has no model, or for a whole pipeline)."""
+        line = ""
+        if data and kind != "pipeline" and self.app.workspace is not None:
+            from clara.train.estimate import estimate_request
+
+            try:
+                est = estimate_request(self.app.workspace, kind, dict(data))
+                line = (f"estimate: peak {est.peak_bytes / 1e9:.1f} GB, "
+                        f"~{est.step_seconds:.2g} s/step"
+                        + (f"  — over 90% of {est.budget_what}" if est.over_budget else ""))
+            except Exception:  # an incomplete form: the preview already says what is wrong
+                line = ""
+
+        def show() -> None:
+            widget = self.query_one("#train-estimate", Static)
+            widget.update(line)
+            widget.display = bool(line)
+
+        self.app.call_from_thread(show)
 
     @on(Button.Pressed, "#launch")
     def action_launch(self) -> None:
