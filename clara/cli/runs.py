@@ -154,12 +154,16 @@ def runs_tail(app: AppContext, run_ref: str, lines: int, follow: bool, events: b
         for row in rows:
             click.echo(json.dumps(row, ensure_ascii=False) if fmt == "json" else _line(row))
 
-    follower = Follower(run)
-    first = follower.read(events=events)
+    first = Follower(run).read(events=events)
     show((first.metrics + first.events)[-lines:] if lines else [])
+    shown = max((r.get("step", 0) for r in first.metrics), default=0)
     if follow:
         for update in run.follow(first.offsets, events=events):
-            show(update.metrics + update.events)
+            rows = update.metrics
+            if update.reset:  # a resume rewrote the file: skip the rows already shown
+                rows = [r for r in rows if r.get("step", 0) > shown]
+            shown = max([shown] + [r.get("step", 0) for r in rows])
+            show(rows + update.events)
 
 
 @runs_group.command("stop")
