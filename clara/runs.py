@@ -436,7 +436,8 @@ def wait_until_done(run: Run, timeout: float | None = None, poll: float = 0.2) -
 
 
 def delete_run(run: Run, force: bool = False) -> None:
-    if run.is_active():
+    st = run.status()
+    if st.get("status") in ACTIVE and st.get("pid"):  # queued without a worker: nothing runs
         if not force:
             raise ClaraError(f"run {run.id} is {run.raw_status().get('status')}: "
                              "stop it first (or pass --force)")
