@@ -148,7 +148,7 @@ def follow(run, proc, progress: Progress, every: float = 5.0) -> None:
 
 def _pretrain(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
     from clara.models.fuse import fuse_adapter
-    from clara.train.launch import resolve_adapter
+    from clara.refs import resolve
 
     if (ws.models_dir / "tiny").is_dir():
         return
@@ -159,7 +159,7 @@ def _pretrain(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
         "learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_steps": 20,
         "val_every": 100, "save_every": 100}, progress)
     progress("    fusing the pretrained weights into model tiny")
-    fuse_adapter(str(ws.models_dir / "tiny-init"), resolve_adapter(ws, run.id),
+    fuse_adapter(str(ws.models_dir / "tiny-init"), resolve(ws, run.id).path,
                  ws.models_dir / "tiny")
 
 

@@ -12,7 +12,8 @@ import click
 from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
 from clara.cli.train import _SKIP, config_options, train_group
 from clara.errors import ClaraError, DataError
-from clara.method.pipeline import STAGES, resolve_checkpoint
+from clara.refs import CLARA, GRAMMAR, resolve
+from clara.method.pipeline import STAGES
 from clara.method.tasks import ClaraTrainConfig
 
 _from_option = click.option(
@@ -286,7 +287,7 @@ def compress_cmd(app: AppContext, ckpt, docs_files, out, batch_size, fmt):
     from clara.method import checkpoint, inference
 
     ids, texts = _doc_files(docs_files)
-    model = checkpoint.load(resolve_checkpoint(app.workspace(), ckpt), inference=True)
+    model = checkpoint.load(resolve(app.workspace(), ckpt, want=CLARA).path, inference=True)
     store = inference.CompressedStore.build(model, texts, out, ids=ids, batch_size=batch_size)
     emit_record({"store": str(store.path), "documents": len(texts),
                  "n_mem": store.meta["n_mem"], "hidden_size": store.meta["hidden_size"]}, fmt)
@@ -325,7 +326,7 @@ def ask_cmd(app: AppContext, question, ckpt, docs_files, doc_texts, store, top_k
         raise ClaraError("give documents (--docs/--doc) or --store, not both")
     if not store and not texts:
         raise ClaraError("no documents: give --docs FILE, --doc TEXT or --store STORE")
-    model = checkpoint.load(resolve_checkpoint(app.workspace(), ckpt), inference=True)
+    model = checkpoint.load(resolve(app.workspace(), ckpt, want=CLARA).path, inference=True)
     chosen = None
     if store:
         pool = inference.CompressedStore.open(store)

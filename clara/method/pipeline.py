@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from clara import io
+from clara import io, refs
 from clara.errors import ClaraError
 from clara.runs import (
     ACTIVE,
@@ -49,15 +49,6 @@ STOP_FILE = "stop.request"
 KIND = "clara-pipeline"
 STAGES = ("stage1", "stage2", "stage3")
 STAGE_OVERRIDES = ("iters", "epochs", "learning_rate", "top_k")
-
-
-def _checkpoint_of(run: Run) -> Path:
-    """A run's best checkpoint, else its last one (a CLaRa checkpoint folder)."""
-    for sub in ("best", "last"):
-        folder = run.adapters / sub
-        if (folder / "clara_config.json").is_file():
-            return folder.resolve()
-    raise ClaraError(f"run {run.id}: no CLaRa checkpoint (adapters/best or adapters/last)")
 
 
 def docs_per_row(data_dir: str | Path) -> int | None:
@@ -212,33 +203,6 @@ def find_pipeline(ws: Workspace, ref: str) -> Pipeline:
     raise ClaraError(f"no pipeline {ref!r} in workspace {ws.name} (see: clara pipelines list)")
 
 
-def resolve_checkpoint(ws: Workspace | None, ref: str) -> Path:
-    """A CLaRa checkpoint from a checkpoint folder, a run id (its best, else last checkpoint) or
-    a pipeline id (its newest stage with a checkpoint)."""
-    path = Path(ref).expanduser()
-    if (path / "clara_config.json").is_file():
-        return path.resolve()
-    if ws is None:
-        raise ClaraError(f"{ref}: not a CLaRa checkpoint folder")
-    from clara.runs import find_run
-
-    try:
-        return _checkpoint_of(find_run(ws, ref))
-    except ClaraError as run_error:
-        try:
-            pipe = find_pipeline(ws, ref)
-        except ClaraError:
-            raise run_error from None
-    for s in reversed(STAGES):
-        run = pipe.run_of(s)
-        if run is not None and run.exists:
-            try:
-                return _checkpoint_of(run)
-            except ClaraError:
-                continue
-    raise ClaraError(f"pipeline {pipe.id}: no stage has a checkpoint yet")
-
-
 # ---------------------------------------------------------------------------- the driver
 def stage_config(pipe: Pipeline, stage: str, init_from: Path | None) -> dict:
     """The ClaraTrainConfig dict of a stage run: shared settings, the stage's overrides, its
@@ -269,7 +233,7 @@ def stage_config(pipe: Pipeline, stage: str, init_from: Path | None) -> dict:
 def _make_stage_run(pipe: Pipeline, stage: str) -> Run:
     i = STAGES.index(stage)
     prev = pipe.run_of(STAGES[i - 1]) if i else None
-    init_from = _checkpoint_of(prev) if prev is not None else None
+    init_from = refs.run_checkpoint(prev).path if prev is not None else None
     config = stage_config(pipe, stage, init_from)
     doc = pipe.doc()
     resolved = {"model": doc["model"], "data": doc["stages"][stage]["data"]}
