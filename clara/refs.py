@@ -161,7 +161,7 @@ def _resolve(ws, ref: str) -> Checkpoint:
     head, _, which = ref.partition(":")
     which = which or None
     if ws is None or "/" in head or path.exists():
-        raise ClaraError(f"{ref}: no such checkpoint folder (nor a run of that name; expected "
+        raise ClaraError(f"{ref}: adapter folder does not exist (nor a run of that name; expected "
                          f"{GRAMMAR})")
     from clara.method.pipeline import find_pipeline
 
