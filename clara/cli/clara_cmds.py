@@ -14,7 +14,7 @@ from clara.cli.train import _SKIP, config_options, train_group
 from clara.errors import ClaraError, DataError
 from clara.refs import CLARA, GRAMMAR, resolve
 from clara.method.pipeline import STAGES
-from clara.method.tasks import ClaraTrainConfig
+from clara.method.config import ClaraTrainConfig
 
 _from_option = click.option(
     "--from", "--init-from", "from_ref", default=None, metavar="RUN",

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from clara import io
-from clara.data.formats import (ALIASES, CHOICES, DOC_KEYS, KINDS, ROLES,  # noqa: F401
-                                _type, canonical_kind, check_row)
+from clara.data.formats import (ALIASES, CHOICES, DOC_KEYS, KINDS, MODE_KINDS,  # noqa: F401
+                                ROLES, STAGE_KINDS, canonical_kind, check_row, lora_row_kind)
 from clara.errors import ClaraError, DataError, ValidationFailed
 
 SPLITS = ("train", "valid", "test")
@@ -89,8 +89,12 @@ def detect_kind(path: str | Path) -> str:
 
 def validate_file(path: str | Path, kind: str = "auto", state: dict | None = None
                   ) -> list[DataError]:
-    """Every problem of one JSONL file (empty list: the file is valid)."""
-    return _validate_file(Path(path), kind, state)[0]
+    """Every problem of one JSONL file (empty list: the file is valid); a file without rows is
+    a problem, as training refuses it."""
+    errors, n = _validate_file(Path(path), kind, state)
+    if n == 0 and not errors:
+        errors = [DataError(path, None, None, "no rows")]
+    return errors
 
 
 def _validate_file(path: Path, kind: str, state: dict | None) -> tuple[list[DataError], int]:
@@ -151,3 +155,80 @@ def require_valid(dataset_dir: str | Path, kind: str | Sequence[str] | None = No
     if errors:
         raise ValidationFailed(errors)
     return counts
+
+
+# ---------------------------------------------------------------------------- before training
+# What each trainer reads, and the command that trains on each other kind (the hint of a
+# kind mismatch).
+TRAINS_ON = {"cpt": ("text",), "sft": ("chat", "completions"), "stage1": ("stage1",),
+             "stage2": ("stage2",), "stage3": ("stage3",)}
+_COMMAND = {"text": "clara train lora --mode cpt", "chat": "clara train lora --mode sft",
+            "completions": "clara train lora --mode sft", "stage1": "clara train stage1",
+            "stage2": "clara train stage2", "stage3": "clara train stage3"}
+
+
+def check_training_kind(folder: str | Path, trainer: str) -> str:
+    """The dataset's kind, or a one-line ClaraError naming the command that trains on it.
+
+    `trainer` is cpt, sft, stage1, stage2 or stage3. The kind comes from dataset.toml, else the
+    first row (where stage 2 and 3 rows look alike, either is taken for the other)."""
+    folder = Path(folder)
+    wanted = TRAINS_ON[trainer]
+    declared = _toml_kind(folder)
+    actual = declared or detect_kind(folder)
+    if actual in wanted or (declared is None and {actual, trainer} <= {"stage2", "stage3"}):
+        return actual
+    what = {"cpt": "train lora --mode cpt", "sft": "train lora --mode sft"}.get(
+        trainer, f"train {trainer}")
+    hint = (f"train it with: {_COMMAND[actual]}" if actual in _COMMAND else
+            "build a training set from it first (clara data build)")
+    raise ClaraError(f"{folder}: a {actual} dataset, but clara {what} trains on "
+                     f"{' or '.join(wanted)} rows; {hint}")
+
+
+def training_problems(folder: str | Path, trainer: str) -> tuple[dict[str, int], list[DataError]]:
+    """(rows per split, problems) of train.jsonl and valid.jsonl read as `trainer` reads them
+    (the row checks of clara.data.formats, row by row)."""
+    folder = Path(folder)
+    counts: dict[str, int] = {}
+    errors: list[DataError] = []
+    state: dict = {}
+    for split in ("train", "valid"):
+        f = folder / f"{split}.jsonl"
+        if not f.is_file():
+            continue
+        n = 0
+        try:
+            for line, row in io.iter_jsonl(f, strict=False):
+                n += 1
+                kind = lora_row_kind(row, trainer) if trainer in ("cpt", "sft") else trainer
+                errors += check_row(kind, row, f, line, state)
+        except UnicodeDecodeError as e:
+            errors.append(DataError(f, None, None, f"not UTF-8 text ({e.reason})"))
+        except OSError as e:
+            errors.append(DataError(f, None, None, f"cannot read ({e.strerror})"))
+        counts[split] = n
+    if counts.get("train", 0) == 0 and not errors:
+        errors.append(DataError(folder / "train.jsonl", None, None,
+                                "no rows" if "train" in counts else "missing"))
+    return counts, errors
+
+
+def require_training_data(folder: str | Path, trainer: str) -> dict[str, int]:
+    """Check a dataset before a run is made: its kind, then every row; raise the first problem
+    as one line (`file:line: field: problem`, as `clara data validate` prints it)."""
+    check_training_kind(folder, trainer)
+    counts, errors = training_problems(folder, trainer)
+    if errors:
+        raise first_problem(errors, folder)
+    return counts
+
+
+def first_problem(errors: list[DataError], folder: str | Path) -> DataError:
+    """The first problem, saying how many more there are (one line)."""
+    first = errors[0]
+    if len(errors) > 1:
+        return DataError(first.path, first.line, first.field,
+                         f"{first.problem} (and {len(errors) - 1} more problems: "
+                         f"clara data validate {folder})")
+    return first

@@ -53,8 +53,10 @@ STAGE_OVERRIDES = ("iters", "epochs", "learning_rate", "top_k")
 
 def docs_per_row(data_dir: str | Path) -> int | None:
     """Documents in the first row of a dataset's train.jsonl (stage 2 needs top_k to match)."""
+    from clara.data.formats import DOC_KEYS
+
     for _, row in io.iter_jsonl(Path(data_dir) / "train.jsonl"):
-        for key in ("docs", "context", "content"):
+        for key in DOC_KEYS:
             if isinstance(row, dict) and isinstance(row.get(key), list):
                 return len(row[key])
         return None
@@ -205,26 +207,33 @@ def find_pipeline(ws: Workspace, ref: str) -> Pipeline:
 
 # ---------------------------------------------------------------------------- the driver
 def stage_config(pipe: Pipeline, stage: str, init_from: Path | None) -> dict:
-    """The ClaraTrainConfig dict of a stage run: shared settings, the stage's overrides, its
-    data, its starting checkpoint; stage 2's top_k defaults to its rows' document count and
-    stage 3's to stage 2's."""
-    from clara.method.tasks import ClaraTrainConfig
+    """The ClaraTrainConfig dict of a stage run of this pipeline."""
+    return effective_stage_config(pipe.doc(), stage, init_from)
 
-    doc = pipe.doc()
+
+def effective_stage_config(doc: dict, stage: str, init_from: Path | None,
+                           check_rows: bool = True) -> dict:
+    """The ClaraTrainConfig dict of a stage run from a pipeline's {"config", "stages"}: shared
+    settings, the stage's overrides, its data, its starting checkpoint; stage 2's top_k
+    defaults to its rows' document count and stage 3's to stage 2's (check_rows=False: the
+    datasets are not read, the defaults stay)."""
+    from clara.method.config import ClaraTrainConfig
+
     entry = doc["stages"][stage]
     values = {**doc["config"], **entry["overrides"], "data": entry["data"],
               "init_from": str(init_from) if init_from else None}
     if "iters" in entry["overrides"] and "epochs" not in entry["overrides"]:
         values["epochs"] = None  # the stage's own step count beats shared epochs
+    rows = docs_per_row if check_rows else (lambda _: None)
     if stage == "stage1":
         values["top_k"] = 1
     elif "top_k" not in entry["overrides"]:
         if stage == "stage2":
-            values["top_k"] = docs_per_row(entry["data"]) or values.get("top_k")
+            values["top_k"] = rows(entry["data"]) or values.get("top_k")
         else:
             s2 = doc["stages"]["stage2"]
             values["top_k"] = s2["overrides"].get("top_k") or \
-                docs_per_row(s2["data"]) or values.get("top_k")
+                rows(s2["data"]) or values.get("top_k")
     cfg = ClaraTrainConfig(**values)
     cfg.validate()
     return asdict(cfg)

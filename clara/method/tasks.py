@@ -173,6 +173,7 @@ def build_task(cfg: ClaraTrainConfig, stage: str, model_source: str | None = Non
 def _factory(stage: str):
     def factory(run_config: dict, run_dir: Path) -> ClaraStageTask:
         cfg = ClaraTrainConfig(**run_config["config"])
+        cfg.validate()  # the check the CLI and the app ran, again on what run.toml holds
         resolved = run_config.get("resolved", {})
         return build_task(cfg, stage, resolved.get("model", cfg.model),
                           resolved.get("data", cfg.data))

@@ -220,6 +220,7 @@ class LoraTask:
 
 def lora_factory(run_config: dict, run_dir: Path) -> LoraTask:
     cfg = TrainConfig(**run_config["config"])
+    cfg.validate()  # the check the CLI and the app ran, again on what run.toml holds
     resolved = run_config.get("resolved", {})
     return LoraTask(cfg, resolved.get("model", cfg.model), resolved.get("data", cfg.data))
 
