@@ -167,7 +167,7 @@ _COMMAND = {"text": "clara train lora --mode cpt", "chat": "clara train lora --m
             "stage2": "clara train stage2", "stage3": "clara train stage3"}
 
 
-def check_training_kind(folder: str | Path, trainer: str) -> str:
+def check_training_kind(folder: str | Path, trainer: str) -> str | None:
     """The dataset's kind, or a one-line ClaraError naming the command that trains on it.
 
     `trainer` is cpt, sft, stage1, stage2 or stage3. The kind comes from dataset.toml, else the
@@ -175,7 +175,10 @@ def check_training_kind(folder: str | Path, trainer: str) -> str:
     folder = Path(folder)
     wanted = TRAINS_ON[trainer]
     declared = _toml_kind(folder)
-    actual = declared or detect_kind(folder)
+    try:
+        actual = declared or detect_kind(folder)
+    except ClaraError:
+        return None  # no row tells: the row checks will say what is wrong
     if actual in wanted or (declared is None and {actual, trainer} <= {"stage2", "stage3"}):
         return actual
     what = {"cpt": "train lora --mode cpt", "sft": "train lora --mode sft"}.get(
