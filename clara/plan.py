@@ -36,18 +36,22 @@ class Plan:
     stages: dict = field(default_factory=dict, metadata={
         "help": "Pipeline: per stage, its data, overrides and effective settings."})
     rows: dict = field(default_factory=dict, metadata={"help": "Rows per split, when checked."})
+    refs: dict = field(default_factory=dict, metadata={
+        "help": "The references the user gave (init_from, from_adapter), shown in the preview "
+                "instead of the folders they resolve to."})
 
     def preview(self, first: tuple[str, ...] = ()) -> str:
         """The plan as TOML: `first` fields first, unset ones left out."""
         if self.kind == "clara-pipeline":
             shown = {"model": self.config.get("model"),
-                     "data": {s: e["data"] for s, e in self.stages.items()},
+                     "data": {s: e["dataset"] for s, e in self.stages.items()},
                      "stages": {s: e["overrides"] for s, e in self.stages.items()},
                      "shared": self.config}
             return _toml(shown)
+        config = {**self.config, **self.refs}
         order = list(first)
-        keys = sorted(self.config, key=lambda k: order.index(k) if k in order else len(order))
-        return _toml({k: self.config[k] for k in keys})
+        keys = sorted(config, key=lambda k: order.index(k) if k in order else len(order))
+        return _toml({k: config[k] for k in keys})
 
 
 def _toml(data: dict) -> str:
@@ -119,6 +123,7 @@ def plan_lora(ws: Workspace | None, values: dict, config_file: str | Path | None
 
     cfg = _merge(TrainConfig, config_file, values)
     resolved: dict[str, Any] = {}
+    given = {"from_adapter": cfg.from_adapter} if cfg.from_adapter else {}
     if ws is not None:
         resolved["model"], layers = _model_layers(ws, cfg.model)
         _check_layers("num_layers", cfg.num_layers, layers, cfg.model)
@@ -130,7 +135,7 @@ def plan_lora(ws: Workspace | None, values: dict, config_file: str | Path | None
     else:
         _check_layers("num_layers", cfg.num_layers, None, cfg.model)
         rows = {}
-    return Plan("lora", asdict(cfg), resolved, rows=rows)
+    return Plan("lora", asdict(cfg), resolved, rows=rows, refs=given)
 
 
 # ---------------------------------------------------------------------------- CLaRa stages
@@ -169,6 +174,7 @@ def plan_stage(ws: Workspace | None, stage: str, values: dict,
         raise ClaraError("data: is required")
     resolved: dict[str, Any] = {}
     extra: dict[str, Any] = {}
+    given = {"init_from": cfg.init_from} if cfg.init_from else {}
     if cfg.init_from and ws is not None:
         found, saved = _continue_from(ws, cfg, _asked(ClaraTrainConfig, config_file, values))
         cfg.init_from = resolved["init_from"] = str(found.path)
@@ -193,7 +199,7 @@ def plan_stage(ws: Workspace | None, stage: str, values: dict,
         resolved["data"] = str(folder)
         if check_data:
             check_stage_rows(folder, stage, method.top_k)
-    return Plan(f"clara-{stage}", asdict(cfg), resolved, extra, rows=rows)
+    return Plan(f"clara-{stage}", asdict(cfg), resolved, extra, rows=rows, refs=given)
 
 
 def check_stage_rows(folder: str | Path, stage: str, top_k: int) -> None:
@@ -251,13 +257,12 @@ def plan_pipeline(ws: Workspace | None, values: dict, per_stage: dict | None = N
     config = {k: v for k, v in config.items() if v is not None}
     overrides = {s: {k: v for k, v in (per_stage.get(s) or {}).items() if v is not None}
                  for s in STAGES}
-    if ws is None:
-        if not prefix and not explicit:
-            raise ClaraError("data: choose a dataset prefix (PREFIX-stage1..3)")
-        data = {s: (explicit or {}).get(s) or f"{prefix}-{s}" for s in STAGES}
-    else:
-        data = pipeline_datasets(ws, prefix, explicit)
-    stages = {s: {"data": data[s], "overrides": overrides[s]} for s in STAGES}
+    if not prefix and len(explicit or {}) < len(STAGES):
+        raise ClaraError("data: choose a dataset prefix (PREFIX-stage1..3)")
+    names = {s: (explicit or {}).get(s) or f"{prefix}-{s}" for s in STAGES}
+    data = names if ws is None else pipeline_datasets(ws, prefix, explicit)
+    stages = {s: {"data": data[s], "dataset": names[s], "overrides": overrides[s]}
+              for s in STAGES}
     doc = {"config": config, "stages": stages}
     resolved: dict[str, Any] = {}
     if ws is not None:
@@ -276,3 +281,19 @@ def plan_pipeline(ws: Workspace | None, values: dict, per_stage: dict | None = N
             else:
                 check_training_kind(data[s], s)
     return Plan("clara-pipeline", config, resolved, stages=stages)
+
+
+def split_pipeline_values(values: dict) -> tuple[dict, dict, str | None, dict]:
+    """(shared settings, per-stage overrides, dataset prefix, explicit stage datasets) from
+    flat values: stageN_iters / stageN_epochs / stageN_lr / stageN_data, top_k (stage 3's) and
+    data (the prefix) — the pipeline's flags and form fields."""
+    values = dict(values)
+    per_stage = {s: {"iters": values.pop(f"{s}_iters", None),
+                     "epochs": values.pop(f"{s}_epochs", None),
+                     "learning_rate": values.pop(f"{s}_lr", None)} for s in STAGES}
+    explicit = {s: values.pop(f"{s}_data", None) for s in STAGES}
+    top_k = values.pop("top_k", None)
+    if top_k is not None:
+        per_stage["stage3"]["top_k"] = top_k
+    prefix = values.pop("data", None)
+    return values, per_stage, prefix, {s: v for s, v in explicit.items() if v}

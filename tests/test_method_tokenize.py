@@ -22,7 +22,6 @@ SPELLED = "see </s> and <MEM0> and <s> here"
 @pytest.fixture(scope="module")
 def metaspace_model_dir(tmp_path_factory):
     """A tiny random Llama whose tokenizer is a Metaspace BPE (prepend_scheme="first")."""
-    from mlx.utils import tree_flatten  # noqa: F401
     from mlx_lm.models import llama
     from mlx_lm.utils import save_config, save_model
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

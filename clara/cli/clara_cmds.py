@@ -18,9 +18,10 @@ from clara.method.config import ClaraTrainConfig
 
 _from_option = click.option(
     "--from", "--init-from", "from_ref", default=None, metavar="RUN",
-    help="Start from an earlier stage: a run id (its best, else last checkpoint), a pipeline id "
-         "or a checkpoint folder. Stage 2 keeps its compressor and starts a fresh generator; "
-         "stage 3 loads both and copies the compressor into the query reasoner.")
+    help=f"Start from an earlier stage ({GRAMMAR}; a run: its best, else last checkpoint). "
+         "The run keeps that checkpoint's geometry. Stage 2 keeps its compressor and starts a "
+         "fresh generator; stage 3 loads both and copies the compressor into the query "
+         "reasoner.")
 
 
 def _stage_command(stage: str, example: str):
@@ -140,15 +141,10 @@ def train_pipeline(app: AppContext, model, data, config_file, name, detach, **fl
     Example: clara train pipeline -m tiny --data toy --compression-rate 4 --doc-max-tokens 64 --stage1-iters 300 --stage2-iters 200 --stage3-iters 150
     """
     from clara.method.launch import pipeline
+    from clara.plan import split_pipeline_values
 
-    per_stage = {s: {"iters": flags.pop(f"{s}_iters"), "epochs": flags.pop(f"{s}_epochs"),
-                     "learning_rate": flags.pop(f"{s}_lr")} for s in STAGES}
-    explicit = {s: flags.pop(f"{s}_data") for s in STAGES}
-    explicit = {k: v for k, v in explicit.items() if v}
-    top_k = flags.get("top_k")
-    if top_k is not None:
-        per_stage["stage3"]["top_k"] = top_k
-    overrides = {k: v for k, v in flags.items() if v not in (None, (), []) and k != "top_k"}
+    shared, per_stage, _, explicit = split_pipeline_values(flags)
+    overrides = {k: v for k, v in shared.items() if v not in (None, (), [])}
     overrides["model"] = model
     pipe = pipeline(app.workspace(), overrides, per_stage, data, explicit, config_file, name)
     _run_pipeline(pipe, detach)
@@ -264,8 +260,8 @@ def _doc_files(files: tuple[str, ...]) -> tuple[list[str], list[str]]:
 
 _run_option = click.option(
     "--run", "-c", "--checkpoint", "ckpt", required=True, metavar="RUN",
-    help="CLaRa run id (its best, else last checkpoint), pipeline id (its newest stage) or "
-         "checkpoint folder.")
+    help=f"CLaRa checkpoint: {GRAMMAR} (a run: its best, else last checkpoint; a pipeline: "
+         "its newest stage).")
 
 
 @click.command("compress")

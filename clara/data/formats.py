@@ -35,7 +35,6 @@ ALIASES = {"cpt": "text", "sft": "chat"}
 CHOICES = ("auto", "cpt", "sft", *KINDS)
 ROLES = ("system", "user", "assistant", "tool")
 DOC_KEYS = ("docs", "context", "content")
-STAGE_KINDS = ("stage1", "stage2", "stage3")
 _RESERVED = re.compile(r"<MEM\d+>|<AE>|<ENC>|<SEP>")
 
 
@@ -312,10 +311,6 @@ def _require(kind: str, row: Any, path, line: int, state: dict | None = None) ->
     if errors:
         raise errors[0]
     return row
-
-
-# LoRA trains on text rows (cpt) or on chat and completions rows (sft).
-MODE_KINDS = {"cpt": ("text",), "sft": ("chat", "completions")}
 
 
 def lora_row_kind(row: Any, mode: str) -> str:

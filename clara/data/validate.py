@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from clara import io
-from clara.data.formats import (ALIASES, CHOICES, DOC_KEYS, KINDS, MODE_KINDS,  # noqa: F401
-                                ROLES, STAGE_KINDS, canonical_kind, check_row, lora_row_kind)
+from clara.data.formats import (ALIASES, CHOICES, DOC_KEYS, KINDS, ROLES,  # noqa: F401
+                                canonical_kind, check_row, lora_row_kind)
 from clara.errors import ClaraError, DataError, ValidationFailed
 
 SPLITS = ("train", "valid", "test")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clara.method.pipeline import Pipeline, create_pipeline
-from clara.plan import pipeline_datasets, plan_pipeline, plan_stage  # noqa: F401
+from clara.plan import plan_pipeline, plan_stage
 from clara.runs import Run, create_run
 from clara.workspace import Workspace
 

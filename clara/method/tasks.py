@@ -20,7 +20,7 @@ from mlx.utils import tree_flatten
 from clara.data.formats import parse_stage_row, read_stage_rows
 from clara.errors import ClaraError
 from clara.method import checkpoint, prompts
-from clara.method.config import ClaraConfig, ClaraTrainConfig  # noqa: F401 (the run config)
+from clara.method.config import ClaraTrainConfig  # noqa: F401 (the run config)
 from clara.method.model import ClaraModel
 
 
