@@ -106,8 +106,12 @@ def _run_pipeline(pipe, detach: bool) -> None:
     st = drive(pipe, _follow_stage)
     _echo_pipeline(st)
     if st["status"] != "completed":
+        from clara.runs import outcome_code
+
+        run = pipe.current_run()
         raise ClaraError(f"pipeline {pipe.id} {st['status']}: {st.get('message') or ''}"
-                         .rstrip(": ") + f" (resume with: clara pipelines resume {pipe.id})")
+                         .rstrip(": ") + f" (resume with: clara pipelines resume {pipe.id})",
+                         exit_code=outcome_code(run.status() if run is not None else st))
 
 
 def _echo_pipeline(st: dict) -> None:

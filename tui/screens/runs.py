@@ -279,7 +279,7 @@ class RunsScreen(ClaraScreen):
         report = report_file.read_text(encoding="utf-8") if report_file.is_file() else ""
         adapters = []
         if run.adapters.is_dir():
-            for folder in sorted(run.adapters.iterdir()):
+            for folder in run.checkpoints():
                 target = folder.resolve().name if folder.is_symlink() else ""
                 files = len(list(folder.iterdir())) if folder.is_dir() else 0
                 adapters.append((folder.name + (f" → {target}" if target else ""),
