@@ -13,7 +13,7 @@ from clara.cli.common import AppContext, emit_record, emit_rows, format_option, 
 from clara.cli.train import _SKIP, config_options, train_group
 from clara.errors import ClaraError, DataError
 from clara.method.pipeline import STAGES, resolve_checkpoint
-from clara.method.tasks import ClaraTrainConfig
+from clara.method.config import ClaraTrainConfig
 
 _from_option = click.option(
     "--from", "--init-from", "from_ref", default=None, metavar="RUN",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from clara.errors import ClaraError
+from clara.train.config import EngineConfig
 
 STAGES = ("stage1", "stage2", "stage3")
 ADAPTERS = ("compressor", "generator", "query_reasoner")
@@ -93,3 +94,54 @@ class ClaraConfig:
         if "lora_keys" in kw:
             kw["lora_keys"] = tuple(kw["lora_keys"])
         return cls(**kw).validate()
+
+
+# A CLaRa stage run's settings live here, beside ClaraConfig and away from MLX, so that the CLI
+# builds its options (and `clara --version` starts) without importing a model.
+@dataclass
+class ClaraTrainConfig(EngineConfig):
+    """A CLaRa stage run: the engine's settings plus the method's."""
+
+    model: str = field(default="", metadata={"help": "Base model: local mlx-lm folder or HF id."})
+    data: str = field(default="", metadata={
+        "help": "Folder with train.jsonl (and valid.jsonl) in the stage's row format."})
+    init_from: str | None = field(default=None, metadata={
+        "help": "Checkpoint of an earlier stage to start from (stage 2 keeps its compressor and "
+                "starts a fresh generator; stage 3 copies the compressor into the query "
+                "reasoner)."})
+    batch_size: int = field(default=2, metadata={"help": "Questions per micro-batch."})
+    doc_max_tokens: int = field(default=256, metadata={"help": ClaraConfig.__dataclass_fields__[
+        "doc_max_tokens"].metadata["help"]})
+    compression_rate: int = field(default=32, metadata={"help": ClaraConfig.__dataclass_fields__[
+        "compression_rate"].metadata["help"]})
+    top_k: int | None = field(default=None, metadata={
+        "help": "Documents per question (default: 1 in stage 1, 5 in stages 2 and 3)."})
+    max_len: int = field(default=2048, metadata={"help": "Longest generator sequence."})
+    lora_rank: int = field(default=16, metadata={"help": "LoRA rank of every adapter."})
+    lora_scale: float = field(default=2.0, metadata={"help": "LoRA scale (alpha / rank)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
+    lora_layers: int = field(default=-1, metadata={"help": "Adapt the last N blocks (-1 = all)."})
+    mse_weight: float = field(default=0.1, metadata={
+        "help": "Weight of the memory MSE (stages 1 and 2)."})
+    tau: float = field(default=0.02, metadata={"help": "Stage-3 top-k temperature."})
+    retrieval_weight: float = field(default=0.0, metadata={
+        "help": "Stage 3: weight of the supervised retrieval loss on pos_index (0 = off)."})
+    train_memory_rows: bool = field(default=True, metadata={
+        "help": "Train the memory tokens' embedding rows."})
+
+    def method_config(self, stage: str) -> ClaraConfig:
+        top_k = self.top_k or (1 if stage == "stage1" else 5)
+        return ClaraConfig(base_model=self.model, stage=stage, doc_max_tokens=self.doc_max_tokens,
+                           compression_rate=self.compression_rate, top_k=top_k,
+                           max_len=self.max_len, lora_rank=self.lora_rank,
+                           lora_scale=self.lora_scale, lora_dropout=self.lora_dropout,
+                           lora_layers=self.lora_layers, mse_weight=self.mse_weight,
+                           tau=self.tau, retrieval_weight=self.retrieval_weight,
+                           train_memory_rows=self.train_memory_rows).validate()
+
+    # Fields that do not change the geometry, passed on when starting from a checkpoint.
+    def overrides(self, stage: str) -> dict:
+        c = self.method_config(stage)
+        return {"top_k": c.top_k, "max_len": c.max_len, "lora_dropout": c.lora_dropout,
+                "mse_weight": c.mse_weight, "tau": c.tau, "retrieval_weight": c.retrieval_weight,
+                "train_memory_rows": c.train_memory_rows, "lora_scale": c.lora_scale}
