@@ -18,6 +18,7 @@ from textual.widgets import (Collapsible, Input, Label, LoadingIndicator, Select
 
 from clara.errors import ClaraError
 from tui.screens.base import ClaraScreen
+from tui.widgets.ticklist import TickList
 
 THINKING = [("hide reasoning", "hide"), ("show reasoning", "show"), ("ban reasoning", "ban")]
 RANDOM_TEMPERATURE = 0.7
@@ -120,7 +121,7 @@ class ChatScreen(ClaraScreen):
     BINDINGS = [
         Binding("ctrl+n", "new_chat", "New chat", priority=True),
         Binding("ctrl+o", "pick_adapter", "Adapter", priority=True),
-        Binding("i", "focus_prompt", "Type"),
+        Binding("ctrl+f", "focus_prompt", "Prompt"),
         Binding("f6", "reload", "Refresh"),
     ]
 
@@ -167,7 +168,7 @@ class ChatScreen(ClaraScreen):
                 yield Label("Adapter", classes="side-label")
                 yield Select([], id="chat-adapter", prompt="none (the base)", compact=True)
                 yield Label("Documents", classes="side-label")
-                yield SelectionList(id="chat-docs")
+                yield TickList(id="chat-docs")
                 yield Static("CLaRa runs answer from these; a plain model gets the best "
                              f"{RAG_TOP_K} passages in its prompt.", classes="side-help")
                 with Horizontal(classes="switch-row"):

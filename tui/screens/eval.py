@@ -17,6 +17,7 @@ from textual.widgets import (Button, DataTable, Label, ProgressBar, Select, Sele
 from clara.errors import ClaraError
 from tui.format import short
 from tui.screens.base import ClaraScreen
+from tui.widgets.ticklist import TickList
 from tui.widgets.config_form import ConfigForm
 
 FORM_HIDDEN = ("data", "configs", "model", "name", "split", "system", "chunk_tokens",
@@ -95,7 +96,7 @@ class EvalScreen(ClaraScreen):
                         yield Select([], id="eval-model", prompt="the first adapter's base",
                                      compact=True)
                         yield Label("Configurations", classes="side-label")
-                        yield SelectionList(id="eval-configs")
+                        yield TickList(id="eval-configs")
                         with Horizontal(classes="switch-row"):
                             yield Switch(False, id="eval-compare")
                             yield Label("compare: base vs adapters + retention probe")
