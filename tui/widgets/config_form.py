@@ -60,8 +60,9 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-class ConfigForm(VerticalScroll):
-    """Fields of `config_cls`; `choices` turns a field into a Select, `hidden` leaves some out."""
+class ConfigForm(VerticalScroll, can_focus=False):
+    """Fields of `config_cls`; `choices` turns a field into a Select, `hidden` leaves some out.
+    The form itself takes no focus: Tab goes from field to field (it scrolls to the focused)."""
 
     DEFAULT_CSS = """
     ConfigForm { height: 1fr; }
