@@ -184,6 +184,20 @@ def _resolve(ws, ref: str) -> Checkpoint:
     return run_checkpoint(run, which)
 
 
+def checkpoint_names(run) -> list[str]:
+    """Names of `run`'s loadable checkpoints worth offering, best first (best, last, step-N); none
+    for a run still training or one that failed (see SETTLED)."""
+    try:
+        if run.status().get("status") not in SETTLED or not run.adapters.is_dir():
+            return []
+        names = [p.name for p in run.adapters.iterdir()
+                 if not p.name.startswith(".") and kind_of(p)]
+    except (ClaraError, OSError, ValueError):
+        return []
+    steps = sorted((n for n in names if n.startswith("step-")), key=lambda n: _step_number(n) or 0)
+    return [n for n in ("best", "last") if n in names] + steps
+
+
 def usable(ws, kind: str | None = None, run_kinds: tuple[str, ...] | None = None) -> list[str]:
     """References to offer in a picker, newest run first: runs that ended without failing
     (completed, stopped, interrupted) and hold a loadable checkpoint of `kind`; `run_kinds`

@@ -391,6 +391,9 @@ def find_run(ws: Workspace, ref: str) -> Run:
     raise ClaraError(f"no run {ref!r} in workspace {ws.name} (see: clara runs list)")
 
 
+WORKER_NICE = 10  # niceness of training workers: the app stays responsive while they train
+
+
 def start_worker(run: Run, detach: bool = False) -> subprocess.Popen:
     """Start `python -m clara.worker RUN_DIR` with the BLAS preload; detached: own session."""
     from clara.platform import env_with_blas
@@ -402,6 +405,8 @@ def start_worker(run: Run, detach: bool = False) -> subprocess.Popen:
     env.setdefault("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "0"))
     env["PYTHONUNBUFFERED"] = "1"
     cmd = [sys.executable, "-m", "clara.worker", str(run.path)]
+    if WORKER_NICE and shutil.which("nice"):  # training yields the CPU to the app and the shell
+        cmd = [shutil.which("nice"), "-n", str(WORKER_NICE), *cmd]
     with open(run.path / "log.txt", "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=detach)

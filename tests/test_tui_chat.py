@@ -41,7 +41,7 @@ def test_a_reply_streams_token_by_token_with_statistics_and_is_logged(chat_ws):
             # a random tiny model answers greedily with blank lines: sample, seeded
             await pilot.click("#chat-random")
             screen.query_one("#chat-seed").value = "1"
-            await pilot.press("i")
+            await pilot.press("ctrl+f")
             await pilot.press(*"Who built the mill?")
             await pilot.press("enter")
             await wait_for(pilot, lambda: not screen.busy, timeout=60, what="the reply")

@@ -56,7 +56,7 @@ def test_workspaces_screen(snap_compare, snap_root):
 def test_create_workspace_dialog(snap_compare, snap_root):
     async def before(pilot):
         await settle(pilot)
-        await pilot.press("n", *"bad/name")
+        await pilot.press("ctrl+n", *"bad/name")
         await pilot.pause()
 
     assert snap_compare(make_app(snap_root), terminal_size=SIZE, run_before=before)
@@ -95,7 +95,7 @@ def test_data_screen_datasets(snap_compare, snap_root, workspace):
 def test_data_screen_build(snap_compare, snap_root):
     async def before(pilot):
         await settle(pilot)
-        await pilot.press("n")
+        await pilot.press("ctrl+n")
         await pilot.pause()
 
     assert snap_compare(make_app(snap_root, start_mode="data"), terminal_size=SIZE,
