@@ -181,6 +181,8 @@ class Engine:
         model, task, opt, cfg = self.task.model, self.task, self.optimizer, self.cfg
         accum = cfg.grad_accumulation_steps
         clip = cfg.grad_clip
+        # a task may update some parameters its own way (e.g. sign-SGD on sparse rows)
+        apply = getattr(task, "apply_gradients", None) or (lambda o, m, g: o.update(m, g))
 
         def loss_fn(m, batch):
             loss, ntoks, extras = task.loss(m, batch)
@@ -198,7 +200,7 @@ class Engine:
                     grad = tree_map(lambda g: g / accum, grad)
                 if clip:
                     grad, norm = optim.clip_grad_norm(grad, clip)
-                opt.update(model, grad)
+                apply(opt, model, grad)
                 grad = None
             return loss, ntoks, extras, grad, norm
 
@@ -339,11 +341,16 @@ class Engine:
                "val_time_s": round(time.perf_counter() - tic, 3)}
         row.update({f"val_{k}": v for k, v in extras.items()})
         self.metric(row)
-        if not math.isfinite(val_loss):
+        # a task may name the validation metric that selects best/ ("loss" or an extra, min|max)
+        key, mode = getattr(self.task, "best_metric", ("loss", "min"))
+        score = val_loss if key == "loss" else extras.get(key, math.nan)
+        if not math.isfinite(score):
             return False
-        if self.best_val is None or val_loss < self.best_val - self.cfg.early_stopping_min_delta:
-            self.best_val, self.best_step, self.bad_evals = val_loss, self.step, 0
-            self.save_best(val_loss)
+        sign = -1.0 if mode == "max" else 1.0
+        if self.best_val is None or \
+                sign * score < sign * self.best_val - self.cfg.early_stopping_min_delta:
+            self.best_val, self.best_step, self.bad_evals = score, self.step, 0
+            self.save_best(score)
             return False
         self.bad_evals += 1
         return 0 < self.cfg.early_stopping_patience <= self.bad_evals
