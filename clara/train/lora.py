@@ -159,6 +159,9 @@ class LoraTask:
                                       use_dora=cfg.fine_tune_type == "dora")
             except (ValueError, KeyError) as e:
                 raise ClaraError(f"lora: {e}") from None
+            from clara.method.adapters import cast_lora_layers
+
+            cast_lora_layers(model)  # no float32 copies of bfloat16 activations
         if not tree_flatten(model.trainable_parameters()):
             raise ClaraError("nothing to train: check lora_keys and num_layers")
 
