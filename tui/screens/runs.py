@@ -405,7 +405,7 @@ class RunsScreen(ClaraScreen):
 
     def action_toggle_log(self) -> None:
         plots = list(self.query(MetricPlot).results(MetricPlot))
-        log = not plots[0].log
+        log = not plots[0].log_scale
         for plot in plots:
             plot.set_log(log)
 
