@@ -25,7 +25,7 @@ class ClaraScreen(Screen):
 
     BINDINGS = [
         Binding("escape", "blur", "Leave field", show=False),
-        Binding("ctrl+t", "next_tab", "Next tab"),
+        Binding("ctrl+t", "next_tab", "Next tab", show=False),  # in the mode bar
         Binding("ctrl+y", "previous_tab", "Previous tab", show=False),
     ]
 

@@ -11,7 +11,7 @@ import time
 from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import (DataTable, Markdown, ProgressBar, Static, TabbedContent,
                              TabPane)
 from textual.worker import get_current_worker
@@ -108,9 +108,10 @@ class RunsScreen(ClaraScreen):
         Binding("s", "stop", "Stop"),
         Binding("u", "resume", "Resume"),
         Binding("m", "compare", "Compare"),
-        Binding("l", "toggle_log", "Log scale"),
-        Binding("x", "export", "Export TensorBoard"),
-        Binding("delete,d", "delete", "Delete"),
+        Binding("l", "toggle_log", "Log y"),
+        Binding("x", "export", "Export"),
+        Binding("d", "delete", "Delete"),
+        Binding("delete", "delete", "Delete", show=False),
         Binding("f6", "reload", "Refresh"),
     ]
 
@@ -130,10 +131,11 @@ class RunsScreen(ClaraScreen):
                     yield ProgressBar(id="run-progress", show_eta=False)
                     yield Static("", id="run-rate")
                     yield MetricPlot("loss", id="plot-loss")
-                    yield MetricSparkline("tokens/s", lower_is_better=False, fmt="{:,.0f}",
-                                          id="spark-tps")
-                    yield MetricSparkline("memory GB", lower_is_better=False, fmt="{:.3f}",
-                                          best_label="peak", id="spark-mem")
+                    with Horizontal(id="run-sparks"):
+                        yield MetricSparkline("tokens/s", lower_is_better=False,
+                                              fmt="{:,.0f}", id="spark-tps")
+                        yield MetricSparkline("memory GB", lower_is_better=False, fmt="{:.3f}",
+                                              best_label="peak", id="spark-mem")
                 with TabPane("Config", id="tab-config"):
                     with VerticalScroll():
                         yield KeyValues(id="run-config")
@@ -405,7 +407,7 @@ class RunsScreen(ClaraScreen):
 
     def action_toggle_log(self) -> None:
         plots = list(self.query(MetricPlot).results(MetricPlot))
-        log = not plots[0].log
+        log = not plots[0].log_scale
         for plot in plots:
             plot.set_log(log)
 

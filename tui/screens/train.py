@@ -251,6 +251,8 @@ class TrainScreen(ClaraScreen):
         datasets = list(kinds)
         for kind in KINDS if self.clara_ready else ("lora",):
             form = self.query_one(f"#form-{kind}", ConfigForm)
+            if not form.query("#field-model"):  # mounted, its fields not yet composed
+                continue
             form.set_choices("model", models)
             model = form.query_one("#field-model", Select)
             if model.value is Select.NULL and models:  # the usual choice, ready to go

@@ -74,9 +74,6 @@ class ConfigForm(VerticalScroll, can_focus=False):
     ConfigForm .form-field { width: 100%; }
     ConfigForm Switch.form-field { height: 1; border: none; padding: 0; }
     ConfigForm .form-help { width: 100%; height: auto; padding: 0 0 0 2; color: $text-muted; }
-    /* narrow terminals: the help goes under its field, full width, instead of a thin column */
-    Screen.-narrow ConfigForm .form-row { grid-size: 2; grid-columns: 22 1fr; margin-bottom: 0; }
-    Screen.-narrow ConfigForm .form-help { column-span: 2; padding: 0 0 1 2; }
     """
 
     class Changed(Message):

@@ -56,7 +56,7 @@ class ModeBar(Widget):
     """One line under the header: every mode with its key, the current one highlighted."""
 
     DEFAULT_CSS = """
-    ModeBar { height: 1; dock: top; background: $panel-darken-1; color: $text-muted; }
+    ModeBar { height: 1; background: $panel-darken-1; color: $text-muted; }
     """
 
     def render(self) -> Text:
@@ -71,7 +71,6 @@ class ModeBar(Widget):
             else:
                 line.append(m.key.upper(), style="bold")
                 line.append(f" {m.title} ")
-            line.append(" ")
-        line.append(" F1 help · ctrl+p actions", style="italic")
+        line.append(" F1 help · ^p actions · ^t tabs", style="italic")
         line.truncate(self.size.width)
         return line

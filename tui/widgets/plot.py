@@ -35,10 +35,10 @@ class MetricPlot(PlotextPlot):
 
     def __init__(self, title: str = "", ylabel: str = "", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.title = title
+        self.plot_title = title
         self.ylabel = ylabel
         self.series: dict[str, tuple[list[float], list[float]]] = {}
-        self.log = False
+        self.log_scale = False
 
     def set_series(self, series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> None:
         self.series = {}
@@ -49,19 +49,19 @@ class MetricPlot(PlotextPlot):
         self._draw()
 
     def set_log(self, log: bool) -> None:
-        self.log = log
+        self.log_scale = log
         self._draw()
 
     def _draw(self) -> None:
         plt = self.plt
         plt.clear_data()
-        plt.title(self.title + ("  (log y)" if self.log else ""))
+        plt.title(self.plot_title + ("  (log y)" if self.log_scale else ""))
         plt.xlabel("step")
         if self.ylabel:
-            plt.ylabel(("log10 " if self.log else "") + self.ylabel)
+            plt.ylabel(("log10 " if self.log_scale else "") + self.ylabel)
         drawn = False
         for label, (xs, ys) in self.series.items():
-            if self.log:
+            if self.log_scale:
                 keep = [(x, y) for x, y in zip(xs, ys) if y > 0]
                 xs, ys = [k[0] for k in keep], [math.log10(k[1]) for k in keep]
             if not xs:
@@ -71,5 +71,5 @@ class MetricPlot(PlotextPlot):
             plt.plot(xs, ys, label=label, marker="braille" if len(xs) > 1 else "dot")
             drawn = True
         if not drawn:
-            plt.title(self.title + "  (no points yet)")
+            plt.title(self.plot_title + "  (no points yet)")
         self.refresh()
