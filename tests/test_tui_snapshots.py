@@ -104,13 +104,15 @@ def test_data_screen_build(snap_compare, snap_root):
 
 def test_train_screen(snap_compare, snap_root, workspace):
     _dataset(workspace)
-    (workspace.models_dir / "tiny").mkdir()
+    # a model folder the plan accepts (the preview checks the model and the data kind)
+    io.write_json(workspace.models_dir / "tiny" / "config.json", {"num_hidden_layers": 2})
 
     async def before(pilot):
         await settle(pilot)
         form = pilot.app.screen.query_one("#form-lora")
         form.set_value("model", "tiny")
         form.set_value("data", "notes")
+        form.set_value("mode", "cpt")  # notes is a text (cpt) dataset
         await settle(pilot)
 
     assert snap_compare(make_app(snap_root, start_mode="train"), terminal_size=SIZE,
