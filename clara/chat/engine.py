@@ -294,14 +294,14 @@ class ChatSession:
     def _clara_responses(self, prompt, documents, doc_ids, select=None):
         import mlx.core as mx
 
-        from clara.method.inference import compress_documents, select, stream_answer
+        from clara.method import inference
 
         s = self.settings
         model = self.entry.model
         if documents is not None:
             if not documents:
                 raise ClaraError("no documents to answer from")
-            vectors = compress_documents(model, list(documents))
+            vectors = inference.compress_documents(model, list(documents))
             ids = list(doc_ids) if doc_ids else [str(i) for i in range(len(documents))]
         elif self._compressed is not None:
             vectors, ids = self._compressed
@@ -310,11 +310,12 @@ class ChatSession:
         else:
             raise ClaraError("a CLaRa checkpoint answers from documents: attach some "
                              "(--doc FILE, --sources or --store)")
-        vectors, retrieved, self._scores = select(model, prompt, vectors, s.top_k)
+        vectors, retrieved, self._scores = inference.select(model, prompt, vectors, s.top_k)
         if retrieved is not None:
             ids = [ids[i] for i in retrieved]
         # CLaRa's prompt has its own system text and one question: no history, no top-p.
-        gen = stream_answer(model, prompt, vectors, max_tokens=s.max_tokens, temp=s.temperature)
+        gen = inference.stream_answer(model, prompt, vectors, max_tokens=s.max_tokens,
+                                      temp=s.temperature)
         return gen, list(ids), retrieved, prompt
 
     def record(self, prompt: str, reply: Reply) -> dict:
