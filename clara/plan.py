@@ -183,9 +183,17 @@ def plan_stage(ws: Workspace | None, stage: str, values: dict,
         base = cfg.model or saved.get("base_model")
     else:
         base = cfg.model
+    rows: dict = {}
+    folder = None
+    if ws is not None:
+        folder, rows = _data(ws, cfg.data, stage, check_data)
+        resolved["data"] = str(folder)
+        if stage == "stage2" and cfg.top_k is None:  # as a pipeline: k of the rows
+            from clara.method.pipeline import docs_per_row
+
+            cfg.top_k = docs_per_row(folder)
     method = cfg.method_config(stage)  # the method's own checks, for this stage
     cfg.top_k = method.top_k  # run.toml records the effective value
-    rows: dict = {}
     if ws is not None:
         if cfg.model:
             resolved["model"] = _model_layers(ws, cfg.model)[0]
@@ -195,8 +203,6 @@ def plan_stage(ws: Workspace | None, stage: str, values: dict,
             except ClaraError:
                 layers = None  # the checkpoint's base is checked when the worker loads it
             _check_layers("lora_layers", cfg.lora_layers, layers, base)
-        folder, rows = _data(ws, cfg.data, stage, check_data)
-        resolved["data"] = str(folder)
         if check_data:
             check_stage_rows(folder, stage, method.top_k)
     return Plan(f"clara-{stage}", asdict(cfg), resolved, extra, rows=rows, refs=given)

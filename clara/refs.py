@@ -69,9 +69,6 @@ def checkpoint_at(path: str | Path, label: str | None = None, base: str | None =
     if not path.is_dir():
         raise ClaraError(f"{path}: adapter folder does not exist")
     label = label or str(path)
-    inside = path.resolve().parent
-    if run is None and inside.name == "adapters" and (inside.parent / "run.toml").is_file():
-        run = inside.parent.name  # a checkpoint folder of a run
     if (path / "clara_config.json").is_file():
         meta = _read_json(path / "clara_config.json")
         missing = [n for n in CLARA_FILES if not (path / n).is_file()]

@@ -171,7 +171,8 @@ class ClaraTrainConfig(ClaraSettings, EngineConfig):
                 "reasoner)."})
     batch_size: int = field(default=2, metadata={"help": "Questions per micro-batch."})
     top_k: int | None = field(default=None, metadata={
-        "help": "Documents per question (default: 1 in stage 1, 5 in stages 2 and 3)."})
+        "help": "Documents per question (default: 1 in stage 1; in stage 2 the documents of "
+                "its rows; 5 in stage 3)."})
 
     def validate(self) -> None:
         EngineConfig.validate(self)
