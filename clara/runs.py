@@ -36,6 +36,7 @@ from clara.workspace import Workspace, now_iso, validate_name
 STATUSES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
 ACTIVE = ("queued", "running")
 STOP_FILE = "stop.request"
+_BEST_CACHE: dict[str, tuple[tuple[int, int, int], float | None]] = {}
 
 
 def _proc_start(pid: int) -> str | None:
@@ -197,9 +198,25 @@ class Run:
         """The lowest validation loss: from the status once the run has ended, else the metrics."""
         best = self.raw_status().get("best_val_loss")
         if best is None:  # a run still going, or one from before the status carried it
-            vals = [m["val_loss"] for m in self.metrics()
-                    if isinstance(m.get("val_loss"), (int, float))]
-            best = min(vals) if vals else None
+            best = self._best_from_metrics()
+        return best
+
+    def _best_from_metrics(self) -> float | None:
+        """The lowest val_loss in metrics.jsonl, parsed again only when the file changed (a
+        listing refreshed every few seconds must not parse every run's whole file each time)."""
+        path = self.path / "metrics.jsonl"
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = _BEST_CACHE.get(str(path))
+        if cached and cached[0] == key:
+            return cached[1]
+        vals = [m["val_loss"] for m in self.metrics()
+                if isinstance(m.get("val_loss"), (int, float))]
+        best = min(vals) if vals else None
+        _BEST_CACHE[str(path)] = (key, best)
         return best
 
     def duration(self) -> float | None:
@@ -391,6 +408,9 @@ def find_run(ws: Workspace, ref: str) -> Run:
     raise ClaraError(f"no run {ref!r} in workspace {ws.name} (see: clara runs list)")
 
 
+WORKER_NICE = 10  # niceness of training workers: the app stays responsive while they train
+
+
 def start_worker(run: Run, detach: bool = False) -> subprocess.Popen:
     """Start `python -m clara.worker RUN_DIR` with the BLAS preload; detached: own session."""
     from clara.platform import env_with_blas
@@ -402,6 +422,8 @@ def start_worker(run: Run, detach: bool = False) -> subprocess.Popen:
     env.setdefault("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "0"))
     env["PYTHONUNBUFFERED"] = "1"
     cmd = [sys.executable, "-m", "clara.worker", str(run.path)]
+    if WORKER_NICE and shutil.which("nice"):  # training yields the CPU to the app and the shell
+        cmd = [shutil.which("nice"), "-n", str(WORKER_NICE), *cmd]
     with open(run.path / "log.txt", "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=detach)

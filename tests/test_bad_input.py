@@ -88,6 +88,9 @@ def tree_hash(root: Path) -> dict[str, str]:
 
 
 F = "{files}"
+LORA = ("-m", "tiny", "--iters", "1", "--batch-size", "1", "--max-seq-length", "64")
+STAGE = ("-m", "tiny", "--doc-max-tokens", "16", "--compression-rate", "4", "--lora-rank", "2",
+         "--iters", "1", "--batch-size", "1", "--max-len", "256")
 CASES = [
     # names: one rule, matched in full
     (("ws", "create", "abc\n"), USAGE, "invalid workspace name"),
@@ -128,7 +131,7 @@ CASES = [
     (("-w", "t", "model", "init-tiny", "t0", "--from-data", "nope"), FAIL, "nope"),
     (("-w", "t", "model", "init-tiny", "t0", "--from-data", F + "/latin1-ds"), DATA,
      "train.jsonl:2"),
-    (("-w", "t", "model", "init-tiny", "t0", "--from-data", F + "/latin1.jsonl"), FAIL,
+    (("-w", "t", "model", "init-tiny", "t0", "--from-data", F + "/latin1.jsonl"), DATA,
      "a dataset folder"),
     # runs
     (("-w", "t", "runs", "show", "nope"), FAIL, "no run 'nope'"),
@@ -177,6 +180,43 @@ CASES = [
     (("-w", "t", "chat", "-m", "tiny", "-a", "nope", "-p", "hi"), FAIL, "nope"),
     (("-w", "t", "ask", "--run", "nope", "--doc", "x", "Why?"), FAIL, "nope"),
     (("-w", "t", "eval", "-d", F + "/none.jsonl", "-m", "tiny"), FAIL, "none.jsonl"),
+    # settings and rows checked before any run folder exists (clara.plan)
+    (("-w", "t", "train", "lora", *LORA, "-d", "toy-sft", "--learning-rate", "inf"), USAGE,
+     "learning_rate: inf is not a finite"),
+    (("-w", "t", "train", "lora", *LORA, "-d", "toy-sft", "--learning-rate", "nan"), USAGE,
+     "learning_rate: nan"),
+    (("-w", "t", "train", "lora", *LORA, "-d", "toy-sft", "--lora-rank", "0"), USAGE,
+     "lora_rank"),
+    (("-w", "t", "train", "lora", *LORA, "-d", "toy-sft", "--num-layers", "99"), USAGE,
+     "num_layers: 99, but model"),
+    (("-w", "t", "train", "lora", *LORA, "-d", "toy-sft", "--batch-size", "0"), USAGE,
+     "batch_size"),
+    (("-w", "t", "train", "lora", *LORA, "-d", "toy-cpt", "--mode", "sft"), DATA,
+     "--mode cpt"),
+    (("-w", "t", "train", "lora", *LORA, "-d", "toy-stage1"), DATA, "clara train stage1"),
+    (("-w", "t", "train", "lora", *LORA, "-d", F + "/latin1-ds", "--mode", "cpt"), DATA,
+     "train.jsonl:2"),
+    (("-w", "t", "train", "lora", *LORA, "-d", F + "/broken-ds", "--mode", "cpt"), DATA,
+     "no train.jsonl"),
+    (("-w", "t", "train", "stage1", *STAGE, "-d", "toy-stage1", "--compression-rate", "0"),
+     USAGE, "compression_rate: 0 is outside"),
+    (("-w", "t", "train", "stage1", *STAGE, "-d", "toy-stage1", "--compression-rate",
+      "100000"), USAGE, "compression_rate: 100000"),
+    (("-w", "t", "train", "stage1", *STAGE, "-d", "toy-stage1", "--doc-max-tokens", "0"), USAGE,
+     "doc_max_tokens: 0"),
+    (("-w", "t", "train", "stage1", *STAGE, "-d", "toy-stage1", "--tau", "inf"), USAGE,
+     "tau: inf"),
+    (("-w", "t", "train", "stage1", *STAGE, "-d", "toy-stage1", "--lora-dropout", "1.5"), USAGE,
+     "lora_dropout"),
+    (("-w", "t", "train", "stage3", *STAGE, "-d", "toy-stage3", "--top-k", "50"), DATA,
+     "fewer than top_k = 50"),
+    (("-w", "t", "train", "stage3", *STAGE, "-d", "toy-stage2"), DATA, "clara train stage2"),
+    (("-w", "t", "train", "stage2", *STAGE, "-d", "toy-stage2", "--from", "nope"), FAIL,
+     "no run 'nope'"),
+    (("-w", "t", "train", "pipeline", *STAGE, "--data", "toy", "--stage2-lr", "inf"), USAGE,
+     "learning_rate: inf"),
+    (("-w", "t", "eval", "--data", "toy-qa", "-m", "tiny", "-c", "rag", "--top-k", "0"), USAGE,
+     "top_k: 0"),
     # the group itself
     (("no-such-command",), USAGE, "no-such-command"),
     (("-w", "t", "ws", "show", "--format", "yaml"), USAGE, "yaml"),
