@@ -29,6 +29,7 @@ from tui.screens.chat import ChatScreen
 from tui.screens.data import DataScreen
 from tui.screens.eval import EvalScreen
 from tui.screens.help import HelpScreen
+from tui.screens.hrm import HRMScreen
 from tui.screens.runs import RunsScreen
 from tui.screens.train import TrainScreen
 from tui.screens.workspaces import WorkspacesScreen
@@ -37,7 +38,7 @@ from tui.widgets.dialogs import ErrorDialog
 log = logging.getLogger(__name__)
 
 MODE_TITLES = {"workspaces": "Workspaces", "data": "Data", "train": "Train", "runs": "Runs",
-               "chat": "Chat", "eval": "Eval"}
+               "chat": "Chat", "eval": "Eval", "hrm": "HRM"}
 
 
 class WorkspaceCommands(Provider):
@@ -75,6 +76,7 @@ class ClaraApp(App):
         "runs": RunsScreen,
         "chat": ChatScreen,
         "eval": EvalScreen,
+        "hrm": HRMScreen,
     }
     COMMANDS = App.COMMANDS | {WorkspaceCommands}
     BINDINGS = [
