@@ -131,12 +131,31 @@ def main() -> None:
           f"{len(test['inputs'])} test, mean givens {test['givens'].mean():.1f}, mean solver "
           f"guesses {test['difficulty'].mean():.1f} ({gen_s:.0f}s)", flush=True)
 
-    rows = [solver_baseline(test, n)]
+    import mlx.core as mx
+
+    out = Path(args.out) if args.out else \
+        ROOT / "bench" / "results" / f"hrm_sudoku-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+
+    def save() -> None:  # after every model: a run cut short still leaves its figures
+        out.write_text(json.dumps({
+            "bench": "hrm_sudoku", "size": n, "args": vars(args),
+            "device": str(mx.default_device()), "test_puzzles": len(test["inputs"]),
+            "train_puzzles": len(splits["train"]["inputs"]),
+            "mean_givens": float(test["givens"].mean()),
+            "mean_solver_guesses": float(test["difficulty"].mean()),
+            "paper_exact_9x9": PAPER_EXACT_9X9, "rows": rows}, indent=2))
+
+    rows.append(solver_baseline(test, n))
+    save()
     print(f"solver: {rows[0]['puzzles_per_second']:.0f} puzzles/s", flush=True)
     rows.append(train_and_eval(args.variant, ws, data, test, args, plain=False))
+    save()
     print(f"{args.variant}: exact {rows[-1]['exact_accuracy']:.3f}", flush=True)
     if not args.skip_ablation:
         rows.append(train_and_eval("plain transformer", ws, data, test, args, plain=True))
+        save()
 
     print(f"\nSudoku {n}x{n}: {len(test['inputs'])} held-out puzzles, {args.budget:.0f} s of "
           f"training per model")
@@ -147,17 +166,6 @@ def main() -> None:
               f"{r['puzzles_per_second']:>11.1f}{r['steps']:>8}{r['parameters']:>10}")
     if n == 9:
         print(f"paper (HRM, 27M params, Sudoku-Extreme 1k): exact {PAPER_EXACT_9X9:.3f}")
-    import mlx.core as mx
-
-    result = {"bench": "hrm_sudoku", "size": n, "args": vars(args), "device": str(mx.default_device()),
-              "test_puzzles": len(test["inputs"]), "train_puzzles": len(splits["train"]["inputs"]),
-              "mean_givens": float(test["givens"].mean()),
-              "mean_solver_guesses": float(test["difficulty"].mean()),
-              "paper_exact_9x9": PAPER_EXACT_9X9, "rows": rows}
-    out = Path(args.out) if args.out else \
-        ROOT / "bench" / "results" / f"hrm_sudoku-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
     if not args.workdir:
         shutil.rmtree(root, ignore_errors=True)

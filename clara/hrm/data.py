@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from clara import __version__, io
-from clara.errors import ClaraError, DataError
+from clara.errors import DataError
 from clara.hrm import puzzles as P
 from clara.workspace import Workspace, now_iso
 
