@@ -5,8 +5,9 @@ recurrence (the ablation: H_cycles = L_cycles = 1, one segment, gradient through
 Both models train through the engine for the same wall-clock budget on the same augmented
 training puzzles; the paper reports 55.0 % exact on Sudoku-Extreme 9x9 from 1000 puzzles
 (27M parameters, hours of GPU). CPU: `python bench/hrm_sudoku.py --size 4 --budget 120`.
-GPU: `python bench/hrm_sudoku.py --size 9 --min-guesses 20 --train 1000 --augment 1000
---budget 150 --dtype bfloat16 --hidden 256 --batch-size 384 --out $OUT/hrm_sudoku.json`.
+GPU: `python bench/hrm_sudoku.py --size 9 --min-guesses 20 --train 1000 --augment 200
+--budget 75 --dtype bfloat16 --hidden 256 --heads 4 --layers 2 --cycles 2 --max-steps 8
+--batch-size 384 --out $OUT/hrm_sudoku.json` (the budget starts after the first step).
 """
 
 from __future__ import annotations
@@ -60,9 +61,17 @@ def train_and_eval(name: str, ws: Workspace, data: Path, test: dict, args, plain
     task = HRMTask(cfg, data)
     run_dir = ws.path / "runs" / name
     run_dir.mkdir(parents=True)
-    deadline = time.perf_counter() + args.budget
+    clock = {"calls": 0, "deadline": None}
+
+    def out_of_time() -> bool:
+        # the budget starts after the first step, so compiling (kernels too) is not counted
+        clock["calls"] += 1
+        if clock["calls"] == 2:
+            clock["deadline"] = time.perf_counter() + args.budget
+        return clock["deadline"] is not None and time.perf_counter() > clock["deadline"]
+
     tic = time.perf_counter()
-    result = Engine(task, cfg, run_dir).run(stop_requested=lambda: time.perf_counter() > deadline)
+    result = Engine(task, cfg, run_dir).run(stop_requested=out_of_time)
     train_s = time.perf_counter() - tic
     n_params = sum(v.size for _, v in tree_flatten(task.net.trainable_parameters()))
     res = evaluate(task.net, test, batch_size=args.batch_size)
@@ -91,7 +100,8 @@ def main() -> None:
                    help="A puzzle dataset folder to use instead of generating (its train split "
                         "is augmented here by --augment).")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budget", type=float, default=120, help="Training seconds per model.")
+    p.add_argument("--budget", type=float, default=120,
+                   help="Training seconds per model, after its first (compiling) step.")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--layers", type=int, default=1, help="Blocks of each of H and L.")
