@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -58,18 +57,12 @@ def make_schedule(cfg: EngineConfig, total_steps: int):
 
 
 def memory_limit_bytes(cfg: EngineConfig) -> int:
+    """90% of the device's memory (Metal working set, CUDA GPU memory, host RAM on the CPU)."""
     if cfg.memory_limit_gb:
         return int(cfg.memory_limit_gb * 1e9)
-    try:
-        info = mx.device_info()
-        size = int(info.get("max_recommended_working_set_size") or info.get("memory_size") or 0)
-    except Exception:
-        size = 0
-    if not size:
-        try:
-            size = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            size = 0
+    from clara.platform import device_memory
+
+    size, _ = device_memory()
     return int(size * 0.9) if size else 1 << 62
 
 
@@ -247,6 +240,11 @@ class Engine:
             grad_checkpoint(model.layers[0])  # patches the block class: fine in a worker process
         step_fn, state = self._build_step()
         mem_limit = memory_limit_bytes(cfg)
+        from clara.platform import kernel_cache_dir, kernels_cold
+
+        if kernels_cold():  # a visible step: the first steps may take minutes on a fresh machine
+            self.event("compiling", message="compiling kernels… (first run on this machine; "
+                       "cached for later runs)", cache=str(kernel_cache_dir()))
         model.train()
         batches = self._batches()
         accum = cfg.grad_accumulation_steps
