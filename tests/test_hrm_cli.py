@@ -45,6 +45,12 @@ def test_data_puzzles_commands(cli, workspace):
     assert not (workspace.datasets_dir / "bad").exists()
     out = cli("-w", "test", "data", "list")
     assert "m7" in out.output and "puzzles" in out.output
+    out = cli("-w", "test", "data", "validate", "m7")
+    assert out.exit_code == 0 and "ok: 10 puzzles" in out.output
+    (workspace.datasets_dir / "m7" / "train.safetensors").write_bytes(b"broken")
+    out = cli("-w", "test", "data", "validate", "m7")
+    assert out.exit_code != 0 and "train.safetensors: not a safetensors file" in out.output
+    assert len(out.output.strip().splitlines()) == 1
 
 
 def test_train_refuses_bad_settings_without_a_run_folder(cli, workspace):
