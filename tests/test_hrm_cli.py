@@ -97,3 +97,15 @@ def test_app_hrm_mode_steps_through_segments(root, trained):
             assert "the puzzle" in str(screen.query_one("#hrm-seg-info").render())
             assert app.errors == []
     asyncio.run(go())
+
+
+def test_runs_screen_plots_exact_accuracy_of_puzzle_runs():
+    from tui.screens.runs import RunMetrics
+
+    m = RunMetrics()
+    m.add([{"step": 1, "train_loss": 2.0}, {"step": 1, "val_loss": 1.5,
+                                             "val_exact_accuracy": 0.25}])
+    assert m.loss_series()["val exact"] == ([1], [0.25])
+    lora = RunMetrics()
+    lora.add([{"step": 1, "val_loss": 1.0}])
+    assert "val exact" not in lora.loss_series()
