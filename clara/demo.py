@@ -200,6 +200,9 @@ def steps(cfg: DemoConfig) -> list[tuple[str, Callable[[Workspace, DemoConfig, P
     if cfg.clara:
         out.append(("train the CLaRa pipeline (stages 1-3) on the synthetic benchmark",
                     _clara_pipeline))
+        out.append(("generate 4x4 Sudoku and train a small HRM on it",
+                    lambda ws, cfg, progress: __import__("clara.hrm.demo").hrm.demo.build(
+                        ws, progress)))
     return out
 
 

@@ -187,6 +187,12 @@ def validate_cmd(app: AppContext, path, kind):
 
     ws = _maybe_workspace(app)
     target = resolve(ws, path)
+    if target.is_dir() and (target / "train.safetensors").is_file():
+        from clara.hrm.data import validate as validate_puzzles  # HRM's grids, not JSONL rows
+
+        meta = validate_puzzles(target)
+        click.echo(f"ok: {sum(meta.get('rows', {}).values())} puzzles (puzzles)")
+        return
     if target.is_dir():
         kind, counts, errors = V.validate_dataset(target, kind)
         n = sum(counts.values())

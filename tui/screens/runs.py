@@ -57,8 +57,13 @@ class RunMetrics:
         return [r.get("step", i) for i, r in enumerate(keep, 1)], [r[key] for r in keep]
 
     def loss_series(self, prefix: str = "") -> dict:
-        return {f"{prefix}train": self.points("train_loss"),
-                f"{prefix}val": self.points("val_loss", self.valid)}
+        out = {f"{prefix}train": self.points("train_loss"),
+               f"{prefix}val": self.points("val_loss", self.valid)}
+        # puzzle runs (HRM): exact accuracy of the validation puzzles too
+        exact = self.points("val_exact_accuracy", self.valid)
+        if exact[0]:
+            out[f"{prefix}val exact"] = exact
+        return out
 
 
 class RunsScreen(ClaraScreen):
