@@ -12,7 +12,6 @@ row as the trainer will read it (clara.data.formats), including what top_k asks 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,7 +69,7 @@ def _merge(cls, config_file, values: dict):
     return merge_config(cls, config_file, values)
 
 
-def _asked(cls, config_file, values: dict) -> set[str]:
+def _asked(config_file, values: dict) -> set[str]:
     """The settings the user gave (flags, form values or the config file), not defaults."""
     asked = {k for k, v in (values or {}).items() if v is not None}
     if config_file:
@@ -140,23 +139,17 @@ def plan_lora(ws: Workspace | None, values: dict, config_file: str | Path | None
 
 # ---------------------------------------------------------------------------- CLaRa stages
 def _continue_from(ws, cfg, asked: set[str]) -> tuple[refs.Checkpoint, dict]:
-    """The starting checkpoint, and its saved config; geometry the user asked must match it."""
-    from clara.method.config import check_geometry
+    """The starting checkpoint, and its saved config; geometry the user asked must match it,
+    and the run takes the checkpoint's (so run.toml records what the model is)."""
+    from clara.method.config import check_geometry, geometry_fields
 
     found = refs.resolve(ws, cfg.init_from, want=refs.CLARA)
     saved = io.read_json(found.path / "clara_config.json").get("config") or {}
-    check_geometry(saved, {k: getattr(cfg, k) for k in asked if hasattr(cfg, k)},
-                   found.label)
-    for name in saved:  # a continued run has the checkpoint's geometry: record that
-        if name in {f.name for f in dataclasses.fields(cfg)} and name in _geometry():
+    check_geometry(saved, {k: getattr(cfg, k) for k in asked if hasattr(cfg, k)}, found.label)
+    for name in geometry_fields():
+        if name in saved and hasattr(cfg, name):
             setattr(cfg, name, saved[name])
     return found, saved
-
-
-def _geometry() -> tuple[str, ...]:
-    from clara.method.config import geometry_fields
-
-    return geometry_fields()
 
 
 def plan_stage(ws: Workspace | None, stage: str, values: dict,
@@ -176,7 +169,7 @@ def plan_stage(ws: Workspace | None, stage: str, values: dict,
     extra: dict[str, Any] = {}
     given = {"init_from": cfg.init_from} if cfg.init_from else {}
     if cfg.init_from and ws is not None:
-        found, saved = _continue_from(ws, cfg, _asked(ClaraTrainConfig, config_file, values))
+        found, saved = _continue_from(ws, cfg, _asked(config_file, values))
         cfg.init_from = resolved["init_from"] = str(found.path)
         if found.run:
             extra["from_run"] = found.run
@@ -196,13 +189,13 @@ def plan_stage(ws: Workspace | None, stage: str, values: dict,
     cfg.top_k = method.top_k  # run.toml records the effective value
     if ws is not None:
         if cfg.model:
-            resolved["model"] = _model_layers(ws, cfg.model)[0]
-        if base:
+            resolved["model"], layers = _model_layers(ws, cfg.model)
+        else:  # the checkpoint's base; the worker checks it when it loads it
             try:
-                _, layers = _model_layers(ws, base)
+                layers = _model_layers(ws, base)[1] if base else None
             except ClaraError:
-                layers = None  # the checkpoint's base is checked when the worker loads it
-            _check_layers("lora_layers", cfg.lora_layers, layers, base)
+                layers = None
+        _check_layers("lora_layers", cfg.lora_layers, layers, base)
         if check_data:
             check_stage_rows(folder, stage, method.top_k)
     return Plan(f"clara-{stage}", asdict(cfg), resolved, extra, rows=rows, refs=given)

@@ -218,3 +218,15 @@ def test_validate_an_empty_file_fails(cli, workspace, tmp_path):
     f.write_text("\n")
     r = cli("-w", "test", "data", "validate", str(f), "--kind", "text")
     assert r.exit_code == 1 and r.output.strip() == f"{f}: no rows"
+
+
+def test_planning_modules_do_not_import_mlx():
+    """Planning, references, row formats, configs and presets stay light: the CLI checks a run
+    before any model library loads."""
+    import subprocess
+    import sys
+
+    code = ("import sys, clara.plan, clara.refs, clara.data.formats, clara.data.validate, "
+            "clara.method.config, clara.presets; "
+            "sys.exit(any(m == 'mlx' or m.startswith(('mlx.', 'mlx_lm')) for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

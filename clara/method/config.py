@@ -159,8 +159,8 @@ def default_top_k(stage: str) -> int:
 
 
 @dataclass
-class ClaraTrainConfig(ClaraSettings, EngineConfig):
-    """A CLaRa stage run: the engine's settings plus the method's."""
+class _StageRun:
+    """What a stage run adds to the engine's and the method's settings."""
 
     model: str = field(default="", metadata={"help": "Base model: local mlx-lm folder or HF id."})
     data: str = field(default="", metadata={
@@ -170,6 +170,13 @@ class ClaraTrainConfig(ClaraSettings, EngineConfig):
                 "starts a fresh generator; stage 3 copies the compressor into the query "
                 "reasoner)."})
     batch_size: int = field(default=2, metadata={"help": "Questions per micro-batch."})
+
+
+@dataclass
+class ClaraTrainConfig(ClaraSettings, _StageRun, EngineConfig):
+    """A CLaRa stage run: the engine's settings, the run's, then the method's (fields in that
+    order)."""
+
     top_k: int | None = field(default=None, metadata={
         "help": "Documents per question (default: 1 in stage 1; in stage 2 the documents of "
                 "its rows; 5 in stage 3)."})
