@@ -9,7 +9,7 @@ from pathlib import Path
 from clara.errors import ClaraError
 from clara.method.pipeline import STAGES, Pipeline, create_pipeline, resolve_checkpoint
 from clara.method.tasks import ClaraTrainConfig
-from clara.runs import Run, create_run, find_run
+from clara.runs import Run, check_world, create_run, find_run
 from clara.train.config import merge_config
 from clara.train.launch import resolve_data
 from clara.workspace import Workspace
@@ -74,6 +74,7 @@ def pipeline(ws: Workspace, overrides: dict, per_stage: dict, prefix: str | None
         raise ClaraError("model: is required")
     datasets = pipeline_datasets(ws, prefix, explicit)
     config = asdict(cfg)
+    check_world(config)  # several processes: hosts and ports checked before the folder
     for k in ("data", "init_from", "top_k"):
         config.pop(k, None)
     return create_pipeline(ws, config, model_source(ws, cfg.model), datasets, per_stage, name)
