@@ -319,17 +319,19 @@ class Engine:
                 tokens += task.batch_tokens(batch[0] if self.dist else batch) if real else 0
             peak = mx.get_peak_memory()
             nan_here = False
-            if self.dist:  # global loss, tokens and extras; rank 0's NaN, anyone's stop/memory
-                keys = sorted(extras_sum)
-                sums = self.dist.sums([sum(losses), float(tokens)]
-                                      + [extras_sum[k] for k in keys])
-                losses, tokens = [sums[0] / accum], int(round(sums[1]))
-                extras_sum = dict(zip(keys, sums[2:]))
+            if self.dist:  # one all_sum: global loss, tokens, extras, anyone's stop/memory
                 if time.monotonic() - last_mem_check > 1.0:
                     last_mem_check, low = time.monotonic(), system_memory_low()
-                flags = self.dist.sums([float(stop_requested()), float(peak > mem_limit or low),
-                                        float(self.dist.main and not math.isfinite(losses[0]))])
-                self._stop, mem_over, nan_here = (f > 0 for f in flags)
+                keys = sorted(extras_sum)
+                sums = self.dist.sums([sum(losses), float(tokens), float(stop_requested()),
+                                       float(peak > mem_limit or low)]
+                                      + [extras_sum[k] for k in keys])
+                losses, tokens = [sums[0] / accum], int(round(sums[1]))
+                self._stop, mem_over = sums[2] > 0, sums[3] > 0
+                extras_sum = dict(zip(keys, sums[4:]))
+                # every rank holds the same summed loss bits (a NaN anywhere is a NaN in it),
+                # so rank 0's NaN verdict is everyone's without another round
+                nan_here = not math.isfinite(losses[0])
                 if self.watchdog:
                     self.watchdog.beat(self.step + 1)
             dt = time.perf_counter() - tic
