@@ -33,7 +33,7 @@ def build_inputs(args, work: Path) -> tuple[str, Path]:
     from clara.models.tiny import TinyConfig, build_tiny_model
 
     data = work / "data"
-    texts = make_texts(args.rows + 8, args.seq // 2 + 16, args.seed)
+    texts = make_texts(args.rows + 8, args.seq + 16, args.seed)  # about a token a word: full rows
     io.write_jsonl(data / "train.jsonl", [{"text": t} for t in texts[: args.rows]])
     io.write_jsonl(data / "valid.jsonl", [{"text": t} for t in texts[args.rows:]])
     if args.model:
