@@ -228,7 +228,7 @@ def runs_resume(app: AppContext, run_ref: str, detach: bool, nproc, hosts, hostf
         raise ClaraError(f"run {run.id} is completed: nothing to resume")
     world = {k: v for k, v in (("nproc", nproc), ("hosts", hosts), ("hostfile", hostfile),
                                ("backend", backend)) if v is not None}
-    if hosts or hostfile:  # a new place: the run's other place settings do not apply
+    if nproc is not None or hosts or hostfile:  # a new place: the run's own does not apply
         world = {"nproc": 1, "hosts": None, "hostfile": None, **world}
     launch(run, detach, world or None)
 
