@@ -217,6 +217,15 @@ class Dist:
             return []
         return self.all_sum(mx.array(values, dtype=mx.float32)).tolist()
 
+    def step_sums(self, losses: list[float], tokens: int, extras: dict, stop: bool,
+                  memory: bool):
+        """One all_sum per step: the global loss (mean over micro-batches), tokens and extras,
+        and whether any rank was asked to stop or ran short of memory."""
+        keys = sorted(extras)
+        s = self.sums([sum(losses), float(tokens), float(stop), float(memory)]
+                      + [extras[k] for k in keys])
+        return [s[0] / len(losses)], int(round(s[1])), dict(zip(keys, s[4:])), s[2] > 0, s[3] > 0
+
     def decide(self, *flags: bool) -> list[bool]:
         """Rank 0's decisions, followed by every rank."""
         return [v > 0 for v in self.sums([float(bool(f)) if self.main else 0.0 for f in flags])]

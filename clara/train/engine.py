@@ -322,13 +322,8 @@ class Engine:
             if self.dist:  # one all_sum: global loss, tokens, extras, anyone's stop/memory
                 if time.monotonic() - last_mem_check > 1.0:
                     last_mem_check, low = time.monotonic(), system_memory_low()
-                keys = sorted(extras_sum)
-                sums = self.dist.sums([sum(losses), float(tokens), float(stop_requested()),
-                                       float(peak > mem_limit or low)]
-                                      + [extras_sum[k] for k in keys])
-                losses, tokens = [sums[0] / accum], int(round(sums[1]))
-                self._stop, mem_over = sums[2] > 0, sums[3] > 0
-                extras_sum = dict(zip(keys, sums[4:]))
+                losses, tokens, extras_sum, self._stop, mem_over = self.dist.step_sums(
+                    losses, tokens, extras_sum, stop_requested(), peak > mem_limit or low)
                 # every rank holds the same summed loss bits (a NaN anywhere is a NaN in it),
                 # so rank 0's NaN verdict is everyone's without another round
                 nan_here = not math.isfinite(losses[0])
