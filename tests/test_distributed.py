@@ -86,7 +86,7 @@ def last_step(run):
 
 @pytest.mark.slow
 def test_lora_on_two_processes_trains_the_one_process_model_and_survives_stop_and_kill(
-        workspace, tiny_model_dir, lora_data):
+        workspace, tiny_model_dir, lora_data, cli):
     cfg = lambda **kw: asdict(merge_config(TrainConfig, None, {  # noqa: E731
         "model": str(tiny_model_dir), "data": str(lora_data), **LORA, **kw}))
     one = create_run(workspace, "lora", cfg(), name="one")
@@ -110,6 +110,8 @@ def test_lora_on_two_processes_trains_the_one_process_model_and_survives_stop_an
     steps = [r["step"] for r in two.metrics() if "train_loss" in r]
     assert steps == list(range(1, stopped_at + 1))
     assert "Traceback" not in (two.path / "log.rank1.txt").read_text()
+    shown = json.loads(cli("-w", "test", "runs", "show", "two", "--format", "json").output)
+    assert (shown["world_size"], shown["backend"]) == (2, "ring")
 
     # 2) resume on two processes; SIGKILL rank 1 mid-run: the run ends within seconds
     proc = start_worker(two, detach=True)
@@ -190,7 +192,13 @@ def test_bad_world_is_one_line_before_any_run_folder(workspace, tiny_model_dir, 
     r = cli("-w", "test", "train", "lora", "-m", str(tiny_model_dir), "-d", str(lora_data),
             "--hostfile", str(bad))
     assert r.exit_code != 0 and "hostfile" in r.output and "Traceback" not in r.output
-    # a host that cannot be reached (TEST-NET-1, RFC 5737) names itself
+    # a host that cannot be reached (TEST-NET-1, RFC 5737) names itself, from a hostfile too
+    far = tmp_path / "far.json"
+    io.write_json(far, {"hosts": [{"ssh": "192.0.2.7", "ips": ["192.0.2.7"]},
+                                  {"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}]})
+    r = cli("-w", "test", "train", "lora", "-m", str(tiny_model_dir), "-d", str(lora_data),
+            "--hostfile", str(far))
+    assert r.exit_code != 0 and "192.0.2.7" in r.output and "unreachable" in r.output, r.output
     r = cli("-w", "test", "train", "lora", "-m", str(tiny_model_dir), "-d", str(lora_data),
             "--hosts", "192.0.2.1,192.0.2.2")
     assert r.exit_code != 0 and "192.0.2.1" in r.output and "unreachable" in r.output, r.output
