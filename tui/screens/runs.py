@@ -285,7 +285,8 @@ class RunsScreen(ClaraScreen):
         if run_id != self.selected:
             return
         shown = {"kind": config.get("kind"), **config.get("config", {}),
-                 **{f"resolved.{k}": v for k, v in config.get("resolved", {}).items()}}
+                 **{f"resolved.{k}": v for k, v in config.get("resolved", {}).items()},
+                 **{f"distributed.{k}": v for k, v in config.get("distributed", {}).items()}}
         self.query_one("#run-config", KeyValues).set_data(
             {k: v for k, v in shown.items() if v is not None})
         lines = []

@@ -43,11 +43,13 @@ LORA_FIRST = ("model", "data", "mode", "fine_tune_type", "from_adapter", "iters"
               "save_every")
 LORA_CHOICES = {"model": [], "data": [], "from_adapter": [], "mode": ["sft", "cpt"],
                 "fine_tune_type": ["lora", "dora", "full"], "lr_schedule": ["cosine", "constant"],
-                "dtype": ["float32", "bfloat16", "float16"]}
+                "dtype": ["float32", "bfloat16", "float16"],
+                "backend": ["auto", "ring", "jaccl", "mpi", "nccl"]}
 CLARA_FIRST = ("model", "data", "init_from", "iters", "epochs", "batch_size", "learning_rate",
                "compression_rate", "doc_max_tokens", "top_k", "max_len", "lora_rank",
                "val_every", "save_every")
-CLARA_CHOICES = {"model": [], "data": [], "init_from": [], "lr_schedule": ["cosine", "constant"]}
+CLARA_CHOICES = {"model": [], "data": [], "init_from": [], "lr_schedule": ["cosine", "constant"],
+                 "backend": LORA_CHOICES["backend"]}
 # Settings a tiny model on a CPU trains with in minutes (a preset of clara/presets/).
 CLARA_PRESET = "clara-cpu-tiny"
 PIPELINE_FIRST = ("model", "data", "stage1_iters", "stage2_iters", "stage3_iters", "top_k",
