@@ -256,10 +256,11 @@ def plan_pipeline(ws: Workspace | None, values: dict, per_stage: dict | None = N
     config = {k: v for k, v in config.items() if v is not None}
     overrides = {s: {k: v for k, v in (per_stage.get(s) or {}).items() if v is not None}
                  for s in STAGES}
+    data = None if ws is None else pipeline_datasets(ws, prefix, explicit)
     if not prefix and len(explicit or {}) < len(STAGES):
         raise ClaraError("data: choose a dataset prefix (PREFIX-stage1..3)")
     names = {s: (explicit or {}).get(s) or f"{prefix}-{s}" for s in STAGES}
-    data = names if ws is None else pipeline_datasets(ws, prefix, explicit)
+    data = data or names
     stages = {s: {"data": data[s], "dataset": names[s], "overrides": overrides[s]}
               for s in STAGES}
     doc = {"config": config, "stages": stages}
