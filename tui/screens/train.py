@@ -169,6 +169,9 @@ class TrainScreen(ClaraScreen):
                 yield PathInput(id="settings-path", suffixes=(".toml",),
                                 placeholder="settings.toml: ctrl+s saves, ctrl+r loads")
                 yield Static("", id="train-status")
+                estimate = Static("", id="train-estimate", markup=False)  # clara.train.estimate
+                estimate.display = False
+                yield estimate
                 yield Button("Launch  (ctrl+l)", id="launch", variant="success")
 
     def on_mount(self) -> None:
@@ -299,6 +302,30 @@ class TrainScreen(ClaraScreen):
         self.query_one("#preview", Static).update(text)
         self.query_one("#train-command", Static).update(self.command(form))
         self.query_one("#launch", Button).disabled = data is None or self.app.workspace is None
+        self._estimate(self.kind, data)
+
+    @work(thread=True, exclusive=True, group="estimate", exit_on_error=False)
+    def _estimate(self, kind: str, data: dict | None) -> None:
+        """One line: the run's estimated peak memory and time per step (none while the form
+        has no model, or for a whole pipeline)."""
+        line = ""
+        if data and kind != "pipeline" and self.app.workspace is not None:
+            from clara.train.estimate import estimate_request
+
+            try:
+                est = estimate_request(self.app.workspace, kind, dict(data))
+                line = (f"estimate: peak {est.peak_bytes / 1e9:.1f} GB, "
+                        f"~{est.step_seconds:.2g} s/step"
+                        + (f"  — over 90% of {est.budget_what}" if est.over_budget else ""))
+            except Exception:  # an incomplete form: the preview already says what is wrong
+                line = ""
+
+        def show() -> None:
+            widget = self.query_one("#train-estimate", Static)
+            widget.update(line)
+            widget.display = bool(line)
+
+        self.app.call_from_thread(show)
 
     def command(self, form: ConfigForm) -> str:
         """The `clara train ...` command this form stands for (copyable)."""
