@@ -178,6 +178,9 @@ CASES = [
     (("-w", "t", "train", "lora", "-m", "tiny", "-d", "escape"), FAIL, "leaves the workspace"),
     (("-w", "t", "train", "lora", "-m", "tiny", "-d", "chat", "--iters", "x"), USAGE, "x"),
     (("-w", "t", "chat", "-m", "tiny", "-a", "nope", "-p", "hi"), FAIL, "nope"),
+    (("-w", "t", "chat", "-m", "tiny", "-a", "escape", "-p", "hi"), FAIL, "leaves the workspace"),
+    (("-w", "t", "model", "fuse", "f", "--base", "tiny", "--adapter", "escape:best"), FAIL,
+     "leaves the workspace"),
     (("-w", "t", "ask", "--run", "nope", "--doc", "x", "Why?"), FAIL, "nope"),
     (("-w", "t", "eval", "-d", F + "/none.jsonl", "-m", "tiny"), FAIL, "none.jsonl"),
     # settings and rows checked before any run folder exists (clara.plan)
