@@ -24,7 +24,8 @@ from clara.method.config import ClaraConfig
 from clara.method.embeddings import MemoryEmbedding, install
 from clara.method.losses import (IGNORE, contrastive_retrieval_loss, masked_ce, memory_mse,
                                  retrieval_metrics)
-from clara.method.tokens import SpecialIds, contains_added_token, extend_tokenizer
+from clara.method.tokens import (SpecialIds, contains_added_token, encode_in_context,
+                                 extend_tokenizer)
 from clara.method.topk import cosine_scores, differentiable_topk
 
 
@@ -247,15 +248,16 @@ class ClaraModel(nn.Module):
             raise ClaraError(f"{what}: contains the reserved token {bad}")
 
     def encoder_rows(self, texts: list[str]) -> list[list[int]]:
-        """<ENC> BOS doc EOS <MEM0>..<MEM{n-1}> per text; doc cut to doc_max_tokens."""
+        """<ENC> BOS doc EOS <MEM0>..<MEM{n-1}> per text, as the reference builds it: the doc is
+        tokenized in context (after the special tokens) and <ENC> BOS doc EOS is cut to
+        doc_max_tokens + 3 tokens (a long doc loses its EOS and keeps one more doc token)."""
         s = self.special
+        head = [s.enc] + ([s.bos] if s.bos is not None else [])
         out = []
         for t in texts:
-            # split_special_tokens: text that spells a special token stays plain text.
-            toks = self.hf.encode(t, add_special_tokens=False, split_special_tokens=True)
-            toks = toks[: self.config.doc_max_tokens]
-            out.append([s.enc] + ([s.bos] if s.bos is not None else []) + toks + [s.eos]
-                       + list(s.mem))
+            # text that spells a special token stays plain text
+            row = head + encode_in_context(self.hf, t) + [s.eos]
+            out.append(row[: self.config.doc_max_tokens + 3] + list(s.mem))
         return out
 
     def encoder_batch(self, texts: list[str], prefix: str = "enc") -> dict[str, mx.array]:

@@ -18,6 +18,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from clara import io
+from clara.data.formats import parse_lora_row
 from clara.errors import ClaraError, DataError
 from clara.train.config import TrainConfig
 from clara.train.tasks import register
@@ -25,36 +26,6 @@ from clara.train.tasks import register
 log = logging.getLogger("clara.train")
 
 PAD_MULTIPLE = 32  # as mlx-lm: few distinct shapes, so the compiled step is rarely re-traced
-
-
-def _check_row(path: Path, line: int, row, mode: str) -> str:
-    """Return the row's format ("text", "chat", "completions") or raise a located DataError."""
-    if not isinstance(row, dict):
-        raise DataError(path, line, None, "each line must be a JSON object")
-    if mode == "cpt":
-        if "text" not in row:
-            raise DataError(path, line, "text", "missing (cpt trains on {\"text\": ...} rows)")
-        if not isinstance(row["text"], str) or not row["text"].strip():
-            raise DataError(path, line, "text", "must be a non-empty string")
-        return "text"
-    if "prompt" in row and "completion" in row:
-        for key in ("prompt", "completion"):
-            if not isinstance(row[key], str):
-                raise DataError(path, line, key, "must be a string")
-        return "completions"
-    if "messages" not in row:
-        raise DataError(path, line, "messages",
-                        "missing (sft trains on {\"messages\": [...]} or {\"prompt\", \"completion\"})")
-    msgs = row["messages"]
-    if not isinstance(msgs, list) or len(msgs) < 2:
-        raise DataError(path, line, "messages", "must be a list of at least two messages")
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) \
-                or not isinstance(m.get("content"), str):
-            raise DataError(path, line, f"messages[{i}]", "needs string 'role' and 'content'")
-    if msgs[-1]["role"] != "assistant":
-        raise DataError(path, line, "messages", "the last message must be the assistant's")
-    return "chat"
 
 
 def tokenize_file(path: Path, tokenizer, mode: str, mask_prompt: bool) -> list[tuple[list[int], int]]:
@@ -70,7 +41,7 @@ def tokenize_file(path: Path, tokenizer, mode: str, mask_prompt: bool) -> list[t
     datasets: dict = {}
     out = []
     for line, row in io.iter_jsonl(path):
-        fmt = _check_row(path, line, row, mode)
+        fmt = parse_lora_row(row, mode, path, line)
         ds = datasets.get(fmt) or datasets.setdefault(fmt, makers[fmt]())
         try:
             tokens, offset = ds.process(row)
@@ -101,8 +72,8 @@ def make_batches(samples: list[tuple[list[int], int]], batch_size: int, max_len:
     return batches
 
 
-def lm_loss(model, tokens, lengths):
-    """Mean next-token cross-entropy over completion tokens, and their count.
+def lm_loss_sum(model, tokens, lengths):
+    """Summed next-token cross-entropy over completion tokens, and their count.
 
     Target j is token j+1; it counts when offset <= j+1 < length (mlx-lm's default_loss also
     counts one padding target per row, `<= length`; we do not).
@@ -112,8 +83,18 @@ def lm_loss(model, tokens, lengths):
     steps = mx.arange(1, targets.shape[1] + 1)
     mask = (steps >= lengths[:, 0:1]) & (steps < lengths[:, 1:])
     ce = nn.losses.cross_entropy(logits, targets) * mask
-    ntoks = mask.sum()
-    return ce.astype(mx.float32).sum() / ntoks, ntoks
+    return ce.astype(mx.float32).sum(), mask.sum()
+
+
+def lm_loss(model, tokens, lengths):
+    """Mean next-token cross-entropy over completion tokens, and their count."""
+    total, ntoks = lm_loss_sum(model, tokens, lengths)
+    return total / ntoks, ntoks
+
+
+def loss_targets(lengths: np.ndarray) -> int:
+    """The targets lm_loss counts in a batch, from its (offset, length) rows alone."""
+    return int(np.maximum(lengths[:, 1] - np.maximum(lengths[:, 0], 1), 0).sum())
 
 
 def adapter_config(cfg: TrainConfig, model_source: str) -> dict:
@@ -204,6 +185,23 @@ class LoraTask:
             tokens, lengths = self._train[i]
             yield mx.array(tokens), mx.array(lengths)
 
+    def train_shards(self, epoch: int, seed: int, rank: int, size: int):
+        """Rank `rank`'s rows of every batch of train_batches (same order), with its loss
+        counts; a rank left without rows gets one row with nothing to learn (share 0)."""
+        order = np.random.default_rng([seed, epoch]).permutation(len(self._train))
+        for i in order:
+            tokens, lengths = self._train[i]
+            rows = np.array_split(np.arange(len(tokens)), size)[rank]
+            real = len(rows) > 0
+            tokens, lengths = (tokens[rows], lengths[rows]) if real else \
+                (tokens[:1], np.zeros((1, 2), np.int32))
+            yield (mx.array(tokens), mx.array(lengths)), {"tokens": loss_targets(lengths)}, real
+
+    def shared_loss(self, model, batch, counts, totals):
+        """This shard's part of the global batch's mean loss: its summed CE over all tokens."""
+        total, ntoks = lm_loss_sum(model, *batch)
+        return total / mx.maximum(totals["tokens"], 1), ntoks, {}
+
     def valid_batches(self):
         for tokens, lengths in self._valid:
             yield mx.array(tokens), mx.array(lengths)
@@ -252,6 +250,7 @@ class LoraTask:
 
 def lora_factory(run_config: dict, run_dir: Path) -> LoraTask:
     cfg = TrainConfig(**run_config["config"])
+    cfg.validate()  # the check the CLI and the app ran, again on what run.toml holds
     resolved = run_config.get("resolved", {})
     return LoraTask(cfg, resolved.get("model", cfg.model), resolved.get("data", cfg.data))
 
