@@ -144,9 +144,11 @@ def test_encoder_layout_left_padding_and_truncation(tiny_model_dir):
     pad = ids.shape[1] - len(row0)
     assert list(ids[0]) == [s.pad] * pad + row0
     assert list(mask[0]) == [0] * pad + [1] * len(row0)
-    # the long document is cut to doc_max_tokens, EOS and the memory tokens kept
+    # as the reference: <ENC> BOS doc EOS cut to doc_max_tokens + 3 (a long document loses its
+    # EOS and keeps one more document token), then the memory tokens
     assert mask[1].sum() == 1 + 1 + 8 + 1 + n and ids.shape[1] % 16 == 0
-    assert list(ids[1, -n - 1:]) == [s.eos] + list(s.mem)
+    assert list(ids[1, -n:]) == list(s.mem) and ids[1, -n - 1] != s.eos
+    assert list(ids[1, -n - 9:-n]) == m.hf.encode(DOCS[1], add_special_tokens=False)[:9]
     assert (ids[np.arange(2)[:, None], pos] == np.array(s.mem)).all()
     # a document spelling a special token does not produce one
     b2 = m.encoder_batch(["see <MEM0> here"])
