@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from clara import io, refs
-from clara.errors import ClaraError
+from clara.errors import ClaraError, UsageError
 from clara.workspace import Workspace
 
 STAGES = ("stage1", "stage2", "stage3")
@@ -98,9 +98,9 @@ def _model_layers(ws, model: str) -> tuple[str, int | None]:
 
 def _check_layers(name: str, value: int, layers: int | None, model: str) -> None:
     if value == 0 or value < -1:
-        raise ClaraError(f"{name}: {value} must be -1 (all blocks) or at least 1")
+        raise UsageError(f"{name}: {value} must be -1 (all blocks) or at least 1")
     if layers is not None and value > layers:
-        raise ClaraError(f"{name}: {value}, but model {model} has {layers} blocks")
+        raise UsageError(f"{name}: {value}, but model {model} has {layers} blocks")
 
 
 def _data(ws, ref: str, trainer: str, check_data: bool) -> tuple[Path, dict]:

@@ -34,14 +34,21 @@ def _stage_command(stage: str, example: str):
                   default=None, help="TOML file of settings; flags override it.")
     @click.option("--name", default=None, help="Run id (default: clara-STAGE-DATE-TIME-XXXX).")
     @click.option("--detach", is_flag=True, help="Start in the background and print the run id.")
+    @click.option("--estimate", "estimate_only", is_flag=True,
+                  help="Print the estimated peak memory and time per step, and exit (no run).")
     @config_options(ClaraTrainConfig, skip=_SKIP | {"init_from"})
     @pass_app
-    def command(app: AppContext, model, data, from_ref, config_file, name, detach, **flags):
+    def command(app: AppContext, model, data, from_ref, config_file, name, detach,
+                estimate_only=False, **flags):
         from clara.cli.runs import launch
         from clara.method.launch import stage_run
 
         overrides = {k: v for k, v in flags.items() if v not in (None, (), [])}
         overrides.update({"model": model, "data": data, "init_from": from_ref})
+        if estimate_only:
+            from clara.cli.train import echo_estimate
+
+            return echo_estimate(app, stage, overrides, config_file)
         run = stage_run(app.workspace(), stage, overrides, config_file, name)
         launch(run, detach)
 
@@ -106,8 +113,12 @@ def _run_pipeline(pipe, detach: bool) -> None:
     st = drive(pipe, _follow_stage)
     _echo_pipeline(st)
     if st["status"] != "completed":
+        from clara.runs import outcome_code
+
+        run = pipe.current_run()
         raise ClaraError(f"pipeline {pipe.id} {st['status']}: {st.get('message') or ''}"
-                         .rstrip(": ") + f" (resume with: clara pipelines resume {pipe.id})")
+                         .rstrip(": ") + f" (resume with: clara pipelines resume {pipe.id})",
+                         exit_code=outcome_code(run.status() if run is not None else st))
 
 
 def _echo_pipeline(st: dict) -> None:

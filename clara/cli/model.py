@@ -73,16 +73,14 @@ def model_init_tiny(app: AppContext, name, dataset, hidden, layers, heads, kv_he
     from clara.models.tiny import TinyConfig, build_tiny_model, dataset_texts
 
     ws = app.workspace()
-    if hidden % heads:
-        raise ClaraError(f"--hidden {hidden} is not divisible by --heads {heads}")
+    cfg = TinyConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     num_key_value_heads=kv_heads, vocab_size=vocab, seed=seed).validate()
     out = ws.child("models", name)
     if out.exists():
         raise ClaraError(f"model {name!r} already exists in workspace {ws.name}")
     texts = dataset_texts(resolve_data(ws, dataset))
     if not texts:
         raise ClaraError(f"dataset {dataset!r} has no text to train a tokenizer on")
-    cfg = TinyConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                     num_key_value_heads=kv_heads, vocab_size=vocab, seed=seed)
     build_tiny_model(out, texts, cfg)
     info = json.loads((out / "clara_tiny.json").read_text())
     click.echo(f"built model {name}: {info['parameters']:,} parameters, vocab {info['vocab_size']}"

@@ -15,9 +15,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label, Select, Static, TabbedContent, TabPane
 
 from clara.errors import ClaraError
-from clara.train.config import TrainConfig
+from clara.train.config import TrainConfig, merge_config
+from tui.command import command_line
 from tui.screens.base import ClaraScreen
 from tui.widgets.config_form import ConfigForm
+from tui.widgets.path_input import PathInput
 
 STAGES = ("stage1", "stage2", "stage3")
 KINDS = ("lora", *STAGES, "pipeline")
@@ -41,11 +43,13 @@ LORA_FIRST = ("model", "data", "mode", "fine_tune_type", "from_adapter", "iters"
               "save_every")
 LORA_CHOICES = {"model": [], "data": [], "from_adapter": [], "mode": ["sft", "cpt"],
                 "fine_tune_type": ["lora", "dora", "full"], "lr_schedule": ["cosine", "constant"],
-                "dtype": ["float32", "bfloat16", "float16"]}
+                "dtype": ["float32", "bfloat16", "float16"],
+                "backend": ["auto", "ring", "jaccl", "mpi", "nccl"]}
 CLARA_FIRST = ("model", "data", "init_from", "iters", "epochs", "batch_size", "learning_rate",
                "compression_rate", "doc_max_tokens", "top_k", "max_len", "lora_rank",
                "val_every", "save_every")
-CLARA_CHOICES = {"model": [], "data": [], "init_from": [], "lr_schedule": ["cosine", "constant"]}
+CLARA_CHOICES = {"model": [], "data": [], "init_from": [], "lr_schedule": ["cosine", "constant"],
+                 "backend": LORA_CHOICES["backend"]}
 # Settings a tiny model on a CPU trains with in minutes (a preset of clara/presets/).
 CLARA_PRESET = "clara-cpu-tiny"
 PIPELINE_FIRST = ("model", "data", "stage1_iters", "stage2_iters", "stage3_iters", "top_k",
@@ -136,8 +140,12 @@ class TrainScreen(ClaraScreen):
     CSS_PATH = "train.tcss"
     BINDINGS = [
         Binding("ctrl+l", "launch", "Launch", priority=True),
+        Binding("ctrl+s", "save_settings", "Save settings"),
+        Binding("ctrl+r", "load_settings", "Load settings"),
         Binding("f6", "reload", "Refresh"),
     ]
+
+    launched: tuple[str, str] | None = None  # (what, id) of the last launch, to report its fate
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="train-body"):
@@ -154,9 +162,16 @@ class TrainScreen(ClaraScreen):
                         yield Static("loading the CLaRa settings …", classes="form-loading")
             with Vertical(id="train-side"):
                 yield Label("Effective configuration", classes="section-title")
-                with VerticalScroll(id="preview-scroll", classes="panel"):
+                with VerticalScroll(id="preview-scroll", classes="panel", can_focus=False):
                     yield Static("", id="preview", markup=False)
+                yield Label("The same from the shell", classes="section-title")
+                yield Static("", id="train-command", classes="command-line", markup=False)
+                yield PathInput(id="settings-path", suffixes=(".toml",),
+                                placeholder="settings.toml: ctrl+s saves, ctrl+r loads")
                 yield Static("", id="train-status")
+                estimate = Static("", id="train-estimate", markup=False)  # clara.train.estimate
+                estimate.display = False
+                yield estimate
                 yield Button("Launch  (ctrl+l)", id="launch", variant="success")
 
     def on_mount(self) -> None:
@@ -196,6 +211,22 @@ class TrainScreen(ClaraScreen):
 
     def on_resume(self) -> None:
         self._load_choices()
+        if self.launched:
+            self._check_launched(self.launched[1])
+
+    @work(thread=True, exclusive=True, group="train-launched", exit_on_error=False)
+    def _check_launched(self, run_id: str) -> None:
+        """The status line follows the last launch: it does not say "launched" once it failed."""
+        from clara.runs import ACTIVE, Run
+
+        ws = self.app.workspace
+        status = Run(ws.runs_dir / run_id).status() if ws else {}
+        state = status.get("status")
+        if state and state not in ACTIVE:
+            message = status.get("message") or ""
+            self.app.call_from_thread(
+                self._say, f"run {run_id} {state}" + (f": {message}" if message else ""),
+                state == "failed")
 
     @property
     def kind(self) -> str:
@@ -225,6 +256,8 @@ class TrainScreen(ClaraScreen):
         datasets = list(kinds)
         for kind in KINDS if self.clara_ready else ("lora",):
             form = self.query_one(f"#form-{kind}", ConfigForm)
+            if not form.query("#field-model"):  # mounted, its fields not yet composed
+                continue
             form.set_choices("model", models)
             model = form.query_one("#field-model", Select)
             if model.value is Select.NULL and models:  # the usual choice, ready to go
@@ -262,26 +295,118 @@ class TrainScreen(ClaraScreen):
         form = self.current_form()
         if form is None:
             self.query_one("#preview", Static).update("")
+            self.query_one("#train-command", Static).update("")
             self.query_one("#launch", Button).disabled = True
             return
         data, text = effective_config(self.kind, form, self.app.workspace)
         self.query_one("#preview", Static).update(text)
+        self.query_one("#train-command", Static).update(self.command(form))
         self.query_one("#launch", Button).disabled = data is None or self.app.workspace is None
+        self._estimate(self.kind, data)
 
+    @work(thread=True, exclusive=True, group="estimate", exit_on_error=False)
+    def _estimate(self, kind: str, data: dict | None) -> None:
+        """One line: the run's estimated peak memory and time per step (none while the form
+        has no model, or for a whole pipeline)."""
+        line = ""
+        if data and kind != "pipeline" and self.app.workspace is not None:
+            from clara.train.estimate import estimate_request
+
+            try:
+                est = estimate_request(self.app.workspace, kind, dict(data))
+                line = (f"estimate: peak {est.peak_bytes / 1e9:.1f} GB, "
+                        f"~{est.step_seconds:.2g} s/step"
+                        + (f"  — over 90% of {est.budget_what}" if est.over_budget else ""))
+            except Exception:  # an incomplete form: the preview already says what is wrong
+                line = ""
+
+        def show() -> None:
+            widget = self.query_one("#train-estimate", Static)
+            widget.update(line)
+            widget.display = bool(line)
+
+        self.app.call_from_thread(show)
+
+    def command(self, form: ConfigForm) -> str:
+        """The `clara train ...` command this form stands for (copyable)."""
+        try:
+            values = form.changed_values()
+        except ClaraError as e:
+            return f"not valid yet: {e}"
+        if "init_from" in values:
+            values["from"] = values.pop("init_from")
+        return command_line(["clara", "train", self.kind], values,
+                            short={"model": "-m", "data": "-d"})
+
+    def _say(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#train-status", Static)
+        status.set_class(error, "field-error")
+        status.update(text)
+
+    @on(ConfigForm.Submitted)
     @on(Button.Pressed, "#launch")
     def action_launch(self) -> None:
+        """ctrl+l, Enter in a field, or the button: launch, or say why not beside the button."""
         if self.app.workspace is None:
-            self.app.show_error("open a workspace first (F2)")
+            self._say("open a workspace first (F2)", error=True)
             return
         kind, form = self.kind, self.current_form()
         if form is None:
             return
         data, text = effective_config(kind, form, self.app.workspace)
         if data is None:
-            self.app.show_error(text)
+            self._say(text, error=True)
             return
-        self.query_one("#train-status", Static).update("launching …")
+        self._say("launching …")
         self._launch(kind, data)
+
+    # -- settings files (the CLI reads the same TOML with --config) -------------------------------
+    def _settings_file(self):
+        from pathlib import Path
+
+        text = self.query_one("#settings-path", PathInput).value.strip()
+        if not text:
+            raise ClaraError("settings file: type a path first (e.g. my-lora.toml)")
+        path = Path(text).expanduser()
+        if not path.is_absolute() and self.app.workspace is not None:
+            path = self.app.workspace.path / path
+        return path
+
+    def action_save_settings(self) -> None:
+        from clara import io
+
+        form = self.current_form()
+        try:
+            path = self._settings_file()
+            values = form.changed_values() if form else {}
+            io.write_toml(path, {k: v for k, v in values.items() if v is not None})
+        except ClaraError as e:
+            self._say(str(e), error=True)
+            return
+        self._say(f"saved {len(values)} setting(s) to {path.name} (clara train {self.kind} "
+                  f"--config {path.name})")
+
+    def action_load_settings(self) -> None:
+        from clara import io
+
+        form = self.current_form()
+        if form is None:
+            return
+        try:
+            path = self._settings_file()
+            if not path.is_file():
+                raise ClaraError(f"{path}: no such file")
+            values = io.read_toml(path)
+            names = {f.name for f in form.fields}
+            unknown = sorted(set(values) - names)
+            if unknown:
+                raise ClaraError(f"{path.name}: {unknown[0]}: not a setting of {self.kind}")
+            for key, value in values.items():
+                form.set_value(key, value)
+        except ClaraError as e:
+            self._say(str(e), error=True)
+            return
+        self._say(f"loaded {len(values)} setting(s) from {path.name}")
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def _launch(self, kind: str, config: dict) -> None:
@@ -293,15 +418,19 @@ class TrainScreen(ClaraScreen):
                 run_id = launch_stage(ws, kind, config).id
             else:
                 run_id = f"{launch_pipeline(ws, config).id}-stage1"
+        except ClaraError as e:  # refused before any run folder: said here, the form stays
+            self.app.call_from_thread(self._say, f"not launched: {e}", True)
+            return
         except BaseException:
-            self.app.call_from_thread(self.query_one("#train-status", Static).update, "")
+            self.app.call_from_thread(self._say, "")
             raise
         self.app.call_from_thread(self._launched, kind, run_id)
 
     def _launched(self, kind: str, run_id: str) -> None:
         what = "pipeline" if kind == "pipeline" else "run"
         shown = run_id.removesuffix("-stage1") if kind == "pipeline" else run_id
-        self.query_one("#train-status", Static).update(f"launched {what} {shown}")
+        self.launched = (what, run_id)
+        self._say(f"launched {what} {shown}")
         self.notify(f"{what} {shown} started", title="Train", timeout=3)
         self.app.follow_run = run_id  # the Runs screen selects it once it appears
         self.app.switch_mode("runs")
