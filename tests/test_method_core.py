@@ -150,9 +150,12 @@ def test_encoder_layout_right_padding_and_truncation(tiny_model_dir):
     pad = ids.shape[1] - len(row0)
     assert list(ids[0]) == row0 + [s.pad] * pad
     assert list(mask[0]) == [1] * len(row0) + [0] * pad
-    # the long document is cut to doc_max_tokens, EOS and the memory tokens kept
-    assert mask[1].sum() == 1 + 1 + 8 + 1 + n and ids.shape[1] % 16 == 0
-    assert list(ids[1, mask[1].sum() - n - 1:mask[1].sum()]) == [s.eos] + list(s.mem)
+    # as the reference: <ENC> BOS doc EOS cut to doc_max_tokens + 3 (a long document loses its
+    # EOS and keeps one more document token), then the memory tokens
+    end = int(mask[1].sum())
+    assert end == 1 + 1 + 8 + 1 + n and ids.shape[1] % 16 == 0
+    assert list(ids[1, end - n:end]) == list(s.mem) and ids[1, end - n - 1] != s.eos
+    assert list(ids[1, end - n - 9:end - n]) == m.hf.encode(DOCS[1], add_special_tokens=False)[:9]
     assert (ids[np.arange(2)[:, None], pos] == np.array(s.mem)).all()
     # a document spelling a special token does not produce one
     b2 = m.encoder_batch(["see <MEM0> here"])
