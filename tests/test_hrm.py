@@ -91,6 +91,21 @@ def test_stablemax_matches_numpy():
     assert np.allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_stablemax_gradient_is_finite_at_one():
+    """Logits of exactly 1.0 (frequent in bfloat16) once gave NaN gradients through mx.where."""
+    logits = mx.array([[[1.0, -1.0, 0.0, 2.0]]])
+    labels = mx.array([[3]])
+    g = mx.grad(lambda x: stablemax_cross_entropy(x, labels).sum())(logits)
+    assert np.isfinite(np.array(g)).all()
+
+
+def test_bfloat16_training_stays_finite(sudoku4, tmp_path):
+    cfg = _cfg(sudoku4, dtype="bfloat16", iters=3, val_every=0, save_every=10)
+    (tmp_path / "r").mkdir()
+    r = Engine(HRMTask(cfg, sudoku4), cfg, tmp_path / "r").run()
+    assert r.status == "completed", r.message
+
+
 def test_only_the_last_update_carries_gradient():
     """The gradient w.r.t. the incoming carry is zero, and the parameters' gradient equals the
     one of the last L and H update alone applied to the (constant) earlier states."""
