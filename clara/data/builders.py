@@ -136,6 +136,19 @@ class QAItem:
     """Indices of the gold chunks, filled by `locate_gold` (or given by the caller)."""
 
 
+def resolve_qa(ws: Workspace | None, ref: str | Path) -> Path:
+    """A QA file for `--qa`: a JSONL file, or a QA dataset (a workspace dataset name or folder,
+    such as `clara data build qa` writes), whose train.jsonl holds the pairs."""
+    from clara.data.datasets import resolve
+
+    path = resolve(ws, ref)
+    if path.is_dir():
+        if not (path / "train.jsonl").is_file():
+            raise ClaraError(f"{path}: a QA dataset needs train.jsonl")
+        return path / "train.jsonl"
+    return path
+
+
 def read_qa(path: str | Path) -> list[QAItem]:
     """Rows {"question", "answer", optional "keywords", "source", "doc"} of a QA JSONL file."""
     path = Path(path)
@@ -361,8 +374,8 @@ def build_sft(ws: Workspace, name: str, cfg: SftConfig, force: bool = False) -> 
     check_new(ws, name, force)
     if not 0 <= cfg.general_share < 1:
         raise ClaraError(f"--general-share must be in [0, 1), got {cfg.general_share}")
-    qa = read_qa(cfg.qa)
-    golden = read_qa(cfg.golden) if cfg.golden else []
+    qa = read_qa(resolve_qa(ws, cfg.qa))
+    golden = read_qa(resolve_qa(ws, cfg.golden)) if cfg.golden else []
     rng = random.Random(cfg.seed)
     keep, held = split_indices(len(qa), cfg.valid_share, cfg.seed)
 
@@ -431,7 +444,7 @@ def build_stage(ws: Workspace, name: str, cfg: StageConfig, force: bool = False,
     if cfg.stage not in (1, 2, 3):
         raise ClaraError(f"unknown CLaRa stage {cfg.stage} (expected 1, 2 or 3)")
     check_new(ws, name, force)
-    items = read_qa(cfg.qa)
+    items = read_qa(resolve_qa(ws, cfg.qa))
     tok = load_tokenizer(cfg.tokenizer, ws)
     docs = list(docs) if docs is not None else documents_from_sources(ws, cfg.sources)
     chunks = chunk_documents(docs, tok, cfg.doc_tokens, cfg.overlap)
