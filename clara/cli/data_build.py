@@ -147,6 +147,31 @@ def build_qa_cmd(app: AppContext, name, sources, model, per_chunk, chunk_tokens,
     _done(path)
 
 
+@data_group.command("read")
+@click.argument("source")
+@click.option("--find", "query", default=None, metavar="TEXT",
+              help="Print only the lines holding TEXT (case-insensitive), with their page.")
+@pass_app
+def read_cmd(app: AppContext, source, query):
+    """A source's full extracted text, page by page under `── page N ──` lines.
+
+    Example: clara data read karsholm_observatory_handbook.pdf --find ferry
+    """
+    from clara.data.reading import find_all, page_marked_text
+    from clara.data.sources import read_source
+
+    text = page_marked_text(read_source(app.workspace(), source).pages)
+    if query is None:
+        click.echo(text)
+        return
+    lines = text.split("\n")
+    matches = find_all(text, query)
+    for line in dict.fromkeys(m.line for m in matches):
+        page = next(m.page for m in matches if m.line == line)
+        click.echo(f"p{page}:{line + 1}: {lines[line]}")
+    click.echo(f"{len(matches)} match(es) of {query!r}")
+
+
 def _stage_command(stage: int):
     doc = {
         1: "CLaRa stage 1 (compressor pretraining) rows: per document chunk, a `qa` row with every "

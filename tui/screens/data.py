@@ -20,6 +20,7 @@ from clara.errors import ClaraError
 from tui.format import display_path, number, short
 from tui.screens.base import ClaraScreen
 from tui.widgets.config_form import ConfigForm
+from tui.widgets.data_qa import QAGenPanel, QARowBrowser, SourceReader
 from tui.widgets.kv import KeyValues
 from tui.widgets.path_input import PathInput
 
@@ -83,6 +84,12 @@ class DataScreen(ClaraScreen):
                     for kind, (title, cls, _fn) in self._builders().items():
                         with TabPane(title, id=f"build-{kind}"):
                             yield ConfigForm(cls, id=f"build-form-{kind}")
+            with TabPane("Generate QA", id="qa-tab"):
+                yield QAGenPanel(id="qa-gen")
+            with TabPane("QA rows", id="qa-rows-tab"):
+                yield QARowBrowser(id="qa-browser")
+            with TabPane("Read", id="read-tab"):
+                yield SourceReader(id="source-reader")
             with TabPane("Validate", id="validate-tab"):
                 with Horizontal(classes="toolbar"):
                     yield PathInput(id="validate-path", suffixes=(".jsonl",),
@@ -128,6 +135,13 @@ class DataScreen(ClaraScreen):
             self.query_one("#datasets", DataTable).clear()
             return
         self._load_sources()
+        self._load_datasets()
+        for widget in self.query("QARowBrowser, SourceReader"):
+            widget.reload()
+
+    @on(QARowBrowser.Changed)
+    def _qa_changed(self) -> None:
+        self.query_one(QARowBrowser).reload()
         self._load_datasets()
 
     def on_resume(self) -> None:
