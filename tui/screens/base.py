@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
+from tui.widgets.demo_banner import DemoBanner
 from tui.widgets.header import ClaraHeader
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class ClaraScreen(Screen):
     def compose(self) -> ComposeResult:
         yield ClaraHeader()
         yield from self.compose_body()
+        yield DemoBanner()
         yield Footer()
 
     def compose_body(self) -> ComposeResult:
