@@ -156,3 +156,33 @@ def test_delete_rows_removes_pairs_and_updates_counts(handbook):
     assert left == len(rows) - 2
     assert io.read_jsonl(path / "train.jsonl") == [r for i, r in enumerate(rows) if i not in (0, 2)]
     assert io.read_toml(path / "dataset.toml")["rows"]["train"] == left
+
+
+def test_a_real_model_generates_through_mlx_lm_end_to_end(handbook, cli, tiny_model_dir, tmp_path):
+    """A tiny random Llama writes the questions through the chat engine (mlx-lm generation): what
+    it writes is parsed and checked like any model's; golden rows are kept. It writes no usable
+    pair (it is random), so what is asserted is the run itself, the report and the rows kept."""
+    golden = tmp_path / "golden.jsonl"
+    io.write_jsonl(golden, [{"question": "Who founded the observatory?",
+                             "answer": "Dr. Ingrid Maalen", "keywords": ["Ingrid Maalen"]}])
+    r = cli("-w", "test", "data", "build", "qa", "gen", "--model", str(tiny_model_dir),
+            "--chunk-tokens", "600", "--max-tokens", "24", "--golden", str(golden))
+    assert r.exit_code == 0, r.output
+    assert f"model:{tiny_model_dir}" in r.output
+    folder = handbook.datasets_dir / "gen"
+    meta = io.read_toml(folder / "dataset.toml")
+    assert meta["generator"] == f"model:{tiny_model_dir}" and meta["report"]["chunks"] >= 3
+    rows = io.read_jsonl(folder / "train.jsonl")
+    assert rows[0]["origin"] == "golden"
+    for row in rows[1:]:  # whatever the model wrote and survived is grounded in the source
+        text = handbook.sources_dir / row["source_id"] / "text.txt"
+        assert row["origin"] == "model" and grounded(row["answer"], text.read_text())
+    # stage-1 paraphrases written by the model; a reply that loses a number of the chunk is
+    # replaced by the simple rewrite
+    r = cli("-w", "test", "data", "build", "stage1", "s1", "--qa", str(golden),
+            "--doc-tokens", "600", "--paraphrase-model", str(tiny_model_dir))
+    assert r.exit_code == 0, r.output
+    meta = io.read_toml(handbook.datasets_dir / "s1" / "dataset.toml")
+    assert meta["paraphrase"].startswith(f"model {tiny_model_dir}")
+    rows = io.read_jsonl(handbook.datasets_dir / "s1" / "train.jsonl")
+    assert any(r["data_type"] == "paraphrase" for r in rows)

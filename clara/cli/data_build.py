@@ -211,6 +211,9 @@ def _stage_command(stage: int):
     if stage == 1:
         command = click.option("--paraphrase/--no-paraphrase", default=True, show_default=True,
                                help="Add a paraphrase row per chunk.")(command)
+        command = click.option("--paraphrase-model", default=None, metavar="MODEL",
+                               help="Chat model that writes the paraphrases (default: simple "
+                                    "rewrites, no model).")(command)
     if stage == 2:
         command = click.option("--k", default=5, show_default=True,
                                help="Documents per row.")(command)

@@ -419,6 +419,8 @@ class StageConfig:
         "help": "Stage 3: candidates per row (capped by the chunks available)."})
     paraphrase: bool = field(default=True, metadata={
         "help": "Stage 1: add a paraphrase row per chunk."})
+    paraphrase_model: str | None = field(default=None, metadata={
+        "help": "Stage 1: chat model that writes the paraphrases (None: simple rewrites)."})
     valid_share: float = field(default=0.1, metadata={"help": "Share held out for valid."})
     seed: int = field(default=0, metadata={"help": "Seed of the split and the doc order."})
 
@@ -453,12 +455,19 @@ def build_stage(ws: Workspace, name: str, cfg: StageConfig, force: bool = False,
     texts = [c.text for c in chunks]
     locate_gold(items, chunks, BM25(texts), cfg.qa)
     para = (lambda i: simple_paraphrase(texts[i])) if cfg.paraphrase else None
+    if cfg.paraphrase and cfg.paraphrase_model and cfg.stage == 1:
+        from clara.data.qa import model_paraphraser
+
+        write = model_paraphraser(ws, cfg.paraphrase_model)
+        para = lambda i: write(texts[i]) or simple_paraphrase(texts[i])  # noqa: E731
     splits = stage_splits(cfg, texts, items, para)
     params = {**asdict(cfg), "tokenizer": tok.name}
     if cfg.stage == 3:
         params["candidates"] = min(cfg.candidates, len(texts))
     meta = {"format": f"clara-stage{cfg.stage}", "sources": [d.id for d in docs],
             "qa": str(cfg.qa), "seed": cfg.seed, "parameters": params, "chunks": len(chunks),
-            "paraphrase": "simple (sentence rotation + rewording)" if cfg.stage == 1
+            "paraphrase": (f"model {cfg.paraphrase_model} (simple rewrite where it lost a "
+                           "number)" if cfg.paraphrase_model else
+                           "simple (sentence rotation + rewording)") if cfg.stage == 1
             and cfg.paraphrase else None}
     return write_dataset(ws, name, f"stage{cfg.stage}", splits, meta, tok, force)
