@@ -343,10 +343,11 @@ def steps(cfg: DemoConfig) -> list[Step]:
     if cfg.clara:
         out.append(Step("clara", "train CLaRa (stages 1-3) on the compressed handbook chunks",
                         _clara_pipeline, 0.45 * sum(cfg.clara_iters), "CLaRa: " + PIPELINE))
-    # More demo steps (e.g. a small Sudoku run) go here: out.append(Step(...)).
     if cfg.evaluate:
         out.append(Step("eval", "evaluate: base vs fine-tuned vs CLaRa", _evaluate,
                         20 if cfg.clara else 8, "eval: report.md"))
+    # More demo parts go here, one call each: out.append(Step(id, title, fn(ws, cfg, report),
+    # expected seconds, what the app can use once it is done)); e.g. a small Sudoku run.
     return out
 
 
