@@ -108,6 +108,8 @@ def test_the_app_opens_at_once_while_the_demo_builds(root):
         app = make_app(root, "demo", start_mode="runs")
         async with app.run_test(size=(120, 36)) as pilot:
             await settle(pilot)
+            await wait_for(pilot, lambda: app.screen.query(DemoBanner), timeout=15,
+                           what="the Runs screen")
             banner = app.screen.query_one(DemoBanner)
             await wait_for(pilot, lambda: "building the demo" in str(banner.render()),
                            timeout=10, what="the build banner")
