@@ -52,7 +52,8 @@ Progress = Callable[[str], None]
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo; the defaults build it in about 4 minutes on a 2-core CPU."""
+    """Sizes of the demo, meant to build in about 5 minutes on two idle CPU cores (not yet timed
+    on an idle machine)."""
 
     qa_per_chunk: int = field(default=8, metadata={
         "help": "Most rule-generated QA pairs per handbook chunk."})
