@@ -73,6 +73,8 @@ class DemoConfig:
     candidates: int = field(default=10, metadata={"help": "Stage 3: candidates per question."})
     clara: bool = field(default=True, metadata={"help": "Train the CLaRa pipeline."})
     evaluate: bool = field(default=True, metadata={"help": "Evaluate and write report.md."})
+    hrm: bool = field(default=True, metadata={
+        "help": "Start a small HRM run on 4x4 Sudoku (it trains on in the background)."})
     eval_max_tokens: int = field(default=32, metadata={"help": "Most tokens per eval answer."})
     eval_limit: int | None = field(default=None, metadata={
         "help": "Evaluate only the first N questions of each set (tests)."})
@@ -195,18 +197,17 @@ def _train(ws: Workspace, run_name: str, overrides: dict, report: "Reporter"):
 def follow(run, proc, report: "Reporter", every: float = 5.0, share: tuple = (0.0, 1.0)) -> None:
     """Report a run's progress every few seconds until its process ends; `share` is the part of
     the current step this run stands for (a pipeline's stages share one step)."""
-    last = 0.0
-    while proc.poll() is None:
-        time.sleep(0.3)
-        if time.monotonic() - last >= every:
+    last, row = 0.0, {}
+    for update in run.follow(proc=proc, events=False):
+        row = update.last_train or row
+        if row and not update.done and time.monotonic() - last >= every:
             last = time.monotonic()
-            row = run.last_metric("train_loss") or {}
-            total = run.status().get("total_steps")
-            if row and total:
+            total = update.status.get("total_steps")
+            if total:
                 done = min(1.0, row.get("step", 0) / total)
                 report.fraction(share[0] + done * (share[1] - share[0]))
-                report.detail(f"{run.id}: step {row.get('step')}/{total}, "
-                              f"loss {row.get('train_loss', float('nan')):.3f}")
+            report.detail(f"{run.id}: step {row.get('step')}/{total or '?'}, "
+                          f"loss {row.get('train_loss', float('nan')):.3f}")
 
 
 def _sft(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
@@ -348,7 +349,11 @@ def steps(cfg: DemoConfig) -> list[Step]:
         out.append(Step("eval", "evaluate: base vs fine-tuned vs CLaRa", _evaluate,
                         20 if cfg.clara else 8, "eval: report.md"))
     # More demo parts go here, one call each: out.append(Step(id, title, fn(ws, cfg, report),
-    # expected seconds, what the app can use once it is done)); e.g. a small Sudoku run.
+    # expected seconds, what the app can use once it is done)).
+    if cfg.hrm:
+        out.append(Step("hrm", "generate 4x4 Sudoku and start a small HRM run on it",
+                        lambda ws, cfg, report: __import__("clara.hrm.demo").hrm.demo.build(
+                            ws, report.detail), 2, "HRM: demo-sudoku (training)"))
     return out
 
 

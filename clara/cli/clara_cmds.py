@@ -322,9 +322,7 @@ def ask_cmd(app: AppContext, question, ckpt, docs_files, doc_texts, store, top_k
 
     Example: clara ask --run clara-pipeline-20250101-1200-ab12 --store store "Who invented the tidal loom?"
     """
-    import mlx.core as mx
-
-    from clara.method import checkpoint, inference
+    from clara.chat.engine import ChatEngine, ChatSettings
 
     ids, texts = _doc_files(docs_files)  # bad input is refused before the model loads
     ids += [f"doc{i}" for i in range(len(doc_texts))]
@@ -333,36 +331,36 @@ def ask_cmd(app: AppContext, question, ckpt, docs_files, doc_texts, store, top_k
         raise ClaraError("give documents (--docs/--doc) or --store, not both")
     if not store and not texts:
         raise ClaraError("no documents: give --docs FILE, --doc TEXT or --store STORE")
-    model = checkpoint.load(resolve(app.workspace(), ckpt, want=CLARA).path, inference=True)
-    chosen = None
-    if store:
-        pool = inference.CompressedStore.open(store)
-        pool.check(model)
-        idx, scores = inference.retrieve(model, question, pool.vectors, top_k)
-        compressed = pool.vectors[mx.array(idx)]
-        chosen = [{"rank": r + 1, "id": pool.docs[i]["id"], "score": s,
-                   "text": pool.docs[i].get("text")} for r, (i, s) in enumerate(zip(idx, scores))]
-    elif texts:
-        vectors = inference.compress_documents(model, texts)
-        k = top_k or model.config.top_k
-        if "query_reasoner" in model.adapter_names() and len(texts) > k:
-            idx, scores = inference.retrieve(model, question, vectors, k)
-            compressed = vectors[mx.array(idx)]
-            chosen = [{"rank": r + 1, "id": ids[i], "score": s, "text": texts[i]}
-                      for r, (i, s) in enumerate(zip(idx, scores))]
-        else:
-            compressed = vectors
-    else:
-        raise ClaraError("no documents: give --docs FILE, --doc TEXT or --store STORE")
+    settings = ChatSettings(temperature=temp, max_tokens=max_tokens, top_k=top_k).validate()
+    ws = app.workspace()
+    engine = ChatEngine(ws, log=False)
+    # a chat session over the checkpoint: it compresses the documents (or opens the store) and
+    # lets a stage-3 model pick its top-k (clara.method.inference.select)
+    session = engine.session(None, resolve(ws, ckpt, want=CLARA), settings,
+                             documents=texts or None, doc_ids=ids or None, store=store)
+    if store and "query_reasoner" not in session.entry.model.adapter_names():
+        raise ClaraError("this model has no query reasoner (retrieval from a store needs a "
+                         "stage-3 model)")
     if fmt == "json":
-        answer = inference.answer_from_compressed(model, question, compressed,
-                                                  max_tokens=max_tokens, temp=temp)
-        emit_record({"question": question, "answer": answer, "documents": chosen}, fmt)
+        reply = session.ask(question)
+    else:
+        for delta in session.stream(question):
+            click.echo(delta.text, nl=False)
+        click.echo()
+        reply = session.last
+    chosen = None
+    if reply.retrieved is not None:
+        if store:
+            from clara.method.inference import CompressedStore
+
+            texts = [d.get("text") for d in CompressedStore.open(store).docs]
+        chosen = [{"rank": r + 1, "id": doc_id, "score": score, "text": texts[i]}
+                  for r, (i, doc_id, score) in enumerate(zip(reply.retrieved, reply.documents,
+                                                             reply.scores))]
+    if fmt == "json":
+        emit_record({"question": question, "answer": reply.text.strip(), "documents": chosen},
+                    fmt)
         return
-    for r in inference.stream_answer(model, question, compressed, max_tokens=max_tokens,
-                                     temp=temp):
-        click.echo(r.text, nl=False)
-    click.echo()
     if chosen:
         click.echo("documents:")
         for d in chosen:
