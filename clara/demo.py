@@ -304,8 +304,8 @@ def report_markdown(ws: Workspace) -> str:
              "Measured by `clara eval` when the demo was built (greedy answers; keyword match: "
              "the share of an answer's keywords it contains; recall@k: the gold chunk among the "
              "k chunks retrieved).", "",
-             "| configuration | trained questions: keyword | EM | paraphrased questions: keyword "
-             "| EM | recall@k |", "|---|---|---|---|---|---|"]
+             "| configuration | trained questions: keyword % | EM % | paraphrased: keyword % "
+             "| EM % | recall@k % |", "|---|---|---|---|---|---|"]
     configs = list(dict.fromkeys(c for f in figs.values() for c in f))
 
     def pct(v):
