@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent
 from textual.worker import Worker, WorkerState
 
+from tui.widgets.demo_banner import DemoBanner
 from tui.widgets.header import ClaraHeader, ModeBar
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class ClaraScreen(Screen):
         yield ClaraHeader()
         yield ModeBar()
         yield from self.compose_body()
+        yield DemoBanner()
         yield Footer(compact=True)
 
     # -- sub-tabs by key -------------------------------------------------------------------------
