@@ -250,6 +250,7 @@ class RunsScreen(ClaraScreen):
         path = run.path / "metrics.jsonl"
         offset = 0
         buffer = b""
+        last_status: dict | None = None
         while not worker.is_cancelled:
             status = run.status()
             rows = []
@@ -267,7 +268,9 @@ class RunsScreen(ClaraScreen):
                         continue  # a damaged line: skip it, keep following
             if worker.is_cancelled:
                 return
-            self.app.call_from_thread(self._apply_progress, run_id, rows, status)
+            if rows or status != last_status:  # nothing new: no repaint
+                self.app.call_from_thread(self._apply_progress, run_id, rows, status)
+                last_status = status
             if status.get("status") not in ("queued", "running"):
                 return
             time.sleep(POLL_S)
