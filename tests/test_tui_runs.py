@@ -150,9 +150,11 @@ def _run_with(ws, name, status, checkpoint=True, kind="lora"):
     from clara.runs import _proc_start, create_run
 
     run = create_run(ws, kind, {"model": "tiny", "data": "notes", "iters": 4}, name=name)
-    if checkpoint:
-        (run.adapters / "step-2").mkdir(parents=True)
-        (run.adapters / "step-2" / "adapters.safetensors").write_bytes(b"0")
+    if checkpoint:  # the files that make a folder a loadable mlx-lm adapter (clara.refs)
+        step = run.adapters / "step-2"
+        step.mkdir(parents=True)
+        io.write_json(step / "adapter_config.json", {"model": "tiny"})
+        (step / "adapters.safetensors").write_bytes(b"0")
         (run.adapters / "best").symlink_to("step-2")
     io.append_jsonl(run.path / "metrics.jsonl", {"step": 1, "train_loss": 2.5})
     io.append_jsonl(run.path / "metrics.jsonl", {"step": 2, "train_loss": 2.0})

@@ -109,13 +109,15 @@ def test_data_screen_build(snap_compare, size, snap_root):
 
 def test_train_screen(snap_compare, size, snap_root, workspace):
     _dataset(workspace)
-    (workspace.models_dir / "tiny").mkdir()
+    # a model folder the plan accepts (the preview checks the model and the data kind)
+    io.write_json(workspace.models_dir / "tiny" / "config.json", {"num_hidden_layers": 2})
 
     async def before(pilot):
         await settle(pilot)
         form = pilot.app.screen.query_one("#form-lora")
         form.set_value("model", "tiny")
         form.set_value("data", "notes")
+        form.set_value("mode", "cpt")  # notes is a text (cpt) dataset
         await settle(pilot)
 
     assert snap_compare(make_app(snap_root, start_mode="train"), terminal_size=size,
@@ -146,7 +148,8 @@ def test_train_screen_pipeline(snap_compare, size, snap_root, workspace):
     for stage in (1, 2, 3):
         (workspace.datasets_dir / f"toy-stage{stage}").mkdir(parents=True)
         (workspace.datasets_dir / f"toy-stage{stage}" / "train.jsonl").write_text("{}\n")
-    (workspace.models_dir / "tiny").mkdir()
+    # a model folder the plan accepts (the preview checks the model)
+    io.write_json(workspace.models_dir / "tiny" / "config.json", {"num_hidden_layers": 2})
 
     async def before(pilot):
         await _clara_forms(pilot)
@@ -166,7 +169,9 @@ def _chat_ws(ws):
     from clara.data.sources import import_files
 
     _finished_run(ws)
-    (ws.runs_dir / "lora-demo" / "adapters" / "best").mkdir(parents=True)
+    best = ws.runs_dir / "lora-demo" / "adapters" / "best"  # pickers offer loadable ones only
+    io.write_json(best / "adapter_config.json", {"model": "tiny"})
+    io.write_bytes(best / "adapters.safetensors", b"")
     (ws.models_dir / "tiny").mkdir()
     doc = ws.root.parent / "mill-notes.txt"
     doc.write_text("Alia built the river mill in 1801.\n")

@@ -27,7 +27,7 @@ from typing import Callable
 
 from clara import io
 from clara.chat.engine import ChatEngine, ChatSettings
-from clara.errors import ClaraError
+from clara.errors import ClaraError, UsageError
 from clara.evaluation.metrics import answer_scores, recall_at_k
 from clara.evaluation.qa import QARow, load_qa, read_qa_file
 from clara.workspace import Workspace, now_iso, validate_name
@@ -78,6 +78,19 @@ class EvalConfig:
     retention: int = field(default=0, metadata={
         "help": "Also ask N questions of the bundled general QA set (forgetting probe)."})
     name: str | None = field(default=None, metadata={"help": "Evaluation id."})
+
+    def validate(self) -> "EvalConfig":
+        checks = [(self.top_k >= 1, "top_k", "must be at least 1"),
+                  (self.max_tokens >= 1, "max_tokens", "must be at least 1"),
+                  (self.limit is None or self.limit >= 1, "limit", "must be at least 1"),
+                  (self.chunk_tokens >= 1, "chunk_tokens", "must be at least 1"),
+                  (0 <= self.chunk_overlap < self.chunk_tokens, "chunk_overlap",
+                   "must be in [0, chunk_tokens)"),
+                  (self.retention >= 0, "retention", "must be >= 0")]
+        for ok, name, problem in checks:
+            if not ok:
+                raise UsageError(f"{name}: {getattr(self, name)} {problem}")
+        return self
 
 
 def new_eval_id(prefix: str = "eval") -> str:
@@ -200,6 +213,7 @@ def run_eval(ws: Workspace, cfg: EvalConfig, engine: ChatEngine | None = None,
              progress: Callable[[str, int, int], None] | None = None,
              kind: str = "eval") -> EvalResult:
     """Evaluate every configuration of `cfg` and write the evaluation folder."""
+    cfg.validate()
     specs = [parse_spec(c) for c in cfg.configs]
     if not specs:
         raise ClaraError("no configuration to evaluate")

@@ -1,10 +1,18 @@
-"""The configuration of a CLaRa model: compression geometry, adapters, stage and loss weights."""
+"""The configuration of a CLaRa model and of a CLaRa training run, declared once.
+
+`ClaraSettings` holds the method's settings a user picks (compression geometry, adapters, loss
+weights); a model's `ClaraConfig` adds the base and the stage, a run's `ClaraTrainConfig` adds
+the engine's settings (clara/train/config.py), the data and the starting checkpoint. Fields
+marked `geometry` in their metadata fix the shape of a checkpoint: a run continued from one
+takes them from it, and asking for other values is an error.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
-from clara.errors import ClaraError
+from clara.errors import UsageError
 from clara.train.config import EngineConfig
 
 STAGES = ("stage1", "stage2", "stage3")
@@ -13,31 +21,30 @@ LORA_KEYS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_a
              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
+def _geometry(help_: str) -> dict:
+    return {"help": help_, "geometry": True}
+
+
 @dataclass
-class ClaraConfig:
-    base_model: str = field(default="", metadata={
-        "help": "The frozen base model: a local mlx-lm folder or a Hugging Face id."})
-    stage: str = field(default="stage1", metadata={
-        "help": "stage1 = compressor pretraining (SCP), stage2 = instruction tuning, "
-                "stage3 = end-to-end retrieval + generation."})
-    doc_max_tokens: int = field(default=256, metadata={
-        "help": "Document tokens kept per document (longer documents are cut at the right)."})
-    compression_rate: int = field(default=32, metadata={
-        "help": "Document tokens per memory vector: n_mem = doc_max_tokens // compression_rate "
-                "(1 to 256)."})
+class ClaraSettings:
+    """The method's settings, shared by a model's config and a training run's."""
+
+    doc_max_tokens: int = field(default=256, metadata=_geometry(
+        "Document tokens kept per document (longer documents are cut at the right)."))
+    compression_rate: int = field(default=32, metadata=_geometry(
+        "Document tokens per memory vector: n_mem = doc_max_tokens // compression_rate "
+        "(1 to 256)."))
     top_k: int = field(default=1, metadata={
         "help": "Documents per question in the generator prompt (stage 1: 1; stage 2: 5; "
                 "stage 3: how many candidates the query reasoner selects)."})
     max_len: int = field(default=2048, metadata={
         "help": "Longest generator sequence (prompt + answer); answers are cut to fit."})
-    lora_rank: int = field(default=16, metadata={"help": "LoRA rank of every adapter."})
+    lora_rank: int = field(default=16, metadata=_geometry("LoRA rank of every adapter."))
     lora_scale: float = field(default=2.0, metadata={
         "help": "LoRA scale (alpha / rank; the reference uses 32 / 16 = 2)."})
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
-    lora_keys: tuple[str, ...] = field(default=LORA_KEYS, metadata={
-        "help": "Projections inside each block that get adapters."})
-    lora_layers: int = field(default=-1, metadata={
-        "help": "Adapt the last N blocks (-1 = all)."})
+    lora_layers: int = field(default=-1, metadata=_geometry(
+        "Adapt the last N blocks (-1 = all)."))
     mse_weight: float = field(default=0.1, metadata={
         "help": "Weight of the memory/document mean-state MSE in stages 1 and 2 (0 = off)."})
     tau: float = field(default=0.02, metadata={
@@ -52,6 +59,51 @@ class ClaraConfig:
     def n_mem(self) -> int:
         return self.doc_max_tokens // self.compression_rate
 
+    def check_settings(self) -> None:
+        """The method's own ranges (every number finite); raises a one-line ClaraError."""
+        for f in fields(ClaraSettings):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UsageError(f"{f.name}: {v} is not a finite number")
+        if not 1 <= self.compression_rate <= 256:
+            raise UsageError(f"compression_rate: {self.compression_rate} is outside 1..256")
+        if self.doc_max_tokens < 1:
+            raise UsageError(f"doc_max_tokens: {self.doc_max_tokens} must be positive")
+        if self.n_mem < 1:
+            raise UsageError(f"doc_max_tokens {self.doc_max_tokens} // compression_rate "
+                             f"{self.compression_rate} gives no memory token")
+        if self.top_k is not None and self.top_k < 1:
+            raise UsageError(f"top_k: {self.top_k} must be at least 1")
+        if self.max_len < 2:
+            raise UsageError(f"max_len: {self.max_len} must be at least 2")
+        if self.lora_rank < 1:
+            raise UsageError(f"lora_rank: {self.lora_rank} must be at least 1")
+        if self.lora_layers == 0 or self.lora_layers < -1:
+            raise UsageError(f"lora_layers: {self.lora_layers} must be -1 (all) or at least 1")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise UsageError(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
+        if self.tau <= 0:
+            raise UsageError(f"tau: {self.tau} must be positive")
+        if self.mse_weight < 0 or self.retrieval_weight < 0:
+            name = "mse_weight" if self.mse_weight < 0 else "retrieval_weight"
+            raise UsageError(f"{name}: {getattr(self, name)} must be >= 0")
+
+
+def settings_of(obj) -> dict:
+    """The ClaraSettings fields of a config (a model's or a run's) as a dict."""
+    return {f.name: getattr(obj, f.name) for f in fields(ClaraSettings)}
+
+
+@dataclass
+class ClaraConfig(ClaraSettings):
+    base_model: str = field(default="", metadata={
+        "help": "The frozen base model: a local mlx-lm folder or a Hugging Face id."})
+    stage: str = field(default="stage1", metadata={
+        "help": "stage1 = compressor pretraining (SCP), stage2 = instruction tuning, "
+                "stage3 = end-to-end retrieval + generation."})
+    lora_keys: tuple[str, ...] = field(default=LORA_KEYS, metadata=_geometry(
+        "Projections inside each block that get adapters."))
+
     def adapters(self) -> tuple[str, ...]:
         """The adapters a model of this stage holds."""
         return ADAPTERS if self.stage == "stage3" else ADAPTERS[:2]
@@ -62,23 +114,11 @@ class ClaraConfig:
 
     def validate(self) -> "ClaraConfig":
         if self.stage not in STAGES:
-            raise ClaraError(f"stage: {self.stage!r} is not one of {', '.join(STAGES)}")
-        if not 1 <= self.compression_rate <= 256:
-            raise ClaraError(f"compression_rate: {self.compression_rate} is outside 1..256")
-        if self.doc_max_tokens < 1:
-            raise ClaraError(f"doc_max_tokens: {self.doc_max_tokens} must be positive")
-        if self.n_mem < 1:
-            raise ClaraError(f"doc_max_tokens {self.doc_max_tokens} // compression_rate "
-                             f"{self.compression_rate} gives no memory token")
-        if self.top_k < 1:
-            raise ClaraError(f"top_k: {self.top_k} must be at least 1")
-        if self.lora_rank < 1:
-            raise ClaraError(f"lora_rank: {self.lora_rank} must be at least 1")
+            raise UsageError(f"stage: {self.stage!r} is not one of {', '.join(STAGES)}")
+        self.check_settings()
         bad = [k for k in self.lora_keys if k not in LORA_KEYS]
         if bad:
-            raise ClaraError(f"lora_keys: unknown projection(s) {', '.join(bad)}")
-        if self.tau <= 0:
-            raise ClaraError(f"tau: {self.tau} must be positive")
+            raise UsageError(f"lora_keys: unknown projection(s) {', '.join(bad)}")
         return self
 
     def to_dict(self) -> dict:
@@ -96,11 +136,31 @@ class ClaraConfig:
         return cls(**kw).validate()
 
 
-# A CLaRa stage run's settings live here, beside ClaraConfig and away from MLX, so that the CLI
-# builds its options (and `clara --version` starts) without importing a model.
+def geometry_fields() -> tuple[str, ...]:
+    """The fields a checkpoint fixes (marked `geometry`)."""
+    return tuple(f.name for f in fields(ClaraConfig) if f.metadata.get("geometry"))
+
+
+def check_geometry(saved: dict, asked: dict, where) -> None:
+    """Refuse asked geometry values that differ from a checkpoint's saved config."""
+    for name in geometry_fields():
+        if name in asked and name in saved and _same(asked[name]) != _same(saved[name]):
+            raise UsageError(f"{name}: {_same(asked[name])} asked, but the checkpoint {where} "
+                             f"has {_same(saved[name])}; a run continued from it keeps its "
+                             "geometry")
+
+
+def _same(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
+
+
+def default_top_k(stage: str) -> int:
+    return 1 if stage == "stage1" else 5
+
+
 @dataclass
-class ClaraTrainConfig(EngineConfig):
-    """A CLaRa stage run: the engine's settings plus the method's."""
+class _StageRun:
+    """What a stage run adds to the engine's and the method's settings."""
 
     model: str = field(default="", metadata={"help": "Base model: local mlx-lm folder or HF id."})
     data: str = field(default="", metadata={
@@ -110,38 +170,29 @@ class ClaraTrainConfig(EngineConfig):
                 "starts a fresh generator; stage 3 copies the compressor into the query "
                 "reasoner)."})
     batch_size: int = field(default=2, metadata={"help": "Questions per micro-batch."})
-    doc_max_tokens: int = field(default=256, metadata={"help": ClaraConfig.__dataclass_fields__[
-        "doc_max_tokens"].metadata["help"]})
-    compression_rate: int = field(default=32, metadata={"help": ClaraConfig.__dataclass_fields__[
-        "compression_rate"].metadata["help"]})
+
+
+@dataclass
+class ClaraTrainConfig(ClaraSettings, _StageRun, EngineConfig):
+    """A CLaRa stage run: the engine's settings, the run's, then the method's (fields in that
+    order)."""
+
     top_k: int | None = field(default=None, metadata={
-        "help": "Documents per question (default: 1 in stage 1, 5 in stages 2 and 3)."})
-    max_len: int = field(default=2048, metadata={"help": "Longest generator sequence."})
-    lora_rank: int = field(default=16, metadata={"help": "LoRA rank of every adapter."})
-    lora_scale: float = field(default=2.0, metadata={"help": "LoRA scale (alpha / rank)."})
-    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
-    lora_layers: int = field(default=-1, metadata={"help": "Adapt the last N blocks (-1 = all)."})
-    mse_weight: float = field(default=0.1, metadata={
-        "help": "Weight of the memory MSE (stages 1 and 2)."})
-    tau: float = field(default=0.02, metadata={"help": "Stage-3 top-k temperature."})
-    retrieval_weight: float = field(default=0.0, metadata={
-        "help": "Stage 3: weight of the supervised retrieval loss on pos_index (0 = off)."})
-    train_memory_rows: bool = field(default=True, metadata={
-        "help": "Train the memory tokens' embedding rows."})
+        "help": "Documents per question (default: 1 in stage 1; in stage 2 the documents of "
+                "its rows; 5 in stage 3)."})
+
+    def validate(self) -> None:
+        EngineConfig.validate(self)
+        self.check_settings()
+        if self.batch_size < 1:
+            raise UsageError(f"batch_size: {self.batch_size} must be at least 1")
 
     def method_config(self, stage: str) -> ClaraConfig:
-        top_k = self.top_k or (1 if stage == "stage1" else 5)
-        return ClaraConfig(base_model=self.model, stage=stage, doc_max_tokens=self.doc_max_tokens,
-                           compression_rate=self.compression_rate, top_k=top_k,
-                           max_len=self.max_len, lora_rank=self.lora_rank,
-                           lora_scale=self.lora_scale, lora_dropout=self.lora_dropout,
-                           lora_layers=self.lora_layers, mse_weight=self.mse_weight,
-                           tau=self.tau, retrieval_weight=self.retrieval_weight,
-                           train_memory_rows=self.train_memory_rows).validate()
+        values = settings_of(self)
+        values["top_k"] = self.top_k or default_top_k(stage)
+        return ClaraConfig(base_model=self.model, stage=stage, **values).validate()
 
-    # Fields that do not change the geometry, passed on when starting from a checkpoint.
     def overrides(self, stage: str) -> dict:
-        c = self.method_config(stage)
-        return {"top_k": c.top_k, "max_len": c.max_len, "lora_dropout": c.lora_dropout,
-                "mse_weight": c.mse_weight, "tau": c.tau, "retrieval_weight": c.retrieval_weight,
-                "train_memory_rows": c.train_memory_rows, "lora_scale": c.lora_scale}
+        """Every method setting of this run, for a model continued from a checkpoint (whose
+        geometry must then be the same)."""
+        return settings_of(self.method_config(stage))

@@ -72,15 +72,22 @@ class CompressedStore:
         ids = ids if ids is not None else [str(i) for i in range(len(texts))]
         if len(ids) != len(texts) or len(set(ids)) != len(ids):
             raise ClaraError("document ids must be unique, one per document")
-        vectors = compress_documents(model, texts, batch_size)
+        from clara.train.checkpoint import write_dir_atomically
+
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        if path.is_dir() and {p.name for p in path.iterdir()} - {STORE_VECTORS, STORE_INDEX}:
+            raise ClaraError(f"{path}: a folder with other files, not a store: give a new --out")
+        vectors = compress_documents(model, texts, batch_size)
         meta = {"format": 1, "n_mem": model.config.n_mem, "hidden_size": model.hidden_size,
                 "base_model": model.config.base_model, "compressor": compressor_digest(model),
                 "count": len(texts)}
         docs = [{"id": i, **({"text": t} if keep_text else {})} for i, t in zip(ids, texts)]
-        _save_safetensors(path / STORE_VECTORS, {"vectors": vectors.astype(mx.float32)})
-        io.write_json(path / STORE_INDEX, {**meta, "docs": docs})
+
+        def fill(tmp: Path) -> None:  # built aside and swapped in: a kill leaves the old store
+            _save_safetensors(tmp / STORE_VECTORS, {"vectors": vectors.astype(mx.float32)})
+            io.write_json(tmp / STORE_INDEX, {**meta, "docs": docs})
+
+        write_dir_atomically(path, fill)
         return cls(path, vectors, docs, meta)
 
     @classmethod
@@ -170,6 +177,21 @@ def retrieve(model: ClaraModel, question: str, vectors: mx.array, top_k: int | N
     scores = cosine_scores(q, vectors.reshape(1, vectors.shape[0], -1))[0]
     order = mx.argsort(-scores)[:k]
     return [int(i) for i in order.tolist()], [float(scores[i].item()) for i in order.tolist()]
+
+
+def retrieves(model: ClaraModel, n_docs: int, top_k: int | None = None) -> bool:
+    """Whether the model picks its own top-k of `n_docs` documents: a stage-3 model (it has a
+    query reasoner) given more documents than its top-k. Any other answers from all of them."""
+    return "query_reasoner" in model.adapter_names() and n_docs > (top_k or model.config.top_k)
+
+
+def select(model: ClaraModel, question: str, vectors: mx.array, top_k: int | None = None):
+    """(vectors answered from, picked indices or None, their scores or None): the top-k of a
+    stage-3 model's query reasoner when it `retrieves`, else all the documents as given."""
+    if not retrieves(model, vectors.shape[0], top_k):
+        return vectors, None, None
+    idx, scores = retrieve(model, question, vectors, top_k)
+    return vectors[mx.array(idx)], idx, scores
 
 
 @dataclass

@@ -17,90 +17,22 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from clara import io
-from clara.errors import ClaraError, DataError
+from clara.data.formats import parse_stage_row, read_stage_rows
+from clara.errors import ClaraError
 from clara.method import checkpoint, prompts
-from clara.method.config import ClaraConfig, ClaraTrainConfig  # noqa: F401 - re-exported
+from clara.method.config import ClaraTrainConfig  # noqa: F401 (the run config)
 from clara.method.model import ClaraModel
-from clara.method.tokens import contains_added_token
 
 
 # ---------------------------------------------------------------------------- rows
-def _str_list(row, key, path, line, nonempty=True) -> list[str]:
-    v = row.get(key)
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise DataError(path, line, key, "must be a list of strings")
-    if nonempty and not v:
-        raise DataError(path, line, key, "must not be empty")
-    return v
-
-
-def _docs(row, path, line) -> list[str]:
-    for key in ("docs", "context", "content"):  # the reference's order of preference
-        if isinstance(row.get(key), list):
-            return _str_list(row, key, path, line)
-    raise DataError(path, line, "docs", "missing (a list of document strings)")
-
-
-def _answer(row, path, line) -> str:
-    if isinstance(row.get("answer"), str):
-        return row["answer"]
-    for key in ("answers", "golden_answers"):
-        if isinstance(row.get(key), list) and row[key] and isinstance(row[key][0], str):
-            return row[key][0]
-    raise DataError(path, line, "answer",
-                    "missing (a string 'answer', or a list 'answers' / 'golden_answers')")
-
-
 def parse_row(row, stage: str, top_k: int, n_mem: int, path, line: int) -> dict:
-    """One sample of a stage from a §3 row, or a DataError naming file, line and field."""
-    if not isinstance(row, dict):
-        raise DataError(path, line, None, "each line must be a JSON object")
-    docs = _docs(row, path, line)
-    if stage in ("stage1", "stage2") and len(docs) != top_k:
-        raise DataError(path, line, "docs", f"has {len(docs)} documents; {stage} needs exactly "
-                                            f"top_k = {top_k}")
-    if stage == "stage1":
-        kind = row.get("data_type", "qa")
-        if kind == "paraphrase":
-            sample = {"kind": "paraphrase", "docs": docs,
-                      "answer": _str_list(row, "answers", path, line)[0]}
-        elif kind == "qa":
-            qs = _str_list(row, "question", path, line)
-            ans = _str_list(row, "answers", path, line)
-            if len(qs) != len(ans):
-                raise DataError(path, line, "answers",
-                                f"{len(ans)} answers for {len(qs)} questions")
-            sample = {"kind": "qa", "docs": docs, "questions": qs, "answers": ans}
-        else:
-            raise DataError(path, line, "data_type", f"{kind!r} is not qa or paraphrase")
-    else:
-        q = row.get("question")
-        if not isinstance(q, str) or not q.strip():
-            raise DataError(path, line, "question", "must be a non-empty string")
-        sample = {"kind": "rag", "docs": docs, "question": q, "answer": _answer(row, path, line)}
-        if stage == "stage3":
-            if len(docs) < top_k:
-                raise DataError(path, line, "docs", f"{len(docs)} candidates, fewer than top_k "
-                                                    f"= {top_k}")
-            pos = row.get("pos_index", [])
-            if not isinstance(pos, list) or not all(isinstance(i, int) and 0 <= i < len(docs)
-                                                    for i in pos):
-                raise DataError(path, line, "pos_index",
-                                f"must be a list of document indices 0..{len(docs) - 1}")
-            sample["pos"] = pos
-    texts = [sample.get("question", "")] + sample.get("questions", []) + \
-        [sample.get("answer", "")] + sample.get("answers", [])
-    for t in texts:
-        bad = contains_added_token(t, n_mem)
-        if bad:
-            raise DataError(path, line, None, f"contains the reserved token {bad}")
-    return sample
+    """One sample of a stage from a §3 row (clara.data.formats), or a located DataError."""
+    return parse_stage_row(row, stage, top_k, path, line)
 
 
-def read_rows(path: Path, stage: str, top_k: int, n_mem: int) -> list[dict]:
-    return [parse_row(row, stage, top_k, n_mem, path, line)
-            for line, row in io.iter_jsonl(path)]
+def read_rows(path: Path, stage: str, top_k: int, n_mem: int | None = None,
+              state: dict | None = None) -> list[dict]:
+    return read_stage_rows(path, stage, top_k, state)
 
 
 # ---------------------------------------------------------------------------- task
@@ -110,12 +42,12 @@ class ClaraStageTask:
     compile_step = True
 
     def __init__(self, model: ClaraModel, train: list[dict], valid: list[dict] | None = None,
-                 batch_size: int = 2):
+                 batch_size: int = 2, train_path: str | Path | None = None):
         self.model = model
         self.stage = model.config.stage
         self.kind = f"clara-{self.stage}"
         if not train:
-            raise ClaraError("no training rows")
+            raise ClaraError(f"{train_path or 'train'}: no training rows")
         self.batch_size = batch_size
         self._train, self._valid = train, valid or []
         self._train_groups = self._plan(self._train)
@@ -127,10 +59,11 @@ class ClaraStageTask:
         train_file, valid_file = data_dir / "train.jsonl", data_dir / "valid.jsonl"
         if not train_file.is_file():
             raise ClaraError(f"{data_dir}: no train.jsonl")
-        c = model.config
-        train = read_rows(train_file, c.stage, c.top_k, c.n_mem)
-        valid = read_rows(valid_file, c.stage, c.top_k, c.n_mem) if valid_file.is_file() else []
-        return cls(model, train, valid, batch_size)
+        c, state = model.config, {}  # train and valid rows agree on their document count
+        train = read_rows(train_file, c.stage, c.top_k, state=state)
+        valid = read_rows(valid_file, c.stage, c.top_k, state=state) if valid_file.is_file() \
+            else []
+        return cls(model, train, valid, batch_size, train_path=train_file)
 
     def _plan(self, samples: list[dict]) -> dict[int, list[int]]:
         """Sample indices grouped by candidate count (a stage-3 batch needs one N)."""
@@ -240,6 +173,7 @@ def build_task(cfg: ClaraTrainConfig, stage: str, model_source: str | None = Non
 def _factory(stage: str):
     def factory(run_config: dict, run_dir: Path) -> ClaraStageTask:
         cfg = ClaraTrainConfig(**run_config["config"])
+        cfg.validate()  # the check the CLI and the app ran, again on what run.toml holds
         resolved = run_config.get("resolved", {})
         return build_task(cfg, stage, resolved.get("model", cfg.model),
                           resolved.get("data", cfg.data))

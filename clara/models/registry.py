@@ -8,35 +8,36 @@ from __future__ import annotations
 from pathlib import Path
 
 from clara import io
-from clara.errors import ClaraError
-from clara.workspace import Workspace
+from clara.errors import ClaraError, ModelError
+from clara.workspace import Workspace, is_valid_name
 
 
 def model_source(ws: Workspace | None, name_or_path: str) -> str:
     """What to hand `mlx_lm.load` for a workspace model name, a local folder or a HF id."""
-    if ws is not None and "/" not in name_or_path and (ws.models_dir / name_or_path).is_dir():
-        folder = ws.models_dir / name_or_path
+    if ws is not None and is_valid_name(name_or_path) and \
+            ws.child("models", name_or_path).is_dir():
+        folder = ws.child("models", name_or_path)
         if (folder / "config.json").is_file():
             return str(folder)
         meta_file = folder / "model.toml"
         if meta_file.is_file():
             return str(io.read_toml(meta_file)["source"])
-        raise ClaraError(f"{folder}: neither config.json nor model.toml: not a model folder")
+        raise ModelError(f"{folder}: neither config.json nor model.toml: not a model folder")
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ClaraError(f"{path}: no config.json: not an mlx-lm / Hugging Face model folder")
+            raise ModelError(f"{path}: no config.json: not an mlx-lm / Hugging Face model folder")
         return str(path)
     if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
         return name_or_path  # a Hugging Face id
     where = f" in workspace {ws.name}" if ws is not None else ""
-    raise ClaraError(f"no model {name_or_path!r}{where} (see: clara model list)")
+    raise ModelError(f"no model {name_or_path!r}{where} (see: clara model list)")
 
 
 def model_folder(ws: Workspace, name: str) -> Path:
     folder = ws.child("models", name)
     if not folder.is_dir():
-        raise ClaraError(f"no model {name!r} in workspace {ws.name} (see: clara model list)")
+        raise ModelError(f"no model {name!r} in workspace {ws.name} (see: clara model list)")
     return folder
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import ClaraError, UsageError
 
 
 @dataclass
@@ -52,6 +52,10 @@ class EngineConfig:
         return self.iters
 
     def validate(self) -> None:
+        for f in dataclasses.fields(self):  # inf and nan pass every comparison below
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UsageError(f"{f.name}: {v} is not a finite number")
         checks = [
             (self.iters >= 1 or self.epochs, "iters", "must be at least 1"),
             (self.epochs is None or self.epochs > 0, "epochs", "must be positive"),
@@ -65,7 +69,7 @@ class EngineConfig:
         ]
         for ok, name, problem in checks:
             if not ok:
-                raise ClaraError(f"{name}: {problem}")
+                raise UsageError(f"{name}: {problem}")
 
 
 @dataclass
@@ -101,7 +105,7 @@ class TrainConfig(EngineConfig):
         ]
         for ok, name, problem in checks:
             if not ok:
-                raise ClaraError(f"{name}: {problem}")
+                raise UsageError(f"{name}: {problem}")
 
 
 def field_help(cls) -> dict[str, str]:

@@ -27,16 +27,16 @@ RAG_TOP_K = 3  # chunks pasted into a plain model's prompt
 
 
 def adapter_options(ws) -> list[tuple[str, str]]:
-    """(label, reference) of every checkpoint chat can use now: LoRA runs' best/last/step-N,
-    CLaRa runs (their best, else last checkpoint), newest run first; runs still training and
-    runs without a saved checkpoint are left out."""
-    from clara.runs import list_runs
-    from tui.checkpoints import usable_checkpoints
+    """(label, reference) of every checkpoint chat can use: LoRA runs' best/last/step-N, CLaRa
+    runs (their best, else last checkpoint), newest run first."""
+    from clara import refs
+    from clara.runs import Run
 
     out = []
-    for run in reversed(list_runs(ws)):
+    for run_id in refs.usable(ws):  # usable checkpoints only: no failed run, none training
+        run = Run(ws.runs_dir / run_id)
         kind = run.config().get("kind", "")
-        names = usable_checkpoints(run)
+        names = refs.checkpoint_names(run)
         if kind.startswith("clara-"):
             if "best" in names or "last" in names:
                 out.append((f"{run.id} (CLaRa {kind[6:]})", run.id))
@@ -407,11 +407,12 @@ class ChatScreen(ClaraScreen):
         if self.index is None:
             return None
         if session.is_clara:
-            model = session.entry.model
-            k = model.config.top_k
-            if "query_reasoner" in model.adapter_names() or len(self.index.chunks) <= k:
-                return None
-            return self.index.search(prompt, k)
+            from clara.method.inference import retrieves
+
+            model, n = session.entry.model, len(self.index.chunks)
+            if retrieves(model, n) or n <= model.config.top_k:
+                return None  # it picks its own top-k, or answers from every passage
+            return self.index.search(prompt, model.config.top_k)
         return self.index.search(prompt, RAG_TOP_K)
 
     @work(thread=True, group="chat", exit_on_error=False)

@@ -44,15 +44,14 @@ def data_options(ws) -> list[tuple[str, str]]:
 def config_options(ws) -> list[tuple[str, str, bool]]:
     """(label, spec, ticked) for SelectionList: closed book and RAG on the base, each LoRA run
     closed book, each CLaRa run from documents (and stage 3 by its own retrieval)."""
-    from clara.runs import list_runs
-    from tui.checkpoints import usable_checkpoints
+    from clara import refs
+    from clara.runs import Run
 
     out = [("closed book (the base)", "closed", True),
            ("raw-text RAG (BM25 passages)", "rag", False)]
-    for run in reversed(list_runs(ws)) if ws is not None else []:
+    for run_id in refs.usable(ws) if ws is not None else []:  # usable checkpoints only
+        run = Run(ws.runs_dir / run_id)
         kind = run.config().get("kind", "")
-        if not usable_checkpoints(run):  # still training, or failed before saving
-            continue
         if kind.startswith("clara-"):
             out.append((f"CLaRa {run.id}", f"clara={run.id}", False))
             if kind == "clara-stage3":
