@@ -54,7 +54,8 @@ def task_for(model, rows, batch_size=2):
 @pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3"])
 def test_gradients_reach_exactly_the_trained_parts(tiny_model_dir, stage):
     k = 1 if stage == "stage1" else 2
-    m = make(tiny_model_dir, stage, top_k=k, retrieval_weight=0.0)
+    m = make(tiny_model_dir, stage, top_k=k, retrieval_weight=0.0,
+             stage3_train="query_reasoner,generator,memory")  # the reference: all three
     rows = (synthetic.stage1_rows(FACTS[:2], paraphrase_every=2) if stage == "stage1"
             else synthetic.stage2_rows(FACTS[:6], k if stage == "stage2" else 4))
     task = task_for(m, rows)

@@ -41,11 +41,16 @@ class ClaraConfig:
         "help": "Weight of the memory/document mean-state MSE in stages 1 and 2 (0 = off)."})
     tau: float = field(default=0.02, metadata={
         "help": "Temperature of the stage-3 differentiable top-k (and the retrieval loss)."})
-    retrieval_weight: float = field(default=0.0, metadata={
-        "help": "Stage 3 option: weight of the supervised contrastive retrieval loss on "
-                "pos_index (0 = the label-free end-to-end CLaRa objective)."})
+    retrieval_weight: float = field(default=1.0, metadata={
+        "help": "Stage 3: weight of the supervised contrastive retrieval loss on pos_index, "
+                "added to CE for rows that have one (0 = the reference's label-free "
+                "end-to-end objective)."})
     train_memory_rows: bool = field(default=True, metadata={
         "help": "Train the input-embedding rows of the memory tokens."})
+    stage3_train: str = field(default="query_reasoner", metadata={
+        "help": "What stage 3 trains, comma-separated from query_reasoner, generator, memory "
+                "(the reference trains all three; the generator then learns, on the documents "
+                "a still-poor retriever picks, to ignore them: see bench/clara_stage3_study.py)."})
 
     @property
     def n_mem(self) -> int:
@@ -56,8 +61,20 @@ class ClaraConfig:
         return ADAPTERS if self.stage == "stage3" else ADAPTERS[:2]
 
     def trained_adapters(self) -> tuple[str, ...]:
-        """The adapters this stage trains (stage 3 freezes the compressor)."""
-        return ("query_reasoner", "generator") if self.stage == "stage3" else ADAPTERS[:2]
+        """The adapters this stage trains (stage 3 freezes the compressor, and by default the
+        generator: `stage3_train`)."""
+        if self.stage == "stage3":
+            return tuple(a for a in ("query_reasoner", "generator") if a in self._stage3_parts())
+        return ADAPTERS[:2]
+
+    def trains_memory_rows(self) -> bool:
+        """The memory rows feed the compressor too: in stage 3 they train only when asked."""
+        if self.stage == "stage3":
+            return self.train_memory_rows and "memory" in self._stage3_parts()
+        return self.train_memory_rows
+
+    def _stage3_parts(self) -> set[str]:
+        return {p.strip() for p in self.stage3_train.split(",") if p.strip()}
 
     def validate(self) -> "ClaraConfig":
         if self.stage not in STAGES:
@@ -76,6 +93,10 @@ class ClaraConfig:
         bad = [k for k in self.lora_keys if k not in LORA_KEYS]
         if bad:
             raise ClaraError(f"lora_keys: unknown projection(s) {', '.join(bad)}")
+        parts = self._stage3_parts()
+        if not parts or parts - {"query_reasoner", "generator", "memory"}:
+            raise ClaraError(f"stage3_train: {self.stage3_train!r} is not a comma-separated "
+                             "list of query_reasoner, generator, memory")
         if self.tau <= 0:
             raise ClaraError(f"tau: {self.tau} must be positive")
         return self

@@ -22,6 +22,16 @@ def masked_ce(logits: mx.array, labels: mx.array):
     return (ce * mask).sum() / mx.maximum(n, 1), n
 
 
+def answer_match(logits: mx.array, labels: mx.array) -> mx.array:
+    """The share of rows whose every supervised token is the argmax given the gold prefix: the
+    rows greedy decoding answers exactly (end of turn included), from one teacher-forced pass."""
+    pred = mx.argmax(logits[:, :-1], axis=-1)
+    targets = labels[:, 1:]
+    sup = targets != IGNORE
+    ok = mx.all((pred == targets) | ~sup, axis=-1) & sup.any(axis=-1)
+    return ok.astype(mx.float32).sum() / mx.maximum(sup.any(axis=-1).sum(), 1)
+
+
 def memory_mse(hidden: mx.array, mask: mx.array, mem_mask: mx.array) -> mx.array:
     """§2.1: per row, the mean state of the memory positions against the mean state of the other
     real positions (<ENC>, BOS, doc, EOS); squared difference averaged over rows and dims."""

@@ -53,10 +53,14 @@ class ClaraTrainConfig(EngineConfig):
     mse_weight: float = field(default=0.1, metadata={
         "help": "Weight of the memory MSE (stages 1 and 2)."})
     tau: float = field(default=0.02, metadata={"help": "Stage-3 top-k temperature."})
-    retrieval_weight: float = field(default=0.0, metadata={
-        "help": "Stage 3: weight of the supervised retrieval loss on pos_index (0 = off)."})
+    retrieval_weight: float = field(default=1.0, metadata={
+        "help": "Stage 3: weight of the supervised retrieval loss on rows' pos_index (0 = off: "
+                "the reference's label-free objective, which from a compressor that keeps "
+                "little of what questions ask barely moves recall)."})
     train_memory_rows: bool = field(default=True, metadata={
         "help": "Train the memory tokens' embedding rows."})
+    stage3_train: str = field(default="query_reasoner", metadata={
+        "help": ClaraConfig.__dataclass_fields__["stage3_train"].metadata["help"]})
 
     def method_config(self, stage: str) -> ClaraConfig:
         top_k = self.top_k or (1 if stage == "stage1" else 5)
@@ -66,14 +70,16 @@ class ClaraTrainConfig(EngineConfig):
                            lora_scale=self.lora_scale, lora_dropout=self.lora_dropout,
                            lora_layers=self.lora_layers, mse_weight=self.mse_weight,
                            tau=self.tau, retrieval_weight=self.retrieval_weight,
-                           train_memory_rows=self.train_memory_rows).validate()
+                           train_memory_rows=self.train_memory_rows,
+                           stage3_train=self.stage3_train).validate()
 
     # Fields that do not change the geometry, passed on when starting from a checkpoint.
     def overrides(self, stage: str) -> dict:
         c = self.method_config(stage)
         return {"top_k": c.top_k, "max_len": c.max_len, "lora_dropout": c.lora_dropout,
                 "mse_weight": c.mse_weight, "tau": c.tau, "retrieval_weight": c.retrieval_weight,
-                "train_memory_rows": c.train_memory_rows, "lora_scale": c.lora_scale}
+                "train_memory_rows": c.train_memory_rows, "lora_scale": c.lora_scale,
+                "stage3_train": c.stage3_train}
 
 
 # ---------------------------------------------------------------------------- rows
@@ -171,6 +177,9 @@ class ClaraStageTask:
         self._train, self._valid = train, valid or []
         self._train_groups = self._plan(self._train)
         self._cache: dict = {}
+        # stage 3 validates its start (stage 2's generator, the query reasoner as the compressor):
+        # a stage 3 that helps nothing hands over that start as its best checkpoint
+        self.validate_at_start = self.stage == "stage3" and bool(self._valid)
 
     @classmethod
     def from_files(cls, model: ClaraModel, data_dir: str | Path, batch_size: int = 2):
@@ -243,6 +252,15 @@ class ClaraStageTask:
     def loss(self, model: ClaraModel, batch):
         return model.stage_loss(batch)
 
+    def selection(self, val_loss: float, extras: dict) -> float:
+        """The engine keeps the checkpoint where this is lowest: stage 3 by answers and retrieval
+        (exact answers with the documents it picks, plus recall@top_k), the others by loss."""
+        if self.stage != "stage3" or "em" not in extras:
+            return val_loss
+        k = self.model.config.top_k
+        recall = extras.get(f"recall@{k}", extras.get("recall@1", 0.0))
+        return -(extras["em"] + recall) + 1e-3 * val_loss  # the loss only breaks ties
+
     def batch_tokens(self, batch) -> int:
         keys = [k for k in batch if k.endswith("_mask")]
         return int(sum(batch[k].sum().item() for k in keys))
@@ -253,6 +271,23 @@ class ClaraStageTask:
     def load_weights(self, directory: Path) -> None:
         checkpoint.load_into(self.model, directory, adapters=self.model.adapter_names())
 
+    def doc_truncation(self) -> dict:
+        """How doc_max_tokens cuts the training documents in the base's own tokens; logs a
+        warning when it cuts any."""
+        import logging
+
+        from clara.data.chunking import HFTokenizer
+        from clara.data.stats import doc_truncation, truncation_warning
+
+        c = self.model.config
+        t = doc_truncation(({"docs": s["docs"]} for s in self._train),
+                           HFTokenizer(self.model.hf, "the base"), c.doc_max_tokens)
+        line = truncation_warning(t, "the base")
+        if line:
+            logging.getLogger("clara.train").warning("documents cut: %s", line)
+            t["warning"] = line
+        return t
+
     def describe(self) -> dict:
         trainable = sum(v.size for _, v in tree_flatten(self.model.trainable_parameters()))
         c = self.model.config
@@ -262,7 +297,8 @@ class ClaraStageTask:
                 "adapter_digests": checkpoint.adapter_digests(self.model),
                 "trained_adapters": list(c.trained_adapters()),
                 "trainable_parameters": int(trainable), "train_rows": len(self._train),
-                "valid_rows": len(self._valid), "train_batches": self.num_train_batches()}
+                "valid_rows": len(self._valid), "train_batches": self.num_train_batches(),
+                "doc_truncation": self.doc_truncation()}
 
 
 def build_task(cfg: ClaraTrainConfig, stage: str, model_source: str | None = None,

@@ -239,6 +239,8 @@ class Engine:
                 io.write_text(self.metrics_file, "")  # a session that died before any checkpoint
             self.event("start", total_steps=self.total_steps, batches_per_epoch=self.n_batches,
                        **(task.describe() if hasattr(task, "describe") else {}))
+            if getattr(task, "validate_at_start", False):
+                self._validate_and_track()  # the starting weights are a candidate for best/
         if cfg.grad_checkpoint and hasattr(model, "layers"):
             from mlx_lm.tuner.trainer import grad_checkpoint
 
@@ -341,9 +343,12 @@ class Engine:
         self.metric(row)
         if not math.isfinite(val_loss):
             return False
-        if self.best_val is None or val_loss < self.best_val - self.cfg.early_stopping_min_delta:
-            self.best_val, self.best_step, self.bad_evals = val_loss, self.step, 0
-            self.save_best(val_loss)
+        # a task may rank checkpoints by another validation figure (lower is better)
+        score = self.task.selection(val_loss, extras) if hasattr(self.task, "selection") \
+            else val_loss
+        if self.best_val is None or score < self.best_val - self.cfg.early_stopping_min_delta:
+            self.best_val, self.best_step, self.bad_evals = score, self.step, 0
+            self.save_best(score)
             return False
         self.bad_evals += 1
         return 0 < self.cfg.early_stopping_patience <= self.bad_evals
