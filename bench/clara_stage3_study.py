@@ -278,12 +278,19 @@ def main() -> None:
     rows2 = synthetic.stage2_rows(ev, 1)
     rows3 = {args.candidates: synthetic.stage3_rows(ev, args.candidates, 2)}
     result: dict = {"args": vars(args)}
-    if not args.skip_probes:
-        result["probe"] = {"stage 1": probe(s1, train[:800], test),
-                           "stage 2": probe(s2, train[:800], test)}
-        result["start_gradients"] = start_gradients(s2, ws / "datasets" / "facts-stage3")
+    probes = ws / "runs" / "s2" / "study_probes.json"
+    if not args.skip_probes and not probes.is_file():
+        io.write_json(probes, {"probe": {"stage 1": probe(s1, train[:800], test),
+                                         "stage 2": probe(s2, train[:800], test)},
+                               "start_gradients": start_gradients(
+                                   s2, ws / "datasets" / "facts-stage3")})
         print(f"[{time.perf_counter() - t0:6.0f}s] probes done", flush=True)
-    result["stage 2"] = evaluate(s2, rows2, rows3[args.candidates], stage="stage3")
+    if probes.is_file():
+        result.update(io.read_json(probes))
+    cached = ws / "runs" / "s2" / "study_eval.json"
+    if not cached.is_file():
+        io.write_json(cached, evaluate(s2, rows2, rows3[args.candidates], stage="stage3"))
+    result["stage 2"] = io.read_json(cached)
 
     table = []
     for name in [v for v in args.variants.split(",") if v]:
@@ -297,8 +304,10 @@ def main() -> None:
         settings = variant_config(name)
         tic = time.perf_counter()
         run_dir = run_stage3(args, ws, s2, name, settings, n, spec.get("__qr__", "compressor"))
-        row = {"variant": name, "candidates": n, **settings,
-               "last": evaluate(run_dir / "adapters" / "last", rows2, rows3[n]),
+        cached = run_dir / "study_eval.json"  # a rerun on the same --workdir reuses it
+        if not cached.is_file():
+            io.write_json(cached, evaluate(run_dir / "adapters" / "last", rows2, rows3[n]))
+        row = {"variant": name, "candidates": n, **settings, "last": io.read_json(cached),
                "curve": curve(run_dir), "seconds": round(time.perf_counter() - tic, 1)}
         best = io.read_json(run_dir / "adapters" / "best" / "best.json") \
             if (run_dir / "adapters" / "best" / "best.json").is_file() else None

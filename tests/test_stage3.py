@@ -111,3 +111,23 @@ def test_documents_cut_by_doc_max_tokens_are_reported(tiny_model_dir, cli, works
     import json
 
     assert json.loads(r.output)["splits"]["train"]["documents"]["cut_docs"] == 0.0
+
+
+def test_answer_match_is_greedy_exactness_up_to_the_end_of_turn():
+    from clara.method.losses import IGNORE, answer_match
+
+    eos = {4}
+    labels = mx.array([[IGNORE, IGNORE, 1, 2, 4, 5]])  # answer 1 2, end of turn 4, then "\n" 5
+
+    def logits(best):  # best[i]: the argmax predicting label i + 1
+        out = mx.zeros((1, 6, 6))
+        for i, t in enumerate(best):
+            out[0, i, t] = 1.0
+        return out
+
+    # the first answer token: end of turn is skipped (an answer is never empty), so 1 wins
+    first = logits([0, 4, 2, 4, 0, 0])
+    first[0, 1, 1] = 0.5
+    assert float(answer_match(first, labels, eos)) == 1.0  # the token after end of turn: free
+    assert float(answer_match(logits([0, 1, 3, 4, 0, 0]), labels, eos)) == 0.0
+    assert float(answer_match(logits([0, 1, 2, 0, 0, 0]), labels, eos)) == 0.0  # no stop

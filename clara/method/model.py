@@ -221,7 +221,7 @@ class ClaraModel(nn.Module):
         if not self.training:
             # validation: how often the answer is exact (greedy, teacher-forced) with the
             # documents the query reasoner picks, and with the gold ones first
-            extras["em"] = answer_match(logits, batch["labels"])
+            extras["em"] = answer_match(logits, batch["labels"], self.tokenizer.eos_token_ids)
         if "positives" in batch:
             pos = batch["positives"]
             extras.update(retrieval_metrics(mx.stop_gradient(scores), pos))
@@ -230,7 +230,7 @@ class ClaraModel(nn.Module):
                 gold, _ = differentiable_topk(mx.stop_gradient(scores) + 3.0 * pos, cfg.top_k,
                                               cfg.tau)
                 extras["em_gold"] = answer_match(self._decode_selected(batch, gold, flat),
-                                                 batch["labels"])
+                                                 batch["labels"], self.tokenizer.eos_token_ids)
             if cfg.retrieval_weight:
                 rl = contrastive_retrieval_loss(scores, pos, cfg.tau)
                 extras["retrieval"] = rl
