@@ -62,6 +62,10 @@ VARIANTS = {
     "gen+mem frozen + tau 0.1": {"stage3_train": "query_reasoner", "tau": 0.1},
     "gen+mem frozen + tau 1": {"stage3_train": "query_reasoner", "tau": 1.0},
     "gen+mem frozen + qr fresh": {"stage3_train": "query_reasoner", "__qr__": "fresh"},
+    "gen+mem frozen + lr 1e-4": {"stage3_train": "query_reasoner", "learning_rate": 1e-4},
+    "gen+mem frozen + ret aux + lr 1e-4": {"stage3_train": "query_reasoner",
+                                           "retrieval_weight": 1.0, "learning_rate": 1e-4},
+    "ret aux (all trained) + lr 1e-4": {"retrieval_weight": 1.0, "learning_rate": 1e-4},
     "recipe": "RECIPE",  # the pipeline's defaults (ClaraTrainConfig), whatever they are now
     "recipe + top-2 of 4": {"__recipe__": True, "top_k": 2},
     "recipe + batch 4": {"__recipe__": True, "batch_size": 4},
@@ -74,8 +78,11 @@ def recipe() -> dict:
     from clara.method.tasks import ClaraTrainConfig
 
     d = ClaraTrainConfig()
-    # the rate is the pipeline's shared one: here the stage-1/2 rate of the bench, as REF's
-    return {"learning_rate": REF["learning_rate"], "stage3_train": d.stage3_train,
+    from clara.method.pipeline import STAGE3_LR_SCALE
+
+    # the pipeline's stage-3 rate: its shared rate (the bench's 1e-3, as REF's) scaled down
+    return {"learning_rate": REF["learning_rate"] * STAGE3_LR_SCALE,
+            "stage3_train": d.stage3_train,
             "retrieval_weight": d.retrieval_weight, "tau": d.tau}
 
 

@@ -131,3 +131,21 @@ def test_answer_match_is_greedy_exactness_up_to_the_end_of_turn():
     assert float(answer_match(first, labels, eos)) == 1.0  # the token after end of turn: free
     assert float(answer_match(logits([0, 1, 3, 4, 0, 0]), labels, eos)) == 0.0
     assert float(answer_match(logits([0, 1, 2, 0, 0, 0]), labels, eos)) == 0.0  # no stop
+
+
+def test_pipeline_stage3_rate_is_the_shared_one_scaled_unless_given(workspace):
+    from clara.method.pipeline import STAGE3_LR_SCALE, create_pipeline, stage_config
+
+    data = {}
+    for s, rows in (("stage1", synthetic.stage1_rows(FACTS[:4])),
+                    ("stage2", synthetic.stage2_rows(FACTS[:4], 2)),
+                    ("stage3", synthetic.stage3_rows(FACTS[:4], 4))):
+        io.write_jsonl(workspace.datasets_dir / s / "train.jsonl", rows)
+        data[s] = str(workspace.datasets_dir / s)
+    shared = {"model": "m", "learning_rate": 1e-3}
+    pipe = create_pipeline(workspace, shared, "m", data, name="a")
+    assert stage_config(pipe, "stage2", None)["learning_rate"] == 1e-3
+    assert stage_config(pipe, "stage3", None)["learning_rate"] == 1e-3 * STAGE3_LR_SCALE
+    pipe = create_pipeline(workspace, shared, "m", data, {"stage3": {"learning_rate": 5e-4}},
+                           name="b")
+    assert stage_config(pipe, "stage3", None)["learning_rate"] == 5e-4

@@ -49,6 +49,10 @@ STOP_FILE = "stop.request"
 KIND = "clara-pipeline"
 STAGES = ("stage1", "stage2", "stage3")
 STAGE_OVERRIDES = ("iters", "epochs", "learning_rate", "top_k")
+# Stage 3's learning rate, unless given (--stage3-lr), is the shared one times this: it trains
+# the query reasoner from a copy of a trained compressor, which the shared rate of stages 1-2
+# walks away from (bench/clara_stage3_study.py)
+STAGE3_LR_SCALE = 0.1
 
 
 def _checkpoint_of(run: Run) -> Path:
@@ -253,6 +257,10 @@ def stage_config(pipe: Pipeline, stage: str, init_from: Path | None) -> dict:
               "init_from": str(init_from) if init_from else None}
     if "iters" in entry["overrides"] and "epochs" not in entry["overrides"]:
         values["epochs"] = None  # the stage's own step count beats shared epochs
+    if stage == "stage3" and "learning_rate" not in entry["overrides"]:
+        from clara.method.tasks import ClaraTrainConfig as _C
+
+        values["learning_rate"] = values.get("learning_rate", _C.learning_rate) * STAGE3_LR_SCALE
     if stage == "stage1":
         values["top_k"] = 1
     elif "top_k" not in entry["overrides"]:
