@@ -148,7 +148,7 @@ def follow(run, proc, progress: Progress, every: float = 5.0) -> None:
 
 def _pretrain(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
     from clara.models.fuse import fuse_adapter
-    from clara.train.launch import resolve_adapter
+    from clara.refs import resolve
 
     if (ws.models_dir / "tiny").is_dir():
         return
@@ -159,7 +159,7 @@ def _pretrain(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
         "learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_steps": 20,
         "val_every": 100, "save_every": 100}, progress)
     progress("    fusing the pretrained weights into model tiny")
-    fuse_adapter(str(ws.models_dir / "tiny-init"), resolve_adapter(ws, run.id),
+    fuse_adapter(str(ws.models_dir / "tiny-init"), resolve(ws, run.id).path,
                  ws.models_dir / "tiny")
 
 
@@ -174,6 +174,7 @@ def _lora_sft(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
 def _clara_pipeline(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
     """The CLaRa pipeline on the synthetic benchmark, started in the background: the app opens
     while it trains, and shows it live in Runs."""
+    from clara import presets
     from clara.method.launch import pipeline
     from clara.method.pipeline import list_pipelines, start_driver
 
@@ -181,9 +182,8 @@ def _clara_pipeline(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
         return
     per_stage = {s: {"iters": n} for s, n in zip(("stage1", "stage2", "stage3"), cfg.clara_iters)}
     per_stage["stage3"]["top_k"] = 2
-    pipe = pipeline(ws, {"model": "tiny", "batch_size": cfg.batch_size // 2, "doc_max_tokens": 64,
-                         "compression_rate": 4, "max_len": 512, "lora_rank": 32,
-                         "learning_rate": 1e-3, "val_every": 50, "save_every": 50},
+    pipe = pipeline(ws, {**presets.load("clara-cpu-tiny"), "model": "tiny",
+                         "batch_size": cfg.batch_size // 2, "lora_rank": 32, "val_every": 50},
                     per_stage, prefix="synth", name="demo-clara")
     start_driver(pipe)
     progress(f"    started in the background: pipeline {pipe.id} (follow it in Runs, or "

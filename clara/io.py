@@ -7,6 +7,7 @@ per call, so a reader tailing the file sees complete records or nothing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -77,15 +78,55 @@ def append_jsonl(path: str | Path, row: dict) -> None:
     line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            written = os.write(fd, line)
+            if written < len(line):  # a full disk takes part of a line: take it back
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
     finally:
         os.close(fd)
+
+
+def _decode(path: Path, data: bytes, line: int | None = None) -> str:
+    """UTF-8 text, or a DataError naming the file and the line of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if line is None:
+            line = data.count(b"\n", 0, e.start) + 1
+            column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        else:
+            column = e.start + 1
+        raise DataError(path, line, None, f"not UTF-8 text (byte 0x{data[e.start]:02x} at "
+                                          f"column {column}): save the file as UTF-8") from None
+
+
+def _open_error(path: Path, e: OSError) -> DataError:
+    return DataError(path, None, None, f"cannot read: {e.strerror or type(e).__name__}")
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of a file; one that cannot be read (a folder, no permission) is a DataError."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except (IsADirectoryError, PermissionError, NotADirectoryError) as e:
+        raise _open_error(path, e) from None
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file; bad bytes are reported with file, line and column."""
+    path = Path(path)
+    return _decode(path, read_bytes(path))
 
 
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(path, e.lineno, None, f"invalid JSON: {e.msg}") from None
 
@@ -93,12 +134,24 @@ def read_json(path: str | Path) -> Any:
 def iter_jsonl(path: str | Path, strict: bool = True) -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed object) for each non-blank line.
 
-    With strict=False a line that is not valid JSON yields (line, DataError) instead of raising,
-    so a validator can report every bad line at once.
+    With strict=False a line that is not valid JSON (or not UTF-8) yields (line, DataError)
+    instead of raising, so a validator can report every bad line at once. A file that cannot
+    be opened (a folder, no permission) raises a DataError naming it.
     """
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    try:
+        f = open(path, "rb")
+    except (IsADirectoryError, PermissionError, NotADirectoryError) as e:
+        raise _open_error(path, e) from None
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = _decode(path, raw, lineno)
+            except DataError as err:
+                if strict:
+                    raise
+                yield lineno, err
+                continue
             if not line.strip():
                 continue
             try:
@@ -121,8 +174,7 @@ def write_toml(path: str | Path, obj: dict) -> None:
 def read_toml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        return tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as e:
         raise DataError(path, None, None, f"invalid TOML: {e}") from None
 

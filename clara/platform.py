@@ -91,6 +91,47 @@ def default_dtype() -> str:
     return "float32" if backend() == "cpu" else "bfloat16"
 
 
+def device_memory() -> tuple[int, str]:
+    """(bytes, what they are) a run may use on the device MLX computes on: Metal's recommended
+    working set, CUDA's total GPU memory, the host's RAM on the CPU; (0, "unknown") if none."""
+    import mlx.core as mx
+
+    try:
+        info = mx.device_info()
+    except Exception:
+        info = {}
+    for key, what in (("max_recommended_working_set_size", "Metal recommended working set"),
+                      ("total_memory", "GPU memory")):
+        if info.get(key):
+            return int(info[key]), what
+    if info.get("memory_size") and backend() != "cpu":
+        return int(info["memory_size"]), "unified memory"
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM"
+    except (ValueError, OSError, AttributeError):
+        return 0, "unknown"
+
+
+def kernel_cache_dir() -> Path:
+    """Where MLX's CUDA backend keeps the kernels it compiles at first use (NVRTC -> PTX):
+    MLX_PTX_CACHE_DIR, else <temp dir>/mlx/<version>/ptx. A fresh machine compiles for minutes;
+    later processes read this folder."""
+    import tempfile
+
+    import mlx.core as mx
+
+    own = os.environ.get("MLX_PTX_CACHE_DIR")
+    return Path(own) if own else Path(tempfile.gettempdir()) / "mlx" / mx.__version__ / "ptx"
+
+
+def kernels_cold() -> bool:
+    """True on CUDA when the kernel cache is empty: the first steps will compile kernels."""
+    if backend() != "cuda":
+        return False
+    d = kernel_cache_dir()
+    return not d.is_dir() or not any(d.iterdir())
+
+
 def describe() -> dict:
     """What a run records about the platform it ran on."""
     import mlx.core as mx

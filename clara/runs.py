@@ -27,9 +27,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import ClaraError, ExitCode
 from clara.workspace import Workspace, now_iso, validate_name
 
 STATUSES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
@@ -89,6 +90,12 @@ class Run:
     def exists(self) -> bool:
         return (self.path / "run.toml").is_file()
 
+    def checkpoints(self) -> list[Path]:
+        """The checkpoint folders a user sees (step-N, best, last), without hidden work folders."""
+        if not self.adapters.is_dir():
+            return []
+        return sorted(p for p in self.adapters.iterdir() if not p.name.startswith("."))
+
     def config(self) -> dict:
         return io.read_toml(self.path / "run.toml")
 
@@ -119,21 +126,33 @@ class Run:
             return status
 
     def status(self) -> dict:
-        """status.json, with a dead worker found and the run marked interrupted."""
+        """status.json, with a dead worker found and the run marked interrupted.
+
+        A reader that cannot write (a full disk, a read-only folder) still returns the run as
+        interrupted; the mark lands when a later reader can write it.
+        """
         st = self.raw_status()
-        if st.get("status") in ACTIVE and st.get("pid") and \
-                not pid_alive(st["pid"], st.get("pid_start")):
+        if not self._died(st):
+            return st
+        marked = {**st, "status": "interrupted", "finished": now_iso(), "updated": now_iso(),
+                  "message": "the worker process died (resume with: "
+                             f"clara runs resume {self.id})"}
+        try:
             with self._status_lock():
                 st = self.raw_status()  # again, under the lock: one reader marks it, once
-                if st.get("status") in ACTIVE and st.get("pid") and \
-                        not pid_alive(st["pid"], st.get("pid_start")):
-                    st = {**st, "status": "interrupted", "finished": now_iso(),
-                          "updated": now_iso(), "message": "the worker process died (resume "
-                                                           f"with: clara runs resume {self.id})"}
-                    io.write_json(self.path / "status.json", st)
-                    io.append_jsonl(self.path / "events.jsonl",
-                                    {"time": now_iso(), "event": "interrupted", "pid": st.get("pid")})
-        return st
+                if not self._died(st):
+                    return st
+                io.write_json(self.path / "status.json", marked)
+                io.append_jsonl(self.path / "events.jsonl",
+                                {"time": now_iso(), "event": "interrupted", "pid": st.get("pid")})
+        except OSError:
+            pass
+        return marked
+
+    @staticmethod
+    def _died(st: dict) -> bool:
+        return st.get("status") in ACTIVE and bool(st.get("pid")) and \
+            not pid_alive(st["pid"], st.get("pid_start"))
 
     def is_active(self) -> bool:
         return self.status().get("status") in ACTIVE
@@ -142,7 +161,8 @@ class Run:
         if self.stop_file.exists():
             self.stop_file.unlink()
         return self.write_status(status="running", pid=pid, pid_start=_proc_start(pid),
-                                 started=now_iso(), finished=None, message=None, reason=None)
+                                 started=now_iso(), finished=None, message=None, reason=None,
+                                 exit_code=None)
 
     def metrics(self) -> list[dict]:
         f = self.path / "metrics.jsonl"
@@ -173,18 +193,143 @@ class Run:
                 return row
         return None
 
+    def best_val_loss(self) -> float | None:
+        """The lowest validation loss: from the status once the run has ended, else the metrics."""
+        best = self.raw_status().get("best_val_loss")
+        if best is None:  # a run still going, or one from before the status carried it
+            vals = [m["val_loss"] for m in self.metrics()
+                    if isinstance(m.get("val_loss"), (int, float))]
+            best = min(vals) if vals else None
+        return best
+
+    def duration(self) -> float | None:
+        """Seconds of training (over every session), else wall time from start to finish."""
+        seconds = (self.last_metric("elapsed_s") or {}).get("elapsed_s")
+        if seconds is None:
+            st = self.raw_status()
+            start, end = _parse_time(st.get("started")), _parse_time(st.get("finished"))
+            if start and end:
+                seconds = (end - start).total_seconds()
+        return seconds
+
     def summary(self) -> dict:
+        """The facts every face shows of a run: status, progress, losses, duration."""
         st = self.status()
-        cfg = self.config().get("config", {}) if self.exists else {}
+        doc = self.config() if self.exists else {}
+        cfg = doc.get("config", {})
         last = self.last_metric("train_loss") or {}
         val = self.last_metric("val_loss") or {}
-        return {"id": self.id, "kind": self.config().get("kind") if self.exists else None,
-                "status": st.get("status"), "step": last.get("step", 0),
+        return {"id": self.id, "kind": doc.get("kind"),
+                "status": st.get("status"), "active": st.get("status") in ACTIVE,
+                "step": last.get("step", 0),
                 "total_steps": st.get("total_steps"), "train_loss": last.get("train_loss"),
                 "val_loss": val.get("val_loss"), "best_step": st.get("best_step"),
+                "best_val_loss": self.best_val_loss(), "duration_s": self.duration(),
                 "model": cfg.get("model"), "data": cfg.get("data"),
                 "created": st.get("created"), "reason": st.get("reason"),
                 "message": st.get("message")}
+
+    def follow(self, offsets: tuple[int, int] = (0, 0), poll: float = 0.5, proc=None,
+               events: bool = True) -> Iterator["Update"]:
+        """Yield what the run's files gained since `offsets` (metrics, events), every `poll`
+        seconds, until the run ends (or `proc`, its worker, exits); the last update has
+        `done` set. The one loop every face follows a run with."""
+        follower = Follower(self, *offsets)
+        while True:
+            status = self.status()
+            ended = status.get("status") not in ACTIVE or \
+                (proc is not None and proc.poll() is not None)
+            if ended and proc is not None:
+                proc.wait()
+                status = self.status()  # the worker's last status write has landed
+            update = follower.read(status, events=events)
+            update.done = ended
+            yield update
+            if ended:
+                return
+            time.sleep(poll)
+
+
+def _parse_time(text: str | None) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+@dataclass
+class Update:
+    """What a run's files gained since the last read (see `Run.follow`)."""
+
+    metrics: list[dict]
+    events: list[dict]
+    status: dict
+    offsets: tuple[int, int]  # where the next read starts: pass back to `follow` to continue
+    reset: bool = False  # metrics.jsonl was rewritten (a resume drops rows after its checkpoint)
+    done: bool = False
+
+    @property
+    def last_train(self) -> dict | None:
+        return next((r for r in reversed(self.metrics) if "train_loss" in r), None)
+
+
+class Follower:
+    """Reads the complete new lines of a run's metrics.jsonl and events.jsonl, by byte offset.
+
+    A half-written line waits for the next read; a file that shrank or was replaced (a resume
+    rewrites metrics.jsonl) is read again from the start, with `reset` set."""
+
+    def __init__(self, run: Run, metrics_offset: int = 0, events_offset: int = 0):
+        self.run = run
+        self.offsets = {"metrics": metrics_offset, "events": events_offset}
+        self.inodes: dict[str, int] = {}
+
+    def _read(self, name: str) -> tuple[list[dict], bool]:
+        import json
+
+        path = self.run.path / f"{name}.jsonl"
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                reset = (name in self.inodes and self.inodes[name] != st.st_ino) or \
+                    st.st_size < self.offsets[name]
+                self.inodes[name] = st.st_ino
+                if reset:
+                    self.offsets[name] = 0
+                f.seek(self.offsets[name])
+                chunk = f.read()
+        except OSError:
+            return [], False
+        end = chunk.rfind(b"\n") + 1  # only whole lines; the rest waits for the next read
+        self.offsets[name] += end
+        rows = []
+        for line in chunk[:end].splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a damaged line: skip it, keep following
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows, reset
+
+    def read(self, status: dict | None = None, events: bool = True) -> Update:
+        metrics, reset = self._read("metrics")
+        evs = self._read("events")[0] if events else []
+        return Update(metrics, evs, status if status is not None else self.run.status(),
+                      (self.offsets["metrics"], self.offsets["events"]), reset)
+
+
+def outcome_code(status: dict) -> ExitCode:
+    """The exit code of a command that ran (or followed) a run to this status."""
+    state = status.get("status")
+    if state == "completed":
+        return ExitCode.OK
+    if state == "stopped" and status.get("reason") == "memory":
+        return ExitCode.GUARD
+    if state in ("stopped", "interrupted"):
+        return ExitCode.INTERRUPTED
+    code = status.get("exit_code")
+    return ExitCode(code) if code in set(ExitCode) else ExitCode.FAILURE
 
 
 def runs_dir(ws: Workspace) -> Path:
@@ -246,6 +391,9 @@ def find_run(ws: Workspace, ref: str) -> Run:
     raise ClaraError(f"no run {ref!r} in workspace {ws.name} (see: clara runs list)")
 
 
+WORKER_NICE = 10  # niceness of training workers: the app stays responsive while they train
+
+
 def start_worker(run: Run, detach: bool = False) -> subprocess.Popen:
     """Start `python -m clara.worker RUN_DIR` with the BLAS preload; detached: own session."""
     from clara.platform import env_with_blas
@@ -257,6 +405,8 @@ def start_worker(run: Run, detach: bool = False) -> subprocess.Popen:
     env.setdefault("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "0"))
     env["PYTHONUNBUFFERED"] = "1"
     cmd = [sys.executable, "-m", "clara.worker", str(run.path)]
+    if WORKER_NICE and shutil.which("nice"):  # training yields the CPU to the app and the shell
+        cmd = [shutil.which("nice"), "-n", str(WORKER_NICE), *cmd]
     with open(run.path / "log.txt", "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=detach)
@@ -282,13 +432,12 @@ def request_stop(run: Run) -> bool:
 
 def wait_until_done(run: Run, timeout: float | None = None, poll: float = 0.2) -> dict:
     deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        st = run.status()
-        if st.get("status") not in ACTIVE:
-            return st
+    for update in run.follow(poll=poll, events=False):
+        if update.done:
+            return update.status
         if deadline is not None and time.monotonic() > deadline:
-            raise ClaraError(f"run {run.id} still {st.get('status')} after {timeout:.0f}s")
-        time.sleep(poll)
+            raise ClaraError(f"run {run.id} still {update.status.get('status')} after "
+                             f"{timeout:.0f}s")
 
 
 def delete_run(run: Run, force: bool = False) -> None:
@@ -303,4 +452,7 @@ def delete_run(run: Run, force: bool = False) -> None:
             pid = run.raw_status().get("pid")
             if pid and pid_alive(pid):
                 os.kill(int(pid), signal.SIGKILL)
-    shutil.rmtree(run.path)
+    if run.path.is_symlink():  # a link to a run folder elsewhere in the workspace: drop the link
+        run.path.unlink()
+    else:
+        shutil.rmtree(run.path)

@@ -19,26 +19,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clara import __version__, io
-from clara.errors import ClaraError
+from clara.errors import ClaraError, UsageError
 
 SUBDIRS = ("sources", "datasets", "models", "runs", "chats", "evals")
 DEFAULT_ROOT = "workspaces"
 DEFAULT_WORKSPACE = "demo"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+# the one name rule of workspaces, datasets, models, runs and pipelines (matched in full: `$`
+# would accept a trailing newline)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def is_valid_name(name) -> bool:
+    return isinstance(name, str) and bool(_NAME.fullmatch(name)) and ".." not in name
 
 
 def validate_name(name: str, what: str = "workspace") -> str:
     """Accept names that stay one path component: no separators, no `..`, not hidden."""
     if not isinstance(name, str) or not name:
-        raise ClaraError(f"invalid {what} name: it is empty")
+        raise UsageError(f"invalid {what} name: it is empty")
     if "/" in name or "\\" in name or os.sep in name:
-        raise ClaraError(f"invalid {what} name {name!r}: path separators are not allowed")
+        raise UsageError(f"invalid {what} name {name!r}: path separators are not allowed")
     if name.startswith("."):
-        raise ClaraError(f"invalid {what} name {name!r}: names may not start with '.'")
+        raise UsageError(f"invalid {what} name {name!r}: names may not start with '.'")
     if ".." in name:
-        raise ClaraError(f"invalid {what} name {name!r}: '..' is not allowed")
-    if not _NAME.match(name):
-        raise ClaraError(
+        raise UsageError(f"invalid {what} name {name!r}: '..' is not allowed")
+    if not _NAME.fullmatch(name):
+        raise UsageError(
             f"invalid {what} name {name!r}: use letters, digits, '.', '_', '-' or '+' "
             "(at most 100 characters, starting with a letter or digit)"
         )
@@ -97,14 +103,19 @@ class Workspace:
         validate_name(name, kind.rstrip("s"))
         path = (self.path / kind / name).resolve()
         if self.path.resolve() not in path.parents:
-            raise ClaraError(f"{name!r} would leave the workspace")
+            raise ClaraError(f"{self.path / kind / name}: a link that leaves the workspace "
+                             "(refused: move the folder into the workspace instead)")
         return self.path / kind / name
 
     def items(self, kind: str) -> list[Path]:
+        """The named folders of a subfolder; links that leave the workspace are left out."""
         folder = self.path / kind
         if not folder.is_dir():
             return []
-        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        inside = self.path.resolve()
+        return sorted(p for p in folder.iterdir()
+                      if p.is_dir() and is_valid_name(p.name)
+                      and (not p.is_symlink() or inside in p.resolve().parents))
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -162,4 +173,4 @@ def list_workspaces(root: str | Path | None = None) -> list[Workspace]:
     if not root.is_dir():
         return []
     return [Workspace(root, p.name) for p in sorted(root.iterdir())
-            if p.is_dir() and not p.name.startswith(".") and (p / "workspace.toml").is_file()]
+            if p.is_dir() and is_valid_name(p.name) and (p / "workspace.toml").is_file()]

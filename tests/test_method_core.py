@@ -134,7 +134,7 @@ def test_quantized_base_and_untied_head(tmp_path):
                if ".adapters.compressor." in k and k.endswith("lora_b"))
 
 
-def test_encoder_layout_left_padding_and_truncation(tiny_model_dir):
+def test_encoder_layout_right_padding_and_truncation(tiny_model_dir):
     m = make(tiny_model_dir, doc_max_tokens=8, compression_rate=2)
     s, n = m.special, m.config.n_mem
     b = m.encoder_batch(["Alia", DOCS[1]])
@@ -142,11 +142,11 @@ def test_encoder_layout_left_padding_and_truncation(tiny_model_dir):
     doc0 = m.hf.encode("Alia", add_special_tokens=False)
     row0 = [s.enc, s.bos] + doc0 + [s.eos] + list(s.mem)
     pad = ids.shape[1] - len(row0)
-    assert list(ids[0]) == [s.pad] * pad + row0
-    assert list(mask[0]) == [0] * pad + [1] * len(row0)
+    assert list(ids[0]) == row0 + [s.pad] * pad
+    assert list(mask[0]) == [1] * len(row0) + [0] * pad
     # the long document is cut to doc_max_tokens, EOS and the memory tokens kept
     assert mask[1].sum() == 1 + 1 + 8 + 1 + n and ids.shape[1] % 16 == 0
-    assert list(ids[1, -n - 1:]) == [s.eos] + list(s.mem)
+    assert list(ids[1, mask[1].sum() - n - 1:mask[1].sum()]) == [s.eos] + list(s.mem)
     assert (ids[np.arange(2)[:, None], pos] == np.array(s.mem)).all()
     # a document spelling a special token does not produce one
     b2 = m.encoder_batch(["see <MEM0> here"])
@@ -163,7 +163,7 @@ def test_post_norm_states_equal_mlx_lm(tiny_model_dir):
 
 
 def test_padding_never_leaks(tiny_model_dir):
-    """A document compresses to the same vectors alone or left-padded in a batch."""
+    """A document compresses to the same vectors alone or right-padded in a batch."""
     m = make(tiny_model_dir)
     # give every adapter non-zero weights so the compressor is not the bare base
     for layer in m._loras:
@@ -175,8 +175,11 @@ def test_padding_never_leaks(tiny_model_dir):
     v1, mse1 = m.compress(alone["enc_ids"], alone["enc_mask"], alone["enc_mem_pos"])
     v2, _ = m.compress(batch["enc_ids"], batch["enc_mask"], batch["enc_mem_pos"])
     assert float(mx.abs(v1[0] - v2[0]).max()) < 1e-5
-    # without the padding mask the pads do leak (so the check above can fail)
-    v3, _ = m.compress(batch["enc_ids"], mx.ones_like(batch["enc_mask"]), batch["enc_mem_pos"])
+    # pads placed before the document instead do leak (so the check above can fail)
+    ids, mask, pos = (np.array(batch[k])[:1] for k in ("enc_ids", "enc_mask", "enc_mem_pos"))
+    shift = ids.shape[1] - int(mask[0].sum())
+    v3, _ = m.compress(mx.array(np.roll(ids, shift, axis=1)), mx.array(np.roll(mask, shift, axis=1)),
+                       mx.array(pos + shift))
     assert float(mx.abs(v1[0] - v3[0]).max()) > 1e-3
 
 
@@ -228,7 +231,8 @@ def test_labels_supervise_only_the_answer(tiny_model_dir):
     short = m.decoder_example(*prompts.rag_qa(n, 1, "Who?", "Alia"))
     long = m.decoder_example(*prompts.rag_qa(n, 1, "Who built the river mill in 1790?", "Alia"))
     b = m.decoder_batch([short, long], 1)
-    labels, ids = np.array(b["labels"]), np.array(b["dec_ids"])
+    labels = np.array(b["labels"])
+    ids = np.array(b["dec_ids"])[:, -labels.shape[1]:]  # labels cover the last columns only
     for row in range(2):
         sup = ids[row][labels[row] != -100]
         text = m.hf.decode(list(sup))

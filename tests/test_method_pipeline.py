@@ -219,13 +219,13 @@ def test_pipeline_errors(cli, synth, tiny_model_dir, tmp_path):
 
 
 def test_pipeline_fails_cleanly_on_bad_stage_data(cli, synth, tiny_model_dir, tmp_path):
-    """A stage that cannot load its data fails the pipeline at that stage with the located
-    error; no later stage is made."""
+    """A stage whose data is bad is refused with the located error before anything is
+    written: no pipeline folder, no run."""
     bad = tmp_path / "bad1"
     io.write_jsonl(bad / "train.jsonl", [{"data_type": "qa", "docs": ["x"], "question": ["q"]}])
     r = cli("-w", "test", "train", "pipeline", "-m", str(tiny_model_dir), "--data", "toy",
             "--stage1", str(bad), "--name", "bad", *SHARED)
     assert r.exit_code == 1
-    assert "train.jsonl:1: answers" in r.output and "resume with" in r.output
-    st = Pipeline(synth, synth.runs_dir / "bad").status()
-    assert st["status"] == "failed" and st["stages"][1]["run"] is None
+    assert "train.jsonl:1: answers: missing" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not (synth.runs_dir / "bad").exists() and not list(synth.runs_dir.glob("bad*"))

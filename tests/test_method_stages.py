@@ -206,7 +206,7 @@ def test_bad_rows_name_file_line_and_field():
             parse_row(row, stage, top_k, 4, "data/train.jsonl", 7)
         assert str(e.value).startswith("data/train.jsonl:7: ")
         if field != "None":
-            assert e.value.field == field
+            assert e.value.field.split("[")[0] == field
     ok = parse_row({"question": "q", "docs": ["d"] * 5, "golden_answers": ["x"]}, "stage2", 5, 4,
                    "f", 1)
     assert ok["answer"] == "x"

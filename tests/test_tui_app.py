@@ -18,10 +18,10 @@ def test_modes_switch_by_keys_and_header_shows_workspace_and_platform(workspace)
             await settle(pilot)
             assert app.current_mode == "workspaces"
             for key, mode in (("f3", "data"), ("f4", "train"), ("f5", "runs"),
-                              ("f2", "workspaces"), ("d", "data"), ("escape", "data"),
-                              ("r", "runs"), ("t", "train"), ("f7", "chat"), ("f8", "eval"),
-                              ("f5", "runs"), ("c", "chat"), ("f2", "workspaces"),
-                              ("e", "eval")):
+                              ("f2", "workspaces"), ("d", "workspaces"), ("escape", "workspaces"),
+                              ("f3", "data"), ("r", "data"), ("t", "data"), ("f7", "chat"),
+                              ("f8", "eval"), ("e", "eval"), ("f9", "models"), ("f5", "runs"),
+                              ("c", "runs"), ("f2", "workspaces"), ("f8", "eval")):
                 await pilot.press(key)
                 await settle(pilot)
                 assert app.current_mode == mode, key
@@ -44,6 +44,91 @@ def test_help_screen_opens_and_closes(workspace):
             await pilot.press("escape")
             await pilot.pause()
             assert type(app.screen).__name__ == "WorkspacesScreen"
+
+    asyncio.run(go())
+
+
+def test_no_mode_screen_has_a_letter_key_and_a_text_field(workspace):
+    """A key is never both text and a command: a screen with a text field binds no printable
+    character (defect 1)."""
+    from textual.binding import Binding
+
+    from tui.modes import MODES
+
+    async def go():
+        app = make_app(workspace.root)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            for b in app.BINDINGS:
+                assert len(b.key) > 1, f"app binds the letter {b.key!r}"
+            for m in MODES:
+                await pilot.press(m.key)
+                await settle(pilot)
+                screen = app.screen
+                if not screen.query("Input, TextArea"):
+                    continue
+                for cls in type(screen).__mro__:
+                    for b in cls.__dict__.get("BINDINGS", []):
+                        if isinstance(b, Binding):
+                            for key in b.key.split(","):
+                                assert len(key.strip()) > 1, (m.name, key)
+
+    asyncio.run(go())
+
+
+def test_help_and_palette_list_the_keys_and_actions_of_the_mode(workspace):
+    """F1 in Runs lists s/u/m and the tab keys; the palette in Runs offers Stop, Resume, every tab
+    (defect 8)."""
+    from tui.screens.help import help_text
+
+    async def go():
+        app = make_app(workspace.root, start_mode="runs")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            text = help_text(app.screen)
+            for item in ("`s`", "Stop", "`u`", "Resume", "`m`", "Compare", "`ctrl+t`",
+                         "Delete", "F9", "Models"):
+                assert item in text, item
+            titles = [c.title for c in app.get_system_commands(app.screen)]
+            for wanted in ("Stop run", "Resume run", "Runs: show tab Events",
+                           "Runs: show tab Report", "Go to Chat (F7)"):
+                assert wanted in titles, wanted
+            await pilot.press("f4")
+            await settle(pilot)
+            titles = [c.title for c in app.get_system_commands(app.screen)]
+            assert "Launch training" in titles
+            assert "Train: Next tab (ctrl+t)" in titles
+            await pilot.press("f1")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "HelpScreen"
+            assert "ctrl+l" in help_text(app.screen.for_screen)
+
+    asyncio.run(go())
+
+
+def test_sub_tabs_change_by_key(workspace):
+    """ctrl+t / ctrl+y walk the mode's tabs, from a text field too (defect 8)."""
+    from textual.widgets import TabbedContent
+
+    async def go():
+        app = make_app(workspace.root, start_mode="data")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            tabs = app.screen.query_one("#data-tabs", TabbedContent)
+            assert tabs.active == "sources-tab"
+            app.screen.query_one("#import-path").focus()
+            await pilot.press("ctrl+t")
+            await pilot.pause()
+            assert tabs.active == "datasets-tab"
+            await pilot.press("ctrl+t", "ctrl+t")
+            await pilot.pause()
+            assert tabs.active == "validate-tab"
+            await pilot.press("ctrl+y")
+            await pilot.pause()
+            assert tabs.active == "build-tab"
+            await pilot.press("f5", "ctrl+t")
+            await settle(pilot)
+            assert app.screen.query_one("#run-tabs", TabbedContent).active == "tab-config"
 
     asyncio.run(go())
 

@@ -41,7 +41,7 @@ def test_a_reply_streams_token_by_token_with_statistics_and_is_logged(chat_ws):
             # a random tiny model answers greedily with blank lines: sample, seeded
             await pilot.click("#chat-random")
             screen.query_one("#chat-seed").value = "1"
-            await pilot.press("i")
+            await pilot.press("ctrl+f")
             await pilot.press(*"Who built the mill?")
             await pilot.press("enter")
             await wait_for(pilot, lambda: not screen.busy, timeout=60, what="the reply")
@@ -122,5 +122,46 @@ def test_a_model_that_cannot_load_opens_a_dialog_and_the_app_goes_on(chat_ws):
             await pilot.press("escape")
             assert app.is_running
             assert screen.query_one("#chat-loading-row").has_class("hidden")
+
+    asyncio.run(go())
+
+
+@pytest.mark.timeout(90)
+def test_ticking_a_document_is_visible_and_keeps_the_conversation(chat_ws, tmp_path):
+    """Defect 2: ticked and unticked rows draw different marks, a line names the attached
+    documents, two documents of one name are told apart, and ticking one during a chat attaches
+    it to the same session (its history stays) with a note in the transcript."""
+    other = tmp_path / "other" / "mill.txt"
+    other.parent.mkdir()
+    other.write_text("Dorel rebuilt the mill wheel in 1830.\n")
+    import_files(chat_ws, [other])
+
+    async def go():
+        app = make_app(chat_ws.root, start_mode="chat")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            screen.query_one("#chat-max-tokens").value = "4"
+            docs = screen.query_one("#chat-docs", SelectionList)
+            labels = [str(docs.get_option_at_index(i).prompt) for i in range(docs.option_count)]
+            assert len(set(labels)) == 2 and all(lab.startswith("mill.txt") for lab in labels)
+            attached = screen.query_one("#chat-attached", Static)
+            assert str(attached.render()) == "documents attached: none"
+            line = "".join(seg.text for seg in docs.render_line(0))
+            assert "▐ ▌" in line and "✓" not in line
+            screen.send("Who built the mill?")
+            await wait_for(pilot, lambda: not screen.busy, timeout=60, what="the reply")
+            session = screen.session
+            assert len(session.history) == 2
+            docs.select(docs.get_option_at_index(0).value)
+            await pilot.pause()
+            assert "▐✓▌" in "".join(seg.text for seg in docs.render_line(0))
+            assert str(attached.render()) == f"documents attached: {labels[0]}"
+            await wait_for(pilot, lambda: screen.query(".chat-note"), timeout=30,
+                           what="the note about the documents")
+            assert "same conversation" in str(screen.query_one(".chat-note", Static).render())
+            assert screen.session is session and len(session.history) == 2
+            assert screen.index is not None
+            assert app.errors == []
 
     asyncio.run(go())

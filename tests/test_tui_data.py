@@ -40,7 +40,7 @@ def test_import_a_file_through_the_input_with_tab_completion(workspace, tmp_path
             await settle(pilot)
             table = app.screen.query_one("#sources", DataTable)
             assert table.row_count == 0
-            await pilot.press("i")
+            await pilot.press("ctrl+o")
             field = app.screen.query_one("#import-path", PathInput)
             assert field.has_focus
             await pilot.press(*f"{tmp_path}/harb")
@@ -101,8 +101,13 @@ def test_build_a_cpt_dataset_through_its_form(workspace, tmp_path):
         app = make_app(workspace.root, start_mode="data")
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
-            await pilot.press("n")
+            await pilot.press("ctrl+n")
             assert app.screen.query_one("#data-tabs", TabbedContent).active == "build-tab"
+            status = app.screen.query_one("#build-status", Static)
+            # Enter in an empty name says why nothing happens, beside the button
+            await pilot.press("enter")
+            await pilot.pause()
+            assert "give the new dataset a name" in str(status.render())
             form = app.screen.query_one("#build-form-cpt")
             form.set_value("chunk_tokens", 40)
             form.set_value("overlap", 0)
@@ -111,10 +116,23 @@ def test_build_a_cpt_dataset_through_its_form(workspace, tmp_path):
             assert app.errors == []
             table = app.screen.query_one("#datasets", DataTable)
             assert "story-cpt" in [k.value for k in table.rows]
-            # building it again under the same name is an error dialog, and nothing breaks
-            await pilot.press("escape", "n", *"story-cpt", "enter")
+            command = str(app.screen.query_one("#build-command", Static).render())
+            assert command.startswith("clara data build cpt story-cpt --chunk-tokens 40")
+            # the same name again: said inline, with the way out (the replace switch)
+            await pilot.press("enter")
             await settle(pilot)
-            assert app.errors and "story-cpt" in app.errors[-1]
+            assert "switch on 'replace'" in str(status.render())
+            first = (workspace.datasets_dir / "story-cpt" / "train.jsonl").read_text()
+            form.set_value("chunk_tokens", 60)
+            app.screen.query_one("#build-replace").value = True
+            await pilot.pause()
+            assert "--force" in str(app.screen.query_one("#build-command", Static).render())
+            app.screen.query_one("#build-name").focus()
+            await pilot.press("enter")
+            await settle(pilot)
+            assert "built dataset story-cpt" in str(status.render())
+            assert (workspace.datasets_dir / "story-cpt" / "train.jsonl").read_text() != first
+            assert app.errors == []
 
     asyncio.run(go())
     assert (workspace.datasets_dir / "story-cpt" / "train.jsonl").is_file()
@@ -129,7 +147,7 @@ def test_validation_lists_every_problem_as_file_line_field(workspace, tmp_path):
         app = make_app(workspace.root, start_mode="data")
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
-            await pilot.press("v")
+            await pilot.press("ctrl+g")
             await pilot.press(*str(bad))
             await pilot.click("#validate")
             await settle(pilot)
@@ -140,5 +158,31 @@ def test_validation_lists_every_problem_as_file_line_field(workspace, tmp_path):
             assert lines[2] == "bad.jsonl:4: text: empty string"
             status = str(app.screen.query_one("#validate-status", Static).render())
             assert "3 problem(s)" in status
+
+    asyncio.run(go())
+
+
+def test_typing_in_the_build_form_never_runs_commands(workspace):
+    """Defect 1 as reported: F3, ctrl+n, a name with letters that were once keys (n, b, t, e),
+    Tab, a source id: every character lands in a field, Tab goes from the name to the first
+    setting, and the screen stays Data."""
+
+    async def go():
+        app = make_app(workspace.root, start_mode="workspaces")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            await pilot.press("f3", "ctrl+n")
+            await settle(pilot)
+            await pilot.press(*"nb-cpt", "tab", *"src-tebe")
+            await pilot.pause()
+            assert app.current_mode == "data"
+            assert app.screen.query_one("#build-name").value == "nb-cpt"
+            sources = app.screen.query_one("#build-form-cpt #field-sources")
+            assert sources.has_focus and sources.value == "src-tebe"
+            # the Build button comes after every field of the form
+            order = [w.id for w in app.screen.focus_chain
+                     if w.id and app.screen.query_one("#build-tab") in w.ancestors]
+            assert order.index("build") > order.index("field-seed")
+            assert order.index("build-name") < order.index("field-sources")
 
     asyncio.run(go())

@@ -1,4 +1,4 @@
-"""Snapshots of every screen at 120x40 over a temporary root, with nothing that varies between
+"""Snapshots of every screen at 120x40 and 100x30 (where forms reflow) over a temporary root, with nothing that varies between
 runs on screen: the platform is pinned, paths are relative, run files carry fixed times."""
 
 from __future__ import annotations
@@ -12,7 +12,12 @@ from clara.errors import DataError
 from clara.workspace import Workspace
 from tests.tui_helpers import make_app, settle
 
-SIZE = (120, 40)
+SIZES = {"120x40": (120, 40), "100x30": (100, 30)}
+
+
+@pytest.fixture(params=list(SIZES))
+def size(request):
+    return SIZES[request.param]
 
 
 @pytest.fixture
@@ -49,75 +54,77 @@ def _finished_run(ws):
                      started="2026-01-01T10:00:00+00:00", finished="2026-01-01T10:00:12+00:00")
 
 
-def test_workspaces_screen(snap_compare, snap_root):
-    assert snap_compare(make_app(snap_root), terminal_size=SIZE, run_before=settle)
+def test_workspaces_screen(snap_compare, size, snap_root):
+    assert snap_compare(make_app(snap_root), terminal_size=size, run_before=settle)
 
 
-def test_create_workspace_dialog(snap_compare, snap_root):
+def test_create_workspace_dialog(snap_compare, size, snap_root):
     async def before(pilot):
         await settle(pilot)
-        await pilot.press("n", *"bad/name")
+        await pilot.press("ctrl+n", *"bad/name")
         await pilot.pause()
 
-    assert snap_compare(make_app(snap_root), terminal_size=SIZE, run_before=before)
+    assert snap_compare(make_app(snap_root), terminal_size=size, run_before=before)
 
 
-def test_help_screen(snap_compare, snap_root):
-    assert snap_compare(make_app(snap_root), terminal_size=SIZE, press=["f1"],
+def test_help_screen(snap_compare, size, snap_root):
+    assert snap_compare(make_app(snap_root), terminal_size=size, press=["f1"],
                         run_before=settle)
 
 
-def test_error_dialog(snap_compare, snap_root):
+def test_error_dialog(snap_compare, size, snap_root):
     async def before(pilot):
         await settle(pilot)
         pilot.app.show_error(DataError("datasets/notes/train.jsonl", 3, "text", "missing"))
         await pilot.pause()
 
-    assert snap_compare(make_app(snap_root), terminal_size=SIZE, run_before=before)
+    assert snap_compare(make_app(snap_root), terminal_size=size, run_before=before)
 
 
-def test_data_screen_sources(snap_compare, snap_root):
-    assert snap_compare(make_app(snap_root, start_mode="data"), terminal_size=SIZE,
+def test_data_screen_sources(snap_compare, size, snap_root):
+    assert snap_compare(make_app(snap_root, start_mode="data"), terminal_size=size,
                         run_before=settle)
 
 
-def test_data_screen_datasets(snap_compare, snap_root, workspace):
+def test_data_screen_datasets(snap_compare, size, snap_root, workspace):
     _dataset(workspace)
 
     async def before(pilot):
         pilot.app.screen.query_one("#data-tabs", TabbedContent).active = "datasets-tab"
         await settle(pilot)
 
-    assert snap_compare(make_app(snap_root, start_mode="data"), terminal_size=SIZE,
+    assert snap_compare(make_app(snap_root, start_mode="data"), terminal_size=size,
                         run_before=before)
 
 
-def test_data_screen_build(snap_compare, snap_root):
+def test_data_screen_build(snap_compare, size, snap_root):
     async def before(pilot):
         await settle(pilot)
-        await pilot.press("n")
+        await pilot.press("ctrl+n")
         await pilot.pause()
 
-    assert snap_compare(make_app(snap_root, start_mode="data"), terminal_size=SIZE,
+    assert snap_compare(make_app(snap_root, start_mode="data"), terminal_size=size,
                         run_before=before)
 
 
-def test_train_screen(snap_compare, snap_root, workspace):
+def test_train_screen(snap_compare, size, snap_root, workspace):
     _dataset(workspace)
-    (workspace.models_dir / "tiny").mkdir()
+    # a model folder the plan accepts (the preview checks the model and the data kind)
+    io.write_json(workspace.models_dir / "tiny" / "config.json", {"num_hidden_layers": 2})
 
     async def before(pilot):
         await settle(pilot)
         form = pilot.app.screen.query_one("#form-lora")
         form.set_value("model", "tiny")
         form.set_value("data", "notes")
+        form.set_value("mode", "cpt")  # notes is a text (cpt) dataset
         await settle(pilot)
 
-    assert snap_compare(make_app(snap_root, start_mode="train"), terminal_size=SIZE,
+    assert snap_compare(make_app(snap_root, start_mode="train"), terminal_size=size,
                         run_before=before)
 
 
-def test_runs_screen(snap_compare, snap_root, workspace):
+def test_runs_screen(snap_compare, size, snap_root, workspace):
     _finished_run(workspace)
 
     async def before(pilot):
@@ -125,7 +132,7 @@ def test_runs_screen(snap_compare, snap_root, workspace):
         await pilot.pause(0.3)
         await settle(pilot)
 
-    assert snap_compare(make_app(snap_root, start_mode="runs"), terminal_size=SIZE,
+    assert snap_compare(make_app(snap_root, start_mode="runs"), terminal_size=size,
                         run_before=before)
 
 
@@ -137,11 +144,12 @@ async def _clara_forms(pilot):
     await settle(pilot)
 
 
-def test_train_screen_pipeline(snap_compare, snap_root, workspace):
+def test_train_screen_pipeline(snap_compare, size, snap_root, workspace):
     for stage in (1, 2, 3):
         (workspace.datasets_dir / f"toy-stage{stage}").mkdir(parents=True)
         (workspace.datasets_dir / f"toy-stage{stage}" / "train.jsonl").write_text("{}\n")
-    (workspace.models_dir / "tiny").mkdir()
+    # a model folder the plan accepts (the preview checks the model)
+    io.write_json(workspace.models_dir / "tiny" / "config.json", {"num_hidden_layers": 2})
 
     async def before(pilot):
         await _clara_forms(pilot)
@@ -153,7 +161,7 @@ def test_train_screen_pipeline(snap_compare, snap_root, workspace):
         form.set_value("stage1_iters", 300)
         await settle(pilot)
 
-    assert snap_compare(make_app(snap_root, start_mode="train"), terminal_size=SIZE,
+    assert snap_compare(make_app(snap_root, start_mode="train"), terminal_size=size,
                         run_before=before)
 
 
@@ -161,14 +169,16 @@ def _chat_ws(ws):
     from clara.data.sources import import_files
 
     _finished_run(ws)
-    (ws.runs_dir / "lora-demo" / "adapters" / "best").mkdir(parents=True)
+    best = ws.runs_dir / "lora-demo" / "adapters" / "best"  # pickers offer loadable ones only
+    io.write_json(best / "adapter_config.json", {"model": "tiny"})
+    io.write_bytes(best / "adapters.safetensors", b"")
     (ws.models_dir / "tiny").mkdir()
     doc = ws.root.parent / "mill-notes.txt"
     doc.write_text("Alia built the river mill in 1801.\n")
     import_files(ws, [doc])
 
 
-def test_chat_screen(snap_compare, snap_root, workspace):
+def test_chat_screen(snap_compare, size, snap_root, workspace):
     """A finished exchange with fixed statistics (no model runs: the numbers would vary)."""
     from clara.chat.engine import Reply
     from tui.screens.chat import ChatTurn
@@ -188,17 +198,17 @@ def test_chat_screen(snap_compare, snap_root, workspace):
                           peak_memory=0.05, latency=0.2, ttft=0.03, finish_reason="stop"))
         await settle(pilot)
 
-    assert snap_compare(make_app(snap_root, start_mode="chat"), terminal_size=SIZE,
+    assert snap_compare(make_app(snap_root, start_mode="chat"), terminal_size=size,
                         run_before=before)
 
 
-def test_eval_screen_form(snap_compare, snap_root, workspace):
+def test_eval_screen_form(snap_compare, size, snap_root, workspace):
     _chat_ws(workspace)
-    assert snap_compare(make_app(snap_root, start_mode="eval"), terminal_size=SIZE,
+    assert snap_compare(make_app(snap_root, start_mode="eval"), terminal_size=size,
                         run_before=settle)
 
 
-def test_eval_screen_results(snap_compare, snap_root, workspace):
+def test_eval_screen_results(snap_compare, size, snap_root, workspace):
     """A comparison's tables from a fixed document (what read_eval returns)."""
     summary = [{"config": "closed", "n": 2, "em": 0.0, "f1": 0.25, "cover_em": 0.0,
                 "keyword": 0.5, "retention_f1": 0.4, "retention_drop": 0.0, "latency": 0.1},
@@ -220,5 +230,17 @@ def test_eval_screen_results(snap_compare, snap_root, workspace):
         pilot.app.screen.show_eval(doc)
         await settle(pilot)
 
-    assert snap_compare(make_app(snap_root, start_mode="eval"), terminal_size=SIZE,
+    assert snap_compare(make_app(snap_root, start_mode="eval"), terminal_size=size,
                         run_before=before)
+
+
+def test_models_screen(snap_compare, size, snap_root):
+    assert snap_compare(make_app(snap_root, start_mode="models"), terminal_size=size,
+                        run_before=settle)
+
+
+def test_help_of_the_runs_mode(snap_compare, size, snap_root, workspace):
+    """The help lists the Runs keys (s, u, m, l, x, d) under the global ones."""
+    _finished_run(workspace)
+    assert snap_compare(make_app(snap_root, start_mode="runs"), terminal_size=size,
+                        press=["f1"], run_before=settle)

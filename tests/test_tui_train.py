@@ -10,6 +10,7 @@ import shutil
 import pytest
 from textual.widgets import Button, DataTable, Static, TabbedContent
 
+from clara import io
 from clara.data.datasets import write_dataset
 from clara.data.synth import build_synth
 from clara.runs import Run, list_runs
@@ -99,7 +100,9 @@ def test_stage_forms_preview_validate_and_launch_a_stage1_run(ready):
             assert [v for _, v in form.query_one("#field-init_from")._options[1:]] == [run.id]
             form.set_value("init_from", run.id)
             form.set_value("data", "toy-stage2")
-            for key, value in {**CLARA_TINY, "top_k": 3}.items():
+            # top_k: the documents per row of toy-stage2 (the launch reads every row)
+            k = len(io.read_jsonl(ready.datasets_dir / "toy-stage2" / "train.jsonl")[0]["docs"])
+            for key, value in {**CLARA_TINY, "top_k": k}.items():
                 form.set_value(key, value)
             await settle(pilot)
             assert f'init_from = "{run.id}"' in _preview(app)

@@ -35,7 +35,7 @@ def test_create_shows_name_errors_inline_then_creates_and_opens(workspace):
         app = make_app(workspace.root)
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
-            await pilot.press("n")
+            await pilot.press("ctrl+n")
             await pilot.pause()
             dialog = app.screen
             assert type(dialog).__name__ == "CreateWorkspace"

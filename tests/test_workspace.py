@@ -55,7 +55,7 @@ def test_cli_create_list_show(cli, root):
 
 def test_cli_errors_are_one_line_and_nonzero(cli, root):
     r = cli("ws", "create", "../evil")
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # ExitCode.USAGE: a bad name
     assert r.output.strip().count("\n") == 0 and "invalid workspace name" in r.output
     assert not (root.parent / "evil").exists()
     r = cli("-w", "missing", "ws", "show")

@@ -8,7 +8,10 @@ which opens a dialog and keeps the app running.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import sys
 import traceback
 from functools import partial
 from pathlib import Path
@@ -24,20 +27,14 @@ from textual.worker import WorkerFailed
 
 from clara.errors import ClaraError
 from clara.workspace import Workspace, list_workspaces
+from tui.modes import MODES as MODE_LIST
 from tui.recent import load_recent, remember
-from tui.screens.chat import ChatScreen
-from tui.screens.data import DataScreen
-from tui.screens.eval import EvalScreen
 from tui.screens.help import HelpScreen
-from tui.screens.runs import RunsScreen
-from tui.screens.train import TrainScreen
-from tui.screens.workspaces import WorkspacesScreen
 from tui.widgets.dialogs import ErrorDialog
 
 log = logging.getLogger(__name__)
 
-MODE_TITLES = {"workspaces": "Workspaces", "data": "Data", "train": "Train", "runs": "Runs",
-               "chat": "Chat", "eval": "Eval"}
+MODE_TITLES = {m.name: m.title for m in MODE_LIST}
 
 
 class WorkspaceCommands(Provider):
@@ -68,32 +65,20 @@ class ClaraApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "clara"
-    MODES = {
-        "workspaces": WorkspacesScreen,
-        "data": DataScreen,
-        "train": TrainScreen,
-        "runs": RunsScreen,
-        "chat": ChatScreen,
-        "eval": EvalScreen,
-    }
+    # screens are imported when their mode is first shown (the app starts faster)
+    MODES = {m.name: (lambda m=m: m.screen_class()()) for m in MODE_LIST}
     COMMANDS = App.COMMANDS | {WorkspaceCommands}
+    # Mode keys are F-keys and chords only, never letters: a letter belongs to the text field
+    # that has the focus. The mode bar under the header shows them; the footer keeps the
+    # screen's own keys.
     BINDINGS = [
         Binding("f1", "help", "Help"),
-        Binding("f2", "switch_mode('workspaces')", "Workspaces"),
-        Binding("f3", "switch_mode('data')", "Data"),
-        Binding("f4", "switch_mode('train')", "Train"),
-        Binding("f5", "switch_mode('runs')", "Runs"),
-        Binding("f7", "switch_mode('chat')", "Chat"),
-        Binding("f8", "switch_mode('eval')", "Eval"),
-        Binding("question_mark", "help", "Help", show=False),
-        Binding("w", "switch_mode('workspaces')", "Workspaces", show=False),
-        Binding("d", "switch_mode('data')", "Data", show=False),
-        Binding("t", "switch_mode('train')", "Train", show=False),
-        Binding("r", "switch_mode('runs')", "Runs", show=False),
-        Binding("c", "switch_mode('chat')", "Chat", show=False),
-        Binding("e", "switch_mode('eval')", "Eval", show=False),
+        *[Binding(m.key, f"switch_mode('{m.name}')", m.title, show=False, priority=True)
+          for m in MODE_LIST],
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
+    # narrow terminals (100 columns) stack a form's help under its field
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (116, "-wide")]
 
     workspace_name: reactive[str] = reactive("")
     platform_info: reactive[dict | None] = reactive(None)
@@ -176,20 +161,41 @@ class ClaraApp(App):
     # -- actions ----------------------------------------------------------------------------
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(self.screen))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for mode, title in MODE_TITLES.items():
-            yield SystemCommand(f"Go to {title}", f"Switch to the {title} screen",
-                                partial(self.switch_mode, mode))
-        yield SystemCommand("Help", "Keys and modes", self.action_help)
-        # Screen-specific actions (import, launch, stop, ...) come from the screen itself.
+        for m in MODE_LIST:
+            yield SystemCommand(f"Go to {m.title} ({m.key.upper()})", m.help,
+                                partial(self.switch_mode, m.name))
+        yield SystemCommand("Help (F1)", "Keys and actions of this mode", self.action_help)
+        # Screen-specific actions (import, launch, stop, ...) come from the screen itself,
+        # then every key binding of the screen that the palette does not list yet.
+        titles: set[str] = set()
         extra = getattr(screen, "palette_commands", None)
         if extra is not None:
-            yield from extra()
+            for command in extra():
+                titles.add(command.title.lower())
+                yield command
+        tabs = getattr(screen, "tab_commands", None)
+        if tabs is not None:
+            yield from tabs()
+        from tui.screens.help import screen_keys_with_actions
+
+        for key, description, action in screen_keys_with_actions(screen):
+            if description.lower() not in titles and action not in ("blur",):
+                yield SystemCommand(f"{screen.title or ''}: {description} ({key})".lstrip(": "),
+                                    f"key {key}", partial(screen.run_action, action))
 
 
 def run_app(root: Path, workspace: str | None = None) -> None:
-    """Run the workbench over the workspaces under `root`, with `workspace` open."""
-    ClaraApp(root=root, workspace=workspace).run()
+    """Run the workbench over the workspaces under `root`, with `workspace` open.
+
+    Quitting does not wait for thread workers still loading a model or writing a reply (asyncio
+    would join them, and Python again at exit: seconds): once the terminal is restored the
+    process ends. Training runs are processes of their own and go on."""
+    app = ClaraApp(root=root, workspace=workspace)
+    app.run(loop=asyncio.new_event_loop())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(app.return_code or 0)

@@ -50,6 +50,8 @@ class ChatSettings:
         "help": "Seed of the sampler, for reproducible sampled replies."})
     logit_bias: dict | None = field(default=None, metadata={
         "help": "Extra additive logit bias {token id: value} (library use)."})
+    top_k: int | None = field(default=None, metadata={
+        "help": "CLaRa stage 3: documents the query reasoner picks (default: the model's)."})
 
     def validate(self) -> "ChatSettings":
         if self.temperature < 0:
@@ -58,6 +60,8 @@ class ChatSettings:
             raise ClaraError(f"top_p: {self.top_p} must be in (0, 1]")
         if self.max_tokens < 1:
             raise ClaraError(f"max_tokens: {self.max_tokens} must be at least 1")
+        if self.top_k is not None and self.top_k < 1:
+            raise ClaraError(f"top_k: {self.top_k} must be at least 1")
         return self
 
     @property
@@ -87,10 +91,12 @@ class Reply:
     documents: list[str] = field(default_factory=list)
     retrieved: list[int] | None = field(default=None, metadata={
         "help": "Indices of the documents the query reasoner picked (stage-3 retrieval)."})
+    scores: list[float] | None = field(default=None, metadata={
+        "help": "The query reasoner's scores of the picked documents."})
 
     def stats(self) -> dict:
         d = asdict(self)
-        for k in ("text", "reasoning", "raw", "tokens"):
+        for k in ("text", "reasoning", "raw", "tokens", "scores"):
             d.pop(k)
         return d
 
@@ -219,6 +225,7 @@ class ChatSession:
             mx.random.seed(s.seed)
         mx.reset_peak_memory()
         tic = time.perf_counter()
+        self._scores = None
         responses, used_docs, retrieved, user_text = self._responses(prompt, documents, doc_ids,
                                                                      select)
         splitter = ThinkSplitter(self.markers)
@@ -239,7 +246,7 @@ class ChatSession:
         raw_text = "".join(raw)
         reasoning, answer = split(raw_text, self.markers)
         reply = Reply(answer, reasoning, raw_text, tokens, documents=used_docs,
-                      retrieved=retrieved, latency=latency, ttft=ttft)
+                      retrieved=retrieved, scores=self._scores, latency=latency, ttft=ttft)
         if last is not None:
             reply.prompt_tokens = last.prompt_tokens
             reply.generation_tokens = last.generation_tokens
@@ -287,14 +294,14 @@ class ChatSession:
     def _clara_responses(self, prompt, documents, doc_ids, select=None):
         import mlx.core as mx
 
-        from clara.method.inference import compress_documents, retrieve, stream_answer
+        from clara.method import inference
 
         s = self.settings
         model = self.entry.model
         if documents is not None:
             if not documents:
                 raise ClaraError("no documents to answer from")
-            vectors = compress_documents(model, list(documents))
+            vectors = inference.compress_documents(model, list(documents))
             ids = list(doc_ids) if doc_ids else [str(i) for i in range(len(documents))]
         elif self._compressed is not None:
             vectors, ids = self._compressed
@@ -303,14 +310,12 @@ class ChatSession:
         else:
             raise ClaraError("a CLaRa checkpoint answers from documents: attach some "
                              "(--doc FILE, --sources or --store)")
-        retrieved = None
-        top_k = model.config.top_k
-        if "query_reasoner" in model.adapter_names() and vectors.shape[0] > top_k:
-            retrieved, _ = retrieve(model, prompt, vectors, top_k)
-            vectors = vectors[mx.array(retrieved)]
+        vectors, retrieved, self._scores = inference.select(model, prompt, vectors, s.top_k)
+        if retrieved is not None:
             ids = [ids[i] for i in retrieved]
         # CLaRa's prompt has its own system text and one question: no history, no top-p.
-        gen = stream_answer(model, prompt, vectors, max_tokens=s.max_tokens, temp=s.temperature)
+        gen = inference.stream_answer(model, prompt, vectors, max_tokens=s.max_tokens,
+                                      temp=s.temperature)
         return gen, list(ids), retrieved, prompt
 
     def record(self, prompt: str, reply: Reply) -> dict:

@@ -1,12 +1,8 @@
 """What chat and evaluation talk to: a base model, optionally with an adapter, kept in a cache.
 
-Adapter references (`resolve_adapter`):
-    RUN               a run of the workspace (id, unique prefix or `last`): its best checkpoint,
-                      else its last one
-    RUN:best | RUN:last | RUN:step-N | RUN:N      a given checkpoint of that run
-    PATH              an mlx-lm adapter folder (adapter_config.json + adapters.safetensors), a
-                      CLaRa checkpoint folder (clara_config.json), or a run folder
-A LoRA run gives an mlx-lm adapter; a CLaRa run (kind clara-stage*) gives a CLaRa checkpoint.
+Adapters are named in `clara.refs`'s grammar (RUN[:best|last|step-N] | PIPELINE[:stageN] |
+PATH); `resolve_adapter` is `clara.refs.resolve`. A LoRA run gives an mlx-lm adapter; a CLaRa
+run (kind clara-stage*) gives a CLaRa checkpoint.
 
 `ModelCache` keeps bases loaded, keyed by (source, dtype). Switching mlx-lm adapters on a cached
 base unwraps the LoRA layers and restores the base's own weight arrays, then applies the next
@@ -16,105 +12,22 @@ tokens, memory rows, its own adapters), so it gets its own entry.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from clara.errors import ClaraError
-from clara.workspace import Workspace
+from clara.refs import Checkpoint, _read_json, checkpoint_at, resolve
 
-ADAPTER_FILES = ("adapter_config.json", "adapters.safetensors")
-CLARA_CONFIG = "clara_config.json"
 # Config keys that must agree between an adapter's base and the base it is put on.
 SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
               "num_key_value_heads", "intermediate_size", "vocab_size")
 
-
-@dataclass(frozen=True)
-class AdapterRef:
-    kind: str = field(metadata={"help": "'lora' (an mlx-lm adapter) or 'clara' (a CLaRa "
-                                        "checkpoint)."})
-    path: Path = field(metadata={"help": "The adapter or checkpoint folder."})
-    base: str | None = field(default=None, metadata={"help": "The base it was trained on."})
-    label: str = field(default="", metadata={"help": "How to name it in logs and tables."})
-
-    def describe(self) -> dict:
-        return {"kind": self.kind, "path": str(self.path), "base": self.base,
-                "label": self.label}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ClaraError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-
-
-def adapter_at(path: Path, label: str | None = None, base: str | None = None) -> AdapterRef:
-    """An AdapterRef for a folder that must be an mlx-lm adapter or a CLaRa checkpoint."""
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise ClaraError(f"{path}: adapter folder does not exist")
-    label = label or str(path)
-    if (path / CLARA_CONFIG).is_file():
-        meta = _read_json(path / CLARA_CONFIG)
-        return AdapterRef("clara", path.resolve(),
-                          base or (meta.get("config") or {}).get("base_model") or None, label)
-    missing = [n for n in ADAPTER_FILES if not (path / n).is_file()]
-    if missing:
-        raise ClaraError(f"{path}: no {missing[0]}: not an mlx-lm adapter folder nor a CLaRa "
-                         "checkpoint")
-    cfg = _read_json(path / "adapter_config.json")
-    return AdapterRef("lora", path.resolve(), base or cfg.get("model") or None, label)
-
-
-def _checkpoint_of(run, which: str | None) -> Path:
-    from clara.train.checkpoint import repair, step_name
-
-    adapters = run.adapters
-    repair(adapters)
-    available = sorted(p.name for p in adapters.iterdir()
-                       if not p.name.startswith(".")) if adapters.is_dir() else []
-    if which is None:
-        for name in ("best", "last"):
-            if (adapters / name).is_dir():
-                return adapters / name
-        raise ClaraError(f"run {run.id} has no checkpoint yet (status: "
-                         f"{run.raw_status().get('status')})")
-    if which.isdigit():
-        which = step_name(int(which))
-    elif which.startswith("step-") and which[5:].isdigit():
-        which = step_name(int(which[5:]))
-    path = adapters / which
-    if not path.is_dir():
-        raise ClaraError(f"run {run.id} has no checkpoint {which!r} (it has: "
-                         f"{', '.join(available) or 'none'})")
-    return path
-
-
-def resolve_adapter(ws: Workspace | None, ref: str) -> AdapterRef:
-    """An adapter reference (see the module docstring) as an AdapterRef."""
-    from clara.runs import Run, find_run
-
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        if (path / "run.toml").is_file():
-            return _from_run(Run(path), None, ref)
-        return adapter_at(path, ref)
-    run_ref, _, which = ref.partition(":")
-    if ws is None or "/" in run_ref or path.exists():
-        raise ClaraError(f"{ref}: adapter folder does not exist (nor a run of that name)")
-    return _from_run(find_run(ws, run_ref), which or None, ref)
-
-
-def _from_run(run, which: str | None, label: str) -> AdapterRef:
-    doc = run.config()
-    base = (doc.get("resolved") or {}).get("model") or (doc.get("config") or {}).get("model")
-    folder = _checkpoint_of(run, which)
-    name = f"{run.id}:{which or folder.name}"
-    return adapter_at(folder, name if label == run.id or ":" in label else label, base)
+# An adapter is a checkpoint in clara.refs' sense; the names below are the chat API's.
+AdapterRef = Checkpoint
+adapter_at = checkpoint_at
+resolve_adapter = resolve
 
 
 def check_compatible(adapter: AdapterRef, base_source: str, base_config: dict) -> None:

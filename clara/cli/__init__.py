@@ -14,17 +14,57 @@ import click
 
 from clara import __version__
 from clara.cli.common import AppContext
-from clara.errors import ClaraError
+from clara.errors import ClaraError, ExitCode, os_error_message
 
 
 class ClaraGroup(click.Group):
-    """Turns every `ClaraError` into a one-line message and exit code 1, never a traceback."""
+    """Turns every error into a one-line message and its `ExitCode`, never a traceback.
+
+    `ClaraError`s carry their code; an OS error (a full disk, a folder where a file was wanted)
+    names its file; anything unexpected prints one line and leaves the traceback in a log file.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
         except ClaraError as e:
-            raise click.ClickException(str(e)) from None
+            fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", ExitCode.INTERRUPTED)
+        except OSError as e:
+            fail(os_error_message(e), ExitCode.FAILURE)
+        except Exception as e:  # a bug: one line here, the traceback in a file
+            fail(f"internal error: {type(e).__name__}: {e} (traceback in {crash_log()})",
+                 ExitCode.FAILURE)
+
+
+def fail(message: str, code: int) -> None:
+    """Print `Error: message` on stderr (one line per line of the message) and exit with `code`."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(int(code))
+
+
+def crash_log() -> str:
+    """Write the current traceback to a log file (outside any workspace); return its path."""
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    text = traceback.format_exc()
+    for folder in (os.path.join(os.path.expanduser("~"), ".cache", "clara"),
+                   tempfile.gettempdir()):
+        path = os.path.join(folder, f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            return path
+        except OSError:
+            continue
+    return "(no log: nowhere to write)"
 
 
 @click.group(cls=ClaraGroup, invoke_without_command=True,

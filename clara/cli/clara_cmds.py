@@ -12,14 +12,16 @@ import click
 from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
 from clara.cli.train import _SKIP, config_options, train_group
 from clara.errors import ClaraError, DataError
-from clara.method.pipeline import STAGES, resolve_checkpoint
-from clara.method.tasks import ClaraTrainConfig
+from clara.refs import CLARA, GRAMMAR, resolve
+from clara.method.pipeline import STAGES
+from clara.method.config import ClaraTrainConfig
 
 _from_option = click.option(
     "--from", "--init-from", "from_ref", default=None, metavar="RUN",
-    help="Start from an earlier stage: a run id (its best, else last checkpoint), a pipeline id "
-         "or a checkpoint folder. Stage 2 keeps its compressor and starts a fresh generator; "
-         "stage 3 loads both and copies the compressor into the query reasoner.")
+    help=f"Start from an earlier stage ({GRAMMAR}; a run: its best, else last checkpoint). "
+         "The run keeps that checkpoint's geometry. Stage 2 keeps its compressor and starts a "
+         "fresh generator; stage 3 loads both and copies the compressor into the query "
+         "reasoner.")
 
 
 def _stage_command(stage: str, example: str):
@@ -32,14 +34,21 @@ def _stage_command(stage: str, example: str):
                   default=None, help="TOML file of settings; flags override it.")
     @click.option("--name", default=None, help="Run id (default: clara-STAGE-DATE-TIME-XXXX).")
     @click.option("--detach", is_flag=True, help="Start in the background and print the run id.")
+    @click.option("--estimate", "estimate_only", is_flag=True,
+                  help="Print the estimated peak memory and time per step, and exit (no run).")
     @config_options(ClaraTrainConfig, skip=_SKIP | {"init_from"})
     @pass_app
-    def command(app: AppContext, model, data, from_ref, config_file, name, detach, **flags):
+    def command(app: AppContext, model, data, from_ref, config_file, name, detach,
+                estimate_only=False, **flags):
         from clara.cli.runs import launch
         from clara.method.launch import stage_run
 
         overrides = {k: v for k, v in flags.items() if v not in (None, (), [])}
         overrides.update({"model": model, "data": data, "init_from": from_ref})
+        if estimate_only:
+            from clara.cli.train import echo_estimate
+
+            return echo_estimate(app, stage, overrides, config_file)
         run = stage_run(app.workspace(), stage, overrides, config_file, name)
         launch(run, detach)
 
@@ -104,8 +113,12 @@ def _run_pipeline(pipe, detach: bool) -> None:
     st = drive(pipe, _follow_stage)
     _echo_pipeline(st)
     if st["status"] != "completed":
+        from clara.runs import outcome_code
+
+        run = pipe.current_run()
         raise ClaraError(f"pipeline {pipe.id} {st['status']}: {st.get('message') or ''}"
-                         .rstrip(": ") + f" (resume with: clara pipelines resume {pipe.id})")
+                         .rstrip(": ") + f" (resume with: clara pipelines resume {pipe.id})",
+                         exit_code=outcome_code(run.status() if run is not None else st))
 
 
 def _echo_pipeline(st: dict) -> None:
@@ -145,15 +158,10 @@ def train_pipeline(app: AppContext, model, data, config_file, name, detach, **fl
     Example: clara train pipeline -m tiny --data toy --compression-rate 4 --doc-max-tokens 64 --stage1-iters 300 --stage2-iters 200 --stage3-iters 150
     """
     from clara.method.launch import pipeline
+    from clara.plan import split_pipeline_values
 
-    per_stage = {s: {"iters": flags.pop(f"{s}_iters"), "epochs": flags.pop(f"{s}_epochs"),
-                     "learning_rate": flags.pop(f"{s}_lr")} for s in STAGES}
-    explicit = {s: flags.pop(f"{s}_data") for s in STAGES}
-    explicit = {k: v for k, v in explicit.items() if v}
-    top_k = flags.get("top_k")
-    if top_k is not None:
-        per_stage["stage3"]["top_k"] = top_k
-    overrides = {k: v for k, v in flags.items() if v not in (None, (), []) and k != "top_k"}
+    shared, per_stage, _, explicit = split_pipeline_values(flags)
+    overrides = {k: v for k, v in shared.items() if v not in (None, (), [])}
     overrides["model"] = model
     pipe = pipeline(app.workspace(), overrides, per_stage, data, explicit, config_file, name)
     _run_pipeline(pipe, detach)
@@ -269,8 +277,8 @@ def _doc_files(files: tuple[str, ...]) -> tuple[list[str], list[str]]:
 
 _run_option = click.option(
     "--run", "-c", "--checkpoint", "ckpt", required=True, metavar="RUN",
-    help="CLaRa run id (its best, else last checkpoint), pipeline id (its newest stage) or "
-         "checkpoint folder.")
+    help=f"CLaRa checkpoint: {GRAMMAR} (a run: its best, else last checkpoint; a pipeline: "
+         "its newest stage).")
 
 
 @click.command("compress")
@@ -292,7 +300,7 @@ def compress_cmd(app: AppContext, ckpt, docs_files, out, batch_size, fmt):
     from clara.method import checkpoint, inference
 
     ids, texts = _doc_files(docs_files)
-    model = checkpoint.load(resolve_checkpoint(app.workspace(), ckpt), inference=True)
+    model = checkpoint.load(resolve(app.workspace(), ckpt, want=CLARA).path, inference=True)
     store = inference.CompressedStore.build(model, texts, out, ids=ids, batch_size=batch_size)
     emit_record({"store": str(store.path), "documents": len(texts),
                  "n_mem": store.meta["n_mem"], "hidden_size": store.meta["hidden_size"]}, fmt)
@@ -320,9 +328,7 @@ def ask_cmd(app: AppContext, question, ckpt, docs_files, doc_texts, store, top_k
 
     Example: clara ask --run clara-pipeline-20250101-1200-ab12 --store store "Who invented the tidal loom?"
     """
-    import mlx.core as mx
-
-    from clara.method import checkpoint, inference
+    from clara.chat.engine import ChatEngine, ChatSettings
 
     ids, texts = _doc_files(docs_files)  # bad input is refused before the model loads
     ids += [f"doc{i}" for i in range(len(doc_texts))]
@@ -331,36 +337,36 @@ def ask_cmd(app: AppContext, question, ckpt, docs_files, doc_texts, store, top_k
         raise ClaraError("give documents (--docs/--doc) or --store, not both")
     if not store and not texts:
         raise ClaraError("no documents: give --docs FILE, --doc TEXT or --store STORE")
-    model = checkpoint.load(resolve_checkpoint(app.workspace(), ckpt), inference=True)
-    chosen = None
-    if store:
-        pool = inference.CompressedStore.open(store)
-        pool.check(model)
-        idx, scores = inference.retrieve(model, question, pool.vectors, top_k)
-        compressed = pool.vectors[mx.array(idx)]
-        chosen = [{"rank": r + 1, "id": pool.docs[i]["id"], "score": s,
-                   "text": pool.docs[i].get("text")} for r, (i, s) in enumerate(zip(idx, scores))]
-    elif texts:
-        vectors = inference.compress_documents(model, texts)
-        k = top_k or model.config.top_k
-        if "query_reasoner" in model.adapter_names() and len(texts) > k:
-            idx, scores = inference.retrieve(model, question, vectors, k)
-            compressed = vectors[mx.array(idx)]
-            chosen = [{"rank": r + 1, "id": ids[i], "score": s, "text": texts[i]}
-                      for r, (i, s) in enumerate(zip(idx, scores))]
-        else:
-            compressed = vectors
-    else:
-        raise ClaraError("no documents: give --docs FILE, --doc TEXT or --store STORE")
+    settings = ChatSettings(temperature=temp, max_tokens=max_tokens, top_k=top_k).validate()
+    ws = app.workspace()
+    engine = ChatEngine(ws, log=False)
+    # a chat session over the checkpoint: it compresses the documents (or opens the store) and
+    # lets a stage-3 model pick its top-k (clara.method.inference.select)
+    session = engine.session(None, resolve(ws, ckpt, want=CLARA), settings,
+                             documents=texts or None, doc_ids=ids or None, store=store)
+    if store and "query_reasoner" not in session.entry.model.adapter_names():
+        raise ClaraError("this model has no query reasoner (retrieval from a store needs a "
+                         "stage-3 model)")
     if fmt == "json":
-        answer = inference.answer_from_compressed(model, question, compressed,
-                                                  max_tokens=max_tokens, temp=temp)
-        emit_record({"question": question, "answer": answer, "documents": chosen}, fmt)
+        reply = session.ask(question)
+    else:
+        for delta in session.stream(question):
+            click.echo(delta.text, nl=False)
+        click.echo()
+        reply = session.last
+    chosen = None
+    if reply.retrieved is not None:
+        if store:
+            from clara.method.inference import CompressedStore
+
+            texts = [d.get("text") for d in CompressedStore.open(store).docs]
+        chosen = [{"rank": r + 1, "id": doc_id, "score": score, "text": texts[i]}
+                  for r, (i, doc_id, score) in enumerate(zip(reply.retrieved, reply.documents,
+                                                             reply.scores))]
+    if fmt == "json":
+        emit_record({"question": question, "answer": reply.text.strip(), "documents": chosen},
+                    fmt)
         return
-    for r in inference.stream_answer(model, question, compressed, max_tokens=max_tokens,
-                                     temp=temp):
-        click.echo(r.text, nl=False)
-    click.echo()
     if chosen:
         click.echo("documents:")
         for d in chosen:

@@ -73,16 +73,14 @@ def model_init_tiny(app: AppContext, name, dataset, hidden, layers, heads, kv_he
     from clara.models.tiny import TinyConfig, build_tiny_model, dataset_texts
 
     ws = app.workspace()
-    if hidden % heads:
-        raise ClaraError(f"--hidden {hidden} is not divisible by --heads {heads}")
+    cfg = TinyConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     num_key_value_heads=kv_heads, vocab_size=vocab, seed=seed).validate()
     out = ws.child("models", name)
     if out.exists():
         raise ClaraError(f"model {name!r} already exists in workspace {ws.name}")
     texts = dataset_texts(resolve_data(ws, dataset))
     if not texts:
         raise ClaraError(f"dataset {dataset!r} has no text to train a tokenizer on")
-    cfg = TinyConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                     num_key_value_heads=kv_heads, vocab_size=vocab, seed=seed)
     build_tiny_model(out, texts, cfg)
     info = json.loads((out / "clara_tiny.json").read_text())
     click.echo(f"built model {name}: {info['parameters']:,} parameters, vocab {info['vocab_size']}"
@@ -129,17 +127,17 @@ def model_fuse(app: AppContext, name, run_ref, adapter, base, dequantize):
     """
     from clara.models.fuse import fuse_adapter
     from clara.models.registry import model_source
-    from clara.runs import find_run
-    from clara.train.launch import resolve_adapter
+    from clara.refs import LORA, resolve
 
     ws = app.workspace()
     if bool(run_ref) == bool(adapter):
         raise ClaraError("give exactly one of --run RUN or --adapter FOLDER")
-    folder = resolve_adapter(ws, run_ref or adapter)
+    found = resolve(ws, run_ref or adapter, want=LORA)
+    folder = found.path
     if base is None:
         if not run_ref:
             raise ClaraError("--base is needed with --adapter")
-        base = find_run(ws, run_ref).config().get("resolved", {}).get("model")
+        base = found.base
     dst = fuse_adapter(model_source(ws, base), folder, ws.child("models", name), dequantize)
     click.echo(f"fused {folder} into {base} -> model {name} ({dst})")
 
@@ -165,10 +163,10 @@ def model_bench(app: AppContext, names, adapter, prompt_tokens, generation_token
 
     from clara.models.bench import bench_model
     from clara.models.registry import model_source
-    from clara.train.launch import resolve_adapter
+    from clara.refs import LORA, resolve
 
     ws = app.workspace()
-    adapter = str(resolve_adapter(ws, adapter)) if adapter else None
+    adapter = str(resolve(ws, adapter, want=LORA).path) if adapter else None
     results = []
     for name in names:
         result = bench_model(model_source(ws, name), adapter, prompt_tokens, generation_tokens,

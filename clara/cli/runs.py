@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
 
 import click
 
 from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
-from clara.errors import ClaraError
-from clara.runs import ACTIVE, Run, delete_run, find_run, list_runs, request_stop, start_worker
+from clara.errors import ClaraError, ExitCode
+from clara.runs import (ACTIVE, Follower, Run, delete_run, find_run, list_runs, outcome_code,
+                        request_stop, start_worker)
 
 _COLUMNS = [("id", "RUN"), ("kind", "KIND"), ("status", "STATUS"), ("step", "STEP"),
             ("total_steps", "OF"), ("train_loss", "TRAIN"), ("val_loss", "VALID"),
             ("best_step", "BEST"), ("model", "MODEL"), ("created", "CREATED")]
 
 
-def _progress_text(run: Run) -> str:
-    last = run.last_metric("train_loss") or {}
-    val = run.last_metric("val_loss") or {}
+def _progress_text(last: dict, val: dict) -> str:
     parts = []
     if "train_loss" in last:
         parts.append(f"loss {last['train_loss']:.4f}")
@@ -32,52 +31,45 @@ def _progress_text(run: Run) -> str:
 def follow_run(run: Run, proc=None, poll: float = 0.5) -> dict:
     """Show a progress bar fed from the run's files until it ends; Ctrl-C stops it (saving)."""
     status = run.status()
-    try:
-        while status.get("status") in ACTIVE and not status.get("total_steps"):
-            if proc is not None and proc.poll() is not None:
-                break
-            time.sleep(poll)
+    seen = {"train": {}, "valid": {}, "step": 0}
+    with contextlib.ExitStack() as stack:
+        bar = None
+        try:
+            for update in run.follow(poll=poll, proc=proc, events=False):
+                status = update.status
+                for row in update.metrics:
+                    seen["valid" if "val_loss" in row else "train"] = row
+                total = status.get("total_steps")
+                if bar is None and (total or update.done):
+                    bar = stack.enter_context(click.progressbar(
+                        length=total or 1, label=run.id, show_pos=True,
+                        item_show_func=lambda _: _progress_text(seen["train"], seen["valid"])))
+                step = int(seen["train"].get("step", 0))
+                if bar is not None and step > seen["step"]:
+                    bar.update(step - seen["step"], current_item=step)
+                    seen["step"] = step
+        except KeyboardInterrupt:
+            click.echo("\nstopping: the run saves a checkpoint first...", err=True)
+            request_stop(run)
+            if proc is not None:
+                proc.wait()
             status = run.status()
-        total = status.get("total_steps") or 1
-        with click.progressbar(length=total, label=f"{run.id}", show_pos=True,
-                               item_show_func=lambda _: _progress_text(run)) as bar:
-            done = 0
-            while True:
-                last = run.last_metric("train_loss") or {}
-                step = int(last.get("step", 0))
-                if step > done:
-                    bar.update(step - done, current_item=step)
-                    done = step
-                status = run.status()
-                if status.get("status") not in ACTIVE:
-                    break
-                if proc is not None and proc.poll() is not None:
-                    time.sleep(poll)  # let the worker's last status write land
-                    status = run.status()
-                    break
-                time.sleep(poll)
-    except KeyboardInterrupt:
-        click.echo("\nstopping: the run saves a checkpoint first...", err=True)
-        request_stop(run)
-        if proc is not None:
-            proc.wait()
-        status = run.status()
-    if proc is not None:
-        proc.wait()
-        status = run.status()
     return status
 
 
 def report_outcome(run: Run, status: dict) -> None:
+    """Print how a run ended; end the command with the run's exit code (see `outcome_code`)."""
     click.echo(f"run {run.id}: {status.get('status')}"
                + (f" ({status.get('message')})" if status.get("message") else ""))
-    if status.get("best_step"):
-        click.echo(f"best step {status['best_step']} (val loss {status.get('best_val_loss'):.4f}):"
+    if status.get("best_step") and status.get("best_val_loss") is not None:
+        click.echo(f"best step {status['best_step']} (val loss {status['best_val_loss']:.4f}):"
                    f" {run.adapters / 'best'}")
     if (run.adapters / "last").exists():
         click.echo(f"last checkpoint: {run.adapters / 'last'}")
-    if status.get("status") == "failed":
-        raise ClaraError(f"run {run.id} failed: {status.get('message')}")
+    code = outcome_code(status)
+    if code != ExitCode.OK:
+        raise ClaraError(f"run {run.id} {status.get('status')}: {status.get('message')}",
+                         exit_code=code)
 
 
 def launch(run: Run, detach: bool) -> None:
@@ -121,8 +113,7 @@ def runs_show(app: AppContext, run_ref: str, fmt: str):
     record = {**run.summary(), "path": str(run.path), "status_detail": run.status(),
               "config": doc.get("config"), "resolved": doc.get("resolved"),
               "platform": doc.get("platform"),
-              "checkpoints": sorted(p.name for p in run.adapters.iterdir())
-              if run.adapters.is_dir() else []}
+              "checkpoints": [p.name for p in run.checkpoints()]}
     if fmt == "json":
         emit_record(record, fmt)
         return
@@ -158,26 +149,17 @@ def runs_tail(app: AppContext, run_ref: str, lines: int, follow: bool, events: b
     Example: clara runs tail last -n 5 --follow
     """
     run = find_run(app.workspace(), run_ref)
-    seen = {"metrics": 0, "events": 0}
-
-    def fresh() -> list[dict]:
-        out = []
-        for name in ("metrics", "events") if events else ("metrics",):
-            rows = run.metrics() if name == "metrics" else run.events()
-            out += rows[seen[name]:]
-            seen[name] = len(rows)
-        return out
 
     def show(rows):
         for row in rows:
             click.echo(json.dumps(row, ensure_ascii=False) if fmt == "json" else _line(row))
 
-    show(fresh()[-lines:] if lines else [])
-    while follow and run.status().get("status") in ACTIVE:
-        time.sleep(0.5)
-        show(fresh())
+    follower = Follower(run)
+    first = follower.read(events=events)
+    show((first.metrics + first.events)[-lines:] if lines else [])
     if follow:
-        show(fresh())
+        for update in run.follow(first.offsets, events=events):
+            show(update.metrics + update.events)
 
 
 @runs_group.command("stop")

@@ -59,9 +59,12 @@ def train_group():
               default=None, help="TOML file of settings; flags override it.")
 @click.option("--name", default=None, help="Run id (default: lora-DATE-TIME-XXXX).")
 @click.option("--detach", is_flag=True, help="Start in the background and print the run id.")
+@click.option("--estimate", "estimate_only", is_flag=True,
+              help="Print the estimated peak memory and time per step, and exit (no run).")
 @config_options(TrainConfig, skip=_SKIP)
 @pass_app
-def train_lora(app: AppContext, model, data, config_file, name, detach, **flags):
+def train_lora(app: AppContext, model, data, config_file, name, detach, estimate_only=False,
+               **flags):
     """Fine-tune a model with LoRA, DoRA or full fine-tuning on text (cpt) or chat (sft) data.
 
     Runs in its own process; the run folder (runs/ID) has run.toml, status.json, metrics.jsonl,
@@ -75,8 +78,22 @@ def train_lora(app: AppContext, model, data, config_file, name, detach, **flags)
     overrides = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flags.items()}
     overrides = {k: v for k, v in overrides.items() if v not in (None, [])}
     overrides.update({"model": model, "data": data})
+    if estimate_only:
+        echo_estimate(app, "lora", overrides, config_file)
+        return
     run = lora_run(app.workspace(), overrides, config_file, name)
     launch(run, detach)
+
+
+def echo_estimate(app: AppContext, kind: str, overrides: dict, config_file) -> None:
+    """--estimate: one line on stdout, a warning on stderr when over the device's budget."""
+    from clara.train.estimate import estimate_request
+
+    est = estimate_request(app.workspace(), kind, overrides, config_file)
+    click.echo(est.line())
+    if est.over_budget:
+        click.echo(f"warning: the estimated peak passes 90% of {est.budget_what} "
+                   f"({est.budget_bytes / 1e9:.1f} GB)", err=True)
 
 
 COMMANDS = [train_group]

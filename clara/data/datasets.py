@@ -18,7 +18,7 @@ from clara import __version__, io
 from clara.data import validate
 from clara.data.chunking import RegexTokenizer, TokenCounter
 from clara.errors import ClaraError, ValidationFailed
-from clara.workspace import Workspace, now_iso
+from clara.workspace import Workspace, is_valid_name, now_iso
 
 META = "dataset.toml"
 
@@ -105,16 +105,17 @@ def read_meta(folder: str | Path) -> dict:
 
 
 def resolve(ws: Workspace | None, target: str | Path) -> Path:
-    """A dataset folder or JSONL file: an existing path, else a dataset name in the workspace."""
+    """A dataset folder or JSONL file: a dataset name of the workspace, else an existing path."""
+    text = str(target)
+    if ws is not None and ws.exists and is_valid_name(text):
+        folder = ws.child("datasets", text)  # refuses a link that leaves the workspace
+        if folder.is_dir():
+            return folder
     path = Path(target)
     if path.exists():
         return path
-    if ws is not None and ws.exists and "/" not in str(target):
-        folder = ws.datasets_dir / str(target)
-        if folder.is_dir():
-            return folder
     where = f" and no dataset of that name in workspace {ws.name}" if ws is not None else ""
-    raise ClaraError(f"no file or folder {str(target)!r}{where} (see: clara data list)")
+    raise ClaraError(f"no file or folder {text!r}{where} (see: clara data list)")
 
 
 def list_datasets(ws: Workspace) -> list[dict]:

@@ -79,6 +79,19 @@ class EvalConfig:
         "help": "Also ask N questions of the bundled general QA set (forgetting probe)."})
     name: str | None = field(default=None, metadata={"help": "Evaluation id."})
 
+    def validate(self) -> "EvalConfig":
+        checks = [(self.top_k >= 1, "top_k", "must be at least 1"),
+                  (self.max_tokens >= 1, "max_tokens", "must be at least 1"),
+                  (self.limit is None or self.limit >= 1, "limit", "must be at least 1"),
+                  (self.chunk_tokens >= 1, "chunk_tokens", "must be at least 1"),
+                  (0 <= self.chunk_overlap < self.chunk_tokens, "chunk_overlap",
+                   "must be in [0, chunk_tokens)"),
+                  (self.retention >= 0, "retention", "must be >= 0")]
+        for ok, name, problem in checks:
+            if not ok:
+                raise ClaraError(f"{name}: {getattr(self, name)} {problem}")
+        return self
+
 
 def new_eval_id(prefix: str = "eval") -> str:
     return f"{prefix}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
@@ -208,6 +221,7 @@ def run_eval(ws: Workspace, cfg: EvalConfig, engine: ChatEngine | None = None,
              progress: Callable[[str, int, int], None] | None = None,
              kind: str = "eval") -> EvalResult:
     """Evaluate every configuration of `cfg` and write the evaluation folder."""
+    cfg.validate()
     specs = [parse_spec(c) for c in cfg.configs]
     if not specs:
         raise ClaraError("no configuration to evaluate")

@@ -23,8 +23,12 @@ class LoRAPair(nn.Module):
         self.dropout = nn.Dropout(p=dropout)
 
     def delta(self, x: mx.array) -> mx.array:
-        z = (self.dropout(x) @ self.lora_a) @ self.lora_b
-        return (self.scale * z).astype(x.dtype)
+        # float32 weights, activations in the model's dtype: multiplying a bfloat16 x by float32
+        # weights would copy x to float32 and keep that copy for the backward pass (about as
+        # much memory again as the whole bfloat16 activations). The cast is differentiable, so
+        # gradients and the optimizer still see float32.
+        z = (self.dropout(x) @ self.lora_a.astype(x.dtype)) @ self.lora_b.astype(x.dtype)
+        return self.scale * z
 
 
 class MultiLoRALinear(nn.Module):
@@ -58,6 +62,26 @@ class MultiLoRALinear(nn.Module):
         if self.active is None:
             return y
         return y + self.adapters[self.active].delta(x)
+
+
+class CastLoRALinear(LoRALinear):
+    """mlx-lm's LoRALinear whose float32 A and B are cast to the input's dtype in the forward
+    (see LoRAPair.delta). Same parameters and names, so adapters load, save and fuse as before."""
+
+    def __call__(self, x):
+        y = self.linear(x)
+        z = (self.dropout(x) @ self.lora_a.astype(x.dtype)) @ self.lora_b.astype(x.dtype)
+        return y + self.scale * z
+
+
+def cast_lora_layers(model: nn.Module) -> int:
+    """Give every plain mlx-lm LoRALinear of `model` the casting forward; returns how many."""
+    n = 0
+    for _, m in model.named_modules():
+        if type(m) is LoRALinear:
+            m.__class__ = CastLoRALinear
+            n += 1
+    return n
 
 
 def apply_multi_lora(lm: nn.Module, names, rank: int, scale: float, dropout: float,

@@ -25,7 +25,7 @@ from mlx.utils import tree_flatten
 
 from clara import io
 from clara.errors import ClaraError
-from clara.method.config import ClaraConfig
+from clara.method.config import ClaraConfig, check_geometry
 from clara.method.model import ClaraModel
 
 CONFIG_FILE = "clara_config.json"
@@ -157,10 +157,7 @@ def load(directory: str | Path, stage: str | None = None, inference: bool = Fals
     meta = read_meta(directory)
     saved = ClaraConfig.from_dict(meta["config"])
     values = {**meta["config"], **(overrides or {})}
-    for fixed in ("doc_max_tokens", "compression_rate", "lora_rank", "lora_keys", "lora_layers"):
-        if fixed in (overrides or {}) and values[fixed] != meta["config"][fixed]:
-            raise ClaraError(f"{fixed}: the checkpoint has {meta['config'][fixed]}; it cannot "
-                             "change when continuing from it")
+    check_geometry(meta["config"], overrides or {}, directory)
     target = saved.stage if (inference or stage is None) else stage
     values["stage"] = target
     cfg = ClaraConfig.from_dict(values)

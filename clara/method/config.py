@@ -1,10 +1,19 @@
-"""The configuration of a CLaRa model: compression geometry, adapters, stage and loss weights."""
+"""The configuration of a CLaRa model and of a CLaRa training run, declared once.
+
+`ClaraSettings` holds the method's settings a user picks (compression geometry, adapters, loss
+weights); a model's `ClaraConfig` adds the base and the stage, a run's `ClaraTrainConfig` adds
+the engine's settings (clara/train/config.py), the data and the starting checkpoint. Fields
+marked `geometry` in their metadata fix the shape of a checkpoint: a run continued from one
+takes them from it, and asking for other values is an error.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from clara.errors import ClaraError
+from clara.train.config import EngineConfig
 
 STAGES = ("stage1", "stage2", "stage3")
 ADAPTERS = ("compressor", "generator", "query_reasoner")
@@ -12,31 +21,30 @@ LORA_KEYS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_a
              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
+def _geometry(help_: str) -> dict:
+    return {"help": help_, "geometry": True}
+
+
 @dataclass
-class ClaraConfig:
-    base_model: str = field(default="", metadata={
-        "help": "The frozen base model: a local mlx-lm folder or a Hugging Face id."})
-    stage: str = field(default="stage1", metadata={
-        "help": "stage1 = compressor pretraining (SCP), stage2 = instruction tuning, "
-                "stage3 = end-to-end retrieval + generation."})
-    doc_max_tokens: int = field(default=256, metadata={
-        "help": "Document tokens kept per document (longer documents are cut at the right)."})
-    compression_rate: int = field(default=32, metadata={
-        "help": "Document tokens per memory vector: n_mem = doc_max_tokens // compression_rate "
-                "(1 to 256)."})
+class ClaraSettings:
+    """The method's settings, shared by a model's config and a training run's."""
+
+    doc_max_tokens: int = field(default=256, metadata=_geometry(
+        "Document tokens kept per document (longer documents are cut at the right)."))
+    compression_rate: int = field(default=32, metadata=_geometry(
+        "Document tokens per memory vector: n_mem = doc_max_tokens // compression_rate "
+        "(1 to 256)."))
     top_k: int = field(default=1, metadata={
         "help": "Documents per question in the generator prompt (stage 1: 1; stage 2: 5; "
                 "stage 3: how many candidates the query reasoner selects)."})
     max_len: int = field(default=2048, metadata={
         "help": "Longest generator sequence (prompt + answer); answers are cut to fit."})
-    lora_rank: int = field(default=16, metadata={"help": "LoRA rank of every adapter."})
+    lora_rank: int = field(default=16, metadata=_geometry("LoRA rank of every adapter."))
     lora_scale: float = field(default=2.0, metadata={
         "help": "LoRA scale (alpha / rank; the reference uses 32 / 16 = 2)."})
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
-    lora_keys: tuple[str, ...] = field(default=LORA_KEYS, metadata={
-        "help": "Projections inside each block that get adapters."})
-    lora_layers: int = field(default=-1, metadata={
-        "help": "Adapt the last N blocks (-1 = all)."})
+    lora_layers: int = field(default=-1, metadata=_geometry(
+        "Adapt the last N blocks (-1 = all)."))
     mse_weight: float = field(default=0.1, metadata={
         "help": "Weight of the memory/document mean-state MSE in stages 1 and 2 (0 = off)."})
     tau: float = field(default=0.02, metadata={
@@ -56,6 +64,58 @@ class ClaraConfig:
     def n_mem(self) -> int:
         return self.doc_max_tokens // self.compression_rate
 
+    def _stage3_parts(self) -> set[str]:
+        return {p.strip() for p in self.stage3_train.split(",") if p.strip()}
+
+    def check_settings(self) -> None:
+        """The method's own ranges (every number finite); raises a one-line ClaraError."""
+        for f in fields(ClaraSettings):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ClaraError(f"{f.name}: {v} is not a finite number")
+        if not 1 <= self.compression_rate <= 256:
+            raise ClaraError(f"compression_rate: {self.compression_rate} is outside 1..256")
+        if self.doc_max_tokens < 1:
+            raise ClaraError(f"doc_max_tokens: {self.doc_max_tokens} must be positive")
+        if self.n_mem < 1:
+            raise ClaraError(f"doc_max_tokens {self.doc_max_tokens} // compression_rate "
+                             f"{self.compression_rate} gives no memory token")
+        if self.top_k is not None and self.top_k < 1:
+            raise ClaraError(f"top_k: {self.top_k} must be at least 1")
+        if self.max_len < 2:
+            raise ClaraError(f"max_len: {self.max_len} must be at least 2")
+        if self.lora_rank < 1:
+            raise ClaraError(f"lora_rank: {self.lora_rank} must be at least 1")
+        if self.lora_layers == 0 or self.lora_layers < -1:
+            raise ClaraError(f"lora_layers: {self.lora_layers} must be -1 (all) or at least 1")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ClaraError(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
+        if self.tau <= 0:
+            raise ClaraError(f"tau: {self.tau} must be positive")
+        parts = self._stage3_parts()
+        if not parts or parts - {"query_reasoner", "generator", "memory"}:
+            raise ClaraError(f"stage3_train: {self.stage3_train!r} is not a comma-separated "
+                             "list of query_reasoner, generator, memory")
+        if self.mse_weight < 0 or self.retrieval_weight < 0:
+            name = "mse_weight" if self.mse_weight < 0 else "retrieval_weight"
+            raise ClaraError(f"{name}: {getattr(self, name)} must be >= 0")
+
+
+def settings_of(obj) -> dict:
+    """The ClaraSettings fields of a config (a model's or a run's) as a dict."""
+    return {f.name: getattr(obj, f.name) for f in fields(ClaraSettings)}
+
+
+@dataclass
+class ClaraConfig(ClaraSettings):
+    base_model: str = field(default="", metadata={
+        "help": "The frozen base model: a local mlx-lm folder or a Hugging Face id."})
+    stage: str = field(default="stage1", metadata={
+        "help": "stage1 = compressor pretraining (SCP), stage2 = instruction tuning, "
+                "stage3 = end-to-end retrieval + generation."})
+    lora_keys: tuple[str, ...] = field(default=LORA_KEYS, metadata=_geometry(
+        "Projections inside each block that get adapters."))
+
     def adapters(self) -> tuple[str, ...]:
         """The adapters a model of this stage holds."""
         return ADAPTERS if self.stage == "stage3" else ADAPTERS[:2]
@@ -73,32 +133,14 @@ class ClaraConfig:
             return self.train_memory_rows and "memory" in self._stage3_parts()
         return self.train_memory_rows
 
-    def _stage3_parts(self) -> set[str]:
-        return {p.strip() for p in self.stage3_train.split(",") if p.strip()}
 
     def validate(self) -> "ClaraConfig":
         if self.stage not in STAGES:
             raise ClaraError(f"stage: {self.stage!r} is not one of {', '.join(STAGES)}")
-        if not 1 <= self.compression_rate <= 256:
-            raise ClaraError(f"compression_rate: {self.compression_rate} is outside 1..256")
-        if self.doc_max_tokens < 1:
-            raise ClaraError(f"doc_max_tokens: {self.doc_max_tokens} must be positive")
-        if self.n_mem < 1:
-            raise ClaraError(f"doc_max_tokens {self.doc_max_tokens} // compression_rate "
-                             f"{self.compression_rate} gives no memory token")
-        if self.top_k < 1:
-            raise ClaraError(f"top_k: {self.top_k} must be at least 1")
-        if self.lora_rank < 1:
-            raise ClaraError(f"lora_rank: {self.lora_rank} must be at least 1")
+        self.check_settings()
         bad = [k for k in self.lora_keys if k not in LORA_KEYS]
         if bad:
             raise ClaraError(f"lora_keys: unknown projection(s) {', '.join(bad)}")
-        parts = self._stage3_parts()
-        if not parts or parts - {"query_reasoner", "generator", "memory"}:
-            raise ClaraError(f"stage3_train: {self.stage3_train!r} is not a comma-separated "
-                             "list of query_reasoner, generator, memory")
-        if self.tau <= 0:
-            raise ClaraError(f"tau: {self.tau} must be positive")
         return self
 
     def to_dict(self) -> dict:
@@ -114,3 +156,58 @@ class ClaraConfig:
         if "lora_keys" in kw:
             kw["lora_keys"] = tuple(kw["lora_keys"])
         return cls(**kw).validate()
+
+
+def geometry_fields() -> tuple[str, ...]:
+    """The fields a checkpoint fixes (marked `geometry`)."""
+    return tuple(f.name for f in fields(ClaraConfig) if f.metadata.get("geometry"))
+
+
+def check_geometry(saved: dict, asked: dict, where) -> None:
+    """Refuse asked geometry values that differ from a checkpoint's saved config."""
+    for name in geometry_fields():
+        if name in asked and name in saved and _same(asked[name]) != _same(saved[name]):
+            raise ClaraError(f"{name}: {_same(asked[name])} asked, but the checkpoint {where} "
+                             f"has {_same(saved[name])}; a run continued from it keeps its "
+                             "geometry")
+
+
+def _same(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
+
+
+def default_top_k(stage: str) -> int:
+    return 1 if stage == "stage1" else 5
+
+
+@dataclass
+class ClaraTrainConfig(ClaraSettings, EngineConfig):
+    """A CLaRa stage run: the engine's settings plus the method's."""
+
+    model: str = field(default="", metadata={"help": "Base model: local mlx-lm folder or HF id."})
+    data: str = field(default="", metadata={
+        "help": "Folder with train.jsonl (and valid.jsonl) in the stage's row format."})
+    init_from: str | None = field(default=None, metadata={
+        "help": "Checkpoint of an earlier stage to start from (stage 2 keeps its compressor and "
+                "starts a fresh generator; stage 3 copies the compressor into the query "
+                "reasoner)."})
+    batch_size: int = field(default=2, metadata={"help": "Questions per micro-batch."})
+    top_k: int | None = field(default=None, metadata={
+        "help": "Documents per question (default: 1 in stage 1; in stage 2 the documents of "
+                "its rows; 5 in stage 3)."})
+
+    def validate(self) -> None:
+        EngineConfig.validate(self)
+        self.check_settings()
+        if self.batch_size < 1:
+            raise ClaraError(f"batch_size: {self.batch_size} must be at least 1")
+
+    def method_config(self, stage: str) -> ClaraConfig:
+        values = settings_of(self)
+        values["top_k"] = self.top_k or default_top_k(stage)
+        return ClaraConfig(base_model=self.model, stage=stage, **values).validate()
+
+    def overrides(self, stage: str) -> dict:
+        """Every method setting of this run, for a model continued from a checkpoint (whose
+        geometry must then be the same)."""
+        return settings_of(self.method_config(stage))

@@ -61,7 +61,8 @@ class MemoryEmbedding(nn.Module):
         out = self.base(mx.minimum(ids, self.base_rows - 1))
         rel = ids - self.first
         is_new = (rel >= 0) & (rel < self.n_new)
-        new = self.new_rows()[mx.clip(rel, 0, self.n_new - 1)].astype(out.dtype)
+        # cast the few rows, not the gathered [B, L, H] copy
+        new = self.new_rows().astype(out.dtype)[mx.clip(rel, 0, self.n_new - 1)]
         return mx.where(is_new[..., None], new, out)
 
     def as_linear(self, x: mx.array) -> mx.array:

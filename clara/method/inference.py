@@ -172,6 +172,21 @@ def retrieve(model: ClaraModel, question: str, vectors: mx.array, top_k: int | N
     return [int(i) for i in order.tolist()], [float(scores[i].item()) for i in order.tolist()]
 
 
+def retrieves(model: ClaraModel, n_docs: int, top_k: int | None = None) -> bool:
+    """Whether the model picks its own top-k of `n_docs` documents: a stage-3 model (it has a
+    query reasoner) given more documents than its top-k. Any other answers from all of them."""
+    return "query_reasoner" in model.adapter_names() and n_docs > (top_k or model.config.top_k)
+
+
+def select(model: ClaraModel, question: str, vectors: mx.array, top_k: int | None = None):
+    """(vectors answered from, picked indices or None, their scores or None): the top-k of a
+    stage-3 model's query reasoner when it `retrieves`, else all the documents as given."""
+    if not retrieves(model, vectors.shape[0], top_k):
+        return vectors, None, None
+    idx, scores = retrieve(model, question, vectors, top_k)
+    return vectors[mx.array(idx)], idx, scores
+
+
 @dataclass
 class RetrievalAnswer:
     text: str

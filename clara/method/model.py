@@ -1,14 +1,14 @@
 """ClaraModel: one frozen mlx-lm base, the CLaRa tokens, three LoRA adapters, and the forwards
 of compression, query encoding, injection and decoding.
 
-Padding and positions. Batches are LEFT padded (memory tokens at the right end, as the
-reference). The forward iterates `lm.model.layers` with an explicit boolean mask
-[B, 1, L, L] = causal AND key-is-real (each position may also see itself, so a pad row never has
-an empty softmax), then applies the final norm: the same post-norm states as `lm.model(...)`.
-RoPE positions are the absolute indices 0..L-1, pads included, as HF computes them in the
-reference's training forward. Because RoPE attention scores depend only on the distance between
-query and key, shifting every real token by the pad count changes nothing but rounding: a
-document compresses to the same vectors alone or in a padded batch (tested to 1e-5).
+Padding and positions. Batches are RIGHT padded: every row's real tokens start at position 0
+and pads follow them, so causal attention alone keeps pads out of every real token's view and
+the forward runs with mlx's "causal" mask, which is fused (no [B, heads, L, L] scores are
+stored for the backward pass: with an explicit mask array they were the largest activations of
+a CLaRa step, 7 GB of 18 at 1.1B, batch 8). RoPE positions are then those of each row alone, so
+a document compresses to the same vectors alone or in a padded batch (tested to 1e-5); the
+reference left-pads and counts pads in the positions, which RoPE's relative scores make equal
+up to rounding. `hidden_states` still takes an explicit key mask for left-padded input.
 """
 
 from __future__ import annotations
@@ -24,22 +24,23 @@ from clara.method.config import ClaraConfig
 from clara.method.embeddings import MemoryEmbedding, install
 from clara.method.losses import (IGNORE, answer_match, contrastive_retrieval_loss, masked_ce,
                                  memory_mse, retrieval_metrics)
-from clara.method.tokens import SpecialIds, contains_added_token, extend_tokenizer
+from clara.method.tokens import (SpecialIds, contains_added_token, encode_in_context,
+                                 extend_tokenizer)
 from clara.method.topk import cosine_scores, differentiable_topk
 
 
 PAD_MULTIPLE = 16  # lengths rounded up: few distinct shapes, so a compiled step rarely re-traces
 
 
-def _left_pad(seqs: list[list[int]], pad: int, multiple: int = PAD_MULTIPLE):
+def _right_pad(seqs: list[list[int]], pad: int, multiple: int = PAD_MULTIPLE):
     L = max(len(s) for s in seqs)
     L = -(-L // multiple) * multiple
     ids = np.full((len(seqs), L), pad, dtype=np.int32)
     mask = np.zeros((len(seqs), L), dtype=np.int32)
     for i, s in enumerate(seqs):
         if s:
-            ids[i, L - len(s):] = s
-            mask[i, L - len(s):] = 1
+            ids[i, :len(s)] = s
+            mask[i, :len(s)] = 1
     return ids, mask
 
 
@@ -132,7 +133,9 @@ class ClaraModel(nn.Module):
     # ------------------------------------------------------------------ forwards
     def hidden_states(self, ids: mx.array | None, mask: mx.array | None = None,
                       embeddings: mx.array | None = None) -> mx.array:
-        """Post-norm last-layer states [B, L, H] of a left-padded batch (mask: 1 = real)."""
+        """Post-norm last-layer states [B, L, H]. Without `mask` (right-padded or unpadded
+        rows) attention is causal and fused; with one (1 = real) keys that are not real are
+        hidden too, for left-padded input, at the cost of an explicit [B, 1, L, L] mask."""
         inner = self.lm.model
         h = embeddings if embeddings is not None else inner.embed_tokens(ids)
         # muP models (hyperclovax) scale every input embedding, given ones included, as their
@@ -159,9 +162,10 @@ class ClaraModel(nn.Module):
 
     def compress(self, ids: mx.array, mask: mx.array, mem_pos: mx.array,
                  adapter: str = "compressor"):
-        """Memory-position states [B, n_mem, H] of encoder rows, and the §2.1 MSE."""
+        """Memory-position states [B, n_mem, H] of right-padded encoder rows (encoder_batch),
+        and the §2.1 MSE over the real positions (`mask`)."""
         self.set_adapter(adapter)
-        h = self.hidden_states(ids, mask)
+        h = self.hidden_states(ids)  # right padded: causal attention never sees the pads
         B, L, H = h.shape
         vec = mx.take_along_axis(h, mx.broadcast_to(mem_pos[..., None], (B, mem_pos.shape[1], H)),
                                  axis=1)
@@ -189,9 +193,14 @@ class ClaraModel(nn.Module):
         return mx.where((slot_index >= 0)[..., None], got, tok)
 
     def decode_logits(self, batch: dict, compressed: mx.array, k: int) -> mx.array:
+        """Logits of the positions that `batch["labels"]` covers: the last labels.shape[1]
+        positions (decoder_batch trims the prompt columns no row supervises, so the head and
+        the loss never see them; the width comes from a shape, so a compiled step stays
+        static)."""
         self.set_adapter("generator")
         emb = self.inject(batch["dec_ids"], batch["slot_index"], compressed, k)
-        return self.head(self.hidden_states(None, batch["dec_mask"], emb))
+        h = self.hidden_states(None, None, emb)  # right padded (decoder_batch)
+        return self.head(h[:, h.shape[1] - batch["labels"].shape[1]:])
 
     def stage_loss(self, batch: dict):
         """(loss, supervised tokens, named scalars) of one batch for the configured stage."""
@@ -235,6 +244,9 @@ class ClaraModel(nn.Module):
                 rl = contrastive_retrieval_loss(scores, pos, cfg.tau)
                 extras["retrieval"] = rl
                 loss = loss + cfg.retrieval_weight * rl
+            if not self.training:  # what selects stage 3's best checkpoint (the task's best_metric)
+                k = cfg.top_k if f"recall@{cfg.top_k}" in extras else 1
+                extras["em_recall"] = extras["em"] + extras[f"recall@{k}"]
         return loss, n, extras
 
     def _decode_selected(self, batch: dict, weights: mx.array, flat: mx.array) -> mx.array:
@@ -255,21 +267,24 @@ class ClaraModel(nn.Module):
             raise ClaraError(f"{what}: contains the reserved token {bad}")
 
     def encoder_rows(self, texts: list[str]) -> list[list[int]]:
-        """<ENC> BOS doc EOS <MEM0>..<MEM{n-1}> per text; doc cut to doc_max_tokens."""
+        """<ENC> BOS doc EOS <MEM0>..<MEM{n-1}> per text, as the reference builds it: the doc is
+        tokenized in context (after the special tokens) and <ENC> BOS doc EOS is cut to
+        doc_max_tokens + 3 tokens (a long doc loses its EOS and keeps one more doc token)."""
         s = self.special
+        head = [s.enc] + ([s.bos] if s.bos is not None else [])
         out = []
         for t in texts:
-            # split_special_tokens: text that spells a special token stays plain text.
-            toks = self.hf.encode(t, add_special_tokens=False, split_special_tokens=True)
-            toks = toks[: self.config.doc_max_tokens]
-            out.append([s.enc] + ([s.bos] if s.bos is not None else []) + toks + [s.eos]
-                       + list(s.mem))
+            # text that spells a special token stays plain text
+            row = head + encode_in_context(self.hf, t) + [s.eos]
+            out.append(row[: self.config.doc_max_tokens + 3] + list(s.mem))
         return out
 
     def encoder_batch(self, texts: list[str], prefix: str = "enc") -> dict[str, mx.array]:
-        ids, mask = _left_pad(self.encoder_rows(texts), self.special.pad)
-        L, n = ids.shape[1], self.config.n_mem
-        mem_pos = np.broadcast_to(np.arange(L - n, L, dtype=np.int32), (len(texts), n))
+        rows = self.encoder_rows(texts)
+        ids, mask = _right_pad(rows, self.special.pad)
+        n = self.config.n_mem
+        # the memory tokens end each row
+        mem_pos = np.array([np.arange(len(r) - n, len(r)) for r in rows], dtype=np.int32)
         return {f"{prefix}_ids": mx.array(ids), f"{prefix}_mask": mx.array(mask),
                 f"{prefix}_mem_pos": mx.array(np.ascontiguousarray(mem_pos))}
 
@@ -298,12 +313,19 @@ class ClaraModel(nn.Module):
         return out
 
     def decoder_batch(self, examples: list[tuple[list[int], int]], k: int) -> dict[str, mx.array]:
-        """Left-padded generator inputs; labels are IGNORE on pads and prompts."""
-        ids, mask = _left_pad([e[0] for e in examples], self.special.pad)
+        """Right-padded generator inputs; labels are IGNORE on pads and prompts.
+
+        `labels` covers only the last columns, from one before the first supervised one
+        (rounded down to PAD_MULTIPLE): logits over the full vocabulary are among the largest
+        activations of a step, and the prompt columns before it carry no loss."""
+        ids, mask = _right_pad([e[0] for e in examples], self.special.pad)
         labels = np.where(mask == 1, ids, IGNORE).astype(np.int32)
         L = ids.shape[1]
         for b, (seq, plen) in enumerate(examples):
-            labels[b, : L - len(seq) + plen] = IGNORE
+            labels[b, :plen] = IGNORE
+        supervised = np.flatnonzero((labels != IGNORE).any(axis=0))
+        first = int(supervised[0]) if len(supervised) else L - 1
+        labels = labels[:, max(0, first - 1) // PAD_MULTIPLE * PAD_MULTIPLE:]
         return {"dec_ids": mx.array(ids), "dec_mask": mx.array(mask), "labels": mx.array(labels),
                 "slot_index": mx.array(self.slot_index(ids, k))}
 

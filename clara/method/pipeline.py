@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from clara import io
+from clara import io, refs
 from clara.errors import ClaraError
 from clara.runs import (
     ACTIVE,
@@ -55,19 +55,12 @@ STAGE_OVERRIDES = ("iters", "epochs", "learning_rate", "top_k")
 STAGE3_LR_SCALE = 0.1
 
 
-def _checkpoint_of(run: Run) -> Path:
-    """A run's best checkpoint, else its last one (a CLaRa checkpoint folder)."""
-    for sub in ("best", "last"):
-        folder = run.adapters / sub
-        if (folder / "clara_config.json").is_file():
-            return folder.resolve()
-    raise ClaraError(f"run {run.id}: no CLaRa checkpoint (adapters/best or adapters/last)")
-
-
 def docs_per_row(data_dir: str | Path) -> int | None:
     """Documents in the first row of a dataset's train.jsonl (stage 2 needs top_k to match)."""
+    from clara.data.formats import DOC_KEYS
+
     for _, row in io.iter_jsonl(Path(data_dir) / "train.jsonl"):
-        for key in ("docs", "context", "content"):
+        for key in DOC_KEYS:
             if isinstance(row, dict) and isinstance(row.get(key), list):
                 return len(row[key])
         return None
@@ -217,59 +210,38 @@ def find_pipeline(ws: Workspace, ref: str) -> Pipeline:
     raise ClaraError(f"no pipeline {ref!r} in workspace {ws.name} (see: clara pipelines list)")
 
 
-def resolve_checkpoint(ws: Workspace | None, ref: str) -> Path:
-    """A CLaRa checkpoint from a checkpoint folder, a run id (its best, else last checkpoint) or
-    a pipeline id (its newest stage with a checkpoint)."""
-    path = Path(ref).expanduser()
-    if (path / "clara_config.json").is_file():
-        return path.resolve()
-    if ws is None:
-        raise ClaraError(f"{ref}: not a CLaRa checkpoint folder")
-    from clara.runs import find_run
-
-    try:
-        return _checkpoint_of(find_run(ws, ref))
-    except ClaraError as run_error:
-        try:
-            pipe = find_pipeline(ws, ref)
-        except ClaraError:
-            raise run_error from None
-    for s in reversed(STAGES):
-        run = pipe.run_of(s)
-        if run is not None and run.exists:
-            try:
-                return _checkpoint_of(run)
-            except ClaraError:
-                continue
-    raise ClaraError(f"pipeline {pipe.id}: no stage has a checkpoint yet")
-
-
 # ---------------------------------------------------------------------------- the driver
 def stage_config(pipe: Pipeline, stage: str, init_from: Path | None) -> dict:
-    """The ClaraTrainConfig dict of a stage run: shared settings, the stage's overrides, its
-    data, its starting checkpoint; stage 2's top_k defaults to its rows' document count and
-    stage 3's to stage 2's."""
-    from clara.method.tasks import ClaraTrainConfig
+    """The ClaraTrainConfig dict of a stage run of this pipeline."""
+    return effective_stage_config(pipe.doc(), stage, init_from)
 
-    doc = pipe.doc()
+
+def effective_stage_config(doc: dict, stage: str, init_from: Path | None,
+                           check_rows: bool = True) -> dict:
+    """The ClaraTrainConfig dict of a stage run from a pipeline's {"config", "stages"}: shared
+    settings, the stage's overrides, its data, its starting checkpoint; stage 2's top_k
+    defaults to its rows' document count and stage 3's to stage 2's (check_rows=False: the
+    datasets are not read, the defaults stay)."""
+    from clara.method.config import ClaraTrainConfig
+
     entry = doc["stages"][stage]
     values = {**doc["config"], **entry["overrides"], "data": entry["data"],
               "init_from": str(init_from) if init_from else None}
     if "iters" in entry["overrides"] and "epochs" not in entry["overrides"]:
         values["epochs"] = None  # the stage's own step count beats shared epochs
     if stage == "stage3" and "learning_rate" not in entry["overrides"]:
-        from clara.method.tasks import ClaraTrainConfig as _C
-
-        values["learning_rate"] = values.get("learning_rate", _C.learning_rate) * STAGE3_LR_SCALE
+        values["learning_rate"] = values.get("learning_rate", ClaraTrainConfig.learning_rate) \
+            * STAGE3_LR_SCALE
+    rows = docs_per_row if check_rows else (lambda _: None)
     if stage == "stage1":
         values["top_k"] = 1
     elif "top_k" not in entry["overrides"]:
         if stage == "stage2":
-            values["top_k"] = docs_per_row(entry["data"]) or values.get("top_k")
+            values["top_k"] = rows(entry["data"]) or values.get("top_k")
         else:
             s2 = doc["stages"]["stage2"]
             values["top_k"] = s2["overrides"].get("top_k") or \
-                docs_per_row(s2["data"]) or values.get("top_k")
+                rows(s2["data"]) or values.get("top_k")
     cfg = ClaraTrainConfig(**values)
     cfg.validate()
     return asdict(cfg)
@@ -278,7 +250,7 @@ def stage_config(pipe: Pipeline, stage: str, init_from: Path | None) -> dict:
 def _make_stage_run(pipe: Pipeline, stage: str) -> Run:
     i = STAGES.index(stage)
     prev = pipe.run_of(STAGES[i - 1]) if i else None
-    init_from = _checkpoint_of(prev) if prev is not None else None
+    init_from = refs.run_checkpoint(prev).path if prev is not None else None
     config = stage_config(pipe, stage, init_from)
     doc = pipe.doc()
     resolved = {"model": doc["model"], "data": doc["stages"][stage]["data"]}
@@ -404,7 +376,7 @@ def drive(pipe: Pipeline, follow: Follow = _wait,
         report = stage3_report(pipe.run_of("stage3"))
         message = ""
         if report.get("worse"):
-            s2 = _checkpoint_of(pipe.run_of("stage2"))
+            s2 = refs.run_checkpoint(pipe.run_of("stage2")).path
             message = (f"stage 3 is worse than stage 2 on {', '.join(report['worse'])} (its "
                        f"best validation, step {report['stage3_step']}); stage 2's checkpoint "
                        f"answers better: {s2}")

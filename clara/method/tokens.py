@@ -105,3 +105,41 @@ def contains_added_token(text: str, n_mem: int) -> str | None:
         if t in text:
             return t
     return None
+
+
+# A private-use character marks where a document starts inside the string the encoder reads.
+_SENTINEL = "\ue000"
+_IN_CONTEXT: dict[int, tuple] = {}
+
+
+def _context_tokenizer(hf):
+    """A copy of `hf`'s fast backend that reads every special token's text as plain text and
+    knows one extra non-special token, the sentinel, split off before normalization (as the
+    special tokens are); None for a tokenizer without a fast backend."""
+    cached = _IN_CONTEXT.get(id(hf))
+    if cached is not None and cached[0] is hf:
+        return cached[1]
+    backend = getattr(hf, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    from tokenizers import AddedToken, Tokenizer
+
+    clone = Tokenizer.from_str(backend.to_str())
+    clone.no_truncation()
+    clone.no_padding()
+    clone.add_tokens([AddedToken(_SENTINEL, special=False, normalized=False)])
+    clone.encode_special_tokens = True
+    _IN_CONTEXT[id(hf)] = (hf, clone)
+    return clone
+
+
+def encode_in_context(hf, text: str) -> list[int]:
+    """The ids of `text` as the reference tokenizes a document: inside the string `<ENC>` BOS
+    text EOS, i.e. as a piece that follows a special token (a Metaspace tokenizer with
+    prepend_scheme "first" then adds no leading "▁"), while text spelling a special token
+    stays plain text."""
+    clone = _context_tokenizer(hf)
+    if clone is None or _SENTINEL in text:
+        return hf.encode(text, add_special_tokens=False, split_special_tokens=True)
+    ids = clone.encode(_SENTINEL + text, add_special_tokens=False).ids
+    return ids[1:]

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from clara import io
 from clara.errors import ClaraError
-from clara.workspace import Workspace
+from clara.workspace import Workspace, is_valid_name
 
 
 def model_source(ws: Workspace | None, name_or_path: str) -> str:
     """What to hand `mlx_lm.load` for a workspace model name, a local folder or a HF id."""
-    if ws is not None and "/" not in name_or_path and (ws.models_dir / name_or_path).is_dir():
-        folder = ws.models_dir / name_or_path
+    if ws is not None and is_valid_name(name_or_path) and \
+            ws.child("models", name_or_path).is_dir():
+        folder = ws.child("models", name_or_path)
         if (folder / "config.json").is_file():
             return str(folder)
         meta_file = folder / "model.toml"

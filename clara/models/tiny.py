@@ -8,7 +8,6 @@ included, round-trips); the model is mlx-lm's own `llama.Model`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -47,6 +46,33 @@ class TinyConfig:
                 "N(0, 1/hidden), linears U(+-1/sqrt(fan_in))), which train far faster at this "
                 "size than GPT-2's 0.02."})
     seed: int = field(default=0, metadata={"help": "Seed of the weight init."})
+
+    def validate(self) -> "TinyConfig":
+        """Refuse a geometry mlx-lm's Llama cannot build, naming the option to change."""
+        from clara.errors import UsageError
+
+        for name, opt in (("hidden_size", "--hidden"), ("num_hidden_layers", "--layers"),
+                          ("num_attention_heads", "--heads"), ("vocab_size", "--vocab"),
+                          ("max_position_embeddings", None), ("intermediate_size", None),
+                          ("num_key_value_heads", "--kv-heads")):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise UsageError(f"{opt or name}: must be a positive whole number, got {value}")
+        heads = self.num_attention_heads
+        if self.hidden_size % heads:
+            raise UsageError(f"--hidden {self.hidden_size} is not divisible by --heads {heads}")
+        if (self.hidden_size // heads) % 2:
+            raise UsageError(f"--hidden / --heads = {self.hidden_size // heads}: each head needs "
+                             "an even width (rotary embeddings turn pairs)")
+        if heads % (self.num_key_value_heads or heads):
+            raise UsageError(f"--heads {heads} is not divisible by --kv-heads "
+                             f"{self.num_key_value_heads}")
+        if self.vocab_size < len(SPECIAL_TOKENS) + 256:
+            raise UsageError(f"--vocab {self.vocab_size}: at least {len(SPECIAL_TOKENS) + 256} "
+                             "(256 bytes and the special tokens)")
+        if self.init_std is not None and not (self.init_std > 0 and self.init_std < float("inf")):
+            raise UsageError(f"init_std: must be a positive finite number, got {self.init_std}")
+        return self
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int):
@@ -109,7 +135,7 @@ def build_tiny_model(out_dir: str | Path, texts: Iterable[str], cfg: TinyConfig 
     from mlx_lm.models import llama
     from mlx_lm.utils import save_config, save_model
 
-    cfg = cfg or TinyConfig()
+    cfg = (cfg or TinyConfig()).validate()
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(out_dir)
@@ -169,7 +195,6 @@ def dataset_texts(dataset_dir: str | Path, splits=("train", "valid")) -> list[st
     for split in splits:
         path = Path(dataset_dir) / f"{split}.jsonl"
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    collect(json.loads(line))
+            for _, row in io.iter_jsonl(path):
+                collect(row)
     return out

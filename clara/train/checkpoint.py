@@ -4,7 +4,9 @@ A checkpoint folder holds what the task writes (adapter_config.json + adapters.s
 mlx-lm can load it) and what the engine needs to resume exactly: optimizer.safetensors and
 trainer_state.json (step, data position, RNG key, early-stopping state). Each is written into a
 hidden temporary folder and renamed into place, so a SIGKILL never leaves a half-written one;
-`last` is a symlink replaced in one rename, so it always names a complete checkpoint.
+`last` is a symlink replaced in one rename, so it always names a complete checkpoint. Pruning
+renames a folder out of sight (`.step-N.del`) before deleting it, so a kill mid-delete never
+leaves a visible, half-deleted checkpoint; `repair` (run on every open) finishes such deletes.
 """
 
 from __future__ import annotations
@@ -43,8 +45,12 @@ def write_dir_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
         if p.exists():
             shutil.rmtree(p)
     tmp.mkdir()
-    fill(tmp)
-    _fsync_tree(tmp)
+    try:
+        fill(tmp)
+        _fsync_tree(tmp)
+    except BaseException:  # a full disk, a failed save: give the space back at once
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if target.exists():
         target.rename(old)
     tmp.rename(target)
@@ -54,7 +60,8 @@ def write_dir_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
 
 
 def repair(adapters: Path) -> None:
-    """Undo a swap cut short by a kill: `.X.old` without `X` goes back; stray temp folders go."""
+    """Undo a swap cut short by a kill: `.X.old` without `X` goes back; stray temp folders and
+    folders a prune had renamed for deletion go."""
     if not adapters.is_dir():
         return
     for p in adapters.iterdir():
@@ -64,8 +71,8 @@ def repair(adapters: Path) -> None:
                 p.rename(target)
             else:
                 shutil.rmtree(p)
-        elif p.name.startswith(".") and p.name.endswith(".tmp"):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        elif p.name.startswith(".") and p.name.endswith((".tmp", ".del")):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
 def save_optimizer(path: Path, optimizer) -> None:
@@ -103,7 +110,11 @@ def prune(adapters: Path, keep: int) -> list[str]:
     for p in steps[:-keep] if keep > 0 else []:
         if current is not None and p.resolve() == current:
             continue
-        shutil.rmtree(p)
+        gone = p.with_name(f".{p.name}.del")
+        if gone.exists():  # left by an earlier kill
+            shutil.rmtree(gone)
+        p.rename(gone)  # out of sight first: a kill from here on leaves no visible step-N
+        shutil.rmtree(gone)
         removed.append(p.name)
     return removed
 

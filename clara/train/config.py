@@ -52,6 +52,10 @@ class EngineConfig:
         return self.iters
 
     def validate(self) -> None:
+        for f in dataclasses.fields(self):  # inf and nan pass every comparison below
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ClaraError(f"{f.name}: {v} is not a finite number")
         checks = [
             (self.iters >= 1 or self.epochs, "iters", "must be at least 1"),
             (self.epochs is None or self.epochs > 0, "epochs", "must be positive"),

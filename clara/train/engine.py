@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -58,18 +57,12 @@ def make_schedule(cfg: EngineConfig, total_steps: int):
 
 
 def memory_limit_bytes(cfg: EngineConfig) -> int:
+    """90% of the device's memory (Metal working set, CUDA GPU memory, host RAM on the CPU)."""
     if cfg.memory_limit_gb:
         return int(cfg.memory_limit_gb * 1e9)
-    try:
-        info = mx.device_info()
-        size = int(info.get("max_recommended_working_set_size") or info.get("memory_size") or 0)
-    except Exception:
-        size = 0
-    if not size:
-        try:
-            size = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            size = 0
+    from clara.platform import device_memory
+
+    size, _ = device_memory()
     return int(size * 0.9) if size else 1 << 62
 
 
@@ -181,6 +174,8 @@ class Engine:
         model, task, opt, cfg = self.task.model, self.task, self.optimizer, self.cfg
         accum = cfg.grad_accumulation_steps
         clip = cfg.grad_clip
+        # a task may update some parameters its own way (e.g. sign-SGD on sparse rows)
+        apply = getattr(task, "apply_gradients", None) or (lambda o, m, g: o.update(m, g))
 
         def loss_fn(m, batch):
             loss, ntoks, extras = task.loss(m, batch)
@@ -198,7 +193,7 @@ class Engine:
                     grad = tree_map(lambda g: g / accum, grad)
                 if clip:
                     grad, norm = optim.clip_grad_norm(grad, clip)
-                opt.update(model, grad)
+                apply(opt, model, grad)
                 grad = None
             return loss, ntoks, extras, grad, norm
 
@@ -247,6 +242,11 @@ class Engine:
             grad_checkpoint(model.layers[0])  # patches the block class: fine in a worker process
         step_fn, state = self._build_step()
         mem_limit = memory_limit_bytes(cfg)
+        from clara.platform import kernel_cache_dir, kernels_cold
+
+        if kernels_cold():  # a visible step: the first steps may take minutes on a fresh machine
+            self.event("compiling", message="compiling kernels… (first run on this machine; "
+                       "cached for later runs)", cache=str(kernel_cache_dir()))
         model.train()
         batches = self._batches()
         accum = cfg.grad_accumulation_steps
@@ -341,12 +341,14 @@ class Engine:
                "val_time_s": round(time.perf_counter() - tic, 3)}
         row.update({f"val_{k}": v for k, v in extras.items()})
         self.metric(row)
-        if not math.isfinite(val_loss):
+        # a task may name the validation metric that selects best/ ("loss" or an extra, min|max)
+        key, mode = getattr(self.task, "best_metric", ("loss", "min"))
+        score = val_loss if key == "loss" else extras.get(key, math.nan)
+        if not math.isfinite(score):
             return False
-        # a task may rank checkpoints by another validation figure (lower is better)
-        score = self.task.selection(val_loss, extras) if hasattr(self.task, "selection") \
-            else val_loss
-        if self.best_val is None or score < self.best_val - self.cfg.early_stopping_min_delta:
+        sign = -1.0 if mode == "max" else 1.0
+        if self.best_val is None or \
+                sign * score < sign * self.best_val - self.cfg.early_stopping_min_delta:
             self.best_val, self.best_step, self.bad_evals = score, self.step, 0
             self.save_best(score)
             return False

@@ -1,16 +1,15 @@
-"""Turn a training request into a run folder: resolve the model, data and starting adapter
-against the workspace, then create the run. The CLI, the app and the demo all start runs here.
+"""Turn a training request into a run folder: plan it (clara.plan: settings, model, data and
+starting adapter checked against the workspace), then create the run. The CLI, the app and the
+demo all start runs here.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 from clara.data.datasets import resolve
 from clara.errors import ClaraError
-from clara.runs import Run, create_run, find_run
-from clara.train.config import TrainConfig, merge_config
+from clara.runs import Run, create_run
 from clara.workspace import Workspace
 
 
@@ -24,25 +23,11 @@ def resolve_data(ws: Workspace, ref: str) -> Path:
     return path.resolve()
 
 
-def resolve_adapter(ws: Workspace, ref: str) -> Path:
-    """An adapter folder, or a run of this workspace (its best checkpoint, else its last)."""
-    folder = Path(ref).expanduser()
-    if (folder / "adapters.safetensors").is_file():
-        return folder.resolve()
-    adapters = find_run(ws, ref).adapters
-    for name in ("best", "last"):
-        if (adapters / name / "adapters.safetensors").is_file():
-            return (adapters / name).resolve()
-    raise ClaraError(f"{ref}: run has no checkpoint yet (no best/ or last/ adapters)")
-
-
 def lora_run(ws: Workspace, overrides: dict, config_file: str | Path | None = None,
              name: str | None = None) -> Run:
-    """Create (not start) a LoRA/DoRA/full run from a config file plus overrides."""
-    from clara.models.registry import model_source
+    """Create (not start) a LoRA/DoRA/full run from a config file plus overrides, once its plan
+    (clara.plan.plan_lora: settings, model, adapter, data kind and rows) holds."""
+    from clara.plan import plan_lora
 
-    cfg = merge_config(TrainConfig, config_file, overrides)
-    resolved = {"model": model_source(ws, cfg.model), "data": str(resolve_data(ws, cfg.data))}
-    if cfg.from_adapter:
-        cfg.from_adapter = resolved["from_adapter"] = str(resolve_adapter(ws, cfg.from_adapter))
-    return create_run(ws, "lora", asdict(cfg), resolved=resolved, name=name)
+    plan = plan_lora(ws, overrides, config_file)
+    return create_run(ws, plan.kind, plan.config, resolved=plan.resolved, name=name)

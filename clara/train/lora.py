@@ -18,6 +18,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from clara import io
+from clara.data.formats import parse_lora_row
 from clara.errors import ClaraError, DataError
 from clara.train.config import TrainConfig
 from clara.train.tasks import register
@@ -25,36 +26,6 @@ from clara.train.tasks import register
 log = logging.getLogger("clara.train")
 
 PAD_MULTIPLE = 32  # as mlx-lm: few distinct shapes, so the compiled step is rarely re-traced
-
-
-def _check_row(path: Path, line: int, row, mode: str) -> str:
-    """Return the row's format ("text", "chat", "completions") or raise a located DataError."""
-    if not isinstance(row, dict):
-        raise DataError(path, line, None, "each line must be a JSON object")
-    if mode == "cpt":
-        if "text" not in row:
-            raise DataError(path, line, "text", "missing (cpt trains on {\"text\": ...} rows)")
-        if not isinstance(row["text"], str) or not row["text"].strip():
-            raise DataError(path, line, "text", "must be a non-empty string")
-        return "text"
-    if "prompt" in row and "completion" in row:
-        for key in ("prompt", "completion"):
-            if not isinstance(row[key], str):
-                raise DataError(path, line, key, "must be a string")
-        return "completions"
-    if "messages" not in row:
-        raise DataError(path, line, "messages",
-                        "missing (sft trains on {\"messages\": [...]} or {\"prompt\", \"completion\"})")
-    msgs = row["messages"]
-    if not isinstance(msgs, list) or len(msgs) < 2:
-        raise DataError(path, line, "messages", "must be a list of at least two messages")
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) \
-                or not isinstance(m.get("content"), str):
-            raise DataError(path, line, f"messages[{i}]", "needs string 'role' and 'content'")
-    if msgs[-1]["role"] != "assistant":
-        raise DataError(path, line, "messages", "the last message must be the assistant's")
-    return "chat"
 
 
 def tokenize_file(path: Path, tokenizer, mode: str, mask_prompt: bool) -> list[tuple[list[int], int]]:
@@ -70,7 +41,7 @@ def tokenize_file(path: Path, tokenizer, mode: str, mask_prompt: bool) -> list[t
     datasets: dict = {}
     out = []
     for line, row in io.iter_jsonl(path):
-        fmt = _check_row(path, line, row, mode)
+        fmt = parse_lora_row(row, mode, path, line)
         ds = datasets.get(fmt) or datasets.setdefault(fmt, makers[fmt]())
         try:
             tokens, offset = ds.process(row)
@@ -188,6 +159,9 @@ class LoraTask:
                                       use_dora=cfg.fine_tune_type == "dora")
             except (ValueError, KeyError) as e:
                 raise ClaraError(f"lora: {e}") from None
+            from clara.method.adapters import cast_lora_layers
+
+            cast_lora_layers(model)  # no float32 copies of bfloat16 activations
         if not tree_flatten(model.trainable_parameters()):
             raise ClaraError("nothing to train: check lora_keys and num_layers")
 
@@ -249,6 +223,7 @@ class LoraTask:
 
 def lora_factory(run_config: dict, run_dir: Path) -> LoraTask:
     cfg = TrainConfig(**run_config["config"])
+    cfg.validate()  # the check the CLI and the app ran, again on what run.toml holds
     resolved = run_config.get("resolved", {})
     return LoraTask(cfg, resolved.get("model", cfg.model), resolved.get("data", cfg.data))
 

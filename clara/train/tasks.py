@@ -19,7 +19,7 @@ Factory = Callable[[dict, Path], object]
 _REGISTRY: dict[str, Factory] = {}
 
 # Modules that register kinds when imported; extended by the tasks' authors.
-MODULES = ["clara.train.lora", "clara.method.tasks"]
+MODULES = ["clara.train.lora", "clara.method.tasks", "clara.hrm.task"]
 
 
 def register(kind: str, factory: Factory) -> Factory:

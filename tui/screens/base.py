@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widgets import Footer, TabbedContent
 from textual.worker import Worker, WorkerState
 
-from tui.widgets.header import ClaraHeader
+from tui.widgets.header import ClaraHeader, ModeBar
 
 if TYPE_CHECKING:
     from tui.app import ClaraApp
@@ -23,16 +23,56 @@ class ClaraScreen(Screen):
 
     app: "ClaraApp"
 
-    BINDINGS = [Binding("escape", "blur", "Leave field", show=False)]
+    BINDINGS = [
+        Binding("escape", "blur", "Leave field", show=False),
+        Binding("ctrl+t", "next_tab", "Next tab", show=False),  # in the mode bar
+        Binding("ctrl+y", "previous_tab", "Previous tab", show=False),
+    ]
 
     def action_blur(self) -> None:
-        """Esc leaves a text field, so single-letter keys reach the screen and the app again."""
+        """Esc leaves the focused field (its focus ring goes away)."""
         self.set_focus(None)
 
     def compose(self) -> ComposeResult:
         yield ClaraHeader()
+        yield ModeBar()
         yield from self.compose_body()
-        yield Footer()
+        yield Footer(compact=True)
+
+    # -- sub-tabs by key -------------------------------------------------------------------------
+    def main_tabs(self) -> TabbedContent | None:
+        """The screen's outermost tabs (Sources/Datasets/..., Progress/Config/..., ...)."""
+        tabs = self.query(TabbedContent)
+        return tabs.first() if tabs else None
+
+    def _cycle_tab(self, step: int) -> None:
+        tabs = self.main_tabs()
+        if tabs is None:
+            return
+        panes = [p.id for p in tabs.query("TabPane") if p.parent.parent is tabs]
+        panes = [p for p in panes if p] or []
+        if not panes:
+            return
+        index = panes.index(tabs.active) if tabs.active in panes else 0
+        tabs.active = panes[(index + step) % len(panes)]
+        self.set_focus(None)  # a field of the hidden tab would pull it back into view
+
+    def action_next_tab(self) -> None:
+        self._cycle_tab(1)
+
+    def action_previous_tab(self) -> None:
+        self._cycle_tab(-1)
+
+    def tab_commands(self):
+        """Palette entries `Tab: TITLE` for the main tabs."""
+        tabs = self.main_tabs()
+        if tabs is None:
+            return
+        for pane in tabs.query("TabPane"):
+            if pane.parent.parent is tabs and pane.id:
+                title = str(tabs.get_tab(pane.id).label)
+                yield SystemCommand(f"{self.TITLE}: show tab {title}", "Switch the tab (ctrl+t)",
+                                    lambda p=pane.id: setattr(tabs, "active", p))
 
     def compose_body(self) -> ComposeResult:
         yield from ()

@@ -5,6 +5,7 @@ library's chat log (chats/chat_log.jsonl and .csv) keeps the history."""
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from textual.widgets import (Collapsible, Input, Label, LoadingIndicator, Select
 
 from clara.errors import ClaraError
 from tui.screens.base import ClaraScreen
+from tui.widgets.ticklist import TickList
 
 THINKING = [("hide reasoning", "hide"), ("show reasoning", "show"), ("ban reasoning", "ban")]
 RANDOM_TEMPERATURE = 0.7
@@ -27,26 +29,34 @@ RAG_TOP_K = 3  # chunks pasted into a plain model's prompt
 def adapter_options(ws) -> list[tuple[str, str]]:
     """(label, reference) of every checkpoint chat can use: LoRA runs' best/last/step-N, CLaRa
     runs (their best, else last checkpoint), newest run first."""
-    from clara.runs import list_runs
+    from clara import refs
+    from clara.runs import Run
 
     out = []
-    for run in reversed(list_runs(ws)):
+    for run_id in refs.usable(ws):  # usable checkpoints only: no failed run, none training
+        run = Run(ws.runs_dir / run_id)
         kind = run.config().get("kind", "")
-        if not run.adapters.is_dir():
-            continue
-        names = sorted(p.name for p in run.adapters.iterdir() if not p.name.startswith("."))
+        names = refs.checkpoint_names(run)
         if kind.startswith("clara-"):
             if "best" in names or "last" in names:
                 out.append((f"{run.id} (CLaRa {kind[6:]})", run.id))
             continue
-        for name in [n for n in ("best", "last") if n in names] + \
-                [n for n in names if n.startswith("step-")]:
+        for name in names:
             out.append((f"{run.id}:{name}", f"{run.id}:{name}"))
     return out
 
 
+def shown_text(text: str) -> str:
+    """A reply as displayed: runs of blank lines folded to one (30 of them pushed the
+    statistics off screen), ends stripped."""
+    return re.sub(r"\n\s*\n(\s*\n)+", "\n\n", text).strip()
+
+
 def stats_line(reply) -> str:
     """What one reply cost: tokens, speed, prompt size, time to first token, memory."""
+    if not reply.text.strip() and reply.generation_tokens <= 1:  # no speed to speak of
+        return (f"empty reply · prompt {reply.prompt_tokens} tok · total {reply.latency:.2f}s"
+                + (f" · {reply.finish_reason}" if reply.finish_reason else ""))
     return (f"{reply.generation_tokens} tokens · {reply.generation_tps:.1f} tok/s · prompt "
             f"{reply.prompt_tokens} tok · first token {reply.ttft:.2f}s · total "
             f"{reply.latency:.2f}s · peak {reply.peak_memory:.2f} GB"
@@ -98,12 +108,12 @@ class ChatTurn(Vertical):
             self.query_one(".turn-reasoning", Static).update(self.reasoning)
         else:
             self.answer += text
-            self.query_one(".turn-answer", Static).update(self.answer.lstrip() or "…")
+            self.query_one(".turn-answer", Static).update(shown_text(self.answer) or "…")
 
     def finish(self, reply, stats: str | None = None) -> None:
         """The final answer (the library's split, stripped) and the statistics."""
         self.answer = reply.text
-        self.query_one(".turn-answer", Static).update(reply.text or "(empty reply)")
+        self.query_one(".turn-answer", Static).update(shown_text(reply.text) or "(empty reply)")
         if reply.reasoning and self.reasoning:
             self.query_one(".turn-reasoning", Static).update(reply.reasoning)
         self.query_one(".turn-stats", Static).update(stats if stats is not None
@@ -120,7 +130,7 @@ class ChatScreen(ClaraScreen):
     BINDINGS = [
         Binding("ctrl+n", "new_chat", "New chat", priority=True),
         Binding("ctrl+o", "pick_adapter", "Adapter", priority=True),
-        Binding("i", "focus_prompt", "Type"),
+        Binding("ctrl+f", "focus_prompt", "Prompt"),
         Binding("f6", "reload", "Refresh"),
     ]
 
@@ -142,6 +152,15 @@ class ChatScreen(ClaraScreen):
             super().__init__()
             self.turn, self.text, self.reasoning = turn, text, reasoning
 
+    class Note(Message):
+        """A line for the transcript about the session itself (documents, a new conversation)."""
+
+        bubble = False  # for this screen only
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
     class Done(Message):
         """The reply is complete: the library's Reply, with its statistics."""
 
@@ -156,6 +175,7 @@ class ChatScreen(ClaraScreen):
         self.session = None
         self.choice: Choice | None = None
         self.index = None  # ChunkIndex of the attached sources
+        self.doc_names: dict[str, str] = {}  # source id -> the name the list shows
         self.busy = False
         self._lock = threading.Lock()  # one load or generation at a time
 
@@ -167,7 +187,8 @@ class ChatScreen(ClaraScreen):
                 yield Label("Adapter", classes="side-label")
                 yield Select([], id="chat-adapter", prompt="none (the base)", compact=True)
                 yield Label("Documents", classes="side-label")
-                yield SelectionList(id="chat-docs")
+                yield TickList(id="chat-docs")
+                yield Static("documents attached: none", id="chat-attached")
                 yield Static("CLaRa runs answer from these; a plain model gets the best "
                              f"{RAG_TOP_K} passages in its prompt.", classes="side-help")
                 with Horizontal(classes="switch-row"):
@@ -213,7 +234,13 @@ class ChatScreen(ClaraScreen):
         ws = self.app.workspace
         models = [p.name for p in ws.items("models")] if ws else []
         adapters = adapter_options(ws) if ws else []
-        sources = [(s.name, s.id) for s in list_sources(ws)] if ws else []
+        listed = list_sources(ws) if ws else []
+        counts: dict[str, int] = {}
+        for src in listed:
+            counts[src.name] = counts.get(src.name, 0) + 1
+        # two documents of one name are told apart by their id
+        sources = [(src.name if counts[src.name] == 1 else f"{src.name} ({src.id})", src.id)
+                   for src in listed]
         self.app.call_from_thread(self._set_choices, models, adapters, sources)
 
     def _set_choices(self, models, adapters, sources) -> None:
@@ -225,11 +252,13 @@ class ChatScreen(ClaraScreen):
                 select.set_options(options)
                 if current in [v for _, v in options]:
                     select.value = current
+        self.doc_names = {sid: name for name, sid in sources}
         docs = self.query_one("#chat-docs", SelectionList)
         picked = set(docs.selected)
         with self.prevent(SelectionList.SelectedChanged):
             docs.clear_options()
             docs.add_options([(name, sid, sid in picked) for name, sid in sources])
+        self._show_attached()
         model = self.query_one("#chat-model", Select)
         if model.value is Select.NULL and models:
             with self.prevent(Select.Changed):  # loaded at the first prompt, not on sight
@@ -264,6 +293,7 @@ class ChatScreen(ClaraScreen):
     @on(Select.Changed, "#chat-adapter")
     @on(SelectionList.SelectedChanged, "#chat-docs")
     def _choice_changed(self, event) -> None:
+        self._show_attached()
         if isinstance(event, Select.Changed):
             if event.select.id == "chat-adapter":
                 self._adapter_base(event.value)
@@ -275,6 +305,12 @@ class ChatScreen(ClaraScreen):
             except ClaraError:
                 return  # the prompt will say so
             self._prepare(choice, settings)  # load now, not at the first prompt
+
+    def _show_attached(self) -> None:
+        docs = self.query_one("#chat-docs", SelectionList)
+        names = [self.doc_names.get(v, v) for v in docs.selected]
+        self.query_one("#chat-attached", Static).update(
+            "documents attached: " + (", ".join(names) if names else "none"))
 
     def _adapter_base(self, ref) -> None:
         """Picking a run's checkpoint picks the model it was trained on, when it is here."""
@@ -297,6 +333,15 @@ class ChatScreen(ClaraScreen):
 
         if self.session is not None and self.choice == choice:
             return self.session
+        if (self.session is not None and self.choice is not None
+                and (self.choice.model, self.choice.adapter) == (choice.model, choice.adapter)):
+            # only the documents changed: attach them to this session, the conversation stays
+            self._attach_sources(self.session, choice)
+            self.choice = choice
+            self.post_message(self.Note("documents now attached: "
+                                        + (", ".join(self._doc_names(choice)) or "none")
+                                        + " (same conversation)"))
+            return self.session
         ws = self.app.workspace
         if ws is None:
             raise ClaraError("open a workspace first (F2)")
@@ -307,24 +352,38 @@ class ChatScreen(ClaraScreen):
         try:
             engine = ChatEngine(ws)
             session = engine.session(choice.model, choice.adapter, settings)
-            self.index = None
-            if choice.sources:
-                from clara.data.builders import chunk_documents, documents_from_sources
-                from clara.data.chunking import RegexTokenizer
-                from clara.evaluation.rag import ChunkIndex
-
-                words = session.entry.model.config.doc_max_tokens if session.is_clara else 128
-                docs = documents_from_sources(ws, list(choice.sources))
-                self.index = ChunkIndex.from_chunks(
-                    chunk_documents(docs, RegexTokenizer(), max(16, words), 8))
-                self.post_message(self.Loading(
-                    f"attaching {len(self.index.chunks)} passages"
-                    + (" (compressing)" if session.is_clara else "") + " …"))
-                session.attach(self.index.texts, [c.id for c in self.index.chunks])
+            self._attach_sources(session, choice)
         finally:
             self.post_message(self.Loading(None))
+        if self.session is not None:  # said, not silent: the model changed, history starts over
+            self.post_message(self.Note(f"new conversation with {label}: the turns above are "
+                                        "not part of it"))
         self.session, self.choice = session, choice
         return session
+
+    def _doc_names(self, choice: Choice) -> list[str]:
+        return [self.doc_names.get(sid, sid) for sid in choice.sources]
+
+    def _attach_sources(self, session, choice: Choice) -> None:
+        """Chunk and index the ticked sources and attach them (a CLaRa run compresses them)."""
+        self.index = None
+        if not choice.sources:
+            session.attach([], [])
+            return
+        from clara.data.builders import chunk_documents, documents_from_sources
+        from clara.data.chunking import RegexTokenizer
+        from clara.evaluation.rag import ChunkIndex
+
+        words = session.entry.model.config.doc_max_tokens if session.is_clara else 128
+        docs = documents_from_sources(self.app.workspace, list(choice.sources))
+        self.index = ChunkIndex.from_chunks(chunk_documents(docs, RegexTokenizer(),
+                                                            max(16, words), 8))
+        self.post_message(self.Loading(f"attaching {len(self.index.chunks)} passages"
+                                       + (" (compressing)" if session.is_clara else "") + " …"))
+        try:
+            session.attach(self.index.texts, [c.id for c in self.index.chunks])
+        finally:
+            self.post_message(self.Loading(None))
 
     @work(thread=True, group="chat", exit_on_error=False)
     def _prepare(self, choice: Choice, settings) -> None:
@@ -342,11 +401,12 @@ class ChatScreen(ClaraScreen):
         if self.index is None:
             return None
         if session.is_clara:
-            model = session.entry.model
-            k = model.config.top_k
-            if "query_reasoner" in model.adapter_names() or len(self.index.chunks) <= k:
-                return None
-            return self.index.search(prompt, k)
+            from clara.method.inference import retrieves
+
+            model, n = session.entry.model, len(self.index.chunks)
+            if retrieves(model, n) or n <= model.config.top_k:
+                return None  # it picks its own top-k, or answers from every passage
+            return self.index.search(prompt, model.config.top_k)
         return self.index.search(prompt, RAG_TOP_K)
 
     @work(thread=True, group="chat", exit_on_error=False)
@@ -375,6 +435,12 @@ class ChatScreen(ClaraScreen):
         row = self.query_one("#chat-loading-row")
         row.set_class(event.text is None, "hidden")
         self.query_one("#chat-loading-text", Static).update(event.text or "")
+
+    def on_chat_screen_note(self, event: Note) -> None:
+        self.query("#chat-empty").remove()
+        self.query_one("#transcript", VerticalScroll).mount(
+            Static(f"— {event.text}", classes="chat-note", markup=False))
+        self._status(event.text)
 
     def on_chat_screen_delta(self, event: Delta) -> None:
         event.turn.add(event.text, event.reasoning)

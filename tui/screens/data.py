@@ -13,10 +13,11 @@ from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import (Button, DataTable, DirectoryTree, Input, Label, OptionList, Select,
-                             Static, TabbedContent, TabPane)
+from textual.widgets import (Button, ContentSwitcher, DataTable, DirectoryTree, Input, Label,
+                             OptionList, Select, Static, Switch, TabbedContent, TabPane)
 
 from clara.errors import ClaraError
+from tui.command import command_line
 from tui.format import display_path, number, short
 from tui.screens.base import ClaraScreen
 from tui.widgets.config_form import ConfigForm
@@ -47,10 +48,10 @@ class DataScreen(ClaraScreen):
     TITLE = "Data"
     CSS_PATH = "data.tcss"
     BINDINGS = [
-        Binding("i", "focus_import", "Import"),
-        Binding("n", "build", "Build"),
-        Binding("b", "toggle_browser", "Browse"),
-        Binding("v", "validate_selected", "Validate"),
+        Binding("ctrl+o", "focus_import", "Import"),
+        Binding("ctrl+b", "toggle_browser", "Browse"),
+        Binding("ctrl+n", "build", "Build"),
+        Binding("ctrl+g", "validate_selected", "Validate"),
         Binding("f6", "reload", "Refresh"),
     ]
 
@@ -75,14 +76,21 @@ class DataScreen(ClaraScreen):
                         yield Label("Sample rows", classes="section-title")
                         yield Static("", id="dataset-samples", markup=False)
             with TabPane("Build", id="build-tab"):
+                # focus order: kind, name, the kind's settings, replace, Build (buttons last)
                 with Horizontal(classes="toolbar"):
+                    yield Select([(title, kind) for kind, (title, _c, _f)
+                                  in self._builders().items()], value="cpt", allow_blank=False,
+                                 id="build-kind", compact=True)
                     yield Input(placeholder="name of the new dataset", id="build-name")
+                yield Static("", id="build-command", classes="command-line")
+                with ContentSwitcher(id="build-forms", initial="build-form-cpt"):
+                    for kind, (_title, cls, _fn) in self._builders().items():
+                        yield ConfigForm(cls, id=f"build-form-{kind}")
+                with Horizontal(classes="form-buttons"):
+                    yield Switch(False, id="build-replace")
+                    yield Label("replace a dataset of that name (--force)", classes="switch-label")
+                    yield Static("", id="build-status")
                     yield Button("Build", id="build", variant="primary")
-                yield Static("", id="build-status")
-                with TabbedContent(id="build-kinds"):
-                    for kind, (title, cls, _fn) in self._builders().items():
-                        with TabPane(title, id=f"build-{kind}"):
-                            yield ConfigForm(cls, id=f"build-form-{kind}")
             with TabPane("Validate", id="validate-tab"):
                 with Horizontal(classes="toolbar"):
                     yield PathInput(id="validate-path", suffixes=(".jsonl",),
@@ -154,14 +162,14 @@ class DataScreen(ClaraScreen):
                           key=row["id"])
         self.query_one("#sources-status", Static).update(
             f"{len(rows)} source(s) in {self.app.workspace_name}/sources"
-            "    i import · b browse · Tab completes a path")
+            "    ctrl+o import · ctrl+b browse · Tab completes a path")
 
     def action_focus_import(self) -> None:
-        self.query_one(TabbedContent).active = "sources-tab"
+        self.query_one("#data-tabs", TabbedContent).active = "sources-tab"
         self.query_one("#import-path", PathInput).focus()
 
     def action_toggle_browser(self) -> None:
-        self.query_one(TabbedContent).active = "sources-tab"
+        self.query_one("#data-tabs", TabbedContent).active = "sources-tab"
         tree = self.query_one("#import-tree", DirectoryTree)
         tree.toggle_class("hidden")
         if not tree.has_class("hidden"):
@@ -274,45 +282,90 @@ class DataScreen(ClaraScreen):
     def action_build(self) -> None:
         self.query_one("#data-tabs", TabbedContent).active = "build-tab"
         self.query_one("#build-name", Input).focus()
+        self._show_build_command()
+
+    @property
+    def build_kind(self) -> str:
+        return str(self.query_one("#build-kind", Select).value)
+
+    @on(Select.Changed, "#build-kind")
+    def _build_kind_changed(self) -> None:
+        self.query_one("#build-forms", ContentSwitcher).current = f"build-form-{self.build_kind}"
+        self._show_build_command()
+
+    @on(Input.Changed, "#build-name")
+    @on(Switch.Changed, "#build-replace")
+    @on(ConfigForm.Changed)
+    def _show_build_command(self) -> None:
+        """The `clara data build ...` command the form stands for (copyable)."""
+        try:
+            form = self.query_one(f"#build-form-{self.build_kind}", ConfigForm)
+            name = self.query_one("#build-name", Input).value.strip() or "NAME"
+            values = form.changed_values()
+            words = [self.build_kind]
+            if self.build_kind == "stage":  # `clara data build stage2 NAME ...`
+                words = [f"stage{form.raw_values().get('stage') or 1}"]
+                values.pop("stage", None)
+            text = command_line(["clara", "data", "build", *words, name], values,
+                                flags={"force": self.query_one("#build-replace", Switch).value})
+        except ClaraError as e:
+            text = f"not valid yet: {e}"
+        self.query_one("#build-command", Static).update(text)
+
+    def _say(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#build-status", Static)
+        status.set_class(error, "field-error")
+        status.update(text)
 
     @on(Input.Submitted, "#build-name")
+    @on(ConfigForm.Submitted, "#build-forms ConfigForm")
     @on(Button.Pressed, "#build")
     def _build(self) -> None:
+        """Enter in any field of the form, or the button: build, or say why not (inline)."""
         if self.app.workspace is None:
-            self.app.show_error("open a workspace first (F2)")
+            self._say("open a workspace first (F2)", error=True)
             return
         name = self.query_one("#build-name", Input).value.strip()
         if not name:
-            self.app.show_error("give the new dataset a name")
+            self._say("give the new dataset a name (the field at the top)", error=True)
+            self.query_one("#build-name", Input).focus()
             return
-        kind = (self.query_one("#build-kinds", TabbedContent).active or "build-cpt")[6:]
+        kind = self.build_kind
         form = self.query_one(f"#build-form-{kind}", ConfigForm)
         try:
             values = {k: v for k, v in form.raw_values().items() if v is not None}
             config = form.config_cls(**values)
         except (ClaraError, TypeError) as e:
-            self.app.show_error(e)
+            self._say(str(e), error=True)
             return
-        self.query_one("#build-status", Static).update(f"building {name} ({kind}) …")
-        self._run_build(kind, name, config)
+        force = self.query_one("#build-replace", Switch).value
+        if not force and (self.app.workspace.datasets_dir / name).exists():
+            self._say(f"dataset {name!r} exists: switch on 'replace' to build it again",
+                      error=True)
+            return
+        self._say(f"building {name} ({kind}) …")
+        self._run_build(kind, name, config, force)
 
     @work(thread=True, exclusive=True, group="build", exit_on_error=False)
-    def _run_build(self, kind: str, name: str, config) -> None:
+    def _run_build(self, kind: str, name: str, config, force: bool = False) -> None:
         try:
-            folder = self._builders()[kind][2](self.app.workspace, name, config)
-        except BaseException:
-            self.app.call_from_thread(self.query_one("#build-status", Static).update, "")
+            folder = self._builders()[kind][2](self.app.workspace, name, config, force=force)
+        except ClaraError as e:  # bad input: said beside the button, the form stays as it is
+            self.app.call_from_thread(self._say, f"not built: {e}", True)
+            return
+        except BaseException as e:
+            self.app.call_from_thread(self._say, f"not built: {type(e).__name__}", True)
             raise
         self.app.call_from_thread(self._built, folder)
 
     def _built(self, folder: Path) -> None:
-        self.query_one("#build-status", Static).update(f"built dataset {folder.name}")
+        self._say(f"built dataset {folder.name}")
         self.notify(f"dataset {folder.name} is ready", title="Build", timeout=3)
         self._load_datasets()
 
     # -- validation -----------------------------------------------------------------------------
     def action_validate_selected(self) -> None:
-        self.query_one(TabbedContent).active = "validate-tab"
+        self.query_one("#data-tabs", TabbedContent).active = "validate-tab"
         self.query_one("#validate-path", PathInput).focus()
 
     @on(PathInput.Submitted, "#validate-path")

@@ -17,6 +17,7 @@ from textual.widgets import (Button, DataTable, Label, ProgressBar, Select, Sele
 from clara.errors import ClaraError
 from tui.format import short
 from tui.screens.base import ClaraScreen
+from tui.widgets.ticklist import TickList
 from tui.widgets.config_form import ConfigForm
 
 FORM_HIDDEN = ("data", "configs", "model", "name", "split", "system", "chunk_tokens",
@@ -43,14 +44,14 @@ def data_options(ws) -> list[tuple[str, str]]:
 def config_options(ws) -> list[tuple[str, str, bool]]:
     """(label, spec, ticked) for SelectionList: closed book and RAG on the base, each LoRA run
     closed book, each CLaRa run from documents (and stage 3 by its own retrieval)."""
-    from clara.runs import list_runs
+    from clara import refs
+    from clara.runs import Run
 
     out = [("closed book (the base)", "closed", True),
            ("raw-text RAG (BM25 passages)", "rag", False)]
-    for run in reversed(list_runs(ws)) if ws is not None else []:
+    for run_id in refs.usable(ws) if ws is not None else []:  # usable checkpoints only
+        run = Run(ws.runs_dir / run_id)
         kind = run.config().get("kind", "")
-        if not run.adapters.is_dir():
-            continue
         if kind.startswith("clara-"):
             out.append((f"CLaRa {run.id}", f"clara={run.id}", False))
             if kind == "clara-stage3":
@@ -95,14 +96,15 @@ class EvalScreen(ClaraScreen):
                         yield Select([], id="eval-model", prompt="the first adapter's base",
                                      compact=True)
                         yield Label("Configurations", classes="side-label")
-                        yield SelectionList(id="eval-configs")
+                        yield TickList(id="eval-configs")
                         with Horizontal(classes="switch-row"):
                             yield Switch(False, id="eval-compare")
                             yield Label("compare: base vs adapters + retention probe")
                     with Vertical(id="eval-settings"):
                         yield ConfigForm(EvalConfig, hidden=FORM_HIDDEN, values=FORM_VALUES,
                                          id="eval-form")
-                        yield ProgressBar(id="eval-progress", show_eta=False)
+                        # shown only while an evaluation runs (idle, it animated a "--%")
+                        yield ProgressBar(id="eval-progress", show_eta=False, classes="hidden")
                         yield Static("", id="eval-status")
                         yield Button("Run evaluation  (ctrl+l)", id="eval-start",
                                      variant="success")
@@ -195,6 +197,7 @@ class EvalScreen(ClaraScreen):
                 "model": None if model is Select.NULL else str(model), "specs": specs,
                 "settings": settings}
 
+    @on(ConfigForm.Submitted)
     @on(Button.Pressed, "#eval-start")
     def action_start(self) -> None:
         if self.app.workspace is None:
@@ -211,7 +214,9 @@ class EvalScreen(ClaraScreen):
         self.running = True
         self.query_one("#eval-start", Button).disabled = True
         self.query_one("#eval-status", Static).update("loading the model …")
-        self.query_one("#eval-progress", ProgressBar).update(total=None, progress=0)
+        bar = self.query_one("#eval-progress", ProgressBar)
+        bar.remove_class("hidden")
+        bar.update(total=None, progress=0)
         self._evaluate(req)
 
     @work(thread=True, exclusive=True, group="eval-run", exit_on_error=False)
@@ -251,6 +256,7 @@ class EvalScreen(ClaraScreen):
         self.query_one("#eval-status", Static).update(f"{label}: {done}/{total}")
 
     def _finished(self, failed: bool = False) -> None:
+        self.query_one("#eval-progress", ProgressBar).add_class("hidden")
         if failed:
             self.query_one("#eval-status", Static).update("failed (see the message)")
         self.running = False

@@ -12,15 +12,17 @@ from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import (DataTable, Label, Markdown, ProgressBar, Static, TabbedContent,
+from textual.widgets import (DataTable, Markdown, ProgressBar, Static, TabbedContent,
                              TabPane)
 from textual.worker import get_current_worker
 
 from clara.errors import ClaraError
 from tui.format import duration, loss, number, short
 from tui.screens.base import ClaraScreen
+from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.kv import KeyValues
 from tui.widgets.metric import MetricSparkline
+from tui.widgets.plot import MetricPlot
 
 POLL_S = 0.5
 
@@ -32,14 +34,34 @@ def _parse_time(text: str | None) -> dt.datetime | None:
         return None
 
 
+_BEST_CACHE: dict[str, tuple[tuple[int, int], float | None]] = {}
+
+
+def _best_from_metrics(run) -> float | None:
+    """The lowest val_loss in metrics.jsonl, read again only when the file changed (the table
+    refreshes every 2 s: parsing every run's whole metrics file each time starved the app)."""
+    path = run.path / "metrics.jsonl"
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (st.st_size, st.st_mtime_ns)
+    cached = _BEST_CACHE.get(str(path))
+    if cached and cached[0] == key:
+        return cached[1]
+    vals = [m["val_loss"] for m in run.metrics() if isinstance(m.get("val_loss"), (int, float))]
+    best = min(vals) if vals else None
+    _BEST_CACHE[str(path)] = (key, best)
+    return best
+
+
 def run_row(run) -> dict:
     """What the table shows of one run: the library's summary plus best val loss and duration."""
     summary = run.summary()
     status = run.raw_status()
     best = status.get("best_val_loss")
     if best is None:  # a run still going, or one from before the status carried it
-        vals = [m["val_loss"] for m in run.metrics() if isinstance(m.get("val_loss"), (int, float))]
-        best = min(vals) if vals else None
+        best = _best_from_metrics(run)
     last = run.last_metric("elapsed_s") or {}
     seconds = last.get("elapsed_s")
     if seconds is None:
@@ -67,14 +89,29 @@ class RunMetrics:
         rows = self.train if rows is None else rows
         return [r[key] for r in rows if isinstance(r.get(key), (int, float))]
 
+    def points(self, key: str, rows: list[dict] | None = None) -> tuple[list, list]:
+        """(steps, values) of `key`: what a plot with step on x draws."""
+        rows = self.train if rows is None else rows
+        keep = [r for r in rows if isinstance(r.get(key), (int, float))]
+        return [r.get("step", i) for i, r in enumerate(keep, 1)], [r[key] for r in keep]
+
+    def loss_series(self, prefix: str = "") -> dict:
+        return {f"{prefix}train": self.points("train_loss"),
+                f"{prefix}val": self.points("val_loss", self.valid)}
+
 
 class RunsScreen(ClaraScreen):
     TITLE = "Runs"
     CSS_PATH = "runs.tcss"
+    # letters are safe here: the Runs screen has no text field
     BINDINGS = [
         Binding("s", "stop", "Stop"),
         Binding("u", "resume", "Resume"),
         Binding("m", "compare", "Compare"),
+        Binding("l", "toggle_log", "Log y"),
+        Binding("x", "export", "Export"),
+        Binding("d", "delete", "Delete"),
+        Binding("delete", "delete", "Delete", show=False),
         Binding("f6", "reload", "Refresh"),
     ]
 
@@ -93,12 +130,12 @@ class RunsScreen(ClaraScreen):
                     yield Static("select a run", id="run-title")
                     yield ProgressBar(id="run-progress", show_eta=False)
                     yield Static("", id="run-rate")
-                    yield MetricSparkline("train loss", id="spark-train")
-                    yield MetricSparkline("val loss", id="spark-val")
-                    yield MetricSparkline("tokens/s", lower_is_better=False, fmt="{:,.0f}",
-                                          id="spark-tps")
-                    yield MetricSparkline("memory GB", lower_is_better=False, fmt="{:.3f}",
-                                          best_label="peak", id="spark-mem")
+                    yield MetricPlot("loss", id="plot-loss")
+                    with Horizontal(id="run-sparks"):
+                        yield MetricSparkline("tokens/s", lower_is_better=False,
+                                              fmt="{:,.0f}", id="spark-tps")
+                        yield MetricSparkline("memory GB", lower_is_better=False, fmt="{:.3f}",
+                                              best_label="peak", id="spark-mem")
                 with TabPane("Config", id="tab-config"):
                     with VerticalScroll():
                         yield KeyValues(id="run-config")
@@ -112,15 +149,8 @@ class RunsScreen(ClaraScreen):
                     yield DataTable(id="run-adapters", cursor_type="row")
                 with TabPane("Compare", id="tab-compare"):
                     yield Static("press m on two runs to compare them", id="compare-title")
-                    with Horizontal(id="compare-body"):
-                        with Vertical(classes="compare-side"):
-                            yield Label("", id="compare-a")
-                            yield MetricSparkline("train", id="cmp-a-train")
-                            yield MetricSparkline("val", id="cmp-a-val")
-                        with Vertical(classes="compare-side"):
-                            yield Label("", id="compare-b")
-                            yield MetricSparkline("train", id="cmp-b-train")
-                            yield MetricSparkline("val", id="cmp-b-val")
+                    # both runs on one plot: one step axis, one loss scale
+                    yield MetricPlot("loss of both runs", id="plot-compare")
 
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)
@@ -206,6 +236,7 @@ class RunsScreen(ClaraScreen):
         self.query_one("#run-title", Static).update(f"run {run_id}")
         for spark in self.query("#tab-progress MetricSparkline").results(MetricSparkline):
             spark.set_values([])
+        self.query_one("#plot-loss", MetricPlot).set_series({})
         self._load_details(run_id)
         self.run_worker(partial_tail(self, run_id), thread=True, exclusive=True,
                         group=f"tail-{run_id}", exit_on_error=False, name=f"tail {run_id}")
@@ -247,15 +278,19 @@ class RunsScreen(ClaraScreen):
         self.status = status
         self.metrics.add(rows)
         m = self.metrics
-        self.query_one("#spark-train", MetricSparkline).set_values(m.series("train_loss"))
-        self.query_one("#spark-val", MetricSparkline).set_values(m.series("val_loss", m.valid))
+        if rows or not self.query_one("#plot-loss", MetricPlot).series:
+            self.query_one("#plot-loss", MetricPlot).set_series(m.loss_series())
         self.query_one("#spark-tps", MetricSparkline).set_values(m.series("tokens_per_second"))
         self.query_one("#spark-mem", MetricSparkline).set_values(m.series("peak_memory_gb"))
         last = m.train[-1] if m.train else {}
         step = last.get("step", 0)
         total = status.get("total_steps") or step or None
         bar = self.query_one("#run-progress", ProgressBar)
-        bar.update(total=total, progress=step)
+        state = status.get("status", "?")
+        if state in ("queued", "running"):
+            bar.update(total=total, progress=step)
+        else:  # over: a still bar at where it stopped, never the animated "--%" of waiting
+            bar.update(total=total or 1, progress=step if total else 0)
         elapsed = last.get("elapsed_s")
         eta = (elapsed / step * (total - step)) if elapsed and step and total else None
         state = status.get("status", "?")
@@ -279,12 +314,14 @@ class RunsScreen(ClaraScreen):
         report = report_file.read_text(encoding="utf-8") if report_file.is_file() else ""
         adapters = []
         if run.adapters.is_dir():
-            for folder in sorted(run.adapters.iterdir()):
+            for folder in run.checkpoints():
                 target = folder.resolve().name if folder.is_symlink() else ""
                 files = len(list(folder.iterdir())) if folder.is_dir() else 0
+                # best and last are links to a step-N folder: their step is the target's
+                named = target or folder.name
                 adapters.append((folder.name + (f" → {target}" if target else ""),
-                                 folder.name.removeprefix("step-") if folder.name.startswith(
-                                     "step-") else "-", str(files)))
+                                 named.removeprefix("step-") if named.startswith("step-")
+                                 else "-", str(files)))
         self.app.call_from_thread(self._fill_details, run_id, config, events, report, adapters)
 
     def _fill_details(self, run_id, config, events, report, adapters) -> None:
@@ -357,17 +394,69 @@ class RunsScreen(ClaraScreen):
         for run_id in (a, b):
             m = RunMetrics()
             m.add(self._run(run_id).metrics())
-            out.append((run_id, m.series("train_loss"), m.series("val_loss", m.valid)))
+            out.append((run_id, m))
         self.app.call_from_thread(self._show_compare, out)
 
     def _show_compare(self, sides) -> None:
-        self.query_one("#compare-title", Static).update(f"{sides[0][0]}  vs  {sides[1][0]}")
-        for side, (run_id, train, val) in zip("ab", sides):
-            self.query_one(f"#compare-{side}", Label).update(run_id)
-            self.query_one(f"#cmp-{side}-train", MetricSparkline).set_values(train)
-            self.query_one(f"#cmp-{side}-val", MetricSparkline).set_values(val)
+        self.query_one("#compare-title", Static).update(
+            f"A = {sides[0][0]}   vs   B = {sides[1][0]}   (one step axis, one loss scale)")
+        series = {}
+        for side, (_run_id, metrics) in zip("AB", sides):
+            series.update(metrics.loss_series(f"{side} "))
+        self.query_one("#plot-compare", MetricPlot).set_series(series)
+
+    def action_toggle_log(self) -> None:
+        plots = list(self.query(MetricPlot).results(MetricPlot))
+        log = not plots[0].log_scale
+        for plot in plots:
+            plot.set_log(log)
+
+    def action_delete(self) -> None:
+        run_id = self.selected
+        if not run_id:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._delete(run_id)
+
+        self.app.push_screen(ConfirmDialog(
+            f"Delete run {run_id}?\n\nIts folder (checkpoints, metrics, report) is removed for "
+            "good; a running run is refused.", yes="Delete (y)", no="Keep (Esc)"), answered)
+
+    @work(thread=True, group="run-control", exit_on_error=False)
+    def _delete(self, run_id: str) -> None:
+        from clara.runs import delete_run
+
+        delete_run(self._run(run_id))
+        self.app.call_from_thread(self._deleted, run_id)
+
+    def _deleted(self, run_id: str) -> None:
+        self.notify(f"run {run_id} deleted", title="Delete", timeout=3)
+        self.selected = None
+        if self.compare_with == run_id:
+            self.compare_with = None
+        self._load_runs()
+
+    def action_export(self) -> None:
+        if self.selected:
+            self._export(self.selected)
+
+    @work(thread=True, group="run-control", exit_on_error=False)
+    def _export(self, run_id: str) -> None:
+        from clara.export import export_tensorboard
+
+        out = export_tensorboard(self._run(run_id))
+        self.app.call_from_thread(self.notify, f"TensorBoard events in {out}",
+                                  title="Export", timeout=5)
 
     def palette_commands(self):
+        yield SystemCommand("Delete run", "Remove the highlighted run's folder (asks first)",
+                            self.action_delete)
+        yield SystemCommand("Export run to TensorBoard", "Write its metrics as TensorBoard "
+                            "event files (as `clara runs export`)", self.action_export)
+        yield SystemCommand("Toggle log scale", "Loss plots on a log10 axis",
+                            self.action_toggle_log)
         yield SystemCommand("Stop run", "Ask the highlighted run to save and stop",
                             self.action_stop)
         yield SystemCommand("Resume run", "Continue the highlighted run from its checkpoint",

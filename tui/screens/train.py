@@ -6,9 +6,8 @@ and the Runs screen follows them."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, field
+from dataclasses import field
 
-import tomli_w
 from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -17,8 +16,10 @@ from textual.widgets import Button, Label, Select, Static, TabbedContent, TabPan
 
 from clara.errors import ClaraError
 from clara.train.config import TrainConfig, merge_config
+from tui.command import command_line
 from tui.screens.base import ClaraScreen
 from tui.widgets.config_form import ConfigForm
+from tui.widgets.path_input import PathInput
 
 STAGES = ("stage1", "stage2", "stage3")
 KINDS = ("lora", *STAGES, "pipeline")
@@ -47,10 +48,8 @@ CLARA_FIRST = ("model", "data", "init_from", "iters", "epochs", "batch_size", "l
                "compression_rate", "doc_max_tokens", "top_k", "max_len", "lora_rank",
                "val_every", "save_every")
 CLARA_CHOICES = {"model": [], "data": [], "init_from": [], "lr_schedule": ["cosine", "constant"]}
-# Settings a tiny model on a CPU trains with in minutes; the library's defaults are sized for
-# real models (256-token documents, 32x compression, 2048-token sequences).
-CLARA_VALUES = {"compression_rate": 4, "doc_max_tokens": 64, "max_len": 512,
-                "learning_rate": 1e-3, "iters": 100, "val_every": 25, "save_every": 50}
+# Settings a tiny model on a CPU trains with in minutes (a preset of clara/presets/).
+CLARA_PRESET = "clara-cpu-tiny"
 PIPELINE_FIRST = ("model", "data", "stage1_iters", "stage2_iters", "stage3_iters", "top_k",
                   "batch_size", "learning_rate", "compression_rate", "doc_max_tokens")
 
@@ -58,7 +57,7 @@ PIPELINE_FIRST = ("model", "data", "stage1_iters", "stage2_iters", "stage3_iters
 def _pipeline_config_class():
     """The pipeline form: a dataset prefix, per-stage steps/epochs/lr, then the shared
     ClaraTrainConfig settings (the same split `clara train pipeline` makes in its flags)."""
-    from clara.method.tasks import ClaraTrainConfig
+    from clara.method.config import ClaraTrainConfig
 
     own = [("data", str, field(default="", metadata={
         "help": "Dataset prefix: uses PREFIX-stage1, PREFIX-stage2, PREFIX-stage3."}))]
@@ -82,80 +81,26 @@ def _pipeline_config_class():
     return dataclasses.make_dataclass("PipelineForm", own + shared)
 
 
-def _clean(values: dict) -> dict:
-    return {k: v for k, v in values.items() if v is not None}
+# -- what each kind makes of its form: the library's plan (clara.plan) and its preview --------
+def effective_config(kind: str, form: ConfigForm, ws=None) -> tuple[dict | None, str]:
+    """(the form's values to launch with, the plan's TOML preview); or (None, error). The
+    preview checks what the launch will (settings, model, starting checkpoint, data kind)
+    except reading every row, which the launch does."""
+    from clara.plan import plan_lora, plan_pipeline, plan_stage, split_pipeline_values
 
-
-def _toml(data: dict) -> str:
-    def strip(d):
-        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items()
-                if v is not None and v != {}}
-
-    return tomli_w.dumps(strip(data))
-
-
-# -- what each kind makes of its form: (config dict, preview) or a ClaraError -----------------
-def lora_config(values: dict) -> dict:
-    return asdict(merge_config(TrainConfig, overrides=values))
-
-
-def stage_config(stage: str, values: dict) -> dict:
-    from clara.method.tasks import ClaraTrainConfig
-
-    cfg = merge_config(ClaraTrainConfig, overrides=values)
-    if not cfg.model and not cfg.init_from:
-        raise ClaraError("model: is required (or init_from an earlier stage)")
-    if not cfg.data:
-        raise ClaraError("data: is required")
-    cfg.method_config(stage)  # the method's own checks (compression rate vs document length)
-    return asdict(cfg)
-
-
-def pipeline_plan(values: dict) -> dict:
-    """{"config" (shared ClaraTrainConfig settings), "prefix", "per_stage" overrides}."""
-    from clara.method.tasks import ClaraTrainConfig
-
-    values = dict(values)
-    per_stage = {s: _clean({"iters": values.pop(f"{s}_iters", None),
-                            "epochs": values.pop(f"{s}_epochs", None),
-                            "learning_rate": values.pop(f"{s}_lr", None)}) for s in STAGES}
-    top_k = values.pop("top_k", None)
-    if top_k is not None:
-        per_stage["stage3"]["top_k"] = top_k
-    prefix = values.pop("data", None)
-    cfg = merge_config(ClaraTrainConfig, overrides=values)
-    if not cfg.model:
-        raise ClaraError("model: is required")
-    if not prefix:
-        raise ClaraError("data: choose a dataset prefix (PREFIX-stage1..3)")
-    for s in STAGES:
-        cfg.method_config(s)
-    config = asdict(cfg)
-    for k in ("data", "init_from", "top_k"):
-        config.pop(k, None)
-    return {"config": config, "prefix": prefix, "per_stage": per_stage}
-
-
-def effective_config(kind: str, form: ConfigForm) -> tuple[dict | None, str]:
-    """(configuration, TOML text) of a form through the library's merge; or (None, error)."""
+    values = form.raw_values()
     try:
-        values = form.raw_values()
         if kind == "lora":
-            data = lora_config(values)
+            plan = plan_lora(ws, values, check_data=False)
         elif kind in STAGES:
-            data = stage_config(kind, values)
+            plan = plan_stage(ws, kind, values, check_data=False)
         else:
-            plan = pipeline_plan(values)
-            data = plan
-            shown = {"model": plan["config"]["model"],
-                     "data": {s: f"{plan['prefix']}-{s}" for s in STAGES},
-                     "stages": plan["per_stage"], "shared": plan["config"]}
-            return data, _toml(shown)
+            shared, per_stage, prefix, _ = split_pipeline_values(values)
+            plan = plan_pipeline(ws, shared, per_stage, prefix, check_data=False)
+            return {"values": shared, "per_stage": per_stage, "prefix": prefix}, plan.preview()
     except ClaraError as e:
         return None, f"not valid yet: {e}"
-    order = [f.name for f in form.fields]  # what the form shows first, first
-    return data, _toml({k: data[k] for k in sorted(
-        data, key=lambda k: order.index(k) if k in order else len(order))})
+    return values, plan.preview(first=tuple(f.name for f in form.fields))
 
 
 # -- launching: the library pieces the `clara train ...` commands call ------------------------
@@ -183,7 +128,7 @@ def launch_pipeline(ws, plan: dict):
     from clara.method.launch import pipeline
     from clara.method.pipeline import start_driver
 
-    pipe = pipeline(ws, plan["config"], plan["per_stage"], prefix=plan["prefix"])
+    pipe = pipeline(ws, plan["values"], plan["per_stage"], prefix=plan["prefix"])
     start_driver(pipe)
     return pipe
 
@@ -193,8 +138,12 @@ class TrainScreen(ClaraScreen):
     CSS_PATH = "train.tcss"
     BINDINGS = [
         Binding("ctrl+l", "launch", "Launch", priority=True),
+        Binding("ctrl+s", "save_settings", "Save settings"),
+        Binding("ctrl+r", "load_settings", "Load settings"),
         Binding("f6", "reload", "Refresh"),
     ]
+
+    launched: tuple[str, str] | None = None  # (what, id) of the last launch, to report its fate
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="train-body"):
@@ -211,8 +160,12 @@ class TrainScreen(ClaraScreen):
                         yield Static("loading the CLaRa settings …", classes="form-loading")
             with Vertical(id="train-side"):
                 yield Label("Effective configuration", classes="section-title")
-                with VerticalScroll(id="preview-scroll", classes="panel"):
+                with VerticalScroll(id="preview-scroll", classes="panel", can_focus=False):
                     yield Static("", id="preview", markup=False)
+                yield Label("The same from the shell", classes="section-title")
+                yield Static("", id="train-command", classes="command-line", markup=False)
+                yield PathInput(id="settings-path", suffixes=(".toml",),
+                                placeholder="settings.toml: ctrl+s saves, ctrl+r loads")
                 yield Static("", id="train-status")
                 yield Button("Launch  (ctrl+l)", id="launch", variant="success")
 
@@ -222,22 +175,23 @@ class TrainScreen(ClaraScreen):
 
     @work(thread=True, exclusive=True, group="train-clara-forms", exit_on_error=False)
     def _load_clara_forms(self) -> None:
-        from clara.method.tasks import ClaraTrainConfig
+        from clara import presets
+        from clara.method.config import ClaraTrainConfig
 
         self.app.call_from_thread(self._mount_clara_forms, ClaraTrainConfig,
-                                  _pipeline_config_class())
+                                  _pipeline_config_class(), presets.load(CLARA_PRESET))
 
-    async def _mount_clara_forms(self, stage_cls, pipeline_cls) -> None:
+    async def _mount_clara_forms(self, stage_cls, pipeline_cls, preset: dict) -> None:
         for kind in (*STAGES, "pipeline"):
             pane = self.query_one(f"#kind-{kind}", TabPane)
             pane.query(".form-loading").remove()
             if kind == "pipeline":
                 form = ConfigForm(pipeline_cls, choices=dict(CLARA_CHOICES),
-                                  first=PIPELINE_FIRST, values=CLARA_VALUES, id="form-pipeline")
+                                  first=PIPELINE_FIRST, values=preset, id="form-pipeline")
             else:
                 form = ConfigForm(stage_cls, choices=dict(CLARA_CHOICES), first=CLARA_FIRST,
                                   hidden=("init_from",) if kind == "stage1" else (),
-                                  values=CLARA_VALUES, id=f"form-{kind}")
+                                  values=preset, id=f"form-{kind}")
             await pane.mount(form)  # composed before its choices are set
         self.clara_ready = True
         self._load_choices()
@@ -252,6 +206,22 @@ class TrainScreen(ClaraScreen):
 
     def on_resume(self) -> None:
         self._load_choices()
+        if self.launched:
+            self._check_launched(self.launched[1])
+
+    @work(thread=True, exclusive=True, group="train-launched", exit_on_error=False)
+    def _check_launched(self, run_id: str) -> None:
+        """The status line follows the last launch: it does not say "launched" once it failed."""
+        from clara.runs import Run
+
+        ws = self.app.workspace
+        status = Run(ws.runs_dir / run_id).status() if ws else {}
+        state = status.get("status")
+        if state and state not in ("queued", "running"):
+            message = status.get("message") or ""
+            self.app.call_from_thread(
+                self._say, f"run {run_id} {state}" + (f": {message}" if message else ""),
+                state == "failed")
 
     @property
     def kind(self) -> str:
@@ -265,15 +235,15 @@ class TrainScreen(ClaraScreen):
     @work(thread=True, exclusive=True, group="train-choices", exit_on_error=False)
     def _load_choices(self) -> None:
         from clara.data.datasets import list_datasets
-        from clara.runs import list_runs
+
+        from clara import refs
 
         ws = self.app.workspace
         models = [p.name for p in ws.items("models")] if ws else []
         datasets = {d["name"]: d["kind"] for d in list_datasets(ws)} if ws else {}
-        runs = list_runs(ws) if ws else []
-        by_kind: dict[str, list[str]] = {}
-        for run in reversed(runs):  # newest first
-            by_kind.setdefault(run.config().get("kind", ""), []).append(run.id)
+        by_kind: dict[str, list[str]] = {}  # usable checkpoints only, newest first
+        for kind in ("lora", *(f"clara-{s}" for s in STAGES)):
+            by_kind[kind] = refs.usable(ws, run_kinds=(kind,)) if ws else []
         self.app.call_from_thread(self._set_choices, models, datasets, by_kind)
 
     def _set_choices(self, models: list[str], kinds: dict[str, str],
@@ -281,6 +251,8 @@ class TrainScreen(ClaraScreen):
         datasets = list(kinds)
         for kind in KINDS if self.clara_ready else ("lora",):
             form = self.query_one(f"#form-{kind}", ConfigForm)
+            if not form.query("#field-model"):  # mounted, its fields not yet composed
+                continue
             form.set_choices("model", models)
             model = form.query_one("#field-model", Select)
             if model.value is Select.NULL and models:  # the usual choice, ready to go
@@ -318,26 +290,94 @@ class TrainScreen(ClaraScreen):
         form = self.current_form()
         if form is None:
             self.query_one("#preview", Static).update("")
+            self.query_one("#train-command", Static).update("")
             self.query_one("#launch", Button).disabled = True
             return
-        data, text = effective_config(self.kind, form)
+        data, text = effective_config(self.kind, form, self.app.workspace)
         self.query_one("#preview", Static).update(text)
+        self.query_one("#train-command", Static).update(self.command(form))
         self.query_one("#launch", Button).disabled = data is None or self.app.workspace is None
 
+    def command(self, form: ConfigForm) -> str:
+        """The `clara train ...` command this form stands for (copyable)."""
+        try:
+            values = form.changed_values()
+        except ClaraError as e:
+            return f"not valid yet: {e}"
+        if "init_from" in values:
+            values["from"] = values.pop("init_from")
+        return command_line(["clara", "train", self.kind], values,
+                            short={"model": "-m", "data": "-d"})
+
+    def _say(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#train-status", Static)
+        status.set_class(error, "field-error")
+        status.update(text)
+
+    @on(ConfigForm.Submitted)
     @on(Button.Pressed, "#launch")
     def action_launch(self) -> None:
+        """ctrl+l, Enter in a field, or the button: launch, or say why not beside the button."""
         if self.app.workspace is None:
-            self.app.show_error("open a workspace first (F2)")
+            self._say("open a workspace first (F2)", error=True)
             return
         kind, form = self.kind, self.current_form()
         if form is None:
             return
-        data, text = effective_config(kind, form)
+        data, text = effective_config(kind, form, self.app.workspace)
         if data is None:
-            self.app.show_error(text)
+            self._say(text, error=True)
             return
-        self.query_one("#train-status", Static).update("launching …")
+        self._say("launching …")
         self._launch(kind, data)
+
+    # -- settings files (the CLI reads the same TOML with --config) -------------------------------
+    def _settings_file(self):
+        from pathlib import Path
+
+        text = self.query_one("#settings-path", PathInput).value.strip()
+        if not text:
+            raise ClaraError("settings file: type a path first (e.g. my-lora.toml)")
+        path = Path(text).expanduser()
+        if not path.is_absolute() and self.app.workspace is not None:
+            path = self.app.workspace.path / path
+        return path
+
+    def action_save_settings(self) -> None:
+        from clara import io
+
+        form = self.current_form()
+        try:
+            path = self._settings_file()
+            values = form.changed_values() if form else {}
+            io.write_toml(path, {k: v for k, v in values.items() if v is not None})
+        except ClaraError as e:
+            self._say(str(e), error=True)
+            return
+        self._say(f"saved {len(values)} setting(s) to {path.name} (clara train {self.kind} "
+                  f"--config {path.name})")
+
+    def action_load_settings(self) -> None:
+        from clara import io
+
+        form = self.current_form()
+        if form is None:
+            return
+        try:
+            path = self._settings_file()
+            if not path.is_file():
+                raise ClaraError(f"{path}: no such file")
+            values = io.read_toml(path)
+            names = {f.name for f in form.fields}
+            unknown = sorted(set(values) - names)
+            if unknown:
+                raise ClaraError(f"{path.name}: {unknown[0]}: not a setting of {self.kind}")
+            for key, value in values.items():
+                form.set_value(key, value)
+        except ClaraError as e:
+            self._say(str(e), error=True)
+            return
+        self._say(f"loaded {len(values)} setting(s) from {path.name}")
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def _launch(self, kind: str, config: dict) -> None:
@@ -349,15 +389,19 @@ class TrainScreen(ClaraScreen):
                 run_id = launch_stage(ws, kind, config).id
             else:
                 run_id = f"{launch_pipeline(ws, config).id}-stage1"
+        except ClaraError as e:  # refused before any run folder: said here, the form stays
+            self.app.call_from_thread(self._say, f"not launched: {e}", True)
+            return
         except BaseException:
-            self.app.call_from_thread(self.query_one("#train-status", Static).update, "")
+            self.app.call_from_thread(self._say, "")
             raise
         self.app.call_from_thread(self._launched, kind, run_id)
 
     def _launched(self, kind: str, run_id: str) -> None:
         what = "pipeline" if kind == "pipeline" else "run"
         shown = run_id.removesuffix("-stage1") if kind == "pipeline" else run_id
-        self.query_one("#train-status", Static).update(f"launched {what} {shown}")
+        self.launched = (what, run_id)
+        self._say(f"launched {what} {shown}")
         self.notify(f"{what} {shown} started", title="Train", timeout=3)
         self.app.follow_run = run_id  # the Runs screen selects it once it appears
         self.app.switch_mode("runs")

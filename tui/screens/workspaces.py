@@ -79,7 +79,7 @@ class WorkspacesScreen(ClaraScreen):
     TITLE = "Workspaces"
     CSS_PATH = "workspaces.tcss"
     BINDINGS = [
-        Binding("n", "create", "New"),
+        Binding("ctrl+n", "create", "New"),
         Binding("enter", "open", "Open", show=True),
         Binding("f6", "reload", "Refresh"),
     ]
@@ -133,7 +133,7 @@ class WorkspacesScreen(ClaraScreen):
         names = [n for n in recent if any(r["name"] == n for r in rows)]
         self.query_one("#ws-recent", Static).update(
             "recent: " + (", ".join(names) if names else "(none yet)")
-            + "    n new · Enter open · ctrl+p open by name"
+            + "    ctrl+n new · Enter open · ctrl+p open by name"
         )
 
     def action_open(self) -> None:

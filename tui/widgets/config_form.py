@@ -12,7 +12,7 @@ import typing
 from typing import Any
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Container, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Switch
 
@@ -60,20 +60,35 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-class ConfigForm(VerticalScroll):
-    """Fields of `config_cls`; `choices` turns a field into a Select, `hidden` leaves some out."""
+class ConfigForm(VerticalScroll, can_focus=False):
+    """Fields of `config_cls`; `choices` turns a field into a Select, `hidden` leaves some out.
+    The form itself takes no focus: Tab goes from field to field (it scrolls to the focused)."""
 
     DEFAULT_CSS = """
     ConfigForm { height: 1fr; }
-    ConfigForm .form-row { height: auto; margin-bottom: 1; }
-    ConfigForm .form-label { width: 22; padding: 0 1 0 0; text-style: bold; }
-    ConfigForm .form-field { width: 20; }
-    ConfigForm Switch.form-field { width: 24; height: 1; border: none; padding: 0; }
-    ConfigForm .form-help { width: 1fr; height: auto; padding: 0 0 0 2; color: $text-muted; }
+    ConfigForm .form-row {
+        layout: grid; grid-size: 3; grid-columns: 22 20 1fr; grid-rows: auto;
+        height: auto; margin-bottom: 1;
+    }
+    ConfigForm .form-label { width: 100%; padding: 0 1 0 0; text-style: bold; }
+    ConfigForm .form-field { width: 100%; }
+    ConfigForm Switch.form-field { height: 1; border: none; padding: 0; }
+    ConfigForm .form-help { width: 100%; height: auto; padding: 0 0 0 2; color: $text-muted; }
     """
 
     class Changed(Message):
         """A value of the form changed (the preview listens)."""
+
+        def __init__(self, form: "ConfigForm") -> None:
+            super().__init__()
+            self.form = form
+
+        @property
+        def control(self) -> "ConfigForm":
+            return self.form
+
+    class Submitted(Message):
+        """Enter in a field of the form: the screen submits it (or says why not)."""
 
         def __init__(self, form: "ConfigForm") -> None:
             super().__init__()
@@ -107,7 +122,7 @@ class ConfigForm(VerticalScroll):
         for f in self.fields:
             base, _ = _base_type(f.type)
             value = self._default(f)
-            with Horizontal(classes="form-row"):
+            with Container(classes="form-row"):
                 yield Label(f.name, classes="form-label")
                 wid = f"field-{f.name}"
                 if base is bool:
@@ -140,6 +155,26 @@ class ConfigForm(VerticalScroll):
                 out[f.name] = parse_value(f.name, widget.value, f.type)
         return out
 
+    def changed_values(self) -> dict[str, Any]:
+        """The fields whose value differs from the dataclass default (what a command line or a
+        settings file needs to say)."""
+        out = {}
+        raw = self.raw_values()
+        for f in self.fields:
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+            else:
+                default = None
+            value = raw[f.name]
+            if value is None and default is not None and not isinstance(default, (list, bool)) \
+                    and f.name not in self.choices:
+                continue  # left empty: the default applies
+            if value != default and not (value is None and default in ([], "")):
+                out[f.name] = value
+        return out
+
     def set_value(self, name: str, value: Any) -> None:
         widget = self.query_one(f"#field-{name}")
         if isinstance(widget, Switch):
@@ -155,6 +190,10 @@ class ConfigForm(VerticalScroll):
         widget.set_options([(o, o) for o in options])
         if current in options:
             widget.value = current
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.post_message(self.Submitted(self))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()

@@ -50,3 +50,27 @@ class ClaraHeader(Widget):
         line.append_text(right)
         line.truncate(width)
         return line
+
+
+class ModeBar(Widget):
+    """One line under the header: every mode with its key, the current one highlighted."""
+
+    DEFAULT_CSS = """
+    ModeBar { height: 1; background: $panel-darken-1; color: $text-muted; }
+    """
+
+    def render(self) -> Text:
+        from tui.modes import MODES
+
+        current = getattr(self.app, "current_mode", None)
+        line = Text(" ")
+        for m in MODES:
+            label = f" {m.key.upper()} {m.title} "
+            if m.name == current:
+                line.append(label, style="bold reverse")
+            else:
+                line.append(m.key.upper(), style="bold")
+                line.append(f" {m.title} ")
+        line.append(" F1 help · ^p actions · ^t tabs", style="italic")
+        line.truncate(self.size.width)
+        return line

@@ -1,0 +1,359 @@
+"""CLaRa stages and LoRA at real shapes: tokens/s, MFU, peak memory and where the memory goes,
+against mlx-lm's own LoRA trainer in the same run.
+
+A random model is built from a shape (a preset or flags) and saved once, so nothing is
+downloaded; every measurement then runs in a process of its own (peak memory is per process)
+through the real paths: `clara train`'s tasks and engine, and mlx-lm's `train` with its own
+LoRA layers and loss. Before the timed steps each clara process measures, uncompiled, the peak of
+the forward alone and of forward + backward (`mx.get_peak_memory` after `mx.reset_peak_memory`),
+beside the weights; the timed engine steps give the whole step's peak.
+
+MFU counts 6 * N * tokens/s over the chip's peak bf16 rate (989 TFLOP/s, the H200's dense
+figure), N the parameters a token goes through (every block weight, trainable and frozen, plus
+the output head; the input embedding, a lookup, left out), tokens every real (non-pad) token of
+the step: the encoder's and the decoder's for CLaRa, padding excluded.
+
+    python bench/clara_throughput.py --preset cpu                 # small shapes, a minute or two
+    python bench/clara_throughput.py --preset 1b --steps 20       # the GPU table
+    python bench/clara_throughput.py --preset 8b-q4 --only stage1 --batch-size 1
+    python bench/clara_throughput.py --preset cpu --root OLD      # also an older checkout
+
+Writes bench/results/clara_throughput-DATE.json (or --json) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PRESETS = {
+    # name: model shape, batch geometry, dtype, quantization
+    "cpu": dict(hidden=256, layers=4, heads=4, kv_heads=2, intermediate=704, vocab=8000,
+                batch_size=4, doc=128, cr=16, seq=256, rank=16, dtype="bfloat16", bits=0),
+    "1b": dict(hidden=2048, layers=16, heads=32, kv_heads=4, intermediate=5632, vocab=32000,
+               batch_size=8, doc=256, cr=16, seq=512, rank=16, dtype="bfloat16", bits=0),
+    "8b-q4": dict(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336,
+                  vocab=128256, batch_size=1, doc=256, cr=16, seq=512, rank=16,
+                  dtype="bfloat16", bits=4),
+}
+PEAK_FLOPS = 989e12  # H200 dense bf16
+
+
+def make_words(n: int, rng: random.Random) -> str:
+    vocab = ("the a mill tower archive harbour orchard river glass salt bell north built "
+             "repaired guarded painted sold found in of and by with year old new city keeper "
+             "long short water stone road market light dark").split()
+    return " ".join(rng.choice(vocab) for _ in range(n))
+
+
+# ---------------------------------------------------------------------------------- building
+def model_config(s: dict, tokenizer) -> dict:
+    from clara.models.tiny import TinyConfig, llama_config
+
+    cfg = llama_config(TinyConfig(hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+                                  num_attention_heads=s["heads"],
+                                  num_key_value_heads=s["kv_heads"],
+                                  intermediate_size=s["intermediate"]), s["vocab"], tokenizer)
+    cfg["torch_dtype"] = s["dtype"]
+    cfg["tie_word_embeddings"] = s["vocab"] < 100000  # Llama-3 8B has an untied head
+    return cfg
+
+
+def build(s: dict, folder: Path) -> dict:
+    """A random Llama of shape `s` saved in its dtype (quantized when bits), and the data."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_map
+    from mlx_lm.models import llama
+    from mlx_lm.utils import save_config, save_model
+
+    from clara import io
+    from clara.models.tiny import train_tokenizer
+
+    rng = random.Random(0)
+    texts = [make_words(400, rng) for _ in range(64)]
+    tok = train_tokenizer(texts, 512)
+    cfg = model_config(s, tok)
+    mx.random.seed(0)
+    model = llama.Model(llama.ModelArgs.from_dict(cfg))
+    dtype = getattr(mx, s["dtype"])
+    for layer in [model.model.embed_tokens, *model.model.layers, model.model.norm,
+                  *([model.lm_head] if "lm_head" in model else [])]:
+        # layer by layer: an 8B model never exists whole in float32
+        layer.update(tree_map(lambda p: p.astype(dtype), layer.parameters()))
+        mx.eval(layer.parameters())
+    if s["bits"]:
+        nn.quantize(model, group_size=64, bits=s["bits"])
+        cfg["quantization"] = {"group_size": 64, "bits": s["bits"]}
+    mx.eval(model.parameters())
+    mdir = folder / "model"
+    mdir.mkdir(parents=True)
+    save_model(mdir, model)
+    save_config(cfg, mdir / "config.json")
+    tok.save_pretrained(str(mdir))
+    del model
+
+    def cut(text: str, n: int) -> str:
+        ids = tok.encode(text, add_special_tokens=False)
+        return tok.decode(ids[:n])
+
+    rows = []
+    for i in range(max(64, 4 * s["batch_size"])):
+        doc = cut(make_words(2 * s["doc"], rng), s["doc"])
+        rows.append({"data_type": "paraphrase", "answers": [doc], "docs": [doc]})
+    io.write_jsonl(folder / "stage1" / "train.jsonl", rows)
+    lora_rows = [{"text": cut(make_words(2 * s["seq"], rng), s["seq"])} for _ in range(64)]
+    io.write_jsonl(folder / "lora" / "train.jsonl", lora_rows)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------- children
+def median_rate(rates: list[float], warmup: int) -> float:
+    xs = sorted(rates[warmup:] or rates)
+    return xs[len(xs) // 2]
+
+
+def component_peaks(task, model) -> dict:
+    """Uncompiled peaks (bytes) of the forward, and of forward + backward, of one batch."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    batch = next(iter(task.train_batches(0, 0)))
+    mx.eval(batch)
+    shapes = {k: list(v.shape) for k, v in (batch.items() if isinstance(batch, dict)
+                                            else zip(("tokens", "lengths"), batch))}
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    base = mx.get_active_memory()
+    out = task.loss(model, batch)
+    mx.eval(out)
+    fwd = mx.get_peak_memory()
+    del out
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    vg = nn.value_and_grad(model, lambda m, b: task.loss(m, b)[0])
+    out = vg(model, batch)
+    mx.eval(out)
+    bwd = mx.get_peak_memory()
+    del out
+    mx.clear_cache()
+    return {"weights_bytes": base, "forward_peak_bytes": fwd, "forward_backward_peak_bytes": bwd,
+            "batch_shapes": shapes}
+
+
+def engine_run(task, cfg, warmup: int) -> dict:
+    import mlx.core as mx
+
+    from clara import io
+    from clara.train.engine import Engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        tic = time.perf_counter()
+        Engine(task, cfg, tmp).run()
+        wall = time.perf_counter() - tic
+        rows = [r for r in io.read_jsonl(Path(tmp) / "metrics.jsonl") if "train_loss" in r]
+    rates = [r["tokens_per_second"] for r in rows]
+    steps = [r["tokens"] for r in rows]
+    return {"peak_bytes": mx.get_peak_memory(), "tokens_per_second": median_rate(rates, warmup),
+            "tokens_per_step": (steps[-1] - steps[0]) / max(1, len(steps) - 1),
+            "first_step_s": rows[0]["elapsed_s"], "wall_s": wall,
+            "losses": [r["train_loss"] for r in rows]}
+
+
+def child(args) -> dict:
+    sys.path.insert(0, args.root)
+    import mlx.core as mx
+
+    s = json.loads(args.shape)
+    folder = Path(args.work)
+    model_dir = str(folder / "model")
+    common = dict(iters=args.steps, val_every=0, save_every=10**6, report_every=1,
+                  grad_clip=1.0, learning_rate=1e-4, seed=0)
+    if args.child.endswith("-ckpt"):  # the same work with gradient checkpointing
+        common["grad_checkpoint"] = True
+        args.child = args.child[:-5]
+    if args.child == "stage1":
+        from clara.method.tasks import ClaraTrainConfig, build_task
+
+        cfg = ClaraTrainConfig(model=model_dir, data=str(folder / "stage1"),
+                               batch_size=s["batch_size"], doc_max_tokens=s["doc"],
+                               compression_rate=s["cr"], lora_rank=s["rank"], **common)
+        task = build_task(cfg, "stage1")
+        out = component_peaks(task, task.model)
+        out.update(engine_run(task, cfg, args.warmup))
+    elif args.child == "lora":
+        from clara.train.config import TrainConfig
+        from clara.train.lora import LoraTask
+
+        cfg = TrainConfig(model=model_dir, data=str(folder / "lora"), mode="cpt",
+                          batch_size=s["batch_size"], max_seq_length=s["seq"] + 1,
+                          lora_rank=s["rank"], dtype=s["dtype"], **common)
+        task = LoraTask(cfg, model_dir, folder / "lora")
+        out = component_peaks(task, task.model)
+        out.update(engine_run(task, cfg, args.warmup))
+    else:  # mlx-lm's own trainer: its load, LoRA layers, loss and loop; our batches
+        import mlx.optimizers as optim
+        from mlx_lm import load
+        from mlx_lm.tuner.callbacks import TrainingCallback
+        from mlx_lm.tuner.trainer import TrainingArgs, default_loss, train
+        from mlx_lm.tuner.utils import linear_to_lora_layers
+
+        from clara import io
+        from clara.train.lora import make_batches
+
+        mx.reset_peak_memory()
+        model, tok = load(model_dir)
+        model.freeze()
+        mx.random.seed(0)
+        linear_to_lora_layers(model, -1, {"rank": s["rank"], "scale": 20.0, "dropout": 0.0})
+        samples = [(tok.encode(r["text"]), 0) for _, r in io.iter_jsonl(folder / "lora/train.jsonl")]
+        batches = make_batches(samples, s["batch_size"], s["seq"] + 1)
+        counts: list[int] = []
+
+        def it(dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
+            while True:
+                for t, lens in batches:
+                    counts.append(int(lens[:, 1].sum()))
+                    yield mx.array(t), mx.array(lens)
+                if not loop:
+                    return
+
+        class Rec(TrainingCallback):
+            times: list = []
+            losses: list = []
+
+            def on_train_loss_report(self, info):
+                self.times.append(time.perf_counter())
+                self.losses.append(info["train_loss"])
+
+        rec = Rec()
+        targs = TrainingArgs(batch_size=s["batch_size"], iters=args.steps, steps_per_report=1,
+                             steps_per_eval=10**9, steps_per_save=10**9,
+                             max_seq_length=s["seq"] + 1,
+                             adapter_file=str(folder / f"mlx_lm_{os.getpid()}.safetensors"))
+        tic = time.perf_counter()
+        import contextlib
+        import io as io_
+
+        with contextlib.redirect_stdout(io_.StringIO()):
+            train(model, optim.AdamW(learning_rate=1e-4), train_dataset=[0] * s["batch_size"],
+                  args=targs, loss=default_loss, iterate_batches=it, training_callback=rec)
+        t = [tic] + rec.times
+        rates = [counts[i] / (t[i + 1] - t[i]) for i in range(len(rec.times))]
+        out = {"peak_bytes": mx.get_peak_memory(), "tokens_per_second": median_rate(rates, args.warmup),
+               "tokens_per_step": sum(counts[:args.steps]) / args.steps,
+               "first_step_s": t[1] - t[0], "losses": rec.losses}
+    return out
+
+
+# ---------------------------------------------------------------------------------- parent
+def forward_params(cfg: dict) -> int:
+    """Parameters a token passes through: blocks and the head (not the input lookup)."""
+    h, i, L, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    hd = h // cfg["num_attention_heads"]
+    kv = cfg["num_key_value_heads"] * hd
+    return L * (2 * h * h + 2 * h * kv + 3 * h * i) + V * h
+
+
+def run_child(kind: str, root: str, s: dict, work: Path, steps: int, warmup: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--root", root, "--shape", json.dumps(s),
+           "--work", str(work), "--steps", str(steps), "--warmup", str(warmup)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode:
+        return {"error": (p.stderr.strip().splitlines() or ["?"])[-1][-300:]}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    for k in ("hidden", "layers", "heads", "kv_heads", "intermediate", "vocab", "batch_size",
+              "doc", "cr", "seq", "rank", "bits"):
+        p.add_argument("--" + k.replace("_", "-"), type=int, help="override the preset's")
+    p.add_argument("--dtype", help="override the preset's")
+    p.add_argument("--only", default="stage1,lora,mlx-lm",
+                   help="comma list of stage1, lora, mlx-lm (stage1-ckpt, lora-ckpt: with "
+                        "gradient checkpointing)")
+    p.add_argument("--root", action="append", default=[],
+                   help="also measure the clara of this checkout (e.g. an older one)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--json", help="result file (default bench/results/clara_throughput-DATE.json)")
+    p.add_argument("--child"), p.add_argument("--shape"), p.add_argument("--work")
+    args = p.parse_args(argv)
+    if args.child:
+        args.root = args.root[0]
+        print(json.dumps(child(args)))
+        return 0
+
+    sys.path.insert(0, str(ROOT))
+    from clara import io
+    from clara.platform import describe
+
+    s = dict(PRESETS[args.preset])
+    s.update({k: v for k, v in vars(args).items() if k in s and v is not None})
+    roots = [("new", str(ROOT))] + [(f"old{i or ''}", r) for i, r in enumerate(args.root)]
+    rows = []
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        work = Path(tmp)
+        tic = time.perf_counter()
+        cfg = build(s, work)
+        print(f"built {args.preset} model in {time.perf_counter() - tic:.1f}s", file=sys.stderr)
+        for kind in args.only.split(","):
+            own = [("mlx-lm", str(ROOT))] if kind == "mlx-lm" else roots[:1] \
+                if kind.endswith("-ckpt") else roots
+            for name, root in own:
+                r = run_child(kind, root, s, work, args.steps, args.warmup)
+                r.update(kind=kind, code=name)
+                rows.append(r)
+                print(f"  {kind} {name}: {({k: v for k, v in r.items() if k != 'losses'})}",
+                      file=sys.stderr)
+    N = forward_params(cfg)
+    for r in rows:
+        if "tokens_per_second" in r:
+            r["mfu"] = 6 * N * r["tokens_per_second"] / PEAK_FLOPS
+    try:
+        from clara.train.estimate import estimate_for_bench
+
+        for r in rows:
+            if "error" not in r:
+                r["estimate_bytes"] = estimate_for_bench(cfg, s, r["kind"])
+    except ImportError:
+        pass
+    result = {"platform": describe(), "shape": s, "preset": args.preset, "forward_params": N,
+              "rows": rows}
+    out = Path(args.json) if args.json else \
+        ROOT / "bench" / "results" / f"clara_throughput-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    io.write_json(out, result)
+    gb = 1e9
+    print(f"{args.preset}: {json.dumps(s)}  N={N / 1e9:.3f}B")
+    print(f"{'work':<8} {'code':<7} {'tok/s':>9} {'MFU':>6} {'peak GB':>8} {'weights':>8} "
+          f"{'fwd':>7} {'fwd+bwd':>8} {'est GB':>7} {'1st step s':>10}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['kind']:<8} {r['code']:<7} error: {r['error']}")
+            continue
+        f = lambda k: f"{r[k] / gb:.2f}" if k in r else "-"  # noqa: E731
+        print(f"{r['kind']:<8} {r['code']:<7} {r['tokens_per_second']:>9.0f} "
+              f"{100 * r['mfu']:>5.1f}% {f('peak_bytes'):>8} {f('weights_bytes'):>8} "
+              f"{f('forward_peak_bytes'):>7} {f('forward_backward_peak_bytes'):>8} "
+              f"{f('estimate_bytes'):>7} {r['first_step_s']:>10.1f}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

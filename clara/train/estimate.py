@@ -1,0 +1,334 @@
+"""Pre-flight estimate of a training run's peak memory and time per step, from the model's
+config.json alone (no weights are loaded), the dtype or quantization, the LoRA settings, the
+batch and the lengths, and for CLaRa the compression geometry.
+
+The peak is the sum of what a training step holds at the end of its forward pass, when the
+backward pass starts:
+    weights      every frozen weight in its dtype (quantized: bits/8 plus a scale and a bias in
+                 the model's dtype per group)
+    trainables   LoRA A and B (and CLaRa's memory rows) in float32, with their gradient and
+                 AdamW's two moments: 16 bytes per trained parameter
+    activations  per block and token what the backward pass reads (norm inputs, projections,
+                 the MLP's gate/up/product, attention inputs and outputs), in the model's
+                 dtype, plus the attention probabilities where attention is not fused; with
+                 grad_checkpoint only each block's input is kept, and one block is recomputed
+    logits       the supervised positions' logits in the dtype, their float32 copy for the loss,
+                 and the gradient of both
+The per-token coefficients were fitted to `mx.get_peak_memory()` of real steps
+(bench/clara_throughput.py; tests/test_estimate.py checks them on the CPU within 15 %).
+
+Time per step is 6 * N * tokens over the device's sustained rate: a rough guide (a fresh CUDA
+machine also compiles kernels for minutes at the first step).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clara.errors import ClaraError
+
+GB = 1e9
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+ALL_KEYS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+# Saved activations per block and token, in elements of the model's dtype: multiples of the
+# hidden size, of the MLP width and of the key/value width (fitted, see the module doc).
+ACT_H, ACT_I, ACT_KV = 10.0, 4.0, 4.0
+# Sustained training rate (FLOP/s) per backend, for the time estimate only.
+RATES = {"cuda": 200e12, "metal": 8e12, "gpu": 8e12, "cpu": 5e10}
+# Fused attention keeps no L x L probabilities (CUDA: cuDNN; Metal: MLX's kernels)
+FUSED_ATTENTION = {"cuda": True, "metal": False, "gpu": False, "cpu": False}
+
+
+@dataclass
+class Shape:
+    """What the estimate reads of a model's config.json."""
+
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+    tied: bool = True
+    head_dim: int | None = None
+    bits: int = 0  # 0: not quantized
+    group_size: int = 64
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Shape":
+        text = cfg.get("text_config") or {}
+        c = {**text, **{k: v for k, v in cfg.items() if k != "text_config"}} if text else cfg
+        try:
+            h, L = int(c["hidden_size"]), int(c["num_hidden_layers"])
+            heads = int(c["num_attention_heads"])
+            inter = int(c.get("intermediate_size") or 4 * h)
+            vocab = int(c["vocab_size"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ClaraError(f"config.json: cannot read the model's shape ({e})") from None
+        q = c.get("quantization") or c.get("quantization_config") or {}
+        return cls(hidden=h, layers=L, heads=heads,
+                   kv_heads=int(c.get("num_key_value_heads") or heads), intermediate=inter,
+                   vocab=vocab, tied=bool(c.get("tie_word_embeddings", True)),
+                   head_dim=c.get("head_dim"), bits=int(q.get("bits") or 0),
+                   group_size=int(q.get("group_size") or 64))
+
+    @property
+    def hd(self) -> int:
+        return int(self.head_dim or self.hidden // self.heads)
+
+    def proj_dims(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each projection of a block."""
+        h, i, q, kv = self.hidden, self.intermediate, self.heads * self.hd, self.kv_heads * self.hd
+        return {"self_attn.q_proj": (h, q), "self_attn.k_proj": (h, kv),
+                "self_attn.v_proj": (h, kv), "self_attn.o_proj": (q, h),
+                "mlp.gate_proj": (h, i), "mlp.up_proj": (h, i), "mlp.down_proj": (i, h)}
+
+    def block_params(self) -> int:
+        return sum(a * b for a, b in self.proj_dims().values())
+
+    def forward_params(self) -> int:
+        """Parameters a token goes through: the blocks and the output head."""
+        return self.layers * self.block_params() + self.vocab * self.hidden
+
+
+@dataclass
+class Work:
+    """One training step's shape: which task, what is trained, and the token counts."""
+
+    kind: str  # lora | stage1 | stage2 | stage3
+    batch_size: int
+    seq_len: int = 0  # LoRA: padded row length
+    supervised_len: int | None = None  # positions whose logits the loss reads (default seq_len)
+    enc_len: int = 0  # CLaRa: encoder row length (<ENC> BOS doc EOS mems)
+    enc_rows: int = 0  # CLaRa: encoder rows per step (documents, and queries in stage 3)
+    dec_len: int = 0  # CLaRa: decoder row length
+    lora_rank: int = 8
+    lora_keys: tuple[str, ...] = ALL_KEYS
+    lora_layers: int = -1
+    adapters_trained: int = 1
+    adapters_held: int = 1
+    extra_trainable: int = 0  # e.g. CLaRa's memory rows
+    grad_checkpoint: bool = False
+    dtype: str = "bfloat16"
+    full: bool = False  # full fine-tuning of the adapted layers
+
+
+@dataclass
+class Estimate:
+    peak_bytes: int
+    parts: dict = field(default_factory=dict)
+    step_seconds: float = 0.0
+    tokens_per_step: int = 0
+    budget_bytes: int = 0
+    budget_what: str = ""
+
+    @property
+    def over_budget(self) -> bool:
+        return bool(self.budget_bytes) and self.peak_bytes > 0.9 * self.budget_bytes
+
+    def line(self) -> str:
+        """One line for a form or a terminal."""
+        parts = ", ".join(f"{k} {v / GB:.2f}" for k, v in self.parts.items())
+        s = (f"estimated peak {self.peak_bytes / GB:.2f} GB ({parts}), "
+             f"~{self.step_seconds:.2g} s/step")
+        if self.budget_bytes:
+            s += f"; budget {self.budget_bytes / GB:.1f} GB ({self.budget_what})"
+        if self.over_budget:
+            s += " — OVER 90% OF THE BUDGET: lower batch_size or lengths, or --grad-checkpoint"
+        return s
+
+    def to_dict(self) -> dict:
+        return {"peak_gb": self.peak_bytes / GB,
+                "parts_gb": {k: v / GB for k, v in self.parts.items()},
+                "step_seconds": self.step_seconds, "tokens_per_step": self.tokens_per_step,
+                "budget_gb": self.budget_bytes / GB, "budget": self.budget_what,
+                "over_budget": self.over_budget}
+
+
+def weight_bytes(s: Shape, dtype_bytes: int) -> int:
+    blocks = s.layers * s.block_params()
+    table = s.vocab * s.hidden * (1 if s.tied else 2)
+    norms = (2 * s.layers + 1) * s.hidden * dtype_bytes
+    if s.bits:
+        per = s.bits / 8 + 2 * dtype_bytes / s.group_size
+        return int((blocks + table) * per) + norms
+    return (blocks + table) * dtype_bytes + norms
+
+
+def trainable_params(s: Shape, w: Work) -> int:
+    n_layers = s.layers if w.lora_layers < 0 else min(w.lora_layers, s.layers)
+    dims = s.proj_dims()
+    if w.full:
+        return n_layers * s.block_params()
+    per_layer = sum(w.lora_rank * (a + b) for k, (a, b) in dims.items() if k in w.lora_keys)
+    return n_layers * per_layer
+
+
+def activation_bytes(s: Shape, w: Work, rows: int, length: int, backend: str) -> int:
+    """What the backward pass of one forward over rows x length keeps."""
+    b = DTYPE_BYTES.get(w.dtype, 2)
+    kv = s.kv_heads * s.hd
+    per_token_layer = (ACT_H * s.hidden + ACT_I * s.intermediate + ACT_KV * kv) * b
+    attn = 0 if FUSED_ATTENTION.get(backend, False) else 2 * rows * s.heads * length * length * 4
+    tokens = rows * length
+    if w.grad_checkpoint:  # block inputs only, plus one block recomputed during backward
+        return s.layers * tokens * s.hidden * b + tokens * per_token_layer + attn
+    return s.layers * (tokens * per_token_layer + attn)
+
+
+def logits_bytes(s: Shape, w: Work, rows: int, positions: int) -> int:
+    b = DTYPE_BYTES.get(w.dtype, 2)
+    # the dtype logits, their float32 copy, and the gradient of each
+    return 2 * rows * positions * s.vocab * (b + 4)
+
+
+def estimate(s: Shape, w: Work, backend: str | None = None) -> Estimate:
+    from clara.platform import backend as current_backend, device_memory
+
+    backend = backend or current_backend()
+    b = DTYPE_BYTES.get(w.dtype, 2)
+    weights = weight_bytes(s, b)
+    n_train = trainable_params(s, w) * w.adapters_trained + w.extra_trainable
+    n_held = trainable_params(s, w) * max(0, w.adapters_held - w.adapters_trained)
+    if w.full:
+        trainables = n_train * 4 * b  # weights already counted; grads + moments in the dtype
+        weights += 0
+    else:
+        trainables = n_train * 16 + n_held * 4
+    if w.kind == "lora":
+        act = activation_bytes(s, w, w.batch_size, w.seq_len, backend)
+        logits = logits_bytes(s, w, w.batch_size, w.supervised_len or w.seq_len)
+        tokens = w.batch_size * w.seq_len
+    else:
+        # the encoder's activations stay alive until the decoder's backward reaches them
+        act = (activation_bytes(s, w, w.enc_rows, w.enc_len, backend)
+               + activation_bytes(s, w, w.batch_size, w.dec_len, backend))
+        logits = logits_bytes(s, w, w.batch_size, w.supervised_len or w.dec_len)
+        tokens = w.enc_rows * w.enc_len + w.batch_size * w.dec_len
+    parts = {"weights": weights, "trainables": trainables, "activations": act, "logits": logits}
+    peak = sum(parts.values())
+    rate = RATES.get(backend, RATES["cpu"])
+    budget, what = device_memory()
+    return Estimate(peak_bytes=int(peak), parts=parts,
+                    step_seconds=6 * s.forward_params() * tokens / rate,
+                    tokens_per_step=int(tokens), budget_bytes=budget, budget_what=what)
+
+
+# ------------------------------------------------------------------------------ from runs
+def read_model_config(source: str) -> dict:
+    """config.json of a local folder or of a Hugging Face id already in the local cache (no
+    download, no weights)."""
+    path = Path(source).expanduser()
+    file = path / "config.json"
+    if not file.is_file() and not path.exists():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(source, "config.json")
+            file = Path(hit) if isinstance(hit, str) else file
+        except Exception:
+            pass
+    if not file.is_file():
+        raise ClaraError(f"{source}: no config.json here or in the Hugging Face cache "
+                         "(download the model first: clara model add)")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ClaraError(f"{file}: cannot read: {e}") from None
+
+
+def _dtype(cfg_dtype: str | None) -> str:
+    from clara.platform import default_dtype
+
+    return cfg_dtype or default_dtype()
+
+
+def lora_work(cfg) -> Work:
+    """A LoRA run's step (clara.train.config.TrainConfig): rows padded to max_seq_length."""
+    return Work(kind="lora", batch_size=cfg.batch_size, seq_len=cfg.max_seq_length,
+                lora_rank=cfg.lora_rank, lora_keys=tuple(cfg.lora_keys or ALL_KEYS),
+                lora_layers=cfg.num_layers, grad_checkpoint=cfg.grad_checkpoint,
+                dtype=_dtype(getattr(cfg, "dtype", None)), full=cfg.fine_tune_type == "full")
+
+
+def clara_work(cfg, stage: str, answer_tokens: int | None = None,
+               candidates: int | None = None) -> Work:
+    """A CLaRa stage's step (clara.method.tasks.ClaraTrainConfig). The decoder row is the
+    prompt (about 64 tokens plus top_k slots of n_mem + 1) and the answer, taken as long as a
+    document (stage 1's paraphrase) unless `answer_tokens` says otherwise."""
+    c = cfg.method_config(stage)
+    n_mem, k = c.n_mem, c.top_k
+    enc_len = c.doc_max_tokens + n_mem + 3
+    answer = c.doc_max_tokens if answer_tokens is None else answer_tokens
+    dec_len = min(c.max_len, 64 + k * (n_mem + 1) + answer)
+    B = cfg.batch_size
+    docs = B * (candidates or k) if stage == "stage3" else B * k
+    enc_rows = docs + (B if stage == "stage3" else 0)
+    return Work(kind=stage, batch_size=B, enc_len=_pad16(enc_len), enc_rows=enc_rows,
+                dec_len=_pad16(dec_len), supervised_len=_pad16(answer + 1),
+                lora_rank=c.lora_rank, lora_keys=tuple(c.lora_keys), lora_layers=c.lora_layers,
+                adapters_trained=2, adapters_held=len(c.adapters()),
+                grad_checkpoint=cfg.grad_checkpoint, dtype=_dtype(None))
+
+
+def _pad16(n: int) -> int:
+    return -(-n // 16) * 16
+
+
+def estimate_run(kind: str, cfg, model_source: str, backend: str | None = None) -> Estimate:
+    """The estimate of a run about to start: kind "lora" or a CLaRa stage name."""
+    shape = Shape.from_config(read_model_config(model_source))
+    work = lora_work(cfg) if kind == "lora" else clara_work(cfg, kind)
+    if work.kind != "lora":
+        n_mem = cfg.method_config(kind).n_mem
+        work.extra_trainable = n_mem * shape.hidden if cfg.train_memory_rows else 0
+    return estimate(shape, work, backend)
+
+
+def estimate_for_bench(config: dict, s: dict, kind: str, backend: str | None = None) -> int:
+    """bench/clara_throughput.py's shapes (its preset dict) -> estimated peak bytes."""
+    shape = Shape.from_config(config)
+    if kind in ("lora", "mlx-lm"):
+        w = Work(kind="lora", batch_size=s["batch_size"], seq_len=_pad32(s["seq"] + 1) - 1,
+                 lora_rank=s["rank"], dtype=s["dtype"])
+    else:
+        n_mem = s["doc"] // s["cr"]
+        # the bench's stage-1 rows are paraphrases: the answer is the document again
+        w = Work(kind="stage1", batch_size=s["batch_size"], enc_rows=s["batch_size"],
+                 enc_len=_pad16(s["doc"] + n_mem + 3), dec_len=_pad16(64 + n_mem + 1 + s["doc"]),
+                 supervised_len=_pad16(s["doc"] + 1), lora_rank=s["rank"], adapters_trained=2,
+                 adapters_held=2, extra_trainable=n_mem * shape.hidden, dtype=s["dtype"])
+    return estimate(shape, w, backend).peak_bytes
+
+
+def _pad32(n: int) -> int:
+    return 1 + 32 * ((n + 31) // 32)
+
+
+def estimate_request(ws, kind: str, overrides: dict, config_file=None) -> Estimate:
+    """The estimate of what `clara train KIND` would start with these settings: the CLI's
+    --estimate and the app's Train form call this; nothing is created or loaded."""
+    from clara.models.registry import model_source
+    from clara.train.config import merge_config
+
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if kind == "lora":
+        from clara.train.config import TrainConfig
+
+        overrides.setdefault("data", "-")  # the data is not read for the estimate
+        cfg = merge_config(TrainConfig, config_file, overrides)
+    else:
+        from clara.method.tasks import ClaraTrainConfig
+
+        cfg = merge_config(ClaraTrainConfig, config_file, overrides)
+        if not cfg.model and cfg.init_from:  # the base the earlier stage was trained on
+            from clara.method.pipeline import resolve_checkpoint
+
+            meta = Path(resolve_checkpoint(ws, cfg.init_from)) / "clara_config.json"
+            cfg.model = json.loads(meta.read_text(encoding="utf-8")).get("base_model", "")
+        if not cfg.model:
+            raise ClaraError("model: is required for the estimate")
+    return estimate_run(kind, cfg, model_source(ws, cfg.model))
