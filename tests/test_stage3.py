@@ -65,11 +65,10 @@ def test_validation_figures_start_row_best_by_them_and_report(tiny_model_dir, tm
     assert "em" not in task.loss(m, batch)[2]  # training steps pay for no extra decode
     m.eval()
     extras = task.loss(m, batch)[2]
-    assert {"em", "em_gold", "recall@1", "retrieval"} <= set(extras)
+    assert {"em", "em_gold", "recall@1", "retrieval", "em_recall"} <= set(extras)
     assert all(0.0 <= float(extras[k]) <= 1.0 for k in ("em", "em_gold", "recall@1"))
-    # the selection ranks by answers + recall (lower is better), not by the loss
-    assert task.selection(9.0, {"em": 0.5, "recall@1": 0.5}) < task.selection(
-        0.1, {"em": 0.25, "recall@1": 0.5})
+    assert float(extras["em_recall"]) == float(extras["em"]) + float(extras["recall@1"])
+    assert task.best_metric == ("em_recall", "max")  # best/ by answers + recall, not the loss
     cfg = ClaraTrainConfig(model=str(tiny_model_dir), iters=3, learning_rate=1e-3,
                            val_every=2, save_every=100, compile=False)
     res = Engine(task, cfg, tmp_path).run()
@@ -78,9 +77,8 @@ def test_validation_figures_start_row_best_by_them_and_report(tiny_model_dir, tm
     assert [r["step"] for r in val] == [0, 2, 3]  # the start is validated, then as usual
     assert {"val_em", "val_em_gold", "val_recall@1"} <= set(val[0])
     best = io.read_json(tmp_path / "adapters" / "best" / "best.json")
-    scores = {r["step"]: task.selection(r["val_loss"], {k[4:]: v for k, v in r.items()})
-              for r in val}
-    assert best["step"] == min(scores, key=lambda s: (scores[s], s))
+    scores = {r["step"]: r["val_em_recall"] for r in val}
+    assert best["step"] == max(scores, key=lambda s: (scores[s], -s))  # the earliest of ties
     report = stage3_report(Run(tmp_path))
     assert set(report["stage2"]) == {"em_gold", "em", "recall@1"}
     assert report["stage3_step"] == best["step"]
