@@ -108,8 +108,21 @@ def stage_runs(args, root: Path, ws: Path) -> tuple[Path, Path]:
               "--iters", str(args.s1_iters), *flags)
     if not (runs / "s2" / "adapters" / "last").exists():
         clara(args, root, "train", "stage2", "-d", "facts-stage2", "--name", "s2", "--top-k", "1",
-              "--from", "s1", "--iters", str(args.s2_iters), *flags)
+              "--from", str(runs / "s1" / "adapters" / "last"), "--iters", str(args.s2_iters),
+              *flags)
     return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
+
+
+def every_question(fs: list[dict]) -> list[dict]:
+    """Stage-2 rows asking who, when and what of each fact (one document each), so that the
+    compressor keeps every field a question may name."""
+    rows = []
+    for f in fs:
+        for q, a in ((f"Who {f['verb']} {f['what']} in {f['year']}?", f["who"]),
+                     (f"When did {f['who']} {f['verb']} {f['what']}?", f["year"]),
+                     (f"What did {f['who']} {f['verb']} in {f['year']}?", f["what"])):
+            rows.append({"question": q, "docs": [f["doc"]], "answer": a, "pos_index": [0]})
+    return rows
 
 
 # ---------------------------------------------------------------------------- probes
@@ -257,7 +270,10 @@ def main() -> None:
     p.add_argument("--test", type=int, default=200)
     p.add_argument("--eval", type=int, default=100, help="Unseen facts scored per variant.")
     p.add_argument("--candidates", type=int, default=4)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="Seed of training.")
+    p.add_argument("--facts-seed", type=int, default=1, help="Seed of the made-up facts.")
+    p.add_argument("--stage2-questions", choices=("who", "all"), default="who",
+                   help="Stage 2's questions: who did it (the bench's), or who / when / what.")
     p.add_argument("--s1-iters", type=int, default=300)
     p.add_argument("--s2-iters", type=int, default=300)
     p.add_argument("--s3-iters", type=int, default=80)
@@ -273,11 +289,14 @@ def main() -> None:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="clara_s3study-")).resolve()
     root.mkdir(parents=True, exist_ok=True)
     ws = root / WS
-    facts = synthetic.facts(args.train + args.test, seed=args.seed)
+    facts = synthetic.facts(args.train + args.test, seed=args.facts_seed)
     train, test = facts[:args.train], facts[args.train:]
     if not (ws / "workspace.toml").is_file():
         clara(args, root, "ws", "create", WS)
     make_datasets(ws, train, test, args.candidates)
+    if args.stage2_questions == "all":
+        for split, fs in (("train", train), ("valid", test[:16])):
+            io.write_jsonl(ws / "datasets" / "facts-stage2" / f"{split}.jsonl", every_question(fs))
     s1, s2 = stage_runs(args, root, ws)
     print(f"[{time.perf_counter() - t0:6.0f}s] stages 1-2 ready", flush=True)
 

@@ -24,7 +24,7 @@ import pytest
 from clara import io
 from clara.evaluation.metrics import recall_at_k
 from clara.method import checkpoint, inference, synthetic
-from clara.method.pipeline import resolve_checkpoint
+from clara.refs import resolve
 
 from conftest import DATA
 
@@ -70,7 +70,7 @@ def trained(tmp_path_factory):
     assert r.exit_code == 0, r.output
     assert "quality on stage 3's validation rows: stage 2 -> stage 3" in r.output
     out = {s: ws.runs_dir / f"p-stage{s}" / "adapters" / "last" for s in (1, 2, 3)}
-    out["handed over"] = resolve_checkpoint(ws, "p")  # stage 3's best
+    out["handed over"] = resolve(ws, "p").path  # what the pipeline hands over: stage 3's best
     return out
 
 

@@ -44,7 +44,9 @@ def detect_row_kind(row: Any) -> str | None:
         return "completions"
     docs = next((row[k] for k in DOC_KEYS if isinstance(row.get(k), list)), None)
     if docs is not None:
-        if "data_type" in row or isinstance(row.get("question"), list) or len(docs) == 1:
+        # one document and a question string: a stage-2 row with k = 1, not stage 1's
+        if "data_type" in row or isinstance(row.get("question"), list) or \
+                (len(docs) == 1 and not isinstance(row.get("question"), str)):
             return "stage1"
         return "stage2" if len(docs) <= 5 else "stage3"
     if "question" in row and "answer" in row:
