@@ -147,3 +147,19 @@ def test_pipeline_stage3_rate_is_the_shared_one_scaled_unless_given(workspace):
     pipe = create_pipeline(workspace, shared, "m", data, {"stage3": {"learning_rate": 5e-4}},
                            name="b")
     assert stage_config(pipe, "stage3", None)["learning_rate"] == 5e-4
+
+
+def test_pipeline_warns_when_documents_are_cut(workspace, tiny_model_dir):
+    from clara.method.pipeline import create_pipeline, truncation_warnings
+
+    long_doc = " ".join(f["doc"] for f in FACTS[:6])
+    data = {}
+    for s in ("stage1", "stage2", "stage3"):
+        rows = [{"question": "Who?", "answer": "Alia", "docs": [long_doc if s == "stage3"
+                                                               else FACTS[0]["doc"]]}]
+        io.write_jsonl(workspace.datasets_dir / s / "train.jsonl", rows)
+        data[s] = str(workspace.datasets_dir / s)
+    pipe = create_pipeline(workspace, {"model": str(tiny_model_dir), "doc_max_tokens": 16},
+                           str(tiny_model_dir), data, name="cut")
+    (line,) = truncation_warnings(pipe)
+    assert line.startswith("stage3: 100% of the documents are longer than doc_max_tokens 16")
