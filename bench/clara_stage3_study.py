@@ -104,6 +104,7 @@ from clara.method import synthetic  # noqa: E402
 # variant's changes. "reference" is what the pipeline did before: CLaRa's stage 3 as the paper
 # (query reasoner, generator and memory rows trained on CE alone) at the stage-1/2 rate.
 COMMON = {"batch_size": 8, "top_k": 1, "max_len": 256, "lora_dropout": 0.0, "mse_weight": 0.0,
+          "doc_max_tokens": 32, "compression_rate": 4, "lora_rank": 32,
           "warmup_steps": 10, "val_every": 20, "val_batches": 2, "save_every": 10_000}
 REF = {"learning_rate": 1e-3, "stage3_train": "query_reasoner,generator,memory",
        "retrieval_weight": 0.0, "tau": 0.02}
