@@ -55,7 +55,8 @@ chance, EM from its own top-1 is about 21 + 79 / 8 = 31):
 On this script's own seed-1 stage 2 (which stayed at chance, so its compressor kept more of
 stage 1's: recall@1 73.0 at the start), 80 steps at lr 1e-3 (/tmp/s3study/facts):
   reference 28.0; QR only, CE only 25.0; QR only + retrieval loss with batch 4: 38.0, with 8
-  candidates: 33.0 (chance 12.5); RESULTS_SEED1
+  candidates: 33.0 (chance 12.5). At lr 1e-4 (60 steps), QR only + retrieval loss: 54.0, and its
+  best checkpoint by EM + recall on 16 validation facts is its start (step 0).
 
 Reading:
   1. The answers collapse because the generator trains on what a near-chance retriever picks:

@@ -127,6 +127,7 @@ def test_stage3_keeps_the_answers_and_the_retrieval(trained):
     print(f"stage 2 -> stage 3 on unseen facts: recall@1 of 4 {r0:.2f} -> {r1:.2f}; EM from "
           f"its own top-1 {own0:.2f} -> {own1:.2f}; EM from the gold document {gold0:.2f} -> "
           f"{gold1:.2f}")
+    # 120 questions: a difference of 0.1 is about two standard deviations of the noise
     assert gold1 >= gold0 - 0.02  # the generator keeps what stage 2 taught it
-    assert own1 >= own0 - 0.05  # its own pick answers no worse
-    assert r1 >= r0 - 0.05  # and the query reasoner does not walk away from its start
+    assert own1 >= own0 - 0.1  # its own pick answers no worse
+    assert r1 >= r0 - 0.1  # and the query reasoner does not walk away from its start
