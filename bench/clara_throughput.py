@@ -330,8 +330,11 @@ def main(argv=None) -> int:
 
         for r in rows:
             if "error" not in r:
-                r["estimate_bytes"] = estimate_for_bench(cfg, s, r["kind"])
-    except ImportError:
+                shapes = r.get("batch_shapes") or next(
+                    (x.get("batch_shapes") for x in rows if x["kind"] == "lora"), None)
+                r["estimate_bytes"] = estimate_for_bench(cfg, s, r["kind"], shapes,
+                                                         dropout=0.1 if "stage" in r["kind"] else 0)
+    except ImportError:  # an older checkout measured alone
         pass
     result = {"platform": describe(), "shape": s, "preset": args.preset, "forward_params": N,
               "rows": rows}

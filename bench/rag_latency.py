@@ -8,6 +8,7 @@ raw / CLaRa ratios. A table is printed and JSON written under bench/results/.
 
     python bench/rag_latency.py                         # builds a small model on the handbook
     python bench/rag_latency.py --model M --clara CKPT  # your model and CLaRa checkpoint
+    python bench/rag_latency.py --top-k 5 --doc-tokens 256 --hidden 2048 --layers 16  # 1B shapes
 
 Without --clara a fresh (untrained) CLaRa checkpoint of the model is made: its answers mean
 nothing, but its prompt and timing are exactly those of a trained one of the same geometry.
@@ -34,7 +35,8 @@ def build_model(out: Path, text: str, hidden: int, layers: int) -> Path:
 
     if not out.exists():
         sentences = split_sentences(text) or [text]
-        cfg = TinyConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+        cfg = TinyConfig(hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=max(4, hidden // 64),
                          vocab_size=1024)
         build_tiny_model(out, sentences * 4, cfg)
     return out
@@ -66,6 +68,23 @@ def measure(session, questions, hits, label) -> dict:
     out["decode_s_per_token"] = statistics.mean(
         (r["latency"] - r["ttft"]) / max(1, r["generation_tokens"] - 1) for r in rows)
     return out
+
+
+def mlx_lm_decode(model: str, prompt_tokens: int, max_tokens: int) -> dict:
+    """mlx_lm.stream_generate's own decode rate on the same model and prompt length (greedy),
+    the reference for the chat engine's decode."""
+    from mlx_lm import load, stream_generate
+
+    m, tok = load(model)
+    prompt = [(7 + 13 * i) % tok.vocab_size for i in range(max(1, prompt_tokens))]
+    rates = []
+    for _ in range(3):  # the first pays for compilation
+        last = None
+        for last in stream_generate(m, tok, prompt, max_tokens=max_tokens):
+            pass
+        rates.append({"generation_tps": last.generation_tps,
+                      "generation_tokens": last.generation_tokens})
+    return rates[-1]
 
 
 def main(argv=None) -> dict:
@@ -124,11 +143,13 @@ def main(argv=None) -> dict:
     a, b = modes
     ratios = {k: (a[k] / b[k] if b[k] else None)
               for k in ("prompt_tokens", "ttft", "latency", "decode_s_per_token")}
+    ref = mlx_lm_decode(model, int(a["prompt_tokens"]), args.max_tokens)
     result = {"model": model, "clara": clara, "platform": describe(), "chunks": len(chunks),
               "top_k": args.top_k, "doc_tokens": args.doc_tokens,
               "compression_rate": args.compression_rate, "max_tokens": args.max_tokens,
               "compress_all_chunks_s": compress_s, "modes": modes,
-              "ratios_raw_over_clara": ratios}
+              "ratios_raw_over_clara": ratios, "mlx_lm_generate": ref,
+              "decode_vs_mlx_lm": a["generation_tps"] / ref["generation_tps"]}
 
     cols = [("mode", "mode"), ("prompt_tokens", "prompt tok"), ("ttft", "ttft s"),
             ("latency", "total s"), ("generation_tokens", "gen tok"),
@@ -141,6 +162,9 @@ def main(argv=None) -> dict:
     print(render_table(modes, cols))
     print("raw / CLaRa: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items() if v))
     print(f"compressing all {len(chunks)} chunks once: {compress_s:.2f}s")
+    print(f"decode: chat engine {a['generation_tps']:.1f} tok/s, mlx_lm.generate "
+          f"{ref['generation_tps']:.1f} tok/s on the same model and prompt length "
+          f"({result['decode_vs_mlx_lm']:.2f}x)")
     out = RESULTS / f"rag_latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"written to {out}")

@@ -134,16 +134,14 @@ def _train(ws: Workspace, run_name: str, overrides: dict, progress: Progress):
 
 def follow(run, proc, progress: Progress, every: float = 5.0) -> None:
     """Report a run's progress every few seconds until its process ends."""
-    last_report = 0.0
-    while proc.poll() is None:
-        time.sleep(0.5)
-        if time.monotonic() - last_report >= every:
+    last_report, row = 0.0, {}
+    for update in run.follow(proc=proc, events=False):
+        row = update.last_train or row
+        if row and not update.done and time.monotonic() - last_report >= every:
             last_report = time.monotonic()
-            row = run.last_metric("train_loss") or {}
-            total = run.status().get("total_steps") or "?"
-            if row:
-                progress(f"    {run.id}: step {row.get('step')}/{total}, "
-                         f"loss {row.get('train_loss', float('nan')):.3f}")
+            total = update.status.get("total_steps") or "?"
+            progress(f"    {run.id}: step {row.get('step')}/{total}, "
+                     f"loss {row.get('train_loss', float('nan')):.3f}")
 
 
 def _pretrain(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
@@ -202,6 +200,9 @@ def steps(cfg: DemoConfig) -> list[tuple[str, Callable[[Workspace, DemoConfig, P
     if cfg.clara:
         out.append(("train the CLaRa pipeline (stages 1-3) on the synthetic benchmark",
                     _clara_pipeline))
+        out.append(("generate 4x4 Sudoku and train a small HRM on it",
+                    lambda ws, cfg, progress: __import__("clara.hrm.demo").hrm.demo.build(
+                        ws, progress)))
     return out
 
 

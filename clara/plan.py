@@ -12,14 +12,13 @@ row as the trainer will read it (clara.data.formats), including what top_k asks 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clara import io, refs
-from clara.errors import ClaraError
+from clara.errors import ClaraError, UsageError
 from clara.workspace import Workspace
 
 STAGES = ("stage1", "stage2", "stage3")
@@ -70,7 +69,7 @@ def _merge(cls, config_file, values: dict):
     return merge_config(cls, config_file, values)
 
 
-def _asked(cls, config_file, values: dict) -> set[str]:
+def _asked(config_file, values: dict) -> set[str]:
     """The settings the user gave (flags, form values or the config file), not defaults."""
     asked = {k for k, v in (values or {}).items() if v is not None}
     if config_file:
@@ -99,9 +98,9 @@ def _model_layers(ws, model: str) -> tuple[str, int | None]:
 
 def _check_layers(name: str, value: int, layers: int | None, model: str) -> None:
     if value == 0 or value < -1:
-        raise ClaraError(f"{name}: {value} must be -1 (all blocks) or at least 1")
+        raise UsageError(f"{name}: {value} must be -1 (all blocks) or at least 1")
     if layers is not None and value > layers:
-        raise ClaraError(f"{name}: {value}, but model {model} has {layers} blocks")
+        raise UsageError(f"{name}: {value}, but model {model} has {layers} blocks")
 
 
 def _data(ws, ref: str, trainer: str, check_data: bool) -> tuple[Path, dict]:
@@ -140,23 +139,17 @@ def plan_lora(ws: Workspace | None, values: dict, config_file: str | Path | None
 
 # ---------------------------------------------------------------------------- CLaRa stages
 def _continue_from(ws, cfg, asked: set[str]) -> tuple[refs.Checkpoint, dict]:
-    """The starting checkpoint, and its saved config; geometry the user asked must match it."""
-    from clara.method.config import check_geometry
+    """The starting checkpoint, and its saved config; geometry the user asked must match it,
+    and the run takes the checkpoint's (so run.toml records what the model is)."""
+    from clara.method.config import check_geometry, geometry_fields
 
     found = refs.resolve(ws, cfg.init_from, want=refs.CLARA)
     saved = io.read_json(found.path / "clara_config.json").get("config") or {}
-    check_geometry(saved, {k: getattr(cfg, k) for k in asked if hasattr(cfg, k)},
-                   found.label)
-    for name in saved:  # a continued run has the checkpoint's geometry: record that
-        if name in {f.name for f in dataclasses.fields(cfg)} and name in _geometry():
+    check_geometry(saved, {k: getattr(cfg, k) for k in asked if hasattr(cfg, k)}, found.label)
+    for name in geometry_fields():
+        if name in saved and hasattr(cfg, name):
             setattr(cfg, name, saved[name])
     return found, saved
-
-
-def _geometry() -> tuple[str, ...]:
-    from clara.method.config import geometry_fields
-
-    return geometry_fields()
 
 
 def plan_stage(ws: Workspace | None, stage: str, values: dict,
@@ -176,7 +169,7 @@ def plan_stage(ws: Workspace | None, stage: str, values: dict,
     extra: dict[str, Any] = {}
     given = {"init_from": cfg.init_from} if cfg.init_from else {}
     if cfg.init_from and ws is not None:
-        found, saved = _continue_from(ws, cfg, _asked(ClaraTrainConfig, config_file, values))
+        found, saved = _continue_from(ws, cfg, _asked(config_file, values))
         cfg.init_from = resolved["init_from"] = str(found.path)
         if found.run:
             extra["from_run"] = found.run
@@ -196,13 +189,13 @@ def plan_stage(ws: Workspace | None, stage: str, values: dict,
     cfg.top_k = method.top_k  # run.toml records the effective value
     if ws is not None:
         if cfg.model:
-            resolved["model"] = _model_layers(ws, cfg.model)[0]
-        if base:
+            resolved["model"], layers = _model_layers(ws, cfg.model)
+        else:  # the checkpoint's base; the worker checks it when it loads it
             try:
-                _, layers = _model_layers(ws, base)
+                layers = _model_layers(ws, base)[1] if base else None
             except ClaraError:
-                layers = None  # the checkpoint's base is checked when the worker loads it
-            _check_layers("lora_layers", cfg.lora_layers, layers, base)
+                layers = None
+        _check_layers("lora_layers", cfg.lora_layers, layers, base)
         if check_data:
             check_stage_rows(folder, stage, method.top_k)
     return Plan(f"clara-{stage}", asdict(cfg), resolved, extra, rows=rows, refs=given)
@@ -263,10 +256,11 @@ def plan_pipeline(ws: Workspace | None, values: dict, per_stage: dict | None = N
     config = {k: v for k, v in config.items() if v is not None}
     overrides = {s: {k: v for k, v in (per_stage.get(s) or {}).items() if v is not None}
                  for s in STAGES}
+    data = None if ws is None else pipeline_datasets(ws, prefix, explicit)
     if not prefix and len(explicit or {}) < len(STAGES):
         raise ClaraError("data: choose a dataset prefix (PREFIX-stage1..3)")
     names = {s: (explicit or {}).get(s) or f"{prefix}-{s}" for s in STAGES}
-    data = names if ws is None else pipeline_datasets(ws, prefix, explicit)
+    data = data or names
     stages = {s: {"data": data[s], "dataset": names[s], "overrides": overrides[s]}
               for s in STAGES}
     doc = {"config": config, "stages": stages}

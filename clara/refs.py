@@ -152,24 +152,29 @@ def resolve(ws, ref: str, want: str | None = None) -> Checkpoint:
 
 def _resolve(ws, ref: str) -> Checkpoint:
     from clara.runs import Run, find_run
+    from clara.workspace import is_valid_name
 
+    head, _, which = ref.partition(":")
+    which = which or None
+    # a run or pipeline of the workspace first (its name checked, a link out of it refused),
+    # then a folder
+    folder = ws.child("runs", head) if ws is not None and is_valid_name(head) else None
+    if folder is not None and (folder / "run.toml").is_file():
+        return run_checkpoint(Run(folder), which)
+    if folder is not None and (folder / "pipeline.toml").is_file():
+        from clara.method.pipeline import find_pipeline
+
+        return _pipeline_checkpoint(find_pipeline(ws, head), which)
     path = Path(ref).expanduser()
     if path.is_dir():
         if (path / "run.toml").is_file():
             return run_checkpoint(Run(path))
         return checkpoint_at(path, ref)
-    head, _, which = ref.partition(":")
-    which = which or None
     if ws is None or "/" in head or path.exists():
         raise ClaraError(f"{ref}: adapter folder does not exist (nor a run of that name; expected "
                          f"{GRAMMAR})")
     from clara.method.pipeline import find_pipeline
 
-    runs_dir = ws.runs_dir
-    if (runs_dir / head / "run.toml").is_file():
-        return run_checkpoint(Run(runs_dir / head), which)
-    if (runs_dir / head / "pipeline.toml").is_file():
-        return _pipeline_checkpoint(find_pipeline(ws, head), which)
     try:
         run = find_run(ws, head)
     except ClaraError as run_error:

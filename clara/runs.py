@@ -36,6 +36,7 @@ from clara.workspace import Workspace, now_iso, validate_name
 STATUSES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
 ACTIVE = ("queued", "running")
 STOP_FILE = "stop.request"
+_BEST_CACHE: dict[str, tuple[tuple[int, int, int], float | None]] = {}
 
 
 def _proc_start(pid: int) -> str | None:
@@ -197,9 +198,25 @@ class Run:
         """The lowest validation loss: from the status once the run has ended, else the metrics."""
         best = self.raw_status().get("best_val_loss")
         if best is None:  # a run still going, or one from before the status carried it
-            vals = [m["val_loss"] for m in self.metrics()
-                    if isinstance(m.get("val_loss"), (int, float))]
-            best = min(vals) if vals else None
+            best = self._best_from_metrics()
+        return best
+
+    def _best_from_metrics(self) -> float | None:
+        """The lowest val_loss in metrics.jsonl, parsed again only when the file changed (a
+        listing refreshed every few seconds must not parse every run's whole file each time)."""
+        path = self.path / "metrics.jsonl"
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = _BEST_CACHE.get(str(path))
+        if cached and cached[0] == key:
+            return cached[1]
+        vals = [m["val_loss"] for m in self.metrics()
+                if isinstance(m.get("val_loss"), (int, float))]
+        best = min(vals) if vals else None
+        _BEST_CACHE[str(path)] = (key, best)
         return best
 
     def duration(self) -> float | None:
@@ -227,7 +244,8 @@ class Run:
                 "best_val_loss": self.best_val_loss(), "duration_s": self.duration(),
                 "model": cfg.get("model"), "data": cfg.get("data"),
                 "created": st.get("created"), "reason": st.get("reason"),
-                "message": st.get("message")}
+                "message": st.get("message"), "world_size": st.get("world_size") or 1,
+                "backend": st.get("backend")}
 
     def follow(self, offsets: tuple[int, int] = (0, 0), poll: float = 0.5, proc=None,
                events: bool = True) -> Iterator["Update"]:
@@ -350,6 +368,9 @@ def create_run(ws: Workspace, kind: str, config: dict, resolved: dict | None = N
     path = ws.child("runs", run_id)
     if path.exists():
         raise ClaraError(f"run {run_id!r} already exists in workspace {ws.name}")
+    world = check_world(config)  # hosts unreachable, ports in use: said before any folder
+    if world:
+        extra = {**(extra or {}), "distributed": world}
     path.mkdir(parents=True)
     plat = describe()
     doc = {"id": run_id, "kind": kind, "created": now_iso(), "workspace": ws.name,
@@ -365,6 +386,16 @@ def create_run(ws: Workspace, kind: str, config: dict, resolved: dict | None = N
         io.write_text(path / f, "")
     (path / "adapters").mkdir()
     return Run(path)
+
+
+def check_world(config: dict) -> dict | None:
+    """The world (size, backend, hosts) of a run's settings, checked; None for one process."""
+    if not any(config.get(k) for k in ("hosts", "hostfile")) and (config.get("nproc") or 1) <= 1:
+        return None
+    from clara.train.distributed import plan
+
+    world = plan(config)
+    return world.describe() if world else None
 
 
 def list_runs(ws: Workspace) -> list[Run]:
@@ -394,24 +425,41 @@ def find_run(ws: Workspace, ref: str) -> Run:
 WORKER_NICE = 10  # niceness of training workers: the app stays responsive while they train
 
 
-def start_worker(run: Run, detach: bool = False) -> subprocess.Popen:
-    """Start `python -m clara.worker RUN_DIR` with the BLAS preload; detached: own session."""
+def start_worker(run: Run, detach: bool = False, world: dict | None = None) -> subprocess.Popen:
+    """Start `python -m clara.worker RUN_DIR` with the BLAS preload; detached: own session.
+
+    Several processes (the run's nproc/hosts/hostfile/backend, or `world` overriding them on
+    resume): the workers are started by mlx.launch (clara/train/distributed.py), in a session of
+    their own so Ctrl-C reaches the CLI, which asks them to stop through the stop file."""
     from clara.platform import env_with_blas
 
     if run.is_active() and run.raw_status().get("pid"):
         raise ClaraError(f"run {run.id} is already running (pid {run.raw_status()['pid']})")
-    run.write_status(status="queued", pid=None, message=None)
+    cfg = {**run.config().get("config", {}), **(world or {})}
+    plan = None
+    if any(cfg.get(k) for k in ("hosts", "hostfile")) or (cfg.get("nproc") or 1) > 1:
+        from clara.train import distributed
+
+        plan = distributed.plan(cfg)
+    desc = plan.describe() if plan else {"world_size": 1, "backend": None, "hosts": []}
+    run.write_status(status="queued", pid=None, message=None, launch=world or None, **desc)
     env = env_with_blas()
     env.setdefault("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "0"))
     env["PYTHONUNBUFFERED"] = "1"
     cmd = [sys.executable, "-m", "clara.worker", str(run.path)]
+    if plan:
+        distributed.clear_ranks(run.path)
+        if run.stop_file.exists():  # every rank reads it: gone before any starts
+            run.stop_file.unlink()
+        cmd = distributed.launch_command(plan, run.path)
     if WORKER_NICE and shutil.which("nice"):  # training yields the CPU to the app and the shell
         cmd = [shutil.which("nice"), "-n", str(WORKER_NICE), *cmd]
     with open(run.path / "log.txt", "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=detach)
+                                stdin=subprocess.DEVNULL, start_new_session=detach or bool(plan))
     # record the pid now, so a worker that dies while starting is still found out
-    run.write_status(only_if=("queued",), pid=proc.pid, pid_start=_proc_start(proc.pid))
+    run.write_status(only_if=None if plan else ("queued",), pid=proc.pid,
+                     pid_start=_proc_start(proc.pid))
     return proc
 
 
@@ -422,7 +470,8 @@ def request_stop(run: Run) -> bool:
         return False
     io.write_text(run.stop_file, now_iso() + "\n")
     pid = st.get("pid")
-    if pid and pid_alive(pid, st.get("pid_start")):
+    # several processes: every rank reads the stop file (a signal would end mlx.launch)
+    if pid and (st.get("world_size") or 1) == 1 and pid_alive(pid, st.get("pid_start")):
         try:
             os.kill(int(pid), signal.SIGTERM)
         except ProcessLookupError:
@@ -441,7 +490,8 @@ def wait_until_done(run: Run, timeout: float | None = None, poll: float = 0.2) -
 
 
 def delete_run(run: Run, force: bool = False) -> None:
-    if run.is_active():
+    st = run.status()
+    if st.get("status") in ACTIVE and st.get("pid"):  # queued without a worker: nothing runs
         if not force:
             raise ClaraError(f"run {run.id} is {run.raw_status().get('status')}: "
                              "stop it first (or pass --force)")

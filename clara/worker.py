@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -35,9 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     if not run.exists:
         print(f"{run.path}: not a run folder (no run.toml)", file=sys.stderr)
         return 2
+    from clara.train import distributed
+
     logging.raiseExceptions = False  # a log line that cannot be written is dropped, not printed
+    dist = watchdog = None
     try:
-        run.mark_running(os.getpid())
+        if distributed.launched():  # one rank of several (mlx.launch): clara/train/distributed.py
+            dist, watchdog = _join(run)
+        else:
+            run.mark_running(os.getpid())
         with open(run.path / RESERVE, "wb") as f:
             f.write(bytes(RESERVE_BYTES))
     except OSError as e:  # no room even to start: the reader marks the run interrupted
@@ -47,10 +54,35 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_signal(signum, frame):
         stop["asked"] = True
+        if watchdog is not None and signum == signal.SIGTERM:
+            watchdog.terminated()  # mlx.launch ends the others when a rank fails
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return _train(run, lambda: stop["asked"] or run.stop_file.exists())
+    return _train(run, lambda: stop["asked"] or run.stop_file.exists(), dist, watchdog)
+
+
+def _join(run):
+    """Join the group: rank 0 marks the run running (the pid stays mlx.launch's), other ranks
+    log to log.rankK.txt; every rank records its pid and starts the watchdog."""
+    from clara.train import distributed
+    from clara.train.config import EngineConfig
+    from clara.workspace import now_iso
+
+    rank = int(os.environ["MLX_RANK"])
+    if rank:
+        out = os.open(run.path / f"log.rank{rank}.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+    distributed.write_rank(run.path, rank, "starting")
+    cfg = EngineConfig.from_dict(run.config().get("config", {}))
+    backend = run.raw_status().get("backend") or cfg.backend
+    dist = distributed.Dist("any" if backend == "auto" else backend)
+    distributed.write_rank(run.path, rank, "running")
+    if dist.main:
+        run.write_status(status="running", started=now_iso(), finished=None, message=None,
+                         reason=None, exit_code=None, world_size=dist.size)
+    return dist, distributed.Watchdog(run, dist, cfg.dist_timeout).start()
 
 
 def _disk_full(e: BaseException, folder: Path) -> bool:
@@ -67,7 +99,7 @@ def _disk_full(e: BaseException, folder: Path) -> bool:
         return False
 
 
-def _train(run, stop_requested) -> int:
+def _train(run, stop_requested, dist=None, watchdog=None) -> int:
     from clara import io
     from clara.errors import DISK_FULL, ClaraError, ExitCode
     from clara.runs import outcome_code
@@ -77,10 +109,22 @@ def _train(run, stop_requested) -> int:
     from clara.train.report import write_report
     from clara.workspace import now_iso
 
-    configure_logging(run.path / "log.txt")
+    rank = dist.rank if dist is not None else 0
+    configure_logging(run.path / ("log.txt" if not rank else f"log.rank{rank}.txt"))
     doc = run.config()
 
     def error(message: str, code: int = ExitCode.FAILURE, reason: str = "error") -> int:
+        if dist is not None:
+            from clara.train import distributed
+
+            if watchdog is not None:  # a collective that failed because a peer died: interrupted
+                time.sleep(2 * watchdog.poll)
+                found = watchdog.check()
+                if found is not None:
+                    watchdog.end(*found)
+            distributed.write_rank(run.path, rank, "failed", message=message)
+            if rank:
+                return int(code)
         # every write may meet a full disk: each is tried, none may raise
         for write in (lambda: io.append_jsonl(run.path / "events.jsonl",
                                               {"time": now_iso(), "event": "error",
@@ -96,9 +140,18 @@ def _train(run, stop_requested) -> int:
 
     try:
         task = tasks.create(doc["kind"], doc, run.path)
-        engine = Engine(task, EngineConfig.from_dict(doc.get("config", {})), run.path)
-        run.write_status(total_steps=engine.total_steps)
+        engine = Engine(task, EngineConfig.from_dict(doc.get("config", {})), run.path,
+                        dist=dist, watchdog=watchdog)
+        if rank == 0:
+            run.write_status(total_steps=engine.total_steps)
         result = engine.run(stop_requested=stop_requested)
+        if dist is not None:
+            from clara.train import distributed
+
+            watchdog.active = False
+            distributed.write_rank(run.path, rank, "done")
+            if rank:
+                return 0
         io.append_jsonl(run.path / "events.jsonl",
                         {"time": now_iso(), "event": "end", "status": result.status,
                          "reason": result.reason, "step": result.step})
@@ -113,7 +166,8 @@ def _train(run, stop_requested) -> int:
             (run.path / RESERVE).unlink(missing_ok=True)  # room for the last writes
             return error(f"{DISK_FULL} (then: clara runs resume {run.id})", reason="disk_full")
         try:
-            with open(run.path / "log.txt", "a", encoding="utf-8") as f:
+            with open(run.path / ("log.txt" if not rank else f"log.rank{rank}.txt"), "a",
+                      encoding="utf-8") as f:
                 f.write(traceback.format_exc())
         except OSError:
             pass

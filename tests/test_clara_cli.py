@@ -69,9 +69,9 @@ def test_ask_and_train_errors(cli, workspace, tiny_model_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "text": "Alia built it."}\n{"id": "b"}\n')
     r = cli("-w", "test", "ask", "--run", "nope", "--docs", str(bad), "Who?")
-    assert r.exit_code == 1 and "bad.jsonl:2: text" in r.output
+    assert r.exit_code == 3 and "bad.jsonl:2: text" in r.output
     r = cli("-w", "test", "ask", "--run", "nope", "--docs", str(bad), "--store", str(tmp_path),
             "Who?")
-    assert r.exit_code == 1 and "bad.jsonl:2" in r.output
+    assert r.exit_code == 3 and "bad.jsonl:2" in r.output
     r = cli("-w", "test", "ask", "Who?")
     assert r.exit_code == 2 and "--run" in r.output

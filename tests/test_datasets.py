@@ -249,14 +249,14 @@ def test_bad_qa_file_fails_with_location_and_leaves_no_dataset(cli, handbook_ws,
     for args in (("sft", "x", "--qa", str(bad), "--no-general"),
                  ("stage2", "x", "--qa", str(bad))):
         r = cli(*ws_args("data", "build", *args))
-        assert r.exit_code == 1
+        assert r.exit_code == 3  # ExitCode.BAD_DATA
         assert f"{bad}:2: answer: missing" in r.output
         assert f"{bad}:3: answer: expected a string, got number" in r.output
         assert "Traceback" not in r.output
     lost = tmp_path / "lost.jsonl"
     io.write_jsonl(lost, [{"question": "Where is the zeppelin hangar?", "answer": "Nowhere"}])
     r = cli(*ws_args("data", "build", "stage3", "x", "--qa", str(lost)))
-    assert r.exit_code == 1 and f"{lost}:1: answer: no chunk contains the answer" in r.output
+    assert r.exit_code == 3 and f"{lost}:1: answer: no chunk contains the answer" in r.output
     assert list(handbook_ws.datasets_dir.iterdir()) == []
 
 

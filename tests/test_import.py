@@ -274,7 +274,7 @@ def test_bad_file_is_refused_with_one_line(cli, workspace, three_pages, tmp_path
     bad = _make_bad(kind, tmp_path, three_pages)
     before = snapshot(workspace.path)
     result = cli("-w", "test", "data", "import", str(bad))
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # ExitCode.BAD_DATA
     message = result.stderr.strip()
     assert message.count("\n") == 0, message
     assert message.startswith(f"Error: {bad} ")

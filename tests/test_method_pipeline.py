@@ -225,7 +225,7 @@ def test_pipeline_fails_cleanly_on_bad_stage_data(cli, synth, tiny_model_dir, tm
     io.write_jsonl(bad / "train.jsonl", [{"data_type": "qa", "docs": ["x"], "question": ["q"]}])
     r = cli("-w", "test", "train", "pipeline", "-m", str(tiny_model_dir), "--data", "toy",
             "--stage1", str(bad), "--name", "bad", *SHARED)
-    assert r.exit_code == 1
+    assert r.exit_code == 3  # ExitCode.BAD_DATA
     assert "train.jsonl:1: answers: missing" in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
     assert not (synth.runs_dir / "bad").exists() and not list(synth.runs_dir.glob("bad*"))

@@ -45,12 +45,12 @@ def test_add_references_a_folder_and_refuses_broken_ones(cli, workspace, tiny_mo
     assert "base" in res.output and "reference" in res.output
 
     missing = cli("-w", "test", "model", "add", "gone", str(tmp_path / "missing"))
-    assert missing.exit_code == 1 and "does not exist" in missing.output
+    assert missing.exit_code == 4 and "does not exist" in missing.output
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)
     (broken / "config.json").write_text('{"model_type": "llama", ')
     res = cli("-w", "test", "model", "add", "broken", str(broken))
-    assert res.exit_code == 1 and "config.json:1: invalid JSON" in res.output
+    assert res.exit_code == 4 and "config.json:1: invalid JSON" in res.output
     (broken / "config.json").write_text('{"hidden_size": 8}')
     with pytest.raises(ClaraError, match="model_type: missing"):
         load_model(str(broken))

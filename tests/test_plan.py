@@ -140,7 +140,7 @@ def test_from_checkpoint_keeps_geometry_and_refuses_another(cli, toy, tiny_model
         r = cli("-w", "test", "train", "stage2", "-d", "toy-stage2", "--from", "s1", flag, value)
         out = r.output.strip()
         name = flag[2:].replace("-", "_")
-        assert r.exit_code == 1 and len(out.splitlines()) == 1, out
+        assert r.exit_code == 2 and len(out.splitlines()) == 1, out
         assert f"{name}: {value} asked, but the checkpoint s1:best has {saved}" in out, out
     assert sorted(p.name for p in ws.runs_dir.iterdir()) == runs_before
     # asking the checkpoint's own values, or none, is fine; run.toml records what the model is
@@ -181,7 +181,7 @@ def test_validator_and_trainers_agree_on_every_kind(cli, workspace, tiny_model_d
     for trainer, (kind, rows) in BAD.items():
         folder = _dataset(tmp_path, trainer, kind, rows)
         v = cli("-w", "test", "data", "validate", str(folder))
-        assert v.exit_code == 1
+        assert v.exit_code == 3
         said = v.output.strip()
         assert said.startswith(f"{folder / 'train.jsonl'}:2: "), said
         if trainer.startswith("sft") or trainer == "cpt":
@@ -197,7 +197,7 @@ def test_validator_and_trainers_agree_on_every_kind(cli, workspace, tiny_model_d
             with pytest.raises(DataError) as e:
                 read_stage_rows(folder / "train.jsonl", trainer, top_k)
         t = cli("-w", "test", *args)
-        assert t.exit_code == 1
+        assert t.exit_code == 3
         assert t.output.strip() == f"Error: {said}", (trainer, t.output)
         assert str(e.value) == said
     assert not any(workspace.runs_dir.iterdir())
@@ -217,4 +217,16 @@ def test_validate_an_empty_file_fails(cli, workspace, tmp_path):
     f = tmp_path / "empty.jsonl"
     f.write_text("\n")
     r = cli("-w", "test", "data", "validate", str(f), "--kind", "text")
-    assert r.exit_code == 1 and r.output.strip() == f"{f}: no rows"
+    assert r.exit_code == 3 and r.output.strip() == f"{f}: no rows"
+
+
+def test_planning_modules_do_not_import_mlx():
+    """Planning, references, row formats, configs and presets stay light: the CLI checks a run
+    before any model library loads."""
+    import subprocess
+    import sys
+
+    code = ("import sys, clara.plan, clara.refs, clara.data.formats, clara.data.validate, "
+            "clara.method.config, clara.presets; "
+            "sys.exit(any(m == 'mlx' or m.startswith(('mlx.', 'mlx_lm')) for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

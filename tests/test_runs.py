@@ -140,8 +140,8 @@ def test_dead_worker_is_marked_interrupted_by_any_reader(workspace):
 
 def test_cli_errors_are_one_line(cli, chat_ws, tiny_model_dir, tmp_path):
     res = cli(*train_args(tmp_path / "nowhere", "--iters", "2"))
-    assert res.exit_code == 1 and "no model" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 4 and "no model" in res.output and "Traceback" not in res.output
     res = cli(*train_args(tiny_model_dir, "--fine-tune-type", "qlora"))
-    assert res.exit_code == 1 and "fine_tune_type" in res.output
+    assert res.exit_code == 2 and "fine_tune_type" in res.output
     res = cli("-w", "test", "runs", "resume", "nope")
     assert res.exit_code == 1 and "no run 'nope'" in res.output

@@ -36,7 +36,7 @@ def test_text_rows_every_problem_with_exact_location(cli, tmp_path):
         {"text": "   "},
     ])
     r = run_validate(cli, f, "text")
-    assert r.exit_code == 1
+    assert r.exit_code == 3
     assert r.output.splitlines() == [
         f"{f}:2: invalid JSON: Expecting value (column 10)",
         f"{f}:3: expected a JSON object, got list",
@@ -128,7 +128,7 @@ def test_stage3_any_n_and_pos_index(cli, tmp_path):
         {"question": "Q?", "docs": ["a", "b", "c"], "answer": "x", "pos_index": 1},
     ])
     r = run_validate(cli, f, "stage3")
-    assert r.exit_code == 1
+    assert r.exit_code == 3
     assert r.output.splitlines() == [
         f"{f}:2: pos_index[0]: 3 is out of range for 3 documents",
         # line 3 has 2 candidates where the others have 3: stage 3 allows it (a batch takes rows
@@ -175,7 +175,7 @@ def test_dataset_folder_and_require_valid(cli, tmp_path):
     with pytest.raises(ValidationFailed) as info:
         require_valid(d, "stage2")
     assert "valid.jsonl:1: docs" in str(info.value)
-    assert run_validate(cli, d).exit_code == 1
+    assert run_validate(cli, d).exit_code == 3
 
     write_lines(d / "valid.jsonl", [{"question": "q", "docs": ["a", "b"], "answer": "x"}])
     assert require_valid(d, "stage2") == {"train": 1, "valid": 1}

@@ -67,6 +67,8 @@ class ClaraApp(App):
     TITLE = "clara"
     # screens are imported when their mode is first shown (the app starts faster)
     MODES = {m.name: (lambda m=m: m.screen_class()()) for m in MODE_LIST}
+    # HRM's puzzle mode (F10), kept off the mode bar
+    MODES["hrm"] = lambda: __import__("tui.screens.hrm", fromlist=["HRMScreen"]).HRMScreen()
     COMMANDS = App.COMMANDS | {WorkspaceCommands}
     # Mode keys are F-keys and chords only, never letters: a letter belongs to the text field
     # that has the focus. The mode bar under the header shows them; the footer keeps the
@@ -75,6 +77,7 @@ class ClaraApp(App):
         Binding("f1", "help", "Help"),
         *[Binding(m.key, f"switch_mode('{m.name}')", m.title, show=False, priority=True)
           for m in MODE_LIST],
+        Binding("f10", "switch_mode('hrm')", "HRM", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
     # narrow terminals (100 columns) stack a form's help under its field

@@ -27,6 +27,9 @@ class ClaraGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:  # click prints usage and a hint: one line says the same
+            hint = f" (see: {e.ctx.command_path} --help)" if e.ctx is not None else ""
+            fail(e.format_message() + hint, ExitCode.USAGE)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except ClaraError as e:

@@ -9,7 +9,7 @@ import click
 from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
 from clara.cli.data import data_group
 from clara.data import validate as V
-from clara.errors import ClaraError
+from clara.errors import ClaraError, ExitCode
 
 TOKENIZER_HELP = ("Workspace model name or local model folder whose tokenizer counts tokens "
                   "(default: the regex tokenizer, one token per word or punctuation mark).")
@@ -179,7 +179,7 @@ def synth_cmd(app: AppContext, name, seed, entities, test_share, force):
 def validate_cmd(app: AppContext, path, kind):
     """Check every row of a JSONL file, a dataset folder or a workspace dataset.
 
-    Prints each problem as `file:line: field: problem` (exit code 1), else `ok: N rows`.
+    Prints each problem as `file:line: field: problem` (exit code 3), else `ok: N rows`.
 
     Example: clara data validate toy-stage2
     """
@@ -187,6 +187,12 @@ def validate_cmd(app: AppContext, path, kind):
 
     ws = _maybe_workspace(app)
     target = resolve(ws, path)
+    if target.is_dir() and (target / "train.safetensors").is_file():
+        from clara.hrm.data import validate as validate_puzzles  # HRM's grids, not JSONL rows
+
+        meta = validate_puzzles(target)
+        click.echo(f"ok: {sum(meta.get('rows', {}).values())} puzzles (puzzles)")
+        return
     if target.is_dir():
         kind, counts, errors = V.validate_dataset(target, kind)
         n = sum(counts.values())
@@ -199,7 +205,7 @@ def validate_cmd(app: AppContext, path, kind):
     if errors:
         for e in errors:
             click.echo(e.location())
-        raise click.exceptions.Exit(1)
+        raise click.exceptions.Exit(ExitCode.BAD_DATA)
     click.echo(f"ok: {n} rows ({kind})")
 
 

@@ -47,6 +47,16 @@ def _check_counts(n_train, n_test, augment):
         raise ClaraError("--train must be >= 1, --test and --augment >= 0")
 
 
+def _target(app: AppContext, name: str, force: bool):
+    """The workspace, once the new dataset's name is known to be free (before generating)."""
+    from clara.data.datasets import check_new
+    from clara.workspace import validate_name
+
+    ws = app.workspace(create=True)
+    check_new(ws, validate_name(name, "dataset"), force)
+    return ws
+
+
 def _done(path, meta_rows):
     click.echo(f"wrote {path}  ({', '.join(f'{k} {v}' for k, v in meta_rows.items())})")
 
@@ -69,10 +79,11 @@ def puzzles_sudoku(app: AppContext, name, size, givens, min_guesses, n_train, n_
     """
     from clara.hrm import data as D
 
+    ws = _target(app, name, force)
     _check_counts(n_train, n_test, augment)
     splits, meta = D.sudoku_dataset(int(size), n_train, n_test, augment, seed, givens,
                                     min_guesses)
-    path = D.write_dataset(app.workspace(create=True), name, splits, meta, force)
+    path = D.write_dataset(ws, name, splits, meta, force)
     _done(path, {k: len(v["inputs"]) for k, v in splits.items()})
 
 
@@ -93,9 +104,10 @@ def puzzles_maze(app: AppContext, name, size, min_path, loops, n_train, n_test, 
     """
     from clara.hrm import data as D
 
+    ws = _target(app, name, force)
     _check_counts(n_train, n_test, augment)
     splits, meta = D.maze_dataset(size, n_train, n_test, augment, seed, min_path, loops)
-    path = D.write_dataset(app.workspace(create=True), name, splits, meta, force)
+    path = D.write_dataset(ws, name, splits, meta, force)
     _done(path, {k: len(v["inputs"]) for k, v in splits.items()})
 
 
@@ -114,11 +126,12 @@ def puzzles_import(app: AppContext, name, source, fmt, force):
 
     from clara.hrm import data as D
 
+    ws = _target(app, name, force)
     src = Path(source)
     if fmt == "auto":
         fmt = "reference" if (src / "train" / "dataset.json").is_file() else "arc"
     splits, meta = D.load_reference(src) if fmt == "reference" else D.load_arc(src)
-    path = D.write_dataset(app.workspace(create=True), name, splits, meta, force)
+    path = D.write_dataset(ws, name, splits, meta, force)
     _done(path, {k: len(v["inputs"]) for k, v in splits.items()})
 
 

@@ -72,9 +72,9 @@ def report_outcome(run: Run, status: dict) -> None:
                          exit_code=code)
 
 
-def launch(run: Run, detach: bool) -> None:
+def launch(run: Run, detach: bool, world: dict | None = None) -> None:
     """Start the run's worker; detached: print the id and return; else follow it to the end."""
-    proc = start_worker(run, detach=detach)
+    proc = start_worker(run, detach=detach, world=world)
     if detach:
         click.echo(run.id)
         return
@@ -119,7 +119,8 @@ def runs_show(app: AppContext, run_ref: str, fmt: str):
         return
     emit_record(record, fmt, [(k, k) for k in ("id", "kind", "status", "step", "total_steps",
                                                 "train_loss", "val_loss", "best_step", "model",
-                                                "data", "message", "path")])
+                                                "data", "world_size", "backend", "message",
+                                                "path")])
     click.echo(f"{'checkpoints'.ljust(11)}  {', '.join(record['checkpoints']) or '-'}")
     cfg = record["config"] or {}
     click.echo("config       " + " ".join(f"{k}={v}" for k, v in sorted(cfg.items())))
@@ -154,12 +155,16 @@ def runs_tail(app: AppContext, run_ref: str, lines: int, follow: bool, events: b
         for row in rows:
             click.echo(json.dumps(row, ensure_ascii=False) if fmt == "json" else _line(row))
 
-    follower = Follower(run)
-    first = follower.read(events=events)
+    first = Follower(run).read(events=events)
     show((first.metrics + first.events)[-lines:] if lines else [])
+    shown = max((r.get("step", 0) for r in first.metrics), default=0)
     if follow:
         for update in run.follow(first.offsets, events=events):
-            show(update.metrics + update.events)
+            rows = update.metrics
+            if update.reset:  # a resume rewrote the file: skip the rows already shown
+                rows = [r for r in rows if r.get("step", 0) > shown]
+            shown = max([shown] + [r.get("step", 0) for r in rows])
+            show(rows + update.events)
 
 
 @runs_group.command("stop")
@@ -187,12 +192,19 @@ def runs_stop(app: AppContext, run_ref: str, wait: bool):
 @runs_group.command("resume")
 @click.argument("run_ref", metavar="RUN")
 @click.option("--detach", "-d", is_flag=True, help="Return at once; follow with clara runs tail.")
+@click.option("--nproc", type=int, default=None,
+              help="Resume on this many processes (default: as the run was started).")
+@click.option("--hosts", default=None, help="Resume across these comma-separated hosts.")
+@click.option("--hostfile", default=None, help="Resume on the hosts of this mlx.launch hostfile.")
+@click.option("--backend", default=None,
+              type=click.Choice(["auto", "ring", "jaccl", "mpi", "nccl"]),
+              help="Distributed backend of the resumed run.")
 @pass_app
-def runs_resume(app: AppContext, run_ref: str, detach: bool):
+def runs_resume(app: AppContext, run_ref: str, detach: bool, nproc, hosts, hostfile, backend):
     """Continue a stopped or interrupted run from its last checkpoint (weights, optimizer, data
-    order and random state restored).
+    order and random state restored), on as many processes as before or as --nproc says.
 
-    Example: clara runs resume last --detach
+    Example: clara runs resume last --detach --nproc 2
     """
     run = find_run(app.workspace(), run_ref)
     st = run.status()
@@ -200,7 +212,11 @@ def runs_resume(app: AppContext, run_ref: str, detach: bool):
         raise ClaraError(f"run {run.id} is {st.get('status')}: nothing to resume")
     if st.get("status") == "completed":
         raise ClaraError(f"run {run.id} is completed: nothing to resume")
-    launch(run, detach)
+    world = {k: v for k, v in (("nproc", nproc), ("hosts", hosts), ("hostfile", hostfile),
+                               ("backend", backend)) if v is not None}
+    if nproc is not None or hosts or hostfile:  # a new place: the run's own does not apply
+        world = {"nproc": 1, "hosts": None, "hostfile": None, **world}
+    launch(run, detach, world or None)
 
 
 @runs_group.command("delete")

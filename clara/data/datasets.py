@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -30,6 +31,7 @@ def dataset_dir(ws: Workspace, name: str) -> Path:
 def check_new(ws: Workspace, name: str, force: bool = False) -> Path:
     """The folder of a dataset about to be built; refuses an existing one unless `force`."""
     path = dataset_dir(ws, name)
+    recover(ws)
     if path.exists() and not force:
         raise ClaraError(f"dataset {name!r} already exists in workspace {ws.name} "
                          "(use --force to replace it)")
@@ -60,43 +62,97 @@ def write_dataset(ws: Workspace, name: str, kind: str, splits: dict[str, list[di
     seed and anything else worth recording. Raises ValidationFailed (and writes nothing) if any
     row breaks the rules of `kind`.
     """
-    from clara.data.stats import token_stats
+    return write_datasets(ws, [{"name": name, "kind": kind, "splits": splits, "meta": meta}],
+                          tokenizer, force)[0]
 
-    target = check_new(ws, name, force)
+
+def write_datasets(ws: Workspace, items: Sequence[dict], tokenizer: TokenCounter | None = None,
+                   force: bool = False) -> list[Path]:
+    """Write several datasets that belong together (each a dict of name, kind, splits, meta):
+    all of them appear or none does.
+
+    Every dataset is validated into one hidden folder `datasets/.NAME.building-PID-HEX/`; a
+    `COMMIT` file written there once all are complete is the point of no return, after which
+    each is renamed into place. A kill before it leaves only the hidden folder (removed by the
+    next build); a kill after it is finished by the next build (`recover`).
+    """
+    targets = [check_new(ws, it["name"], force) for it in items]
     tokenizer = tokenizer or RegexTokenizer()
     ws.datasets_dir.mkdir(parents=True, exist_ok=True)
-    tmp = ws.datasets_dir / f".{name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    group = ws.datasets_dir / f".{items[0]['name']}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    group.mkdir()
     try:
-        counts = {}
-        for split in validate.SPLITS:
-            if split in splits:
-                counts[split] = io.write_jsonl(tmp / f"{split}.jsonl", splits[split])
-        record = {"name": name, "kind": kind, "created": now_iso(), "clara_version": __version__,
-                  **(meta or {}), "rows": counts}
-        io.write_toml(tmp / META, record)
-        _, _, errors = validate.validate_dataset(tmp, kind)
-        if errors:
-            # name the files as they would have been, not the temporary folder
-            for e in errors:
-                e.path = e.path.replace(str(tmp), str(target))
-                e.args = (e.location(),)
-            raise ValidationFailed(errors)
-        record["tokens"] = {"tokenizer": tokenizer.name,
-                            **{s: token_stats(rows, kind, tokenizer)
-                               for s, rows in splits.items()}}
-        io.write_toml(tmp / META, record)
+        for it, target in zip(items, targets):
+            _fill(group / it["name"], target, it["name"], it["kind"], it["splits"],
+                  it.get("meta"), tokenizer)
+        io.write_json(group / COMMIT, {"names": [it["name"] for it in items]})
+        _finish(group)
+    finally:
+        if group.exists() and not (group / COMMIT).is_file():
+            shutil.rmtree(group, ignore_errors=True)
+    return targets
+
+
+COMMIT = "COMMIT"
+_WORK = re.compile(r"\.(.+)\.(building|old)-(\d+)-[0-9a-f]{8}")
+
+
+def _fill(tmp: Path, target: Path, name: str, kind: str, splits: dict[str, list[dict]],
+          meta: dict[str, Any] | None, tokenizer: TokenCounter) -> None:
+    """Write one dataset's files into `tmp` and validate them (errors name `target`'s files)."""
+    from clara.data.stats import token_stats
+
+    tmp.mkdir()
+    counts = {}
+    for split in validate.SPLITS:
+        if split in splits:
+            counts[split] = io.write_jsonl(tmp / f"{split}.jsonl", splits[split])
+    record = {"name": name, "kind": kind, "created": now_iso(), "clara_version": __version__,
+              **(meta or {}), "rows": counts}
+    io.write_toml(tmp / META, record)
+    _, _, errors = validate.validate_dataset(tmp, kind)
+    if errors:
+        # name the files as they would have been, not the temporary folder
+        for e in errors:
+            e.path = e.path.replace(str(tmp), str(target))
+            e.args = (e.location(),)
+        raise ValidationFailed(errors)
+    record["tokens"] = {"tokenizer": tokenizer.name,
+                        **{s: token_stats(rows, kind, tokenizer) for s, rows in splits.items()}}
+    io.write_toml(tmp / META, record)
+
+
+def _finish(group: Path) -> None:
+    """Move every dataset of a committed group into place (replacing older ones), then drop it."""
+    for name in io.read_json(group / COMMIT)["names"]:
+        src, target = group / name, group.parent / name
+        if not src.is_dir():
+            continue  # moved before a kill
         old = None
         if target.exists():
-            old = target.with_name(f".{name}.old-{uuid.uuid4().hex[:8]}")
+            old = target.with_name(f".{name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             target.rename(old)
-        tmp.rename(target)
+        src.rename(target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    shutil.rmtree(group, ignore_errors=True)
+
+
+def recover(ws: Workspace) -> None:
+    """Finish what a killed build left behind: a committed group moves in; the other work
+    folders of dead processes are removed. Folders of live builds are left alone."""
+    from clara.runs import pid_alive
+
+    if not ws.datasets_dir.is_dir():
+        return
+    for p in sorted(ws.datasets_dir.iterdir()):
+        m = _WORK.fullmatch(p.name)
+        if not m or not p.is_dir() or p.is_symlink() or pid_alive(int(m[3])):
+            continue
+        if m[2] == "building" and (p / COMMIT).is_file():
+            _finish(p)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def read_meta(folder: str | Path) -> dict:

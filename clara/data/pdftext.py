@@ -21,11 +21,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clara.errors import ClaraError
+from clara.errors import ClaraError, ExitCode
 
 
 class SourceError(ClaraError):
     """A file that cannot be imported; the message names the file and what to do about it."""
+
+    exit_code = ExitCode.BAD_DATA
 
     def __init__(self, path: str | Path, problem: str):
         self.path = str(path)

@@ -19,13 +19,12 @@ NAME-stage2, NAME-stage3. The same arguments give byte-identical JSONL files: on
 from __future__ import annotations
 
 import random
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clara.data.builders import BM25, QAItem, chat_row, retrieval_row, stage1_rows
-from clara.data.datasets import check_new, write_dataset
-from clara.errors import ClaraError
+from clara.data.datasets import check_new, write_datasets
+from clara.errors import ClaraError, UsageError
 from clara.workspace import Workspace
 
 PARTS = ("docs", "qa", "cpt", "sft", "stage1", "stage2", "stage3")
@@ -173,9 +172,9 @@ def _unique(rng: random.Random, used: set, make) -> str:
 def make_world(seed: int = 0, entities: int = 60, test_share: float = 0.2) -> World:
     """The entities, their documents and every question, all fixed by `seed`."""
     if entities < 8:
-        raise ClaraError(f"--entities must be at least 8, got {entities}")
+        raise UsageError(f"--entities must be at least 8, got {entities}")
     if not 0 <= test_share < 0.5:
-        raise ClaraError(f"--test-share must be in [0, 0.5), got {test_share}")
+        raise UsageError(f"--test-share must be in [0, 0.5), got {test_share}")
     rng = random.Random(seed)
     used: set = set()
     n_city, n_org = max(2, entities // 6), max(2, entities // 5)
@@ -310,19 +309,10 @@ def build_synth(ws: Workspace, name: str, seed: int = 0, entities: int = 60,
     parts = synth_splits(world, seed)
     params = {"entities": entities, "test_share": test_share,
               "test_entities": sorted(e.id for e in world.entities if e.split == "test")}
-    kinds = {"docs": "docs", "qa": "qa", "cpt": "cpt", "sft": "sft", "stage1": "stage1",
-             "stage2": "stage2", "stage3": "stage3"}
-    written: list[Path] = []
-    try:
-        for part in PARTS:
-            meta = {"sources": [f"synth:{name}"], "seed": seed, "synthetic": True,
-                    "parameters": {**params, **({"k": 5} if part == "stage2" else {}),
-                                   **({"candidates": len(parts["stage3"]["train"][0]["docs"])}
-                                      if part == "stage3" else {})}}
-            written.append(write_dataset(ws, f"{name}-{part}", kinds[part], parts[part], meta,
-                                         force=force))
-    except BaseException:
-        for path in written:  # all parts or none
-            shutil.rmtree(path, ignore_errors=True)
-        raise
-    return written
+    items = [{"name": f"{name}-{part}", "kind": part, "splits": parts[part],
+              "meta": {"sources": [f"synth:{name}"], "seed": seed, "synthetic": True,
+                       "parameters": {**params, **({"k": 5} if part == "stage2" else {}),
+                                      **({"candidates": len(parts["stage3"]["train"][0]["docs"])}
+                                         if part == "stage3" else {})}}}
+             for part in PARTS]
+    return write_datasets(ws, items, force=force)  # all seven appear at once, or none

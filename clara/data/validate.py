@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 from clara import io
 from clara.data.formats import (ALIASES, CHOICES, DOC_KEYS, KINDS, ROLES,  # noqa: F401
                                 canonical_kind, check_row, lora_row_kind)
-from clara.errors import ClaraError, DataError, ValidationFailed
+from clara.errors import ClaraError, DataError, ExitCode, ValidationFailed
 
 SPLITS = ("train", "valid", "test")
 
@@ -188,7 +188,7 @@ def check_training_kind(folder: str | Path, trainer: str) -> str | None:
     hint = (f"train it with: {_COMMAND[actual]}" if actual in _COMMAND else
             "build a training set from it first (clara data build)")
     raise ClaraError(f"{folder}: a {actual} dataset, but clara {what} trains on "
-                     f"{' or '.join(wanted)} rows; {hint}")
+                     f"{' or '.join(wanted)} rows; {hint}", exit_code=ExitCode.BAD_DATA)
 
 
 def training_problems(folder: str | Path, trainer: str) -> tuple[dict[str, int], list[DataError]]:

@@ -27,7 +27,7 @@ from typing import Callable
 
 from clara import io
 from clara.chat.engine import ChatEngine, ChatSettings
-from clara.errors import ClaraError
+from clara.errors import ClaraError, UsageError
 from clara.evaluation.metrics import answer_scores, recall_at_k
 from clara.evaluation.qa import QARow, load_qa, read_qa_file
 from clara.workspace import Workspace, now_iso, validate_name
@@ -89,7 +89,7 @@ class EvalConfig:
                   (self.retention >= 0, "retention", "must be >= 0")]
         for ok, name, problem in checks:
             if not ok:
-                raise ClaraError(f"{name}: {getattr(self, name)} {problem}")
+                raise UsageError(f"{name}: {getattr(self, name)} {problem}")
         return self
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from clara import __version__, io
-from clara.errors import ClaraError, DataError
+from clara.errors import DataError
 from clara.hrm import puzzles as P
 from clara.workspace import Workspace, now_iso
 
@@ -122,13 +122,20 @@ def write_dataset(ws: Workspace, name: str, splits: dict[str, dict], meta: dict,
     return target
 
 
+def _unseen(train: dict, test: dict) -> dict:
+    """Drop augmented training copies that happen to equal a test puzzle (small grids)."""
+    held = {row.tobytes() for row in test["inputs"]}
+    keep = np.array([row.tobytes() not in held for row in train["inputs"]], bool)
+    return train if keep.all() else {k: v[keep] for k, v in train.items()}
+
+
 def sudoku_dataset(n: int, train: int, test: int, augment: int, seed: int,
                    givens: int | None = None, min_guesses: int = 0) -> tuple[dict, dict]:
     """(splits, meta) of a generated Sudoku dataset; test puzzles never appear in train."""
     tr = P.generate_sudoku(n, train, seed, givens, min_guesses)
     te = P.generate_sudoku(n, test, seed + 1_000_003, givens, min_guesses,
                            exclude={tuple(int(v) - 1 for v in row) for row in tr["inputs"]})
-    splits = {"train": P.augment_sudoku(tr, n, augment, seed), "test": te}
+    splits = {"train": _unseen(P.augment_sudoku(tr, n, augment, seed), te), "test": te}
     meta = {"puzzle": "sudoku", "width": n, "height": n, "seq_len": n * n,
             "vocab_size": n + 2, "num_puzzle_ids": 1, "vocab": P.sudoku_vocab(n),
             "difficulty": "solver guesses", "seed": seed,
@@ -144,7 +151,7 @@ def maze_dataset(N: int, train: int, test: int, augment: int, seed: int, min_pat
     lut = {i + 1: ch for i, ch in enumerate(P.MAZE_CHARS)}
     seen = {"".join(lut[int(v)] for v in row) for row in tr["inputs"]}
     te = P.generate_maze(N, test, seed + 1_000_003, min_path, loops, exclude=seen)
-    splits = {"train": P.augment_maze(tr, N, augment, seed), "test": te}
+    splits = {"train": _unseen(P.augment_maze(tr, N, augment, seed), te), "test": te}
     meta = {"puzzle": "maze", "width": N, "height": N, "seq_len": N * N, "vocab_size": 6,
             "num_puzzle_ids": 1, "vocab": P.maze_vocab(), "difficulty": "shortest path length",
             "seed": seed, "params": {"size": N, "train": train, "test": test,

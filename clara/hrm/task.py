@@ -11,13 +11,12 @@ number of segments; early stopping and best/ follow validation exact accuracy.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_flatten
 
 from clara import io
 from clara.errors import ClaraError

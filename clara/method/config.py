@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from clara.errors import ClaraError
+from clara.errors import UsageError
 from clara.train.config import EngineConfig
 
 STAGES = ("stage1", "stage2", "stage3")
@@ -72,33 +72,33 @@ class ClaraSettings:
         for f in fields(ClaraSettings):
             v = getattr(self, f.name)
             if isinstance(v, float) and not math.isfinite(v):
-                raise ClaraError(f"{f.name}: {v} is not a finite number")
+                raise UsageError(f"{f.name}: {v} is not a finite number")
         if not 1 <= self.compression_rate <= 256:
-            raise ClaraError(f"compression_rate: {self.compression_rate} is outside 1..256")
+            raise UsageError(f"compression_rate: {self.compression_rate} is outside 1..256")
         if self.doc_max_tokens < 1:
-            raise ClaraError(f"doc_max_tokens: {self.doc_max_tokens} must be positive")
+            raise UsageError(f"doc_max_tokens: {self.doc_max_tokens} must be positive")
         if self.n_mem < 1:
-            raise ClaraError(f"doc_max_tokens {self.doc_max_tokens} // compression_rate "
+            raise UsageError(f"doc_max_tokens {self.doc_max_tokens} // compression_rate "
                              f"{self.compression_rate} gives no memory token")
         if self.top_k is not None and self.top_k < 1:
-            raise ClaraError(f"top_k: {self.top_k} must be at least 1")
+            raise UsageError(f"top_k: {self.top_k} must be at least 1")
         if self.max_len < 2:
-            raise ClaraError(f"max_len: {self.max_len} must be at least 2")
+            raise UsageError(f"max_len: {self.max_len} must be at least 2")
         if self.lora_rank < 1:
-            raise ClaraError(f"lora_rank: {self.lora_rank} must be at least 1")
+            raise UsageError(f"lora_rank: {self.lora_rank} must be at least 1")
         if self.lora_layers == 0 or self.lora_layers < -1:
-            raise ClaraError(f"lora_layers: {self.lora_layers} must be -1 (all) or at least 1")
+            raise UsageError(f"lora_layers: {self.lora_layers} must be -1 (all) or at least 1")
         if not 0.0 <= self.lora_dropout < 1.0:
-            raise ClaraError(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
+            raise UsageError(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
         if self.tau <= 0:
-            raise ClaraError(f"tau: {self.tau} must be positive")
+            raise UsageError(f"tau: {self.tau} must be positive")
         parts = self._stage3_parts()
         if not parts or parts - {"query_reasoner", "generator", "memory"}:
-            raise ClaraError(f"stage3_train: {self.stage3_train!r} is not a comma-separated "
+            raise UsageError(f"stage3_train: {self.stage3_train!r} is not a comma-separated "
                              "list of query_reasoner, generator, memory")
         if self.mse_weight < 0 or self.retrieval_weight < 0:
             name = "mse_weight" if self.mse_weight < 0 else "retrieval_weight"
-            raise ClaraError(f"{name}: {getattr(self, name)} must be >= 0")
+            raise UsageError(f"{name}: {getattr(self, name)} must be >= 0")
 
 
 def settings_of(obj) -> dict:
@@ -136,11 +136,11 @@ class ClaraConfig(ClaraSettings):
 
     def validate(self) -> "ClaraConfig":
         if self.stage not in STAGES:
-            raise ClaraError(f"stage: {self.stage!r} is not one of {', '.join(STAGES)}")
+            raise UsageError(f"stage: {self.stage!r} is not one of {', '.join(STAGES)}")
         self.check_settings()
         bad = [k for k in self.lora_keys if k not in LORA_KEYS]
         if bad:
-            raise ClaraError(f"lora_keys: unknown projection(s) {', '.join(bad)}")
+            raise UsageError(f"lora_keys: unknown projection(s) {', '.join(bad)}")
         return self
 
     def to_dict(self) -> dict:
@@ -167,7 +167,7 @@ def check_geometry(saved: dict, asked: dict, where) -> None:
     """Refuse asked geometry values that differ from a checkpoint's saved config."""
     for name in geometry_fields():
         if name in asked and name in saved and _same(asked[name]) != _same(saved[name]):
-            raise ClaraError(f"{name}: {_same(asked[name])} asked, but the checkpoint {where} "
+            raise UsageError(f"{name}: {_same(asked[name])} asked, but the checkpoint {where} "
                              f"has {_same(saved[name])}; a run continued from it keeps its "
                              "geometry")
 
@@ -181,8 +181,8 @@ def default_top_k(stage: str) -> int:
 
 
 @dataclass
-class ClaraTrainConfig(ClaraSettings, EngineConfig):
-    """A CLaRa stage run: the engine's settings plus the method's."""
+class _StageRun:
+    """What a stage run adds to the engine's and the method's settings."""
 
     model: str = field(default="", metadata={"help": "Base model: local mlx-lm folder or HF id."})
     data: str = field(default="", metadata={
@@ -192,6 +192,13 @@ class ClaraTrainConfig(ClaraSettings, EngineConfig):
                 "starts a fresh generator; stage 3 copies the compressor into the query "
                 "reasoner)."})
     batch_size: int = field(default=2, metadata={"help": "Questions per micro-batch."})
+
+
+@dataclass
+class ClaraTrainConfig(ClaraSettings, _StageRun, EngineConfig):
+    """A CLaRa stage run: the engine's settings, the run's, then the method's (fields in that
+    order)."""
+
     top_k: int | None = field(default=None, metadata={
         "help": "Documents per question (default: 1 in stage 1; in stage 2 the documents of "
                 "its rows; 5 in stage 3)."})
@@ -200,7 +207,7 @@ class ClaraTrainConfig(ClaraSettings, EngineConfig):
         EngineConfig.validate(self)
         self.check_settings()
         if self.batch_size < 1:
-            raise ClaraError(f"batch_size: {self.batch_size} must be at least 1")
+            raise UsageError(f"batch_size: {self.batch_size} must be at least 1")
 
     def method_config(self, stage: str) -> ClaraConfig:
         values = settings_of(self)

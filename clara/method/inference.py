@@ -72,15 +72,22 @@ class CompressedStore:
         ids = ids if ids is not None else [str(i) for i in range(len(texts))]
         if len(ids) != len(texts) or len(set(ids)) != len(ids):
             raise ClaraError("document ids must be unique, one per document")
-        vectors = compress_documents(model, texts, batch_size)
+        from clara.train.checkpoint import write_dir_atomically
+
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        if path.is_dir() and {p.name for p in path.iterdir()} - {STORE_VECTORS, STORE_INDEX}:
+            raise ClaraError(f"{path}: a folder with other files, not a store: give a new --out")
+        vectors = compress_documents(model, texts, batch_size)
         meta = {"format": 1, "n_mem": model.config.n_mem, "hidden_size": model.hidden_size,
                 "base_model": model.config.base_model, "compressor": compressor_digest(model),
                 "count": len(texts)}
         docs = [{"id": i, **({"text": t} if keep_text else {})} for i, t in zip(ids, texts)]
-        _save_safetensors(path / STORE_VECTORS, {"vectors": vectors.astype(mx.float32)})
-        io.write_json(path / STORE_INDEX, {**meta, "docs": docs})
+
+        def fill(tmp: Path) -> None:  # built aside and swapped in: a kill leaves the old store
+            _save_safetensors(tmp / STORE_VECTORS, {"vectors": vectors.astype(mx.float32)})
+            io.write_json(tmp / STORE_INDEX, {**meta, "docs": docs})
+
+        write_dir_atomically(path, fill)
         return cls(path, vectors, docs, meta)
 
     @classmethod

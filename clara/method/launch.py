@@ -8,7 +8,7 @@ from pathlib import Path
 
 from clara.method.pipeline import Pipeline, create_pipeline
 from clara.plan import plan_pipeline, plan_stage
-from clara.runs import Run, create_run
+from clara.runs import Run, check_world, create_run
 from clara.workspace import Workspace
 
 
@@ -26,6 +26,7 @@ def pipeline(ws: Workspace, overrides: dict, per_stage: dict, prefix: str | None
     """Create (not start) a pipeline: shared settings, per-stage iters/epochs/lr (and stage 3's
     top_k), and the three datasets."""
     plan = plan_pipeline(ws, overrides, per_stage, prefix, explicit, config_file)
+    check_world(plan.config)  # several processes: hosts and ports checked before the folder
     return create_pipeline(ws, plan.config, plan.resolved["model"],
                            {s: e["data"] for s, e in plan.stages.items()},
                            {s: e["overrides"] for s, e in plan.stages.items()}, name)

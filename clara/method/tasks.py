@@ -125,6 +125,46 @@ class ClaraStageTask:
             yield self.make_batch([self._train[j] for j in chunk],
                                   random.Random(seed * 1_000_003 + epoch * 10_007 + i))
 
+    def train_shards(self, epoch: int, seed: int, rank: int, size: int):
+        """Rank `rank`'s samples of every batch of train_batches (same order, same paraphrase
+        draws), with the batch's loss counts; a rank left without samples gets the batch's first
+        one at weight 0, so every rank takes each step."""
+        rng = np.random.default_rng([seed, epoch])
+        for i, chunk in enumerate(self._chunks(self._train_groups, rng)):
+            r = random.Random(seed * 1_000_003 + epoch * 10_007 + i)
+            parts = np.array_split(np.arange(len(chunk)), size)
+            for j in chunk[:parts[rank][0]] if len(parts[rank]) else []:
+                self._decoder_example(self._train[j], r)  # draw as one process would
+            mine = [chunk[j] for j in parts[rank]]
+            real = bool(mine)
+            batch = self.make_batch([self._train[j] for j in (mine or chunk[:1])], r)
+            yield batch, (self.loss_counts(batch) if real else
+                          dict.fromkeys(self.loss_counts(batch), 0)), real
+
+    def loss_counts(self, batch) -> dict[str, int]:
+        """The normalisers of the batch's loss terms: CE tokens, MSE rows, questions (the
+        retrieval metrics) and questions with a positive (the retrieval loss)."""
+        rows = batch["cand_ids" if self.stage == "stage3" else "enc_ids"].shape[0]
+        out = {"tokens": int((np.asarray(batch["labels"][:, 1:]) != -100).sum()),
+               "rows": rows, "queries": batch["dec_ids"].shape[0]}
+        if "positives" in batch:
+            out["positives"] = int(np.asarray(batch["positives"]).any(axis=-1).sum())
+        return out
+
+    def shared_loss(self, model, batch, counts, totals):
+        """This shard's part of the global batch's loss: each term of stage_loss weighted by
+        the shard's share of that term's normaliser (summed over ranks: the global loss)."""
+        _, n, ex = model.stage_loss(batch)
+        share = {k: counts[k] / mx.maximum(totals[k], 1) for k in counts}
+        which = {"ce": "tokens", "mse": "rows", "retrieval": "positives"}
+        ex = {k: v * share[which.get(k, "queries")] for k, v in ex.items()}
+        c = model.config
+        if self.stage == "stage3":
+            loss = ex["ce"] + (c.retrieval_weight * ex["retrieval"] if "retrieval" in ex else 0)
+        else:
+            loss = ex["ce"] + c.mse_weight * ex["mse"] if c.mse_weight else ex["ce"]
+        return loss, n, ex
+
     def valid_batches(self):
         for i, chunk in enumerate(self._chunks(self._plan(self._valid), None)):
             yield self.make_batch([self._valid[j] for j in chunk], random.Random(i))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import ClaraError, ModelError, UsageError
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -40,12 +40,15 @@ def read_model_config(path: Path) -> dict:
     """A model folder's config.json as a dict; a ClaraError naming the problem otherwise."""
     cfg_file = path / "config.json"
     if not path.is_dir():
-        raise ClaraError(f"{path}: model folder does not exist")
+        raise ModelError(f"{path}: model folder does not exist")
     if not cfg_file.is_file():
-        raise ClaraError(f"{path}: no config.json: not an mlx-lm / Hugging Face model folder")
-    config = io.read_json(cfg_file)
+        raise ModelError(f"{path}: no config.json: not an mlx-lm / Hugging Face model folder")
+    try:
+        config = io.read_json(cfg_file)
+    except ClaraError as e:  # a broken config.json is a broken model, not bad training data
+        raise ModelError(str(e)) from None
     if not isinstance(config, dict):
-        raise ClaraError(f"{cfg_file}: not a JSON object")
+        raise ModelError(f"{cfg_file}: not a JSON object")
     return config
 
 
@@ -54,21 +57,21 @@ def check_model_folder(path: Path) -> dict:
     cfg_file = path / "config.json"
     config = read_model_config(path)
     if "model_type" not in config:
-        raise ClaraError(f"{cfg_file}: model_type: missing (mlx-lm needs it to pick the architecture)")
+        raise ModelError(f"{cfg_file}: model_type: missing (mlx-lm needs it to pick the architecture)")
     if not list(path.glob("model*.safetensors")):
-        raise ClaraError(f"{path}: no model*.safetensors weights")
+        raise ModelError(f"{path}: no model*.safetensors weights")
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
-        raise ClaraError(f"{path}: no tokenizer.json or tokenizer.model")
+        raise ModelError(f"{path}: no tokenizer.json or tokenizer.model")
     return config
 
 
 def _check_adapter(adapter_path: str | Path) -> Path:
     p = Path(adapter_path)
     if not p.is_dir():
-        raise ClaraError(f"{p}: adapter folder does not exist")
+        raise ModelError(f"{p}: adapter folder does not exist")
     for name in ("adapter_config.json", "adapters.safetensors"):
         if not (p / name).is_file():
-            raise ClaraError(f"{p}: no {name}: not an mlx-lm adapter folder")
+            raise ModelError(f"{p}: no {name}: not an mlx-lm adapter folder")
     return p
 
 
@@ -91,7 +94,7 @@ def load_model(source: str, adapter_path: str | Path | None = None, dtype: str |
 
     dtype = dtype or default_dtype()
     if dtype not in DTYPES:
-        raise ClaraError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+        raise UsageError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
     path = Path(source).expanduser()
     if path.exists() or source.startswith((".", "/", "~")):
         check_model_folder(path)
@@ -104,7 +107,7 @@ def load_model(source: str, adapter_path: str | Path | None = None, dtype: str |
         raise
     except Exception as e:  # mlx-lm raises many kinds; show the first line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ClaraError(f"{source}: cannot load model: {first}") from None
+        raise ModelError(f"{source}: cannot load model: {first}") from None
     quant = config.get("quantization")
     if not quant:
         cast_model(model, dtype)
@@ -113,7 +116,7 @@ def load_model(source: str, adapter_path: str | Path | None = None, dtype: str |
             load_adapters(model, str(adapter))
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ClaraError(f"{adapter}: cannot load adapter: {first}") from None
+            raise ModelError(f"{adapter}: cannot load adapter: {first}") from None
         if not quant:
             cast_model(model, dtype)
         model.eval()

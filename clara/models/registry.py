@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import ClaraError, ModelError
 from clara.workspace import Workspace, is_valid_name
 
 
@@ -22,22 +22,22 @@ def model_source(ws: Workspace | None, name_or_path: str) -> str:
         meta_file = folder / "model.toml"
         if meta_file.is_file():
             return str(io.read_toml(meta_file)["source"])
-        raise ClaraError(f"{folder}: neither config.json nor model.toml: not a model folder")
+        raise ModelError(f"{folder}: neither config.json nor model.toml: not a model folder")
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ClaraError(f"{path}: no config.json: not an mlx-lm / Hugging Face model folder")
+            raise ModelError(f"{path}: no config.json: not an mlx-lm / Hugging Face model folder")
         return str(path)
     if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
         return name_or_path  # a Hugging Face id
     where = f" in workspace {ws.name}" if ws is not None else ""
-    raise ClaraError(f"no model {name_or_path!r}{where} (see: clara model list)")
+    raise ModelError(f"no model {name_or_path!r}{where} (see: clara model list)")
 
 
 def model_folder(ws: Workspace, name: str) -> Path:
     folder = ws.child("models", name)
     if not folder.is_dir():
-        raise ClaraError(f"no model {name!r} in workspace {ws.name} (see: clara model list)")
+        raise ModelError(f"no model {name!r} in workspace {ws.name} (see: clara model list)")
     return folder
 
 

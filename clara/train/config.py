@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import ClaraError, UsageError
 
 
 @dataclass
@@ -39,6 +39,12 @@ class EngineConfig:
     save_every: int = field(default=100, metadata={"help": "Write a resumable checkpoint every N steps (and always at the end)."})
     keep_checkpoints: int = field(default=2, metadata={"help": "How many step-N checkpoints to keep (best/ and last/ are kept apart)."})
     memory_limit_gb: float | None = field(default=None, metadata={"help": "Save and stop when MLX peak memory passes this (default: 90% of RAM)."})
+    nproc: int = field(default=1, metadata={"help": "Processes to train on, data parallel through mlx.launch (per host with --hosts); --batch-size stays the global batch."})
+    hosts: str | None = field(default=None, metadata={"help": "Comma-separated hosts to train across (IP addresses for the ring backend; ssh without password)."})
+    hostfile: str | None = field(default=None, metadata={"help": "mlx.launch JSON hostfile (ssh names, ips, rdma, backend, envs), e.g. from mlx.distributed_config."})
+    backend: str = field(default="auto", metadata={"help": "Distributed backend: ring, jaccl, mpi, nccl or auto (nccl on CUDA, else ring)."})
+    dist_port: int | None = field(default=None, metadata={"help": "First TCP port of the ring (one per rank) or the NCCL port (default: a free one here, mlx.launch's across machines)."})
+    dist_timeout: float = field(default=600.0, metadata={"help": "Seconds without a finished step before the watchdog ends a distributed run."})
 
     @classmethod
     def from_dict(cls, values: dict) -> "EngineConfig":
@@ -55,7 +61,7 @@ class EngineConfig:
         for f in dataclasses.fields(self):  # inf and nan pass every comparison below
             v = getattr(self, f.name)
             if isinstance(v, float) and not math.isfinite(v):
-                raise ClaraError(f"{f.name}: {v} is not a finite number")
+                raise UsageError(f"{f.name}: {v} is not a finite number")
         checks = [
             (self.iters >= 1 or self.epochs, "iters", "must be at least 1"),
             (self.epochs is None or self.epochs > 0, "epochs", "must be positive"),
@@ -66,10 +72,14 @@ class EngineConfig:
             (self.keep_checkpoints >= 1, "keep_checkpoints", "must be at least 1"),
             (self.report_every >= 1, "report_every", "must be at least 1"),
             (self.early_stopping_patience >= 0, "early_stopping_patience", "must be >= 0"),
+            (self.nproc >= 1, "nproc", "must be at least 1"),
+            (self.backend in ("auto", "ring", "jaccl", "mpi", "nccl"), "backend",
+             "must be ring, jaccl, mpi, nccl or auto"),
+            (self.dist_timeout > 0, "dist_timeout", "must be positive"),
         ]
         for ok, name, problem in checks:
             if not ok:
-                raise ClaraError(f"{name}: {problem}")
+                raise UsageError(f"{name}: {problem}")
 
 
 @dataclass
@@ -105,7 +115,7 @@ class TrainConfig(EngineConfig):
         ]
         for ok, name, problem in checks:
             if not ok:
-                raise ClaraError(f"{name}: {problem}")
+                raise UsageError(f"{name}: {problem}")
 
 
 def field_help(cls) -> dict[str, str]:

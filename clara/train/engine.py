@@ -77,9 +77,14 @@ def system_memory_low() -> bool:
 
 
 class Engine:
-    def __init__(self, task, cfg: EngineConfig, run_dir: str | Path):
+    def __init__(self, task, cfg: EngineConfig, run_dir: str | Path, dist=None, watchdog=None):
         cfg.validate()
         self.task, self.cfg = task, cfg
+        # data parallel (clara/train/distributed.py): None with one process; rank 0 alone writes
+        self.dist = dist if dist is not None and dist.size > 1 else None
+        self.writer = self.dist is None or self.dist.main
+        self.watchdog = watchdog
+        self._stop = False
         self.run_dir = Path(run_dir)
         self.adapters = self.run_dir / "adapters"
         self.metrics_file = self.run_dir / "metrics.jsonl"
@@ -103,11 +108,13 @@ class Engine:
 
     # -- files ------------------------------------------------------------------------------
     def event(self, kind: str, **data) -> None:
-        io.append_jsonl(self.events_file, {"time": now_iso(), "event": kind, **data})
+        if self.writer:
+            io.append_jsonl(self.events_file, {"time": now_iso(), "event": kind, **data})
         log.info("%s %s", kind, " ".join(f"{k}={v}" for k, v in data.items()))
 
     def metric(self, row: dict) -> None:
-        io.append_jsonl(self.metrics_file, row)
+        if self.writer:
+            io.append_jsonl(self.metrics_file, row)
 
     def _trainer_state(self) -> dict:
         return {"step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
@@ -119,6 +126,8 @@ class Engine:
 
     def save_checkpoint(self, reason: str) -> Path:
         name = ckpt.step_name(self.step)
+        if not self.writer:
+            return self.adapters / name
         state = self._trainer_state()
 
         def fill(tmp: Path) -> None:
@@ -133,6 +142,9 @@ class Engine:
         return path
 
     def save_best(self, val_loss: float) -> None:
+        if not self.writer:
+            return
+
         def fill(tmp: Path) -> None:
             self.task.save_weights(tmp)
             io.write_json(tmp / "best.json", {"step": self.step, "val_loss": val_loss})
@@ -154,7 +166,7 @@ class Engine:
         for k in ("step", "epoch", "pos", "best_val", "best_step", "bad_evals", "elapsed",
                   "tokens_seen", "window"):
             setattr(self, k, state[k])
-        if self.metrics_file.is_file():
+        if self.writer and self.metrics_file.is_file():
             rows = [r for r in io.read_jsonl(self.metrics_file) if r.get("step", 0) <= self.step]
             io.write_jsonl(self.metrics_file, rows)
         self.event("resume", step=self.step, checkpoint=f"adapters/{folder.name}")
@@ -163,7 +175,11 @@ class Engine:
     # -- the loop ---------------------------------------------------------------------------
     def _batches(self):
         while True:
-            for i, batch in enumerate(self.task.train_batches(self.epoch, self.cfg.seed)):
+            # several processes: this rank's share of each global batch, in the same order
+            source = self.task.train_shards(self.epoch, self.cfg.seed, self.dist.rank,
+                                            self.dist.size) if self.dist else \
+                self.task.train_batches(self.epoch, self.cfg.seed)
+            for i, batch in enumerate(source):
                 if i < self.pos:
                     continue
                 self.pos = i + 1
@@ -174,10 +190,15 @@ class Engine:
         model, task, opt, cfg = self.task.model, self.task, self.optimizer, self.cfg
         accum = cfg.grad_accumulation_steps
         clip = cfg.grad_clip
+        dist = self.dist
         # a task may update some parameters its own way (e.g. sign-SGD on sparse rows)
         apply = getattr(task, "apply_gradients", None) or (lambda o, m, g: o.update(m, g))
 
         def loss_fn(m, batch):
+            if dist:  # this rank's share of the global loss, times size: averaged grads = sum
+                batch, counts, totals = batch
+                loss, ntoks, extras = task.shared_loss(m, batch, counts, totals)
+                return loss * dist.size, ntoks, extras
             loss, ntoks, extras = task.loss(m, batch)
             return loss, ntoks, extras
 
@@ -187,8 +208,12 @@ class Engine:
             (loss, ntoks, extras), grad = value_and_grad(model, batch)
             if prev_grad is not None:
                 grad = tree_map(lambda a, b: a + b, grad, prev_grad)
+            if dist:
+                loss = loss / dist.size
             norm = mx.array(0.0)
             if do_update:
+                if dist:
+                    grad = dist.reduce_grads(grad)
                 if accum > 1:
                     grad = tree_map(lambda g: g / accum, grad)
                 if clip:
@@ -207,9 +232,13 @@ class Engine:
         model.eval()
         total, ntoks, extras = mx.array(0.0), mx.array(0), {}
         n = 0
+        dist, first = self.dist, None
         for i, batch in enumerate(task.valid_batches()):
             if 0 <= self.cfg.val_batches <= i:
                 break
+            if dist and i % dist.size != dist.rank:  # whole batches per rank; sums reduced
+                first = batch if first is None else first
+                continue
             loss, toks, ex = task.loss(model, batch)
             total = total + loss.astype(mx.float32) * toks
             ntoks = ntoks + toks
@@ -217,6 +246,17 @@ class Engine:
                 extras[k] = extras.get(k, mx.array(0.0)) + v.astype(mx.float32) * toks
             mx.eval(total, ntoks, extras)
             n += 1
+            if self.watchdog:
+                self.watchdog.beat()
+        if dist:
+            if n == 0 and first is not None:  # no batch here: learn the extras' names at weight 0
+                _, _, ex = task.loss(model, first)
+                extras = {k: mx.array(0.0) for k in ex}
+            keys = sorted(extras)
+            sums = dist.sums([total.item(), float(ntoks.item()), float(n)]
+                             + [extras[k].item() for k in keys])
+            total, ntoks, n = mx.array(sums[0]), mx.array(sums[1]), int(sums[2])
+            extras = {k: mx.array(v) for k, v in zip(keys, sums[3:])}
         model.train()
         if n == 0 or ntoks.item() == 0:
             return None
@@ -258,8 +298,10 @@ class Engine:
             return EngineResult(status, reason, self.step, self.total_steps, self.best_step,
                                 self.best_val, message, extra)
 
+        if self.dist:  # rank 0 decides; every rank's stop request counts
+            self._stop = self.dist.sums([float(stop_requested())])[0] > 0
         while self.step < self.total_steps:
-            if stop_requested():
+            if (self._stop if self.dist else stop_requested()):
                 self.save_checkpoint("stop")
                 self.event("stop", step=self.step)
                 return result("stopped", "stop", "stopped on request")
@@ -267,18 +309,34 @@ class Engine:
             grad, losses, tokens, extras_sum = None, [], 0, {}
             for micro in range(accum):
                 batch = next(batches)
+                real = True
+                if self.dist:  # (shard, its loss counts, is it real) -> the step's inputs
+                    batch, counts, real = batch
+                    batch = (batch, *self.dist.totals(counts))
                 loss, ntoks, extras, grad, norm = step_fn(batch, grad, micro == accum - 1)
                 mx.eval(state, loss, ntoks, extras, grad, norm)
                 losses.append(loss.item())
                 for k, v in extras.items():
                     extras_sum[k] = extras_sum.get(k, 0.0) + v.item()
-                tokens += task.batch_tokens(batch)
+                tokens += task.batch_tokens(batch[0] if self.dist else batch) if real else 0
+            peak = mx.get_peak_memory()
+            nan_here = False
+            if self.dist:  # one all_sum: global loss, tokens, extras, anyone's stop/memory
+                if time.monotonic() - last_mem_check > 1.0:
+                    last_mem_check, low = time.monotonic(), system_memory_low()
+                losses, tokens, extras_sum, self._stop, mem_over = self.dist.step_sums(
+                    losses, tokens, extras_sum, stop_requested(), peak > mem_limit or low)
+                # every rank holds the same summed loss bits (a NaN anywhere is a NaN in it),
+                # so rank 0's NaN verdict is everyone's without another round
+                nan_here = not math.isfinite(losses[0])
+                if self.watchdog:
+                    self.watchdog.beat(self.step + 1)
             dt = time.perf_counter() - tic
             self.step += 1
             train_loss = sum(losses) / len(losses)
             # the rate this step used: computed inside the step, already evaluated with the state
             lr = float(self.optimizer.state["learning_rate"].item())
-            if not math.isfinite(train_loss):
+            if nan_here or (not self.dist and not math.isfinite(train_loss)):
                 hint = (f"lower the learning rate (now {cfg.learning_rate:g}; try "
                         f"{cfg.learning_rate / 10:g}), keep grad_clip on, or check the data")
                 self.event("nan", step=self.step, loss=str(train_loss), hint=hint)
@@ -293,7 +351,6 @@ class Engine:
             w["time"] += dt
             for k, v in extras_sum.items():
                 w["extras"][k] = w["extras"].get(k, 0.0) + v / accum
-            peak = mx.get_peak_memory()
             if self.step % cfg.report_every == 0 or self.step == self.total_steps:
                 row = {"step": self.step, "epoch": round(self.epoch + self.pos / self.n_batches, 4),
                        "train_loss": w["loss"] / w["steps"], "learning_rate": lr,
@@ -308,6 +365,8 @@ class Engine:
             done = self.step == self.total_steps
             if (cfg.val_every and self.step % cfg.val_every == 0) or done:
                 stop_early = self._validate_and_track()
+                if self.dist:
+                    stop_early = self.dist.decide(stop_early)[0]
                 if stop_early:
                     self.save_checkpoint("early_stop")
                     self.event("early_stop", step=self.step, best_step=self.best_step,
@@ -316,9 +375,9 @@ class Engine:
                     return result("completed", "early_stop",
                                   f"early stop at step {self.step}: no improvement in "
                                   f"{self.bad_evals} validations")
-            if time.monotonic() - last_mem_check > 1.0:  # reading /proc costs: once a second
+            if not self.dist and time.monotonic() - last_mem_check > 1.0:  # /proc: once a second
                 last_mem_check, low = time.monotonic(), system_memory_low()
-            if peak > mem_limit or low:
+            if (mem_over if self.dist else peak > mem_limit or low):
                 self.save_checkpoint("memory")
                 hint = "lower batch_size or max_seq_length, or turn on grad_checkpoint"
                 self.event("memory", step=self.step, peak_memory_gb=peak / 1e9,

@@ -35,7 +35,8 @@ ALL_KEYS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_at
             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 # Saved activations per block and token, in elements of the model's dtype: multiples of the
 # hidden size, of the MLP width and of the key/value width (fitted, see the module doc).
-ACT_H, ACT_I, ACT_KV = 10.0, 4.0, 4.0
+ACT_H, ACT_I, ACT_KV = 12.0, 4.0, 4.0
+PROMPT_TOKENS = 96  # a CLaRa decoder prompt's instruction and chat template, without the slots
 # Sustained training rate (FLOP/s) per backend, for the time estimate only.
 RATES = {"cuda": 200e12, "metal": 8e12, "gpu": 8e12, "cpu": 5e10}
 # Fused attention keeps no L x L probabilities (CUDA: cuDNN; Metal: MLX's kernels)
@@ -111,6 +112,7 @@ class Work:
     adapters_trained: int = 1
     adapters_held: int = 1
     extra_trainable: int = 0  # e.g. CLaRa's memory rows
+    lora_dropout: float = 0.0  # > 0 keeps each adapted input's dropout mask (and, LoRA, copy)
     grad_checkpoint: bool = False
     dtype: str = "bfloat16"
     full: bool = False  # full fine-tuning of the adapted layers
@@ -172,6 +174,12 @@ def activation_bytes(s: Shape, w: Work, rows: int, length: int, backend: str) ->
     b = DTYPE_BYTES.get(w.dtype, 2)
     kv = s.kv_heads * s.hd
     per_token_layer = (ACT_H * s.hidden + ACT_I * s.intermediate + ACT_KV * kv) * b
+    if w.lora_dropout > 0 and not w.full:
+        dims = s.proj_dims()
+        # CLaRa's adapters keep only the boolean mask (clara.method.adapters.dropped_lora);
+        # mlx-lm's LoRALinear keeps the dropped copy as well
+        per_elem = 1 if w.kind != "lora" else b + 1
+        per_token_layer += sum(dims[k][0] for k in w.lora_keys if k in dims) * per_elem
     attn = 0 if FUSED_ATTENTION.get(backend, False) else 2 * rows * s.heads * length * length * 4
     tokens = rows * length
     if w.grad_checkpoint:  # block inputs only, plus one block recomputed during backward
@@ -181,8 +189,10 @@ def activation_bytes(s: Shape, w: Work, rows: int, length: int, backend: str) ->
 
 def logits_bytes(s: Shape, w: Work, rows: int, positions: int) -> int:
     b = DTYPE_BYTES.get(w.dtype, 2)
-    # the dtype logits, their float32 copy, and the gradient of each
-    return 2 * rows * positions * s.vocab * (b + 4)
+    # the logits, the loss's float32 working copies and the gradients; CLaRa's head splices
+    # the added tokens' columns in, one more copy
+    per = 2 * b + 8 if w.kind == "lora" else 4 * b + 16
+    return rows * positions * s.vocab * per
 
 
 def estimate(s: Shape, w: Work, backend: str | None = None) -> Estimate:
@@ -249,7 +259,7 @@ def _dtype(cfg_dtype: str | None) -> str:
 def lora_work(cfg) -> Work:
     """A LoRA run's step (clara.train.config.TrainConfig): rows padded to max_seq_length."""
     return Work(kind="lora", batch_size=cfg.batch_size, seq_len=cfg.max_seq_length,
-                lora_rank=cfg.lora_rank, lora_keys=tuple(cfg.lora_keys or ALL_KEYS),
+                lora_rank=cfg.lora_rank, lora_dropout=cfg.lora_dropout, lora_keys=tuple(cfg.lora_keys or ALL_KEYS),
                 lora_layers=cfg.num_layers, grad_checkpoint=cfg.grad_checkpoint,
                 dtype=_dtype(getattr(cfg, "dtype", None)), full=cfg.fine_tune_type == "full")
 
@@ -263,7 +273,7 @@ def clara_work(cfg, stage: str, answer_tokens: int | None = None,
     n_mem, k = c.n_mem, c.top_k
     enc_len = c.doc_max_tokens + n_mem + 3
     answer = c.doc_max_tokens if answer_tokens is None else answer_tokens
-    dec_len = min(c.max_len, 64 + k * (n_mem + 1) + answer)
+    dec_len = min(c.max_len, PROMPT_TOKENS + k * (n_mem + 1) + answer)
     B = cfg.batch_size
     docs = B * (candidates or k) if stage == "stage3" else B * k
     enc_rows = docs + (B if stage == "stage3" else 0)
@@ -271,7 +281,8 @@ def clara_work(cfg, stage: str, answer_tokens: int | None = None,
                 dec_len=_pad16(dec_len), supervised_len=_pad16(answer + 1),
                 lora_rank=c.lora_rank, lora_keys=tuple(c.lora_keys), lora_layers=c.lora_layers,
                 adapters_trained=2, adapters_held=len(c.adapters()),
-                grad_checkpoint=cfg.grad_checkpoint, dtype=_dtype(None))
+                lora_dropout=c.lora_dropout, grad_checkpoint=cfg.grad_checkpoint,
+                dtype=_dtype(None))
 
 
 def _pad16(n: int) -> int:
@@ -288,19 +299,22 @@ def estimate_run(kind: str, cfg, model_source: str, backend: str | None = None) 
     return estimate(shape, work, backend)
 
 
-def estimate_for_bench(config: dict, s: dict, kind: str, backend: str | None = None) -> int:
-    """bench/clara_throughput.py's shapes (its preset dict) -> estimated peak bytes."""
+def estimate_for_bench(config: dict, s: dict, kind: str, shapes: dict,
+                       dropout: float = 0.0, backend: str | None = None) -> int:
+    """bench/clara_throughput.py: the estimate (bytes) for its preset and the batch shapes it
+    measured (the decoder's length depends on the tokenizer's prompt)."""
     shape = Shape.from_config(config)
     if kind in ("lora", "mlx-lm"):
-        w = Work(kind="lora", batch_size=s["batch_size"], seq_len=_pad32(s["seq"] + 1) - 1,
-                 lora_rank=s["rank"], dtype=s["dtype"])
+        B, T = shapes["tokens"] if shapes else (s["batch_size"], _pad32(s["seq"] + 1))
+        w = Work(kind="lora", batch_size=B, seq_len=T - 1, lora_rank=s["rank"], dtype=s["dtype"])
     else:
         n_mem = s["doc"] // s["cr"]
-        # the bench's stage-1 rows are paraphrases: the answer is the document again
-        w = Work(kind="stage1", batch_size=s["batch_size"], enc_rows=s["batch_size"],
-                 enc_len=_pad16(s["doc"] + n_mem + 3), dec_len=_pad16(64 + n_mem + 1 + s["doc"]),
-                 supervised_len=_pad16(s["doc"] + 1), lora_rank=s["rank"], adapters_trained=2,
-                 adapters_held=2, extra_trainable=n_mem * shape.hidden, dtype=s["dtype"])
+        w = Work(kind="stage1", batch_size=shapes["dec_ids"][0], enc_rows=shapes["enc_ids"][0],
+                 enc_len=shapes["enc_ids"][1], dec_len=shapes["dec_ids"][1],
+                 supervised_len=shapes["labels"][1], lora_rank=s["rank"], adapters_trained=2,
+                 adapters_held=2, extra_trainable=n_mem * shape.hidden, lora_dropout=dropout,
+                 dtype=s["dtype"])
+    w.grad_checkpoint = kind.endswith("-ckpt")
     return estimate(shape, w, backend).peak_bytes
 
 

@@ -72,8 +72,8 @@ def make_batches(samples: list[tuple[list[int], int]], batch_size: int, max_len:
     return batches
 
 
-def lm_loss(model, tokens, lengths):
-    """Mean next-token cross-entropy over completion tokens, and their count.
+def lm_loss_sum(model, tokens, lengths):
+    """Summed next-token cross-entropy over completion tokens, and their count.
 
     Target j is token j+1; it counts when offset <= j+1 < length (mlx-lm's default_loss also
     counts one padding target per row, `<= length`; we do not).
@@ -83,8 +83,18 @@ def lm_loss(model, tokens, lengths):
     steps = mx.arange(1, targets.shape[1] + 1)
     mask = (steps >= lengths[:, 0:1]) & (steps < lengths[:, 1:])
     ce = nn.losses.cross_entropy(logits, targets) * mask
-    ntoks = mask.sum()
-    return ce.astype(mx.float32).sum() / ntoks, ntoks
+    return ce.astype(mx.float32).sum(), mask.sum()
+
+
+def lm_loss(model, tokens, lengths):
+    """Mean next-token cross-entropy over completion tokens, and their count."""
+    total, ntoks = lm_loss_sum(model, tokens, lengths)
+    return total / ntoks, ntoks
+
+
+def loss_targets(lengths: np.ndarray) -> int:
+    """The targets lm_loss counts in a batch, from its (offset, length) rows alone."""
+    return int(np.maximum(lengths[:, 1] - np.maximum(lengths[:, 0], 1), 0).sum())
 
 
 def adapter_config(cfg: TrainConfig, model_source: str) -> dict:
@@ -174,6 +184,23 @@ class LoraTask:
         for i in order:
             tokens, lengths = self._train[i]
             yield mx.array(tokens), mx.array(lengths)
+
+    def train_shards(self, epoch: int, seed: int, rank: int, size: int):
+        """Rank `rank`'s rows of every batch of train_batches (same order), with its loss
+        counts; a rank left without rows gets one row with nothing to learn (share 0)."""
+        order = np.random.default_rng([seed, epoch]).permutation(len(self._train))
+        for i in order:
+            tokens, lengths = self._train[i]
+            rows = np.array_split(np.arange(len(tokens)), size)[rank]
+            real = len(rows) > 0
+            tokens, lengths = (tokens[rows], lengths[rows]) if real else \
+                (tokens[:1], np.zeros((1, 2), np.int32))
+            yield (mx.array(tokens), mx.array(lengths)), {"tokens": loss_targets(lengths)}, real
+
+    def shared_loss(self, model, batch, counts, totals):
+        """This shard's part of the global batch's mean loss: its summed CE over all tokens."""
+        total, ntoks = lm_loss_sum(model, *batch)
+        return total / mx.maximum(totals["tokens"], 1), ntoks, {}
 
     def valid_batches(self):
         for tokens, lengths in self._valid:

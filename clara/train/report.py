@@ -28,7 +28,10 @@ def build_report(run: Run) -> str:
            f"- kind: {doc.get('kind')}",
            f"- status: {st.get('status')} ({st.get('reason') or '-'})",
            f"- message: {st.get('message') or '-'}",
-           f"- created: {doc.get('created')}; finished: {st.get('finished') or '-'}", ""]
+           f"- created: {doc.get('created')}; finished: {st.get('finished') or '-'}",
+           f"- processes: {st.get('world_size') or 1}"
+           + (f" ({st.get('backend')}: {', '.join(st.get('hosts') or [])})"
+              if (st.get("world_size") or 1) > 1 else ""), ""]
     out += ["## Loss", ""]
     if train:
         finite = [r["train_loss"] for r in train if math.isfinite(r["train_loss"])]

@@ -4,8 +4,6 @@ and two runs' curves side by side. Stop and resume go through `clara.runs`."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import time
 
 from textual import on, work
@@ -17,6 +15,7 @@ from textual.widgets import (DataTable, Markdown, ProgressBar, Static, TabbedCon
 from textual.worker import get_current_worker
 
 from clara.errors import ClaraError
+from clara.runs import ACTIVE
 from tui.format import duration, loss, number, short
 from tui.screens.base import ClaraScreen
 from tui.widgets.dialogs import ConfirmDialog
@@ -27,48 +26,10 @@ from tui.widgets.plot import MetricPlot
 POLL_S = 0.5
 
 
-def _parse_time(text: str | None) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(text) if text else None
-    except ValueError:
-        return None
-
-
-_BEST_CACHE: dict[str, tuple[tuple[int, int], float | None]] = {}
-
-
-def _best_from_metrics(run) -> float | None:
-    """The lowest val_loss in metrics.jsonl, read again only when the file changed (the table
-    refreshes every 2 s: parsing every run's whole metrics file each time starved the app)."""
-    path = run.path / "metrics.jsonl"
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    key = (st.st_size, st.st_mtime_ns)
-    cached = _BEST_CACHE.get(str(path))
-    if cached and cached[0] == key:
-        return cached[1]
-    vals = [m["val_loss"] for m in run.metrics() if isinstance(m.get("val_loss"), (int, float))]
-    best = min(vals) if vals else None
-    _BEST_CACHE[str(path)] = (key, best)
-    return best
-
-
 def run_row(run) -> dict:
-    """What the table shows of one run: the library's summary plus best val loss and duration."""
+    """What the table shows of one run: the library's summary (best val loss and duration in it)."""
     summary = run.summary()
-    status = run.raw_status()
-    best = status.get("best_val_loss")
-    if best is None:  # a run still going, or one from before the status carried it
-        best = _best_from_metrics(run)
-    last = run.last_metric("elapsed_s") or {}
-    seconds = last.get("elapsed_s")
-    if seconds is None:
-        start, end = _parse_time(status.get("started")), _parse_time(status.get("finished"))
-        if start and end:
-            seconds = (end - start).total_seconds()
-    return {**summary, "best_val": best, "seconds": seconds}
+    return {**summary, "best_val": summary["best_val_loss"], "seconds": summary["duration_s"]}
 
 
 class RunMetrics:
@@ -96,8 +57,13 @@ class RunMetrics:
         return [r.get("step", i) for i, r in enumerate(keep, 1)], [r[key] for r in keep]
 
     def loss_series(self, prefix: str = "") -> dict:
-        return {f"{prefix}train": self.points("train_loss"),
-                f"{prefix}val": self.points("val_loss", self.valid)}
+        out = {f"{prefix}train": self.points("train_loss"),
+               f"{prefix}val": self.points("val_loss", self.valid)}
+        # puzzle runs (HRM): exact accuracy of the validation puzzles too
+        exact = self.points("val_exact_accuracy", self.valid)
+        if exact[0]:
+            out[f"{prefix}val exact"] = exact
+        return out
 
 
 class RunsScreen(ClaraScreen):
@@ -245,37 +211,28 @@ class RunsScreen(ClaraScreen):
     def _tail(self, run_id: str) -> None:
         """Read metrics.jsonl from where we stopped (whole lines only) and status.json, until the
         run is over and read to the end, or the worker is cancelled (another run selected)."""
+        from clara.runs import ACTIVE, Follower
+
         worker = get_current_worker()
         run = self._run(run_id)
-        path = run.path / "metrics.jsonl"
-        offset = 0
-        buffer = b""
+        follower = Follower(run)
         while not worker.is_cancelled:
-            status = run.status()
-            rows = []
-            if path.is_file():
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    chunk = f.read()
-                offset += len(chunk)
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    try:
-                        rows.append(json.loads(line))
-                    except ValueError:
-                        continue  # a damaged line: skip it, keep following
+            update = follower.read(events=False)
             if worker.is_cancelled:
                 return
-            self.app.call_from_thread(self._apply_progress, run_id, rows, status)
-            if status.get("status") not in ("queued", "running"):
+            self.app.call_from_thread(self._apply_progress, run_id, update.metrics,
+                                      update.status, update.reset)
+            if update.status.get("status") not in ACTIVE:
                 return
             time.sleep(POLL_S)
 
-    def _apply_progress(self, run_id: str, rows: list[dict], status: dict) -> None:
+    def _apply_progress(self, run_id: str, rows: list[dict], status: dict,
+                        reset: bool = False) -> None:
         if run_id != self.selected:
             return
         self.status = status
+        if reset:  # a resume rewrote metrics.jsonl: the follower reads it again from the start
+            self.metrics = RunMetrics()
         self.metrics.add(rows)
         m = self.metrics
         if rows or not self.query_one("#plot-loss", MetricPlot).series:
@@ -287,7 +244,7 @@ class RunsScreen(ClaraScreen):
         total = status.get("total_steps") or step or None
         bar = self.query_one("#run-progress", ProgressBar)
         state = status.get("status", "?")
-        if state in ("queued", "running"):
+        if state in ACTIVE:
             bar.update(total=total, progress=step)
         else:  # over: a still bar at where it stopped, never the animated "--%" of waiting
             bar.update(total=total or 1, progress=step if total else 0)
@@ -302,7 +259,7 @@ class RunsScreen(ClaraScreen):
             f"tokens/s {number(last.get('tokens_per_second'))}  ·  "
             f"lr {number(last.get('learning_rate'))}  ·  elapsed {duration(elapsed)}"
             + (f"\n{message}" if message else ""))
-        if state not in ("queued", "running"):
+        if state not in ACTIVE:
             self._load_details(run_id)
 
     @work(thread=True, exclusive=True, group="run-details", exit_on_error=False)
@@ -328,7 +285,8 @@ class RunsScreen(ClaraScreen):
         if run_id != self.selected:
             return
         shown = {"kind": config.get("kind"), **config.get("config", {}),
-                 **{f"resolved.{k}": v for k, v in config.get("resolved", {}).items()}}
+                 **{f"resolved.{k}": v for k, v in config.get("resolved", {}).items()},
+                 **{f"distributed.{k}": v for k, v in config.get("distributed", {}).items()}}
         self.query_one("#run-config", KeyValues).set_data(
             {k: v for k, v in shown.items() if v is not None})
         lines = []

@@ -43,11 +43,13 @@ LORA_FIRST = ("model", "data", "mode", "fine_tune_type", "from_adapter", "iters"
               "save_every")
 LORA_CHOICES = {"model": [], "data": [], "from_adapter": [], "mode": ["sft", "cpt"],
                 "fine_tune_type": ["lora", "dora", "full"], "lr_schedule": ["cosine", "constant"],
-                "dtype": ["float32", "bfloat16", "float16"]}
+                "dtype": ["float32", "bfloat16", "float16"],
+                "backend": ["auto", "ring", "jaccl", "mpi", "nccl"]}
 CLARA_FIRST = ("model", "data", "init_from", "iters", "epochs", "batch_size", "learning_rate",
                "compression_rate", "doc_max_tokens", "top_k", "max_len", "lora_rank",
                "val_every", "save_every")
-CLARA_CHOICES = {"model": [], "data": [], "init_from": [], "lr_schedule": ["cosine", "constant"]}
+CLARA_CHOICES = {"model": [], "data": [], "init_from": [], "lr_schedule": ["cosine", "constant"],
+                 "backend": LORA_CHOICES["backend"]}
 # Settings a tiny model on a CPU trains with in minutes (a preset of clara/presets/).
 CLARA_PRESET = "clara-cpu-tiny"
 PIPELINE_FIRST = ("model", "data", "stage1_iters", "stage2_iters", "stage3_iters", "top_k",
@@ -167,6 +169,9 @@ class TrainScreen(ClaraScreen):
                 yield PathInput(id="settings-path", suffixes=(".toml",),
                                 placeholder="settings.toml: ctrl+s saves, ctrl+r loads")
                 yield Static("", id="train-status")
+                estimate = Static("", id="train-estimate", markup=False)  # clara.train.estimate
+                estimate.display = False
+                yield estimate
                 yield Button("Launch  (ctrl+l)", id="launch", variant="success")
 
     def on_mount(self) -> None:
@@ -212,12 +217,12 @@ class TrainScreen(ClaraScreen):
     @work(thread=True, exclusive=True, group="train-launched", exit_on_error=False)
     def _check_launched(self, run_id: str) -> None:
         """The status line follows the last launch: it does not say "launched" once it failed."""
-        from clara.runs import Run
+        from clara.runs import ACTIVE, Run
 
         ws = self.app.workspace
         status = Run(ws.runs_dir / run_id).status() if ws else {}
         state = status.get("status")
-        if state and state not in ("queued", "running"):
+        if state and state not in ACTIVE:
             message = status.get("message") or ""
             self.app.call_from_thread(
                 self._say, f"run {run_id} {state}" + (f": {message}" if message else ""),
@@ -297,6 +302,30 @@ class TrainScreen(ClaraScreen):
         self.query_one("#preview", Static).update(text)
         self.query_one("#train-command", Static).update(self.command(form))
         self.query_one("#launch", Button).disabled = data is None or self.app.workspace is None
+        self._estimate(self.kind, data)
+
+    @work(thread=True, exclusive=True, group="estimate", exit_on_error=False)
+    def _estimate(self, kind: str, data: dict | None) -> None:
+        """One line: the run's estimated peak memory and time per step (none while the form
+        has no model, or for a whole pipeline)."""
+        line = ""
+        if data and kind != "pipeline" and self.app.workspace is not None:
+            from clara.train.estimate import estimate_request
+
+            try:
+                est = estimate_request(self.app.workspace, kind, dict(data))
+                line = (f"estimate: peak {est.peak_bytes / 1e9:.1f} GB, "
+                        f"~{est.step_seconds:.2g} s/step"
+                        + (f"  — over 90% of {est.budget_what}" if est.over_budget else ""))
+            except Exception:  # an incomplete form: the preview already says what is wrong
+                line = ""
+
+        def show() -> None:
+            widget = self.query_one("#train-estimate", Static)
+            widget.update(line)
+            widget.display = bool(line)
+
+        self.app.call_from_thread(show)
 
     def command(self, form: ConfigForm) -> str:
         """The `clara train ...` command this form stands for (copyable)."""

@@ -1,0 +1,185 @@
+"""Memory of training steps: dtypes of trainables and of the activations they touch, the peak of
+real engine steps against the pre-flight estimate (clara/train/estimate.py) on the CPU, and the
+--estimate flag."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import pytest
+from mlx.utils import tree_flatten
+
+from clara import io
+from clara.train.estimate import Shape, Work, estimate
+from conftest import corpus_sentences
+
+# large enough that activations and logits, not fixed costs, make the peak
+CONFIG = dict(model_type="llama", hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, intermediate_size=352, vocab_size=4096, rms_norm_eps=1e-5,
+              rope_theta=10000.0, max_position_embeddings=4096, tie_word_embeddings=True)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A random float32 Llama of CONFIG with the tiny model's tokenizer."""
+    from mlx_lm.models import llama
+    from mlx_lm.utils import save_config, save_model
+
+    out = tmp_path_factory.mktemp("mem") / "model"
+    out.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if "token" in f.name or f.name.endswith(".jinja"):
+            shutil.copy(f, out / f.name)
+    tiny = json.loads((tiny_model_dir / "config.json").read_text())
+    cfg = {**CONFIG, **{k: tiny[k] for k in ("bos_token_id", "eos_token_id") if k in tiny}}
+    mx.random.seed(0)
+    save_model(out, llama.Model(llama.ModelArgs.from_dict(cfg)))
+    save_config(cfg, out / "config.json")
+    return out
+
+
+def words(n: int, i: int) -> str:
+    sents = corpus_sentences(400, seed=i)
+    return " ".join(sents)[: 8 * n]
+
+
+def measured_peak(task, cfg, tmp_path) -> int:
+    from clara.train.engine import Engine
+
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    (tmp_path / "run").mkdir()
+    Engine(task, cfg, tmp_path / "run").run()
+    return mx.get_peak_memory()
+
+
+def test_lora_peak_matches_estimate(model_dir, tmp_path):
+    from clara.train.config import TrainConfig
+    from clara.train.estimate import estimate_run
+    from clara.train.lora import LoraTask
+
+    data = tmp_path / "data"
+    io.write_jsonl(data / "train.jsonl", [{"text": words(400, i)} for i in range(8)])
+    cfg = TrainConfig(model=str(model_dir), data=str(data), mode="cpt", iters=2, batch_size=4,
+                      max_seq_length=257, lora_rank=8, val_every=0, save_every=100,
+                      dtype="float32")
+    task = LoraTask(cfg, str(model_dir), data)
+    assert all(b[0].shape == (4, 257) for b in task._train)  # rows fill max_seq_length
+    peak = measured_peak(task, cfg, tmp_path)
+    est = estimate_run("lora", cfg, str(model_dir), backend="cpu")
+    assert est.parts["activations"] > est.parts["weights"]  # the test measures activations
+    assert abs(est.peak_bytes / peak - 1) < 0.15, (est.parts, peak)
+
+
+def test_stage1_peak_matches_estimate_from_its_shapes(model_dir, tmp_path):
+    from clara.method.tasks import ClaraTrainConfig, build_task
+
+    data = tmp_path / "s1"
+    rows = [{"data_type": "paraphrase", "answers": [words(120, i)], "docs": [words(120, i)]}
+            for i in range(8)]
+    io.write_jsonl(data / "train.jsonl", rows)
+    cfg = ClaraTrainConfig(model=str(model_dir), data=str(data), batch_size=4, iters=2,
+                           doc_max_tokens=128, compression_rate=16, lora_rank=8,
+                           val_every=0, save_every=100)
+    task = build_task(cfg, "stage1")
+    b = next(iter(task.train_batches(0, 0)))
+    shape = Shape.from_config(CONFIG)
+    work = Work(kind="stage1", batch_size=b["dec_ids"].shape[0], enc_rows=b["enc_ids"].shape[0],
+                enc_len=b["enc_ids"].shape[1], dec_len=b["dec_ids"].shape[1],
+                supervised_len=b["labels"].shape[1], lora_rank=8, adapters_trained=2,
+                adapters_held=2, lora_dropout=cfg.lora_dropout, dtype="float32",
+                extra_trainable=8 * shape.hidden)
+    # logits only over the supervised columns (the prompt's are cut)
+    assert b["labels"].shape[1] < b["dec_ids"].shape[1]
+    peak = measured_peak(task, cfg, tmp_path)
+    est = estimate(shape, work, backend="cpu")
+    assert abs(est.peak_bytes / peak - 1) < 0.15, (est.parts, peak)
+
+
+def _step_peak(model, loss_fn) -> int:
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    base = mx.get_active_memory()
+    mx.eval(nn.value_and_grad(model, loss_fn)(model))
+    return mx.get_peak_memory() - base
+
+
+def test_lora_bfloat16_dtypes_and_no_float32_activation_copies(model_dir):
+    """Trainables stay float32 (the optimizer's precision), what they touch stays bfloat16, and
+    a step's activations are within a bound computed from the shapes: the float32 copies that
+    mlx-lm's LoRALinear keeps of every bfloat16 input would break it."""
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    from clara.method.adapters import CastLoRALinear, cast_lora_layers
+    from clara.models.loading import load_model
+
+    def prepared(cast: bool):
+        lm = load_model(str(model_dir), dtype="bfloat16").model
+        lm.freeze()
+        linear_to_lora_layers(lm, -1, {"rank": 8, "scale": 20.0, "dropout": 0.0})
+        if cast:
+            assert cast_lora_layers(lm) == 2 * 7
+        return lm
+
+    lm = prepared(True)
+    for name, p in tree_flatten(lm.trainable_parameters()):
+        assert p.dtype == mx.float32, name
+    layer = lm.model.layers[0].self_attn.q_proj
+    assert isinstance(layer, CastLoRALinear)
+    x = mx.random.normal((2, 8, CONFIG["hidden_size"])).astype(mx.bfloat16)
+    assert layer(x).dtype == mx.bfloat16
+    tokens = mx.random.randint(0, CONFIG["vocab_size"], (8, 256))
+    grads = nn.value_and_grad(lm, lambda m: m(tokens).astype(mx.float32).mean())(lm)[1]
+    assert all(g.dtype == mx.float32 for _, g in tree_flatten(grads))
+
+    def loss(m):
+        return nn.losses.cross_entropy(m(tokens[:, :-1]), tokens[:, 1:]).astype(mx.float32).mean()
+
+    ours = _step_peak(lm, loss)
+    theirs = _step_peak(prepared(False), loss)
+    shape = Shape.from_config(CONFIG)
+    bound = estimate(shape, Work(kind="lora", batch_size=8, seq_len=255, lora_rank=8,
+                                 dtype="bfloat16"), backend="cpu")
+    assert ours < 1.15 * (bound.parts["activations"] + bound.parts["logits"])
+    # what float32 copies of each adapted input (q,k,v,o,gate,up: hidden; down: MLP width)
+    # would add; mlx-lm's own layer pays most of it
+    dims = sum(a for a, _ in shape.proj_dims().values())
+    copies = 8 * 255 * shape.layers * dims * 4
+    assert theirs - ours > 0.5 * copies, (ours, theirs, copies)
+
+
+def test_clara_adapters_keep_the_activation_dtype(model_dir):
+    from clara.method.config import ClaraConfig
+    from clara.method.model import ClaraModel
+    from clara.models.loading import load_model
+
+    loaded = load_model(str(model_dir), dtype="bfloat16")
+    m = ClaraModel.from_base(ClaraConfig(doc_max_tokens=32, compression_rate=8),
+                             lm=loaded.model, tokenizer=loaded.tokenizer)
+    for name, p in tree_flatten(m.trainable_parameters()):
+        assert p.dtype == mx.float32, name
+    b = m.encoder_batch(["the mill by the river", "a tower"])
+    m.set_adapter("compressor")
+    pair = m._loras[0].adapters["compressor"]
+    x = m.embedding(b["enc_ids"])
+    assert x.dtype == mx.bfloat16 and pair.delta(x).dtype == mx.bfloat16
+    vec, mse = m.compress(b["enc_ids"], b["enc_mask"], b["enc_mem_pos"])
+    assert vec.dtype == mx.bfloat16 and mse.dtype == mx.float32
+
+
+def test_estimate_flag_prints_and_creates_no_run(cli, workspace, model_dir):
+    r = cli("-w", "test", "train", "lora", "-m", str(model_dir), "--batch-size", "2",
+            "--estimate")
+    assert r.exit_code == 0, r.output
+    assert "estimated peak" in r.output and "GB" in r.output
+    small = float(r.output.split("estimated peak ")[1].split()[0])
+    r2 = cli("-w", "test", "train", "lora", "-m", str(model_dir), "--batch-size", "64",
+             "--estimate")
+    assert float(r2.output.split("estimated peak ")[1].split()[0]) > 4 * small
+    r3 = cli("-w", "test", "train", "stage1", "-m", str(model_dir), "--estimate")
+    assert r3.exit_code == 0 and "estimated peak" in r3.output, r3.output
+    assert not (workspace.path / "runs").exists() or not any((workspace.path / "runs").iterdir())
