@@ -304,9 +304,12 @@ def _maybe_workspace(app: AppContext):
 @click.option("--samples", default=3, show_default=True, help="Sample rows to print.")
 @click.option("--kind", type=click.Choice(V.CHOICES), default="auto", show_default=True,
               help="Row format; auto: from dataset.toml, else the first row.")
+@click.option("--doc-max-tokens", type=int, default=256, show_default=True,
+              help="CLaRa stage datasets: report how much of each document this cuts.")
 @format_option
 @pass_app
-def show_cmd(app: AppContext, dataset, tokenizer, max_length, samples, kind, fmt):
+def show_cmd(app: AppContext, dataset, tokenizer, max_length, samples, kind, doc_max_tokens,
+             fmt):
     """Rows per split, token-length percentiles, truncation share and sample rows.
 
     Example: clara data show toy-sft --tokenizer tiny --max-length 64
@@ -317,7 +320,7 @@ def show_cmd(app: AppContext, dataset, tokenizer, max_length, samples, kind, fmt
 
     ws = _maybe_workspace(app)
     report = dataset_report(resolve(ws, dataset), load_tokenizer(tokenizer, ws), max_length,
-                            samples, kind)
+                            samples, kind, doc_max_tokens)
     if fmt == "json":
         emit_record(report, fmt)
         return
@@ -330,6 +333,21 @@ def show_cmd(app: AppContext, dataset, tokenizer, max_length, samples, kind, fmt
     if max_length:
         columns.append(("truncated", f"OVER {max_length}", lambda v: f"{100 * v:.1f}%"))
     emit_rows(rows, columns, fmt, empty="(no splits)")
+    docs = [{"split": s, **v["documents"]} for s, v in report["splits"].items()
+            if v.get("documents", {}).get("rows")]
+    if docs:
+        from clara.data.stats import truncation_warning
+
+        pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+        click.echo(f"\ndocuments ({report['tokenizer']} tokens; CLaRa keeps the first "
+                   f"{doc_max_tokens}):")
+        emit_rows(docs, [("split", "SPLIT"), ("rows", "DOCS"), ("p50", "P50"), ("max", "MAX"),
+                         ("cut_docs", "CUT", pct), ("cut_tokens_mean", "LOST MEAN", pct),
+                         ("cut_tokens_max", "LOST MAX", pct)], fmt)
+        for d in docs:
+            line = truncation_warning(d, report["tokenizer"])
+            if line:
+                click.echo(f"warning: {d['split']}: {line}", err=True)
     for i, row in enumerate(report["samples"]):
         click.echo(f"\nsample {i + 1}:")
         text = json.dumps(row, ensure_ascii=False)

@@ -10,14 +10,19 @@ from clara.errors import ClaraError
 
 
 def _progress(fmt: str):
+    """A counter rewritten in place on a terminal; without one (a log file, a pipe), a line
+    per tenth of the questions, so the output stays readable."""
     if fmt == "json":
         return None
-    state = {}
+    import sys
+
+    tty = sys.stderr.isatty()
 
     def show(label: str, done: int, total: int) -> None:
-        if state.get(label) is None:
-            state[label] = True
-        click.echo(f"\r{label}: {done}/{total}", nl=done == total, err=True)
+        if tty:
+            click.echo(f"\r{label}: {done}/{total}", nl=done == total, err=True)
+        elif done == total or done % max(1, total // 10) == 0:
+            click.echo(f"{label}: {done}/{total}", err=True)
 
     return show
 
