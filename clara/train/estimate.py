@@ -339,10 +339,9 @@ def estimate_request(ws, kind: str, overrides: dict, config_file=None) -> Estima
 
         cfg = merge_config(ClaraTrainConfig, config_file, overrides)
         if not cfg.model and cfg.init_from:  # the base the earlier stage was trained on
-            from clara.method.pipeline import resolve_checkpoint
+            from clara import refs
 
-            meta = Path(resolve_checkpoint(ws, cfg.init_from)) / "clara_config.json"
-            cfg.model = json.loads(meta.read_text(encoding="utf-8")).get("base_model", "")
+            cfg.model = refs.resolve(ws, cfg.init_from, want=refs.CLARA).base or ""
         if not cfg.model:
             raise ClaraError("model: is required for the estimate")
     return estimate_run(kind, cfg, model_source(ws, cfg.model))

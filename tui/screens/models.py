@@ -109,15 +109,14 @@ def run_action(ws, action: str, values: dict) -> str:
                         values.get("group_size") or 64)
         return f"quantized {values['name']} to {bits}-bit -> model {out}"
     if action == "fuse":
+        from clara import refs
         from clara.models.fuse import fuse_adapter
-        from clara.runs import find_run
-        from clara.train.launch import resolve_adapter
 
         if not values.get("name") or not values.get("run"):
             raise ClaraError("fuse: give the new model's name and choose a run")
-        folder = resolve_adapter(ws, values["run"])
-        base = values.get("base") or find_run(ws, values["run"]).config().get(
-            "resolved", {}).get("model")
+        found = refs.resolve(ws, values["run"], want=refs.LORA)
+        folder = found.path
+        base = values.get("base") or found.base
         fuse_adapter(model_source(ws, base), folder, ws.child("models", values["name"]),
                      bool(values.get("dequantize")))
         return f"fused {values['run']} into {base} -> model {values['name']}"
@@ -132,14 +131,14 @@ def run_action(ws, action: str, values: dict) -> str:
         report = extract_text(values["src"], dest).to_dict()
         return f"extracted {report['text_type']} ({report['kept']} tensors) -> {values['name']}"
     if action == "bench":
+        from clara import refs
         from clara.models.bench import bench_model
-        from clara.train.launch import resolve_adapter
 
         names = values.get("names") or []
         if not names:
             raise ClaraError("bench: name at least one model")
         adapter = values.get("adapter")
-        adapter = str(resolve_adapter(ws, adapter)) if adapter else None
+        adapter = str(refs.resolve(ws, adapter, want=refs.LORA).path) if adapter else None
         lines = []
         for name in names:
             r = bench_model(model_source(ws, name), adapter, values.get("prompt_tokens") or 128,
