@@ -115,17 +115,18 @@ def test_sub_tabs_change_by_key(workspace):
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
             tabs = app.screen.query_one("#data-tabs", TabbedContent)
-            assert tabs.active == "sources-tab"
+            panes = [p.id for p in tabs.query("TabPane") if p.parent.parent is tabs]
+            assert tabs.active == panes[0] == "sources-tab" and len(panes) >= 4
             app.screen.query_one("#import-path").focus()
             await pilot.press("ctrl+t")
             await pilot.pause()
-            assert tabs.active == "datasets-tab"
-            await pilot.press("ctrl+t", "ctrl+t")
+            assert tabs.active == panes[1]
+            await pilot.press(*["ctrl+t"] * (len(panes) - 1))  # round to the first again
             await pilot.pause()
-            assert tabs.active == "validate-tab"
+            assert tabs.active == panes[0]
             await pilot.press("ctrl+y")
             await pilot.pause()
-            assert tabs.active == "build-tab"
+            assert tabs.active == panes[-1]
             await pilot.press("f5", "ctrl+t")
             await settle(pilot)
             assert app.screen.query_one("#run-tabs", TabbedContent).active == "tab-config"
