@@ -430,3 +430,15 @@ def test_tiny_model_learns_4x4_sudoku(tmp_path):
     assert res["exact_accuracy"] >= 0.9, res
     seen = {tuple(x) for x in splits["train"]["inputs"].tolist()}
     assert not any(tuple(x) in seen for x in splits["test"]["inputs"].tolist())
+
+
+def test_early_stopping_follows_exact_accuracy(tmp_path, sudoku4):
+    """best/ keeps the highest validation exact accuracy; no rise for `patience` validations
+    stops the run (a 2-step-old tiny model stays at 0 exact)."""
+    cfg = _cfg(sudoku4, iters=20, val_every=1, save_every=100, early_stopping_patience=2,
+               learning_rate=1e-6, warmup_steps=0)
+    (tmp_path / "r").mkdir()
+    r = Engine(HRMTask(cfg, sudoku4), cfg, tmp_path / "r").run()
+    assert r.reason == "early_stop" and r.step == 3 and r.best_step == 1
+    rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
+    assert [x["val_exact_accuracy"] for x in rows if "val_loss" in x] == [0.0, 0.0, 0.0]
