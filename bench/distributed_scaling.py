@@ -54,7 +54,7 @@ def run_once(args, ws, model: str, data: Path, nproc: int) -> dict:
         "batch_size": args.batch_size, "max_seq_length": args.seq + 1, "learning_rate": args.lr,
         "lr_schedule": "constant", "lora_rank": args.rank, "fine_tune_type": args.fine_tune_type,
         "val_every": 0, "save_every": args.iters + 1, "seed": args.seed, "dtype": args.dtype,
-        "nproc": nproc, "backend": args.backend})
+        "nproc": nproc, "backend": args.backend, "compile": not args.no_compile})
     run = create_run(ws, "lora", asdict(cfg), name=f"n{nproc}-{time.strftime('%H%M%S')}")
     tic = time.perf_counter()
     proc = start_worker(run)
@@ -92,6 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--dtype", default=None, help="default: the platform's (float32 on CPU)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-compile", action="store_true", help="train without mx.compile")
     p.add_argument("--nprocs", default="1,2", help="process counts to compare; the first is "
                                                    "the reference")
     p.add_argument("--backend", default="auto", help="ring, nccl, jaccl, mpi or auto")
