@@ -54,7 +54,8 @@ def task_for(model, rows, batch_size=2):
 @pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3"])
 def test_gradients_reach_exactly_the_trained_parts(tiny_model_dir, stage):
     k = 1 if stage == "stage1" else 2
-    m = make(tiny_model_dir, stage, top_k=k, retrieval_weight=0.0)
+    m = make(tiny_model_dir, stage, top_k=k, retrieval_weight=0.0,
+             stage3_train="query_reasoner,generator,memory")  # the reference: all three
     rows = (synthetic.stage1_rows(FACTS[:2], paraphrase_every=2) if stage == "stage1"
             else synthetic.stage2_rows(FACTS[:6], k if stage == "stage2" else 4))
     task = task_for(m, rows)
@@ -171,7 +172,8 @@ def test_stage1_training_makes_ce_and_mse_fall(learnable_model_dir):
 
 
 def test_stage3_training_runs_and_ce_falls(learnable_model_dir):
-    m = make(learnable_model_dir, "stage3", top_k=2)
+    # the reference's stage 3 (the default trains the query reasoner alone: CE stays put)
+    m = make(learnable_model_dir, "stage3", top_k=2, stage3_train="query_reasoner,generator,memory")
     task = task_for(m, synthetic.stage3_rows(FACTS[:8], 4), batch_size=4)
     hist = train(task, 10, 1e-2, compile_step=True)
     assert np.mean([h["ce"] for h in hist[-2:]]) < np.mean([h["ce"] for h in hist[:2]])

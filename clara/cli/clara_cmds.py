@@ -122,10 +122,16 @@ def _run_pipeline(pipe, detach: bool) -> None:
 
 
 def _echo_pipeline(st: dict) -> None:
+    from clara.method.pipeline import report_lines
+
     click.echo(f"pipeline {st['id']}: {st['status']}")
     for s in st["stages"]:
         click.echo(f"  {s['stage']}  {s['status']:<11} {s['run'] or '-'}"
                    + (f"  step {s['step']}/{s['total_steps']}" if s["total_steps"] else ""))
+    for line in report_lines(st.get("report") or {}):
+        click.echo(line)
+    if st["status"] == "completed" and st.get("message"):
+        click.echo(f"warning: {st['message']}", err=True)
 
 
 @train_group.command("pipeline", context_settings={"max_content_width": 110})

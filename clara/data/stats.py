@@ -73,9 +73,45 @@ def token_stats(rows: Iterable[dict], kind: str, tokenizer: TokenCounter) -> dic
     return summarize(lengths(rows, kind, tokenizer))
 
 
+STAGE_KINDS = ("stage1", "stage2", "stage3")
+
+
+def doc_truncation(rows: Iterable[dict], tokenizer: TokenCounter, doc_max_tokens: int,
+                   limit: int = 2000) -> dict:
+    """How a CLaRa compressor with `doc_max_tokens` would cut the documents of stage rows (the
+    first `limit` documents): their token lengths, the share of documents cut, and the share of
+    each document's tokens lost (mean and worst)."""
+    seen: set[str] = set()
+    lens = []
+    for r in rows:
+        if not isinstance(r, dict):
+            continue
+        for d in _docs(r):
+            if d not in seen and len(seen) < limit:
+                seen.add(d)
+                lens.append(tokenizer.count(d))
+    lost = [max(0, n - doc_max_tokens) / n for n in lens if n]
+    return {**summarize(lens), "doc_max_tokens": doc_max_tokens,
+            "cut_docs": round(sum(1 for x in lost if x > 0) / len(lens), 4) if lens else 0.0,
+            "cut_tokens_mean": round(sum(lost) / len(lens), 4) if lens else 0.0,
+            "cut_tokens_max": round(max(lost), 4) if lost else 0.0}
+
+
+def truncation_warning(t: dict, tokenizer_name: str) -> str | None:
+    """One line when documents are cut, else None."""
+    if not t.get("rows") or not t["cut_docs"]:
+        return None
+    return (f"{100 * t['cut_docs']:.0f}% of the documents are longer than doc_max_tokens "
+            f"{t['doc_max_tokens']} in {tokenizer_name}'s tokens (p50 {t['p50']}, max {t['max']})"
+            f": on average {100 * t['cut_tokens_mean']:.0f}% of each document is cut (worst "
+            f"{100 * t['cut_tokens_max']:.0f}%); the compressor never sees it. Raise "
+            "doc_max_tokens, or use a base whose tokenizer splits these documents less finely.")
+
+
 def dataset_report(folder: str | Path, tokenizer: TokenCounter, max_length: int | None = None,
-                   samples: int = 3, kind: str = "auto") -> dict:
-    """Counts and token lengths per split, the share over `max_length`, and sample rows.
+                   samples: int = 3, kind: str = "auto", doc_max_tokens: int = 256) -> dict:
+    """Counts and token lengths per split, the share over `max_length`, and sample rows; for
+    CLaRa stage datasets also each split's documents as `doc_max_tokens` cuts them.
 
     A single JSONL file is reported as one split named after the file.
     """
@@ -97,6 +133,8 @@ def dataset_report(folder: str | Path, tokenizer: TokenCounter, max_length: int 
         if max_length:
             over = sum(1 for n in lens if n > max_length)
             stats["truncated"] = round(over / len(lens), 4) if lens else 0.0
+        if kind in STAGE_KINDS:
+            stats["documents"] = doc_truncation(rows, tokenizer, doc_max_tokens)
         report["splits"][f.stem] = stats
         if f.stem in ("train", files[0].stem) and not report["samples"] and samples > 0:
             picks = sorted(random.Random(0).sample(range(len(rows)), min(samples, len(rows))))

@@ -158,7 +158,15 @@ class Evaluator:
         for i, row in enumerate(rows):
             gold_docs, docs, ids, select = None, None, None, None
             use = session
-            if spec.kind in ("rag", "clara") and not (spec.kind == "clara" and row.docs):
+            if spec.kind == "rag" and row.docs:
+                # the row's own documents as text: the BM25 top-k of them when there are more
+                ids = list(range(len(row.docs)))
+                if len(row.docs) > k:
+                    from clara.data.builders import BM25
+
+                    ids = BM25(row.docs).ranked(row.question)[:k]
+                docs, gold_docs = [row.docs[i] for i in ids], row.pos_index or None
+            elif spec.kind in ("rag", "clara") and not (spec.kind == "clara" and row.docs):
                 select = ids = self.index.search(row.question, k)
                 gold_docs = self.index.gold(row.question, row.answer, row.keywords, row.source)
                 use = pool_session

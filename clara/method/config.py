@@ -49,15 +49,23 @@ class ClaraSettings:
         "help": "Weight of the memory/document mean-state MSE in stages 1 and 2 (0 = off)."})
     tau: float = field(default=0.02, metadata={
         "help": "Temperature of the stage-3 differentiable top-k (and the retrieval loss)."})
-    retrieval_weight: float = field(default=0.0, metadata={
-        "help": "Stage 3 option: weight of the supervised contrastive retrieval loss on "
-                "pos_index (0 = the label-free end-to-end CLaRa objective)."})
+    retrieval_weight: float = field(default=1.0, metadata={
+        "help": "Stage 3: weight of the supervised contrastive retrieval loss on pos_index, "
+                "added to CE for rows that have one (0 = the reference's label-free "
+                "end-to-end objective)."})
     train_memory_rows: bool = field(default=True, metadata={
         "help": "Train the input-embedding rows of the memory tokens."})
+    stage3_train: str = field(default="query_reasoner", metadata={
+        "help": "What stage 3 trains, comma-separated from query_reasoner, generator, memory "
+                "(the reference trains all three; the generator then learns, on the documents "
+                "a still-poor retriever picks, to ignore them: see bench/clara_stage3_study.py)."})
 
     @property
     def n_mem(self) -> int:
         return self.doc_max_tokens // self.compression_rate
+
+    def _stage3_parts(self) -> set[str]:
+        return {p.strip() for p in self.stage3_train.split(",") if p.strip()}
 
     def check_settings(self) -> None:
         """The method's own ranges (every number finite); raises a one-line ClaraError."""
@@ -84,6 +92,10 @@ class ClaraSettings:
             raise UsageError(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
         if self.tau <= 0:
             raise UsageError(f"tau: {self.tau} must be positive")
+        parts = self._stage3_parts()
+        if not parts or parts - {"query_reasoner", "generator", "memory"}:
+            raise UsageError(f"stage3_train: {self.stage3_train!r} is not a comma-separated "
+                             "list of query_reasoner, generator, memory")
         if self.mse_weight < 0 or self.retrieval_weight < 0:
             name = "mse_weight" if self.mse_weight < 0 else "retrieval_weight"
             raise UsageError(f"{name}: {getattr(self, name)} must be >= 0")
@@ -109,8 +121,18 @@ class ClaraConfig(ClaraSettings):
         return ADAPTERS if self.stage == "stage3" else ADAPTERS[:2]
 
     def trained_adapters(self) -> tuple[str, ...]:
-        """The adapters this stage trains (stage 3 freezes the compressor)."""
-        return ("query_reasoner", "generator") if self.stage == "stage3" else ADAPTERS[:2]
+        """The adapters this stage trains (stage 3 freezes the compressor, and by default the
+        generator: `stage3_train`)."""
+        if self.stage == "stage3":
+            return tuple(a for a in ("query_reasoner", "generator") if a in self._stage3_parts())
+        return ADAPTERS[:2]
+
+    def trains_memory_rows(self) -> bool:
+        """The memory rows feed the compressor too: in stage 3 they train only when asked."""
+        if self.stage == "stage3":
+            return self.train_memory_rows and "memory" in self._stage3_parts()
+        return self.train_memory_rows
+
 
     def validate(self) -> "ClaraConfig":
         if self.stage not in STAGES:

@@ -22,6 +22,26 @@ def masked_ce(logits: mx.array, labels: mx.array):
     return (ce * mask).sum() / mx.maximum(n, 1), n
 
 
+def answer_match(logits: mx.array, labels: mx.array, eos_ids) -> mx.array:
+    """The share of rows that greedy decoding answers exactly, from one teacher-forced pass:
+    every supervised token up to the first end-of-sequence token (included; the template's
+    tokens after it are never generated) is the argmax given the gold prefix. As the benches
+    decode, the first answer token may not be end-of-sequence (an answer is never empty)."""
+    logits = logits[:, :-1]
+    targets = labels[:, 1:]
+    sup = targets != IGNORE
+    eos = mx.array(sorted(eos_ids))
+    is_eos = (targets[..., None] == eos).any(axis=-1) & sup
+    seen = mx.cumsum(is_eos.astype(mx.int32), axis=-1)
+    keep = sup & ((seen == 0) | (is_eos & (seen == 1)))
+    first = sup & (mx.cumsum(sup.astype(mx.int32), axis=-1) == 1)
+    banned = (mx.arange(logits.shape[-1])[:, None] == eos[None]).any(axis=-1)
+    pred = mx.argmax(mx.where(first[..., None] & banned, -mx.inf, logits), axis=-1)
+    rows = sup.any(axis=-1)
+    ok = mx.all((pred == targets) | ~keep, axis=-1) & rows
+    return ok.astype(mx.float32).sum() / mx.maximum(rows.sum(), 1)
+
+
 def memory_mse(hidden: mx.array, mask: mx.array, mem_mask: mx.array) -> mx.array:
     """§2.1: per row, the mean state of the memory positions against the mean state of the other
     real positions (<ENC>, BOS, doc, EOS); squared difference averaged over rows and dims."""

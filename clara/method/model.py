@@ -22,8 +22,8 @@ from clara.method import prompts
 from clara.method.adapters import MultiLoRALinear, apply_multi_lora
 from clara.method.config import ClaraConfig
 from clara.method.embeddings import MemoryEmbedding, install
-from clara.method.losses import (IGNORE, contrastive_retrieval_loss, masked_ce, memory_mse,
-                                 retrieval_metrics)
+from clara.method.losses import (IGNORE, answer_match, contrastive_retrieval_loss, masked_ce,
+                                 memory_mse, retrieval_metrics)
 from clara.method.tokens import (SpecialIds, contains_added_token, encode_in_context,
                                  extend_tokenizer)
 from clara.method.topk import cosine_scores, differentiable_topk
@@ -121,7 +121,7 @@ class ClaraModel(nn.Module):
         """Freeze everything, then unfreeze `adapters` (default: the stage's trained ones) and
         the memory rows (default: config.train_memory_rows)."""
         adapters = self.config.trained_adapters() if adapters is None else adapters
-        memory = self.config.train_memory_rows if memory is None else memory
+        memory = self.config.trains_memory_rows() if memory is None else memory
         self.freeze()
         for m in self._loras:
             for name in adapters:
@@ -223,19 +223,38 @@ class ClaraModel(nn.Module):
         flat = docs.reshape(B, N, -1)
         scores = cosine_scores(q, flat)
         weights, _ = differentiable_topk(scores, cfg.top_k, cfg.tau)
-        selected = (weights @ flat.astype(mx.float32)).astype(docs.dtype)
-        selected = selected.reshape(B * cfg.top_k, cfg.n_mem, self.hidden_size)
-        ce, n = masked_ce(self.decode_logits(batch, selected, cfg.top_k), batch["labels"])
+        logits = self._decode_selected(batch, weights, flat)
+        ce, n = masked_ce(logits, batch["labels"])
         extras = {"ce": ce, "mse": mx.stop_gradient(mse)}
         loss = ce
+        if not self.training:
+            # validation: how often the answer is exact (greedy, teacher-forced) with the
+            # documents the query reasoner picks, and with the gold ones first
+            extras["em"] = answer_match(logits, batch["labels"], self.tokenizer.eos_token_ids)
         if "positives" in batch:
             pos = batch["positives"]
             extras.update(retrieval_metrics(mx.stop_gradient(scores), pos))
+            if not self.training:
+                # cosines are in [-1, 1]: +3 ranks every gold document above every other
+                gold, _ = differentiable_topk(mx.stop_gradient(scores) + 3.0 * pos, cfg.top_k,
+                                              cfg.tau)
+                extras["em_gold"] = answer_match(self._decode_selected(batch, gold, flat),
+                                                 batch["labels"], self.tokenizer.eos_token_ids)
             if cfg.retrieval_weight:
                 rl = contrastive_retrieval_loss(scores, pos, cfg.tau)
                 extras["retrieval"] = rl
                 loss = loss + cfg.retrieval_weight * rl
+            if not self.training:  # what selects stage 3's best checkpoint (the task's best_metric)
+                k = cfg.top_k if f"recall@{cfg.top_k}" in extras else 1
+                extras["em_recall"] = extras["em"] + extras[f"recall@{k}"]
         return loss, n, extras
+
+    def _decode_selected(self, batch: dict, weights: mx.array, flat: mx.array) -> mx.array:
+        """Generator logits with the documents `weights` [B, k, N] select from `flat`."""
+        cfg = self.config
+        selected = (weights @ flat.astype(mx.float32)).astype(flat.dtype)
+        selected = selected.reshape(-1, cfg.n_mem, self.hidden_size)
+        return self.decode_logits(batch, selected, cfg.top_k)
 
     # ------------------------------------------------------------------ batch building
     @property

@@ -49,6 +49,10 @@ STOP_FILE = "stop.request"
 KIND = "clara-pipeline"
 STAGES = ("stage1", "stage2", "stage3")
 STAGE_OVERRIDES = ("iters", "epochs", "learning_rate", "top_k")
+# Stage 3's learning rate, unless given (--stage3-lr), is the shared one times this: it trains
+# the query reasoner from a copy of a trained compressor, which the shared rate of stages 1-2
+# walks away from (bench/clara_stage3_study.py)
+STAGE3_LR_SCALE = 0.1
 
 
 def docs_per_row(data_dir: str | Path) -> int | None:
@@ -139,7 +143,8 @@ class Pipeline:
                 overall = doc.get("status", "queued")
         return {"id": self.id, "status": overall, "stage": current, "stages": stages,
                 "model": doc.get("model"), "created": doc.get("created"),
-                "message": doc.get("message")}
+                "message": doc.get("message"), "report": doc.get("report") or {},
+                "warnings": doc.get("warnings") or []}
 
     def current_run(self) -> Run | None:
         for s in STAGES:
@@ -224,6 +229,9 @@ def effective_stage_config(doc: dict, stage: str, init_from: Path | None,
               "init_from": str(init_from) if init_from else None}
     if "iters" in entry["overrides"] and "epochs" not in entry["overrides"]:
         values["epochs"] = None  # the stage's own step count beats shared epochs
+    if stage == "stage3" and "learning_rate" not in entry["overrides"]:
+        values["learning_rate"] = values.get("learning_rate", ClaraTrainConfig.learning_rate) \
+            * STAGE3_LR_SCALE
     rows = docs_per_row if check_rows else (lambda _: None)
     if stage == "stage1":
         values["top_k"] = 1
@@ -256,6 +264,69 @@ def _make_stage_run(pipe: Pipeline, stage: str) -> Run:
     return run
 
 
+# ---------------------------------------------------------------------------- quality report
+REPORT_KEYS = (("em_gold", "EM, gold documents"), ("em", "EM, own top-k"),
+               ("recall@1", "recall@1"))
+
+
+def truncation_warnings(pipe: Pipeline, limit: int = 2000) -> list[str]:
+    """One line per stage whose training documents doc_max_tokens cuts, in the base's tokens."""
+    from itertools import islice
+
+    from clara.data.chunking import load_tokenizer
+    from clara.data.stats import doc_truncation, truncation_warning
+
+    doc = pipe.doc()
+    try:
+        tok = load_tokenizer(doc["model"], pipe.ws)
+    except ClaraError:
+        return []  # no tokenizer to count with: the stage runs log it with the model's own
+    n = int(doc["config"].get("doc_max_tokens", 256))
+    out = []
+    for s in STAGES:
+        rows = (r for _, r in islice(io.iter_jsonl(Path(doc["stages"][s]["data"]) /
+                                                   "train.jsonl"), limit))
+        line = truncation_warning(doc_truncation(rows, tok, n), Path(doc["model"]).name)
+        if line:
+            out.append(f"{s}: {line}")
+    return out
+
+
+def stage3_report(run: Run) -> dict:
+    """Stage 2 against stage 3 on stage 3's validation rows: the validation at stage 3's start
+    (stage 2's generator, the query reasoner a copy of the compressor) and at the checkpoint
+    stage 3 hands over (its best, chosen by exact answers + recall). Empty without them."""
+    rows = [r for r in io.read_jsonl(run.path / "metrics.jsonl")
+            if "val_loss" in r] if (run.path / "metrics.jsonl").is_file() else []
+    best_file = run.adapters / "best" / "best.json"
+    start = next((r for r in rows if r["step"] == 0), None)
+    if start is None or "val_em" not in start:
+        return {}
+    step = io.read_json(best_file)["step"] if best_file.is_file() else rows[-1]["step"]
+    end = next((r for r in rows if r["step"] == step), rows[-1])
+
+    def pick(r):
+        return {k: round(float(r[f"val_{k}"]), 4) for k, _ in REPORT_KEYS if f"val_{k}" in r}
+
+    report = {"stage2": pick(start), "stage3": pick(end), "stage3_step": int(end["step"])}
+    worse = [k for k in report["stage2"] if report["stage3"].get(k, 0) < report["stage2"][k]]
+    report["worse"] = worse
+    return report
+
+
+def report_lines(report: dict) -> list[str]:
+    if not report:
+        return []
+    out = [f"  quality on stage 3's validation rows: stage 2 -> stage 3 (step "
+           f"{report['stage3_step']})"]
+    for k, label in REPORT_KEYS:
+        if k in report["stage2"]:
+            a, b = report["stage2"][k], report["stage3"].get(k, 0.0)
+            out.append(f"    {label:<20} {100 * a:6.1f} -> {100 * b:6.1f}"
+                       + ("   WORSE" if k in report["worse"] else ""))
+    return out
+
+
 Follow = Callable[[str, Run, subprocess.Popen], dict]
 
 
@@ -276,6 +347,10 @@ def drive(pipe: Pipeline, follow: Follow = _wait,
     pipe.update(status="running", message="", driver_pid=os.getpid(),
                 driver_start=_proc_start(os.getpid()) or "")
     try:
+        if "warnings" not in pipe.doc():
+            pipe.update(warnings=truncation_warnings(pipe))
+            for line in pipe.doc()["warnings"]:
+                print(f"warning: documents cut: {line}", file=sys.stderr, flush=True)
         for stage in STAGES:
             run = pipe.run_of(stage)
             st = run.status() if run is not None else {}
@@ -297,7 +372,15 @@ def drive(pipe: Pipeline, follow: Follow = _wait,
                             message=f"{stage} ({run.id}) {st.get('status')}: "
                                     f"{st.get('message') or ''}".rstrip(": "))
                 return pipe.status()
-        pipe.update(status="completed", message="")
+        # stage 2 against stage 3, said plainly when stage 3 hands over something worse
+        report = stage3_report(pipe.run_of("stage3"))
+        message = ""
+        if report.get("worse"):
+            s2 = refs.run_checkpoint(pipe.run_of("stage2")).path
+            message = (f"stage 3 is worse than stage 2 on {', '.join(report['worse'])} (its "
+                       f"best validation, step {report['stage3_step']}); stage 2's checkpoint "
+                       f"answers better: {s2}")
+        pipe.update(status="completed", message=message, report=report)
     except BaseException as e:  # Ctrl-C between stages, or a stage that cannot be made
         pipe.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
                     message=str(e) or type(e).__name__)

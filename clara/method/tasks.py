@@ -52,6 +52,13 @@ class ClaraStageTask:
         self._train, self._valid = train, valid or []
         self._train_groups = self._plan(self._train)
         self._cache: dict = {}
+        # stage 3 validates its start (stage 2's generator, the query reasoner as the compressor):
+        # a stage 3 that helps nothing hands over that start as its best checkpoint
+        self.validate_at_start = self.stage == "stage3" and bool(self._valid)
+        if self.stage == "stage3":
+            # best/ by exact answers with the documents it picks plus recall@top_k (the start
+            # wins ties); the other stages by validation loss
+            self.best_metric = ("em_recall", "max")
 
     @classmethod
     def from_files(cls, model: ClaraModel, data_dir: str | Path, batch_size: int = 2):
@@ -175,6 +182,23 @@ class ClaraStageTask:
     def load_weights(self, directory: Path) -> None:
         checkpoint.load_into(self.model, directory, adapters=self.model.adapter_names())
 
+    def doc_truncation(self) -> dict:
+        """How doc_max_tokens cuts the training documents in the base's own tokens; logs a
+        warning when it cuts any."""
+        import logging
+
+        from clara.data.chunking import HFTokenizer
+        from clara.data.stats import doc_truncation, truncation_warning
+
+        c = self.model.config
+        t = doc_truncation(({"docs": s["docs"]} for s in self._train),
+                           HFTokenizer(self.model.hf, "the base"), c.doc_max_tokens)
+        line = truncation_warning(t, "the base")
+        if line:
+            logging.getLogger("clara.train").warning("documents cut: %s", line)
+            t["warning"] = line
+        return t
+
     def describe(self) -> dict:
         trainable = sum(v.size for _, v in tree_flatten(self.model.trainable_parameters()))
         c = self.model.config
@@ -184,7 +208,8 @@ class ClaraStageTask:
                 "adapter_digests": checkpoint.adapter_digests(self.model),
                 "trained_adapters": list(c.trained_adapters()),
                 "trainable_parameters": int(trainable), "train_rows": len(self._train),
-                "valid_rows": len(self._valid), "train_batches": self.num_train_batches()}
+                "valid_rows": len(self._valid), "train_batches": self.num_train_batches(),
+                "doc_truncation": self.doc_truncation()}
 
 
 def build_task(cfg: ClaraTrainConfig, stage: str, model_source: str | None = None,

@@ -274,6 +274,8 @@ class Engine:
                 io.write_text(self.metrics_file, "")  # a session that died before any checkpoint
             self.event("start", total_steps=self.total_steps, batches_per_epoch=self.n_batches,
                        **(task.describe() if hasattr(task, "describe") else {}))
+            if getattr(task, "validate_at_start", False):
+                self._validate_and_track()  # the starting weights are a candidate for best/
         if cfg.grad_checkpoint and hasattr(model, "layers"):
             from mlx_lm.tuner.trainer import grad_checkpoint
 

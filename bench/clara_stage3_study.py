@@ -1,0 +1,438 @@
+"""Why CLaRa's stage 3 lowered answers and retrieval on unseen documents, and what fixes it:
+ablations of stage 3 from ONE stage-2 checkpoint of the facts benchmark (bench/clara_facts.py's
+world, data and stage 1-2 settings, from data/models/reader).
+
+In a temporary workspace (or --workdir, reused):
+  1. facts-stage1/2/3 as bench/clara_facts.py makes them (stage 3: --candidates per question, one
+     gold); stage 1 and stage 2 runs (`clara train stage1|stage2`, the bench's settings);
+  2. what the compressed vectors keep: a nearest-centroid probe of each fact's who / verb / what /
+     year from its compressed (mean-pooled) vectors, fitted on training documents and scored on
+     unseen ones, after stage 1 and after stage 2 (a retriever can use only what is kept);
+  3. at stage 3's start: the gradient norm reaching each adapter from CE through the
+     straight-through top-k, and from the supervised retrieval loss, and how peaked the top-k
+     softmax is, for several temperatures;
+  4. stage 3 variants (--variants), each a run of --s3-iters steps in this process through the
+     training engine, scored on --eval unseen facts: recall@1 of the query reasoner over the
+     candidates, EM from the gold document (greedy, first token not end-of-turn, as the bench),
+     EM from its own top-1; the engine's validation rows (teacher-forced em / em_gold / recall on
+     16 unseen facts) give the curve.
+
+    python bench/clara_stage3_study.py                       # about 15 min on 2 idle cores
+    python bench/clara_stage3_study.py --variants reference,recipe --workdir /tmp/s3
+
+Prints tables and writes bench/results/clara_stage3_study-DATE.json.
+
+MEASURED (2026-11-30, 2 CPU cores shared with 7 other jobs, load ~20): stage 1-2 checkpoints of
+the facts benchmark's pipeline as tests/test_method_quality.py trains them (seed 0; with seed 1
+this script's own stage 2 stayed at chance, "Gemma" for every question: stage 2 on these facts is
+seed-fragile), stage 3 60 steps, batch 8, 4 candidates; 100 unseen facts (--workdir
+/tmp/s3study/facts0, --seed 1 --s3-iters 60).
+
+What the compressed vectors keep (nearest-centroid accuracy %, unseen facts):
+  compressor     who   verb   what   year
+  stage 1       17.5   53.0   90.5    2.0
+  stage 2      100.0   16.5   15.0    2.5
+  chance        12.5   16.7   16.7    2.5
+
+Gradient norms at stage 3's start (4 batches of 8):
+  tau    CE->query reasoner  CE->generator  CE->memory rows  retrieval loss->QR  top-1 weight
+  0.02         1.33              4.29            0.056            41.5             0.88
+  0.1          0.97              4.29            0.033             7.9             0.74
+  1.0          0.43              4.29            0.010             0.60            0.34
+
+Stage 3 (stage 2 at the start: recall@1 21.0, EM from the gold document 100.0; with a pick at
+chance, EM from its own top-1 is about 21 + 79 / 8 = 31):
+  variant                                     recall@1  EM gold  EM own top-1
+  reference: QR + generator + memory rows,
+    CE only, lr 1e-3                              24.0     10.0      10.0
+  reference at lr 2e-4                            23.0     63.0      20.0
+  generator frozen (QR + memory rows), 1e-3       24.0    100.0      26.0
+  QR only, CE only, lr 1e-4                       25.0    100.0      28.0
+  QR only + retrieval loss, lr 1e-3               26.0    100.0      32.0
+  QR only + retrieval loss, lr 1e-4
+    (the pipeline's defaults now)                 25.0    100.0      30.0
+
+On this script's own seed-1 stage 2 (which stayed at chance, so its compressor kept more of
+stage 1's: recall@1 73.0 at the start), 80 steps at lr 1e-3 (/tmp/s3study/facts):
+  reference 28.0; QR only, CE only 25.0; QR only + retrieval loss with batch 4: 38.0, with 8
+  candidates: 33.0 (chance 12.5). At lr 1e-4 (60 steps), QR only + retrieval loss: 54.0, and its
+  best checkpoint by EM + recall on 16 validation facts is its start (step 0).
+
+Reading:
+  1. The answers collapse because the generator trains on what a near-chance retriever picks:
+     3 times in 4 the document is another fact's, and CE teaches the generator to answer
+     without reading it. EM from the GOLD document falls 100 -> 10 (lr 1e-3) or -> 63 (2e-4).
+     With the generator (and the memory rows, which the compressor shares) frozen, stage 2's
+     answers are kept exactly (100 -> 100) and EM from its own pick follows recall.
+  2. Retrieval cannot rise on these facts: stage 2 asks only "who", and its compressor keeps the
+     name (100%) and drops what the question names (verb, thing, year at chance, though stage 1
+     kept the thing 90%). The query reasoner starts at 21 (below chance) and no objective can
+     rank documents whose vectors do not say what is asked: every variant ends at 23-25.
+     Stage 2 must ask what questions ask; the script can train such a stage 2
+     (--stage2-questions all: who / when / what), not measured here for lack of CPU time.
+  3. The CE signal that reaches the query reasoner through the straight-through top-k is small
+     and noisy (1.3 against 41.5 from the supervised retrieval loss at tau 0.02; larger tau
+     flattens the top-k softmax, 0.88 -> 0.34, and shrinks both). Adam turns it into full-size
+     steps: at the stage-1/2 rate (1e-3) the query reasoner walks away from what its start
+     knew (recall 73 -> 25..38 on the seed-1 stage 2 above, whatever the objective). Hence stage 3's
+     rate defaults to a tenth of the shared one (pipeline.STAGE3_LR_SCALE) and the supervised
+     loss on pos_index is on by default (weight 1) where rows have it.
+  4. Stage 3 now validates at its start, logs exact answers (teacher-forced greedy, own pick
+     and gold) and recall, and hands over its best checkpoint by EM + recall (the start wins
+     ties), so a stage 3 that helps nothing hands over stage 2's answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from clara_facts import READER, make_datasets  # noqa: E402
+from clara_synth import WS, clara, clara_eval, recall, save_result, scores  # noqa: E402
+
+from clara import io  # noqa: E402
+from clara.method import synthetic  # noqa: E402
+
+# Stage-3 settings shared by every variant (the bench's, but --s3-iters steps), then each
+# variant's changes. "reference" is what the pipeline did before: CLaRa's stage 3 as the paper
+# (query reasoner, generator and memory rows trained on CE alone) at the stage-1/2 rate.
+COMMON = {"batch_size": 8, "top_k": 1, "max_len": 256, "lora_dropout": 0.0, "mse_weight": 0.0,
+          "doc_max_tokens": 32, "compression_rate": 4, "lora_rank": 32,
+          "warmup_steps": 10, "val_every": 20, "val_batches": 2, "save_every": 10_000}
+REF = {"learning_rate": 1e-3, "stage3_train": "query_reasoner,generator,memory",
+       "retrieval_weight": 0.0, "tau": 0.02}
+VARIANTS = {
+    "reference": {},
+    "lr 2e-4": {"learning_rate": 2e-4},
+    "gen frozen": {"stage3_train": "query_reasoner,memory"},
+    "gen+mem frozen": {"stage3_train": "query_reasoner"},
+    "gen+mem frozen + ret aux": {"stage3_train": "query_reasoner", "retrieval_weight": 1.0},
+    "ret aux (all trained)": {"retrieval_weight": 1.0},
+    "gen+mem frozen + tau 0.1": {"stage3_train": "query_reasoner", "tau": 0.1},
+    "gen+mem frozen + tau 1": {"stage3_train": "query_reasoner", "tau": 1.0},
+    "gen+mem frozen + qr fresh": {"stage3_train": "query_reasoner", "__qr__": "fresh"},
+    "gen+mem frozen + lr 1e-4": {"stage3_train": "query_reasoner", "learning_rate": 1e-4},
+    "gen+mem frozen + ret aux + lr 1e-4": {"stage3_train": "query_reasoner",
+                                           "retrieval_weight": 1.0, "learning_rate": 1e-4},
+    "ret aux (all trained) + lr 1e-4": {"retrieval_weight": 1.0, "learning_rate": 1e-4},
+    "recipe": "RECIPE",  # the pipeline's defaults (ClaraTrainConfig), whatever they are now
+    "recipe + top-2 of 4": {"__recipe__": True, "top_k": 2},
+    "recipe + batch 4": {"__recipe__": True, "batch_size": 4},
+    "recipe + 8 candidates": {"__recipe__": True, "__candidates__": 8},
+}
+
+
+def recipe() -> dict:
+    """The stage-3 fields of the pipeline's defaults."""
+    from clara.method.tasks import ClaraTrainConfig
+
+    d = ClaraTrainConfig()
+    from clara.method.pipeline import STAGE3_LR_SCALE
+
+    # the pipeline's stage-3 rate: its shared rate (the bench's 1e-3, as REF's) scaled down
+    return {"learning_rate": REF["learning_rate"] * STAGE3_LR_SCALE,
+            "stage3_train": d.stage3_train,
+            "retrieval_weight": d.retrieval_weight, "tau": d.tau}
+
+
+def variant_config(name: str) -> dict:
+    v = VARIANTS[name]
+    if v == "RECIPE" or v.get("__recipe__"):
+        base = recipe()
+        v = {} if v == "RECIPE" else v
+    else:
+        base = REF
+    return {**base, **{k: x for k, x in v.items() if not k.startswith("__")}}
+
+
+def stage_runs(args, root: Path, ws: Path) -> tuple[Path, Path]:
+    """Stage 1 and stage 2 runs as bench/clara_facts.py trains them (made once per workdir)."""
+    flags = ["-m", args.base, "--doc-max-tokens", "32", "--compression-rate", "4",
+             "--lora-rank", "32", "--lora-dropout", "0", "--mse-weight", "0", "--batch-size", "8",
+             "--max-len", "256", "--warmup-steps", "20", "--val-every", "0", "--val-batches",
+             "2", "--save-every", "1000", "--learning-rate", "1e-3", "--seed", str(args.seed)]
+    runs = ws / "runs"
+    if not (runs / "s1" / "adapters" / "last").exists():
+        clara(args, root, "train", "stage1", "-d", "facts-stage1", "--name", "s1", "--top-k", "1",
+              "--iters", str(args.s1_iters), *flags)
+    if not (runs / "s2" / "adapters" / "last").exists():
+        clara(args, root, "train", "stage2", "-d", "facts-stage2", "--name", "s2", "--top-k", "1",
+              "--from", str(runs / "s1" / "adapters" / "last"), "--iters", str(args.s2_iters),
+              *flags)
+    return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
+
+
+def every_question(fs: list[dict]) -> list[dict]:
+    """Stage-2 rows asking who, when and what of each fact (one document each), so that the
+    compressor keeps every field a question may name."""
+    rows = []
+    for f in fs:
+        for q, a in ((f"Who {f['verb']} {f['what']} in {f['year']}?", f["who"]),
+                     (f"When did {f['who']} {f['verb']} {f['what']}?", f["year"]),
+                     (f"What did {f['who']} {f['verb']} in {f['year']}?", f["what"])):
+            rows.append({"question": q, "docs": [f["doc"]], "answer": a, "pos_index": [0]})
+    return rows
+
+
+# ---------------------------------------------------------------------------- probes
+def probe(ckpt: Path, train: list[dict], test: list[dict]) -> dict:
+    """Nearest-centroid accuracy (%) of each attribute of a fact from its compressed vectors
+    (mean over the memory positions, L2-normalised), fitted on `train`, scored on `test`."""
+    import mlx.core as mx
+    import numpy as np
+
+    from clara.method import checkpoint, inference
+
+    model = checkpoint.load(ckpt, inference=True)
+
+    def vecs(fs):
+        v = np.array(inference.compress_documents(model, [f["doc"] for f in fs])
+                     .astype(mx.float32)).mean(axis=1)
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    a, b = vecs(train), vecs(test)
+    out = {}
+    for key in ("who", "verb", "what", "year"):
+        labels = sorted({f[key] for f in train})
+        cent = np.stack([a[[f[key] == y for f in train]].mean(axis=0) for y in labels])
+        pred = (b @ cent.T).argmax(axis=-1)
+        out[key] = round(100 * float(np.mean([labels[p] == f[key] for p, f in zip(pred, test)])), 1)
+        out[f"{key} chance"] = round(100 / len(labels), 1)
+    return out
+
+
+def start_gradients(ckpt: Path, data: Path, taus=(0.02, 0.1, 1.0), batches: int = 4) -> list:
+    """At stage 3's start (stage-2 checkpoint, query reasoner = compressor, every adapter made
+    trainable): the gradient norm reaching the query reasoner, the generator and the memory rows
+    from CE through the straight-through top-k, and reaching the query reasoner from the
+    retrieval loss; the mean top-1 softmax weight and the top-1 / top-2 cosine gap."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import numpy as np
+    from mlx.utils import tree_flatten
+
+    from clara.method import checkpoint
+    from clara.method.losses import contrastive_retrieval_loss
+    from clara.method.tasks import ClaraStageTask, read_rows
+    from clara.method.topk import cosine_scores
+
+    out = []
+    for tau in taus:
+        model = checkpoint.load(ckpt, stage="stage3", overrides={"tau": tau, "top_k": 1,
+                                                                 "lora_dropout": 0.0})
+        model.set_trainable(adapters=("query_reasoner", "generator"), memory=True)
+        c = model.config
+        rows = read_rows(data / "train.jsonl", "stage3", c.top_k, c.n_mem)[:8 * batches]
+        task = ClaraStageTask(model, rows, None, 8)
+        model.train()
+
+        def norms(g):
+            acc: dict[str, float] = {}
+            for k, v in tree_flatten(g):
+                name = ("memory" if "memory" in k else
+                        k.split(".adapters.")[1].split(".")[0] if ".adapters." in k else "other")
+                acc[name] = acc.get(name, 0.0) + float((v.astype(mx.float32) ** 2).sum())
+            return {k: v ** 0.5 for k, v in acc.items()}
+
+        def ce_only(m, b):
+            loss, n, _ = m.stage_loss(b)
+            return loss
+
+        def ret_only(m, b):
+            q = m.encode_query(b["q_ids"], b["q_mask"], b["q_mem_pos"])
+            d, _ = m.compress(b["cand_ids"], b["cand_mask"], b["cand_mem_pos"])
+            B = b["dec_ids"].shape[0]
+            s = cosine_scores(q, mx.stop_gradient(d).reshape(B, -1, d[0].size))
+            return contrastive_retrieval_loss(s, b["positives"], tau)
+
+        g_ce, g_ret, top, gap = [], [], [], []
+        for i, batch in enumerate(task.train_batches(0, 0)):
+            if i >= batches:
+                break
+            g_ce.append(norms(nn.value_and_grad(model, ce_only)(model, batch)[1]))
+            g_ret.append(norms(nn.value_and_grad(model, ret_only)(model, batch)[1]))
+            q = model.encode_query(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"])
+            d, _ = model.compress(batch["cand_ids"], batch["cand_mask"], batch["cand_mem_pos"])
+            s = np.array(cosine_scores(q, d.reshape(q.shape[0], -1, q.shape[1])))
+            srt = np.sort(s, axis=-1)[:, ::-1]
+            p = np.exp((s - s.max(-1, keepdims=True)) / tau)
+            top.append(float((p.max(-1) / p.sum(-1)).mean()))
+            gap.append(float((srt[:, 0] - srt[:, 1]).mean()))
+        mean = lambda xs, k: float(np.mean([x.get(k, 0.0) for x in xs]))  # noqa: E731
+        out.append({"tau": tau, "ce->query_reasoner": mean(g_ce, "query_reasoner"),
+                    "ce->generator": mean(g_ce, "generator"), "ce->memory": mean(g_ce, "memory"),
+                    "retrieval->query_reasoner": mean(g_ret, "query_reasoner"),
+                    "top-1 softmax weight": float(np.mean(top)),
+                    "cosine gap top1-top2": float(np.mean(gap))})
+    return out
+
+
+# ---------------------------------------------------------------------------- stage 3
+def run_stage3(args, ws: Path, s2: Path, name: str, settings: dict, candidates: int,
+               qr_init: str = "compressor") -> Path:
+    """One stage-3 run in this process through the engine; returns its run folder."""
+    from clara.method.tasks import ClaraTrainConfig, build_task
+    from clara.train.engine import Engine
+
+    run_dir = ws / "runs" / ("s3-" + "".join(ch if ch.isalnum() else "_" for ch in name))
+    if (run_dir / "adapters" / "last").exists():
+        return run_dir
+    data = ws / "datasets" / ("facts-stage3" if candidates == args.candidates
+                              else f"facts-stage3-{candidates}")
+    settings = {**COMMON, **settings}
+    cfg = ClaraTrainConfig(model=args.base, data=str(data), init_from=str(s2),
+                           iters=args.s3_iters, seed=args.seed, **settings)
+    task = build_task(cfg, "stage3")
+    if qr_init == "fresh":  # the base itself (LoRA B = 0) instead of a copy of the compressor
+        task.model.add_adapter("query_reasoner")
+        task.model.set_trainable()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    res = Engine(task, cfg, run_dir).run()
+    if res.status != "completed":
+        sys.exit(f"stage 3 {name}: {res.status} {res.message}")
+    return run_dir
+
+
+def curve(run_dir: Path) -> list[dict]:
+    rows = io.read_jsonl(run_dir / "metrics.jsonl")
+    return [{"step": r["step"], **{k[4:]: round(100 * r[k], 1) for k in
+                                   ("val_em", "val_em_gold", "val_recall@1") if k in r}}
+            for r in rows if "val_loss" in r]
+
+
+def evaluate(ckpt: Path, rows2: list[dict], rows3: list[dict], stage: str | None = None) -> dict:
+    golds = [r["answer"] for r in rows2]
+    out = {"recall@1": recall(ckpt, rows3, 1, stage=stage)["recall@1"]}
+    if stage is None:  # a stage-3 checkpoint
+        out["EM gold doc"] = scores(clara_eval(ckpt, rows2, 6, False, 1, True)[0], golds)["em"]
+        out["EM own top-1"] = scores(clara_eval(ckpt, rows3, 6, True, 1, True)[0], golds)["em"]
+    else:
+        out["EM gold doc"] = scores(clara_eval(ckpt, rows2, 6, False, 1, True)[0], golds)["em"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", default=None, help="Workspace root to use and keep.")
+    p.add_argument("--base", default=str(READER))
+    p.add_argument("--train", type=int, default=2200)
+    p.add_argument("--test", type=int, default=200)
+    p.add_argument("--eval", type=int, default=100, help="Unseen facts scored per variant.")
+    p.add_argument("--candidates", type=int, default=4)
+    p.add_argument("--seed", type=int, default=1, help="Seed of training.")
+    p.add_argument("--facts-seed", type=int, default=1, help="Seed of the made-up facts.")
+    p.add_argument("--stage2-questions", choices=("who", "all"), default="who",
+                   help="Stage 2's questions: who did it (the bench's), or who / when / what.")
+    p.add_argument("--s1-iters", type=int, default=300)
+    p.add_argument("--s2-iters", type=int, default=300)
+    p.add_argument("--s3-iters", type=int, default=80)
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="Comma-separated names of: " + ", ".join(VARIANTS))
+    p.add_argument("--skip-probes", action="store_true")
+    p.add_argument("--verbose", "-v", action="store_true")
+    args = p.parse_args()
+    from clara.platform import reexec_with_blas
+
+    reexec_with_blas()
+    t0 = time.perf_counter()
+    root = Path(args.workdir or tempfile.mkdtemp(prefix="clara_s3study-")).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    ws = root / WS
+    facts = synthetic.facts(args.train + args.test, seed=args.facts_seed)
+    train, test = facts[:args.train], facts[args.train:]
+    if not (ws / "workspace.toml").is_file():
+        clara(args, root, "ws", "create", WS)
+    make_datasets(ws, train, test, args.candidates)
+    if args.stage2_questions == "all":
+        for split, fs in (("train", train), ("valid", test[:16])):
+            io.write_jsonl(ws / "datasets" / "facts-stage2" / f"{split}.jsonl", every_question(fs))
+    s1, s2 = stage_runs(args, root, ws)
+    print(f"[{time.perf_counter() - t0:6.0f}s] stages 1-2 ready", flush=True)
+
+    ev = test[:args.eval]
+    rows2 = synthetic.stage2_rows(ev, 1)
+    rows3 = {args.candidates: synthetic.stage3_rows(ev, args.candidates, 2)}
+    result: dict = {"args": vars(args)}
+    probes = ws / "runs" / "s2" / "study_probes.json"
+    if not args.skip_probes and not probes.is_file():
+        io.write_json(probes, {"probe": {"stage 1": probe(s1, train[:800], test),
+                                         "stage 2": probe(s2, train[:800], test)},
+                               "start_gradients": start_gradients(
+                                   s2, ws / "datasets" / "facts-stage3")})
+        print(f"[{time.perf_counter() - t0:6.0f}s] probes done", flush=True)
+    if probes.is_file():
+        result.update(io.read_json(probes))
+    cached = ws / "runs" / "s2" / "study_eval.json"
+    if not cached.is_file():
+        io.write_json(cached, evaluate(s2, rows2, rows3[args.candidates], stage="stage3"))
+    result["stage 2"] = io.read_json(cached)
+
+    table = []
+    for name in [v for v in args.variants.split(",") if v]:
+        spec = VARIANTS[name] if isinstance(VARIANTS[name], dict) else {}
+        n = spec.get("__candidates__", args.candidates)
+        if n not in rows3:
+            rows3[n] = synthetic.stage3_rows(ev, n, 2)
+            for split, fs in (("train", train), ("valid", test[:16])):
+                io.write_jsonl(ws / "datasets" / f"facts-stage3-{n}" / f"{split}.jsonl",
+                               synthetic.stage3_rows(fs, n, 1))
+        settings = variant_config(name)
+        tic = time.perf_counter()
+        run_dir = run_stage3(args, ws, s2, name, settings, n, spec.get("__qr__", "compressor"))
+        cached = run_dir / "study_eval.json"  # a rerun on the same --workdir reuses it
+        if not cached.is_file():
+            io.write_json(cached, evaluate(run_dir / "adapters" / "last", rows2, rows3[n]))
+        row = {"variant": name, "candidates": n, **settings, "last": io.read_json(cached),
+               "curve": curve(run_dir), "seconds": round(time.perf_counter() - tic, 1)}
+        best = io.read_json(run_dir / "adapters" / "best" / "best.json") \
+            if (run_dir / "adapters" / "best" / "best.json").is_file() else None
+        row["best_step"] = best and best["step"]
+        table.append(row)
+        print(f"[{time.perf_counter() - t0:6.0f}s] {name}: {row['last']} curve {row['curve']}",
+              flush=True)
+    result["variants"] = table
+    result["total_s"] = round(time.perf_counter() - t0, 1)
+    report(result, args)
+    save_result("clara_stage3_study", result, args, root)
+
+
+def report(result: dict, args) -> None:
+    if "probe" in result:
+        print("\nwhat the compressed vectors keep (nearest-centroid accuracy % on unseen facts)")
+        keys = ("who", "verb", "what", "year")
+        print(f"{'compressor':<12}" + "".join(f"{k:>8}" for k in keys))
+        for stage, pr in result["probe"].items():
+            print(f"{stage:<12}" + "".join(f"{pr[k]:>8.1f}" for k in keys))
+        pr = result["probe"]["stage 1"]
+        print(f"{'chance':<12}" + "".join(f"{pr[k + ' chance']:>8.1f}" for k in keys))
+        print("\ngradient norms at stage 3's start (mean of 4 batches of 8)")
+        cols = ("ce->query_reasoner", "ce->generator", "ce->memory", "retrieval->query_reasoner",
+                "top-1 softmax weight", "cosine gap top1-top2")
+        print(f"{'tau':>6}" + "".join(f"{c:>27}" for c in cols))
+        for g in result["start_gradients"]:
+            print(f"{g['tau']:>6}" + "".join(f"{g[c]:>27.4g}" for c in cols))
+    s2 = result["stage 2"]
+    print(f"\nstage 3 on {args.eval} unseen facts, {args.candidates} candidates (chance recall@1 "
+          f"{100 / args.candidates:.1f}); stage 2 (start): recall@1 {s2['recall@1']}, EM gold "
+          f"doc {s2['EM gold doc']}")
+    w = max([len(r["variant"]) for r in result["variants"]] + [8])
+    print(f"{'variant':<{w}} {'recall@1':>9} {'EM gold':>8} {'EM top-1':>9} {'best':>5}  "
+          "curve (step: em/em_gold/recall@1 teacher-forced, 16 valid)")
+    for r in result["variants"]:
+        last = r["last"]
+        cv = " ".join(f"{c['step']}:{c.get('em', '-')}/{c.get('em_gold', '-')}/"
+                      f"{c.get('recall@1', '-')}" for c in r["curve"])
+        print(f"{r['variant']:<{w}} {last['recall@1']:>9} {last['EM gold doc']:>8} "
+              f"{last['EM own top-1']:>9} {str(r['best_step']):>5}  {cv}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Stage 3's recipe parts on a tiny real Llama: what it trains, its validation (exact answers with
+the documents it picks and with the gold ones, recall), the engine keeping its start as a
+candidate best checkpoint chosen by those figures, the pipeline's stage-2 vs stage-3 report, and
+the warning when doc_max_tokens cuts the documents."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from clara import io
+from clara.method import synthetic
+from clara.method.config import ClaraConfig
+from clara.method.model import ClaraModel
+from clara.method.pipeline import report_lines, stage3_report
+from clara.method.tasks import ClaraStageTask, ClaraTrainConfig, parse_row
+from clara.runs import Run
+from clara.train.engine import Engine
+
+FACTS = synthetic.facts(40, seed=5)
+
+
+def make(tiny_model_dir, **kw) -> ClaraModel:
+    kw = {"doc_max_tokens": 16, "compression_rate": 4, "max_len": 256, "lora_dropout": 0.0,
+          "top_k": 1, **kw}
+    mx.random.seed(0)
+    return ClaraModel.from_base(ClaraConfig(base_model=str(tiny_model_dir), stage="stage3", **kw))
+
+
+def task_for(model, rows, valid=None, batch_size=4):
+    c = model.config
+    parse = lambda rs: [parse_row(r, "stage3", c.top_k, c.n_mem, "rows.jsonl", i + 1)  # noqa
+                        for i, r in enumerate(rs)]
+    return ClaraStageTask(model, parse(rows), parse(valid or []), batch_size)
+
+
+def trained_parts(model, task) -> set[str]:
+    batch = next(iter(task.train_batches(0, 0)))
+    _, g = nn.value_and_grad(model, lambda m, b: task.loss(m, b)[0])(model, batch)
+    return {("memory" if "memory" in k else k.split(".adapters.")[1].split(".")[0])
+            for k, v in tree_flatten(g)}
+
+
+def test_stage3_trains_the_query_reasoner_alone_unless_asked(tiny_model_dir):
+    rows = synthetic.stage3_rows(FACTS[:8], 4)
+    m = make(tiny_model_dir)
+    assert ClaraTrainConfig().stage3_train == "query_reasoner"
+    assert trained_parts(m, task_for(m, rows)) == {"query_reasoner"}
+    m = make(tiny_model_dir, stage3_train="query_reasoner,generator,memory")
+    assert trained_parts(m, task_for(m, rows)) == {"query_reasoner", "generator", "memory"}
+    import pytest
+
+    from clara.errors import ClaraError
+
+    with pytest.raises(ClaraError, match="stage3_train"):
+        make(tiny_model_dir, stage3_train="compressor")
+
+
+def test_validation_figures_start_row_best_by_them_and_report(tiny_model_dir, tmp_path):
+    m = make(tiny_model_dir, retrieval_weight=1.0)
+    task = task_for(m, synthetic.stage3_rows(FACTS[:16], 4), synthetic.stage3_rows(FACTS[32:], 4))
+    batch = next(iter(task.valid_batches()))
+    m.train()
+    assert "em" not in task.loss(m, batch)[2]  # training steps pay for no extra decode
+    m.eval()
+    extras = task.loss(m, batch)[2]
+    assert {"em", "em_gold", "recall@1", "retrieval", "em_recall"} <= set(extras)
+    assert all(0.0 <= float(extras[k]) <= 1.0 for k in ("em", "em_gold", "recall@1"))
+    assert float(extras["em_recall"]) == float(extras["em"]) + float(extras["recall@1"])
+    assert task.best_metric == ("em_recall", "max")  # best/ by answers + recall, not the loss
+    cfg = ClaraTrainConfig(model=str(tiny_model_dir), iters=3, learning_rate=1e-3,
+                           val_every=2, save_every=100, compile=False)
+    res = Engine(task, cfg, tmp_path).run()
+    assert res.status == "completed"
+    val = [r for r in io.read_jsonl(tmp_path / "metrics.jsonl") if "val_loss" in r]
+    assert [r["step"] for r in val] == [0, 2, 3]  # the start is validated, then as usual
+    assert {"val_em", "val_em_gold", "val_recall@1"} <= set(val[0])
+    best = io.read_json(tmp_path / "adapters" / "best" / "best.json")
+    scores = {r["step"]: r["val_em_recall"] for r in val}
+    assert best["step"] == max(scores, key=lambda s: (scores[s], -s))  # the earliest of ties
+    report = stage3_report(Run(tmp_path))
+    assert set(report["stage2"]) == {"em_gold", "em", "recall@1"}
+    assert report["stage3_step"] == best["step"]
+    assert report["stage2"]["em_gold"] == round(val[0]["val_em_gold"], 4)
+    assert report["worse"] == [k for k in report["stage2"]
+                               if report["stage3"][k] < report["stage2"][k]]
+    lines = report_lines(report)
+    assert "stage 2 -> stage 3" in lines[0] and len(lines) == 4
+
+
+def test_documents_cut_by_doc_max_tokens_are_reported(tiny_model_dir, cli, workspace):
+    long_doc = " ".join(f"{f['doc']}" for f in FACTS[:6])  # far over 16 tokens
+    rows = [{"question": "Who?", "answer": "Alia", "docs": [long_doc, FACTS[7]["doc"]],
+             "pos_index": [0]}] * 2
+    m = make(tiny_model_dir)
+    t = task_for(m, rows, batch_size=2).describe()["doc_truncation"]
+    assert t["doc_max_tokens"] == 16 and t["cut_docs"] == 0.5
+    assert 0.5 < t["cut_tokens_max"] < 1 and "16" in t["warning"]
+    io.write_jsonl(workspace.datasets_dir / "s3" / "train.jsonl",
+                   [{**r, "docs": r["docs"] * 3} for r in rows])  # 6 candidates: stage 3
+    r = cli("-w", "test", "data", "show", "s3", "--tokenizer", str(tiny_model_dir),
+            "--doc-max-tokens", "16")
+    assert r.exit_code == 0, r.output
+    assert "LOST MEAN" in r.output and "50.0%" in r.output
+    assert "warning: train: 50% of the documents are longer than doc_max_tokens 16" in r.output
+    r = cli("-w", "test", "data", "show", "s3", "--tokenizer", str(tiny_model_dir),
+            "--doc-max-tokens", "4096", "--format", "json")
+    import json
+
+    assert json.loads(r.output)["splits"]["train"]["documents"]["cut_docs"] == 0.0
+
+
+def test_answer_match_is_greedy_exactness_up_to_the_end_of_turn():
+    from clara.method.losses import IGNORE, answer_match
+
+    eos = {4}
+    labels = mx.array([[IGNORE, IGNORE, 1, 2, 4, 5]])  # answer 1 2, end of turn 4, then "\n" 5
+
+    def logits(best):  # best[i]: the argmax predicting label i + 1
+        out = mx.zeros((1, 6, 6))
+        for i, t in enumerate(best):
+            out[0, i, t] = 1.0
+        return out
+
+    # the first answer token: end of turn is skipped (an answer is never empty), so 1 wins
+    first = logits([0, 4, 2, 4, 0, 0])
+    first[0, 1, 1] = 0.5
+    assert float(answer_match(first, labels, eos)) == 1.0  # the token after end of turn: free
+    assert float(answer_match(logits([0, 1, 3, 4, 0, 0]), labels, eos)) == 0.0
+    assert float(answer_match(logits([0, 1, 2, 0, 0, 0]), labels, eos)) == 0.0  # no stop
+
+
+def test_pipeline_stage3_rate_is_the_shared_one_scaled_unless_given(workspace):
+    from clara.method.pipeline import STAGE3_LR_SCALE, create_pipeline, stage_config
+
+    data = {}
+    for s, rows in (("stage1", synthetic.stage1_rows(FACTS[:4])),
+                    ("stage2", synthetic.stage2_rows(FACTS[:4], 2)),
+                    ("stage3", synthetic.stage3_rows(FACTS[:4], 4))):
+        io.write_jsonl(workspace.datasets_dir / s / "train.jsonl", rows)
+        data[s] = str(workspace.datasets_dir / s)
+    shared = {"model": "m", "learning_rate": 1e-3}
+    pipe = create_pipeline(workspace, shared, "m", data, name="a")
+    assert stage_config(pipe, "stage2", None)["learning_rate"] == 1e-3
+    assert stage_config(pipe, "stage3", None)["learning_rate"] == 1e-3 * STAGE3_LR_SCALE
+    pipe = create_pipeline(workspace, shared, "m", data, {"stage3": {"learning_rate": 5e-4}},
+                           name="b")
+    assert stage_config(pipe, "stage3", None)["learning_rate"] == 5e-4
+
+
+def test_pipeline_warns_when_documents_are_cut(workspace, tiny_model_dir):
+    from clara.method.pipeline import create_pipeline, truncation_warnings
+
+    long_doc = " ".join(f["doc"] for f in FACTS[:6])
+    data = {}
+    for s in ("stage1", "stage2", "stage3"):
+        rows = [{"question": "Who?", "answer": "Alia", "docs": [long_doc if s == "stage3"
+                                                               else FACTS[0]["doc"]]}]
+        io.write_jsonl(workspace.datasets_dir / s / "train.jsonl", rows)
+        data[s] = str(workspace.datasets_dir / s)
+    pipe = create_pipeline(workspace, {"model": str(tiny_model_dir), "doc_max_tokens": 16},
+                           str(tiny_model_dir), data, name="cut")
+    (line,) = truncation_warnings(pipe)
+    assert line.startswith("stage3: 100% of the documents are longer than doc_max_tokens 16")
