@@ -62,7 +62,9 @@ def report_outcome(run: Run, status: dict) -> None:
     click.echo(f"run {run.id}: {status.get('status')}"
                + (f" ({status.get('message')})" if status.get("message") else ""))
     if status.get("best_step") and status.get("best_val_loss") is not None:
-        click.echo(f"best step {status['best_step']} (val loss {status['best_val_loss']:.4f}):"
+        # HRM runs keep the best validation exact accuracy there (clara.hrm.task.best_metric)
+        what = "val exact accuracy" if run.config().get("kind") == "hrm" else "val loss"
+        click.echo(f"best step {status['best_step']} ({what} {status['best_val_loss']:.4f}):"
                    f" {run.adapters / 'best'}")
     if (run.adapters / "last").exists():
         click.echo(f"last checkpoint: {run.adapters / 'last'}")
