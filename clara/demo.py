@@ -2,129 +2,191 @@
 
 What it holds when done:
     sources/    the sample handbook (data/sample/*.pdf), imported with page tracking
-    datasets/   handbook-cpt, handbook-sft, handbook-stage1..3 from it, and the synthetic
-                knowledge benchmark synth-* (docs, qa, cpt, sft, stage1..3)
-    models/     tiny-init (a Llama built from scratch: BPE tokenizer + random weights) and
-                tiny (the same after pretraining on the handbook and the synthetic documents)
-    runs/       the pretraining run, a finished LoRA SFT run on the handbook QA, and the
-                CLaRa pipeline (stages 1-3) on the synthetic benchmark
+    models/     reader: the tiny Llama that reads (data/models/reader, 1.9 MB)
+    datasets/   handbook-qa (pairs generated from the handbook by the rule-based generator,
+                plus the hand-written data/sample_qa.jsonl as golden rows), handbook-cpt,
+                handbook-sft and handbook-stage1..3 built from it
+    runs/       demo-handbook-sft (fine-tuning on the handbook questions) and the CLaRa
+                pipeline demo-clara (stages 1-3 on the handbook chunks)
+    evals/      demo-trained and demo-paraphrased: the base closed-book against the SFT run and
+                CLaRa, on the questions trained on and on data/eval_questions.jsonl
+    report.md   the figures of those evaluations
 
-Each step is skipped when its output exists, so an interrupted build resumes where it stopped.
-Training steps run as real runs (worker processes), exactly as `clara train` starts them.
+Each step is skipped when its output exists, so an interrupted build resumes where it stopped
+(a training run resumes from its last checkpoint). Training steps run as real runs (worker
+processes), exactly as `clara train` starts them. The build reports its progress to
+`.demo-build.json` in the workspace (step, title, detail, ETA, the parts ready), which the app
+reads to show the build while it opens at once; `clara demo` builds in the foreground.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 from clara import io
 from clara.errors import ClaraError
-from clara.workspace import Workspace
+from clara.workspace import Workspace, now_iso
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SAMPLE_PDF = DATA_DIR / "sample" / "karsholm_observatory_handbook.pdf"
 SAMPLE_QA = DATA_DIR / "sample_qa.jsonl"
+EVAL_QA = DATA_DIR / "eval_questions.jsonl"
+READER = DATA_DIR / "models" / "reader"
 DEMO_NAME = "demo"
 DONE_MARK = ".demo-complete"
+PROGRESS_FILE = ".demo-build.json"
+LOG_FILE = ".demo-build.log"
+SFT_RUN = "demo-handbook-sft"
+PIPELINE = "demo-clara"
 
 Progress = Callable[[str], None]
 
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo; the defaults build it in a few minutes on a 2-core CPU."""
+    """Sizes of the demo, meant to build in about 5 minutes on two idle CPU cores (not yet timed
+    on an idle machine)."""
 
-    hidden: int = field(default=192, metadata={"help": "Hidden size of the tiny model."})
-    layers: int = field(default=4, metadata={"help": "Transformer blocks of the tiny model."})
-    heads: int = field(default=4, metadata={"help": "Attention heads of the tiny model."})
-    vocab: int = field(default=2048, metadata={"help": "BPE vocabulary of the tiny model."})
-    synth_entities: int = field(default=40, metadata={"help": "Entities of the synthetic benchmark."})
-    pretrain_iters: int = field(default=400, metadata={"help": "Pretraining steps from scratch."})
-    sft_iters: int = field(default=250, metadata={"help": "Steps of the LoRA SFT run."})
-    clara_iters: tuple[int, int, int] = field(default=(200, 150, 100),
-                                              metadata={"help": "Steps of CLaRa stages 1, 2, 3."})
+    qa_per_chunk: int = field(default=8, metadata={
+        "help": "Most rule-generated QA pairs per handbook chunk."})
+    qa_chunk_tokens: int = field(default=64, metadata={"help": "Words per QA generation chunk."})
+    sft_type: str = field(default="full", metadata={
+        "help": "lora or full: the reader is tiny (0.9 M), so every weight trains fast, and "
+                "LoRA on it learns the handbook far more slowly."})
+    sft_iters: int = field(default=300, metadata={"help": "Steps of the SFT run."})
+    sft_lr: float = field(default=3e-3, metadata={"help": "Peak learning rate of the SFT run."})
     batch_size: int = field(default=8, metadata={"help": "Batch size of every run."})
-    clara: bool = field(default=True, metadata={"help": "Train the CLaRa pipeline too."})
+    doc_tokens: int = field(default=32, metadata={
+        "help": "Words per CLaRa document chunk (about 2 reader tokens each)."})
+    doc_max_tokens: int = field(default=96, metadata={"help": "CLaRa: tokens compressed per chunk."})
+    compression_rate: int = field(default=4, metadata={"help": "CLaRa: tokens per memory vector."})
+    clara_iters: tuple[int, int, int] = field(default=(150, 150, 60), metadata={
+        "help": "Steps of CLaRa stages 1, 2, 3."})
+    candidates: int = field(default=10, metadata={"help": "Stage 3: candidates per question."})
+    clara: bool = field(default=True, metadata={"help": "Train the CLaRa pipeline."})
+    evaluate: bool = field(default=True, metadata={"help": "Evaluate and write report.md."})
+    hrm: bool = field(default=True, metadata={
+        "help": "Start a small HRM run on 4x4 Sudoku (it trains on in the background)."})
+    eval_max_tokens: int = field(default=32, metadata={"help": "Most tokens per eval answer."})
+    eval_limit: int | None = field(default=None, metadata={
+        "help": "Evaluate only the first N questions of each set (tests)."})
+    top_k: int = field(default=2, metadata={"help": "Chunks retrieved for rag and CLaRa."})
+    rag_k: int = field(default=2, metadata={"help": "Chunks in the context of SFT rows."})
+
+    @classmethod
+    def from_json(cls, text: str) -> "DemoConfig":
+        raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        if "clara_iters" in raw:
+            raw["clara_iters"] = tuple(raw["clara_iters"])
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 # -- steps ----------------------------------------------------------------------------------------
-def _import_handbook(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
+def _import_handbook(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
     from clara.data.sources import import_files, list_sources
 
     if not list_sources(ws):
         import_files(ws, [SAMPLE_PDF])
 
 
-def _handbook_datasets(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
-    from clara.data.builders import (CptConfig, SftConfig, StageConfig, build_cpt, build_sft,
-                                     build_stage)
+def _reader_model(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
+    """The base every run trains: the tiny reader, copied so the workspace stands alone."""
+    out = ws.models_dir / "reader"
+    if not (out / "config.json").is_file():
+        tmp = ws.models_dir / ".reader.copying"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(READER, tmp)
+        tmp.rename(out)
 
-    def missing(name: str) -> bool:
-        return not (ws.datasets_dir / name).is_dir()
 
-    if missing("handbook-cpt"):
+def _missing(ws: Workspace, name: str) -> bool:
+    return not (ws.datasets_dir / name).is_dir()
+
+
+def _handbook_datasets(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
+    from clara.data.builders import CptConfig, StageConfig, build_cpt, build_stage
+    from clara.data.qa import QAGenConfig, build_qa
+
+    if _missing(ws, "handbook-qa"):
+        _path, rep = build_qa(ws, "handbook-qa", QAGenConfig(
+            per_chunk=cfg.qa_per_chunk, chunk_tokens=cfg.qa_chunk_tokens, golden=str(SAMPLE_QA)))
+        report.detail(rep.line())
+    if _missing(ws, "handbook-cpt"):
         build_cpt(ws, "handbook-cpt", CptConfig(chunk_tokens=128, overlap=16))
-    if missing("handbook-sft"):
-        build_sft(ws, "handbook-sft", SftConfig(qa=str(SAMPLE_QA), general_share=0.2))
-    for stage, extra in ((1, {}), (2, {"k": 3}), (3, {"candidates": 10})):
-        if missing(f"handbook-stage{stage}"):
-            build_stage(ws, f"handbook-stage{stage}",
-                        StageConfig(stage=stage, qa=str(SAMPLE_QA), doc_tokens=96, **extra))
+    if _missing(ws, "handbook-sft"):
+        _sft_dataset(ws, cfg)
+    for stage, extra in ((1, {}), (2, {"k": cfg.top_k}), (3, {"candidates": cfg.candidates})):
+        if _missing(ws, f"handbook-stage{stage}"):
+            build_stage(ws, f"handbook-stage{stage}", StageConfig(
+                stage=stage, qa="handbook-qa", doc_tokens=cfg.doc_tokens, valid_share=0.05,
+                **extra))
 
 
-def _synthetic_benchmark(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
-    from clara.data.synth import build_synth
+def _sft_dataset(ws: Workspace, cfg: DemoConfig) -> None:
+    """handbook-sft: every pair of handbook-qa twice, closed-book (the question alone) and
+    with the handbook chunks BM25 finds for it as context, in the prompt `rag` configurations
+    use (the gold chunk swapped in when retrieval misses it). The reader already reads, so the
+    second kind teaches it to answer handbook questions from the text, which carries over to
+    questions worded differently; the first kind makes it remember the pairs. Valid: a seeded
+    sample of the closed-book rows (the demo measures what the run remembers; the paraphrased
+    questions are evaluated apart)."""
+    import random
 
-    if not (ws.datasets_dir / "synth-stage3").is_dir():
-        build_synth(ws, "synth", seed=0, entities=cfg.synth_entities)
-
-
-def _pretraining_text(ws: Workspace) -> Path:
-    """One CPT dataset of the handbook chunks and the synthetic documents (train splits)."""
+    from clara.chat.engine import rag_prompt
+    from clara.data.builders import chat_row, read_qa, resolve_qa
     from clara.data.datasets import write_dataset
+    from clara.evaluation.rag import ChunkIndex
 
-    name = "demo-pretrain"
-    if not (ws.datasets_dir / name).is_dir():
-        splits: dict[str, list[dict]] = {"train": [], "valid": []}
-        for source in ("handbook-cpt", "synth-cpt"):
-            for split in splits:
-                path = ws.datasets_dir / source / f"{split}.jsonl"
-                if path.is_file():
-                    splits[split] += [{"text": r["text"]} for r in io.read_jsonl(path)]
-        write_dataset(ws, name, "cpt", splits,
-                      {"format": "text", "sources": ["handbook-cpt", "synth-cpt"], "seed": 0})
-    return ws.datasets_dir / name
-
-
-def _tiny_model(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
-    from clara.models.tiny import TinyConfig, build_tiny_model, dataset_texts
-
-    out = ws.models_dir / "tiny-init"
-    if out.is_dir():
-        return
-    texts: list[str] = []
-    for name in ("handbook-cpt", "handbook-sft", "synth-cpt", "synth-sft", "synth-docs"):
-        texts += dataset_texts(ws.datasets_dir / name, splits=("train", "valid", "test"))
-    build_tiny_model(out, texts, TinyConfig(hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
-                                            num_attention_heads=cfg.heads, vocab_size=cfg.vocab))
+    index = ChunkIndex.from_workspace(ws, cfg.doc_tokens, 0)
+    items = read_qa(resolve_qa(ws, "handbook-qa"))
+    closed, rag = [], []
+    for item in items:
+        top = index.search(item.question, cfg.rag_k)
+        gold = index.gold(item.question, item.answer, item.keywords, item.source)
+        if gold and gold[0] not in top:
+            top = top[:-1] + [gold[0]]
+        closed.append(chat_row(item.question, item.answer, origin="closed"))
+        rag.append(chat_row(rag_prompt(item.question, [index.texts[i] for i in top]),
+                            item.answer, origin="rag"))
+    rng = random.Random(0)
+    train = closed + rag
+    rng.shuffle(train)
+    valid = rng.sample(closed, min(16, len(closed)))
+    write_dataset(ws, "handbook-sft", "sft", {"train": train, "valid": valid}, {
+        "format": "chat", "sources": ["handbook-qa"], "seed": 0,
+        "parameters": {"chunk_tokens": cfg.doc_tokens, "rag_k": cfg.rag_k},
+        "note": "each pair closed-book and with its BM25 chunks as context; valid is a "
+                "sample of the closed-book training rows"})
 
 
-def _train(ws: Workspace, run_name: str, overrides: dict, progress: Progress):
+def _drop_partial(folder: Path, marker: str) -> None:
+    """A demo run folder that a killed build left without its first file is started again."""
+    if folder.is_dir() and not (folder / marker).is_file():
+        shutil.rmtree(folder)
+
+
+def _train(ws: Workspace, run_name: str, overrides: dict, report: "Reporter"):
     """Create and run a LoRA-engine run in its worker process, reporting progress; reuse a
     finished run of that name, resume an unfinished one."""
     from clara.runs import Run, start_worker
     from clara.train.launch import lora_run
 
     path = ws.runs_dir / run_name
+    _drop_partial(path, "run.toml")
     run = Run(path) if (path / "run.toml").is_file() else lora_run(ws, overrides, name=run_name)
     if run.status().get("status") == "completed":
         return run
     proc = start_worker(run)
-    follow(run, proc, progress)
+    follow(run, proc, report)
     status = run.status()
     if status.get("status") != "completed":
         raise ClaraError(f"demo run {run.id} ended {status.get('status')}: "
@@ -132,83 +194,274 @@ def _train(ws: Workspace, run_name: str, overrides: dict, progress: Progress):
     return run
 
 
-def follow(run, proc, progress: Progress, every: float = 5.0) -> None:
-    """Report a run's progress every few seconds until its process ends."""
-    last_report, row = 0.0, {}
+def follow(run, proc, report: "Reporter", every: float = 5.0, share: tuple = (0.0, 1.0)) -> None:
+    """Report a run's progress every few seconds until its process ends; `share` is the part of
+    the current step this run stands for (a pipeline's stages share one step)."""
+    last, row = 0.0, {}
     for update in run.follow(proc=proc, events=False):
         row = update.last_train or row
-        if row and not update.done and time.monotonic() - last_report >= every:
-            last_report = time.monotonic()
-            total = update.status.get("total_steps") or "?"
-            progress(f"    {run.id}: step {row.get('step')}/{total}, "
-                     f"loss {row.get('train_loss', float('nan')):.3f}")
+        if row and not update.done and time.monotonic() - last >= every:
+            last = time.monotonic()
+            total = update.status.get("total_steps")
+            if total:
+                done = min(1.0, row.get("step", 0) / total)
+                report.fraction(share[0] + done * (share[1] - share[0]))
+            report.detail(f"{run.id}: step {row.get('step')}/{total or '?'}, "
+                          f"loss {row.get('train_loss', float('nan')):.3f}")
 
 
-def _pretrain(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
-    from clara.models.fuse import fuse_adapter
-    from clara.refs import resolve
-
-    if (ws.models_dir / "tiny").is_dir():
-        return
-    data = _pretraining_text(ws)
-    run = _train(ws, "demo-pretrain", {
-        "model": "tiny-init", "data": str(data), "mode": "cpt", "fine_tune_type": "full",
-        "iters": cfg.pretrain_iters, "batch_size": cfg.batch_size, "max_seq_length": 192,
-        "learning_rate": 3e-3, "min_learning_rate": 3e-4, "warmup_steps": 20,
-        "val_every": 100, "save_every": 100}, progress)
-    progress("    fusing the pretrained weights into model tiny")
-    fuse_adapter(str(ws.models_dir / "tiny-init"), resolve(ws, run.id).path,
-                 ws.models_dir / "tiny")
+def _sft(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
+    _train(ws, SFT_RUN, {
+        "model": "reader", "data": "handbook-sft", "mode": "sft",
+        "fine_tune_type": cfg.sft_type, "iters": cfg.sft_iters, "batch_size": cfg.batch_size,
+        "max_seq_length": 320, "learning_rate": cfg.sft_lr, "min_learning_rate": cfg.sft_lr / 10,
+        "lora_rank": 32, "lora_scale": 4.0, "warmup_steps": 10,
+        "val_every": max(1, cfg.sft_iters // 3), "save_every": max(1, cfg.sft_iters // 3)},
+        report)
 
 
-def _lora_sft(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
-    _train(ws, "demo-handbook-sft", {
-        "model": "tiny", "data": "handbook-sft", "mode": "sft", "fine_tune_type": "lora",
-        "iters": cfg.sft_iters, "batch_size": cfg.batch_size, "max_seq_length": 192,
-        "learning_rate": 1e-3, "lora_rank": 16, "lora_scale": 2.0, "warmup_steps": 10,
-        "val_every": 25, "save_every": 50, "early_stopping_patience": 4}, progress)
-
-
-def _clara_pipeline(ws: Workspace, cfg: DemoConfig, progress: Progress) -> None:
-    """The CLaRa pipeline on the synthetic benchmark, started in the background: the app opens
-    while it trains, and shows it live in Runs."""
-    from clara import presets
+def _clara_pipeline(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
+    """The CLaRa pipeline (stages 1-3) on the handbook chunks, driven here, stage by stage."""
     from clara.method.launch import pipeline
-    from clara.method.pipeline import list_pipelines, start_driver
+    from clara.method.pipeline import drive, find_pipeline
 
-    if not cfg.clara or list_pipelines(ws):
+    _drop_partial(ws.runs_dir / PIPELINE, "pipeline.toml")
+    for stage in (1, 2, 3):
+        _drop_partial(ws.runs_dir / clara_run(ws, stage), "run.toml")
+    try:
+        pipe = find_pipeline(ws, PIPELINE)
+    except ClaraError:
+        pipe = None
+    if pipe is None:
+        per_stage = {s: {"iters": n} for s, n in zip(("stage1", "stage2", "stage3"),
+                                                       cfg.clara_iters)}
+        per_stage["stage3"].update(top_k=cfg.top_k, learning_rate=2e-4)
+        pipe = pipeline(ws, {"model": "reader", "batch_size": cfg.batch_size,
+                             "doc_max_tokens": cfg.doc_max_tokens,
+                             "compression_rate": cfg.compression_rate, "max_len": 256,
+                             "lora_rank": 32, "lora_dropout": 0.0, "mse_weight": 0.0,
+                             "learning_rate": 1e-3, "warmup_steps": 10, "val_every": 0,
+                             "val_batches": 2, "save_every": 50, "seed": 0},
+                        per_stage, prefix="handbook", name=PIPELINE)
+    if pipe.status().get("status") == "completed":
         return
-    per_stage = {s: {"iters": n} for s, n in zip(("stage1", "stage2", "stage3"), cfg.clara_iters)}
-    per_stage["stage3"]["top_k"] = 2
-    pipe = pipeline(ws, {**presets.load("clara-cpu-tiny"), "model": "tiny",
-                         "batch_size": cfg.batch_size // 2, "lora_rank": 32, "val_every": 50},
-                    per_stage, prefix="synth", name="demo-clara")
-    start_driver(pipe)
-    progress(f"    started in the background: pipeline {pipe.id} (follow it in Runs, or "
-             f"clara pipelines show {pipe.id})")
+    total = sum(cfg.clara_iters)
+    starts = {"stage1": 0, "stage2": cfg.clara_iters[0], "stage3": sum(cfg.clara_iters[:2])}
+
+    def stage_follow(stage, run, proc):
+        i = ("stage1", "stage2", "stage3").index(stage)
+        follow(run, proc, report,
+               share=(starts[stage] / total, (starts[stage] + cfg.clara_iters[i]) / total))
+        return run.status()
+
+    status = drive(pipe, follow=stage_follow)
+    if status.get("status") != "completed":
+        raise ClaraError(f"demo pipeline {pipe.id} ended {status.get('status')}: "
+                         f"{status.get('message') or ''}")
 
 
-def steps(cfg: DemoConfig) -> list[tuple[str, Callable[[Workspace, DemoConfig, Progress], None]]]:
+def clara_run(ws: Workspace, stage: int) -> str:
+    return f"{PIPELINE}-stage{stage}"
+
+
+EVALS = {"demo-trained": str(SAMPLE_QA), "demo-paraphrased": str(EVAL_QA)}
+
+
+def _evaluate(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
+    """Before/after: the base closed-book, the SFT run closed-book and CLaRa (answers from the
+    compressed chunks; stage-3 retrieval) on the questions trained on and on paraphrases."""
+    from clara.evaluation.runner import EvalConfig, run_eval
+
+    configs = ["closed", f"closed={SFT_RUN}", "rag", f"rag={SFT_RUN}"]
+    if cfg.clara:
+        configs += [f"clara={clara_run(ws, 2)}", f"clara={clara_run(ws, 3)}",
+                    f"clara-retrieval={clara_run(ws, 3)}"]
+    for i, (name, data) in enumerate(EVALS.items()):
+        if (ws.path / "evals" / name).is_dir():
+            continue
+        report.detail(f"evaluating {len(configs)} configurations on {Path(data).name}")
+        run_eval(ws, EvalConfig(data=data, configs=configs, model="reader", top_k=cfg.top_k,
+                                max_tokens=cfg.eval_max_tokens, chunk_tokens=cfg.doc_tokens,
+                                chunk_overlap=0, limit=cfg.eval_limit, name=name),
+                 progress=lambda label, j, n, i=i: report.fraction(
+                     (i + j / max(n, 1) / len(configs)) / len(EVALS)))
+    io.write_text(ws.path / "report.md", report_markdown(ws))
+
+
+def figures(ws: Workspace) -> dict[str, dict[str, dict]]:
+    """{eval name: {config: summary row}} of the demo's evaluations (those written so far)."""
+    out = {}
+    for name in EVALS:
+        path = ws.path / "evals" / name / "summary.json"
+        if path.is_file():
+            out[name] = {r["config"]: r for r in io.read_json(path)["summary"]}
+    return out
+
+
+def report_markdown(ws: Workspace) -> str:
+    figs = figures(ws)
+    lines = ["# The demo's before and after", "",
+             "Measured by `clara eval` when the demo was built (greedy answers; keyword match: "
+             "the share of an answer's keywords it contains; recall@k: the gold chunk among the "
+             "k chunks retrieved).", "",
+             "| configuration | trained questions: keyword % | EM % | paraphrased: keyword % "
+             "| EM % | recall@k % |", "|---|---|---|---|---|---|"]
+    configs = list(dict.fromkeys(c for f in figs.values() for c in f))
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    for c in configs:
+        t = figs.get("demo-trained", {}).get(c, {})
+        p = figs.get("demo-paraphrased", {}).get(c, {})
+        rec = t.get("recall") if t.get("recall") is not None else p.get("recall")
+        lines.append(f"| {c} | {pct(t.get('keyword'))} | {pct(t.get('em'))} | "
+                     f"{pct(p.get('keyword'))} | {pct(p.get('em'))} | {pct(rec)} |")
+    lines += ["", "Trained questions: data/sample_qa.jsonl (in the SFT and CLaRa training data). "
+              "Paraphrased: data/eval_questions.jsonl (worded differently, some about facts "
+              "only the generated pairs cover). `clara eval show demo-trained --answers` lists "
+              "every answer.", ""]
+    return "\n".join(lines)
+
+
+@dataclass
+class Step:
+    id: str
+    title: str
+    fn: Callable[[Workspace, DemoConfig, "Reporter"], None]
+    seconds: float = field(metadata={"help": "Expected duration on 2 idle cores (for the ETA)."})
+    ready: str = field(default="", metadata={"help": "What the app can use once it is done."})
+
+
+def steps(cfg: DemoConfig) -> list[Step]:
     out = [
-        ("import the sample handbook (PDF)", _import_handbook),
-        ("build datasets from it (cpt, sft, CLaRa stages 1-3)", _handbook_datasets),
-        ("build the synthetic knowledge benchmark", _synthetic_benchmark),
-        ("build a tiny Llama from scratch (tokenizer + random weights)", _tiny_model),
-        ("pretrain it on the handbook and the synthetic documents", _pretrain),
-        ("fine-tune it with LoRA on the handbook questions", _lora_sft),
+        Step("import", "import the sample handbook (PDF)", _import_handbook, 4, "sources"),
+        Step("reader", "add the base model (the tiny reader)", _reader_model, 1, "model"),
+        Step("datasets", "generate QA from the handbook; build SFT and CLaRa datasets",
+             _handbook_datasets, 6, "datasets"),
+        Step("sft", "fine-tune the reader on the handbook questions", _sft,
+             0.25 * cfg.sft_iters, "chat: " + SFT_RUN),
     ]
     if cfg.clara:
-        out.append(("train the CLaRa pipeline (stages 1-3) on the synthetic benchmark",
-                    _clara_pipeline))
-        out.append(("generate 4x4 Sudoku and train a small HRM on it",
-                    lambda ws, cfg, progress: __import__("clara.hrm.demo").hrm.demo.build(
-                        ws, progress)))
+        out.append(Step("clara", "train CLaRa (stages 1-3) on the compressed handbook chunks",
+                        _clara_pipeline, 0.45 * sum(cfg.clara_iters), "CLaRa: " + PIPELINE))
+    if cfg.evaluate:
+        out.append(Step("eval", "evaluate: base vs fine-tuned vs CLaRa", _evaluate,
+                        20 if cfg.clara else 8, "eval: report.md"))
+    # More demo parts go here, one call each: out.append(Step(id, title, fn(ws, cfg, report),
+    # expected seconds, what the app can use once it is done)).
+    if cfg.hrm:
+        out.append(Step("hrm", "generate 4x4 Sudoku and start a small HRM run on it",
+                        lambda ws, cfg, report: __import__("clara.hrm.demo").hrm.demo.build(
+                            ws, report.detail), 2, "HRM: demo-sudoku (training)"))
     return out
+
+
+# -- progress ------------------------------------------------------------------------------------
+class Reporter:
+    """Writes `.demo-build.json` (what the app shows) and prints progress lines."""
+
+    def __init__(self, ws: Workspace, todo: list[Step], progress: Progress):
+        self.ws, self.todo, self.print = ws, todo, progress
+        self.tic = time.monotonic()
+        self.i, self.frac, self.text = 0, 0.0, ""
+        self.step_tic = self.tic
+        self.spent = 0.0  # seconds spent on finished steps that did real work
+        self.planned = 0.0  # their expected seconds
+        self.ready: list[str] = []
+        self.last_write = 0.0
+
+    def start(self, i: int) -> None:
+        self.i, self.frac, self.text = i, 0.0, ""
+        self.step_tic = time.monotonic()
+        step = self.todo[i]
+        self.print(f"[{i + 1}/{len(self.todo)}] {step.title}")
+        self.write(force=True)
+
+    def finish(self, i: int) -> None:
+        step, took = self.todo[i], time.monotonic() - self.step_tic
+        if took > 0.5:
+            self.spent += took
+            self.planned += step.seconds
+        if step.ready:
+            self.ready.append(step.ready)
+
+    def fraction(self, f: float) -> None:
+        self.frac = max(0.0, min(1.0, f))
+        self.write()
+
+    def detail(self, text: str) -> None:
+        self.text = text
+        self.print(f"    {text}")
+        self.write()
+
+    def eta(self) -> float:
+        speed = self.spent / self.planned if self.planned else 1.0
+        remaining = sum(s.seconds for s in self.todo[self.i + 1:])
+        current = self.todo[self.i].seconds
+        elapsed = time.monotonic() - self.step_tic
+        left_now = max(current * (1 - self.frac) * speed,
+                       (elapsed / self.frac - elapsed) if self.frac > 0.05 else 0.0)
+        return left_now + remaining * speed
+
+    def write(self, force: bool = False, state: str = "building", message: str = "") -> None:
+        if not force and time.monotonic() - self.last_write < 0.5:
+            return
+        self.last_write = time.monotonic()
+        step = self.todo[min(self.i, len(self.todo) - 1)]
+        io.write_json(self.ws.path / PROGRESS_FILE, {
+            "state": state, "pid": os.getpid(), "step": self.i + 1, "steps": len(self.todo),
+            "id": step.id, "title": step.title, "fraction": round(self.frac, 3),
+            "detail": self.text, "elapsed_s": round(time.monotonic() - self.tic, 1),
+            "eta_s": 0 if state != "building" else round(self.eta()), "ready": self.ready,
+            "message": message, "updated": now_iso()})
+
+
+def read_progress(ws: Workspace) -> dict | None:
+    """The build's progress as last written, with `state` "interrupted" when the process that
+    wrote it is gone; None when the workspace holds no build record."""
+    from clara.runs import pid_alive
+
+    path = ws.path / PROGRESS_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = io.read_json(path)
+    except (ClaraError, ValueError, OSError):
+        return None
+    if doc.get("state") == "building" and not pid_alive(doc.get("pid")):
+        doc["state"] = "interrupted"
+    return doc
+
+
+def progress_line(doc: dict) -> str:
+    """One line for the app: `demo [4/6] fine-tune ... 40% · ETA 1:50 · ready: ...`."""
+    state = doc.get("state")
+    if state == "done":
+        return f"demo ready ({doc.get('elapsed_s', 0):.0f} s): see report.md and Eval"
+    if state in ("failed", "interrupted"):
+        return (f"demo build {state} at step {doc.get('step')}/{doc.get('steps')}: "
+                f"{doc.get('message') or 'run clara demo to resume'}")
+    eta = int(doc.get("eta_s") or 0)
+    ready = ", ".join(doc.get("ready") or []) or "nothing yet"
+    return (f"building the demo [{doc.get('step')}/{doc.get('steps')}] {doc.get('title')} "
+            f"{100 * (doc.get('fraction') or 0):.0f}% · ETA {eta // 60}:{eta % 60:02d} · "
+            f"ready: {ready}")
 
 
 # -- entry points -------------------------------------------------------------------------------
 def demo_is_built(ws: Workspace) -> bool:
     return ws.exists and (ws.path / DONE_MARK).is_file()
+
+
+def demo_workspace(root: str | Path) -> Workspace:
+    """The demo workspace, created (empty) if it does not exist yet."""
+    ws = Workspace(Path(root), DEMO_NAME)
+    if not ws.exists:
+        ws.create(description="The demo: a sample handbook, QA generated from it, the tiny "
+                              "reader fine-tuned on it, CLaRa on its compressed chunks, and "
+                              "their evaluation.")
+    return ws
 
 
 def build_demo(root: str | Path, progress: Progress = print, rebuild: bool = False,
@@ -222,13 +475,71 @@ def build_demo(root: str | Path, progress: Progress = print, rebuild: bool = Fal
         return ws
     if not ws.exists:
         progress(f"building the demo workspace at {ws.path} (first run only; a few minutes)")
-        ws.create(description="The demo: a sample handbook, datasets, a tiny model trained "
-                              "from scratch, a LoRA run and a CLaRa pipeline.")
+    ws = demo_workspace(root)
     todo = steps(cfg)
-    tic = time.monotonic()
-    for i, (title, step) in enumerate(todo, 1):
-        progress(f"[{i}/{len(todo)}] {title}")
-        step(ws, cfg, progress)
-    io.write_text(ws.path / DONE_MARK, f"built in {time.monotonic() - tic:.0f} s\n")
-    progress(f"demo workspace ready ({time.monotonic() - tic:.0f} s)")
+    report = Reporter(ws, todo, progress)
+    try:
+        for i, step in enumerate(todo):
+            report.start(i)
+            step.fn(ws, cfg, report)
+            report.finish(i)
+    except BaseException as e:
+        report.write(force=True, state="failed" if not isinstance(e, KeyboardInterrupt)
+                     else "interrupted", message=str(e) or type(e).__name__)
+        raise
+    took = time.monotonic() - report.tic
+    io.write_text(ws.path / DONE_MARK, f"built in {took:.0f} s\n")
+    report.i = len(todo) - 1
+    report.write(force=True, state="done")
+    progress(f"demo workspace ready ({took:.0f} s)")
     return ws
+
+
+def build_running(ws: Workspace) -> bool:
+    doc = read_progress(ws)
+    return bool(doc and doc.get("state") == "building")
+
+
+def start_background_build(root: str | Path, cfg: DemoConfig | None = None) -> int | None:
+    """Build the demo in a detached process (`python -m clara.demo ROOT`), logging to
+    `.demo-build.log`; returns its pid, or None when the demo is built or a build runs."""
+    from clara.platform import env_with_blas
+
+    ws = demo_workspace(root)
+    if demo_is_built(ws) or build_running(ws):
+        return None
+    env = env_with_blas()
+    env["PYTHONUNBUFFERED"] = "1"
+    args = [sys.executable, "-m", "clara.demo", str(Path(root).resolve())]
+    if cfg is not None:
+        args += ["--config", json.dumps(asdict(cfg))]
+    with open(ws.path / LOG_FILE, "ab") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    # the progress file names the builder at once, so a second `clara` does not start another
+    report = Reporter(ws, steps(cfg or DemoConfig()), lambda m: None)
+    io.write_json(ws.path / PROGRESS_FILE, {"state": "building", "pid": proc.pid, "step": 0,
+                                            "steps": len(report.todo), "title": "starting",
+                                            "fraction": 0, "eta_s": round(report.eta()),
+                                            "ready": [], "updated": now_iso()})
+    return proc.pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m clara.demo ROOT [--config JSON]`: the background builder."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        cfg = DemoConfig.from_json(argv[i + 1])
+        del argv[i:i + 2]
+    try:
+        build_demo(argv[0], progress=lambda m: print(m, flush=True), cfg=cfg)
+    except ClaraError as e:
+        print(f"error: {e}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clara.errors import ClaraError
+from clara.errors import ClaraError, ModelError, UsageError
 
 LORA, CLARA = "lora", "clara"
 ADAPTER_FILES = ("adapter_config.json", "adapters.safetensors")
@@ -47,9 +47,9 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ClaraError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+        raise ModelError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
     except OSError as e:
-        raise ClaraError(f"{path}: cannot read ({e.strerror})") from None
+        raise ModelError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def kind_of(folder: Path) -> str | None:
@@ -67,18 +67,18 @@ def checkpoint_at(path: str | Path, label: str | None = None, base: str | None =
     """The checkpoint in a folder that must be an mlx-lm adapter or a CLaRa checkpoint."""
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise ClaraError(f"{path}: adapter folder does not exist")
+        raise ModelError(f"{path}: adapter folder does not exist")
     label = label or str(path)
     if (path / "clara_config.json").is_file():
         meta = _read_json(path / "clara_config.json")
         missing = [n for n in CLARA_FILES if not (path / n).is_file()]
         if missing:
-            raise ClaraError(f"{path}: no {missing[0]}: an incomplete CLaRa checkpoint")
+            raise ModelError(f"{path}: no {missing[0]}: an incomplete CLaRa checkpoint")
         return Checkpoint(CLARA, path.resolve(),
                           base or (meta.get("config") or {}).get("base_model") or None, label, run)
     missing = [n for n in ADAPTER_FILES if not (path / n).is_file()]
     if missing:
-        raise ClaraError(f"{path}: no {missing[0]}: not an mlx-lm adapter folder nor a CLaRa "
+        raise ModelError(f"{path}: no {missing[0]}: not an mlx-lm adapter folder nor a CLaRa "
                          "checkpoint")
     cfg = _read_json(path / "adapter_config.json")
     return Checkpoint(LORA, path.resolve(), base or cfg.get("model") or None, label, run)
@@ -97,12 +97,12 @@ def run_checkpoint(run, which: str | None = None) -> Checkpoint:
     if which is None:
         name = next((n for n in ("best", "last") if n in present), None)
         if name is None:
-            raise ClaraError(f"run {run.id} has no checkpoint yet (status: "
+            raise ModelError(f"run {run.id} has no checkpoint yet (status: "
                              f"{run.raw_status().get('status')})")
     else:
         step = None if which in ("best", "last") else _step_number(which)
         if which not in ("best", "last") and step is None:
-            raise ClaraError(f"{run.id}:{which}: not a checkpoint name (best, last, step-N or "
+            raise UsageError(f"{run.id}:{which}: not a checkpoint name (best, last, step-N or "
                              f"N; the grammar is {GRAMMAR})")
         name = which if step is None else next(
             (n for n in present if n.startswith("step-") and _step_number(n) == step), "")
@@ -111,7 +111,7 @@ def run_checkpoint(run, which: str | None = None) -> Checkpoint:
                 from clara.train.checkpoint import step_name
 
                 which = step_name(step)
-            raise ClaraError(f"run {run.id} has no checkpoint {which!r} (it has: "
+            raise ModelError(f"run {run.id} has no checkpoint {which!r} (it has: "
                              f"{', '.join(present) or 'none'})")
     doc = run.config()
     base = (doc.get("resolved") or {}).get("model") or (doc.get("config") or {}).get("model")
@@ -122,11 +122,11 @@ def _pipeline_checkpoint(pipe, which: str | None) -> Checkpoint:
     if which is not None:
         stage = f"stage{which}" if which.isdigit() else which
         if stage not in STAGES:
-            raise ClaraError(f"{pipe.id}:{which}: a pipeline's checkpoints are stage1, stage2 "
+            raise UsageError(f"{pipe.id}:{which}: a pipeline's checkpoints are stage1, stage2 "
                              f"or stage3 (the grammar is {GRAMMAR})")
         run = pipe.run_of(stage)
         if run is None or not run.exists:
-            raise ClaraError(f"pipeline {pipe.id}: {stage} has not started")
+            raise ModelError(f"pipeline {pipe.id}: {stage} has not started")
         return run_checkpoint(run)
     for stage in reversed(STAGES):
         run = pipe.run_of(stage)
@@ -135,18 +135,18 @@ def _pipeline_checkpoint(pipe, which: str | None) -> Checkpoint:
                 return run_checkpoint(run)
             except ClaraError:
                 continue
-    raise ClaraError(f"pipeline {pipe.id}: no stage has a checkpoint yet")
+    raise ModelError(f"pipeline {pipe.id}: no stage has a checkpoint yet")
 
 
 def resolve(ws, ref: str, want: str | None = None) -> Checkpoint:
     """The checkpoint a reference names (see the module docstring); `want` ('lora' or 'clara')
     refuses the other kind with a one-line reason."""
     if not ref or not str(ref).strip():
-        raise ClaraError(f"empty checkpoint reference (expected {GRAMMAR})")
+        raise UsageError(f"empty checkpoint reference (expected {GRAMMAR})")
     found = _resolve(ws, str(ref))
     if want is not None and found.kind != want:
         what = {LORA: "an mlx-lm (LoRA) adapter", CLARA: "a CLaRa checkpoint"}
-        raise ClaraError(f"{ref}: is {what[found.kind]}; {what[want]} is needed here")
+        raise ModelError(f"{ref}: is {what[found.kind]}; {what[want]} is needed here")
     return found
 
 
@@ -171,7 +171,7 @@ def _resolve(ws, ref: str) -> Checkpoint:
             return run_checkpoint(Run(path))
         return checkpoint_at(path, ref)
     if ws is None or "/" in head or path.exists():
-        raise ClaraError(f"{ref}: adapter folder does not exist (nor a run of that name; expected "
+        raise ModelError(f"{ref}: adapter folder does not exist (nor a run of that name; expected "
                          f"{GRAMMAR})")
     from clara.method.pipeline import find_pipeline
 

@@ -171,8 +171,10 @@ CASES = [
     (("-w", "t", "data", "import", F + "/none.pdf"), DATA, "none.pdf does not exist"),
     # models and adapters
     (("-w", "t", "model", "quantize", "nope"), MODEL, "no model 'nope'"),
-    (("-w", "t", "model", "fuse", "f", "--base", "nope", "--adapter", "done"), FAIL,
+    (("-w", "t", "model", "fuse", "f", "--base", "nope", "--adapter", "done"), MODEL,
      "no checkpoint yet"),
+    (("-w", "t", "model", "fuse", "f", "--base", "tiny", "--adapter", "done:step-x"), USAGE,
+     "not a checkpoint name"),
     (("-w", "t", "train", "lora", "-m", "nope", "-d", "chat"), MODEL, "no model 'nope'"),
     (("-w", "t", "train", "lora", "-m", "tiny", "-d", "nope"), FAIL, "nope"),
     (("-w", "t", "train", "lora", "-m", "tiny", "-d", "escape"), FAIL, "leaves the workspace"),

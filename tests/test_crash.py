@@ -134,3 +134,38 @@ def test_a_kill_mid_prune_leaves_no_visible_step_and_repair_finishes_it(tmp_path
     io.write_text(stale / "half", "x")
     assert ckpt.prune(adapters, keep=1) == [ckpt.step_name(2)]
     assert sorted(p.name for p in adapters.iterdir()) == ["last", ckpt.step_name(3)]
+
+
+def test_sigkill_inside_prune_leaves_only_whole_steps(tmp_path):
+    """Real kills inside `prune`: a process deleting step folders of many files is killed the
+    moment one has gone out of sight; every step in sight stays whole, the next open finishes."""
+    import subprocess
+    import sys
+
+    adapters = tmp_path / "adapters"
+    files = 1000
+    for step in range(1, 6):
+        d = adapters / ckpt.step_name(step)
+        d.mkdir(parents=True)
+        for i in range(files):
+            (d / f"part-{i}.bin").write_bytes(b"x")
+        io.write_json(d / ckpt.STATE_FILE, {"step": step})
+    ckpt.point_last(adapters, ckpt.step_name(5))
+    script = ("import sys; from pathlib import Path; from clara.train import checkpoint as c; "
+              "c.prune(Path(sys.argv[1]), 1)")
+    rng = random.Random(7)
+    for kill in range(3):
+        steps = len(list(adapters.glob("step-*")))
+        proc = subprocess.Popen([sys.executable, "-c", script, str(adapters)])
+        deadline = time.monotonic() + 60
+        while len(list(adapters.glob("step-*"))) == steps:  # until one goes out of sight
+            assert proc.poll() is None and time.monotonic() < deadline, "prune never started"
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0, 0.01))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for p in adapters.glob("step-*"):  # in sight: whole
+            assert len(list(p.iterdir())) == files + 1, p.name
+    assert [p.name for p in adapters.iterdir() if p.name.endswith(".del")]  # cut short
+    assert ckpt.latest(adapters).name == ckpt.step_name(5)  # the next open finishes the job
+    assert not [p for p in adapters.iterdir() if p.name.startswith(".")]

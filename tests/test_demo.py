@@ -1,12 +1,32 @@
-"""The demo workspace builds from data/ through the real steps (tiny sizes here)."""
+"""The demo workspace: built from data/ through the real steps, in the background while the app
+opens at once, resumable, and with a real before/after measured by `clara eval`.
 
-import json
+The fast tests build it with tiny step counts; the slow ones build it at its real size once per
+session (about 4 minutes on two idle cores) and assert its figures, with margins, and every
+example of the README's first-session section."""
 
-from clara.demo import DONE_MARK, DemoConfig, build_demo, demo_is_built
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clara import io
+from clara.demo import (DONE_MARK, PROGRESS_FILE, DemoConfig, build_demo, demo_is_built,
+                        figures, read_progress, start_background_build)
 from clara.runs import Run
 
-SMALL = DemoConfig(hidden=32, layers=1, heads=2, vocab=512, synth_entities=12, pretrain_iters=4,
-                   sft_iters=3, clara_iters=(3, 3, 3), batch_size=4, clara=False)
+from conftest import REPO
+
+SMALL = DemoConfig(qa_per_chunk=2, sft_iters=3, clara_iters=(2, 2, 2), batch_size=4,
+                   eval_limit=2, eval_max_tokens=4, hrm=False)
 
 
 def test_demo_builds_every_part_then_is_left_alone(root, cli):
@@ -17,22 +37,190 @@ def test_demo_builds_every_part_then_is_left_alone(root, cli):
 
     sources = list(ws.sources_dir.iterdir())
     assert len(sources) == 1 and (sources[0] / "pages.jsonl").is_file()
-    for name in ("handbook-cpt", "handbook-sft", "handbook-stage1", "handbook-stage2",
-                 "handbook-stage3", "synth-cpt", "synth-stage3", "demo-pretrain"):
+    for name in ("handbook-qa", "handbook-cpt", "handbook-sft", "handbook-stage1",
+                 "handbook-stage2", "handbook-stage3"):
         assert (ws.datasets_dir / name / "train.jsonl").is_file(), name
-    # the pretrained model is a real mlx-lm folder, different from the random one
-    for name in ("tiny-init", "tiny"):
-        assert json.loads((ws.models_dir / name / "config.json").read_text())["model_type"] == "llama"
-    for run_id in ("demo-pretrain", "demo-handbook-sft"):
-        run = Run(ws.runs_dir / run_id)
-        assert run.status()["status"] == "completed", run_id
-        assert (run.adapters / "best" / "adapters.safetensors").is_file()
-        assert (run.path / "report.md").is_file()
-    assert Run(ws.runs_dir / "demo-handbook-sft").config()["resolved"]["model"].endswith("tiny")
+    qa = io.read_toml(ws.datasets_dir / "handbook-qa" / "dataset.toml")
+    assert qa["generator"] == "rules" and qa["report"]["golden"] == 70
+    assert (ws.models_dir / "reader" / "model.safetensors").is_file()
+    for run_id in ("demo-handbook-sft", "demo-clara-stage1", "demo-clara-stage2",
+                   "demo-clara-stage3"):
+        assert Run(ws.runs_dir / run_id).status()["status"] == "completed", run_id
+    assert Run(ws.runs_dir / "demo-handbook-sft").config()["resolved"]["model"].endswith("reader")
+    figs = figures(ws)
+    assert set(figs) == {"demo-trained", "demo-paraphrased"}
+    assert {"closed", "closed=demo-handbook-sft", "rag=demo-handbook-sft",
+            "clara=demo-clara-stage2", "clara-retrieval=demo-clara-stage3"} <= set(
+        figs["demo-trained"])
+    assert "| closed=demo-handbook-sft |" in (ws.path / "report.md").read_text()
+    doc = read_progress(ws)
+    assert doc["state"] == "done" and "chat: demo-handbook-sft" in doc["ready"]
 
     again: list[str] = []
     build_demo(root, progress=again.append, cfg=SMALL)
     assert again == []  # already built: nothing redone
-    r = cli("demo")  # finds it built and shows what it holds
+    r = cli("demo")  # finds it built and shows what it holds, and the report
     assert r.exit_code == 0, r.output
-    assert "workspace demo" in r.output and "handbook-sft" in r.output
+    assert "workspace demo" in r.output and "before and after" in r.output
+
+
+def _builder(root: Path, cfg: DemoConfig) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "clara.demo", str(root), "--config",
+                             __import__("json").dumps(__import__("dataclasses").asdict(cfg))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def test_an_interrupted_build_resumes_where_it_stopped(root):
+    from clara.workspace import Workspace
+
+    ws = Workspace(root, "demo")
+    proc = _builder(root, SMALL)
+    deadline = time.monotonic() + 240
+    while (doc := read_progress(ws) if ws.exists else None) is None or doc.get("id") != "sft":
+        assert proc.poll() is None and time.monotonic() < deadline, "never reached the SFT step"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert read_progress(ws)["state"] == "interrupted"
+    assert not demo_is_built(ws)
+    made = (ws.datasets_dir / "handbook-qa" / "dataset.toml").stat().st_mtime_ns
+    messages: list[str] = []
+    build_demo(root, progress=messages.append, cfg=SMALL)
+    assert demo_is_built(ws)
+    # the finished steps were not redone
+    assert (ws.datasets_dir / "handbook-qa" / "dataset.toml").stat().st_mtime_ns == made
+    assert not any("rules:" in m for m in messages)
+
+
+def test_the_app_opens_at_once_while_the_demo_builds(root):
+    from tests.tui_helpers import make_app, settle, wait_for
+    from tui.widgets.demo_banner import DemoBanner
+
+    tic = time.monotonic()
+    pid = start_background_build(root, SMALL)
+    assert pid and start_background_build(root, SMALL) is None  # one builder at a time
+    from clara.workspace import Workspace
+
+    ws = Workspace(root, "demo")
+
+    async def go():
+        app = make_app(root, "demo", start_mode="runs")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await settle(pilot)
+            await wait_for(pilot, lambda: app.screen.query(DemoBanner), timeout=15,
+                           what="the Runs screen")
+            banner = app.screen.query_one(DemoBanner)
+            await wait_for(pilot, lambda: "building the demo" in str(banner.render()),
+                           timeout=10, what="the build banner")
+            opened = time.monotonic() - tic
+            assert not demo_is_built(ws) and opened < 20
+            assert "ETA" in str(banner.render())
+            await pilot.press("f3")  # other modes work meanwhile
+            await settle(pilot)
+            await wait_for(pilot, lambda: demo_is_built(ws), timeout=400, what="the build")
+            await pilot.pause(1.5)
+            assert app.screen.query_one(DemoBanner).has_class("hidden") is False
+            assert "demo ready" in str(app.screen.query_one(DemoBanner).render())
+            assert app.errors == []
+
+    try:
+        asyncio.run(go())
+    finally:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert read_progress(ws)["state"] == "done"
+
+
+# -- the demo at its real size (slow) --------------------------------------------------------------
+@pytest.fixture(scope="session")
+def built_demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo-root")
+    tic = time.monotonic()
+    ws = build_demo(root, progress=lambda m: print(m, flush=True))
+    print(f"demo built in {time.monotonic() - tic:.0f} s")
+    return ws
+
+
+def _fig(ws, data: str, config: str, metric: str) -> float:
+    return figures(ws)[data][config][metric]
+
+
+@pytest.mark.slow
+def test_demo_before_and_after(built_demo):
+    """The figures measured when this was written (report.md of a default build), with margins:
+    base closed-book 0 everywhere; the SFT run closed-book 22.1% keyword on the questions it
+    trained on; with the retrieved chunks 9.5% on the paraphrased questions, where the base
+    with the same chunks scores 0 (BM25 finds the gold chunk in the top 2 for 81%)."""
+    ws = built_demo
+    print((ws.path / "report.md").read_text())
+    trained, para = "demo-trained", "demo-paraphrased"
+    sft = "demo-handbook-sft"
+    # the base knows nothing about the handbook, and cannot yet read it
+    for data in (trained, para):
+        assert _fig(ws, data, "closed", "keyword") <= 0.05
+        assert _fig(ws, data, "rag", "keyword") <= 0.05
+    # the fine-tuned reader answers questions it trained on...
+    assert _fig(ws, trained, f"closed={sft}", "keyword") >= 0.15
+    # ...and reads the retrieved chunks for paraphrased ones, where the base does not
+    assert _fig(ws, para, f"rag={sft}", "keyword") >= _fig(ws, para, "rag", "keyword") + 0.05
+    assert _fig(ws, para, "rag", "recall") >= 0.7  # BM25 top 2 holds the gold chunk
+    # CLaRa's figures are computed for both stages and stage-3 retrieval
+    for config in ("clara=demo-clara-stage2", "clara=demo-clara-stage3"):
+        assert 0 <= _fig(ws, trained, config, "keyword") <= 1
+    assert 0 <= _fig(ws, trained, "clara-retrieval=demo-clara-stage3", "recall") <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="issue 15's targets, not reached in a 5-minute build yet: SFT 22% "
+                          "keyword on trained questions (target 80%), 9.5% on paraphrases with "
+                          "retrieval (target 50%); CLaRa stage 2 at 0 from compressed chunks",
+                   strict=False)
+def test_demo_reaches_the_issue_targets(built_demo):
+    ws = built_demo
+    trained, para = "demo-trained", "demo-paraphrased"
+    sft, s2, s3 = "demo-handbook-sft", "demo-clara-stage2", "demo-clara-stage3"
+    assert _fig(ws, trained, f"closed={sft}", "keyword") >= 0.8
+    assert max(_fig(ws, para, f"{c}={sft}", "keyword") for c in ("closed", "rag")) >= 0.5
+    best_clara = max(_fig(ws, trained, f"clara={s}", "keyword") for s in (s2, s3))
+    assert best_clara >= _fig(ws, trained, "closed", "keyword") + 0.2
+    chance = 2 / 73  # top 2 of the handbook's 73 chunks
+    assert _fig(ws, trained, f"clara-retrieval={s3}", "recall") >= 3 * chance
+
+
+def _readme_examples() -> list[tuple[str, str | None]]:
+    """(command, expected text) of the README's first-session block: `# -> TEXT` expects TEXT
+    in the output."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## First session", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    out = []
+    for line in block.splitlines():
+        line = line.strip()
+        if not line.startswith("clara "):
+            continue
+        cmd, _, expect = line.partition("# ->")
+        out.append((cmd.split("  #")[0].strip(), expect.strip() or None))
+    return out
+
+
+@pytest.mark.slow
+def test_readme_first_session_examples_answer_sensibly(built_demo):
+    import shlex
+
+    from click.testing import CliRunner
+
+    from clara.cli import cli
+
+    examples = _readme_examples()
+    assert len(examples) >= 4
+    for cmd, expect in examples:
+        args = shlex.split(cmd)[1:]
+        if args and args[0] == "demo":
+            continue  # the build itself: the fixture ran it
+        r = CliRunner().invoke(cli, ["--root", str(built_demo.root), *args])
+        assert r.exit_code == 0, f"{cmd}\n{r.output}"
+        if expect:
+            assert expect.lower() in r.output.lower(), f"{cmd}: expected {expect!r}\n{r.output}"

@@ -91,6 +91,21 @@ def test_stablemax_matches_numpy():
     assert np.allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_stablemax_gradient_is_finite_at_one():
+    """Logits of exactly 1.0 (frequent in bfloat16) once gave NaN gradients through mx.where."""
+    logits = mx.array([[[1.0, -1.0, 0.0, 2.0]]])
+    labels = mx.array([[3]])
+    g = mx.grad(lambda x: stablemax_cross_entropy(x, labels).sum())(logits)
+    assert np.isfinite(np.array(g)).all()
+
+
+def test_bfloat16_training_stays_finite(sudoku4, tmp_path):
+    cfg = _cfg(sudoku4, dtype="bfloat16", iters=3, val_every=0, save_every=10)
+    (tmp_path / "r").mkdir()
+    r = Engine(HRMTask(cfg, sudoku4), cfg, tmp_path / "r").run()
+    assert r.status == "completed", r.message
+
+
 def test_only_the_last_update_carries_gradient():
     """The gradient w.r.t. the incoming carry is zero, and the parameters' gradient equals the
     one of the last L and H update alone applied to the (constant) earlier states."""
@@ -415,3 +430,15 @@ def test_tiny_model_learns_4x4_sudoku(tmp_path):
     assert res["exact_accuracy"] >= 0.9, res
     seen = {tuple(x) for x in splits["train"]["inputs"].tolist()}
     assert not any(tuple(x) in seen for x in splits["test"]["inputs"].tolist())
+
+
+def test_early_stopping_follows_exact_accuracy(tmp_path, sudoku4):
+    """best/ keeps the highest validation exact accuracy; no rise for `patience` validations
+    stops the run (a 2-step-old tiny model stays at 0 exact)."""
+    cfg = _cfg(sudoku4, iters=20, val_every=1, save_every=100, early_stopping_patience=2,
+               learning_rate=1e-6, warmup_steps=0)
+    (tmp_path / "r").mkdir()
+    r = Engine(HRMTask(cfg, sudoku4), cfg, tmp_path / "r").run()
+    assert r.reason == "early_stop" and r.step == 3 and r.best_step == 1
+    rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
+    assert [x["val_exact_accuracy"] for x in rows if "val_loss" in x] == [0.0, 0.0, 0.0]

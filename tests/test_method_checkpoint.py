@@ -52,7 +52,8 @@ def outputs(model, k=1):
     vec, _ = model.compress(b["enc_ids"], b["enc_mask"], b["enc_mem_pos"])
     ex = model.decoder_example(*prompts.rag_qa(model.config.n_mem, k, "Who?", "Alia"))
     logits = model.decode_logits(model.decoder_batch([ex], k), vec, k)
-    return np.array(vec), np.array(logits)
+    # float32 first: NumPy has no bfloat16 (the platform dtype on Metal and CUDA)
+    return np.array(vec.astype(mx.float32)), np.array(logits.astype(mx.float32))
 
 
 def test_round_trip_is_bit_identical(tiny_model_dir, tmp_path):

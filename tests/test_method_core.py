@@ -25,6 +25,11 @@ DOCS = ["Alia built the river mill in 1790.",
         "northern archive, which Cetra guarded until 1829."]
 
 
+def npf(x):
+    """A NumPy float32 copy (NumPy has no bfloat16, the platform dtype on Metal and CUDA)."""
+    return np.array(x.astype(mx.float32))
+
+
 def make(tiny_model_dir, **kw) -> ClaraModel:
     kw = {"doc_max_tokens": 32, "compression_rate": 8, "max_len": 256, **kw}
     mx.random.seed(0)
@@ -68,9 +73,10 @@ def test_n_mem_and_rates():
 
 def test_only_memory_rows_train_and_base_untouched(tiny_model_dir):
     base, _ = mlx_lm.load(str(tiny_model_dir))
-    w0 = np.array(base.model.embed_tokens.weight)
     m = make(tiny_model_dir)
     emb = m.embedding
+    dt = emb.base.weight.dtype  # the platform's (bfloat16 on a GPU): NumPy sees float32 copies
+    w0 = npf(base.model.embed_tokens.weight.astype(dt))
     assert isinstance(emb, MemoryEmbedding)
     names = set(k for k, _ in __import__("mlx.utils").utils.tree_flatten(m.trainable_parameters()))
     emb_names = {k for k in names if "embed_tokens" in k}
@@ -78,14 +84,14 @@ def test_only_memory_rows_train_and_base_untouched(tiny_model_dir):
     assert all(".adapters.compressor." in k or ".adapters.generator." in k
                for k in names - emb_names)
     # base rows are bit-identical; new rows are the mean of the base rows
-    assert np.array_equal(np.array(emb.base.weight), w0)
-    assert np.allclose(np.array(emb.memory), w0.mean(0, keepdims=True), atol=1e-7)
+    assert np.array_equal(npf(emb.base.weight), w0)
+    assert np.allclose(npf(emb.memory), w0.mean(0, keepdims=True), atol=1e-6)
     # lookup: base ids from the base table, added ids from the float rows
     ids = mx.array([[5, m.special.mem[1], m.special.sep]])
-    out = np.array(emb(ids))
+    out = npf(emb(ids))
     assert np.array_equal(out[0, 0], w0[5])
-    assert np.array_equal(out[0, 1], np.array(emb.memory[1]))
-    assert np.array_equal(out[0, 2], np.array(emb.special[2]))
+    assert np.array_equal(out[0, 1], npf(emb.memory[1].astype(dt)))
+    assert np.array_equal(out[0, 2], npf(emb.special[2].astype(dt)))
     # the tied head covers the extended vocabulary
     logits = m.lm(mx.array([[1, 2, 3]]))
     assert logits.shape[-1] == m.special.first + m.special.count
@@ -144,9 +150,12 @@ def test_encoder_layout_right_padding_and_truncation(tiny_model_dir):
     pad = ids.shape[1] - len(row0)
     assert list(ids[0]) == row0 + [s.pad] * pad
     assert list(mask[0]) == [1] * len(row0) + [0] * pad
-    # the long document is cut to doc_max_tokens, EOS and the memory tokens kept
-    assert mask[1].sum() == 1 + 1 + 8 + 1 + n and ids.shape[1] % 16 == 0
-    assert list(ids[1, mask[1].sum() - n - 1:mask[1].sum()]) == [s.eos] + list(s.mem)
+    # as the reference: <ENC> BOS doc EOS cut to doc_max_tokens + 3 (a long document loses its
+    # EOS and keeps one more document token), then the memory tokens
+    end = int(mask[1].sum())
+    assert end == 1 + 1 + 8 + 1 + n and ids.shape[1] % 16 == 0
+    assert list(ids[1, end - n:end]) == list(s.mem) and ids[1, end - n - 1] != s.eos
+    assert list(ids[1, end - n - 9:end - n]) == m.hf.encode(DOCS[1], add_special_tokens=False)[:9]
     assert (ids[np.arange(2)[:, None], pos] == np.array(s.mem)).all()
     # a document spelling a special token does not produce one
     b2 = m.encoder_batch(["see <MEM0> here"])
@@ -199,7 +208,7 @@ def test_masked_ce_equals_mean_over_supervised_tokens():
     logits = mx.array(rng.normal(size=(2, 4, 7)).astype(np.float32))
     labels = mx.array([[-100, -100, 3, 5], [-100, 2, 6, -100]])
     loss, n = masked_ce(logits, labels)
-    lp = np.array(logits) - np.log(np.exp(np.array(logits)).sum(-1, keepdims=True))
+    lp = npf(logits) - np.log(np.exp(npf(logits)).sum(-1, keepdims=True))
     want = -np.mean([lp[0, 1, 3], lp[0, 2, 5], lp[1, 0, 2], lp[1, 1, 6]])
     assert int(n) == 4 and abs(float(loss) - want) < 1e-5
 
@@ -211,12 +220,13 @@ def test_injection_per_slot_keeps_sep(tiny_model_dir):
     batch = m.decoder_batch([ex], k)
     ids, slot = np.array(batch["dec_ids"])[0], np.array(batch["slot_index"])[0]
     comp = mx.random.normal((k, n, H))
-    emb = np.array(m.inject(batch["dec_ids"], batch["slot_index"], comp, k))[0]
-    tok = np.array(m.embedding(batch["dec_ids"]))[0]
+    emb = npf(m.inject(batch["dec_ids"], batch["slot_index"], comp, k))[0]
+    tok = npf(m.embedding(batch["dec_ids"]))[0]
+    comp = comp.astype(m.embedding(batch["dec_ids"]).dtype)
     starts = np.flatnonzero(ids == m.special.mem[0])
     assert len(starts) == k
     for j, p in enumerate(starts):
-        assert np.array_equal(emb[p:p + n], np.array(comp[j]))
+        assert np.array_equal(emb[p:p + n], npf(comp[j]))
         assert ids[p + n] == m.special.sep and np.array_equal(emb[p + n], tok[p + n])
     assert np.array_equal(emb[slot < 0], tok[slot < 0])
     with pytest.raises(ClaraError, match="shape"):

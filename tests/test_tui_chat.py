@@ -165,3 +165,59 @@ def test_ticking_a_document_is_visible_and_keeps_the_conversation(chat_ws, tmp_p
             assert app.errors == []
 
     asyncio.run(go())
+
+
+@pytest.mark.timeout(120)
+def test_side_by_side_sends_one_prompt_to_the_base_and_an_adapter(chat_ws):
+    """Missing piece: ticking a run under "Side by side" answers the prompt in columns, the
+    base first, with one seed; each column keeps its own reply and statistics."""
+    from dataclasses import asdict
+
+    from clara import io
+    from clara.runs import create_run
+    from clara.train import tasks
+    from clara.train.config import EngineConfig, TrainConfig, merge_config
+    from clara.train.engine import Engine
+
+    data = chat_ws.path / "sft"
+    rows = [{"messages": [{"role": "user", "content": "Who built the mill?"},
+                          {"role": "assistant", "content": "Alia built the river mill."}]}] * 8
+    io.write_jsonl(data / "train.jsonl", rows)
+    io.write_jsonl(data / "valid.jsonl", rows[:2])
+    model = str(chat_ws.models_dir / "tiny")
+    cfg = merge_config(TrainConfig, None, {
+        "model": "tiny", "data": str(data), "iters": 2, "batch_size": 4, "max_seq_length": 64,
+        "learning_rate": 1e-2, "val_every": 2, "save_every": 2, "lora_rank": 4})
+    run = create_run(chat_ws, "lora", asdict(cfg), resolved={"model": model, "data": str(data)},
+                     name="sft-run")
+    doc = run.config()
+    Engine(tasks.create("lora", doc, run.path), EngineConfig.from_dict(doc["config"]),
+           run.path).run()
+    run.write_status(status="completed")  # as the worker process does when the engine ends
+
+    async def go():
+        app = make_app(chat_ws.root, start_mode="chat")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            screen.query_one("#chat-max-tokens").value = "6"
+            side = screen.query_one("#chat-compare", SelectionList)
+            assert "sft-run:best" in [side.get_option_at_index(i).value
+                                      for i in range(side.option_count)]
+            side.select("sft-run:best")
+            await pilot.pause()
+            screen.send("Who built the mill?")
+            await wait_for(pilot, lambda: not screen.busy, timeout=90, what="both replies")
+            titles = [str(t.render()) for t in screen.query(".side-title").results(Static)]
+            assert titles == ["base tiny", "sft-run:best"]
+            turns = list(screen.query(ChatTurn).results(ChatTurn))
+            assert len(turns) == 2
+            for turn in turns:
+                assert "tokens" in str(turn.query_one(".turn-stats", Static).render()) or \
+                    "empty reply" in str(turn.query_one(".turn-stats", Static).render())
+            assert app.errors == []
+
+    asyncio.run(go())
+    log = ChatLog(chat_ws.chats_dir).read()
+    assert len(log) == 2 and {r["settings"]["seed"] for r in log} == {0}
+    assert log[0]["adapter"] in (None, "") and "sft-run" in str(log[1]["adapter"])

@@ -26,6 +26,11 @@ def test_path_suggester_completes_files_and_folders(tmp_path):
         assert await sugg.get_suggestion(f"{tmp_path}/zz") is None
         only_jsonl = PathSuggester(suffixes=(".jsonl",))
         assert await only_jsonl.get_suggestion(f"{tmp_path}/nu") == f"{tmp_path}/numbers.jsonl"
+        # a folder and files sharing a prefix: stop at the shared part, then at the folder
+        (tmp_path / "sample").mkdir()
+        (tmp_path / "sample_qa.jsonl").write_text("{}\n")
+        assert await sugg.get_suggestion(f"{tmp_path}/sa") == f"{tmp_path}/sample"
+        assert await sugg.get_suggestion(f"{tmp_path}/sample") == f"{tmp_path}/sample/"
 
     asyncio.run(go())
 

@@ -140,3 +140,114 @@ def test_reattach_to_a_run_started_outside_the_app(ready):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _run_with(ws, name, status, checkpoint=True, kind="lora"):
+    """A run folder written through clara.runs: `status`, with or without a saved checkpoint."""
+    import os
+
+    from clara import io
+    from clara.runs import _proc_start, create_run
+
+    run = create_run(ws, kind, {"model": "tiny", "data": "notes", "iters": 4}, name=name)
+    if checkpoint:  # the files that make a folder a loadable mlx-lm adapter (clara.refs)
+        step = run.adapters / "step-2"
+        step.mkdir(parents=True)
+        io.write_json(step / "adapter_config.json", {"model": "tiny"})
+        (step / "adapters.safetensors").write_bytes(b"0")
+        (run.adapters / "best").symlink_to("step-2")
+    io.append_jsonl(run.path / "metrics.jsonl", {"step": 1, "train_loss": 2.5})
+    io.append_jsonl(run.path / "metrics.jsonl", {"step": 2, "train_loss": 2.0})
+    io.append_jsonl(run.path / "metrics.jsonl", {"step": 2, "val_loss": 2.2})
+    extra = {"pid": os.getpid(), "pid_start": _proc_start(os.getpid())} \
+        if status == "running" else {}
+    run.write_status(status=status, total_steps=4, **extra)
+    return run
+
+
+def test_pickers_offer_only_usable_checkpoints(workspace):
+    """Defect 4: a failed run without a checkpoint and a run still training are not offered as
+    adapters (Chat, Eval, Train's from_adapter); a finished run's best and steps are."""
+    from tui.screens.chat import adapter_options
+    from tui.screens.eval import config_options
+
+    _run_with(workspace, "done", "completed")
+    _run_with(workspace, "broken", "failed", checkpoint=False)
+    _run_with(workspace, "going", "running")
+    _run_with(workspace, "stage-going", "running", kind="clara-stage1")
+    assert [ref for _label, ref in adapter_options(workspace)] == ["done:best", "done:step-2"]
+    specs = [spec for _label, spec, _on in config_options(workspace)]
+    assert specs == ["closed", "rag", "closed=done"]
+
+
+def test_delete_a_run_after_confirming(workspace):
+    """Defect 4: d asks first (Esc keeps the run), y deletes its folder; a running run is
+    refused with a message and kept."""
+    _run_with(workspace, "old", "failed", checkpoint=False)
+    _run_with(workspace, "going", "running")
+
+    async def go():
+        app = make_app(workspace.root, start_mode="runs")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            table = screen.query_one("#runs", DataTable)
+            assert set(k.value for k in table.rows) == {"old", "going"}
+            screen.select_run("old")
+            await pilot.press("d")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "ConfirmDialog"
+            await pilot.press("escape")
+            await pilot.pause()
+            assert (workspace.runs_dir / "old").is_dir()
+            await pilot.press("d")
+            await pilot.pause()
+            await pilot.press("y")
+            await wait_for(pilot, lambda: "old" not in [k.value for k in table.rows],
+                           what="the run to leave the table")
+            assert not (workspace.runs_dir / "old").exists()
+            screen.select_run("going")
+            await pilot.press("d", "y")
+            await wait_for(pilot, lambda: app.errors, what="the refusal")
+            assert "stop it first" in app.errors[-1]
+            assert (workspace.runs_dir / "going").is_dir()
+
+    asyncio.run(go())
+
+
+def test_loss_plot_has_axes_and_compare_shares_one_scale(workspace):
+    """Defect 9: the Progress tab plots train and val against the step; Compare draws both runs
+    on one plot (one scale); l switches to a log axis."""
+    _run_with(workspace, "a", "completed")
+    _run_with(workspace, "b", "completed")
+
+    async def go():
+        app = make_app(workspace.root, start_mode="runs")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            screen.select_run("a")
+            plot = screen.query_one("#plot-loss")
+            await wait_for(pilot, lambda: plot.series.get("train", ([], []))[1],
+                           what="the loss plot")
+            assert plot.series["train"] == ([1.0, 2.0], [2.5, 2.0])
+            assert plot.series["val"] == ([2.0], [2.2])
+            screen.compare_with = "b"
+            await pilot.press("m")
+            cmp = screen.query_one("#plot-compare")
+            await wait_for(pilot, lambda: len(cmp.series) == 4, what="the comparison")
+            assert set(cmp.series) == {"A train", "A val", "B train", "B val"}
+            await pilot.press("l")
+            assert cmp.log_scale and plot.log_scale
+
+    asyncio.run(go())
+
+
+def test_downsampling_keeps_the_shape_and_the_last_point():
+    from tui.widgets.plot import downsample
+
+    xs = list(range(1, 10001))
+    ys = [1000.0 / x for x in xs]
+    dx, dy = downsample(xs, ys, 200)
+    assert len(dx) == 200 and dx[-1] == 10000 and dy[-1] == ys[-1]
+    assert dy == sorted(dy, reverse=True)  # still falling

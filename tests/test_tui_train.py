@@ -213,3 +213,40 @@ def test_lora_form_offers_training_datasets_and_keeps_set_choices(ready):
             assert form.query_one("#field-model").value == "tiny"
 
     asyncio.run(go())
+
+
+def test_the_form_shows_its_command_and_saves_and_loads_settings(ready):
+    """Missing piece: the `clara train ...` command of the form (what the CLI takes), settings
+    saved as TOML and loaded back into a fresh form; Enter in a field with the form not valid
+    says why beside the button (defect 7) and launches nothing."""
+    from clara import io
+
+    async def go():
+        app = make_app(ready.root, start_mode="train")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            form = screen.query_one("#form-lora")
+            form.set_value("model", "tiny")
+            form.set_value("iters", 7)
+            form.set_value("learning_rate", 0.002)
+            await settle(pilot)
+            command = str(screen.query_one("#train-command", Static).render())
+            assert command == "clara train lora -m tiny --iters 7 --learning-rate 0.002"
+            form.query_one("#field-iters").focus()
+            await pilot.press("enter")
+            await pilot.pause()
+            status = str(screen.query_one("#train-status", Static).render())
+            assert "data: is required" in status and not list_runs(ready)
+            screen.query_one("#settings-path").value = "fast.toml"
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            assert io.read_toml(ready.path / "fast.toml") == {
+                "model": "tiny", "iters": 7, "learning_rate": 0.002}
+            form.set_value("iters", 300)
+            await pilot.press("ctrl+r")
+            await settle(pilot)
+            assert form.raw_values()["iters"] == 7
+            assert "loaded 3 setting(s)" in str(screen.query_one("#train-status").render())
+
+    asyncio.run(go())

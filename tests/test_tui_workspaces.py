@@ -84,3 +84,82 @@ def test_enter_opens_the_highlighted_workspace_and_it_is_remembered(workspace):
 
     asyncio.run(go())
     assert load_recent(workspace.root)[:2] == ["zeta", "test"]
+
+
+def test_models_mode_lists_models_and_adds_one_with_its_command(workspace, tiny_model_dir):
+    """The Models mode: the table of workspace models and an action form (Add) that shows its
+    `clara model add` command and runs the library's add_model in a worker."""
+    import asyncio
+
+    from textual.widgets import DataTable, Static
+
+    from tests.tui_helpers import make_app, settle, wait_for
+
+    async def go():
+        app = make_app(workspace.root, start_mode="models")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            table = screen.query_one("#models", DataTable)
+            assert table.row_count == 0
+            form = screen.query_one("#model-form-add")
+            form.set_value("name", "tiny2")
+            form.set_value("source", str(tiny_model_dir))
+            await pilot.pause()
+            command = str(screen.query_one("#model-command", Static).render())
+            assert command == f"clara model add tiny2 {tiny_model_dir}"
+            await pilot.press("ctrl+l")
+            await wait_for(pilot, lambda: table.row_count == 1, timeout=60, what="the model")
+            assert str(table.get_row_at(0)[0]) == "tiny2"
+            assert app.errors == []
+
+    asyncio.run(go())
+
+
+def test_a_chat_log_is_not_shown_as_zero_chats(workspace):
+    import asyncio
+
+    from textual.widgets import DataTable
+
+    from tests.tui_helpers import make_app, settle
+
+    (workspace.chats_dir / "chat_log.jsonl").write_text('{"prompt": "hi"}\n')
+
+    async def go():
+        app = make_app(workspace.root)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            cell = str(app.screen.query_one("#workspaces", DataTable).get_cell("test", "chats"))
+            assert cell.startswith("log ") and cell != "0"
+
+    asyncio.run(go())
+
+
+def test_the_focused_field_is_unmistakable(workspace):
+    """Defect 1: the focus ring. A focused text field and a focused button look different from
+    their unfocused selves (background, style), not only by a faint border colour."""
+    import asyncio
+
+    from tests.tui_helpers import make_app, settle
+
+    async def go():
+        app = make_app(workspace.root, start_mode="data")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("ctrl+n")
+            await settle(pilot)
+            name = app.screen.query_one("#build-name")
+            field = app.screen.query_one("#build-form-cpt #field-chunk_tokens")
+            assert name.has_focus
+            field_before = field.styles.background
+            field.focus()
+            await pilot.pause()
+            assert field.styles.background != field_before
+            assert field.styles.text_style.bold
+            button = app.screen.query_one("#build")
+            plain = (button.styles.text_style.reverse, button.styles.outline_top)
+            button.focus()
+            await pilot.pause()
+            assert (button.styles.text_style.reverse, button.styles.outline_top) != plain
+
+    asyncio.run(go())

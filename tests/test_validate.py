@@ -159,6 +159,9 @@ def test_auto_detection_from_rows(tmp_path):
     }
     for kind, row in cases.items():
         assert detect_kind(write_lines(tmp_path / f"{kind}.jsonl", [row])) == kind
+    # one document with a question string: a gold-only stage 2 row, not stage 1
+    gold = {"question": "q", "docs": ["d"], "answer": "a"}
+    assert detect_kind(write_lines(tmp_path / "gold.jsonl", [gold])) == "stage2"
 
 
 def test_dataset_folder_and_require_valid(cli, tmp_path):

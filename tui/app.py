@@ -131,6 +131,27 @@ class ClaraApp(App):
             self.platform_info = self._fixed_platform
         else:
             self._load_platform()
+            self._warm_modes()
+
+    @work(thread=True, exclusive=True, group="warm-modes", exit_on_error=False)
+    def _warm_modes(self) -> None:
+        """Import every mode's screen module now, in the background: the first switch to a mode
+        then only composes it (the imports cost seconds on a busy machine)."""
+        for m in MODE_LIST:
+            m.screen_class()
+
+    async def action_quit(self) -> None:
+        """Quit at once. A thread worker still loading a model or writing a reply holds the
+        interpreter (and the GIL), and the orderly shutdown waited seconds for it: when one runs,
+        the terminal is restored and the process ends without waiting. Training runs are
+        processes of their own and go on."""
+        busy = [w for w in self.workers if w.is_running and isinstance(w.node, (App, Screen))
+                and not w.group.startswith("tail-") and w.group not in ("warm-modes",)]
+        if busy and self._driver is not None and not self.is_headless:
+            self._driver.stop_application_mode()
+            sys.stdout.flush()
+            os._exit(0)
+        self.exit()
 
     @work(thread=True, exclusive=True, group="platform", exit_on_error=False)
     def _load_platform(self) -> None:

@@ -31,7 +31,7 @@ MODES: list[Mode] = [
     Mode("train", "Train", "f4", "tui.screens.train:TrainScreen",
          "LoRA, CLaRa stages 1-3 and the pipeline: form, command, launch"),
     Mode("runs", "Runs", "f5", "tui.screens.runs:RunsScreen",
-         "runs and their curves, events, report; stop, resume, rename, delete, export"),
+         "runs and their curves, events, report; stop, resume, delete, export"),
     Mode("chat", "Chat", "f7", "tui.screens.chat:ChatScreen",
          "a model with an adapter or a CLaRa run; side by side"),
     Mode("eval", "Eval", "f8", "tui.screens.eval:EvalScreen",

@@ -67,10 +67,10 @@ def build_cpt_cmd(app: AppContext, name, sources, tokenizer, chunk_tokens, overl
 
 @build_group.command("sft")
 @click.argument("name")
-@click.option("--qa", required=True, type=click.Path(dir_okay=False),
-              help="QA JSONL file: rows {question, answer}.")
-@click.option("--golden", type=click.Path(dir_okay=False), default=None,
-              help="QA JSONL file whose rows always go to train, never valid.")
+@click.option("--qa", required=True, metavar="FILE|DATASET",
+              help="QA JSONL file (rows {question, answer}) or a QA dataset (data build qa).")
+@click.option("--golden", default=None, metavar="FILE|DATASET",
+              help="QA JSONL file or dataset whose rows always go to train, never valid.")
 @click.option("--general", type=click.Path(dir_okay=False), default=None,
               help="General-purpose QA to mix in (default: the shipped data/general_qa.jsonl).")
 @click.option("--no-general", is_flag=True, help="Mix in no general-purpose QA.")
@@ -96,6 +96,82 @@ def build_sft_cmd(app: AppContext, name, qa, golden, general, no_general, genera
     _done(build_sft(app.workspace(), name, cfg, force=force))
 
 
+@build_group.command("qa")
+@click.argument("name")
+@click.option("--sources", "sources", multiple=True, metavar="ID",
+              help="Source id or file name (repeat, or comma-separate); default: all imported.")
+@click.option("--model", "-m", default=None, metavar="MODEL",
+              help="Chat model that writes the questions (workspace model, folder or HF id); "
+                   "default: the rule-based generator (no model).")
+@click.option("--per-chunk", default=3, show_default=True, help="Most pairs kept per chunk.")
+@click.option("--chunk-tokens", default=128, show_default=True,
+              help="Most tokens per chunk (regex tokens, about one per word).")
+@click.option("--golden", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="QA JSONL file whose rows are always kept.")
+@click.option("--temperature", default=0.0, show_default=True,
+              help="Sampling temperature of the model (0: greedy).")
+@click.option("--max-tokens", default=384, show_default=True,
+              help="Most tokens of one model reply.")
+@click.option("--preview", default=0, metavar="N",
+              help="Print the pairs of the first N chunks and write nothing.")
+@seed_option
+@force_option
+@pass_app
+def build_qa_cmd(app: AppContext, name, sources, model, per_chunk, chunk_tokens, golden,
+                 temperature, max_tokens, preview, seed, force):
+    """Question/answer pairs generated from the sources, with provenance (source, page, chunk).
+
+    With --model, a chat model writes questions about each chunk; without one, a rule-based
+    generator writes template and cloze ("Fill in the blank") questions about sentences with
+    names, numbers, dates and quantities. Every answer must appear in its chunk (the answer or
+    all its key terms), else the pair is dropped; duplicates are dropped; golden rows are
+    always kept. The dataset feeds `data build sft|stage1|stage2|stage3 --qa NAME`.
+
+    Example: clara data build qa handbook-qa --per-chunk 4 --golden data/sample_qa.jsonl
+    """
+    from clara.data.qa import QAGenConfig, build_qa, generate_qa
+
+    cfg = QAGenConfig(sources=_sources(sources), model=model, per_chunk=per_chunk,
+                      chunk_tokens=chunk_tokens, golden=golden, temperature=temperature,
+                      max_tokens=max_tokens, seed=seed)
+    ws = app.workspace()
+    if preview:
+        result = generate_qa(ws, cfg, limit_chunks=preview)
+        for row in result.rows:
+            where = f"{row.get('source', '?')} p{row.get('page', '?')} #{row.get('chunk', '-')}"
+            click.echo(f"[{row['origin']}] {where}\n  Q: {row['question']}\n  A: {row['answer']}")
+        click.echo(result.report.line())
+        return
+    path, report = build_qa(ws, name, cfg, force=force)
+    click.echo(report.line())
+    _done(path)
+
+
+@data_group.command("read")
+@click.argument("source")
+@click.option("--find", "query", default=None, metavar="TEXT",
+              help="Print only the lines holding TEXT (case-insensitive), with their page.")
+@pass_app
+def read_cmd(app: AppContext, source, query):
+    """A source's full extracted text, page by page under `── page N ──` lines.
+
+    Example: clara data read karsholm_observatory_handbook.pdf --find ferry
+    """
+    from clara.data.reading import find_all, page_marked_text
+    from clara.data.sources import read_source
+
+    text = page_marked_text(read_source(app.workspace(), source).pages)
+    if query is None:
+        click.echo(text)
+        return
+    lines = text.split("\n")
+    matches = find_all(text, query)
+    for line in dict.fromkeys(m.line for m in matches):
+        page = next(m.page for m in matches if m.line == line)
+        click.echo(f"p{page}:{line + 1}: {lines[line]}")
+    click.echo(f"{len(matches)} match(es) of {query!r}")
+
+
 def _stage_command(stage: int):
     doc = {
         1: "CLaRa stage 1 (compressor pretraining) rows: per document chunk, a `qa` row with every "
@@ -111,8 +187,9 @@ def _stage_command(stage: int):
     }[stage]
 
     @click.argument("name")
-    @click.option("--qa", required=True, type=click.Path(dir_okay=False),
-                  help="QA JSONL: question, answer, optional keywords, source, doc (gold chunk).")
+    @click.option("--qa", required=True, metavar="FILE|DATASET",
+                  help="QA JSONL (question, answer, optional keywords, source, doc: the gold "
+                       "chunk) or a QA dataset (data build qa).")
     @click.option("--sources", "sources", multiple=True, metavar="ID",
                   help="Source to use (repeat, or comma-separate); default: all imported.")
     @click.option("--tokenizer", default=None, metavar="MODEL", help=TOKENIZER_HELP)
@@ -134,6 +211,9 @@ def _stage_command(stage: int):
     if stage == 1:
         command = click.option("--paraphrase/--no-paraphrase", default=True, show_default=True,
                                help="Add a paraphrase row per chunk.")(command)
+        command = click.option("--paraphrase-model", default=None, metavar="MODEL",
+                               help="Chat model that writes the paraphrases (default: simple "
+                                    "rewrites, no model).")(command)
     if stage == 2:
         command = click.option("--k", default=5, show_default=True,
                                help="Documents per row.")(command)

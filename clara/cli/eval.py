@@ -90,10 +90,14 @@ def with_options(fn):
                    "clara-retrieval=RUN (repeat; default: closed).")
 @click.option("--retention", type=int, default=0, show_default=True,
               help="Also ask N bundled general questions per configuration (forgetting).")
+@click.option("--chunk-tokens", type=int, default=128, show_default=True,
+              help="Words per source chunk for rag / clara retrieval.")
+@click.option("--chunk-overlap", type=int, default=16, show_default=True,
+              help="Words shared by consecutive source chunks.")
 @format_option
 @click.pass_context
 def eval_group(ctx, data, model, split, limit, top_k, max_tokens, system, think, name, configs,
-               retention, fmt):
+               retention, chunk_tokens, chunk_overlap, fmt):
     """Evaluate configurations on a QA set: EM, F1, cover-EM, keyword match, recall@k,
     latency and prompt tokens; results in evals/ID/.
 
@@ -109,7 +113,8 @@ def eval_group(ctx, data, model, split, limit, top_k, max_tokens, system, think,
     ws = app.workspace()
     cfg = EvalConfig(data=data, configs=list(configs) or ["closed"], model=model, split=split,
                      limit=limit, top_k=top_k, max_tokens=max_tokens, system=system,
-                     ban_thinking=not think, retention=retention, name=name)
+                     ban_thinking=not think, retention=retention, name=name,
+                     chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
     result = run_eval(ws, cfg, progress=_progress(fmt))
     _emit_result(result, fmt, side_by_side=len(cfg.configs) > 1)
 

@@ -136,6 +136,19 @@ class QAItem:
     """Indices of the gold chunks, filled by `locate_gold` (or given by the caller)."""
 
 
+def resolve_qa(ws: Workspace | None, ref: str | Path) -> Path:
+    """A QA file for `--qa`: a JSONL file, or a QA dataset (a workspace dataset name or folder,
+    such as `clara data build qa` writes), whose train.jsonl holds the pairs."""
+    from clara.data.datasets import resolve
+
+    path = resolve(ws, ref)
+    if path.is_dir():
+        if not (path / "train.jsonl").is_file():
+            raise ClaraError(f"{path}: a QA dataset needs train.jsonl")
+        return path / "train.jsonl"
+    return path
+
+
 def read_qa(path: str | Path) -> list[QAItem]:
     """Rows {"question", "answer", optional "keywords", "source", "doc"} of a QA JSONL file."""
     path = Path(path)
@@ -361,8 +374,8 @@ def build_sft(ws: Workspace, name: str, cfg: SftConfig, force: bool = False) -> 
     check_new(ws, name, force)
     if not 0 <= cfg.general_share < 1:
         raise ClaraError(f"--general-share must be in [0, 1), got {cfg.general_share}")
-    qa = read_qa(cfg.qa)
-    golden = read_qa(cfg.golden) if cfg.golden else []
+    qa = read_qa(resolve_qa(ws, cfg.qa))
+    golden = read_qa(resolve_qa(ws, cfg.golden)) if cfg.golden else []
     rng = random.Random(cfg.seed)
     keep, held = split_indices(len(qa), cfg.valid_share, cfg.seed)
 
@@ -406,6 +419,8 @@ class StageConfig:
         "help": "Stage 3: candidates per row (capped by the chunks available)."})
     paraphrase: bool = field(default=True, metadata={
         "help": "Stage 1: add a paraphrase row per chunk."})
+    paraphrase_model: str | None = field(default=None, metadata={
+        "help": "Stage 1: chat model that writes the paraphrases (None: simple rewrites)."})
     valid_share: float = field(default=0.1, metadata={"help": "Share held out for valid."})
     seed: int = field(default=0, metadata={"help": "Seed of the split and the doc order."})
 
@@ -431,7 +446,7 @@ def build_stage(ws: Workspace, name: str, cfg: StageConfig, force: bool = False,
     if cfg.stage not in (1, 2, 3):
         raise ClaraError(f"unknown CLaRa stage {cfg.stage} (expected 1, 2 or 3)")
     check_new(ws, name, force)
-    items = read_qa(cfg.qa)
+    items = read_qa(resolve_qa(ws, cfg.qa))
     tok = load_tokenizer(cfg.tokenizer, ws)
     docs = list(docs) if docs is not None else documents_from_sources(ws, cfg.sources)
     chunks = chunk_documents(docs, tok, cfg.doc_tokens, cfg.overlap)
@@ -440,12 +455,19 @@ def build_stage(ws: Workspace, name: str, cfg: StageConfig, force: bool = False,
     texts = [c.text for c in chunks]
     locate_gold(items, chunks, BM25(texts), cfg.qa)
     para = (lambda i: simple_paraphrase(texts[i])) if cfg.paraphrase else None
+    if cfg.paraphrase and cfg.paraphrase_model and cfg.stage == 1:
+        from clara.data.qa import model_paraphraser
+
+        write = model_paraphraser(ws, cfg.paraphrase_model)
+        para = lambda i: write(texts[i]) or simple_paraphrase(texts[i])  # noqa: E731
     splits = stage_splits(cfg, texts, items, para)
     params = {**asdict(cfg), "tokenizer": tok.name}
     if cfg.stage == 3:
         params["candidates"] = min(cfg.candidates, len(texts))
     meta = {"format": f"clara-stage{cfg.stage}", "sources": [d.id for d in docs],
             "qa": str(cfg.qa), "seed": cfg.seed, "parameters": params, "chunks": len(chunks),
-            "paraphrase": "simple (sentence rotation + rewording)" if cfg.stage == 1
+            "paraphrase": (f"model {cfg.paraphrase_model} (simple rewrite where it lost a "
+                           "number)" if cfg.paraphrase_model else
+                           "simple (sentence rotation + rewording)") if cfg.stage == 1
             and cfg.paraphrase else None}
     return write_dataset(ws, name, f"stage{cfg.stage}", splits, meta, tok, force)

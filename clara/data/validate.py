@@ -44,10 +44,11 @@ def detect_row_kind(row: Any) -> str | None:
         return "completions"
     docs = next((row[k] for k in DOC_KEYS if isinstance(row.get(k), list)), None)
     if docs is not None:
-        # one document and a question string: a stage-2 row with k = 1, not stage 1's
-        if "data_type" in row or isinstance(row.get("question"), list) or \
-                (len(docs) == 1 and not isinstance(row.get("question"), str)):
+        if "data_type" in row or isinstance(row.get("question"), list):
             return "stage1"
+        if not isinstance(row.get("question"), str) and len(docs) == 1:
+            return "stage1"
+        # a question string: stage 2 or 3 (also with one document, as a gold-only stage 2)
         return "stage2" if len(docs) <= 5 else "stage3"
     if "question" in row and "answer" in row:
         return "qa"

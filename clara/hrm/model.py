@@ -26,7 +26,9 @@ __all__ = ["HRM", "HRMConfig", "IGNORE", "act_step", "act_loss", "new_carry", "r
 # ---------------------------------------------------------------------------- losses
 def log_stablemax(x: mx.array, axis: int = -1) -> mx.array:
     """log of stablemax: s(x) = x + 1 for x >= 0, 1 / (1 - x) below; normalised over `axis`."""
-    s = mx.where(x < 0, 1.0 / (1.0 - x + 1e-30), x + 1.0)
+    # each branch sees only its own side of 0: the unused branch's 1/(1-x) would be inf at
+    # x = 1 (common with bfloat16 logits) and its gradient NaN through mx.where
+    s = mx.where(x < 0, 1.0 / (1.0 - mx.minimum(x, 0.0) + 1e-30), mx.maximum(x, 0.0) + 1.0)
     return mx.log(s / s.sum(axis=axis, keepdims=True))
 
 

@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent
 from textual.worker import Worker, WorkerState
 
+from tui.widgets.demo_banner import DemoBanner
 from tui.widgets.header import ClaraHeader, ModeBar
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class ClaraScreen(Screen):
         yield ClaraHeader()
         yield ModeBar()
         yield from self.compose_body()
+        yield DemoBanner()
         yield Footer(compact=True)
 
     # -- sub-tabs by key -------------------------------------------------------------------------
@@ -78,11 +80,33 @@ class ClaraScreen(Screen):
         yield from ()
 
     def on_mount(self) -> None:
+        import time
+
         self.watch(self.app, "workspace_name", self._workspace_changed, init=False)
+        self._resumed_at = time.monotonic()  # reload() below reads it all: no second pass
         self.reload()
 
-    def on_screen_resume(self) -> None:
-        self.on_resume()
+    RESUME_REFRESH_S = 3.0  # a mode shown again re-reads the workspace at most this often
+    _resumed_at = 0.0
+
+    _styled_for: str | None = None
+
+    def on_screen_resume(self, event) -> None:
+        """Paint first, then refresh: the refresh's workers start after the new screen is on
+        the terminal, and a mode switched to and fro quickly does not re-read everything.
+
+        Textual restyles every widget of a screen each time it is shown again (in case the
+        theme changed meanwhile): most of a mode switch's CPU time. This handler runs before
+        Screen's own, so it turns that off unless the theme did change."""
+        import time
+
+        if self._styled_for == self.app.theme:
+            event.refresh_styles = False
+        self._styled_for = self.app.theme
+        now = time.monotonic()
+        if now - self._resumed_at >= self.RESUME_REFRESH_S:
+            self._resumed_at = now
+            self.call_after_refresh(self.on_resume)
 
     def on_resume(self) -> None:
         """Called when the mode is shown again; refresh what may have changed meanwhile."""

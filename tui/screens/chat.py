@@ -186,6 +186,8 @@ class ChatScreen(ClaraScreen):
                 yield Select([], id="chat-model", prompt="choose a model", compact=True)
                 yield Label("Adapter", classes="side-label")
                 yield Select([], id="chat-adapter", prompt="none (the base)", compact=True)
+                yield Label("Side by side with the base", classes="side-label")
+                yield TickList(id="chat-compare")
                 yield Label("Documents", classes="side-label")
                 yield TickList(id="chat-docs")
                 yield Static("documents attached: none", id="chat-attached")
@@ -253,6 +255,10 @@ class ChatScreen(ClaraScreen):
                 if current in [v for _, v in options]:
                     select.value = current
         self.doc_names = {sid: name for name, sid in sources}
+        side = self.query_one("#chat-compare", SelectionList)
+        ticked = set(side.selected)
+        side.clear_options()  # LoRA checkpoints only: a CLaRa run answers from documents
+        side.add_options([(label, ref, ref in ticked) for label, ref in adapters if ":" in ref])
         docs = self.query_one("#chat-docs", SelectionList)
         picked = set(docs.selected)
         with self.prevent(SelectionList.SelectedChanged):
@@ -447,7 +453,8 @@ class ChatScreen(ClaraScreen):
         self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
 
     def on_chat_screen_done(self, event: Done) -> None:
-        self.busy = False
+        if not event.turn.has_class("side-turn"):  # side by side: busy until the last column
+            self.busy = False
         event.turn.finish(event.reply)
         self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
         self._status("saved to chats/chat_log.jsonl")
@@ -479,12 +486,65 @@ class ChatScreen(ClaraScreen):
             return None
         self.query_one("#prompt", Input).value = ""
         self.query("#chat-empty").remove()
+        side = list(self.query_one("#chat-compare", SelectionList).selected)
+        if side:
+            return self._send_side_by_side(prompt, choice, side, settings)
         turn = ChatTurn(prompt)
         self.query_one("#transcript", VerticalScroll).mount(turn)
         self.busy = True
         self._status("writing …")
         self._generate(turn, prompt, choice, settings)
         return turn
+
+    # -- side by side -----------------------------------------------------------------------------
+    def _send_side_by_side(self, prompt: str, choice: Choice, adapters: list[str], settings):
+        """The same prompt to the base and each ticked adapter, one column each, one seed (0
+        unless given), each reply's reasoning in its own collapsed block. Single-turn."""
+        import dataclasses
+
+        if settings.seed is None:
+            settings = dataclasses.replace(settings, seed=0)
+        columns = [(None, f"base {choice.model}")] + [(a, a) for a in adapters]
+        row = Horizontal(classes="side-row")
+        turns = []
+        self.query_one("#transcript", VerticalScroll).mount(row)
+        for ref, title in columns:
+            column = Vertical(classes="side-column")
+            row.mount(column)
+            column.mount(Static(title, classes="side-title", markup=False))
+            turn = ChatTurn(prompt, classes="side-turn")
+            column.mount(turn)
+            turns.append((ref, turn))
+        self.busy = True
+        self._status(f"side by side: {len(columns)} replies, seed {settings.seed} …")
+        self._generate_side(turns, prompt, choice.model, settings)
+        return turns[0][1]
+
+    @work(thread=True, group="chat", exit_on_error=False)
+    def _generate_side(self, turns, prompt: str, model: str | None, settings) -> None:
+        from clara.chat.engine import ChatEngine
+
+        try:
+            with self._lock:
+                engine = ChatEngine(self.app.workspace)
+                for ref, turn in turns:
+                    self.post_message(self.Loading(f"loading {ref or model} …"))
+                    try:
+                        session = engine.session(model if ref is None else None, ref,
+                                                 settings)
+                    finally:
+                        self.post_message(self.Loading(None))
+                    for delta in session.stream(prompt):
+                        self.post_message(self.Delta(turn, delta.text, delta.reasoning))
+                    self.post_message(self.Done(turn, session.last))
+        except BaseException as e:
+            self.app.call_from_thread(self._failed, turns[-1][1], e)
+            raise
+        self.app.call_from_thread(self._side_done, len(turns))
+
+    def _side_done(self, n: int) -> None:
+        self.busy = False
+        self._status(f"{n} replies side by side, saved to chats/chat_log.jsonl")
 
     def action_new_chat(self) -> None:
         if self.busy:

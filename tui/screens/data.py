@@ -21,6 +21,7 @@ from tui.command import command_line
 from tui.format import display_path, number, short
 from tui.screens.base import ClaraScreen
 from tui.widgets.config_form import ConfigForm
+from tui.widgets.data_qa import QAGenPanel, QARowBrowser, SourceReader
 from tui.widgets.kv import KeyValues
 from tui.widgets.path_input import PathInput
 
@@ -91,6 +92,12 @@ class DataScreen(ClaraScreen):
                     yield Label("replace a dataset of that name (--force)", classes="switch-label")
                     yield Static("", id="build-status")
                     yield Button("Build", id="build", variant="primary")
+            with TabPane("Generate QA", id="qa-tab"):
+                yield QAGenPanel(id="qa-gen")
+            with TabPane("QA rows", id="qa-rows-tab"):
+                yield QARowBrowser(id="qa-browser")
+            with TabPane("Read", id="read-tab"):
+                yield SourceReader(id="source-reader")
             with TabPane("Validate", id="validate-tab"):
                 with Horizontal(classes="toolbar"):
                     yield PathInput(id="validate-path", suffixes=(".jsonl",),
@@ -136,6 +143,13 @@ class DataScreen(ClaraScreen):
             self.query_one("#datasets", DataTable).clear()
             return
         self._load_sources()
+        self._load_datasets()
+        for widget in self.query("QARowBrowser, SourceReader"):
+            widget.reload()
+
+    @on(QARowBrowser.Changed)
+    def _qa_changed(self) -> None:
+        self.query_one(QARowBrowser).reload()
         self._load_datasets()
 
     def on_resume(self) -> None:

@@ -121,7 +121,6 @@ class EvalScreen(ClaraScreen):
         for key, title in (("id", "evaluation"), ("kind", "kind"), ("questions", "questions"),
                            ("configs", "configurations"), ("created", "created")):
             table.add_column(title, key=key)
-        super().on_mount()
 
     # -- choices and history -----------------------------------------------------------------
     def reload(self) -> None:

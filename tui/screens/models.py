@@ -190,7 +190,6 @@ class ModelsScreen(ClaraScreen):
                            ("layers", "layers"), ("hidden_size", "hidden"),
                            ("quantization", "quant"), ("bytes", "size")):
             table.add_column(title, key=key)
-        super().on_mount()
 
     def reload(self) -> None:
         self._load()

@@ -216,12 +216,16 @@ class RunsScreen(ClaraScreen):
         worker = get_current_worker()
         run = self._run(run_id)
         follower = Follower(run)
+        last_status: dict | None = None
         while not worker.is_cancelled:
             update = follower.read(events=False)
             if worker.is_cancelled:
                 return
-            self.app.call_from_thread(self._apply_progress, run_id, update.metrics,
-                                      update.status, update.reset)
+            # nothing new: no repaint
+            if update.metrics or update.reset or update.status != last_status:
+                self.app.call_from_thread(self._apply_progress, run_id, update.metrics,
+                                          update.status, update.reset)
+                last_status = update.status
             if update.status.get("status") not in ACTIVE:
                 return
             time.sleep(POLL_S)
@@ -235,7 +239,7 @@ class RunsScreen(ClaraScreen):
             self.metrics = RunMetrics()
         self.metrics.add(rows)
         m = self.metrics
-        if rows or not self.query_one("#plot-loss", MetricPlot).series:
+        if rows or reset or not self.query_one("#plot-loss", MetricPlot).series:
             self.query_one("#plot-loss", MetricPlot).set_series(m.loss_series())
         self.query_one("#spark-tps", MetricSparkline).set_values(m.series("tokens_per_second"))
         self.query_one("#spark-mem", MetricSparkline).set_values(m.series("peak_memory_gb"))

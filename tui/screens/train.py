@@ -175,7 +175,6 @@ class TrainScreen(ClaraScreen):
                 yield Button("Launch  (ctrl+l)", id="launch", variant="success")
 
     def on_mount(self) -> None:
-        super().on_mount()
         self._load_clara_forms()
 
     @work(thread=True, exclusive=True, group="train-clara-forms", exit_on_error=False)

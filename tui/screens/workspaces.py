@@ -16,6 +16,14 @@ from tui.recent import load_recent
 from tui.screens.base import ClaraScreen
 
 
+def _count(row: dict, sub: str) -> str:
+    """A subfolder's item count; the chat log is one file, not items: shown by its size."""
+    n = row.get(sub, 0)
+    if not n and row.get(f"{sub}_bytes"):
+        return f"log {human_size(row[f'{sub}_bytes'])}"
+    return str(n)
+
+
 class CreateWorkspace(ModalScreen[str | None]):
     """A form for a new workspace; the name is checked as it is typed, errors shown inline."""
 
@@ -123,7 +131,7 @@ class WorkspacesScreen(ClaraScreen):
             table.add_row(
                 "●" if row["name"] == current else "",
                 row["name"],
-                *[str(row.get(sub, 0)) for sub in SUBDIRS],
+                *[_count(row, sub) for sub in SUBDIRS],
                 human_size(row["bytes"]),
                 short(row.get("description", ""), 40),
                 key=row["name"],

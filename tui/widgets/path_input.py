@@ -34,14 +34,24 @@ class PathSuggester(Suggester):
             names = sorted(os.listdir(folder_path))
         except OSError:
             return None
+        matches = []
         for name in names:
-            if not name.startswith(stem) or name == stem or (name.startswith(".") and not stem):
+            if not name.startswith(stem) or (name.startswith(".") and not stem):
                 continue
             is_dir = (folder_path / name).is_dir()
             if not is_dir and self.suffixes and not name.lower().endswith(self.suffixes):
                 continue
-            typed_folder = value[: len(value) - len(stem)]
-            return typed_folder + name + ("/" if is_dir else "")
+            matches.append(name + ("/" if is_dir else ""))
+        typed_folder = value[: len(value) - len(stem)]
+        # as a shell does: complete what all matches share, and stop at a folder rather than
+        # jump into one of several files (`data/sa` -> `data/sample`, then `data/sample/`)
+        if len(matches) == 1:
+            return typed_folder + matches[0] if matches[0] != stem else None
+        common = os.path.commonprefix(matches)
+        if len(common) > len(stem):
+            return typed_folder + common
+        if stem + "/" in matches:
+            return typed_folder + stem + "/"
         return None
 
 
