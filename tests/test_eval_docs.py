@@ -20,8 +20,8 @@ ROWS = [{"question": "Who built the river mill?", "answer": "Alia", "docs": DOCS
 def test_rag_on_rows_with_docs_reads_them_and_progress_prints_lines(cli, workspace, tmp_path,
                                                                     tiny_model_dir):
     io.write_jsonl(tmp_path / "stage.jsonl", ROWS)
-    r = cli("-w", "test", "eval", "-d", str(tmp_path / "stage.jsonl"), "-m", str(tiny_model_dir), "-c", "rag",
-            "-c", "closed", "--top-k", "2", "--max-tokens", "2", "--name", "own-docs")
+    r = cli("-w", "test", "eval", "-d", str(tmp_path / "stage.jsonl"), "-m", str(tiny_model_dir),
+            "-c", "rag", "-c", "closed", "--top-k", "2", "--max-tokens", "2", "--name", "own-docs")
     assert r.exit_code == 0, r.output
     assert "indices must be in" not in r.output
     # not a terminal: one line per update, never a carriage-return counter
