@@ -32,7 +32,7 @@ def test_child_paths_stay_inside(workspace):
 
 
 def test_cli_create_list_show(cli, root):
-    r = cli("ws", "create", "beta", "-d", "for tests")
+    r = cli("ws", "create", "beta", "--description", "for tests")
     assert r.exit_code == 0, r.output
     assert (root / "beta" / "workspace.toml").is_file()
     (root / "beta" / "datasets" / "d1").mkdir()

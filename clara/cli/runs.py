@@ -193,7 +193,7 @@ def runs_stop(app: AppContext, run_ref: str, wait: bool):
 
 @runs_group.command("resume")
 @click.argument("run_ref", metavar="RUN")
-@click.option("--detach", "-d", is_flag=True, help="Return at once; follow with clara runs tail.")
+@click.option("--detach", is_flag=True, help="Return at once; follow with clara runs tail.")
 @click.option("--nproc", type=int, default=None,
               help="Resume on this many processes (default: as the run was started).")
 @click.option("--hosts", default=None, help="Resume across these comma-separated hosts.")

@@ -19,7 +19,7 @@ def ws_group():
 
 @ws_group.command("create")
 @click.argument("name")
-@click.option("--description", "-d", default="", help="A line saying what the workspace is for.")
+@click.option("--description", default="", help="A line saying what the workspace is for.")
 @pass_app
 def ws_create(app: AppContext, name: str, description: str):
     """Create workspace NAME under the root.
