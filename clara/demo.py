@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.workspace import Workspace, now_iso
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -189,7 +189,7 @@ def _train(ws: Workspace, run_name: str, overrides: dict, report: "Reporter"):
     follow(run, proc, report)
     status = run.status()
     if status.get("status") != "completed":
-        raise ClaraError(f"demo run {run.id} ended {status.get('status')}: "
+        raise UserError(f"demo run {run.id} ended {status.get('status')}: "
                          f"{status.get('message') or 'see ' + str(run.path / 'log.txt')}")
     return run
 
@@ -230,7 +230,7 @@ def _clara_pipeline(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
         _drop_partial(ws.runs_dir / clara_run(ws, stage), "run.toml")
     try:
         pipe = find_pipeline(ws, PIPELINE)
-    except ClaraError:
+    except UserError:
         pipe = None
     if pipe is None:
         per_stage = {s: {"iters": n} for s, n in zip(("stage1", "stage2", "stage3"),
@@ -256,7 +256,7 @@ def _clara_pipeline(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
 
     status = drive(pipe, follow=stage_follow)
     if status.get("status") != "completed":
-        raise ClaraError(f"demo pipeline {pipe.id} ended {status.get('status')}: "
+        raise UserError(f"demo pipeline {pipe.id} ended {status.get('status')}: "
                          f"{status.get('message') or ''}")
 
 
@@ -427,7 +427,7 @@ def read_progress(ws: Workspace) -> dict | None:
         return None
     try:
         doc = io.read_json(path)
-    except (ClaraError, ValueError, OSError):
+    except (UserError, ValueError, OSError):
         return None
     if doc.get("state") == "building" and not pid_alive(doc.get("pid")):
         doc["state"] = "interrupted"
@@ -535,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         del argv[i:i + 2]
     try:
         build_demo(argv[0], progress=lambda m: print(m, flush=True), cfg=cfg)
-    except ClaraError as e:
+    except UserError as e:
         print(f"error: {e}", flush=True)
         return 1
     return 0

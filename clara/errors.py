@@ -22,7 +22,7 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130  # Ctrl-C (or a run stopped on request while the command followed it)
 
 
-class ClaraError(Exception):
+class UserError(Exception):
     """An error with a message fit to show a user as it is (no traceback)."""
 
     exit_code: ExitCode = ExitCode.FAILURE
@@ -33,19 +33,19 @@ class ClaraError(Exception):
             self.exit_code = ExitCode(exit_code)
 
 
-class UsageError(ClaraError):
+class UsageError(UserError):
     """A bad option, argument, name or setting."""
 
     exit_code = ExitCode.USAGE
 
 
-class ModelError(ClaraError):
+class ModelError(UserError):
     """A model or adapter that is missing, does not load or does not fit."""
 
     exit_code = ExitCode.MODEL
 
 
-class DataError(ClaraError):
+class DataError(UserError):
     """A problem in a data file, located as `file:line: field: problem`."""
 
     exit_code = ExitCode.BAD_DATA
@@ -62,7 +62,7 @@ class DataError(ClaraError):
         return f"{where}: {self.field}: {self.problem}" if self.field else f"{where}: {self.problem}"
 
 
-class ValidationFailed(ClaraError):
+class ValidationFailed(UserError):
     """Several data problems at once; the message lists every one of them."""
 
     exit_code = ExitCode.BAD_DATA

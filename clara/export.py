@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 
 SKIP = {"step", "time", "elapsed_s"}
 
@@ -31,11 +31,11 @@ def export_tensorboard(run, out: str | Path | None = None) -> Path:
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
-        raise ClaraError("TensorBoard export needs tensorboardX: pip install 'clara[export]'"
+        raise UserError("TensorBoard export needs tensorboardX: pip install 'clara[export]'"
                          ) from None
     points = scalars(run)
     if not points:
-        raise ClaraError(f"run {run.id} has no metrics yet")
+        raise UserError(f"run {run.id} has no metrics yet")
     folder = Path(out) if out else run.path / "tensorboard"
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("events.out.tfevents.*"):
@@ -56,10 +56,10 @@ def export_wandb(run, project: str = "clara") -> str:
     try:
         import wandb
     except ImportError:
-        raise ClaraError("W&B export needs wandb: pip install wandb") from None
+        raise UserError("W&B export needs wandb: pip install wandb") from None
     points = scalars(run)
     if not points:
-        raise ClaraError(f"run {run.id} has no metrics yet")
+        raise UserError(f"run {run.id} has no metrics yet")
     wb = wandb.init(project=project, name=run.id, config=run.config().get("config", {}),
                     dir=str(run.path), reinit=True)
     try:

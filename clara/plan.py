@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from clara import io, refs
-from clara.errors import ClaraError, UsageError
+from clara.errors import UserError, UsageError
 from clara.workspace import Workspace
 
 STAGES = ("stage1", "stage2", "stage3")
@@ -159,12 +159,12 @@ def plan_stage(ws: Workspace | None, stage: str, values: dict,
     from clara.method.config import ClaraTrainConfig
 
     if stage not in STAGES:
-        raise ClaraError(f"unknown CLaRa stage {stage!r} (one of {', '.join(STAGES)})")
+        raise UserError(f"unknown CLaRa stage {stage!r} (one of {', '.join(STAGES)})")
     cfg = _merge(ClaraTrainConfig, config_file, values)
     if not cfg.model and not cfg.init_from:
-        raise ClaraError("model: is required (or --from an earlier stage)")
+        raise UserError("model: is required (or --from an earlier stage)")
     if not cfg.data:
-        raise ClaraError("data: is required")
+        raise UserError("data: is required")
     resolved: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     given = {"init_from": cfg.init_from} if cfg.init_from else {}
@@ -193,7 +193,7 @@ def plan_stage(ws: Workspace | None, stage: str, values: dict,
         else:  # the checkpoint's base; the worker checks it when it loads it
             try:
                 layers = _model_layers(ws, base)[1] if base else None
-            except ClaraError:
+            except UserError:
                 layers = None
         _check_layers("lora_layers", cfg.lora_layers, layers, base)
         if check_data:
@@ -225,10 +225,10 @@ def pipeline_datasets(ws: Workspace, prefix: str | None,
         ref = explicit.get(s)
         if ref is None:
             if not prefix:
-                raise ClaraError(f"data: give --data PREFIX or --{s} DATASET")
+                raise UserError(f"data: give --data PREFIX or --{s} DATASET")
             ref = f"{prefix}-{s}"
             if not (ws.datasets_dir / ref).is_dir():
-                raise ClaraError(f"data: no dataset {ref!r} in workspace {ws.name} (make the "
+                raise UserError(f"data: no dataset {ref!r} in workspace {ws.name} (make the "
                                  f"three with: clara data synth {prefix}, or give --{s})")
         out[s] = str(resolve_data(ws, ref))
     return out
@@ -244,11 +244,11 @@ def plan_pipeline(ws: Workspace | None, values: dict, per_stage: dict | None = N
 
     cfg = _merge(ClaraTrainConfig, config_file, values)
     if not cfg.model:
-        raise ClaraError("model: is required")
+        raise UserError("model: is required")
     per_stage = per_stage or {}
     bad = [k for o in per_stage.values() for k in (o or {}) if k not in STAGE_OVERRIDES]
     if bad:
-        raise ClaraError(f"pipeline: {bad[0]}: not a per-stage setting "
+        raise UserError(f"pipeline: {bad[0]}: not a per-stage setting "
                          f"({', '.join(STAGE_OVERRIDES)})")
     config = asdict(cfg)
     for k in ("data", "init_from", "top_k"):
@@ -258,7 +258,7 @@ def plan_pipeline(ws: Workspace | None, values: dict, per_stage: dict | None = N
                  for s in STAGES}
     data = None if ws is None else pipeline_datasets(ws, prefix, explicit)
     if not prefix and len(explicit or {}) < len(STAGES):
-        raise ClaraError("data: choose a dataset prefix (PREFIX-stage1..3)")
+        raise UserError("data: choose a dataset prefix (PREFIX-stage1..3)")
     names = {s: (explicit or {}).get(s) or f"{prefix}-{s}" for s in STAGES}
     data = data or names
     stages = {s: {"data": data[s], "dataset": names[s], "overrides": overrides[s]}

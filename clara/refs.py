@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clara.errors import ClaraError, ModelError, UsageError
+from clara.errors import UserError, ModelError, UsageError
 
 LORA, CLARA = "lora", "clara"
 ADAPTER_FILES = ("adapter_config.json", "adapters.safetensors")
@@ -133,7 +133,7 @@ def _pipeline_checkpoint(pipe, which: str | None) -> Checkpoint:
         if run is not None and run.exists:
             try:
                 return run_checkpoint(run)
-            except ClaraError:
+            except UserError:
                 continue
     raise ModelError(f"pipeline {pipe.id}: no stage has a checkpoint yet")
 
@@ -177,10 +177,10 @@ def _resolve(ws, ref: str) -> Checkpoint:
 
     try:
         run = find_run(ws, head)
-    except ClaraError as run_error:
+    except UserError as run_error:
         try:
             pipe = find_pipeline(ws, head)
-        except ClaraError:
+        except UserError:
             raise run_error from None
         return _pipeline_checkpoint(pipe, which)
     return run_checkpoint(run, which)
@@ -194,7 +194,7 @@ def checkpoint_names(run) -> list[str]:
             return []
         names = [p.name for p in run.adapters.iterdir()
                  if not p.name.startswith(".") and kind_of(p)]
-    except (ClaraError, OSError, ValueError):
+    except (UserError, OSError, ValueError):
         return []
     steps = sorted((n for n in names if n.startswith("step-")), key=lambda n: _step_number(n) or 0)
     return [n for n in ("best", "last") if n in names] + steps
@@ -215,7 +215,7 @@ def usable(ws, kind: str | None = None, run_kinds: tuple[str, ...] | None = None
             if run.status().get("status") not in SETTLED:
                 continue
             found = run_checkpoint(run)
-        except (ClaraError, OSError, ValueError):
+        except (UserError, OSError, ValueError):
             continue
         if kind is None or found.kind == kind:
             out.append(run.id)

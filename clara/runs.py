@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from clara import io
-from clara.errors import ClaraError, ExitCode
+from clara.errors import UserError, ExitCode
 from clara.workspace import Workspace, now_iso, validate_name
 
 STATUSES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
@@ -367,7 +367,7 @@ def create_run(ws: Workspace, kind: str, config: dict, resolved: dict | None = N
     run_id = validate_name(name, "run") if name else new_run_id(kind)
     path = ws.child("runs", run_id)
     if path.exists():
-        raise ClaraError(f"run {run_id!r} already exists in workspace {ws.name}")
+        raise UserError(f"run {run_id!r} already exists in workspace {ws.name}")
     world = check_world(config)  # hosts unreachable, ports in use: said before any folder
     if world:
         extra = {**(extra or {}), "distributed": world}
@@ -409,7 +409,7 @@ def find_run(ws: Workspace, ref: str) -> Run:
     runs = list_runs(ws)
     if ref == "last":
         if not runs:
-            raise ClaraError(f"no runs in workspace {ws.name}")
+            raise UserError(f"no runs in workspace {ws.name}")
         return runs[-1]
     exact = [r for r in runs if r.id == ref]
     if exact:
@@ -418,8 +418,8 @@ def find_run(ws: Workspace, ref: str) -> Run:
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise ClaraError(f"run {ref!r} is ambiguous: {', '.join(r.id for r in matches[:5])}")
-    raise ClaraError(f"no run {ref!r} in workspace {ws.name} (see: clara runs list)")
+        raise UserError(f"run {ref!r} is ambiguous: {', '.join(r.id for r in matches[:5])}")
+    raise UserError(f"no run {ref!r} in workspace {ws.name} (see: clara runs list)")
 
 
 WORKER_NICE = 10  # niceness of training workers: the app stays responsive while they train
@@ -434,7 +434,7 @@ def start_worker(run: Run, detach: bool = False, world: dict | None = None) -> s
     from clara.platform import env_with_blas
 
     if run.is_active() and run.raw_status().get("pid"):
-        raise ClaraError(f"run {run.id} is already running (pid {run.raw_status()['pid']})")
+        raise UserError(f"run {run.id} is already running (pid {run.raw_status()['pid']})")
     cfg = {**run.config().get("config", {}), **(world or {})}
     plan = None
     if any(cfg.get(k) for k in ("hosts", "hostfile")) or (cfg.get("nproc") or 1) > 1:
@@ -485,7 +485,7 @@ def wait_until_done(run: Run, timeout: float | None = None, poll: float = 0.2) -
         if update.done:
             return update.status
         if deadline is not None and time.monotonic() > deadline:
-            raise ClaraError(f"run {run.id} still {update.status.get('status')} after "
+            raise UserError(f"run {run.id} still {update.status.get('status')} after "
                              f"{timeout:.0f}s")
 
 
@@ -493,12 +493,12 @@ def delete_run(run: Run, force: bool = False) -> None:
     st = run.status()
     if st.get("status") in ACTIVE and st.get("pid"):  # queued without a worker: nothing runs
         if not force:
-            raise ClaraError(f"run {run.id} is {run.raw_status().get('status')}: "
+            raise UserError(f"run {run.id} is {run.raw_status().get('status')}: "
                              "stop it first (or pass --force)")
         request_stop(run)
         try:
             wait_until_done(run, timeout=60)
-        except ClaraError:
+        except UserError:
             pid = run.raw_status().get("pid")
             if pid and pid_alive(pid):
                 os.kill(int(pid), signal.SIGKILL)

@@ -101,7 +101,7 @@ def _disk_full(e: BaseException, folder: Path) -> bool:
 
 def _train(run, stop_requested, dist=None, watchdog=None) -> int:
     from clara import io
-    from clara.errors import DISK_FULL, ClaraError, ExitCode
+    from clara.errors import DISK_FULL, UserError, ExitCode
     from clara.runs import outcome_code
     from clara.train import tasks
     from clara.train.engine import Engine, configure_logging
@@ -159,7 +159,7 @@ def _train(run, stop_requested, dist=None, watchdog=None) -> int:
                                   message=result.message, step=result.step,
                                   total_steps=result.total_steps, best_step=result.best_step,
                                   best_val_loss=result.best_val_loss, finished=now_iso())
-    except ClaraError as e:
+    except UserError as e:
         return error(str(e), e.exit_code)
     except Exception as e:  # keep the traceback in log.txt, one line in status
         if _disk_full(e, run.path):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clara import __version__, io
-from clara.errors import ClaraError, UsageError
+from clara.errors import UserError, UsageError
 
 SUBDIRS = ("sources", "datasets", "models", "runs", "chats", "evals")
 DEFAULT_ROOT = "workspaces"
@@ -103,7 +103,7 @@ class Workspace:
         validate_name(name, kind.rstrip("s"))
         path = (self.path / kind / name).resolve()
         if self.path.resolve() not in path.parents:
-            raise ClaraError(f"{self.path / kind / name}: a link that leaves the workspace "
+            raise UserError(f"{self.path / kind / name}: a link that leaves the workspace "
                              "(refused: move the folder into the workspace instead)")
         return self.path / kind / name
 
@@ -126,7 +126,7 @@ class Workspace:
         if self.exists:
             if exist_ok:
                 return self
-            raise ClaraError(f"workspace {self.name!r} already exists at {self.path}")
+            raise UserError(f"workspace {self.name!r} already exists at {self.path}")
         for sub in SUBDIRS:
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         io.write_toml(
@@ -162,7 +162,7 @@ def open_workspace(name: str | None = None, root: str | Path | None = None,
     if not ws.exists:
         if create:
             return ws.create()
-        raise ClaraError(
+        raise UserError(
             f"no workspace {name!r} under {root} (create it with: clara ws create {name})"
         )
     return ws

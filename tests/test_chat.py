@@ -13,7 +13,7 @@ from clara.chat.engine import ChatEngine, ChatSettings
 from clara.chat.log import FIELDS
 from clara.chat.models import ModelCache, adapter_at, resolve_adapter
 from clara.chat.reasoning import Delta, ThinkSplitter, ban_bias, split
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.models.thinking import ReasoningMarkers
 from clara.workspace import Workspace
 from test_chat_helpers import make_clara_checkpoint, make_lora_adapter
@@ -212,7 +212,7 @@ def test_runs_are_adapters_with_best_last_and_steps(env, tiny_model_dir):
     assert resolve_adapter(ws, f"{run.id}:last").path.name == "step-0000004"
     assert resolve_adapter(ws, f"{run.id}:2").path.name == "step-0000002"
     assert resolve_adapter(ws, f"{run.id}:step-2").path.name == "step-0000002"
-    with pytest.raises(ClaraError, match="no checkpoint 'step-0000009'.*it has: best"):
+    with pytest.raises(UserError, match="no checkpoint 'step-0000009'.*it has: best"):
         resolve_adapter(ws, f"{run.id}:9")
     # no model given: the run's base; trained for a few steps toward the answer
     eng = ChatEngine(ws, cache=cache, log=False)
@@ -228,31 +228,31 @@ def test_missing_adapter_and_incompatible_base_fail_clearly(env, tmp_path, tiny_
     from conftest import corpus_sentences
 
     ws, a, _, _, root = env
-    with pytest.raises(ClaraError, match="adapter folder does not exist"):
+    with pytest.raises(UserError, match="adapter folder does not exist"):
         resolve_adapter(ws, str(tmp_path / "nothing-here"))
-    with pytest.raises(ClaraError, match="no run 'no-such-run'"):
+    with pytest.raises(UserError, match="no run 'no-such-run'"):
         resolve_adapter(ws, "no-such-run")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ClaraError, match="no adapter_config.json"):
+    with pytest.raises(UserError, match="no adapter_config.json"):
         adapter_at(tmp_path / "empty")
     other = build_tiny_model(tmp_path / "other", corpus_sentences(80),
                              TinyConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                         vocab_size=300))
     cache = ModelCache()
     eng = ChatEngine(None, cache=cache, log=False)
-    with pytest.raises(ClaraError, match=r"does not match the base .*hidden_size 64 vs 32"):
+    with pytest.raises(UserError, match=r"does not match the base .*hidden_size 64 vs 32"):
         eng.session(str(other), adapter=str(a))
     # without a recorded base, the shapes tell: clear error, and the base is left bare
     anon = make_lora_adapter(tmp_path / "anon", tiny_model_dir, seed=5, record_base=False)
     s = eng.session(str(other), settings=ChatSettings(max_tokens=5))
     before = s.ask("hello").tokens
-    with pytest.raises(ClaraError, match="does not fit base"):
+    with pytest.raises(UserError, match="does not fit base"):
         s.set_adapter(str(anon))
     s.set_adapter(None)
     assert s.ask("hello").tokens == before and cache.loads == 1
-    with pytest.raises(ClaraError, match="no model given"):
+    with pytest.raises(UserError, match="no model given"):
         eng.session()
-    with pytest.raises(ClaraError, match="temperature"):
+    with pytest.raises(UserError, match="temperature"):
         eng.session(str(other), settings=ChatSettings(temperature=-1))
 
 
@@ -288,10 +288,10 @@ def test_clara_run_answers_from_compressed_documents(env, tiny_model_dir):
     s.attach(DOCS, ["mill", "tower", "mine"])
     picked = s.ask(Q, select=[0, 1])
     assert picked.raw == reply.raw and picked.documents == ["mill", "tower"]
-    with pytest.raises(ClaraError, match="select: indices must be in 0..2"):
+    with pytest.raises(UserError, match="select: indices must be in 0..2"):
         s.ask(Q, select=[3])
     bare = eng.session(adapter=run.id)
-    with pytest.raises(ClaraError, match="answers from documents"):
+    with pytest.raises(UserError, match="answers from documents"):
         bare.ask(Q)
 
 

@@ -13,7 +13,7 @@ from clara.data.chunking import RegexTokenizer, chunk_text, load_tokenizer
 from clara.data.datasets import split_indices, write_dataset
 from clara.data.sources import import_files
 from clara.data.validate import require_valid
-from clara.errors import ClaraError, ValidationFailed
+from clara.errors import UserError, ValidationFailed
 
 TOPICS = [
     ("Varnholt", "glass", "1412", "the river Sel"),
@@ -75,7 +75,7 @@ def test_chunks_respect_token_bound_and_overlap():
     assert all(c.text.endswith(".") for c in chunks)
     # the whole text is covered, in order
     assert chunks[0].start == 0 and chunks[-1].end == len(text)
-    with pytest.raises(ClaraError, match="overlap"):
+    with pytest.raises(UserError, match="overlap"):
         chunk_text(text, tok, 10, 10)
 
 

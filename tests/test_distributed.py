@@ -14,7 +14,7 @@ import mlx.core as mx
 import pytest
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.runs import create_run, request_stop, start_worker, wait_until_done
 from clara.train import tasks
 from clara.train.config import EngineConfig, TrainConfig, merge_config
@@ -182,7 +182,7 @@ def test_bad_world_is_one_line_before_any_run_folder(workspace, tiny_model_dir, 
     hostfile = tmp_path / "hosts.json"
     io.write_json(hostfile, [{"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}] * 2)
     try:
-        with pytest.raises(ClaraError, match=f"port 127.0.0.1:{port} is in use"):
+        with pytest.raises(UserError, match=f"port 127.0.0.1:{port} is in use"):
             create_run(workspace, "lora", asdict(merge_config(
                 TrainConfig, None, {**base, "hostfile": str(hostfile), "dist_port": port})))
     finally:

@@ -11,7 +11,7 @@ import pytest
 from clara import io
 from clara.chat.engine import ChatEngine
 from clara.chat.models import ModelCache
-from clara.errors import ClaraError, DataError
+from clara.errors import UserError, DataError
 from clara.evaluation.qa import parse_row, read_qa_file
 from clara.evaluation.runner import EvalConfig, compare, parse_spec, run_eval, summarize
 from clara.workspace import Workspace
@@ -73,9 +73,9 @@ def test_qa_rows_in_every_format_and_located_errors(tmp_path):
     path.write_text('{"question": "Q", "answer": "A", "docs": ["d"], "pos_index": [4]}\n')
     with pytest.raises(DataError, match=r"bad.jsonl:1: pos_index"):
         read_qa_file(path)
-    with pytest.raises(ClaraError, match="kind must be one of"):
+    with pytest.raises(UserError, match="kind must be one of"):
         parse_spec("oracle")
-    with pytest.raises(ClaraError, match="needs a CLaRa run"):
+    with pytest.raises(UserError, match="needs a CLaRa run"):
         parse_spec("clara")
     assert parse_spec("closed=run-1:best").label == "closed=run-1:best"
 

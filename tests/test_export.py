@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import UserError
 
 pytest.importorskip("tensorboardX")
 
@@ -63,7 +63,7 @@ def test_export_of_a_run_without_metrics_is_refused(workspace):
     from clara.runs import create_run
 
     run = create_run(workspace, "lora", {"model": "tiny"}, name="empty")
-    with pytest.raises(ClaraError, match="no metrics yet"):
+    with pytest.raises(UserError, match="no metrics yet"):
         export_tensorboard(run)
 
 

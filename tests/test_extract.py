@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import clara.models  # noqa: F401  (registers hyperclovax with mlx-lm)
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.models.extract import extract_text
 from tests.conftest import corpus_sentences
 
@@ -225,13 +225,13 @@ def test_unsupported_text_type_is_named(tmp_path, tokenizer):
     config = json.loads(cfg_file.read_text())
     config["text_config"]["model_type"] = "qwen9_omni_talker"
     cfg_file.write_text(json.dumps(config))
-    with pytest.raises(ClaraError, match="text_config.model_type: 'qwen9_omni_talker'"):
+    with pytest.raises(UserError, match="text_config.model_type: 'qwen9_omni_talker'"):
         extract_text(tmp_path / "src", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
     config = {"model_type": "siglip_vision_model", "hidden_size": 32}
     cfg_file.write_text(json.dumps(config))
-    with pytest.raises(ClaraError, match="model_type: 'siglip_vision_model' is not supported"):
+    with pytest.raises(UserError, match="model_type: 'siglip_vision_model' is not supported"):
         extract_text(tmp_path / "src", tmp_path / "out")
 
 
@@ -243,13 +243,13 @@ def test_unknown_layout_and_missing_parts_fail_clearly(tmp_path, tokenizer):
     # Weights under a prefix no layout knows: the error lists what was found.
     mx.save_safetensors(str(src / "model.safetensors"),
                         {"backbone.decoder.embed.weight": mx.zeros((4, 4))})
-    with pytest.raises(ClaraError, match="prefixes found: backbone"):
+    with pytest.raises(UserError, match="prefixes found: backbone"):
         extract_text(src, tmp_path / "out")
     for f in src.glob("*.safetensors"):
         f.unlink()
-    with pytest.raises(ClaraError, match="no \\*.safetensors"):
+    with pytest.raises(UserError, match="no \\*.safetensors"):
         extract_text(src, tmp_path / "out")
-    with pytest.raises(ClaraError, match="no config.json"):
+    with pytest.raises(UserError, match="no config.json"):
         extract_text(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -257,7 +257,7 @@ def test_unknown_layout_and_missing_parts_fail_clearly(tmp_path, tokenizer):
 def test_missing_tokenizer_leaves_nothing(tmp_path, tokenizer):
     _write_checkpoint(tmp_path / "src", "seed-hub-vlm", tokenizer)
     (tmp_path / "src" / "tokenizer.json").unlink()
-    with pytest.raises(ClaraError, match="no tokenizer.json"):
+    with pytest.raises(UserError, match="no tokenizer.json"):
         extract_text(tmp_path / "src", tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())

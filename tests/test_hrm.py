@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from clara.errors import ClaraError, DataError
+from clara.errors import UserError, DataError
 from clara.hrm import data as D
 from clara.hrm import puzzles as P
 from clara.hrm.config import HRMConfig, HRMTrainConfig
@@ -291,7 +291,7 @@ def test_dataset_round_trip_and_errors(tmp_path):
     assert D.validate(folder)["rows"] == {"train": 15, "test": 3}
     back = D.read_split(folder, "train")
     assert np.array_equal(back["inputs"], splits["train"]["inputs"])
-    with pytest.raises(ClaraError, match="already exists"):
+    with pytest.raises(UserError, match="already exists"):
         D.write_dataset(ws, "s4", splits, meta)
     (folder / "test.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(DataError, match="test.safetensors: not a safetensors file"):
@@ -404,9 +404,9 @@ def test_puzzle_embeddings_train_with_sign_sgd(tmp_path):
 
 
 def test_bad_config_is_one_line(sudoku4):
-    with pytest.raises(ClaraError, match="num_heads: must divide hidden_size"):
+    with pytest.raises(UserError, match="num_heads: must divide hidden_size"):
         _cfg(sudoku4, hidden_size=30, num_heads=4).model_config(D.validate(sudoku4))
-    with pytest.raises(ClaraError, match="batch_size"):
+    with pytest.raises(UserError, match="batch_size"):
         HRMTask(_cfg(sudoku4, batch_size=10_000), sudoku4)
 
 

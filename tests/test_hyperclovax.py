@@ -215,7 +215,7 @@ def test_mlx_lm_cli_through_clara(tiny_hcx_dir):
     import sys
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "clara.models.register", "generate", "--model", str(tiny_hcx_dir),
+    cmd = [sys.executable, "-m", "clara.models.architectures", "generate", "--model", str(tiny_hcx_dir),
            "--prompt", "Alia", "--max-tokens", "3", "--ignore-chat-template"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

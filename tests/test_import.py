@@ -14,7 +14,7 @@ import pytest
 from clara import io
 from clara.data.pdftext import SourceError, extract_pdf
 from clara.data.sources import import_files, list_sources, read_source
-from clara.errors import ClaraError
+from clara.errors import UserError
 from conftest import DATA
 from pdfs import (blank_pdf, corrupt_pdf, encrypted_pdf, flowing_columns_pdf, image_only_pdf,
                   korean_pdf, multipage_pdf, two_column_pdf)
@@ -338,7 +338,7 @@ def test_sources_command_and_api(cli, workspace, three_pages, tmp_path):
     pdf = read_source(workspace, by_name["tolvik harbour.pdf"]["id"])
     assert read_source(workspace, "note.txt").text == "One short note."
     assert pdf.pages[1]["text"] == " ".join(PAGE_2)
-    with pytest.raises(ClaraError, match="no source 'nope'"):
+    with pytest.raises(UserError, match="no source 'nope'"):
         read_source(workspace, "nope")
 
 

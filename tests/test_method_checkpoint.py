@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from clara import io
-from clara.errors import ClaraError, DataError
+from clara.errors import UserError, DataError
 from clara.method import checkpoint, inference, prompts, synthetic
 from clara.method.config import ClaraConfig
 from clara.method.model import ClaraModel
@@ -103,9 +103,9 @@ def test_loading_rules_by_stage(tiny_model_dir, tmp_path):
     back1 = checkpoint.load(tmp_path / "s3", stage="stage1")
     assert back1.adapter_names() == ["compressor", "generator"]
     # the geometry cannot change, and a folder that is no checkpoint is refused
-    with pytest.raises(ClaraError, match="compression_rate"):
+    with pytest.raises(UserError, match="compression_rate"):
         checkpoint.load(tmp_path / "s3", stage="stage3", overrides={"compression_rate": 2})
-    with pytest.raises(ClaraError, match="not a CLaRa checkpoint"):
+    with pytest.raises(UserError, match="not a CLaRa checkpoint"):
         checkpoint.load(tmp_path)
 
 
@@ -151,7 +151,7 @@ def test_store_and_answers(tiny_model_dir, tmp_path):
     assert res.doc_ids == [f"d{i}" for i in idx]
     # a store made by another compressor is refused
     other = make(tiny_model_dir, "stage3", top_k=2)
-    with pytest.raises(ClaraError, match="another compressor"):
+    with pytest.raises(UserError, match="another compressor"):
         opened.check(other)
 
 

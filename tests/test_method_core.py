@@ -9,7 +9,7 @@ import mlx_lm
 import numpy as np
 import pytest
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.method import prompts
 from clara.method.adapters import MultiLoRALinear
 from clara.method.config import ClaraConfig
@@ -57,7 +57,7 @@ def test_memory_tokens_are_single_ids(tiny_model_dir):
     # Extending again is idempotent; a different n_mem is refused.
     _, again = extend_tokenizer(m.tokenizer, m.config.n_mem)
     assert again == m.special
-    with pytest.raises(ClaraError):
+    with pytest.raises(UserError):
         extend_tokenizer(m.tokenizer, m.config.n_mem + 1)
 
 
@@ -67,7 +67,7 @@ def test_n_mem_and_rates():
     assert ClaraConfig(doc_max_tokens=16, compression_rate=1).validate().n_mem == 16
     for bad in (dict(compression_rate=300), dict(compression_rate=0),
                 dict(doc_max_tokens=8, compression_rate=16), dict(stage="stage4")):
-        with pytest.raises(ClaraError):
+        with pytest.raises(UserError):
             ClaraConfig(**bad).validate()
 
 
@@ -229,9 +229,9 @@ def test_injection_per_slot_keeps_sep(tiny_model_dir):
         assert np.array_equal(emb[p:p + n], npf(comp[j]))
         assert ids[p + n] == m.special.sep and np.array_equal(emb[p + n], tok[p + n])
     assert np.array_equal(emb[slot < 0], tok[slot < 0])
-    with pytest.raises(ClaraError, match="shape"):
+    with pytest.raises(UserError, match="shape"):
         m.inject(batch["dec_ids"], batch["slot_index"], comp[:1], k)
-    with pytest.raises(ClaraError, match="slots"):
+    with pytest.raises(UserError, match="slots"):
         m.decoder_batch([ex], 3)
 
 

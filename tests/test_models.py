@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.models.loading import load_model
 from conftest import corpus_sentences
 
@@ -52,14 +52,14 @@ def test_add_references_a_folder_and_refuses_broken_ones(cli, workspace, tiny_mo
     res = cli("-w", "test", "model", "add", "broken", str(broken))
     assert res.exit_code == 4 and "config.json:1: invalid JSON" in res.output
     (broken / "config.json").write_text('{"hidden_size": 8}')
-    with pytest.raises(ClaraError, match="model_type: missing"):
+    with pytest.raises(UserError, match="model_type: missing"):
         load_model(str(broken))
     shutil.copy2(tiny_model_dir / "config.json", broken / "config.json")
     for f in broken.glob("model*.safetensors"):
         f.write_bytes(b"not safetensors")
-    with pytest.raises(ClaraError, match="cannot load model"):
+    with pytest.raises(UserError, match="cannot load model"):
         load_model(str(broken))
-    with pytest.raises(ClaraError, match="adapter folder does not exist"):
+    with pytest.raises(UserError, match="adapter folder does not exist"):
         load_model(str(tiny_model_dir), adapter_path=tmp_path / "no-adapter")
     assert not (workspace.models_dir / "broken").exists()
 

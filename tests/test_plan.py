@@ -9,7 +9,7 @@ import pytest
 
 from clara import io
 from clara.data.formats import parse_lora_row, read_stage_rows
-from clara.errors import ClaraError, DataError
+from clara.errors import UserError, DataError
 from clara.plan import plan_lora, plan_stage
 
 LORA_SMALL = ["--iters", "1", "--batch-size", "1", "--max-seq-length", "64"]
@@ -103,7 +103,7 @@ def test_good_plan_records_effective_values(toy, tiny_model_dir):
     assert plan.config["top_k"] == 5 or plan.config["top_k"] == len(rows[0]["docs"])
     assert "compression_rate = 4" in plan.preview()
     # the app's preview plans without reading every row, but still checks the kind
-    with pytest.raises(ClaraError, match="clara train stage2"):
+    with pytest.raises(UserError, match="clara train stage2"):
         plan_stage(toy, "stage1", {"model": str(tiny_model_dir), "data": "toy-stage2"},
                    check_data=False)
     assert plan_lora(None, {"model": "x", "data": "y", "iters": 3}).config["iters"] == 3

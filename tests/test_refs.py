@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from clara import io, refs
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.method.pipeline import create_pipeline
 from clara.runs import Run, create_run
 
@@ -64,21 +64,21 @@ def test_run_grammar(workspace, tmp_path):
     assert refs.resolve(ws, str(run.path)).path.name == "best"  # a run folder
     folder = refs.resolve(ws, str(run.adapters / "step-0000002"))
     assert folder.path.name == "step-0000002" and folder.base == "base-model"
-    with pytest.raises(ClaraError, match=r"no checkpoint 'step-0000009' \(it has: best, last"):
+    with pytest.raises(UserError, match=r"no checkpoint 'step-0000009' \(it has: best, last"):
         refs.resolve(ws, "lora-a:9")
-    with pytest.raises(ClaraError, match="not a checkpoint name"):
+    with pytest.raises(UserError, match="not a checkpoint name"):
         refs.resolve(ws, "lora-a:newest")
-    with pytest.raises(ClaraError, match="no run 'nope'"):
+    with pytest.raises(UserError, match="no run 'nope'"):
         refs.resolve(ws, "nope")
-    with pytest.raises(ClaraError, match="adapter folder does not exist"):
+    with pytest.raises(UserError, match="adapter folder does not exist"):
         refs.resolve(ws, str(tmp_path / "missing"))
-    with pytest.raises(ClaraError, match="a CLaRa checkpoint is needed here"):
+    with pytest.raises(UserError, match="a CLaRa checkpoint is needed here"):
         refs.resolve(ws, "lora-a", want=refs.CLARA)
     # a run without a best falls back to its last; with none, the status is named
     _run(ws, "lora-b", best=None)
     assert refs.resolve(ws, "lora-b").path.name == "step-0000004"
     _run(ws, "lora-c", status="failed", steps=(), best=None)
-    with pytest.raises(ClaraError, match=r"lora-c has no checkpoint yet \(status: failed\)"):
+    with pytest.raises(UserError, match=r"lora-c has no checkpoint yet \(status: failed\)"):
         refs.resolve(ws, "lora-c")
     assert _digest(ws.path) != before  # (the runs made above)
     again = _digest(ws.path)
@@ -97,11 +97,11 @@ def test_pipeline_grammar_and_pickers(workspace):
     assert refs.resolve(ws, "pp").run == "pp-stage2"  # the newest stage with a checkpoint
     assert refs.resolve(ws, "pp:stage1").label == "pp-stage1:best"
     assert refs.resolve(ws, "pp:1").kind == "clara"
-    with pytest.raises(ClaraError, match="stage3 has not started"):
+    with pytest.raises(UserError, match="stage3 has not started"):
         refs.resolve(ws, "pp:stage3")
-    with pytest.raises(ClaraError, match="stage1, stage2 or stage3"):
+    with pytest.raises(UserError, match="stage1, stage2 or stage3"):
         refs.resolve(ws, "pp:stage9")
-    with pytest.raises(ClaraError, match="mlx-lm \\(LoRA\\) adapter is needed"):
+    with pytest.raises(UserError, match="mlx-lm \\(LoRA\\) adapter is needed"):
         refs.resolve(ws, "pp", want=refs.LORA)
     _run(ws, "lora-ok")
     _run(ws, "lora-failed", status="failed")

@@ -51,9 +51,9 @@ def test_stage3_trains_the_query_reasoner_alone_unless_asked(tiny_model_dir):
     assert trained_parts(m, task_for(m, rows)) == {"query_reasoner", "generator", "memory"}
     import pytest
 
-    from clara.errors import ClaraError
+    from clara.errors import UserError
 
-    with pytest.raises(ClaraError, match="stage3_train"):
+    with pytest.raises(UserError, match="stage3_train"):
         make(tiny_model_dir, stage3_train="compressor")
 
 

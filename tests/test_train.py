@@ -12,7 +12,7 @@ import mlx.core as mx
 import pytest
 
 from clara import io
-from clara.errors import ClaraError, DataError
+from clara.errors import UserError, DataError
 from clara.runs import create_run
 from clara.train import tasks
 from clara.train.config import EngineConfig, TrainConfig, merge_config
@@ -206,7 +206,7 @@ def test_from_adapter_starts_from_earlier_weights(workspace, tiny_model_dir, dat
     assert all(mx.array_equal(own[k], v) for k, v in trained.items())
     bad = start(workspace, tiny_model_dir, data.chat, iters=1, lora_rank=4,
                 from_adapter=str(cpt.adapters / "last"))
-    with pytest.raises(ClaraError, match="shape"):
+    with pytest.raises(UserError, match="shape"):
         engine_for(bad)
 
 
@@ -260,15 +260,15 @@ def test_config_file_then_flags(tmp_path):
     cfg = merge_config(TrainConfig, f, {"iters": 9})
     assert cfg.lora_rank == 4 and cfg.iters == 9
     f.write_text('model = "m"\ndata = "d"\nlora_rnk = 4\n')
-    with pytest.raises(ClaraError, match="lora_rnk: unknown setting"):
+    with pytest.raises(UserError, match="lora_rnk: unknown setting"):
         merge_config(TrainConfig, f, {})
-    with pytest.raises(ClaraError, match="fine_tune_type"):
+    with pytest.raises(UserError, match="fine_tune_type"):
         merge_config(TrainConfig, None, {"model": "m", "data": "d", "fine_tune_type": "qlora"})
     assert EngineConfig(epochs=2, grad_accumulation_steps=2).total_steps(5) == 5
 
 
 def test_task_registry_dispatches_on_kind(tmp_path):
-    with pytest.raises(ClaraError, match="not known"):
+    with pytest.raises(UserError, match="not known"):
         tasks.create("nope", {}, tmp_path)
     seen = {}
     tasks.register("probe", lambda cfg, run_dir: seen.setdefault("args", (cfg, run_dir)))
@@ -286,5 +286,5 @@ def test_qlora_trains_on_a_quantized_base(workspace, tiny_model_dir, data, tmp_p
     assert eng.run().status == "completed"
     assert all(math.isfinite(r["train_loss"]) for r in train_rows(run))
     full = start(workspace, q, data.chat, fine_tune_type="full")
-    with pytest.raises(ClaraError, match="non-quantized"):
+    with pytest.raises(UserError, match="non-quantized"):
         engine_for(full)

@@ -6,7 +6,7 @@ import asyncio
 
 from textual.widgets import DataTable
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.workspace import Workspace
 from tests.tui_helpers import make_app, settle, wait_for
 
@@ -135,7 +135,7 @@ def test_sub_tabs_change_by_key(workspace):
 
 
 def test_worker_failure_opens_a_dialog_and_the_app_keeps_running(workspace):
-    """A ClaraError raised in a screen's worker reaches the one handler; the app goes on."""
+    """A UserError raised in a screen's worker reaches the one handler; the app goes on."""
     messages = []
 
     async def go():
@@ -145,7 +145,7 @@ def test_worker_failure_opens_a_dialog_and_the_app_keeps_running(workspace):
             screen = app.screen
 
             def fail():
-                raise ClaraError("data/x.jsonl:3: text: missing")
+                raise UserError("data/x.jsonl:3: text: missing")
 
             screen.run_worker(fail, thread=True, exit_on_error=False)
             await wait_for(pilot, lambda: app.errors, what="the error dialog")

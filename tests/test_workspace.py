@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.workspace import SUBDIRS, Workspace, list_workspaces, validate_name
 
 
@@ -12,14 +12,14 @@ def test_create_makes_layout_and_toml(root):
         assert (ws.path / sub).is_dir()
     meta = ws.meta()
     assert meta["name"] == "alpha" and meta["description"] == "first"
-    with pytest.raises(ClaraError, match="already exists"):
+    with pytest.raises(UserError, match="already exists"):
         Workspace(root, "alpha").create()
 
 
 @pytest.mark.parametrize("bad", ["", "..", "../x", "a/b", "a\\b", ".hidden", "x..y", "/abs",
                                  "name with space", "é" * 3])
 def test_names_that_escape_or_hide_are_refused(root, bad):
-    with pytest.raises(ClaraError):
+    with pytest.raises(UserError):
         validate_name(bad)
     assert list(root.iterdir()) == []
 
@@ -27,7 +27,7 @@ def test_names_that_escape_or_hide_are_refused(root, bad):
 def test_child_paths_stay_inside(workspace):
     assert workspace.child("datasets", "cpt-1").parent == workspace.datasets_dir
     for bad in ["..", "../../etc", "a/b"]:
-        with pytest.raises(ClaraError):
+        with pytest.raises(UserError):
             workspace.child("runs", bad)
 
 

@@ -10,9 +10,9 @@ PLATFORM = {"backend": "cpu", "dtype": "float32",
 
 
 def make_app(root, workspace="test", **kwargs):
-    from tui.app import ClaraApp
+    from tui.app import WorkbenchApp
 
-    app = ClaraApp(root, workspace, platform_info=PLATFORM, **kwargs)
+    app = WorkbenchApp(root, workspace, platform_info=PLATFORM, **kwargs)
     app.animation_level = "none"  # tab underlines and scrolling land at once: stable snapshots
     return app
 

@@ -25,7 +25,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import WorkerFailed
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.workspace import Workspace, list_workspaces
 from tui.modes import MODES as MODE_LIST
 from tui.recent import load_recent, remember
@@ -41,7 +41,7 @@ class WorkspaceCommands(Provider):
     """Command palette: `open workspace NAME` for every workspace under the root."""
 
     def _commands(self) -> list[tuple[str, str, str]]:
-        app: ClaraApp = self.app  # type: ignore[assignment]
+        app: WorkbenchApp = self.app  # type: ignore[assignment]
         recent = load_recent(app.root)
         names = [w.name for w in list_workspaces(app.root)]
         names.sort(key=lambda n: (recent.index(n) if n in recent else len(recent), n))
@@ -60,7 +60,7 @@ class WorkspaceCommands(Provider):
                           help=help_text)
 
 
-class ClaraApp(App):
+class WorkbenchApp(App):
     """The workbench over the workspaces under `root`."""
 
     CSS_PATH = "app.tcss"
@@ -95,7 +95,7 @@ class ClaraApp(App):
         self._fixed_platform = platform_info
         self.errors: list[str] = []  # every message shown by show_error, for tests and logs
         self.follow_run: str | None = None  # a run the Runs screen should select when it appears
-        self.set_reactive(ClaraApp.workspace_name, workspace or "")
+        self.set_reactive(WorkbenchApp.workspace_name, workspace or "")
 
     # -- workspace --------------------------------------------------------------------------
     @property
@@ -111,7 +111,7 @@ class ClaraApp(App):
         try:
             ws = Workspace(self.root, name)
             if not ws.exists:
-                raise ClaraError(f"no workspace {name!r} under {self.root}")
+                raise UserError(f"no workspace {name!r} under {self.root}")
             remember(self.root, name)
         except Exception as e:  # noqa: BLE001 - every failure goes to the one handler
             self.show_error(e)
@@ -162,13 +162,13 @@ class ClaraApp(App):
 
     # -- the one error handler ----------------------------------------------------------------
     def show_error(self, error: BaseException | str, title: str | None = None) -> None:
-        """Open an error dialog. A ClaraError shows its one-line message; anything else also its
+        """Open an error dialog. A UserError shows its one-line message; anything else also its
         type, and its traceback goes to the log. The app keeps running."""
         if isinstance(error, WorkerFailed):
             error = error.error
         if isinstance(error, str):
             message = error
-        elif isinstance(error, ClaraError):
+        elif isinstance(error, UserError):
             message = str(error)
         else:
             message = f"{type(error).__name__}: {error}"
@@ -218,7 +218,7 @@ def run_app(root: Path, workspace: str | None = None) -> None:
     Quitting does not wait for thread workers still loading a model or writing a reply (asyncio
     would join them, and Python again at exit: seconds): once the terminal is restored the
     process ends. Training runs are processes of their own and go on."""
-    app = ClaraApp(root=root, workspace=workspace)
+    app = WorkbenchApp(root=root, workspace=workspace)
     app.run(loop=asyncio.new_event_loop())
     sys.stdout.flush()
     sys.stderr.flush()

@@ -25,7 +25,7 @@ from clara.chat.log import ChatLog
 from clara.chat.models import AdapterRef, ClaraEntry, ModelCache, default_cache, resolve_adapter
 from clara.chat.reasoning import (Delta, ThinkSplitter, ban_bias, off_template_kwargs,
                                   reasoning_markers, split)
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.workspace import Workspace, now_iso
 
 RAG_SYSTEM = "Answer the question using the context. Answer as briefly as possible."
@@ -55,13 +55,13 @@ class ChatSettings:
 
     def validate(self) -> "ChatSettings":
         if self.temperature < 0:
-            raise ClaraError(f"temperature: {self.temperature} must be >= 0")
+            raise UserError(f"temperature: {self.temperature} must be >= 0")
         if not 0 < self.top_p <= 1:
-            raise ClaraError(f"top_p: {self.top_p} must be in (0, 1]")
+            raise UserError(f"top_p: {self.top_p} must be in (0, 1]")
         if self.max_tokens < 1:
-            raise ClaraError(f"max_tokens: {self.max_tokens} must be at least 1")
+            raise UserError(f"max_tokens: {self.max_tokens} must be at least 1")
         if self.top_k is not None and self.top_k < 1:
-            raise ClaraError(f"top_k: {self.top_k} must be at least 1")
+            raise UserError(f"top_k: {self.top_k} must be at least 1")
         return self
 
     @property
@@ -150,14 +150,14 @@ class ChatSession:
         if self.is_clara:
             self._attach(entry)
         elif self._store_path is not None:
-            raise ClaraError("a compressed-document store needs a CLaRa checkpoint as adapter")
+            raise UserError("a compressed-document store needs a CLaRa checkpoint as adapter")
 
     def attach(self, documents: Sequence[str], doc_ids: Sequence[str] | None = None) -> None:
         """Attach documents (replacing any): a CLaRa checkpoint compresses them now, once."""
         self._docs = list(documents)
         self._doc_ids = list(doc_ids) if doc_ids else [str(i) for i in range(len(self._docs))]
         if len(self._doc_ids) != len(self._docs):
-            raise ClaraError("one document id per document")
+            raise UserError("one document id per document")
         self._store_path = None
         self._compressed = None
         if self.is_clara:
@@ -219,7 +219,7 @@ class ChatSession:
         import mlx.core as mx
 
         if not prompt or not prompt.strip():
-            raise ClaraError("the prompt is empty")
+            raise UserError("the prompt is empty")
         s = self.settings
         if s.seed is not None:
             mx.random.seed(s.seed)
@@ -263,7 +263,7 @@ class ChatSession:
     def _select(self, select: Sequence[int] | None) -> None:
         n = len(self._compressed[1]) if self._compressed is not None else len(self._docs)
         if select is not None and not all(0 <= i < n for i in select):
-            raise ClaraError(f"select: indices must be in 0..{n - 1} (attached documents)")
+            raise UserError(f"select: indices must be in 0..{n - 1} (attached documents)")
 
     def _responses(self, prompt, documents, doc_ids, select=None):
         """(GenerationResponse iterator, document ids used, retrieved indices, user text)."""
@@ -300,7 +300,7 @@ class ChatSession:
         model = self.entry.model
         if documents is not None:
             if not documents:
-                raise ClaraError("no documents to answer from")
+                raise UserError("no documents to answer from")
             vectors = inference.compress_documents(model, list(documents))
             ids = list(doc_ids) if doc_ids else [str(i) for i in range(len(documents))]
         elif self._compressed is not None:
@@ -308,7 +308,7 @@ class ChatSession:
             if select is not None:
                 vectors, ids = vectors[mx.array(list(select))], [ids[i] for i in select]
         else:
-            raise ClaraError("a CLaRa checkpoint answers from documents: attach some "
+            raise UserError("a CLaRa checkpoint answers from documents: attach some "
                              "(--doc FILE, --sources or --store)")
         vectors, retrieved, self._scores = inference.select(model, prompt, vectors, s.top_k)
         if retrieved is not None:
@@ -347,7 +347,7 @@ class ChatEngine:
         ref = resolve_adapter(self.ws, adapter) if isinstance(adapter, str) else adapter
         if model is None:
             if ref is None or not ref.base:
-                raise ClaraError("no model given (and no adapter that names its base model)")
+                raise UserError("no model given (and no adapter that names its base model)")
             return model_source(self.ws, ref.base), ref.base, ref
         return model_source(self.ws, model), model, ref
 

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.refs import Checkpoint, _read_json, checkpoint_at, resolve
 
 # Config keys that must agree between an adapter's base and the base it is put on.
@@ -41,7 +41,7 @@ def check_compatible(adapter: AdapterRef, base_source: str, base_config: dict) -
     diffs = [f"{k} {trained.get(k)} vs {base_config.get(k)}" for k in SHAPE_KEYS
              if trained.get(k) != base_config.get(k)]
     if diffs:
-        raise ClaraError(f"{adapter.label}: trained on {adapter.base}, which does not match the "
+        raise UserError(f"{adapter.label}: trained on {adapter.base}, which does not match the "
                          f"base {base_source} ({'; '.join(diffs)})")
 
 
@@ -162,7 +162,7 @@ class ModelCache:
                 self._restore(entry)
                 lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
                 detail = "; ".join(lines[:3]) or type(e).__name__
-                raise ClaraError(f"{adapter.label}: does not fit base {entry.loaded.source}: "
+                raise UserError(f"{adapter.label}: does not fit base {entry.loaded.source}: "
                                  f"{detail}") from None
             self._cast_new(entry)
             model.eval()
@@ -212,8 +212,8 @@ class ModelCache:
             try:
                 model = checkpoint.load(adapter.path, inference=True, lm=loaded.model,
                                         tokenizer=loaded.tokenizer)
-            except ClaraError as e:
-                raise ClaraError(f"{adapter.label}: does not fit base {source}: {e}") from None
+            except UserError as e:
+                raise UserError(f"{adapter.label}: does not fit base {source}: {e}") from None
             entry = ClaraEntry(model, source, adapter, time.perf_counter() - tic)
             self._put(key, entry)
         self._entries.move_to_end(key)

@@ -14,13 +14,13 @@ import click
 
 from clara import __version__
 from clara.cli.common import AppContext
-from clara.errors import ClaraError, ExitCode, os_error_message
+from clara.errors import UserError, ExitCode, os_error_message
 
 
-class ClaraGroup(click.Group):
+class CliGroup(click.Group):
     """Turns every error into a one-line message and its `ExitCode`, never a traceback.
 
-    `ClaraError`s carry their code; an OS error (a full disk, a folder where a file was wanted)
+    `UserError`s carry their code; an OS error (a full disk, a folder where a file was wanted)
     names its file; anything unexpected prints one line and leaves the traceback in a log file.
     """
 
@@ -32,7 +32,7 @@ class ClaraGroup(click.Group):
             fail(e.format_message() + hint, ExitCode.USAGE)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except ClaraError as e:
+        except UserError as e:
             fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", ExitCode.INTERRUPTED)
@@ -70,7 +70,7 @@ def crash_log() -> str:
     return "(no log: nowhere to write)"
 
 
-@click.group(cls=ClaraGroup, invoke_without_command=True,
+@click.group(cls=CliGroup, invoke_without_command=True,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--root", envvar="CLARA_HOME", type=click.Path(file_okay=False), default=None,
               help="Folder that holds the workspaces (env CLARA_HOME, default ./workspaces).")

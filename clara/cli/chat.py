@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from clara.cli.common import AppContext, format_option, pass_app
-from clara.errors import ClaraError
+from clara.errors import UserError
 
 HELP = """Commands: /reset (forget the conversation), /adapter REF|none (switch adapter, base
 stays loaded), /think show|hide|ban, /temp T, /quit (or Ctrl-D)."""
@@ -141,12 +141,12 @@ def chat(app: AppContext, model, adapter, prompt, temperature, top_p, max_tokens
                     session.settings.validate()
                 else:
                     click.echo(HELP)
-            except (ClaraError, ValueError) as e:
+            except (UserError, ValueError) as e:
                 click.secho(f"error: {e}", fg="red", err=True)
             continue
         try:
             _print_stream(session, line)
-        except ClaraError as e:
+        except UserError as e:
             click.secho(f"error: {e}", fg="red", err=True)
 
 

@@ -9,7 +9,7 @@ import click
 from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
 from clara.cli.data import data_group
 from clara.data import validate as V
-from clara.errors import ClaraError, ExitCode
+from clara.errors import UserError, ExitCode
 
 TOKENIZER_HELP = ("Workspace model name or local model folder whose tokenizer counts tokens "
                   "(default: the regex tokenizer, one token per word or punctuation mark).")
@@ -90,7 +90,7 @@ def build_sft_cmd(app: AppContext, name, qa, golden, general, no_general, genera
     from clara.data.builders import GENERAL_QA, SftConfig, build_sft
 
     if no_general and general:
-        raise ClaraError("give --general FILE or --no-general, not both")
+        raise UserError("give --general FILE or --no-general, not both")
     cfg = SftConfig(qa, golden, None if no_general else (general or str(GENERAL_QA)),
                     general_share, system, valid_share, seed)
     _done(build_sft(app.workspace(), name, cfg, force=force))
@@ -292,7 +292,7 @@ def validate_cmd(app: AppContext, path, kind):
 def _maybe_workspace(app: AppContext):
     try:
         return app.workspace()
-    except ClaraError:
+    except UserError:
         return None
 
 

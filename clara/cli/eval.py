@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
-from clara.errors import ClaraError
+from clara.errors import UserError
 
 
 def _progress(fmt: str):
@@ -140,7 +140,7 @@ def eval_compare(app: AppContext, data, model, split, limit, top_k, max_tokens, 
     if not data:
         raise click.UsageError("--data is required")
     if not adapters and not configs:
-        raise ClaraError("nothing to compare: give --adapter (repeat) or --config")
+        raise UserError("nothing to compare: give --adapter (repeat) or --config")
     ws = app.workspace()
     result = compare(ws, data, list(adapters), model=model, configs=list(configs),
                      retention=retention, progress=_progress(fmt), split=split, limit=limit,

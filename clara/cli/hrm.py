@@ -41,10 +41,10 @@ def _with(options):
 
 
 def _check_counts(n_train, n_test, augment):
-    from clara.errors import ClaraError
+    from clara.errors import UserError
 
     if n_train < 1 or n_test < 0 or augment < 0:
-        raise ClaraError("--train must be >= 1, --test and --augment >= 0")
+        raise UserError("--train must be >= 1, --test and --augment >= 0")
 
 
 def _target(app: AppContext, name: str, force: bool):
@@ -143,14 +143,14 @@ def puzzles_import(app: AppContext, name, source, fmt, force):
 def puzzles_show(app: AppContext, name, split, index):
     """Print one puzzle and its solution."""
     from clara.data.datasets import resolve
-    from clara.errors import ClaraError
+    from clara.errors import UserError
     from clara.hrm import data as D
 
     folder = resolve(app.workspace(), name)
     meta = D.validate(folder)
     a = D.read_split(folder, split)
     if not 0 <= index < len(a["inputs"]):
-        raise ClaraError(f"--index: {index} is outside 0..{len(a['inputs']) - 1}")
+        raise UserError(f"--index: {index} is outside 0..{len(a['inputs']) - 1}")
     click.echo(D.render(a["inputs"][index], meta))
     click.echo(f"\nsolution (difficulty {int(a['difficulty'][index])}):")
     click.echo(D.render(a["labels"][index], meta))

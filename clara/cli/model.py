@@ -7,7 +7,7 @@ import json
 import click
 
 from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.io import human_size
 
 _COLUMNS = [("name", "NAME"), ("kind", "KIND"), ("model_type", "TYPE"), ("layers", "LAYERS"),
@@ -77,10 +77,10 @@ def model_init_tiny(app: AppContext, name, dataset, hidden, layers, heads, kv_he
                      num_key_value_heads=kv_heads, vocab_size=vocab, seed=seed).validate()
     out = ws.child("models", name)
     if out.exists():
-        raise ClaraError(f"model {name!r} already exists in workspace {ws.name}")
+        raise UserError(f"model {name!r} already exists in workspace {ws.name}")
     texts = dataset_texts(resolve_data(ws, dataset))
     if not texts:
-        raise ClaraError(f"dataset {dataset!r} has no text to train a tokenizer on")
+        raise UserError(f"dataset {dataset!r} has no text to train a tokenizer on")
     build_tiny_model(out, texts, cfg)
     info = json.loads((out / "clara_tiny.json").read_text())
     click.echo(f"built model {name}: {info['parameters']:,} parameters, vocab {info['vocab_size']}"
@@ -131,12 +131,12 @@ def model_fuse(app: AppContext, name, run_ref, adapter, base, dequantize):
 
     ws = app.workspace()
     if bool(run_ref) == bool(adapter):
-        raise ClaraError("give exactly one of --run RUN or --adapter FOLDER")
+        raise UserError("give exactly one of --run RUN or --adapter FOLDER")
     found = resolve(ws, run_ref or adapter, want=LORA)
     folder = found.path
     if base is None:
         if not run_ref:
-            raise ClaraError("--base is needed with --adapter")
+            raise UserError("--base is needed with --adapter")
         base = found.base
     dst = fuse_adapter(model_source(ws, base), folder, ws.child("models", name), dequantize)
     click.echo(f"fused {folder} into {base} -> model {name} ({dst})")

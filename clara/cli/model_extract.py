@@ -23,13 +23,13 @@ def model_extract_text(app: AppContext, src: str, name: str, fmt: str):
 
     Example: clara model extract-text ~/hf/HyperCLOVAX-SEED-Think-32B seed-32b-text
     """
-    from clara.errors import ClaraError
+    from clara.errors import UserError
     from clara.models.extract import extract_text
 
     ws = app.workspace()
     dest = ws.child("models", name)
     if dest.exists():
-        raise ClaraError(f"model {name!r} already exists in workspace {ws.name}")
+        raise UserError(f"model {name!r} already exists in workspace {ws.name}")
     report = extract_text(src, dest).to_dict()
     report["name"] = name
     if fmt == "json":

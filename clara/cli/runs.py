@@ -8,7 +8,7 @@ import json
 import click
 
 from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
-from clara.errors import ClaraError, ExitCode
+from clara.errors import UserError, ExitCode
 from clara.runs import (ACTIVE, Follower, Run, delete_run, find_run, list_runs, outcome_code,
                         request_stop, start_worker)
 
@@ -70,7 +70,7 @@ def report_outcome(run: Run, status: dict) -> None:
         click.echo(f"last checkpoint: {run.adapters / 'last'}")
     code = outcome_code(status)
     if code != ExitCode.OK:
-        raise ClaraError(f"run {run.id} {status.get('status')}: {status.get('message')}",
+        raise UserError(f"run {run.id} {status.get('status')}: {status.get('message')}",
                          exit_code=code)
 
 
@@ -183,7 +183,7 @@ def runs_stop(app: AppContext, run_ref: str, wait: bool):
 
     run = find_run(app.workspace(), run_ref)
     if not request_stop(run):
-        raise ClaraError(f"run {run.id} is not running ({run.status().get('status')})")
+        raise UserError(f"run {run.id} is not running ({run.status().get('status')})")
     if not wait:
         click.echo(f"asked run {run.id} to stop")
         return
@@ -211,9 +211,9 @@ def runs_resume(app: AppContext, run_ref: str, detach: bool, nproc, hosts, hostf
     run = find_run(app.workspace(), run_ref)
     st = run.status()
     if st.get("status") in ACTIVE:
-        raise ClaraError(f"run {run.id} is {st.get('status')}: nothing to resume")
+        raise UserError(f"run {run.id} is {st.get('status')}: nothing to resume")
     if st.get("status") == "completed":
-        raise ClaraError(f"run {run.id} is completed: nothing to resume")
+        raise UserError(f"run {run.id} is completed: nothing to resume")
     world = {k: v for k, v in (("nproc", nproc), ("hosts", hosts), ("hostfile", hostfile),
                                ("backend", backend)) if v is not None}
     if nproc is not None or hosts or hostfile:  # a new place: the run's own does not apply

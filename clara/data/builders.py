@@ -27,7 +27,7 @@ from clara import io
 from clara.data import validate
 from clara.data.chunking import TokenCounter, chunk_text, load_tokenizer, split_sentences
 from clara.data.datasets import check_new, split_indices, write_dataset
-from clara.errors import ClaraError, DataError, ValidationFailed
+from clara.errors import UserError, DataError, ValidationFailed
 from clara.workspace import Workspace
 
 GENERAL_QA = Path(__file__).resolve().parents[2] / "data" / "general_qa.jsonl"
@@ -61,7 +61,7 @@ def documents_from_sources(ws: Workspace, ids: Sequence[str] | None = None) -> l
 
     sources = [read_source(ws, i) for i in ids] if ids else list_sources(ws)
     if not sources:
-        raise ClaraError(f"workspace {ws.name} has no imported sources (see: clara data import)")
+        raise UserError(f"workspace {ws.name} has no imported sources (see: clara data import)")
     return [Document(s.id, s.text, [{"page": p["page"], "start": p["start"], "end": p["end"]}
                                     for p in s.pages], s.name) for s in sources]
 
@@ -144,7 +144,7 @@ def resolve_qa(ws: Workspace | None, ref: str | Path) -> Path:
     path = resolve(ws, ref)
     if path.is_dir():
         if not (path / "train.jsonl").is_file():
-            raise ClaraError(f"{path}: a QA dataset needs train.jsonl")
+            raise UserError(f"{path}: a QA dataset needs train.jsonl")
         return path / "train.jsonl"
     return path
 
@@ -153,7 +153,7 @@ def read_qa(path: str | Path) -> list[QAItem]:
     """Rows {"question", "answer", optional "keywords", "source", "doc"} of a QA JSONL file."""
     path = Path(path)
     if not path.is_file():
-        raise ClaraError(f"no QA file {path}")
+        raise UserError(f"no QA file {path}")
     errors = validate.validate_file(path, "qa")
     if errors:
         raise ValidationFailed(errors)
@@ -164,7 +164,7 @@ def read_qa(path: str | Path) -> list[QAItem]:
                             list(row.get("keywords") or []), row.get("source"),
                             [doc] if isinstance(doc, str) else list(doc or []), line))
     if not items:
-        raise ClaraError(f"{path}: no QA rows")
+        raise UserError(f"{path}: no QA rows")
     return items
 
 
@@ -316,7 +316,7 @@ def retrieval_row(item: QAItem, chunk_texts: Sequence[str], bm25: BM25, n_docs: 
         (clean if ok else dirty).append(i)
     chosen = gold + (clean + dirty)[:need]
     if len(chosen) < n_docs:
-        raise ClaraError(f"{n_docs} documents per row need at least {n_docs} chunks; "
+        raise UserError(f"{n_docs} documents per row need at least {n_docs} chunks; "
                          f"only {len(chosen)} are available")
     order = list(range(n_docs))
     rng.shuffle(order)
@@ -346,7 +346,7 @@ def build_cpt(ws: Workspace, name: str, cfg: CptConfig, force: bool = False,
     docs = list(docs) if docs is not None else documents_from_sources(ws, cfg.sources)
     chunks = chunk_documents(docs, tok, cfg.chunk_tokens, cfg.overlap)
     if not chunks:
-        raise ClaraError("the sources hold no text to chunk")
+        raise UserError("the sources hold no text to chunk")
     rows = cpt_rows(chunks)
     train, valid = split_indices(len(rows), cfg.valid_share, cfg.seed)
     meta = {"format": "text", "sources": [d.id for d in docs], "seed": cfg.seed,
@@ -373,7 +373,7 @@ def build_sft(ws: Workspace, name: str, cfg: SftConfig, force: bool = False) -> 
     """Chat rows from QA pairs; golden rows always train; a share of general QA mixed in."""
     check_new(ws, name, force)
     if not 0 <= cfg.general_share < 1:
-        raise ClaraError(f"--general-share must be in [0, 1), got {cfg.general_share}")
+        raise UserError(f"--general-share must be in [0, 1), got {cfg.general_share}")
     qa = read_qa(resolve_qa(ws, cfg.qa))
     golden = read_qa(resolve_qa(ws, cfg.golden)) if cfg.golden else []
     rng = random.Random(cfg.seed)
@@ -388,7 +388,7 @@ def build_sft(ws: Workspace, name: str, cfg: SftConfig, force: bool = False) -> 
     if cfg.general and cfg.general_share > 0:
         path = Path(cfg.general)
         if not path.is_file():
-            raise ClaraError(f"no general QA file {path} (give --general FILE or --no-general)")
+            raise UserError(f"no general QA file {path} (give --general FILE or --no-general)")
         pool = read_qa(path)
         want = round(cfg.general_share * len(train) / (1 - cfg.general_share))
         picked = sorted(rng.sample(range(len(pool)), min(want, len(pool))))
@@ -444,14 +444,14 @@ def build_stage(ws: Workspace, name: str, cfg: StageConfig, force: bool = False,
                 docs: Sequence[Document] | None = None) -> Path:
     """CLaRa stage 1/2/3 rows from the workspace sources (or `docs`) and a QA file."""
     if cfg.stage not in (1, 2, 3):
-        raise ClaraError(f"unknown CLaRa stage {cfg.stage} (expected 1, 2 or 3)")
+        raise UserError(f"unknown CLaRa stage {cfg.stage} (expected 1, 2 or 3)")
     check_new(ws, name, force)
     items = read_qa(resolve_qa(ws, cfg.qa))
     tok = load_tokenizer(cfg.tokenizer, ws)
     docs = list(docs) if docs is not None else documents_from_sources(ws, cfg.sources)
     chunks = chunk_documents(docs, tok, cfg.doc_tokens, cfg.overlap)
     if not chunks:
-        raise ClaraError("the sources hold no text to chunk")
+        raise UserError("the sources hold no text to chunk")
     texts = [c.text for c in chunks]
     locate_gold(items, chunks, BM25(texts), cfg.qa)
     para = (lambda i: simple_paraphrase(texts[i])) if cfg.paraphrase else None

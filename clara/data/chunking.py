@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 
 REGEX_NAME = "regex"
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -89,9 +89,9 @@ def load_tokenizer(spec: str | None, ws=None) -> TokenCounter:
 
         tok = AutoTokenizer.from_pretrained(source)
     except Exception as e:
-        raise ClaraError(f"cannot load the tokenizer of {spec!r} ({source}): {e}") from None
+        raise UserError(f"cannot load the tokenizer of {spec!r} ({source}): {e}") from None
     if not getattr(tok, "is_fast", False):
-        raise ClaraError(f"the tokenizer of {spec!r} is not a fast tokenizer (no offsets)")
+        raise UserError(f"the tokenizer of {spec!r} is not a fast tokenizer (no offsets)")
     name = spec if not Path(spec).exists() else str(Path(spec).name)
     return HFTokenizer(tok, name)
 
@@ -136,9 +136,9 @@ def chunk_text(text: str, tokenizer: TokenCounter, max_tokens: int = 256,
                overlap: int = 32) -> list[Chunk]:
     """Cut `text` into chunks of at most `max_tokens` tokens sharing `overlap` tokens."""
     if max_tokens < 1:
-        raise ClaraError(f"chunk size must be at least 1 token, got {max_tokens}")
+        raise UserError(f"chunk size must be at least 1 token, got {max_tokens}")
     if not 0 <= overlap < max_tokens:
-        raise ClaraError(f"overlap must be in [0, {max_tokens - 1}], got {overlap}")
+        raise UserError(f"overlap must be in [0, {max_tokens - 1}], got {overlap}")
     spans = tokenizer.spans(text)
     n = len(spans)
     chunks: list[Chunk] = []

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from clara import __version__, io
 from clara.data import validate
 from clara.data.chunking import RegexTokenizer, TokenCounter
-from clara.errors import ClaraError, ValidationFailed
+from clara.errors import UserError, ValidationFailed
 from clara.workspace import Workspace, is_valid_name, now_iso
 
 META = "dataset.toml"
@@ -33,7 +33,7 @@ def check_new(ws: Workspace, name: str, force: bool = False) -> Path:
     path = dataset_dir(ws, name)
     recover(ws)
     if path.exists() and not force:
-        raise ClaraError(f"dataset {name!r} already exists in workspace {ws.name} "
+        raise UserError(f"dataset {name!r} already exists in workspace {ws.name} "
                          "(use --force to replace it)")
     return path
 
@@ -44,7 +44,7 @@ def split_indices(n: int, share: float, seed: int) -> tuple[list[int], list[int]
     At least one item is held out when share > 0 and n >= 2, and at least one is kept.
     """
     if not 0 <= share < 1:
-        raise ClaraError(f"a split share must be in [0, 1), got {share}")
+        raise UserError(f"a split share must be in [0, 1), got {share}")
     order = list(range(n))
     random.Random(seed).shuffle(order)
     k = round(n * share)
@@ -171,7 +171,7 @@ def resolve(ws: Workspace | None, target: str | Path) -> Path:
     if path.exists():
         return path
     where = f" and no dataset of that name in workspace {ws.name}" if ws is not None else ""
-    raise ClaraError(f"no file or folder {text!r}{where} (see: clara data list)")
+    raise UserError(f"no file or folder {text!r}{where} (see: clara data list)")
 
 
 def list_datasets(ws: Workspace) -> list[dict]:

@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from clara.errors import ClaraError, DataError
+from clara.errors import UserError, DataError
 
 KINDS = ("text", "chat", "completions", "qa", "docs", "stage1", "stage2", "stage3")
 ALIASES = {"cpt": "text", "sft": "chat"}
@@ -41,7 +41,7 @@ _RESERVED = re.compile(r"<MEM\d+>|<AE>|<ENC>|<SEP>")
 def canonical_kind(kind: str) -> str:
     kind = ALIASES.get(kind, kind)
     if kind not in KINDS:
-        raise ClaraError(f"unknown dataset kind {kind!r} (expected one of {', '.join(CHOICES)})")
+        raise UserError(f"unknown dataset kind {kind!r} (expected one of {', '.join(CHOICES)})")
     return kind
 
 

@@ -21,10 +21,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clara.errors import ClaraError, ExitCode
+from clara.errors import UserError, ExitCode
 
 
-class SourceError(ClaraError):
+class SourceError(UserError):
     """A file that cannot be imported; the message names the file and what to do about it."""
 
     exit_code = ExitCode.BAD_DATA

@@ -28,7 +28,7 @@ from clara.data.builders import (DocChunk, _norm, chunk_documents, documents_fro
                                  read_qa, terms)
 from clara.data.chunking import load_tokenizer, split_sentences
 from clara.data.datasets import check_new, write_dataset
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.workspace import Workspace
 
 RULES = "rules"
@@ -268,7 +268,7 @@ def _source_ids(ws: Workspace, wanted: Sequence[str]) -> list[str] | None:
     for w in wanted:
         hit = [s.id for s in known if w in (s.id, s.name, Path(s.name).stem)]
         if not hit:
-            raise ClaraError(f"--sources: no imported source {w!r} in workspace {ws.name} "
+            raise UserError(f"--sources: no imported source {w!r} in workspace {ws.name} "
                              "(see: clara data sources)")
         out += hit
     return list(dict.fromkeys(out))
@@ -280,11 +280,11 @@ def generate_qa(ws: Workspace, cfg: QAGenConfig, limit_chunks: int | None = None
     """Generate, check and deduplicate pairs for the chunks of the sources (the first
     `limit_chunks` only, for a preview). `writer` replaces the model (library use)."""
     if cfg.per_chunk < 1:
-        raise ClaraError(f"--per-chunk must be at least 1, got {cfg.per_chunk}")
+        raise UserError(f"--per-chunk must be at least 1, got {cfg.per_chunk}")
     golden_items = read_qa(cfg.golden) if cfg.golden else []
     chunks = _chunks(ws, cfg)
     if not chunks:
-        raise ClaraError("the sources hold no text to generate questions from")
+        raise UserError("the sources hold no text to generate questions from")
     if limit_chunks is not None:
         chunks = chunks[:limit_chunks]
     generator = RULES if cfg.model is None and writer is None else f"model:{cfg.model}"
@@ -340,7 +340,7 @@ def build_qa(ws: Workspace, name: str, cfg: QAGenConfig, force: bool = False,
     check_new(ws, name, force)
     result = generate_qa(ws, cfg, writer=writer, progress=progress)
     if not result.rows:
-        raise ClaraError(f"no question/answer pair survived the checks ({result.report.line()})")
+        raise UserError(f"no question/answer pair survived the checks ({result.report.line()})")
     meta = {"format": "qa", "generator": result.report.generator,
             "generator_note": "rule-based templates and cloze questions (no model)"
             if result.report.generator == RULES else "chat model, answers checked against "

@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 
 from clara import io
 from clara.data.pdftext import SourceError, extract_pdf
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.workspace import Workspace, now_iso
 
 KINDS = {".pdf": "pdf", ".txt": "txt", ".md": "md", ".markdown": "md"}
@@ -182,7 +182,7 @@ def import_files(ws: Workspace, paths: Iterable[str | Path],
     """Import files into `ws`; all or nothing (see the module docstring)."""
     paths = [Path(p) for p in paths]
     if not paths:
-        raise ClaraError("no files given: name one or more .pdf, .txt or .md files")
+        raise UserError("no files given: name one or more .pdf, .txt or .md files")
     ws.sources_dir.mkdir(parents=True, exist_ok=True)
     known = _existing(ws)
     staged: list[tuple[Path, str]] = []
@@ -210,11 +210,11 @@ def import_files(ws: Workspace, paths: Iterable[str | Path],
                 raise errors[0]
             lines = [str(e) for e in errors]
             lines.append("nothing was imported: fix or leave out the file(s) above")
-            raise ClaraError("\n".join(lines))
+            raise UserError("\n".join(lines))
         for tmp, source_id in staged:
             final = ws.sources_dir / source_id
             if final.exists():
-                raise ClaraError(f"{final} exists but is not a complete source: remove it and "
+                raise UserError(f"{final} exists but is not a complete source: remove it and "
                                  "import again")
         done = []
         try:
@@ -259,6 +259,6 @@ def read_source(ws: Workspace, source_id: str) -> Source:
         return matches[0]
     if len(matches) > 1:
         ids = ", ".join(s.id for s in matches)
-        raise ClaraError(f"several sources are called {source_id!r} ({ids}): give the id")
-    raise ClaraError(f"no source {source_id!r} in workspace {ws.name} "
+        raise UserError(f"several sources are called {source_id!r} ({ids}): give the id")
+    raise UserError(f"no source {source_id!r} in workspace {ws.name} "
                      "(see: clara data sources)")

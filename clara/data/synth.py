@@ -24,7 +24,7 @@ from pathlib import Path
 
 from clara.data.builders import BM25, QAItem, chat_row, retrieval_row, stage1_rows
 from clara.data.datasets import check_new, write_datasets
-from clara.errors import ClaraError, UsageError
+from clara.errors import UserError, UsageError
 from clara.workspace import Workspace
 
 PARTS = ("docs", "qa", "cpt", "sft", "stage1", "stage2", "stage3")
@@ -166,7 +166,7 @@ def _unique(rng: random.Random, used: set, make) -> str:
         if value.lower() not in used:
             used.add(value.lower())
             return value
-    raise ClaraError("could not make enough distinct names; ask for fewer entities")
+    raise UserError("could not make enough distinct names; ask for fewer entities")
 
 
 def make_world(seed: int = 0, entities: int = 60, test_share: float = 0.2) -> World:

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 from clara import io
 from clara.data.formats import (ALIASES, CHOICES, DOC_KEYS, KINDS, ROLES,  # noqa: F401
                                 canonical_kind, check_row, lora_row_kind)
-from clara.errors import ClaraError, DataError, ExitCode, ValidationFailed
+from clara.errors import UserError, DataError, ExitCode, ValidationFailed
 
 SPLITS = ("train", "valid", "test")
 
@@ -87,7 +87,7 @@ def detect_kind(path: str | Path) -> str:
                 break
         except UnicodeDecodeError:
             continue
-    raise ClaraError(f"{path}: cannot tell the dataset kind; give --kind")
+    raise UserError(f"{path}: cannot tell the dataset kind; give --kind")
 
 
 def validate_file(path: str | Path, kind: str = "auto", state: dict | None = None
@@ -146,7 +146,7 @@ def require_valid(dataset_dir: str | Path, kind: str | Sequence[str] | None = No
     """
     folder = Path(dataset_dir)
     if not folder.is_dir():
-        raise ClaraError(f"no dataset folder {folder}")
+        raise UserError(f"no dataset folder {folder}")
     actual = detect_kind(folder)
     if kind is not None:
         wanted = [kind] if isinstance(kind, str) else list(kind)
@@ -171,7 +171,7 @@ _COMMAND = {"text": "clara train lora --mode cpt", "chat": "clara train lora --m
 
 
 def check_training_kind(folder: str | Path, trainer: str) -> str | None:
-    """The dataset's kind, or a one-line ClaraError naming the command that trains on it.
+    """The dataset's kind, or a one-line UserError naming the command that trains on it.
 
     `trainer` is cpt, sft, stage1, stage2 or stage3. The kind comes from dataset.toml, else the
     first row (where stage 2 and 3 rows look alike, either is taken for the other)."""
@@ -180,7 +180,7 @@ def check_training_kind(folder: str | Path, trainer: str) -> str | None:
     declared = _toml_kind(folder)
     try:
         actual = declared or detect_kind(folder)
-    except ClaraError:
+    except UserError:
         return None  # no row tells: the row checks will say what is wrong
     if actual in wanted or (declared is None and {actual, trainer} <= {"stage2", "stage3"}):
         return actual
@@ -188,7 +188,7 @@ def check_training_kind(folder: str | Path, trainer: str) -> str | None:
         trainer, f"train {trainer}")
     hint = (f"train it with: {_COMMAND[actual]}" if actual in _COMMAND else
             "build a training set from it first (clara data build)")
-    raise ClaraError(f"{folder}: a {actual} dataset, but clara {what} trains on "
+    raise UserError(f"{folder}: a {actual} dataset, but clara {what} trains on "
                      f"{' or '.join(wanted)} rows; {hint}", exit_code=ExitCode.BAD_DATA)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clara import io
-from clara.errors import ClaraError, DataError
+from clara.errors import UserError, DataError
 from clara.workspace import Workspace
 
 ANSWER_KEYS = ("answer", "reference_answer", "golden_answers", "answers")
@@ -78,14 +78,14 @@ def parse_row(row, path, line: int) -> QARow:
 def read_qa_file(path: str | Path, limit: int | None = None) -> list[QARow]:
     path = Path(path)
     if not path.is_file():
-        raise ClaraError(f"no QA file {path}")
+        raise UserError(f"no QA file {path}")
     rows = []
     for line, row in io.iter_jsonl(path):
         rows.append(parse_row(row, path, line))
         if limit and len(rows) >= limit:
             break
     if not rows:
-        raise ClaraError(f"{path}: no QA rows")
+        raise UserError(f"{path}: no QA rows")
     return rows
 
 
@@ -99,7 +99,7 @@ def qa_path(ws: Workspace | None, ref: str | Path, split: str | None = None) -> 
     for name in ([split] if split else ["test", "valid"]):
         if (target / f"{name}.jsonl").is_file():
             return target / f"{name}.jsonl"
-    raise ClaraError(f"{target}: no {split or 'test or valid'}.jsonl to evaluate on")
+    raise UserError(f"{target}: no {split or 'test or valid'}.jsonl to evaluate on")
 
 
 def load_qa(ws: Workspace | None, ref: str | Path, split: str | None = None,

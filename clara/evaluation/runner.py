@@ -27,7 +27,7 @@ from typing import Callable
 
 from clara import io
 from clara.chat.engine import ChatEngine, ChatSettings
-from clara.errors import ClaraError, UsageError
+from clara.errors import UserError, UsageError
 from clara.evaluation.metrics import answer_scores, recall_at_k
 from clara.evaluation.qa import QARow, load_qa, read_qa_file
 from clara.workspace import Workspace, now_iso, validate_name
@@ -51,10 +51,10 @@ def parse_spec(text: str) -> EvalSpec:
     kind, _, adapter = text.strip().partition("=")
     kind = {"base": "closed", "closed-book": "closed", "adapter": "closed"}.get(kind, kind)
     if kind not in KINDS:
-        raise ClaraError(f"configuration {text!r}: kind must be one of {', '.join(KINDS)} "
+        raise UserError(f"configuration {text!r}: kind must be one of {', '.join(KINDS)} "
                          "(optionally =ADAPTER)")
     if kind.startswith("clara") and not adapter:
-        raise ClaraError(f"configuration {text!r}: {kind} needs a CLaRa run or checkpoint "
+        raise UserError(f"configuration {text!r}: {kind} needs a CLaRa run or checkpoint "
                          f"({kind}=RUN)")
     return EvalSpec(kind, adapter or None)
 
@@ -130,7 +130,7 @@ class Evaluator:
             from clara.evaluation.rag import ChunkIndex
 
             if self.ws is None:
-                raise ClaraError("rag needs a workspace with imported sources")
+                raise UserError("rag needs a workspace with imported sources")
             self._index = ChunkIndex.from_workspace(self.ws, self.cfg.chunk_tokens,
                                                     self.cfg.chunk_overlap)
         return self._index
@@ -224,14 +224,14 @@ def run_eval(ws: Workspace, cfg: EvalConfig, engine: ChatEngine | None = None,
     cfg.validate()
     specs = [parse_spec(c) for c in cfg.configs]
     if not specs:
-        raise ClaraError("no configuration to evaluate")
+        raise UserError("no configuration to evaluate")
     if cfg.model is None and all(s.adapter is None for s in specs):
-        raise ClaraError("no model given (--model) and no adapter that names its base")
+        raise UserError("no model given (--model) and no adapter that names its base")
     rows, path = load_qa(ws, cfg.data, cfg.split, cfg.limit)
     eval_id = validate_name(cfg.name, "evaluation") if cfg.name else new_eval_id(kind)
     folder = ws.child("evals", eval_id)
     if folder.exists():
-        raise ClaraError(f"evaluation {eval_id!r} already exists in workspace {ws.name}")
+        raise UserError(f"evaluation {eval_id!r} already exists in workspace {ws.name}")
     if cfg.model is None:  # one base for every configuration: the first adapter's
         first = next(s for s in specs if s.adapter)
         cfg.model = (engine or ChatEngine(ws, log=False)).resolve(None, first.adapter)[1]
@@ -356,7 +356,7 @@ def read_eval(ws: Workspace, ref: str) -> dict:
     matches = [e for e in evals if e["id"] == ref] or [e for e in evals
                                                        if e["id"].startswith(ref)]
     if len(matches) != 1:
-        raise ClaraError(f"no evaluation {ref!r} in workspace {ws.name} (see: clara eval list)"
+        raise UserError(f"no evaluation {ref!r} in workspace {ws.name} (see: clara eval list)"
                          if not matches else f"evaluation {ref!r} is ambiguous")
     folder = Path(matches[0]["path"])
     doc = io.read_json(folder / "summary.json")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.train.config import EngineConfig
 
 
@@ -59,7 +59,7 @@ class HRMConfig:
         ]
         for ok, name, problem in checks:
             if not ok:
-                raise ClaraError(f"{name}: {problem}")
+                raise UserError(f"{name}: {problem}")
         return self
 
     @classmethod
@@ -111,7 +111,7 @@ class HRMTrainConfig(EngineConfig):
                   (self.val_puzzles >= 0, "val_puzzles", "must be >= 0")]
         for ok, name, problem in checks:
             if not ok:
-                raise ClaraError(f"{name}: {problem}")
+                raise UserError(f"{name}: {problem}")
 
     def model_config(self, meta: dict) -> HRMConfig:
         emb = self.puzzle_emb_len
@@ -141,5 +141,5 @@ def hrm_run(ws, overrides: dict, config_file: str | Path | None = None, name: st
     cfg.model_config(meta)  # geometry errors now, not in the worker
     rows = meta.get("rows", {}).get("train", 0)
     if rows and rows < cfg.batch_size:
-        raise ClaraError(f"batch_size: {cfg.batch_size} is more than the {rows} training puzzles")
+        raise UserError(f"batch_size: {cfg.batch_size} is more than the {rows} training puzzles")
     return create_run(ws, "hrm", asdict(cfg), resolved={"data": str(folder)}, name=name)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.hrm import data as D
 from clara.hrm import puzzles as P
 
@@ -22,11 +22,11 @@ def checkpoint_of(ws, ref: str) -> Path:
         return folder.resolve()
     run = find_run(ws, ref)
     if run.config().get("kind") != "hrm":
-        raise ClaraError(f"run {run.id} is a {run.config().get('kind')} run, not hrm")
+        raise UserError(f"run {run.id} is a {run.config().get('kind')} run, not hrm")
     for name in ("best", "last"):
         if (run.adapters / name / CONFIG).is_file():
             return (run.adapters / name).resolve()
-    raise ClaraError(f"run {run.id} has no checkpoint yet (no best/ or last/)")
+    raise UserError(f"run {run.id} has no checkpoint yet (no best/ or last/)")
 
 
 def evaluate(net, arrays: dict, batch_size: int = 256, max_steps: int | None = None) -> dict:
@@ -40,7 +40,7 @@ def evaluate(net, arrays: dict, batch_size: int = 256, max_steps: int | None = N
     t = D.to_training(arrays)
     n = len(t["inputs"])
     if n == 0:
-        raise ClaraError("no puzzles to evaluate")
+        raise UserError("no puzzles to evaluate")
     steps = max_steps or net.config.halt_max_steps
     exact, token, act_exact, act_steps = [], [], [], []
     net.eval()
@@ -116,7 +116,7 @@ def puzzle_tokens(text: str, meta: dict) -> np.ndarray:
     lut = {ch: i for i, ch in enumerate(vocab) if ch}
     chars = [ch for ch in text if ch != "\n"]
     if len(chars) != meta["seq_len"] or any(ch not in lut for ch in chars):
-        raise ClaraError(f"puzzle: needs {meta['seq_len']} characters from {''.join(lut)!r}")
+        raise UserError(f"puzzle: needs {meta['seq_len']} characters from {''.join(lut)!r}")
     return np.array([lut[ch] for ch in chars], np.int32)
 
 

@@ -17,7 +17,7 @@ from collections import deque
 
 import numpy as np
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 
 BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
 MAZE_CHARS = "# SGo"
@@ -27,7 +27,7 @@ MAZE_CHARS = "# SGo"
 class _Grid:
     def __init__(self, n: int):
         if n not in BOXES:
-            raise ClaraError(f"size: sudoku size must be one of {', '.join(map(str, BOXES))}")
+            raise UserError(f"size: sudoku size must be one of {', '.join(map(str, BOXES))}")
         self.n = n
         br, bc = BOXES[n]
         self.peers = []
@@ -151,7 +151,7 @@ def generate_sudoku(n: int, count: int, seed: int, givens: int | None = None,
         tries += 1
         if (gs < min_guesses or tuple(p) in seen):
             if tries > max_tries * max(count, 1):
-                raise ClaraError(f"min_guesses: could not find {count} puzzles needing "
+                raise UserError(f"min_guesses: could not find {count} puzzles needing "
                                  f"{min_guesses} guesses in {tries} tries; lower it")
             continue
         seen.add(tuple(p))
@@ -224,7 +224,7 @@ def _bfs(grid: np.ndarray, start: tuple) -> tuple[np.ndarray, np.ndarray]:
 def make_maze(N: int, rng: random.Random, loops: float = 0.1, min_path: int = 0):
     """(input chars, label chars, shortest path length) or None when the draw is rejected."""
     if N < 5 or N % 2 == 0:
-        raise ClaraError("size: maze size must be odd and at least 5")
+        raise UserError("size: maze size must be odd and at least 5")
     open_ = np.zeros((N, N), bool)
     cells = [(r, c) for r in range(1, N - 1, 2) for c in range(1, N - 1, 2)]
     start = rng.choice(cells)
@@ -273,7 +273,7 @@ def generate_maze(N: int, count: int, seed: int, min_path: int = 0, loops: float
     while len(inputs) < count:
         tries += 1
         if tries > max_tries * max(count, 1):
-            raise ClaraError(f"min_path: could not draw {count} mazes with paths of {min_path}+ "
+            raise UserError(f"min_path: could not draw {count} mazes with paths of {min_path}+ "
                              f"in {tries} tries; lower it")
         got = make_maze(N, rng, loops, min_path)
         if got is None:
@@ -328,7 +328,7 @@ def parse_sudoku(text: str, n: int | None = None) -> tuple[list[int], int]:
     chars = [ch for ch in text if not ch.isspace() and ch not in "|+-"]
     size = n or {16: 4, 36: 6, 81: 9}.get(len(chars))
     if size is None or len(chars) != size * size:
-        raise ClaraError(f"puzzle: {len(chars)} cells; a sudoku needs 16, 36 or 81 "
+        raise UserError(f"puzzle: {len(chars)} cells; a sudoku needs 16, 36 or 81 "
                          "(digits, '.' or 0 for blanks)")
     cells = []
     for i, ch in enumerate(chars):
@@ -337,5 +337,5 @@ def parse_sudoku(text: str, n: int | None = None) -> tuple[list[int], int]:
         elif ch.isdigit() and 1 <= int(ch) <= size:
             cells.append(int(ch))
         else:
-            raise ClaraError(f"puzzle: cell {i + 1}: {ch!r} is not a digit 1..{size} or a blank")
+            raise UserError(f"puzzle: cell {i + 1}: {ch!r} is not a digit 1..{size} or a blank")
     return cells, size

@@ -19,7 +19,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.hrm import data as D
 from clara.hrm.config import HRMTrainConfig
 from clara.hrm.model import HRM, HRMConfig, act_loss, act_step, new_carry, run_episode
@@ -62,7 +62,7 @@ def load_model(directory: str | Path) -> tuple[HRM, dict]:
     """(model, config dict) from a folder written by `save_model` (a run's best/ or step-N/)."""
     directory = Path(directory)
     if not (directory / CONFIG).is_file() or not (directory / WEIGHTS).is_file():
-        raise ClaraError(f"{directory}: no HRM checkpoint ({CONFIG} + {WEIGHTS})")
+        raise UserError(f"{directory}: no HRM checkpoint ({CONFIG} + {WEIGHTS})")
     cfg = io.read_json(directory / CONFIG)
     net = HRM(HRMConfig.from_dict(cfg))
     net.load_weights(str(directory / WEIGHTS), strict=True)
@@ -83,7 +83,7 @@ class HRMTask:
         self.train = {k: mx.array(v) for k, v in D.to_training(train).items()}
         self.n_train = len(train["inputs"])
         if self.n_train < cfg.batch_size:
-            raise ClaraError(f"batch_size: {cfg.batch_size} is more than the {self.n_train} "
+            raise UserError(f"batch_size: {cfg.batch_size} is more than the {self.n_train} "
                              "training puzzles")
         test = D.read_split(self.data_dir, "test") if (self.data_dir / "test.safetensors").is_file() \
             else {k: v[: min(len(v), 256)] for k, v in train.items()}

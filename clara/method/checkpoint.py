@@ -24,7 +24,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.method.config import ClaraConfig, check_geometry
 from clara.method.model import ClaraModel
 
@@ -91,13 +91,13 @@ def read_meta(directory: str | Path) -> dict:
     directory = Path(directory)
     file = directory / CONFIG_FILE
     if not file.is_file():
-        raise ClaraError(f"{directory}: no {CONFIG_FILE}: not a CLaRa checkpoint")
+        raise UserError(f"{directory}: no {CONFIG_FILE}: not a CLaRa checkpoint")
     meta = io.read_json(file)
     if meta.get("format") != FORMAT:
-        raise ClaraError(f"{file}: format {meta.get('format')!r} is not {FORMAT}")
+        raise UserError(f"{file}: format {meta.get('format')!r} is not {FORMAT}")
     for name in (ADAPTERS_FILE, EMBEDDINGS_FILE):
         if not (directory / name).is_file():
-            raise ClaraError(f"{directory}: no {name}")
+            raise UserError(f"{directory}: no {name}")
     return meta
 
 
@@ -112,10 +112,10 @@ def load_into(model: ClaraModel, directory: str | Path, adapters=None,
     directory = Path(directory)
     meta = read_meta(directory)
     if meta["tokenizer_additions"] != model.special.added():
-        raise ClaraError(f"{directory}: its tokenizer additions differ from this model's "
+        raise UserError(f"{directory}: its tokenizer additions differ from this model's "
                          "(another base model or n_mem?)")
     if meta["hidden_size"] != model.hidden_size:
-        raise ClaraError(f"{directory}: hidden size {meta['hidden_size']} but the base model "
+        raise UserError(f"{directory}: hidden size {meta['hidden_size']} but the base model "
                          f"has {model.hidden_size}")
     own = dict(tree_flatten(model.parameters()))
     stored = mx.load(str(directory / ADAPTERS_FILE))
@@ -127,10 +127,10 @@ def load_into(model: ClaraModel, directory: str | Path, adapters=None,
             continue
         target = key.replace(f".adapters.{name}.", f".adapters.{rename.get(name, name)}.")
         if target not in own:
-            raise ClaraError(f"{directory / ADAPTERS_FILE}: {key}: no such adapter weight in this "
+            raise UserError(f"{directory / ADAPTERS_FILE}: {key}: no such adapter weight in this "
                              "model (lora_keys or lora_layers differ?)")
         if w.shape != own[target].shape:
-            raise ClaraError(f"{directory / ADAPTERS_FILE}: {key}: shape {tuple(w.shape)}, model "
+            raise UserError(f"{directory / ADAPTERS_FILE}: {key}: shape {tuple(w.shape)}, model "
                              f"has {tuple(own[target].shape)} (lora_rank differs?)")
         weights.append((target, w))
     emb = mx.load(str(directory / EMBEDDINGS_FILE))
@@ -139,7 +139,7 @@ def load_into(model: ClaraModel, directory: str | Path, adapters=None,
     for key, w in emb.items():
         target = prefix.get(key)
         if target not in own or own[target].shape != w.shape:
-            raise ClaraError(f"{directory / EMBEDDINGS_FILE}: {key}: does not fit this model")
+            raise UserError(f"{directory / EMBEDDINGS_FILE}: {key}: does not fit this model")
         weights.append((target, w))
     model.load_weights(weights, strict=False)
     mx.eval(model.parameters())

@@ -68,7 +68,7 @@ class ClaraSettings:
         return {p.strip() for p in self.stage3_train.split(",") if p.strip()}
 
     def check_settings(self) -> None:
-        """The method's own ranges (every number finite); raises a one-line ClaraError."""
+        """The method's own ranges (every number finite); raises a one-line UserError."""
         for f in fields(ClaraSettings):
             v = getattr(self, f.name)
             if isinstance(v, float) and not math.isfinite(v):

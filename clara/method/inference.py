@@ -19,7 +19,7 @@ import mlx.core as mx
 import numpy as np
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.method.checkpoint import _save_safetensors
 from clara.method.model import ClaraModel
 from clara.method.topk import cosine_scores
@@ -71,12 +71,12 @@ class CompressedStore:
               keep_text: bool = True) -> "CompressedStore":
         ids = ids if ids is not None else [str(i) for i in range(len(texts))]
         if len(ids) != len(texts) or len(set(ids)) != len(ids):
-            raise ClaraError("document ids must be unique, one per document")
+            raise UserError("document ids must be unique, one per document")
         from clara.train.checkpoint import write_dir_atomically
 
         path = Path(path)
         if path.is_dir() and {p.name for p in path.iterdir()} - {STORE_VECTORS, STORE_INDEX}:
-            raise ClaraError(f"{path}: a folder with other files, not a store: give a new --out")
+            raise UserError(f"{path}: a folder with other files, not a store: give a new --out")
         vectors = compress_documents(model, texts, batch_size)
         meta = {"format": 1, "n_mem": model.config.n_mem, "hidden_size": model.hidden_size,
                 "base_model": model.config.base_model, "compressor": compressor_digest(model),
@@ -94,23 +94,23 @@ class CompressedStore:
     def open(cls, path: str | Path) -> "CompressedStore":
         path = Path(path)
         if not (path / STORE_INDEX).is_file() or not (path / STORE_VECTORS).is_file():
-            raise ClaraError(f"{path}: not a compressed-document store (no {STORE_INDEX} or "
+            raise UserError(f"{path}: not a compressed-document store (no {STORE_INDEX} or "
                              f"{STORE_VECTORS})")
         index = io.read_json(path / STORE_INDEX)
         vectors = mx.load(str(path / STORE_VECTORS))["vectors"]
         docs = index.pop("docs")
         if vectors.shape[0] != len(docs):
-            raise ClaraError(f"{path}: {vectors.shape[0]} vectors but {len(docs)} documents")
+            raise UserError(f"{path}: {vectors.shape[0]} vectors but {len(docs)} documents")
         return cls(path, vectors, docs, index)
 
     def check(self, model: ClaraModel) -> None:
         """Refuse a store made by another compressor (its vectors would mean nothing here)."""
         if (self.meta["n_mem"], self.meta["hidden_size"]) != (model.config.n_mem,
                                                               model.hidden_size):
-            raise ClaraError(f"{self.path}: made for n_mem {self.meta['n_mem']} / hidden "
+            raise UserError(f"{self.path}: made for n_mem {self.meta['n_mem']} / hidden "
                              f"{self.meta['hidden_size']}, not this model's")
         if self.meta["compressor"] != compressor_digest(model):
-            raise ClaraError(f"{self.path}: compressed by another compressor checkpoint; "
+            raise UserError(f"{self.path}: compressed by another compressor checkpoint; "
                              "rebuild the store")
 
 
@@ -133,7 +133,7 @@ def stream_answer(model: ClaraModel, question: str, compressed: mx.array, max_to
     from mlx_lm.sample_utils import make_sampler
 
     if compressed.ndim != 3 or compressed.shape[0] < 1:
-        raise ClaraError(f"compressed documents must be [k, n_mem, H], got {compressed.shape}")
+        raise UserError(f"compressed documents must be [k, n_mem, H], got {compressed.shape}")
     k = compressed.shape[0]
     model.eval()
     ids = model.prompt_ids(question, k)
@@ -158,7 +158,7 @@ def answer_from_compressed(model: ClaraModel, question: str, compressed: mx.arra
 
 def answer_from_docs(model: ClaraModel, question: str, docs: list[str], **kwargs) -> str:
     if not docs:
-        raise ClaraError("no documents to answer from")
+        raise UserError("no documents to answer from")
     return answer_from_compressed(model, question, compress_documents(model, docs), **kwargs)
 
 
@@ -166,10 +166,10 @@ def retrieve(model: ClaraModel, question: str, vectors: mx.array, top_k: int | N
     """(indices, cosine scores) of the top-k of `vectors` [N, n_mem, H] for the question, by
     the query reasoner (rank order)."""
     if "query_reasoner" not in model.adapter_names():
-        raise ClaraError("this model has no query reasoner (retrieval needs a stage-3 model)")
+        raise UserError("this model has no query reasoner (retrieval needs a stage-3 model)")
     k = top_k or model.config.top_k
     if not 1 <= k <= vectors.shape[0]:
-        raise ClaraError(f"top_k {k} out of {vectors.shape[0]} documents")
+        raise UserError(f"top_k {k} out of {vectors.shape[0]} documents")
     model.eval()
     model._check_text(question, "question")
     b = model.encoder_batch([question], prefix="q")

@@ -17,7 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.method import prompts
 from clara.method.adapters import MultiLoRALinear, apply_multi_lora
 from clara.method.config import ClaraConfig
@@ -66,14 +66,14 @@ class ClaraModel(nn.Module):
             from clara.models.loading import load_model
 
             if not config.base_model:
-                raise ClaraError("base_model: no base model given")
+                raise UserError("base_model: no base model given")
             # the platform dtype, as for LoRA: a bfloat16 base trains several times slower on the CPU
             loaded = load_model(config.base_model)
             lm, tokenizer = loaded.model, loaded.tokenizer
         from mlx_lm.utils import does_model_support_input_embeddings
 
         if not does_model_support_input_embeddings(lm):
-            raise ClaraError(f"{type(lm).__module__}: this architecture does not accept "
+            raise UserError(f"{type(lm).__module__}: this architecture does not accept "
                              "input_embeddings, which CLaRa needs to inject compressed documents")
         lm.freeze()
         tokenizer, special = extend_tokenizer(tokenizer, config.n_mem)
@@ -105,7 +105,7 @@ class ClaraModel(nn.Module):
 
     def set_adapter(self, name: str | None) -> None:
         if name is not None and self._loras and name not in self._loras[0].adapters:
-            raise ClaraError(f"no adapter {name!r} (have: {', '.join(self.adapter_names())})")
+            raise UserError(f"no adapter {name!r} (have: {', '.join(self.adapter_names())})")
         for m in self._loras:
             m.active = name
 
@@ -184,7 +184,7 @@ class ClaraModel(nn.Module):
         B = ids.shape[0]
         n_mem, H = self.config.n_mem, self.hidden_size
         if tuple(compressed.shape) != (B * k, n_mem, H):
-            raise ClaraError(f"injection: got compressed documents of shape "
+            raise UserError(f"injection: got compressed documents of shape "
                              f"{tuple(compressed.shape)}, expected {(B * k, n_mem, H)}")
         tok = self.embedding(ids)
         flat = compressed.reshape(B, k * n_mem, H).astype(tok.dtype)
@@ -264,7 +264,7 @@ class ClaraModel(nn.Module):
     def _check_text(self, text: str, what: str) -> None:
         bad = contains_added_token(text, self.config.n_mem)
         if bad:
-            raise ClaraError(f"{what}: contains the reserved token {bad}")
+            raise UserError(f"{what}: contains the reserved token {bad}")
 
     def encoder_rows(self, texts: list[str]) -> list[list[int]]:
         """<ENC> BOS doc EOS <MEM0>..<MEM{n-1}> per text, as the reference builds it: the doc is
@@ -292,7 +292,7 @@ class ClaraModel(nn.Module):
         """(ids, prompt_len) of one chat; the answer is cut so the whole fits max_len."""
         ids, plen = prompts.render(self.tokenizer, system, user, answer)
         if plen > self.config.max_len:
-            raise ClaraError(f"prompt of {plen} tokens exceeds max_len {self.config.max_len}")
+            raise UserError(f"prompt of {plen} tokens exceeds max_len {self.config.max_len}")
         return ids[: self.config.max_len], plen
 
     def slot_index(self, ids: np.ndarray, k: int) -> np.ndarray:
@@ -304,11 +304,11 @@ class ClaraModel(nn.Module):
         for b, row in enumerate(ids):
             starts = np.flatnonzero(row == mem[0])
             if len(starts) != k or int(np.isin(row, mem).sum()) != k * n:
-                raise ClaraError(f"decoder row {b}: expected {k} document slots of {n} memory "
+                raise UserError(f"decoder row {b}: expected {k} document slots of {n} memory "
                                  f"tokens, found {len(starts)} slots")
             for j, p in enumerate(starts):
                 if p + n >= len(row) or not (row[p:p + n] == mem).all() or row[p + n] != s.sep:
-                    raise ClaraError(f"decoder row {b}: slot {j} is not <MEM0>..<MEM{n - 1}><SEP>")
+                    raise UserError(f"decoder row {b}: slot {j} is not <MEM0>..<MEM{n - 1}><SEP>")
                 out[b, p:p + n] = j * n + np.arange(n)
         return out
 

@@ -32,7 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from clara import io, refs
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.runs import (
     ACTIVE,
     Run,
@@ -162,14 +162,14 @@ def create_pipeline(ws: Workspace, config: dict, model: str, data: dict[str, str
     pid = validate_name(name, "pipeline") if name else new_run_id("clara-pipeline")
     path = ws.child("runs", pid)
     if path.exists():
-        raise ClaraError(f"{pid!r} already exists in workspace {ws.name}")
+        raise UserError(f"{pid!r} already exists in workspace {ws.name}")
     for s in STAGES:
         if s not in data:
-            raise ClaraError(f"pipeline: no data for {s}")
+            raise UserError(f"pipeline: no data for {s}")
     overrides = overrides or {}
     bad = [k for o in overrides.values() for k in o if k not in STAGE_OVERRIDES]
     if bad:
-        raise ClaraError(f"pipeline: {bad[0]}: not a per-stage setting "
+        raise UserError(f"pipeline: {bad[0]}: not a per-stage setting "
                          f"({', '.join(STAGE_OVERRIDES)})")
     stages = {}
     for s in STAGES:
@@ -194,7 +194,7 @@ def find_pipeline(ws: Workspace, ref: str) -> Pipeline:
     items = list_pipelines(ws)
     if ref == "last":
         if not items:
-            raise ClaraError(f"no pipelines in workspace {ws.name}")
+            raise UserError(f"no pipelines in workspace {ws.name}")
         return items[-1]
     for p in items:
         if p.id == ref:
@@ -203,11 +203,11 @@ def find_pipeline(ws: Workspace, ref: str) -> Pipeline:
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise ClaraError(f"pipeline {ref!r} is ambiguous: {', '.join(p.id for p in matches[:5])}")
+        raise UserError(f"pipeline {ref!r} is ambiguous: {', '.join(p.id for p in matches[:5])}")
     for p in items:
         if ref in [st.get("run") for st in p.doc()["stages"].values()]:
             return p
-    raise ClaraError(f"no pipeline {ref!r} in workspace {ws.name} (see: clara pipelines list)")
+    raise UserError(f"no pipeline {ref!r} in workspace {ws.name} (see: clara pipelines list)")
 
 
 # ---------------------------------------------------------------------------- the driver
@@ -279,7 +279,7 @@ def truncation_warnings(pipe: Pipeline, limit: int = 2000) -> list[str]:
     doc = pipe.doc()
     try:
         tok = load_tokenizer(doc["model"], pipe.ws)
-    except ClaraError:
+    except UserError:
         return []  # no tokenizer to count with: the stage runs log it with the model's own
     n = int(doc["config"].get("doc_max_tokens", 256))
     out = []
@@ -405,7 +405,7 @@ def start_driver(pipe: Pipeline) -> subprocess.Popen:
     from clara.platform import env_with_blas
 
     if pipe.driver_alive():
-        raise ClaraError(f"pipeline {pipe.id} is already running (driver pid "
+        raise UserError(f"pipeline {pipe.id} is already running (driver pid "
                          f"{pipe.doc()['driver_pid']})")
     env = env_with_blas()
     env["PYTHONUNBUFFERED"] = "1"
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         st = drive(pipe, follow, lambda: asked["stop"])
-    except ClaraError as e:
+    except UserError as e:
         pipe.update(status="failed", message=str(e))
         print(f"failed: {e}", flush=True)
         return 1

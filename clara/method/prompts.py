@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.method.tokens import SEP, memory_tokens
 
 SYSTEM_SCP_QA = ("You are a helpful assistant. Given a document, your task is to generate some "
@@ -83,7 +83,7 @@ def render(tokenizer, system: str, user: str, answer: str | None = None) -> tupl
 
     hf = getattr(tokenizer, "_tokenizer", tokenizer)
     if getattr(hf, "chat_template", None) is None:
-        raise ClaraError("the base model's tokenizer has no chat template")
+        raise UserError("the base model's tokenizer has no chat template")
     msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     try:
         prompt = _render(hf, msgs, True)

@@ -1,4 +1,4 @@
-"""The three CLaRa training stages as TrainTasks (clara/train/task.py), registered as run kinds
+"""The three CLaRa training stages as TrainTasks (clara/train/protocol.py), registered as run kinds
 "clara-stage1", "clara-stage2" and "clara-stage3".
 
 Rows are clara-method §3's JSONL formats. Stage 1: {"data_type": "qa", "question": [..],
@@ -18,7 +18,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from clara.data.formats import parse_stage_row, read_stage_rows
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.method import checkpoint, prompts
 from clara.method.config import ClaraTrainConfig  # noqa: F401 (the run config)
 from clara.method.model import ClaraModel
@@ -47,7 +47,7 @@ class ClaraStageTask:
         self.stage = model.config.stage
         self.kind = f"clara-{self.stage}"
         if not train:
-            raise ClaraError(f"{train_path or 'train'}: no training rows")
+            raise UserError(f"{train_path or 'train'}: no training rows")
         self.batch_size = batch_size
         self._train, self._valid = train, valid or []
         self._train_groups = self._plan(self._train)
@@ -65,7 +65,7 @@ class ClaraStageTask:
         data_dir = Path(data_dir)
         train_file, valid_file = data_dir / "train.jsonl", data_dir / "valid.jsonl"
         if not train_file.is_file():
-            raise ClaraError(f"{data_dir}: no train.jsonl")
+            raise UserError(f"{data_dir}: no train.jsonl")
         c, state = model.config, {}  # train and valid rows agree on their document count
         train = read_rows(train_file, c.stage, c.top_k, state=state)
         valid = read_rows(valid_file, c.stage, c.top_k, state=state) if valid_file.is_file() \
@@ -228,7 +228,7 @@ def build_task(cfg: ClaraTrainConfig, stage: str, model_source: str | None = Non
                                 overrides=cfg.overrides(stage), seed=cfg.seed)
     else:
         if not source:
-            raise ClaraError("model: is required")
+            raise UserError("model: is required")
         c = cfg.method_config(stage)
         c.base_model = source
         model = ClaraModel.from_base(c)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import partial
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 
 AE, ENC, SEP = "<AE>", "<ENC>", "<SEP>"
 
@@ -75,24 +75,24 @@ def extend_tokenizer(tokenizer, n_mem: int):
     vocab = hf.get_vocab()
     present = [t for t in names if t in vocab]
     if present and len(present) != len(names):
-        raise ClaraError(f"tokenizer already has some CLaRa tokens ({', '.join(present[:4])}) "
+        raise UserError(f"tokenizer already has some CLaRa tokens ({', '.join(present[:4])}) "
                          f"but not all {len(names)}: was it extended for another n_mem?")
     if not present:
         if any(re.fullmatch(r"<MEM\d+>", t) for t in vocab):
-            raise ClaraError("tokenizer already has <MEM…> tokens of a different count")
+            raise UserError("tokenizer already has <MEM…> tokens of a different count")
         hf.add_special_tokens({"additional_special_tokens": names},
                               replace_extra_special_tokens=False)
     ids = hf.convert_tokens_to_ids(names)
     if ids != list(range(ids[0], ids[0] + len(ids))):
-        raise ClaraError(f"the added tokens did not get contiguous ids: {ids}")
+        raise UserError(f"the added tokens did not get contiguous ids: {ids}")
     for name, i in zip(names, ids):
         if hf.encode(name, add_special_tokens=False) != [i]:
-            raise ClaraError(f"{name} does not encode as one token")
+            raise UserError(f"{name} does not encode as one token")
     if hf.pad_token_id is None:  # as the reference: pad with BOS (Mistral has no pad token)
         hf.pad_token = hf.bos_token if hf.bos_token is not None else hf.eos_token
     hf.padding_side = "left"
     if hf.eos_token_id is None:
-        raise ClaraError("the base tokenizer has no EOS token")
+        raise UserError("the base tokenizer has no EOS token")
     special = SpecialIds(mem=tuple(ids[:n_mem]), ae=ids[n_mem], enc=ids[n_mem + 1],
                          sep=ids[n_mem + 2], bos=hf.bos_token_id, eos=hf.eos_token_id,
                          pad=hf.pad_token_id)

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.models.loading import read_model_config
 
 TEXT_CONFIG_KEYS = ("text_config", "language_config", "llm_config")
@@ -98,7 +98,7 @@ def is_supported_text_type(model_type: str) -> bool:
 
 
 def text_part(config: dict, cfg_file: Path) -> tuple[dict, str | None]:
-    """(text config, key it came from or None for a plain text checkpoint). Raises ClaraError
+    """(text config, key it came from or None for a plain text checkpoint). Raises UserError
     naming the type when there is no supported text model in it."""
     source_type = config.get("model_type")
     for key in TEXT_CONFIG_KEYS:
@@ -107,16 +107,16 @@ def text_part(config: dict, cfg_file: Path) -> tuple[dict, str | None]:
             text = dict(sub)
             text_type = text.get("model_type") or DEFAULT_TEXT_TYPE.get(source_type)
             if not text_type:
-                raise ClaraError(f"{cfg_file}: {key}.model_type: missing")
+                raise UserError(f"{cfg_file}: {key}.model_type: missing")
             if not is_supported_text_type(text_type):
-                raise ClaraError(f"{cfg_file}: {key}.model_type: {text_type!r} (text part of "
+                raise UserError(f"{cfg_file}: {key}.model_type: {text_type!r} (text part of "
                                  f"{source_type!r}) is not a model type mlx-lm supports")
             text["model_type"] = text_type
             return text, key
     if not source_type:
-        raise ClaraError(f"{cfg_file}: model_type: missing")
+        raise UserError(f"{cfg_file}: model_type: missing")
     if not is_supported_text_type(source_type):
-        raise ClaraError(f"{cfg_file}: model_type: {source_type!r} is not supported: it is not a "
+        raise UserError(f"{cfg_file}: model_type: {source_type!r} is not supported: it is not a "
                          f"text model type mlx-lm knows and has no {'/'.join(TEXT_CONFIG_KEYS)}")
     return dict(config), None
 
@@ -142,17 +142,17 @@ def weight_files(src: Path) -> list[Path]:
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise ClaraError(f"{index}: weight_map: missing or invalid") from None
+            raise UserError(f"{index}: weight_map: missing or invalid") from None
         files = [src / name for name in dict.fromkeys(weight_map.values())]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
-            raise ClaraError(f"{index}: weight_map: names missing shard files: {', '.join(missing)}")
+            raise UserError(f"{index}: weight_map: names missing shard files: {', '.join(missing)}")
         return files
     files = sorted(src.glob("*.safetensors"))
     if not files:
         extra = " (PyTorch .bin weights are not supported: save them as safetensors)" \
             if list(src.glob("*.bin")) else ""
-        raise ClaraError(f"{src}: no *.safetensors weights{extra}")
+        raise UserError(f"{src}: no *.safetensors weights{extra}")
     return files
 
 
@@ -176,7 +176,7 @@ def copy_tokenizer(src: Path, dest: Path) -> list[str]:
             shutil.copyfile(src / name, dest / name)
             copied.append(name)
     if not {"tokenizer.json", "tokenizer.model"} & set(copied):
-        raise ClaraError(f"{src}: no tokenizer.json or tokenizer.model: the text model needs one")
+        raise UserError(f"{src}: no tokenizer.json or tokenizer.model: the text model needs one")
     # Vision checkpoints often keep the chat template with the processor (chat_template.json),
     # where AutoTokenizer does not look: give it to the tokenizer.
     tok_cfg = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8")) \
@@ -210,14 +210,14 @@ def extract_text(src: str | Path, dest: str | Path) -> ExtractReport:
 
     src, dest = Path(src).expanduser(), Path(dest)
     if dest.exists():
-        raise ClaraError(f"{dest}: already exists")
+        raise UserError(f"{dest}: already exists")
     config = read_model_config(src)
     cfg_file = src / "config.json"
     text, text_key = text_part(config, cfg_file)
     q = text.get("quantization_config") or (config.get("quantization_config") if text_key else None)
     if q:
         method = q.get("quant_method", "?") if isinstance(q, dict) else "?"
-        raise ClaraError(f"{cfg_file}: quantization_config: {method!r}-quantized checkpoints are "
+        raise UserError(f"{cfg_file}: quantization_config: {method!r}-quantized checkpoints are "
                          "not supported: extract from the full-precision one, then quantize")
     report = ExtractReport(source=str(src), dest=str(dest),
                            source_type=str(config.get("model_type")), text_type=text["model_type"])
@@ -236,14 +236,14 @@ def extract_text(src: str | Path, dest: str | Path) -> ExtractReport:
                 dropped[drop_group(key)] += 1
                 continue
             if new in targets:
-                raise ClaraError(f"{path}: {key}: maps to {new}, as {targets[new]} already does")
+                raise UserError(f"{path}: {key}: maps to {new}, as {targets[new]} already does")
             targets[new] = key
             mapping[key] = new
         if mapping:
             plan.append((path, mapping))
     if "model.embed_tokens.weight" not in targets:
         seen = sorted({drop_group(k) for k in dropped} | {drop_group(k) for k in targets})
-        raise ClaraError(f"{src}: no language-model weights under a known prefix "
+        raise UserError(f"{src}: no language-model weights under a known prefix "
                          f"(expected e.g. model.language_model.model.embed_tokens.weight); "
                          f"prefixes found: {', '.join(seen) or 'none'}")
     report.dropped = dict(sorted(dropped.items()))

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import UserError
 
 
 def fuse_adapter(source: str, adapter_dir: str | Path, dst: str | Path,
@@ -23,7 +23,7 @@ def fuse_adapter(source: str, adapter_dir: str | Path, dst: str | Path,
 
     dst = Path(dst)
     if dst.exists():
-        raise ClaraError(f"{dst}: already exists")
+        raise UserError(f"{dst}: already exists")
     loaded = load_model(source, adapter_path=adapter_dir)
     model, config = loaded.model, dict(loaded.config)
     fused = [(n, m.fuse(dequantize=dequantize)) for n, m in model.named_modules()

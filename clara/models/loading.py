@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clara import io
-from clara.errors import ClaraError, ModelError, UsageError
+from clara.errors import UserError, ModelError, UsageError
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -37,7 +37,7 @@ class LoadedModel:
 
 
 def read_model_config(path: Path) -> dict:
-    """A model folder's config.json as a dict; a ClaraError naming the problem otherwise."""
+    """A model folder's config.json as a dict; a UserError naming the problem otherwise."""
     cfg_file = path / "config.json"
     if not path.is_dir():
         raise ModelError(f"{path}: model folder does not exist")
@@ -45,7 +45,7 @@ def read_model_config(path: Path) -> dict:
         raise ModelError(f"{path}: no config.json: not an mlx-lm / Hugging Face model folder")
     try:
         config = io.read_json(cfg_file)
-    except ClaraError as e:  # a broken config.json is a broken model, not bad training data
+    except UserError as e:  # a broken config.json is a broken model, not bad training data
         raise ModelError(str(e)) from None
     if not isinstance(config, dict):
         raise ModelError(f"{cfg_file}: not a JSON object")
@@ -53,7 +53,7 @@ def read_model_config(path: Path) -> dict:
 
 
 def check_model_folder(path: Path) -> dict:
-    """Read and sanity-check a local model folder's config; raise a ClaraError naming the problem."""
+    """Read and sanity-check a local model folder's config; raise a UserError naming the problem."""
     cfg_file = path / "config.json"
     config = read_model_config(path)
     if "model_type" not in config:
@@ -103,7 +103,7 @@ def load_model(source: str, adapter_path: str | Path | None = None, dtype: str |
     tic = time.perf_counter()
     try:
         model, tokenizer, config = mlx_lm.load(source, lazy=True, return_config=True)
-    except ClaraError:
+    except UserError:
         raise
     except Exception as e:  # mlx-lm raises many kinds; show the first line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

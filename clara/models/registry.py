@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clara import io
-from clara.errors import ClaraError, ModelError
+from clara.errors import UserError, ModelError
 from clara.workspace import Workspace, is_valid_name
 
 
@@ -52,12 +52,12 @@ def add_model(ws: Workspace, name: str, source: str, check: bool = True) -> dict
 
     folder = ws.child("models", name)
     if folder.exists():
-        raise ClaraError(f"model {name!r} already exists in workspace {ws.name}")
+        raise UserError(f"model {name!r} already exists in workspace {ws.name}")
     path = Path(source).expanduser()
     if path.exists() or source.startswith((".", "/", "~")):
         source = str(path.resolve())
     elif source.count("/") != 1:
-        raise ClaraError(f"{source}: not a local folder nor a Hugging Face id (owner/name)")
+        raise UserError(f"{source}: not a local folder nor a Hugging Face id (owner/name)")
     meta = {"name": name, "source": source, "added": now_iso()}
     if check:
         loaded = load_model(source, lazy=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import UserError
 
 HERE = Path(__file__).resolve().parent
 
@@ -20,7 +20,7 @@ def names() -> list[str]:
 def path(name: str) -> Path:
     file = HERE / f"{name}.toml"
     if not file.is_file():
-        raise ClaraError(f"no preset {name!r} (presets: {', '.join(names())})")
+        raise UserError(f"no preset {name!r} (presets: {', '.join(names())})")
     return file
 
 

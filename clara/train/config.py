@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clara import io
-from clara.errors import ClaraError, UsageError
+from clara.errors import UserError, UsageError
 
 
 @dataclass
@@ -132,12 +132,12 @@ def merge_config(cls, file: str | Path | None = None, overrides: dict[str, Any] 
         data = {k.replace("-", "_"): v for k, v in data.items()}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ClaraError(f"{file}: {unknown[0]}: unknown setting (known: {', '.join(sorted(names))})")
+            raise UserError(f"{file}: {unknown[0]}: unknown setting (known: {', '.join(sorted(names))})")
         values.update(data)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         cfg = cls(**values)
     except TypeError as e:
-        raise ClaraError(f"invalid configuration: {e}") from None
+        raise UserError(f"invalid configuration: {e}") from None
     cfg.validate()
     return cfg

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clara import io
-from clara.errors import ClaraError
+from clara.errors import UserError
 
 BACKENDS = ("auto", "ring", "jaccl", "mpi", "nccl")
 LOCAL = "127.0.0.1"  # the one host name mlx.launch starts without ssh
@@ -73,7 +73,7 @@ def _free_block(ip: str, n: int) -> int:
             p = s.getsockname()[1]
         if p + n < 65535 and all(_free(ip, p + i) for i in range(n)):
             return p
-    raise ClaraError(f"no {n} free consecutive ports on {ip}")
+    raise UserError(f"no {n} free consecutive ports on {ip}")
 
 
 def _reachable(host: str) -> str | None:
@@ -101,7 +101,7 @@ def _cuda() -> bool:
 
 def plan(config: dict, check: bool = True) -> World | None:
     """The world of a run's settings; None for one process (nothing changes). With `check`,
-    every problem that would stop mlx.launch is a one-line ClaraError now."""
+    every problem that would stop mlx.launch is a one-line UserError now."""
     from mlx._distributed_utils.common import Hostfile  # mlx.launch's own parser
 
     nproc = int(config.get("nproc") or 1)
@@ -109,25 +109,25 @@ def plan(config: dict, check: bool = True) -> World | None:
     backend = config.get("backend") or "auto"
     port = config.get("dist_port")
     if backend not in BACKENDS:
-        raise ClaraError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+        raise UserError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     if nproc < 1:
-        raise ClaraError("nproc: must be at least 1")
+        raise UserError("nproc: must be at least 1")
     if hosts and hostfile:
-        raise ClaraError("hosts, hostfile: give one of them, not both")
+        raise UserError("hosts, hostfile: give one of them, not both")
     where = "hosts"
     try:
         if hostfile:
             where = f"hostfile {hostfile}"
             hf = Hostfile.from_file(hostfile)
             if nproc > 1:
-                raise ClaraError(f"{where}: nproc: list a host once per process in the hostfile "
+                raise UserError(f"{where}: nproc: list a host once per process in the hostfile "
                                  "instead of --nproc")
         else:
             hf = Hostfile.from_list(hosts or LOCAL, nproc)
     except ValueError as e:
-        raise ClaraError(f"{where}: {e}") from None
+        raise UserError(f"{where}: {e}") from None
     if not hf.hosts:
-        raise ClaraError(f"{where}: names no host")
+        raise UserError(f"{where}: names no host")
     if len(hf.hosts) == 1:
         return None
     if backend == "auto":
@@ -140,14 +140,14 @@ def plan(config: dict, check: bool = True) -> World | None:
     if check:
         for h in hf.hosts:
             if backend == "ring" and not h.ips:
-                raise ClaraError(f"{where}: host {h.ssh_hostname!r}: the ring backend needs IP "
+                raise UserError(f"{where}: host {h.ssh_hostname!r}: the ring backend needs IP "
                                  "addresses (give IPs, or \"ips\" in a hostfile)")
         for name in sorted(set(names) - {LOCAL}):
             why = _reachable(name)
             if why:
-                raise ClaraError(f"{where}: host {name!r} is unreachable ({why})")
+                raise UserError(f"{where}: host {name!r} is unreachable ({why})")
         if backend == "mpi" and not shutil.which("mpirun"):
-            raise ClaraError("backend: mpi needs mpirun on the PATH")
+            raise UserError("backend: mpi needs mpirun on the PATH")
     # ports: ring and jaccl listen from --starting-port up (one per rank and IP), nccl on one
     if backend in ("ring", "jaccl"):
         n = sum(max(1, len(h.ips)) for h in hf.hosts) if backend == "ring" else 1
@@ -159,7 +159,7 @@ def plan(config: dict, check: bool = True) -> World | None:
             for h in hf.hosts:
                 for ip in h.ips or [None]:
                     if h.ssh_hostname == LOCAL and ip and not _free(ip, k):
-                        raise ClaraError(f"{where}: port {ip}:{k} is in use (choose another "
+                        raise UserError(f"{where}: port {ip}:{k} is in use (choose another "
                                          "first port with --dist-port)")
                     k += 1
         args += ["--starting-port", str(port)]
@@ -168,7 +168,7 @@ def plan(config: dict, check: bool = True) -> World | None:
         if port is None:
             port = _free_block(master, 1) if hf.hosts[0].ssh_hostname == LOCAL else 12345
         elif check and hf.hosts[0].ssh_hostname == LOCAL and not _free(master, port):
-            raise ClaraError(f"{where}: port {master}:{port} is in use (choose another with "
+            raise UserError(f"{where}: port {master}:{port} is in use (choose another with "
                              "--dist-port)")
         args += ["--nccl-port", str(port)]
     # remote ranks do not inherit our environment: pass what the worker needs

@@ -1,4 +1,4 @@
-"""The training loop every run goes through, whatever the task (see clara/train/task.py).
+"""The training loop every run goes through, whatever the task (see clara/train/protocol.py).
 
 We own the loop rather than use mlx-lm's `train`: it has no early stopping, best checkpoint,
 epochs or exact resume. The engine writes into the run folder:

@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 
 GB = 1e9
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -68,7 +68,7 @@ class Shape:
             inter = int(c.get("intermediate_size") or 4 * h)
             vocab = int(c["vocab_size"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ClaraError(f"config.json: cannot read the model's shape ({e})") from None
+            raise UserError(f"config.json: cannot read the model's shape ({e})") from None
         q = c.get("quantization") or c.get("quantization_config") or {}
         return cls(hidden=h, layers=L, heads=heads,
                    kv_heads=int(c.get("num_key_value_heads") or heads), intermediate=inter,
@@ -242,12 +242,12 @@ def read_model_config(source: str) -> dict:
         except Exception:
             pass
     if not file.is_file():
-        raise ClaraError(f"{source}: no config.json here or in the Hugging Face cache "
+        raise UserError(f"{source}: no config.json here or in the Hugging Face cache "
                          "(download the model first: clara model add)")
     try:
         return json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ClaraError(f"{file}: cannot read: {e}") from None
+        raise UserError(f"{file}: cannot read: {e}") from None
 
 
 def _dtype(cfg_dtype: str | None) -> str:
@@ -343,5 +343,5 @@ def estimate_request(ws, kind: str, overrides: dict, config_file=None) -> Estima
 
             cfg.model = refs.resolve(ws, cfg.init_from, want=refs.CLARA).base or ""
         if not cfg.model:
-            raise ClaraError("model: is required for the estimate")
+            raise UserError("model: is required for the estimate")
     return estimate_run(kind, cfg, model_source(ws, cfg.model))

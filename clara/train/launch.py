@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clara.data.datasets import resolve
-from clara.errors import ClaraError, ExitCode
+from clara.errors import UserError, ExitCode
 from clara.runs import Run, create_run
 from clara.workspace import Workspace
 
@@ -17,9 +17,9 @@ def resolve_data(ws: Workspace, ref: str) -> Path:
     """A training dataset: a workspace dataset name or a folder, holding train.jsonl."""
     path = resolve(ws, ref)
     if not path.is_dir():
-        raise ClaraError(f"{path}: a dataset folder (with train.jsonl) is needed, not a file", exit_code=ExitCode.BAD_DATA)
+        raise UserError(f"{path}: a dataset folder (with train.jsonl) is needed, not a file", exit_code=ExitCode.BAD_DATA)
     if not (path / "train.jsonl").is_file():
-        raise ClaraError(f"{path}: no train.jsonl", exit_code=ExitCode.BAD_DATA)
+        raise UserError(f"{path}: no train.jsonl", exit_code=ExitCode.BAD_DATA)
     return path.resolve()
 
 

@@ -19,7 +19,7 @@ from mlx.utils import tree_flatten
 
 from clara import io
 from clara.data.formats import parse_lora_row
-from clara.errors import ClaraError, DataError
+from clara.errors import UserError, DataError
 from clara.train.config import TrainConfig
 from clara.train.tasks import register
 
@@ -123,7 +123,7 @@ class LoraTask:
         data_dir = Path(data_dir)
         train_file, valid_file = data_dir / "train.jsonl", data_dir / "valid.jsonl"
         if not train_file.is_file():
-            raise ClaraError(f"{data_dir}: no train.jsonl")
+            raise UserError(f"{data_dir}: no train.jsonl")
         loaded = load_model(model_source, dtype=cfg.dtype)
         self.loaded = loaded
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
@@ -131,7 +131,7 @@ class LoraTask:
         train = tokenize_file(train_file, self.tokenizer, cfg.mode, mask)
         valid = tokenize_file(valid_file, self.tokenizer, cfg.mode, mask) if valid_file.is_file() else []
         if not train:
-            raise ClaraError(f"{train_file}: no rows")
+            raise UserError(f"{train_file}: no rows")
         longest = max(len(t) for t, _ in train + valid)
         if longest > cfg.max_seq_length:
             log.warning("some rows have %d tokens: truncated to max_seq_length=%d",
@@ -149,12 +149,12 @@ class LoraTask:
         cfg, model = self.cfg, self.model
         n_layers = len(model.layers)
         if cfg.num_layers > n_layers:
-            raise ClaraError(f"num_layers: {cfg.num_layers} but the model has {n_layers} layers")
+            raise UserError(f"num_layers: {cfg.num_layers} but the model has {n_layers} layers")
         model.freeze()
         mx.random.seed(cfg.seed)  # LoRA init draws random numbers: fix them by the run's seed
         if cfg.fine_tune_type == "full":
             if self.loaded.quantization:
-                raise ClaraError("fine_tune_type: full needs a non-quantized base (use lora or dora)")
+                raise UserError("fine_tune_type: full needs a non-quantized base (use lora or dora)")
             if cfg.num_layers < 0:
                 # every weight, embeddings and head included: this is also how a model built
                 # from scratch (clara model init-tiny) is pretrained
@@ -168,12 +168,12 @@ class LoraTask:
                 linear_to_lora_layers(model, cfg.num_layers, lp,
                                       use_dora=cfg.fine_tune_type == "dora")
             except (ValueError, KeyError) as e:
-                raise ClaraError(f"lora: {e}") from None
+                raise UserError(f"lora: {e}") from None
             from clara.method.adapters import cast_lora_layers
 
             cast_lora_layers(model)  # no float32 copies of bfloat16 activations
         if not tree_flatten(model.trainable_parameters()):
-            raise ClaraError("nothing to train: check lora_keys and num_layers")
+            raise UserError("nothing to train: check lora_keys and num_layers")
 
     # -- TrainTask ----------------------------------------------------------------------------
     def num_train_batches(self) -> int:
@@ -226,15 +226,15 @@ class LoraTask:
         directory = Path(directory)
         file = directory / "adapters.safetensors"
         if not file.is_file():
-            raise ClaraError(f"{directory}: no adapters.safetensors")
+            raise UserError(f"{directory}: no adapters.safetensors")
         weights = mx.load(str(file))
         own = dict(tree_flatten(self.model.trainable_parameters()))
         for name, w in weights.items():
             if name not in own:
-                raise ClaraError(f"{file}: {name}: not a trainable parameter of this run "
+                raise UserError(f"{file}: {name}: not a trainable parameter of this run "
                                  "(fine_tune_type, num_layers or lora_keys differ)")
             if w.shape != own[name].shape:
-                raise ClaraError(f"{file}: {name}: shape {tuple(w.shape)} but this run has "
+                raise UserError(f"{file}: {name}: shape {tuple(w.shape)} but this run has "
                                  f"{tuple(own[name].shape)} (lora_rank differs?)")
         self.model.load_weights(list(weights.items()), strict=False)
 

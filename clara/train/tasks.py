@@ -12,7 +12,7 @@ import importlib
 from pathlib import Path
 from typing import Callable
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 
 Factory = Callable[[dict, Path], object]
 
@@ -46,5 +46,5 @@ def create(kind: str, run_config: dict, run_dir: Path):
     _load_modules()
     factory = _REGISTRY.get(kind)
     if factory is None:
-        raise ClaraError(f"run kind {kind!r} is not known (known: {', '.join(sorted(_REGISTRY))})")
+        raise UserError(f"run kind {kind!r} is not known (known: {', '.join(sorted(_REGISTRY))})")
     return factory(run_config, Path(run_dir))

@@ -14,15 +14,15 @@ from tui.widgets.demo_banner import DemoBanner
 from tui.widgets.header import ClaraHeader, ModeBar
 
 if TYPE_CHECKING:
-    from tui.app import ClaraApp
+    from tui.app import WorkbenchApp
 
 
-class ClaraScreen(Screen):
+class ModeScreen(Screen):
     """A mode screen. Subclasses write `compose_body` and `reload` (called again whenever the app
     switches workspace). Their workers use `exit_on_error=False`: a failure is routed here to the
     app's one error handler, which opens a dialog and keeps the app running."""
 
-    app: "ClaraApp"
+    app: "WorkbenchApp"
 
     BINDINGS = [
         Binding("escape", "blur", "Leave field", show=False),

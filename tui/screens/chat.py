@@ -17,8 +17,8 @@ from textual.message import Message
 from textual.widgets import (Collapsible, Input, Label, LoadingIndicator, Select, SelectionList,
                              Static, Switch)
 
-from clara.errors import ClaraError
-from tui.screens.base import ClaraScreen
+from clara.errors import UserError
+from tui.screens.base import ModeScreen
 from tui.widgets.ticklist import TickList
 
 THINKING = [("hide reasoning", "hide"), ("show reasoning", "show"), ("ban reasoning", "ban")]
@@ -123,7 +123,7 @@ class ChatTurn(Vertical):
         self.query_one(".turn-answer", Static).update(f"(no reply: {message})")
 
 
-class ChatScreen(ClaraScreen):
+class ChatScreen(ModeScreen):
     TITLE = "Chat"
     CSS_PATH = "chat.tcss"
     AUTO_FOCUS = "#prompt"  # arrive ready to type
@@ -288,7 +288,7 @@ class ChatScreen(ClaraScreen):
             try:
                 numbers[name] = int(text) if text else None
             except ValueError:
-                raise ClaraError(f"{name}: {text!r} is not a whole number") from None
+                raise UserError(f"{name}: {text!r} is not a whole number") from None
         return ChatSettings(
             temperature=RANDOM_TEMPERATURE if self.query_one("#chat-random", Switch).value
             else 0.0, max_tokens=numbers["max tokens"], seed=numbers["seed"],
@@ -308,7 +308,7 @@ class ChatScreen(ClaraScreen):
         if choice.model or choice.adapter:
             try:
                 settings = self.settings()
-            except ClaraError:
+            except UserError:
                 return  # the prompt will say so
             self._prepare(choice, settings)  # load now, not at the first prompt
 
@@ -350,9 +350,9 @@ class ChatScreen(ClaraScreen):
             return self.session
         ws = self.app.workspace
         if ws is None:
-            raise ClaraError("open a workspace first (F2)")
+            raise UserError("open a workspace first (F2)")
         if not choice.model and not choice.adapter:
-            raise ClaraError("choose a model first")
+            raise UserError("choose a model first")
         label = choice.adapter or choice.model
         self.post_message(self.Loading(f"loading {label} …"))
         try:
@@ -421,7 +421,7 @@ class ChatScreen(ClaraScreen):
             with self._lock:
                 session = self._ensure_session(choice, settings)
                 if session.is_clara and self.index is None:
-                    raise ClaraError("a CLaRa run answers from documents: tick sources under "
+                    raise UserError("a CLaRa run answers from documents: tick sources under "
                                      "Documents")
                 session.settings = settings
                 for delta in session.stream(prompt, select=self._select_for(session, prompt)):
@@ -433,7 +433,7 @@ class ChatScreen(ClaraScreen):
 
     def _failed(self, turn: ChatTurn, error: BaseException) -> None:
         self.busy = False
-        turn.failed(str(error) if isinstance(error, ClaraError) else type(error).__name__)
+        turn.failed(str(error) if isinstance(error, UserError) else type(error).__name__)
         self._status("")
 
     # -- messages from the workers -------------------------------------------------------------
@@ -481,7 +481,7 @@ class ChatScreen(ClaraScreen):
             return None
         try:
             settings = self.settings()
-        except ClaraError as e:
+        except UserError as e:
             self.app.show_error(e)
             return None
         self.query_one("#prompt", Input).value = ""

@@ -16,10 +16,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import (Button, ContentSwitcher, DataTable, DirectoryTree, Input, Label,
                              OptionList, Select, Static, Switch, TabbedContent, TabPane)
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from tui.command import command_line
 from tui.format import display_path, number, short
-from tui.screens.base import ClaraScreen
+from tui.screens.base import ModeScreen
 from tui.widgets.config_form import ConfigForm
 from tui.widgets.data_qa import QAGenPanel, QARowBrowser, SourceReader
 from tui.widgets.kv import KeyValues
@@ -45,7 +45,7 @@ def _relative(ws_path: Path, text: str) -> str:
     return text.replace(prefix, "")
 
 
-class DataScreen(ClaraScreen):
+class DataScreen(ModeScreen):
     TITLE = "Data"
     CSS_PATH = "data.tcss"
     BINDINGS = [
@@ -223,7 +223,7 @@ class DataScreen(ClaraScreen):
             else:
                 files.append(path)
         if not files:
-            raise ClaraError(f"{paths[0]}: no .pdf, .txt or .md files in this folder")
+            raise UserError(f"{paths[0]}: no .pdf, .txt or .md files in this folder")
         results = import_files(self.app.workspace, files,
                                progress=lambda m: self.app.call_from_thread(self._progress, m))
         self.app.call_from_thread(self._imported, [r.message for r in results])
@@ -288,7 +288,7 @@ class DataScreen(ClaraScreen):
         plist = self.query_one("#dataset-problems", OptionList)
         plist.clear_options()
         plist.add_options(problems or ["(no problems)"])
-        text = "\n".join(f"{i}. {_row_preview(r) if not isinstance(r, ClaraError) else r}"
+        text = "\n".join(f"{i}. {_row_preview(r) if not isinstance(r, UserError) else r}"
                          for i, r in enumerate(samples, 1))
         self.query_one("#dataset-samples", Static).update(text or "(no rows)")
 
@@ -322,7 +322,7 @@ class DataScreen(ClaraScreen):
                 values.pop("stage", None)
             text = command_line(["clara", "data", "build", *words, name], values,
                                 flags={"force": self.query_one("#build-replace", Switch).value})
-        except ClaraError as e:
+        except UserError as e:
             text = f"not valid yet: {e}"
         self.query_one("#build-command", Static).update(text)
 
@@ -349,7 +349,7 @@ class DataScreen(ClaraScreen):
         try:
             values = {k: v for k, v in form.raw_values().items() if v is not None}
             config = form.config_cls(**values)
-        except (ClaraError, TypeError) as e:
+        except (UserError, TypeError) as e:
             self._say(str(e), error=True)
             return
         force = self.query_one("#build-replace", Switch).value
@@ -364,7 +364,7 @@ class DataScreen(ClaraScreen):
     def _run_build(self, kind: str, name: str, config, force: bool = False) -> None:
         try:
             folder = self._builders()[kind][2](self.app.workspace, name, config, force=force)
-        except ClaraError as e:  # bad input: said beside the button, the form stays as it is
+        except UserError as e:  # bad input: said beside the button, the form stays as it is
             self.app.call_from_thread(self._say, f"not built: {e}", True)
             return
         except BaseException as e:

@@ -14,9 +14,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import (Button, DataTable, Label, ProgressBar, Select, SelectionList, Static,
                              Switch, TabbedContent, TabPane)
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from tui.format import short
-from tui.screens.base import ClaraScreen
+from tui.screens.base import ModeScreen
 from tui.widgets.ticklist import TickList
 from tui.widgets.config_form import ConfigForm
 
@@ -69,7 +69,7 @@ def _fmt(value) -> str:
     return str(value)
 
 
-class EvalScreen(ClaraScreen):
+class EvalScreen(ModeScreen):
     TITLE = "Eval"
     CSS_PATH = "eval.tcss"
     BINDINGS = [
@@ -189,9 +189,9 @@ class EvalScreen(ClaraScreen):
         model = self.query_one("#eval-model", Select).value
         specs = list(self.query_one("#eval-configs", SelectionList).selected)
         if data is Select.NULL:
-            raise ClaraError("questions: choose a QA file or dataset")
+            raise UserError("questions: choose a QA file or dataset")
         if not specs:
-            raise ClaraError("configurations: tick at least one")
+            raise UserError("configurations: tick at least one")
         return {"compare": self.query_one("#eval-compare", Switch).value, "data": str(data),
                 "model": None if model is Select.NULL else str(model), "specs": specs,
                 "settings": settings}
@@ -207,7 +207,7 @@ class EvalScreen(ClaraScreen):
             return
         try:
             req = self.request()
-        except ClaraError as e:
+        except UserError as e:
             self.app.show_error(e)
             return
         self.running = True
@@ -234,7 +234,7 @@ class EvalScreen(ClaraScreen):
                 others = [s for s in req["specs"] if s != "closed" and
                           not s.startswith("closed=")]
                 if not adapters:
-                    raise ClaraError("compare: tick at least one adapter to compare with the "
+                    raise UserError("compare: tick at least one adapter to compare with the "
                                      "base")
                 settings = dict(req["settings"])
                 retention = settings.pop("retention", 0) or 20

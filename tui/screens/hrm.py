@@ -15,9 +15,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static, TabbedContent, TabPane
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.hrm.config import HRMTrainConfig
-from tui.screens.base import ClaraScreen
+from tui.screens.base import ModeScreen
 from tui.widgets.config_form import ConfigForm
 from tui.widgets.metric import MetricSparkline
 
@@ -41,7 +41,7 @@ def hrm_config(values: dict) -> dict:
     return asdict(cfg)
 
 
-class HRMScreen(ClaraScreen):
+class HRMScreen(ModeScreen):
     TITLE = "HRM"
     DEFAULT_CSS = """
     #hrm-body { height: 1fr; }
@@ -127,9 +127,9 @@ class HRMScreen(ClaraScreen):
         try:
             data = hrm_config(self.query_one("#hrm-form", ConfigForm).raw_values())
             if not data.get("data"):
-                raise ClaraError("data: choose a puzzle dataset")
+                raise UserError("data: choose a puzzle dataset")
             return data, "\n".join(f"{k} = {v!r}" for k, v in data.items() if v is not None)
-        except ClaraError as e:
+        except UserError as e:
             return None, f"not valid yet: {e}"
 
     def _update_preview(self) -> None:
@@ -190,7 +190,7 @@ class HRMScreen(ClaraScreen):
         split = "test" if (Path(folder) / "test.safetensors").is_file() else "train"
         arrays = D.read_split(folder, split)
         if not 0 <= index < len(arrays["inputs"]):
-            raise ClaraError(f"puzzle #: {index} is outside 0..{len(arrays['inputs']) - 1}")
+            raise UserError(f"puzzle #: {index} is outside 0..{len(arrays['inputs']) - 1}")
         trace = solve_trace(net, meta, arrays["inputs"][index])
         rows = find_run(ws, run_id).metrics()
         self.app.call_from_thread(self._show, meta, arrays["inputs"][index].tolist(),

@@ -12,10 +12,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, ContentSwitcher, DataTable, Label, Select, Static
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.io import human_size
 from tui.command import command_line
-from tui.screens.base import ClaraScreen
+from tui.screens.base import ModeScreen
 from tui.widgets.config_form import ConfigForm
 
 
@@ -95,14 +95,14 @@ def run_action(ws, action: str, values: dict) -> str:
         from clara.models.registry import add_model
 
         if not values.get("name") or not values.get("source"):
-            raise ClaraError("add: give a name and a source")
+            raise UserError("add: give a name and a source")
         info = add_model(ws, values["name"], values["source"])
         return f"added model {values['name']} ({info.get('model_type')})"
     if action == "quantize":
         from clara.models.quantize import quantize_folder
 
         if not values.get("name"):
-            raise ClaraError("quantize: choose a model")
+            raise UserError("quantize: choose a model")
         bits = int(values.get("bits") or 4)
         out = values.get("out") or f"{values['name']}-q{bits}"
         quantize_folder(Path(model_source(ws, values["name"])), ws.child("models", out), bits,
@@ -113,7 +113,7 @@ def run_action(ws, action: str, values: dict) -> str:
         from clara.models.fuse import fuse_adapter
 
         if not values.get("name") or not values.get("run"):
-            raise ClaraError("fuse: give the new model's name and choose a run")
+            raise UserError("fuse: give the new model's name and choose a run")
         found = refs.resolve(ws, values["run"], want=refs.LORA)
         folder = found.path
         base = values.get("base") or found.base
@@ -124,10 +124,10 @@ def run_action(ws, action: str, values: dict) -> str:
         from clara.models.extract import extract_text
 
         if not values.get("src") or not values.get("name"):
-            raise ClaraError("extract-text: give a source folder and a name")
+            raise UserError("extract-text: give a source folder and a name")
         dest = ws.child("models", values["name"])
         if dest.exists():
-            raise ClaraError(f"model {values['name']!r} already exists in workspace {ws.name}")
+            raise UserError(f"model {values['name']!r} already exists in workspace {ws.name}")
         report = extract_text(values["src"], dest).to_dict()
         return f"extracted {report['text_type']} ({report['kept']} tensors) -> {values['name']}"
     if action == "bench":
@@ -136,7 +136,7 @@ def run_action(ws, action: str, values: dict) -> str:
 
         names = values.get("names") or []
         if not names:
-            raise ClaraError("bench: name at least one model")
+            raise UserError("bench: name at least one model")
         adapter = values.get("adapter")
         adapter = str(refs.resolve(ws, adapter, want=refs.LORA).path) if adapter else None
         lines = []
@@ -149,10 +149,10 @@ def run_action(ws, action: str, values: dict) -> str:
                          f"{r.get('generation_tokens_per_second', 0):.1f} tok/s · peak "
                          f"{r.get('peak_memory_gb', 0):.2f} GB")
         return "\n".join(lines)
-    raise ClaraError(f"unknown action {action!r}")
+    raise UserError(f"unknown action {action!r}")
 
 
-class ModelsScreen(ClaraScreen):
+class ModelsScreen(ModeScreen):
     TITLE = "Models"
     CSS_PATH = "models.tcss"
     BINDINGS = [
@@ -239,7 +239,7 @@ class ModelsScreen(ClaraScreen):
         try:
             values = self.query_one(f"#model-form-{self.action}", ConfigForm).raw_values()
             text = model_command(self.action, values)
-        except ClaraError as e:
+        except UserError as e:
             text = f"not valid yet: {e}"
         self.query_one("#model-command", Static).update(text)
 
@@ -259,7 +259,7 @@ class ModelsScreen(ClaraScreen):
             return
         try:
             values = self.query_one(f"#model-form-{self.action}", ConfigForm).raw_values()
-        except ClaraError as e:
+        except UserError as e:
             self._say(str(e), error=True)
             return
         self.running = True
@@ -271,7 +271,7 @@ class ModelsScreen(ClaraScreen):
     def _run(self, action: str, values: dict) -> None:
         try:
             message = run_action(self.app.workspace, action, values)
-        except ClaraError as e:
+        except UserError as e:
             self.app.call_from_thread(self._finished, str(e), True)
             return
         except BaseException as e:

@@ -14,10 +14,10 @@ from textual.widgets import (DataTable, Markdown, ProgressBar, Static, TabbedCon
                              TabPane)
 from textual.worker import get_current_worker
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.runs import ACTIVE
 from tui.format import duration, loss, number, short
-from tui.screens.base import ClaraScreen
+from tui.screens.base import ModeScreen
 from tui.widgets.dialogs import ConfirmDialog
 from tui.widgets.kv import KeyValues
 from tui.widgets.metric import MetricSparkline
@@ -66,7 +66,7 @@ class RunMetrics:
         return out
 
 
-class RunsScreen(ClaraScreen):
+class RunsScreen(ModeScreen):
     TITLE = "Runs"
     CSS_PATH = "runs.tcss"
     # letters are safe here: the Runs screen has no text field
@@ -315,7 +315,7 @@ class RunsScreen(ClaraScreen):
         from clara.runs import request_stop
 
         if not request_stop(self._run(run_id)):
-            raise ClaraError(f"run {run_id} is not running")
+            raise UserError(f"run {run_id} is not running")
         self.app.call_from_thread(self.notify, f"asked run {run_id} to save and stop",
                                   title="Stop")
 
@@ -329,7 +329,7 @@ class RunsScreen(ClaraScreen):
 
         run = self._run(run_id)
         if run.is_active():
-            raise ClaraError(f"run {run_id} is still running")
+            raise UserError(f"run {run_id} is still running")
         start_worker(run, detach=True)  # the worker resumes from the newest checkpoint
         self.app.call_from_thread(self._resumed, run_id)
 

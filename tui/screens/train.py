@@ -14,10 +14,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label, Select, Static, TabbedContent, TabPane
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.train.config import TrainConfig, merge_config
 from tui.command import command_line
-from tui.screens.base import ClaraScreen
+from tui.screens.base import ModeScreen
 from tui.widgets.config_form import ConfigForm
 from tui.widgets.path_input import PathInput
 
@@ -100,7 +100,7 @@ def effective_config(kind: str, form: ConfigForm, ws=None) -> tuple[dict | None,
             shared, per_stage, prefix, _ = split_pipeline_values(values)
             plan = plan_pipeline(ws, shared, per_stage, prefix, check_data=False)
             return {"values": shared, "per_stage": per_stage, "prefix": prefix}, plan.preview()
-    except ClaraError as e:
+    except UserError as e:
         return None, f"not valid yet: {e}"
     return values, plan.preview(first=tuple(f.name for f in form.fields))
 
@@ -135,7 +135,7 @@ def launch_pipeline(ws, plan: dict):
     return pipe
 
 
-class TrainScreen(ClaraScreen):
+class TrainScreen(ModeScreen):
     TITLE = "Train"
     CSS_PATH = "train.tcss"
     BINDINGS = [
@@ -330,7 +330,7 @@ class TrainScreen(ClaraScreen):
         """The `clara train ...` command this form stands for (copyable)."""
         try:
             values = form.changed_values()
-        except ClaraError as e:
+        except UserError as e:
             return f"not valid yet: {e}"
         if "init_from" in values:
             values["from"] = values.pop("init_from")
@@ -365,7 +365,7 @@ class TrainScreen(ClaraScreen):
 
         text = self.query_one("#settings-path", PathInput).value.strip()
         if not text:
-            raise ClaraError("settings file: type a path first (e.g. my-lora.toml)")
+            raise UserError("settings file: type a path first (e.g. my-lora.toml)")
         path = Path(text).expanduser()
         if not path.is_absolute() and self.app.workspace is not None:
             path = self.app.workspace.path / path
@@ -379,7 +379,7 @@ class TrainScreen(ClaraScreen):
             path = self._settings_file()
             values = form.changed_values() if form else {}
             io.write_toml(path, {k: v for k, v in values.items() if v is not None})
-        except ClaraError as e:
+        except UserError as e:
             self._say(str(e), error=True)
             return
         self._say(f"saved {len(values)} setting(s) to {path.name} (clara train {self.kind} "
@@ -394,15 +394,15 @@ class TrainScreen(ClaraScreen):
         try:
             path = self._settings_file()
             if not path.is_file():
-                raise ClaraError(f"{path}: no such file")
+                raise UserError(f"{path}: no such file")
             values = io.read_toml(path)
             names = {f.name for f in form.fields}
             unknown = sorted(set(values) - names)
             if unknown:
-                raise ClaraError(f"{path.name}: {unknown[0]}: not a setting of {self.kind}")
+                raise UserError(f"{path.name}: {unknown[0]}: not a setting of {self.kind}")
             for key, value in values.items():
                 form.set_value(key, value)
-        except ClaraError as e:
+        except UserError as e:
             self._say(str(e), error=True)
             return
         self._say(f"loaded {len(values)} setting(s) from {path.name}")
@@ -417,7 +417,7 @@ class TrainScreen(ClaraScreen):
                 run_id = launch_stage(ws, kind, config).id
             else:
                 run_id = f"{launch_pipeline(ws, config).id}-stage1"
-        except ClaraError as e:  # refused before any run folder: said here, the form stays
+        except UserError as e:  # refused before any run folder: said here, the form stays
             self.app.call_from_thread(self._say, f"not launched: {e}", True)
             return
         except BaseException:

@@ -9,11 +9,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Static
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from clara.workspace import SUBDIRS, Workspace, list_workspaces, validate_name
 from tui.format import display_path, human_size, short
 from tui.recent import load_recent
-from tui.screens.base import ClaraScreen
+from tui.screens.base import ModeScreen
 
 
 def _count(row: dict, sub: str) -> str:
@@ -50,7 +50,7 @@ class CreateWorkspace(ModalScreen[str | None]):
             return ""
         try:
             validate_name(name)
-        except ClaraError as e:
+        except UserError as e:
             return str(e)
         if Workspace(self.root, name).exists:
             return f"workspace {name!r} already exists"
@@ -73,7 +73,7 @@ class CreateWorkspace(ModalScreen[str | None]):
         description = self.query_one("#ws-description", Input).value.strip()
         try:
             Workspace(self.root, name).create(description=description)
-        except ClaraError as e:  # e.g. created meanwhile by the CLI
+        except UserError as e:  # e.g. created meanwhile by the CLI
             self.query_one("#ws-name-error", Static).update(str(e))
             return
         self.dismiss(name)
@@ -83,7 +83,7 @@ class CreateWorkspace(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class WorkspacesScreen(ClaraScreen):
+class WorkspacesScreen(ModeScreen):
     TITLE = "Workspaces"
     CSS_PATH = "workspaces.tcss"
     BINDINGS = [

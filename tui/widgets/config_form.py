@@ -16,7 +16,7 @@ from textual.containers import Container, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, Select, Switch
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 
 
 def _base_type(tp: Any) -> tuple[type, bool]:
@@ -48,7 +48,7 @@ def parse_value(name: str, text: str, tp: Any) -> Any:
         if base is list:
             return [t.strip() for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ClaraError(f"{name}: {text!r} is not a {base.__name__}") from None
+        raise UserError(f"{name}: {text!r} is not a {base.__name__}") from None
     return text
 
 

@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Select, Static, TextArea
 
-from clara.errors import ClaraError
+from clara.errors import UserError
 from tui.format import short
 
 PREVIEW_CHUNKS = 2
@@ -27,7 +27,7 @@ def _int(text: str, name: str, default: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise ClaraError(f"{name}: {text!r} is not a whole number") from None
+        raise UserError(f"{name}: {text!r} is not a whole number") from None
     return value
 
 
@@ -77,11 +77,11 @@ class QAGenPanel(Vertical):
         name = self.query_one("#qa-name", Input).value.strip()
         try:
             if ws is None:
-                raise ClaraError("open a workspace first (F2)")
+                raise UserError("open a workspace first (F2)")
             if write and not name:
-                raise ClaraError("give the new QA dataset a name")
+                raise UserError("give the new QA dataset a name")
             cfg = self.config()
-        except ClaraError as e:
+        except UserError as e:
             self.app.show_error(e)
             return
         what = "writing" if write else "previewing"

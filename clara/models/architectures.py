@@ -6,7 +6,7 @@ that import with `clara.models.hyperclovax`, without importing MLX or mlx-lm now
 quick to start, and the model module is loaded only when a checkpoint needs it.
 
 To run one of mlx-lm's own tools with these types available:
-`python -m clara.models.register generate --model PATH --prompt hi` (same arguments as `mlx_lm`).
+`python -m clara.models.architectures generate --model PATH --prompt hi` (same arguments as `mlx_lm`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import click
 
 from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
 from clara.cli.train import _SKIP, config_options, train_group
-from clara.errors import ClaraError, DataError
+from clara.errors import UserError, DataError
 from clara.refs import CLARA, GRAMMAR, resolve
 from clara.method.pipeline import STAGES
 from clara.method.config import ClaraTrainConfig
@@ -116,7 +116,7 @@ def _run_pipeline(pipe, detach: bool) -> None:
         from clara.runs import outcome_code
 
         run = pipe.current_run()
-        raise ClaraError(f"pipeline {pipe.id} {st['status']}: {st.get('message') or ''}"
+        raise UserError(f"pipeline {pipe.id} {st['status']}: {st.get('message') or ''}"
                          .rstrip(": ") + f" (resume with: clara pipelines resume {pipe.id})",
                          exit_code=outcome_code(run.status() if run is not None else st))
 
@@ -223,7 +223,7 @@ def pipelines_stop(app: AppContext, ref):
 
     pipe = find_pipeline(app.workspace(), ref)
     if not stop_pipeline(pipe):
-        raise ClaraError(f"pipeline {pipe.id} is not running ({pipe.status()['status']})")
+        raise UserError(f"pipeline {pipe.id} is not running ({pipe.status()['status']})")
     click.echo(f"asked pipeline {pipe.id} to stop")
 
 
@@ -242,9 +242,9 @@ def pipelines_resume(app: AppContext, ref, detach):
     pipe = find_pipeline(app.workspace(), ref)
     st = pipe.status()
     if st["status"] == "completed":
-        raise ClaraError(f"pipeline {pipe.id} is completed: nothing to resume")
+        raise UserError(f"pipeline {pipe.id} is completed: nothing to resume")
     if st["status"] == "running":
-        raise ClaraError(f"pipeline {pipe.id} is running")
+        raise UserError(f"pipeline {pipe.id} is running")
     _run_pipeline(pipe, detach)
 
 
@@ -269,7 +269,7 @@ def _doc_files(files: tuple[str, ...]) -> tuple[list[str], list[str]]:
         else:
             text = path.read_text(encoding="utf-8")
             if not text.strip():
-                raise ClaraError(f"{path}: empty document")
+                raise UserError(f"{path}: empty document")
             ids.append(path.name)
             texts.append(text)
     return ids, texts
@@ -334,9 +334,9 @@ def ask_cmd(app: AppContext, question, ckpt, docs_files, doc_texts, store, top_k
     ids += [f"doc{i}" for i in range(len(doc_texts))]
     texts += list(doc_texts)
     if store and texts:
-        raise ClaraError("give documents (--docs/--doc) or --store, not both")
+        raise UserError("give documents (--docs/--doc) or --store, not both")
     if not store and not texts:
-        raise ClaraError("no documents: give --docs FILE, --doc TEXT or --store STORE")
+        raise UserError("no documents: give --docs FILE, --doc TEXT or --store STORE")
     settings = ChatSettings(temperature=temp, max_tokens=max_tokens, top_k=top_k).validate()
     ws = app.workspace()
     engine = ChatEngine(ws, log=False)
@@ -345,7 +345,7 @@ def ask_cmd(app: AppContext, question, ckpt, docs_files, doc_texts, store, top_k
     session = engine.session(None, resolve(ws, ckpt, want=CLARA), settings,
                              documents=texts or None, doc_ids=ids or None, store=store)
     if store and "query_reasoner" not in session.entry.model.adapter_names():
-        raise ClaraError("this model has no query reasoner (retrieval from a store needs a "
+        raise UserError("this model has no query reasoner (retrieval from a store needs a "
                          "stage-3 model)")
     if fmt == "json":
         reply = session.ask(question)
