@@ -85,7 +85,6 @@ Reading:
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import tempfile
 import time

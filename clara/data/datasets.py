@@ -196,7 +196,3 @@ def read_split(folder: str | Path, split: str) -> list[dict]:
 def count_rows(path: Path) -> int:
     with open(path, "rb") as f:
         return sum(1 for line in f if line.strip())
-
-
-def splits_of(rows_by_split: dict[str, Sequence]) -> dict[str, int]:
-    return {k: len(v) for k, v in rows_by_split.items()}

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from clara import io
-from clara.data.formats import (ALIASES, CHOICES, DOC_KEYS, KINDS, ROLES,  # noqa: F401
+from clara.data.formats import (DOC_KEYS,  # noqa: F401
                                 canonical_kind, check_row, lora_row_kind)
 from clara.errors import UserError, DataError, ExitCode, ValidationFailed
 

@@ -77,12 +77,6 @@ class MultiLoRALinear(nn.Module):
         # `+ 0` makes new arrays, so later updates of one adapter never alias the other.
         self.adapters[dst] = LoRAPair(p.lora_a + 0, p.lora_b + 0, self.scale, self.dropout_p)
 
-    def to_lora_linear(self, name: str) -> LoRALinear:
-        """mlx-lm's LoRALinear for one adapter (e.g. to `fuse()` it into the base)."""
-        out = LoRALinear.from_base(self.linear, r=self.rank, dropout=0.0, scale=self.scale)
-        out.lora_a, out.lora_b = self.adapters[name].lora_a, self.adapters[name].lora_b
-        return out
-
     def __call__(self, x: mx.array) -> mx.array:
         y = self.linear(x)
         if self.active is None:

@@ -118,10 +118,6 @@ class TrainConfig(EngineConfig):
                 raise UsageError(f"{name}: {problem}")
 
 
-def field_help(cls) -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
-
-
 def merge_config(cls, file: str | Path | None = None, overrides: dict[str, Any] | None = None):
     """Defaults, then a TOML file (top level or a [train] table), then non-None overrides."""
     names = {f.name for f in dataclasses.fields(cls)}

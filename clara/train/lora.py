@@ -8,7 +8,6 @@ the prompt offset for masking. Batches have mlx-lm's shape, `(tokens (B, T), len
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -256,7 +255,3 @@ def lora_factory(run_config: dict, run_dir: Path) -> LoraTask:
 
 
 register("lora", lora_factory)
-
-
-def read_adapter_config(directory: Path) -> dict:
-    return json.loads((Path(directory) / "adapter_config.json").read_text(encoding="utf-8"))

@@ -119,7 +119,7 @@ class DataScreen(ModeScreen):
 
     @staticmethod
     def _kind_options() -> list[tuple[str, str]]:
-        from clara.data.validate import CHOICES
+        from clara.data.formats import CHOICES
 
         return [(k, k) for k in CHOICES]
 

@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label, Select, Static, TabbedContent, TabPane
 
 from clara.errors import UserError
-from clara.train.config import TrainConfig, merge_config
+from clara.train.config import TrainConfig
 from tui.command import command_line
 from tui.screens.base import ModeScreen
 from tui.widgets.config_form import ConfigForm
