@@ -9,6 +9,7 @@ import click
 from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
 from clara.cli.data import data_group
 from clara.data import validate as V
+from clara.data.formats import CHOICES
 from clara.errors import UserError, ExitCode
 
 TOKENIZER_HELP = ("Workspace model name or local model folder whose tokenizer counts tokens "
@@ -253,7 +254,7 @@ def synth_cmd(app: AppContext, name, seed, entities, test_share, force):
 
 @data_group.command("validate")
 @click.argument("path")
-@click.option("--kind", type=click.Choice(V.CHOICES), default="auto", show_default=True,
+@click.option("--kind", type=click.Choice(CHOICES), default="auto", show_default=True,
               help="Row format to check; auto: from dataset.toml, else the first row.")
 @pass_app
 def validate_cmd(app: AppContext, path, kind):
@@ -302,7 +303,7 @@ def _maybe_workspace(app: AppContext):
 @click.option("--max-length", type=int, default=None,
               help="Report the share of rows longer than this many tokens.")
 @click.option("--samples", default=3, show_default=True, help="Sample rows to print.")
-@click.option("--kind", type=click.Choice(V.CHOICES), default="auto", show_default=True,
+@click.option("--kind", type=click.Choice(CHOICES), default="auto", show_default=True,
               help="Row format; auto: from dataset.toml, else the first row.")
 @click.option("--doc-max-tokens", type=int, default=256, show_default=True,
               help="CLaRa stage datasets: report how much of each document this cuts.")
