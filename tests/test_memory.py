@@ -93,8 +93,6 @@ def test_stage1_peak_matches_estimate_from_its_shapes(model_dir, tmp_path):
                 supervised_len=b["labels"].shape[1], lora_rank=8, adapters_trained=2,
                 adapters_held=2, lora_dropout=cfg.lora_dropout, dtype="float32",
                 extra_trainable=8 * shape.hidden)
-    # logits only over the supervised columns (the prompt's are cut)
-    assert b["labels"].shape[1] < b["dec_ids"].shape[1]
     peak = measured_peak(task, cfg, tmp_path)
     est = estimate(shape, work, backend="cpu")
     assert abs(est.peak_bytes / peak - 1) < 0.15, (est.parts, peak)

@@ -278,7 +278,7 @@ def clara_work(cfg, stage: str, answer_tokens: int | None = None,
     docs = B * (candidates or k) if stage == "stage3" else B * k
     enc_rows = docs + (B if stage == "stage3" else 0)
     return Work(kind=stage, batch_size=B, enc_len=_pad16(enc_len), enc_rows=enc_rows,
-                dec_len=_pad16(dec_len), supervised_len=_pad16(answer + 1),
+                dec_len=_pad16(dec_len),  # logits over every decoder column (labels untrimmed)
                 lora_rank=c.lora_rank, lora_keys=tuple(c.lora_keys), lora_layers=c.lora_layers,
                 adapters_trained=2, adapters_held=len(c.adapters()),
                 lora_dropout=c.lora_dropout, grad_checkpoint=cfg.grad_checkpoint,
