@@ -23,6 +23,7 @@ async def settle(pilot, rounds: int = 3) -> None:
     from textual.screen import Screen
 
     from textual.widgets import Input, TextArea
+    from textual.worker import WorkerCancelled
 
     for _ in range(rounds):
         await pilot.pause()
@@ -37,7 +38,10 @@ async def settle(pilot, rounds: int = 3) -> None:
                 and not w.group.startswith("tail-") and w.group != "train-clara-forms"
                 and not w.is_finished]
         if mine:
-            await pilot.app.workers.wait_for_complete(mine)
+            try:
+                await pilot.app.workers.wait_for_complete(mine)
+            except WorkerCancelled:  # an exclusive worker replaced by a newer one: wait again
+                continue
     await pilot.pause()
 
 
