@@ -117,6 +117,10 @@ class ModeScreen(Screen):
     def reload(self) -> None:
         """Read the workspace again (in workers) and refill the widgets."""
 
+    def action_reload(self) -> None:
+        """The mode's reload key: read the workspace again."""
+        self.reload()
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:
             self.app.show_error(event.worker.error)

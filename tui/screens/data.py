@@ -155,9 +155,6 @@ class DataScreen(ModeScreen):
     def on_resume(self) -> None:
         self.reload()
 
-    def action_reload(self) -> None:
-        self.reload()
-
     # -- sources ------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="sources", exit_on_error=False)
     def _load_sources(self) -> None:

@@ -129,9 +129,6 @@ class EvalScreen(ModeScreen):
     def on_resume(self) -> None:
         self._load()
 
-    def action_reload(self) -> None:
-        self._load()
-
     @work(thread=True, exclusive=True, group="eval-load", exit_on_error=False)
     def _load(self) -> None:
         from clara.evaluation.runner import list_evals

@@ -96,9 +96,6 @@ class HRMScreen(ModeScreen):
     def reload(self) -> None:
         self._load_choices()
 
-    def action_reload(self) -> None:
-        self.reload()
-
     @work(thread=True, exclusive=True, group="hrm-choices", exit_on_error=False)
     def _load_choices(self) -> None:
         from clara.data.datasets import list_datasets

@@ -196,9 +196,6 @@ class ModelsScreen(ModeScreen):
     def on_resume(self) -> None:
         self._load()
 
-    def action_reload(self) -> None:
-        self._load()
-
     @work(thread=True, exclusive=True, group="models-load", exit_on_error=False)
     def _load(self) -> None:
         from clara.models.registry import list_models

@@ -205,9 +205,6 @@ class TrainScreen(ModeScreen):
     def reload(self) -> None:
         self._load_choices()
 
-    def action_reload(self) -> None:
-        self.reload()
-
     def on_resume(self) -> None:
         self._load_choices()
         if self.launched:
