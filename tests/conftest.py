@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
+# PyTorch, the parity tests' reference, lives outside the venv's site-packages (scripts/env.sh says
+# why): this process sees it, the clara processes the tests start do not.
+sys.path.append(str(REPO / ".venv" / "reference"))
 
 
 @pytest.fixture
