@@ -60,15 +60,30 @@ class WorkspaceCommands(Provider):
                           help=help_text)
 
 
+def _styled(screen: Screen) -> Screen:
+    """A new mode screen, marked as styled with the app's current CSS. Textual restyles the whole
+    app (reparsing every stylesheet) when it shows a screen not so marked, twice on a mode's
+    first visit; the screen's widgets are styled as they mount anyway, and all the CSS was read
+    at the start. A theme change still restyles every screen (it raises the app's count)."""
+    from textual.app import active_app
+
+    screen._css_update_count = active_app.get()._css_update_count
+    return screen
+
+
 class WorkbenchApp(App):
     """The workbench over the workspaces under `root`."""
 
-    CSS_PATH = "app.tcss"
+    # Every screen's stylesheet is read at the start: Textual reparses all the CSS and restyles
+    # the app each time a screen brings a file it has not seen (seconds on a busy machine).
+    CSS_PATH = ["app.tcss", *sorted(f"screens/{p.name}" for p in
+                                    (Path(__file__).parent / "screens").glob("*.tcss"))]
     TITLE = "clara"
     # screens are imported when their mode is first shown (the app starts faster)
-    MODES = {m.name: (lambda m=m: m.screen_class()()) for m in MODE_LIST}
+    MODES = {m.name: (lambda m=m: _styled(m.screen_class()())) for m in MODE_LIST}
     # HRM's puzzle mode (F10), kept off the mode bar
-    MODES["hrm"] = lambda: __import__("tui.screens.hrm", fromlist=["HRMScreen"]).HRMScreen()
+    MODES["hrm"] = lambda: _styled(
+        __import__("tui.screens.hrm", fromlist=["HRMScreen"]).HRMScreen())
     COMMANDS = App.COMMANDS | {WorkspaceCommands}
     # Mode keys are F-keys and chords only, never letters: a letter belongs to the text field
     # that has the focus. The mode bar under the header shows them; the footer keeps the
