@@ -80,8 +80,8 @@ class RunsScreen(ModeScreen):
         Binding("s", "stop", "Stop"),
         Binding("u", "resume", "Resume"),
         Binding("m", "compare", "Compare"),
-        Binding("l", "toggle_log", "Log y"),
-        Binding("x", "export", "Export"),
+        Binding("l", "toggle_log", "Log y", show=False),  # in help (F1) and the palette
+        Binding("x", "export", "Export", show=False),
         Binding("d", "delete", "Delete"),
         Binding("delete", "delete", "Delete", show=False),
         Binding("r", "rename", "Rename"),
