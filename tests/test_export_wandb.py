@@ -25,7 +25,7 @@ def _run(ws):
     return run
 
 
-def test_without_wandb_the_export_says_so_in_one_line(cli, workspace, monkeypatch):
+def _without_wandb(monkeypatch):
     real_import = builtins.__import__
 
     def no_wandb(name, *args, **kwargs):
@@ -34,6 +34,10 @@ def test_without_wandb_the_export_says_so_in_one_line(cli, workspace, monkeypatc
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_wandb)
+
+
+def test_without_wandb_the_export_says_so_in_one_line(cli, workspace, monkeypatch):
+    _without_wandb(monkeypatch)
     run = _run(workspace)
     res = cli("-w", "test", "runs", "export", "r1", "--wandb")
     assert res.exit_code == 1
@@ -41,6 +45,28 @@ def test_without_wandb_the_export_says_so_in_one_line(cli, workspace, monkeypatc
                                        "pip install 'clara[export]' (or pip install wandb)")
     assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
     assert not (run.path / "tensorboard").exists()  # refused before anything was written
+
+
+def test_without_wandb_the_app_says_so_in_a_dialog(workspace, monkeypatch):
+    import asyncio
+
+    from tests.tui_helpers import make_app, settle, wait_for
+
+    _without_wandb(monkeypatch)
+    _run(workspace)
+
+    async def go():
+        app = make_app(workspace.root, start_mode="runs")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            app.screen.select_run("r1")
+            app.screen.action_export_wandb()  # the palette's "Export run to W&B"
+            await wait_for(pilot, lambda: app.errors, what="the error dialog")
+            assert app.errors[-1].startswith("W&B export needs wandb, which is not installed")
+            assert type(app.screen).__name__ == "ErrorDialog"
+            assert not (workspace.runs_dir / "r1" / "wandb").exists()
+
+    asyncio.run(go())
 
 
 def _records(path):

@@ -104,6 +104,7 @@ class ModeScreen(Screen):
         if self._styled_for == self.app.theme:
             event.refresh_styles = False
         self._styled_for = self.app.theme
+        self.on_shown()
         now = time.monotonic()
         if now - self._resumed_at >= self.RESUME_REFRESH_S:
             self._resumed_at = now
@@ -111,6 +112,10 @@ class ModeScreen(Screen):
 
     def on_resume(self) -> None:
         """Called when the mode is shown again; refresh what may have changed meanwhile."""
+
+    def on_shown(self) -> None:
+        """Called each time the mode is shown, before it is painted: keep it cheap (draw what
+        was left undrawn while the mode was hidden)."""
 
     _last_fill: dict | None = None
 

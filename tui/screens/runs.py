@@ -269,8 +269,27 @@ class RunsScreen(ModeScreen):
         if reset:  # a resume rewrote metrics.jsonl: the follower reads it again from the start
             self.metrics = RunMetrics()
         self.metrics.add(rows)
+        self._plot_stale = self._plot_stale or bool(rows) or reset
+        if status.get("status", "?") not in ACTIVE:
+            self._load_details(run_id)
+        if self.is_current:
+            self._show_progress(run_id)
+        else:  # drawn when the mode is shown again: a hidden plot costs the shown mode nothing
+            self._progress_hidden = True
+
+    _plot_stale = False
+    _progress_hidden = False
+
+    def on_shown(self) -> None:
+        if self._progress_hidden and self.selected:
+            self._show_progress(self.selected)
+
+    def _show_progress(self, run_id: str) -> None:
+        self._progress_hidden = False
+        status = self.status
         m = self.metrics
-        if rows or reset or not self.query_one("#plot-loss", MetricPlot).series:
+        if self._plot_stale or not self.query_one("#plot-loss", MetricPlot).series:
+            self._plot_stale = False
             self.query_one("#plot-loss", MetricPlot).set_series(m.loss_series())
         self.query_one("#spark-tps", MetricSparkline).set_values(m.series("tokens_per_second"))
         self.query_one("#spark-mem", MetricSparkline).set_values(m.series("peak_memory_gb"))
@@ -294,8 +313,6 @@ class RunsScreen(ModeScreen):
             f"tokens/s {number(last.get('tokens_per_second'))}  ·  "
             f"lr {number(last.get('learning_rate'))}  ·  elapsed {duration(elapsed)}"
             + (f"\n{message}" if message else ""))
-        if state not in ACTIVE:
-            self._load_details(run_id)
 
     @work(thread=True, exclusive=True, group="run-details", exit_on_error=False)
     def _load_details(self, run_id: str) -> None:
@@ -548,6 +565,20 @@ class RunsScreen(ModeScreen):
         self.app.call_from_thread(self.notify, f"TensorBoard events in {out}",
                                   title="Export", timeout=5)
 
+    def action_export_wandb(self) -> None:
+        if self.selected:
+            self._export_wandb(self.selected)
+
+    @work(thread=True, group="run-control", exit_on_error=False)
+    def _export_wandb(self, run_id: str) -> None:
+        from clara.export import export_wandb
+
+        done = export_wandb(self._run(run_id))  # wandb missing: a one-line error dialog
+        where = (f"offline in {done['folder']} (upload: wandb sync {done['folder']})"
+                 if done["mode"] == "offline" else "to W&B")
+        self.app.call_from_thread(self.notify, f"run {run_id} logged {where}",
+                                  title="Export", timeout=6)
+
     def palette_commands(self):
         yield SystemCommand("Delete run", "Remove the highlighted run's folder (asks first)",
                             self.action_delete)
@@ -562,6 +593,9 @@ class RunsScreen(ModeScreen):
                             self.action_toggle_archived)
         yield SystemCommand("Filter runs by tag", "Show only the runs with a tag",
                             self.action_filter_tag)
+        yield SystemCommand("Export run to W&B", "Log its metrics to Weights & Biases (offline "
+                            "unless logged in; as `clara runs export --wandb`)",
+                            self.action_export_wandb)
         yield SystemCommand("Toggle log scale", "Loss plots on a log10 axis",
                             self.action_toggle_log)
         yield SystemCommand("Stop run", "Ask the highlighted run to save and stop",
