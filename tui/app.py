@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 import os
 import sys
 import traceback
@@ -17,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Iterable
 
-from textual import work
+from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -71,6 +72,15 @@ def _styled(screen: Screen) -> Screen:
     return screen
 
 
+def _mode_screen(mode) -> Screen:
+    """The screen of `mode` when it is first shown: the one built in the background if there
+    is one (see WorkbenchApp._prebuild), else a new one."""
+    from textual.app import active_app
+
+    built = getattr(active_app.get(), "_prebuilt", {}).pop(mode.name, None)
+    return built if built is not None else _styled(mode.screen_class()())
+
+
 class WorkbenchApp(App):
     """The workbench over the workspaces under `root`."""
 
@@ -80,7 +90,7 @@ class WorkbenchApp(App):
                                     (Path(__file__).parent / "screens").glob("*.tcss"))]
     TITLE = "clara"
     # screens are imported when their mode is first shown (the app starts faster)
-    MODES = {m.name: (lambda m=m: _styled(m.screen_class()())) for m in MODE_LIST}
+    MODES = {m.name: (lambda m=m: _mode_screen(m)) for m in MODE_LIST}
     # HRM's puzzle mode (F10), kept off the mode bar
     MODES["hrm"] = lambda: _styled(
         __import__("tui.screens.hrm", fromlist=["HRMScreen"]).HRMScreen())
@@ -102,15 +112,66 @@ class WorkbenchApp(App):
     platform_info: reactive[dict | None] = reactive(None)
 
     def __init__(self, root: str | Path, workspace: str | None = None, *,
-                 start_mode: str = "workspaces", platform_info: dict | None = None) -> None:
-        """`platform_info` replaces `clara.platform.describe()` (tests pin it for snapshots)."""
+                 start_mode: str = "workspaces", platform_info: dict | None = None,
+                 prebuild: bool | None = None) -> None:
+        """`platform_info` replaces `clara.platform.describe()` (tests pin it for snapshots);
+        `prebuild` builds every mode's screen in the background after the first one is shown
+        (default: unless the platform is pinned, as tests do)."""
         super().__init__()
+        self._prebuild_on = platform_info is None if prebuild is None else prebuild
+        self._prebuilt: dict[str, Screen] = {}  # built in the background, not yet shown
         self.root = Path(root)
         self.start_mode = start_mode
         self._fixed_platform = platform_info
         self.errors: list[str] = []  # every message shown by show_error, for tests and logs
         self.follow_run: str | None = None  # a run the Runs screen should select when it appears
         self.set_reactive(WorkbenchApp.workspace_name, workspace or "")
+        self._keys: deque = deque()  # typed ahead, not yet handed on (see on_event)
+        self._key_turn = 0  # which handed-on key the app waits for; 0: none
+
+    # -- type-ahead ---------------------------------------------------------------------------
+    async def on_event(self, event: events.Event) -> None:
+        """Keys are handed on one at a time, each once the previous one's effects have landed.
+        Textual hands a key to whatever has the focus when the key is read: keys typed fast
+        (or queued while the app was busy) after one that moves the focus (ctrl+n, a mode key
+        that builds its screen) reached the old focus, or nothing, and were lost."""
+        if isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded:
+            self._keys.append(event)
+            if not self._key_turn:
+                await self._next_key()
+            return
+        await super().on_event(event)
+
+    KEY_SETTLE_S = 1.0  # a key whose effects never report back releases the queue after this
+
+    async def _next_key(self, turn: int | None = None) -> None:
+        if turn is not None and turn != self._key_turn:
+            return  # a late report of a key already given up on
+        self._key_turn = 0
+        if not self._keys:
+            return
+        screen = self.screen
+        if not screen.is_mounted:  # a screen still being built: its fields cannot take keys
+            self._key_turn = -1
+            self.set_timer(0.02, lambda: self._next_key(-1))
+            return
+        event = self._keys.popleft()
+        target = self.focused or screen
+        self._key_turn = turn = id(event)
+        await super().on_event(event)
+        # the key bubbles from the target up to the screen (a binding there acts on it), the
+        # app runs what that queued (a focus change), the screen lays out what changed
+        self._after_bubbling(target, lambda: self.screen.call_after_refresh(
+            self.call_later, self._next_key, turn))
+        self.set_timer(self.KEY_SETTLE_S, lambda: self._next_key(turn))
+
+    def _after_bubbling(self, node, done) -> None:
+        """Call `done` once a message just given to `node` has bubbled up to the app: each node
+        passes it to its parent before it runs this callback, queued after it."""
+        if node is None or node is self:
+            self.call_later(done)
+        else:
+            node.call_later(self._after_bubbling, node.parent, done)
 
     # -- workspace --------------------------------------------------------------------------
     @property
@@ -146,14 +207,35 @@ class WorkbenchApp(App):
             self.platform_info = self._fixed_platform
         else:
             self._load_platform()
+        if self._fixed_platform is None or self._prebuild_on:
             self._warm_modes()
 
     @work(thread=True, exclusive=True, group="warm-modes", exit_on_error=False)
     def _warm_modes(self) -> None:
         """Import every mode's screen module now, in the background: the first switch to a mode
-        then only composes it (the imports cost seconds on a busy machine)."""
+        then only composes it (the imports cost seconds on a busy machine); then build them."""
         for m in MODE_LIST:
             m.screen_class()
+        if self._prebuild_on:
+            self.call_from_thread(self.run_worker, self._prebuild(), group="prebuild",
+                                  exit_on_error=False)
+
+    # the modes most used first; Train's CLaRa forms import the method (seconds): near the end
+    PREBUILD_ORDER = ("data", "runs", "chat", "eval", "train", "models", "workspaces")
+    PREBUILD_PAUSE_S = 0.3  # between two screens: keys typed meanwhile are answered first
+
+    async def _prebuild(self) -> None:
+        """Build (compose, mount, load) every mode's screen in the background, one at a time,
+        so that a mode's first visit is as quick as the next ones: composing a form screen took
+        seconds on a busy machine, keys waiting meanwhile."""
+        for name in self.PREBUILD_ORDER:
+            await asyncio.sleep(self.PREBUILD_PAUSE_S)
+            if name in self._screen_stacks or name in self._prebuilt:
+                continue  # shown already
+            screen = _styled(next(m for m in MODE_LIST if m.name == name).screen_class()())
+            self._prebuilt[name] = screen
+            self._register(self, screen)
+            await screen._mounted_event.wait()
 
     async def action_quit(self) -> None:
         """Quit at once. A thread worker still loading a model or writing a reply holds the
@@ -161,7 +243,8 @@ class WorkbenchApp(App):
         the terminal is restored and the process ends without waiting. Training runs are
         processes of their own and go on."""
         busy = [w for w in self.workers if w.is_running and isinstance(w.node, (App, Screen))
-                and not w.group.startswith("tail-") and w.group not in ("warm-modes",)]
+                and not w.group.startswith("tail-") and w.group not in ("warm-modes",
+                                                                           "prebuild")]
         if busy and self._driver is not None and not self.is_headless:
             self._driver.stop_application_mode()
             sys.stdout.flush()
