@@ -449,9 +449,19 @@ class RunsScreen(ModeScreen):
         self._load_runs()
 
     # -- housekeeping: rename, archive, tags, filters (clara.runs does the work) ----------------
+    def _refuse_if_training(self, run_id: str, what: str) -> bool:
+        """Say at once that a run still training cannot be renamed or archived (the library
+        refuses it too), before the user types anything."""
+        row = self.rows.get(run_id) or {}
+        if row.get("active"):
+            self.app.show_error(f"run {run_id} is {row.get('status')}: stop it (s) before "
+                                f"{what} it")
+            return True
+        return False
+
     def action_rename(self) -> None:
         run_id = self.selected
-        if not run_id:
+        if not run_id or self._refuse_if_training(run_id, "renaming"):
             return
 
         def answered(name: str | None) -> None:
@@ -484,6 +494,8 @@ class RunsScreen(ModeScreen):
             return
         if (self.rows.get(run_id) or {}).get("archived"):
             self._archive(run_id, False)
+            return
+        if self._refuse_if_training(run_id, "archiving"):
             return
 
         def answered(yes: bool | None) -> None:
