@@ -13,6 +13,7 @@ import logging
 from collections import deque
 import os
 import sys
+import time
 import traceback
 from functools import partial
 from pathlib import Path
@@ -136,6 +137,7 @@ class WorkbenchApp(App):
         (or queued while the app was busy) after one that moves the focus (ctrl+n, a mode key
         that builds its screen) reached the old focus, or nothing, and were lost."""
         if isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded:
+            self._last_key_at = time.monotonic()
             self._keys.append(event)
             if not self._key_turn:
                 await self._next_key()
@@ -220,9 +222,13 @@ class WorkbenchApp(App):
             self.call_from_thread(self.run_worker, self._prebuild(), group="prebuild",
                                   exit_on_error=False)
 
-    # in the order of the usual loop (data, train, runs, ...)
-    PREBUILD_ORDER = ("data", "train", "runs", "chat", "eval", "models", "workspaces")
+    # In the order of the usual loop. Not Train: its CLaRa forms import the method in a
+    # thread, and that held the event loop for seconds (a key waited as long): it is built on
+    # its first visit, keys typed meanwhile waiting for it (see on_event).
+    PREBUILD_ORDER = ("data", "runs", "chat", "eval", "models", "workspaces")
     PREBUILD_PAUSE_S = 0.3  # between two screens: keys typed meanwhile are answered first
+    PREBUILD_IDLE_S = 1.5  # a screen is built only once no key came for this long
+    _last_key_at = 0.0
 
     async def _prebuild(self) -> None:
         """Build (compose, mount, load) every mode's screen in the background, one at a time,
@@ -230,6 +236,9 @@ class WorkbenchApp(App):
         seconds on a busy machine, keys waiting meanwhile."""
         for name in self.PREBUILD_ORDER:
             await asyncio.sleep(self.PREBUILD_PAUSE_S)
+            # building a screen holds the event loop for a while: not while the user types
+            while time.monotonic() - self._last_key_at < self.PREBUILD_IDLE_S:
+                await asyncio.sleep(0.2)
             if name in self._screen_stacks or name in self._prebuilt:
                 continue  # shown already
             screen = _styled(next(m for m in MODE_LIST if m.name == name).screen_class()())
@@ -245,6 +254,7 @@ class WorkbenchApp(App):
         In a headless app (tests) the orderly exit stays."""
         if self._driver is not None and not self.is_headless:
             self._driver.stop_application_mode()
+            self._driver.close()  # its writer thread sends the terminal's restore, then ends
             sys.stdout.flush()
             os._exit(0)
         self.exit()
