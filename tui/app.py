@@ -227,7 +227,7 @@ class WorkbenchApp(App):
     # its first visit, keys typed meanwhile waiting for it (see on_event).
     PREBUILD_ORDER = ("data", "runs", "chat", "eval", "models", "workspaces")
     PREBUILD_PAUSE_S = 0.3  # between two screens: keys typed meanwhile are answered first
-    PREBUILD_IDLE_S = 1.5  # a screen is built only once no key came for this long
+    PREBUILD_IDLE_S = 3.0  # a screen is built only once no key came for this long
     _last_key_at = 0.0
 
     async def _prebuild(self) -> None:
