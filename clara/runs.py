@@ -534,12 +534,18 @@ def _check_tag(tag: str) -> str:
     return tag
 
 
+def _check_exists(run: Run) -> None:
+    if not run.exists:  # renamed or deleted meanwhile (by another window, or the CLI)
+        raise UserError(f"no run {run.id!r} any more in {run.path.parent}")
+
+
 def tag_run(run: Run, add: tuple[str, ...] | list[str] = (),
             remove: tuple[str, ...] | list[str] = ()) -> list[str]:
     """Add and remove tags of a run (kept in status.json, in order, without repeats); returns
     them. Removing a tag the run lacks is refused (a typo would go unnoticed)."""
     add = [_check_tag(t) for t in add]
     remove = [t.strip() for t in remove]
+    _check_exists(run)
     with run._status_lock():
         st = run.raw_status()
         tags = run_tags(st)
@@ -557,6 +563,7 @@ def archive_run(run: Run, archived: bool = True) -> None:
     """Hide a run from lists and pickers (`archived=False` shows it again). Its folder stays;
     `clara runs list --archived` lists it, and its id still finds it. A run that is training is
     refused: it would vanish from the lists that follow it."""
+    _check_exists(run)
     st = run.status()
     if archived and st.get("status") in ACTIVE:
         raise UserError(f"run {run.id} is {st.get('status')}: stop it before archiving it")
@@ -599,6 +606,7 @@ def rename_run(ws: Workspace, run: Run, new_name: str) -> Run:
     """Give a run another id (its folder's name). Refused while it trains, to a name in use,
     and while another run or a pipeline names it (their resume would no longer find it)."""
     new_name = validate_name(new_name, "run")
+    _check_exists(run)
     if new_name == run.id:
         raise UsageError(f"run {run.id} already has that name")
     target = ws.child("runs", new_name)

@@ -278,6 +278,31 @@ def test_rename_archive_and_tag_from_the_runs_screen(workspace):
     asyncio.run(go())
 
 
+def test_keys_typed_after_a_dialog_closes_reach_the_screen_below(workspace):
+    """Typed in one burst: rename the run, then tag it. The t right after the Enter that closes
+    the rename dialog went to the closing dialog; now it opens the tags of the renamed run."""
+    from textual import events
+
+    from clara.runs import find_run
+
+    _run_with(workspace, "one", "completed")
+
+    async def go():
+        app = make_app(workspace.root, start_mode="runs")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            app.screen.select_run("one")
+            for key in ("r", "ctrl+u", *"two", "enter", "t", *"tag1", "enter"):
+                app.post_message(events.Key(key, key if len(key) == 1 else None))
+            await wait_for(pilot, lambda: (workspace.runs_dir / "two").is_dir() and
+                           find_run(workspace, "two").raw_status().get("tags"),
+                           what="the renamed run's tags")
+            assert find_run(workspace, "two").raw_status()["tags"] == ["tag1"]
+            assert not app.errors
+
+    asyncio.run(go())
+
+
 def test_loss_plot_has_axes_and_compare_shares_one_scale(workspace):
     """Defect 9: the Progress tab plots train and val against the step; Compare draws both runs
     on one plot (one scale); l switches to a log axis."""

@@ -167,13 +167,17 @@ class WorkbenchApp(App):
             self.call_later, self._next_key, turn))
         self.set_timer(self.KEY_SETTLE_S, lambda: self._next_key(turn))
 
-    def _after_bubbling(self, node, done) -> None:
-        """Call `done` once a message just given to `node` has bubbled up to the app: each node
-        passes it to its parent before it runs this callback, queued after it."""
+    def _after_bubbling(self, node, done, rounds: int = 2) -> None:
+        """Call `done` once a message just given to `node` has bubbled up to the app. This
+        callback runs twice on each node, queued after the message and then after what handling
+        it queued there (an Input's Submitted, which a dialog answers by closing), then moves
+        on to the node's parent."""
+        if rounds == 0:
+            node, rounds = node.parent, 2
         if node is None or node is self:
             self.call_later(done)
-        else:
-            node.call_later(self._after_bubbling, node.parent, done)
+        elif not node.call_later(self._after_bubbling, node, done, rounds - 1):
+            self.call_later(done)  # a node closing (a dialog the key dismissed): no further
 
     # -- workspace --------------------------------------------------------------------------
     @property

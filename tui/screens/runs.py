@@ -484,8 +484,8 @@ class RunsScreen(ModeScreen):
         self.notify(f"run {old} is now {new}", title="Rename", timeout=3)
         if self.compare_with == old:
             self.compare_with = new
-        self.app.follow_run = new  # select it under its new name once the table has it
-        self.selected = None
+        self.app.follow_run = new  # the table's cursor goes to it once the table has it
+        self.select_run(new)  # selected at once: a key typed next (t, a) acts on it
         self._load_runs()
 
     def action_archive(self) -> None:

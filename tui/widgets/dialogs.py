@@ -62,7 +62,10 @@ class ConfirmDialog(ModalScreen[bool]):
 class PromptDialog(ModalScreen[str | None]):
     """Asks for one line of text (a new name, tags): Enter answers it, Esc cancels (None)."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    # Enter answers at once (a priority key, not the Input's Submitted message): a key typed
+    # right after it then goes to the screen below, not to the closing dialog
+    BINDINGS = [Binding("escape", "cancel", "Cancel"),
+                Binding("enter", "submit", "OK", priority=True)]
 
     def __init__(self, question: str, value: str = "", placeholder: str = "",
                  help_text: str = "") -> None:
@@ -82,9 +85,8 @@ class PromptDialog(ModalScreen[str | None]):
                 yield Button("OK (Enter)", variant="primary", id="ok")
                 yield Button("Cancel (Esc)", id="cancel")
 
-    def on_input_submitted(self, event) -> None:
-        event.stop()
-        self.dismiss(event.value)
+    def action_submit(self) -> None:
+        self.dismiss(self.query_one("#prompt-answer").value)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
