@@ -50,24 +50,57 @@ def export_tensorboard(run, out: str | Path | None = None) -> Path:
     return folder
 
 
-def export_wandb(run, project: str = "clara") -> str:
-    """Log the run's scalars to Weights & Biases as one W&B run named after it (offline unless
-    the user has logged in). Returns the W&B run's name."""
+def require_wandb():
+    """The `wandb` module, or a one-line error saying how to get it."""
     try:
         import wandb
     except ImportError:
-        raise UserError("W&B export needs wandb: pip install wandb") from None
+        raise UserError("W&B export needs wandb, which is not installed: "
+                        "pip install 'clara[export]' (or pip install wandb)") from None
+    return wandb
+
+
+def wandb_mode() -> str:
+    """WANDB_MODE when set; else online when an API key is known (WANDB_API_KEY or a `wandb
+    login` entry in ~/.netrc), offline otherwise: never a login prompt."""
+    import netrc
+    import os
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    try:
+        return "online" if netrc.netrc().authenticators(host or "") else "offline"
+    except (OSError, netrc.NetrcParseError):
+        return "offline"
+
+
+def export_wandb(run, project: str = "clara") -> dict:
+    """Log the run's scalars to Weights & Biases as one W&B run named after it: online when the
+    user has logged in, else offline under RUN/wandb (upload later with `wandb sync`). Returns
+    {"name", "mode", "folder"}."""
+    wandb = require_wandb()
     points = scalars(run)
     if not points:
         raise UserError(f"run {run.id} has no metrics yet")
-    wb = wandb.init(project=project, name=run.id, config=run.config().get("config", {}),
-                    dir=str(run.path), reinit=True)
+    mode = wandb_mode()
+    try:
+        wb = wandb.init(project=project, name=run.id, config=run.config().get("config", {}),
+                        dir=str(run.path), mode=mode, reinit=True)
+    except Exception as e:  # noqa: BLE001 - no network, a bad key: one line, not a traceback
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise UserError(f"W&B export of run {run.id} failed ({mode}): "
+                        f"{type(e).__name__}: {first}") from None
     try:
         by_step: dict[int, dict] = {}
         for step, tag, value in points:
             by_step.setdefault(step, {})[tag] = value
         for step in sorted(by_step):
             wb.log(by_step[step], step=step)
+        folder = str(Path(wb.dir).parent) if getattr(wb, "dir", None) else str(run.path)
     finally:
         wb.finish()
-    return run.id
+    return {"name": run.id, "mode": mode, "folder": folder}

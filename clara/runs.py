@@ -1,7 +1,8 @@
 """Training runs: one folder each under `<workspace>/runs/`, readable by any client without the app.
 
     run.toml        the effective configuration (kind, config, resolved paths, platform); never rewritten
-    status.json     status (queued|running|completed|stopped|failed|interrupted), pid, timestamps, outcome
+    status.json     status (queued|running|completed|stopped|failed|interrupted), pid, timestamps,
+                    outcome; and the user's labels: tags, archived (hidden from lists and pickers)
     metrics.jsonl   train rows (step, train_loss, learning_rate, tokens_per_second, peak_memory_gb,
                     elapsed_s, ...) and valid rows (step, val_loss, ...)
     events.jsonl    start, resume, checkpoint, best, early_stop, nan, memory, stop, error, end
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from clara import io
-from clara.errors import UserError, ExitCode
+from clara.errors import ExitCode, UsageError, UserError
 from clara.workspace import Workspace, now_iso, validate_name
 
 STATUSES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
@@ -245,7 +246,8 @@ class Run:
                 "model": cfg.get("model"), "data": cfg.get("data"),
                 "created": st.get("created"), "reason": st.get("reason"),
                 "message": st.get("message"), "world_size": st.get("world_size") or 1,
-                "backend": st.get("backend")}
+                "backend": st.get("backend"), "tags": run_tags(st),
+                "archived": bool(st.get("archived"))}
 
     def follow(self, offsets: tuple[int, int] = (0, 0), poll: float = 0.5, proc=None,
                events: bool = True) -> Iterator["Update"]:
@@ -398,15 +400,24 @@ def check_world(config: dict) -> dict | None:
     return world.describe() if world else None
 
 
-def list_runs(ws: Workspace) -> list[Run]:
-    runs = [Run(p) for p in ws.items("runs") if (p / "run.toml").is_file()]
-    return sorted(runs, key=lambda r: (r.raw_status().get("created") or "",
-                                       (r.path / "run.toml").stat().st_mtime_ns, r.id))
+def list_runs(ws: Workspace, archived: bool | None = False) -> list[Run]:
+    """The runs of `ws`, oldest first: those not archived (what lists and pickers offer),
+    `archived=True` the archived ones only, `archived=None` all."""
+    runs = []
+    for p in ws.items("runs"):
+        if not (p / "run.toml").is_file():
+            continue
+        run = Run(p)
+        st = run.raw_status()
+        if archived is None or bool(st.get("archived")) == archived:
+            runs.append((st.get("created") or "", (p / "run.toml").stat().st_mtime_ns, run.id,
+                         run))
+    return [r[-1] for r in sorted(runs, key=lambda r: r[:3])]
 
 
 def find_run(ws: Workspace, ref: str) -> Run:
-    """A run by id, unique id prefix, or `last` (the newest)."""
-    runs = list_runs(ws)
+    """A run by id, unique id prefix, or `last` (the newest), archived or not."""
+    runs = list_runs(ws, archived=None)
     if ref == "last":
         if not runs:
             raise UserError(f"no runs in workspace {ws.name}")
@@ -506,3 +517,114 @@ def delete_run(run: Run, force: bool = False) -> None:
         run.path.unlink()
     else:
         shutil.rmtree(run.path)
+
+
+# -- housekeeping: rename, archive, tag ---------------------------------------------------------
+TAG_MAX = 32
+
+
+def run_tags(status: dict) -> list[str]:
+    return [str(t) for t in status.get("tags") or []]
+
+
+def _check_tag(tag: str) -> str:
+    tag = tag.strip()
+    if not tag or len(tag) > TAG_MAX or any(c.isspace() or c == "," for c in tag):
+        raise UsageError(f"tag {tag!r}: 1 to {TAG_MAX} characters, no spaces or commas")
+    return tag
+
+
+def _check_exists(run: Run) -> None:
+    if not run.exists:  # renamed or deleted meanwhile (by another window, or the CLI)
+        raise UserError(f"no run {run.id!r} any more in {run.path.parent}")
+
+
+def tag_run(run: Run, add: tuple[str, ...] | list[str] = (),
+            remove: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Add and remove tags of a run (kept in status.json, in order, without repeats); returns
+    them. Removing a tag the run lacks is refused (a typo would go unnoticed)."""
+    add = [_check_tag(t) for t in add]
+    remove = [t.strip() for t in remove]
+    _check_exists(run)
+    with run._status_lock():
+        st = run.raw_status()
+        tags = run_tags(st)
+        missing = [t for t in remove if t not in tags]
+        if missing:
+            raise UsageError(f"run {run.id} has no tag {missing[0]!r} (tags: "
+                            f"{', '.join(tags) or 'none'})")
+        tags = [t for t in tags if t not in remove]
+        tags += [t for t in dict.fromkeys(add) if t not in tags]
+        io.write_json(run.path / "status.json", {**st, "tags": tags, "updated": now_iso()})
+    return tags
+
+
+def archive_run(run: Run, archived: bool = True) -> None:
+    """Hide a run from lists and pickers (`archived=False` shows it again). Its folder stays;
+    `clara runs list --archived` lists it, and its id still finds it. A run that is training is
+    refused: it would vanish from the lists that follow it."""
+    _check_exists(run)
+    st = run.status()
+    if archived and st.get("status") in ACTIVE:
+        raise UserError(f"run {run.id} is {st.get('status')}: stop it before archiving it")
+    run.write_status(archived=archived)
+
+
+def run_references(ws: Workspace, run: Run) -> list[str]:
+    """What names `run` in the workspace: other runs that start from its checkpoints
+    (`--from`, init_from: by id or by a path into its folder) and the pipeline it belongs to."""
+    def names_it(value) -> bool:
+        if isinstance(value, dict):
+            return any(names_it(v) for v in value.values())
+        if isinstance(value, list):
+            return any(names_it(v) for v in value)
+        if not isinstance(value, str):
+            return False
+        text = value.rstrip("/")
+        return text.split(":", 1)[0] == run.id or f"/runs/{run.id}/" in text + "/"
+
+    found = []
+    for p in ws.items("runs"):
+        if p.name == run.id:
+            continue
+        for name, what in (("run.toml", "run"), ("pipeline.toml", "pipeline")):
+            f = p / name
+            if not f.is_file():
+                continue
+            try:
+                doc = io.read_toml(f)
+            except (OSError, ValueError, UserError):
+                continue
+            keep = doc.get("stages") if what == "pipeline" else \
+                {"config": doc.get("config"), "resolved": doc.get("resolved")}
+            if names_it(keep):
+                found.append(f"{what} {p.name}")
+    return found
+
+
+def rename_run(ws: Workspace, run: Run, new_name: str) -> Run:
+    """Give a run another id (its folder's name). Refused while it trains, to a name in use,
+    and while another run or a pipeline names it (their resume would no longer find it)."""
+    new_name = validate_name(new_name, "run")
+    _check_exists(run)
+    if new_name == run.id:
+        raise UsageError(f"run {run.id} already has that name")
+    target = ws.child("runs", new_name)
+    if target.exists() or target.is_symlink():
+        raise UsageError(f"{new_name!r} is already in use in workspace {ws.name}")
+    st = run.status()
+    if st.get("status") in ACTIVE:
+        raise UserError(f"run {run.id} is {st.get('status')}: stop it before renaming it")
+    if run.path.is_symlink():
+        raise UserError(f"run {run.id} is a link to another folder: rename that folder instead")
+    users = run_references(ws, run)
+    if users:
+        raise UserError(f"run {run.id} is used by {', '.join(users[:3])}: renaming it would "
+                        "break their resume (copy its checkpoint instead)")
+    old = run.id
+    os.rename(run.path, target)
+    moved = Run(target)
+    moved.write_status(id=new_name, renamed_from=old)
+    io.append_jsonl(target / "events.jsonl", {"time": now_iso(), "event": "rename",
+                                              "from": old, "to": new_name})
+    return moved

@@ -34,6 +34,57 @@ def test_modes_switch_by_keys_and_header_shows_workspace_and_platform(workspace)
     asyncio.run(go())
 
 
+def test_keys_typed_ahead_land_where_the_keys_before_them_sent_the_focus(workspace):
+    """Typing fast (or while the app is busy) delivers keys in one burst. Those after a key that
+    moves the focus (ctrl+n, ctrl+o) or opens a mode whose screen is still being built went to
+    the old focus, or nowhere, and were lost; now each key waits for the one before it."""
+    from textual import events
+
+    def burst(app, *keys):
+        for key in keys:  # all queued at once, as a terminal delivers fast typing
+            app.post_message(events.Key(key, key if len(key) == 1 else None))
+
+    async def go():
+        app = make_app(workspace.root)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            # F3's screen is built while the rest of the keys wait
+            burst(app, "f3", "ctrl+o", *"/tmp/notes")
+            await wait_for(pilot, lambda: getattr(app.focused, "id", "") == "import-path"
+                           and app.focused.value == "/tmp/notes", what="the typed path")
+            burst(app, "escape", "ctrl+n", *"nb-cpt")  # a built screen: another field
+            await wait_for(pilot, lambda: getattr(app.focused, "id", "") == "build-name"
+                           and app.focused.value == "nb-cpt", what="the typed name")
+            assert app.current_mode == "data"  # n, b, t, ... typed, never run as commands
+            assert app.screen.query_one("#import-path").value == "/tmp/notes"
+
+    asyncio.run(go())
+
+
+def test_mode_screens_are_built_in_the_background_and_shown_as_built(workspace):
+    """After the first screen is shown, the other modes' screens are built one by one (their
+    first visit then costs no compose); switching shows the very screen built."""
+    async def go():
+        app = make_app(workspace.root, prebuild=True)
+        app.PREBUILD_PAUSE_S = 0.0
+        async with app.run_test(size=(100, 30)) as pilot:
+            others = set(app.PREBUILD_ORDER) - {"workspaces"}
+            await wait_for(pilot, lambda: set(app._prebuilt) == others and all(
+                s.is_mounted for s in app._prebuilt.values()), timeout=120,
+                what="the screens built in the background")
+            built = dict(app._prebuilt)
+            assert not any(s.is_current for s in built.values())
+            await pilot.press("f3")
+            await settle(pilot)
+            assert app.screen is built["data"] and "data" not in app._prebuilt
+            assert app.screen.query_one("#import-path")  # composed, mounted, filled
+            await pilot.press("f5")
+            await settle(pilot)
+            assert app.screen is built["runs"]
+
+    asyncio.run(go())
+
+
 def test_help_screen_opens_and_closes(workspace):
     async def go():
         app = make_app(workspace.root)

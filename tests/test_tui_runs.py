@@ -215,6 +215,94 @@ def test_delete_a_run_after_confirming(workspace):
     asyncio.run(go())
 
 
+def test_rename_archive_and_tag_from_the_runs_screen(workspace):
+    """Housekeeping in the Runs screen: r renames (a name in use is refused in a dialog), a
+    archives after a confirmation (the run leaves the table and the pickers; h shows it again,
+    a unarchives), t edits the tags shown in the table, f filters by a tag."""
+    from tui.screens.chat import adapter_options
+
+    _run_with(workspace, "first", "completed")
+    _run_with(workspace, "second", "completed")
+
+    async def go():
+        app = make_app(workspace.root, start_mode="runs")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            table = screen.query_one("#runs", DataTable)
+            ids = lambda: [k.value for k in table.rows]  # noqa: E731
+            screen.select_run("first")
+            await pilot.press("r")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "PromptDialog"
+            await pilot.press("ctrl+u", *"second", "enter")  # a name in use: refused
+            await wait_for(pilot, lambda: app.errors, what="the refusal")
+            assert "'second' is already in use" in app.errors[-1]
+            await pilot.press("escape")
+            screen.select_run("first")
+            await pilot.press("r", "ctrl+u", *"first-v2", "enter")
+            await wait_for(pilot, lambda: "first-v2" in ids(), what="the new name")
+            assert "first" not in ids() and (workspace.runs_dir / "first-v2").is_dir()
+            assert screen.selected == "first-v2"
+            # tags: typed in a dialog, shown in the table, then a filter by one of them
+            await pilot.press("t", *"baseline handbook", "enter")
+            await wait_for(pilot, lambda: "baseline" in _cell(table, "first-v2", "tags"),
+                           what="the tags column")
+            await pilot.press("f", *"baseline", "enter")
+            await settle(pilot)
+            assert ids() == ["first-v2"]
+            assert "tag baseline" in str(screen.query_one("#runs-filter").render())
+            await pilot.press("f", "ctrl+u", "enter")  # an empty filter: every run again
+            await settle(pilot)
+            assert sorted(ids()) == ["first-v2", "second"]
+            # archive: asks first; Esc keeps it
+            screen.select_run("second")
+            await pilot.press("a")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "ConfirmDialog"
+            await pilot.press("escape", "a", "y")
+            await wait_for(pilot, lambda: "second" not in ids(), what="the run to be hidden")
+            assert [ref.split(":")[0] for _l, ref in adapter_options(workspace)] == \
+                ["first-v2", "first-v2"]  # best and step-2; no longer "second"
+            assert "1 archived hidden" in str(screen.query_one("#runs-filter").render())
+            await pilot.press("h")
+            await settle(pilot)
+            assert "second" in ids() and "archived" in _cell(table, "second", "tags")
+            screen.select_run("second")
+            await pilot.press("a")  # an archived run: unarchived at once
+            await wait_for(pilot, lambda: "archived" not in _cell(table, "second", "tags"),
+                           what="the run to be unarchived")
+            assert not (workspace.runs_dir / "second" / "status.json").read_text().count(
+                '"archived": true')
+
+    asyncio.run(go())
+
+
+def test_keys_typed_after_a_dialog_closes_reach_the_screen_below(workspace):
+    """Typed in one burst: rename the run, then tag it. The t right after the Enter that closes
+    the rename dialog went to the closing dialog; now it opens the tags of the renamed run."""
+    from textual import events
+
+    from clara.runs import find_run
+
+    _run_with(workspace, "one", "completed")
+
+    async def go():
+        app = make_app(workspace.root, start_mode="runs")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            app.screen.select_run("one")
+            for key in ("r", "ctrl+u", *"two", "enter", "t", *"tag1", "enter"):
+                app.post_message(events.Key(key, key if len(key) == 1 else None))
+            await wait_for(pilot, lambda: (workspace.runs_dir / "two").is_dir() and
+                           find_run(workspace, "two").raw_status().get("tags"),
+                           what="the renamed run's tags")
+            assert find_run(workspace, "two").raw_status()["tags"] == ["tag1"]
+            assert not app.errors
+
+    asyncio.run(go())
+
+
 def test_loss_plot_has_axes_and_compare_shares_one_scale(workspace):
     """Defect 9: the Progress tab plots train and val against the step; Compare draws both runs
     on one plot (one scale); l switches to a log axis."""

@@ -34,7 +34,8 @@ async def settle(pilot, rounds: int = 3) -> None:
         # the app's own workers (on screens and the app); widgets such as DirectoryTree keep a
         # loader worker alive for good, and a tail of a running run goes on until it ends;
         # the Train screen's CLaRa forms wait for a slow import (tests that need them wait)
-        mine = [w for w in pilot.app.workers if isinstance(w.node, (App, Screen))
+        mine = [w for w in pilot.app.workers
+                if (isinstance(w.node, (App, Screen)) or w.group not in ("_loader",))
                 and not w.group.startswith("tail-") and w.group != "train-clara-forms"
                 and not w.is_finished]
         if mine:

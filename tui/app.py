@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 import os
 import sys
+import time
 import traceback
 from functools import partial
 from pathlib import Path
 from typing import Iterable
 
-from textual import work
+from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -60,15 +62,39 @@ class WorkspaceCommands(Provider):
                           help=help_text)
 
 
+def _styled(screen: Screen) -> Screen:
+    """A new mode screen, marked as styled with the app's current CSS. Textual restyles the whole
+    app (reparsing every stylesheet) when it shows a screen not so marked, twice on a mode's
+    first visit; the screen's widgets are styled as they mount anyway, and all the CSS was read
+    at the start. A theme change still restyles every screen (it raises the app's count)."""
+    from textual.app import active_app
+
+    screen._css_update_count = active_app.get()._css_update_count
+    return screen
+
+
+def _mode_screen(mode) -> Screen:
+    """The screen of `mode` when it is first shown: the one built in the background if there
+    is one (see WorkbenchApp._prebuild), else a new one."""
+    from textual.app import active_app
+
+    built = getattr(active_app.get(), "_prebuilt", {}).pop(mode.name, None)
+    return built if built is not None else _styled(mode.screen_class()())
+
+
 class WorkbenchApp(App):
     """The workbench over the workspaces under `root`."""
 
-    CSS_PATH = "app.tcss"
+    # Every screen's stylesheet is read at the start: Textual reparses all the CSS and restyles
+    # the app each time a screen brings a file it has not seen (seconds on a busy machine).
+    CSS_PATH = ["app.tcss", *sorted(f"screens/{p.name}" for p in
+                                    (Path(__file__).parent / "screens").glob("*.tcss"))]
     TITLE = "clara"
     # screens are imported when their mode is first shown (the app starts faster)
-    MODES = {m.name: (lambda m=m: m.screen_class()()) for m in MODE_LIST}
+    MODES = {m.name: (lambda m=m: _mode_screen(m)) for m in MODE_LIST}
     # HRM's puzzle mode (F10), kept off the mode bar
-    MODES["hrm"] = lambda: __import__("tui.screens.hrm", fromlist=["HRMScreen"]).HRMScreen()
+    MODES["hrm"] = lambda: _styled(
+        __import__("tui.screens.hrm", fromlist=["HRMScreen"]).HRMScreen())
     COMMANDS = App.COMMANDS | {WorkspaceCommands}
     # Mode keys are F-keys and chords only, never letters: a letter belongs to the text field
     # that has the focus. The mode bar under the header shows them; the footer keeps the
@@ -87,15 +113,71 @@ class WorkbenchApp(App):
     platform_info: reactive[dict | None] = reactive(None)
 
     def __init__(self, root: str | Path, workspace: str | None = None, *,
-                 start_mode: str = "workspaces", platform_info: dict | None = None) -> None:
-        """`platform_info` replaces `clara.platform.describe()` (tests pin it for snapshots)."""
+                 start_mode: str = "workspaces", platform_info: dict | None = None,
+                 prebuild: bool | None = None) -> None:
+        """`platform_info` replaces `clara.platform.describe()` (tests pin it for snapshots);
+        `prebuild` builds every mode's screen in the background after the first one is shown
+        (default: unless the platform is pinned, as tests do)."""
         super().__init__()
+        self._prebuild_on = platform_info is None if prebuild is None else prebuild
+        self._prebuilt: dict[str, Screen] = {}  # built in the background, not yet shown
         self.root = Path(root)
         self.start_mode = start_mode
         self._fixed_platform = platform_info
         self.errors: list[str] = []  # every message shown by show_error, for tests and logs
         self.follow_run: str | None = None  # a run the Runs screen should select when it appears
         self.set_reactive(WorkbenchApp.workspace_name, workspace or "")
+        self._keys: deque = deque()  # typed ahead, not yet handed on (see on_event)
+        self._key_turn = 0  # which handed-on key the app waits for; 0: none
+
+    # -- type-ahead ---------------------------------------------------------------------------
+    async def on_event(self, event: events.Event) -> None:
+        """Keys are handed on one at a time, each once the previous one's effects have landed.
+        Textual hands a key to whatever has the focus when the key is read: keys typed fast
+        (or queued while the app was busy) after one that moves the focus (ctrl+n, a mode key
+        that builds its screen) reached the old focus, or nothing, and were lost."""
+        if isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded:
+            self._last_key_at = time.monotonic()
+            self._keys.append(event)
+            if not self._key_turn:
+                await self._next_key()
+            return
+        await super().on_event(event)
+
+    KEY_SETTLE_S = 1.0  # a key whose effects never report back releases the queue after this
+
+    async def _next_key(self, turn: int | None = None) -> None:
+        if turn is not None and turn != self._key_turn:
+            return  # a late report of a key already given up on
+        self._key_turn = 0
+        if not self._keys:
+            return
+        screen = self.screen
+        if not screen.is_mounted:  # a screen still being built: its fields cannot take keys
+            self._key_turn = -1
+            self.set_timer(0.02, lambda: self._next_key(-1))
+            return
+        event = self._keys.popleft()
+        target = self.focused or screen
+        self._key_turn = turn = id(event)
+        await super().on_event(event)
+        # the key bubbles from the target up to the screen (a binding there acts on it), the
+        # app runs what that queued (a focus change), the screen lays out what changed
+        self._after_bubbling(target, lambda: self.screen.call_after_refresh(
+            self.call_later, self._next_key, turn))
+        self.set_timer(self.KEY_SETTLE_S, lambda: self._next_key(turn))
+
+    def _after_bubbling(self, node, done, rounds: int = 2) -> None:
+        """Call `done` once a message just given to `node` has bubbled up to the app. This
+        callback runs twice on each node, queued after the message and then after what handling
+        it queued there (an Input's Submitted, which a dialog answers by closing), then moves
+        on to the node's parent."""
+        if rounds == 0:
+            node, rounds = node.parent, 2
+        if node is None or node is self:
+            self.call_later(done)
+        elif not node.call_later(self._after_bubbling, node, done, rounds - 1):
+            self.call_later(done)  # a node closing (a dialog the key dismissed): no further
 
     # -- workspace --------------------------------------------------------------------------
     @property
@@ -131,24 +213,52 @@ class WorkbenchApp(App):
             self.platform_info = self._fixed_platform
         else:
             self._load_platform()
+        if self._fixed_platform is None or self._prebuild_on:
             self._warm_modes()
 
     @work(thread=True, exclusive=True, group="warm-modes", exit_on_error=False)
     def _warm_modes(self) -> None:
         """Import every mode's screen module now, in the background: the first switch to a mode
-        then only composes it (the imports cost seconds on a busy machine)."""
+        then only composes it (the imports cost seconds on a busy machine); then build them."""
         for m in MODE_LIST:
             m.screen_class()
+        if self._prebuild_on:
+            self.call_from_thread(self.run_worker, self._prebuild(), group="prebuild",
+                                  exit_on_error=False)
+
+    # In the order of the usual loop. Not Train: its CLaRa forms import the method in a
+    # thread, and that held the event loop for seconds (a key waited as long): it is built on
+    # its first visit, keys typed meanwhile waiting for it (see on_event).
+    PREBUILD_ORDER = ("data", "runs", "chat", "eval", "models", "workspaces")
+    PREBUILD_PAUSE_S = 0.3  # between two screens: keys typed meanwhile are answered first
+    PREBUILD_IDLE_S = 3.0  # a screen is built only once no key came for this long
+    _last_key_at = 0.0
+
+    async def _prebuild(self) -> None:
+        """Build (compose, mount, load) every mode's screen in the background, one at a time,
+        so that a mode's first visit is as quick as the next ones: composing a form screen took
+        seconds on a busy machine, keys waiting meanwhile."""
+        for name in self.PREBUILD_ORDER:
+            await asyncio.sleep(self.PREBUILD_PAUSE_S)
+            # building a screen holds the event loop for a while: not while the user types
+            while time.monotonic() - self._last_key_at < self.PREBUILD_IDLE_S:
+                await asyncio.sleep(0.2)
+            if name in self._screen_stacks or name in self._prebuilt:
+                continue  # shown already
+            screen = _styled(next(m for m in MODE_LIST if m.name == name).screen_class()())
+            self._prebuilt[name] = screen
+            self._register(self, screen)
+            await screen._mounted_event.wait()
 
     async def action_quit(self) -> None:
-        """Quit at once. A thread worker still loading a model or writing a reply holds the
-        interpreter (and the GIL), and the orderly shutdown waited seconds for it: when one runs,
-        the terminal is restored and the process ends without waiting. Training runs are
-        processes of their own and go on."""
-        busy = [w for w in self.workers if w.is_running and isinstance(w.node, (App, Screen))
-                and not w.group.startswith("tail-") and w.group not in ("warm-modes",)]
-        if busy and self._driver is not None and not self.is_headless:
+        """Quit at once: the terminal is restored and the process ends. The orderly shutdown
+        closed every widget of every built mode screen (a second on a busy machine) and waited
+        for thread workers still loading a model or writing a reply (seconds). Nothing is lost:
+        files are written atomically, and training runs are processes of their own that go on.
+        In a headless app (tests) the orderly exit stays."""
+        if self._driver is not None and not self.is_headless:
             self._driver.stop_application_mode()
+            self._driver.close()  # its writer thread sends the terminal's restore, then ends
             sys.stdout.flush()
             os._exit(0)
         self.exit()

@@ -9,12 +9,13 @@ import click
 
 from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
 from clara.errors import UserError, ExitCode
-from clara.runs import (ACTIVE, Follower, Run, delete_run, find_run, list_runs, outcome_code,
-                        request_stop, start_worker)
+from clara.runs import (ACTIVE, Follower, Run, archive_run, delete_run, find_run, list_runs,
+                        outcome_code, rename_run, request_stop, start_worker, tag_run)
 
 _COLUMNS = [("id", "RUN"), ("kind", "KIND"), ("status", "STATUS"), ("step", "STEP"),
             ("total_steps", "OF"), ("train_loss", "TRAIN"), ("val_loss", "VALID"),
-            ("best_step", "BEST"), ("model", "MODEL"), ("created", "CREATED")]
+            ("best_step", "BEST"), ("model", "MODEL"), ("created", "CREATED"),
+            ("tags_text", "TAGS")]
 
 
 def _progress_text(last: dict, val: dict) -> str:
@@ -90,15 +91,27 @@ def runs_group():
 
 
 @runs_group.command("list")
+@click.option("--archived", "which", flag_value="archived",
+              help="List only the archived runs.")
+@click.option("--all", "which", flag_value="all", help="List archived runs too.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG",
+              help="Only runs with this tag (repeat: runs with every one of them).")
 @format_option
 @pass_app
-def runs_list(app: AppContext, fmt: str):
-    """List the runs of the workspace, oldest first, with status and losses.
+def runs_list(app: AppContext, which: str | None, tags: tuple[str, ...], fmt: str):
+    """List the runs of the workspace, oldest first, with status, losses and tags. Archived
+    runs are left out unless --archived or --all.
 
-    Example: clara runs list --format json
+    Example: clara runs list --tag baseline --format json
     """
-    rows = [r.summary() for r in list_runs(app.workspace())]
-    emit_rows(rows, _COLUMNS, fmt, empty="no runs (start one with: clara train lora ...)")
+    archived = {"archived": True, "all": None}.get(which or "", False)
+    rows = [r.summary() for r in list_runs(app.workspace(), archived=archived)]
+    rows = [{**r, "tags_text": ",".join(r["tags"]) or "-"} for r in rows
+            if all(t in r["tags"] for t in tags)]
+    hidden = "" if archived is not False else \
+        " (archived runs are hidden: clara runs list --all)"
+    emit_rows(rows, _COLUMNS, fmt, empty="no runs" + (" with those tags" if tags else "")
+              + (hidden if tags or which else " (start one with: clara train lora ...)"))
 
 
 @runs_group.command("show")
@@ -236,6 +249,69 @@ def runs_delete(app: AppContext, run_ref: str, force: bool, yes: bool):
         click.confirm(f"delete run {run.id} and its checkpoints?", abort=True)
     delete_run(run, force=force)
     click.echo(f"deleted run {run.id}")
+
+
+@runs_group.command("rename")
+@click.argument("run_ref", metavar="RUN")
+@click.argument("new_name")
+@pass_app
+def runs_rename(app: AppContext, run_ref: str, new_name: str):
+    """Give a run another name (its folder's). Refused while it trains, for a name in use, and
+    while another run or a pipeline starts from it (exit 1; a bad or taken name: exit 2).
+
+    Example: clara runs rename last handbook-sft-v1
+    """
+    ws = app.workspace()
+    run = find_run(ws, run_ref)
+    old = run.id
+    moved = rename_run(ws, run, new_name)
+    click.echo(f"renamed run {old} -> {moved.id}")
+
+
+@runs_group.command("archive")
+@click.argument("run_refs", metavar="RUN...", nargs=-1, required=True)
+@click.option("--undo", is_flag=True, help="Unarchive: list and offer the runs again.")
+@pass_app
+def runs_archive(app: AppContext, run_refs: tuple[str, ...], undo: bool):
+    """Archive runs: their folders stay, but lists and pickers leave them out (`runs list
+    --archived` shows them; their ids still work). A run that is training is refused.
+
+    Example: clara runs archive lora-20261121-101500-ab12 ; clara runs archive --undo last
+    """
+    ws = app.workspace()
+    runs = [find_run(ws, ref) for ref in run_refs]  # every reference checked before any change
+    for run in runs:
+        archive_run(run, not undo)
+        click.echo(f"{'unarchived' if undo else 'archived'} run {run.id}")
+
+
+@runs_group.command("unarchive")
+@click.argument("run_refs", metavar="RUN...", nargs=-1, required=True)
+@click.pass_context
+def runs_unarchive(ctx: click.Context, run_refs: tuple[str, ...]):
+    """List and offer archived runs again (as `clara runs archive --undo`).
+
+    Example: clara runs unarchive lora-20261121-101500-ab12
+    """
+    ctx.invoke(runs_archive, run_refs=run_refs, undo=True)
+
+
+@runs_group.command("tag")
+@click.argument("run_ref", metavar="RUN")
+@click.argument("tags", nargs=-1, metavar="[TAG]...")
+@click.option("--remove", "-r", "remove", multiple=True, metavar="TAG",
+              help="Remove this tag (repeat for several).")
+@pass_app
+def runs_tag(app: AppContext, run_ref: str, tags: tuple[str, ...], remove: tuple[str, ...]):
+    """Add tags to a run (or remove them with -r); with no tag, print its tags. Tags have no
+    spaces or commas; `clara runs list --tag TAG` filters by them.
+
+    Example: clara runs tag last baseline handbook ; clara runs tag last -r baseline
+    """
+    run = find_run(app.workspace(), run_ref)
+    now = tag_run(run, add=tags, remove=remove) if tags or remove else \
+        [str(t) for t in run.raw_status().get("tags") or []]
+    click.echo(f"run {run.id}: tags {', '.join(now) or '(none)'}")
 
 
 COMMANDS = [runs_group]

@@ -12,7 +12,8 @@ from clara.cli.runs import runs_group
 @click.argument("run_ref")
 @click.option("--tensorboard", "tb_dir", default=None, metavar="DIR",
               help="Folder for the event files (default: RUN/tensorboard).")
-@click.option("--wandb", "to_wandb", is_flag=True, help="Also log to Weights & Biases.")
+@click.option("--wandb", "to_wandb", is_flag=True,
+              help="Also log to Weights & Biases (offline unless logged in; needs wandb).")
 @click.option("--project", default="clara", show_default=True, help="W&B project.")
 @pass_app
 def runs_export(app: AppContext, run_ref: str, tb_dir, to_wandb: bool, project: str):
@@ -20,13 +21,20 @@ def runs_export(app: AppContext, run_ref: str, tb_dir, to_wandb: bool, project: 
 
     Example: clara runs export lora-20261130-101500-ab12 && tensorboard --logdir runs/
     """
-    from clara.export import export_tensorboard, export_wandb
+    from clara.export import export_tensorboard, export_wandb, require_wandb
     from clara.runs import find_run
 
     run = find_run(app.workspace(), run_ref)
+    if to_wandb:
+        require_wandb()  # said before anything is written
     click.echo(f"TensorBoard event files -> {export_tensorboard(run, tb_dir)}")
     if to_wandb:
-        click.echo(f"W&B run {export_wandb(run, project)} logged (project {project})")
+        done = export_wandb(run, project)
+        if done["mode"] == "offline":
+            click.echo(f"W&B run {done['name']} logged offline in {done['folder']} "
+                       f"(upload: wandb sync {done['folder']})")
+        else:
+            click.echo(f"W&B run {done['name']} logged (project {project})")
 
 
 COMMANDS: list = []  # attached to `clara runs` above

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, TabbedContent
+from textual.widgets import TabbedContent
 from textual.worker import Worker, WorkerState
 
 from tui.widgets.demo_banner import DemoBanner
+from tui.widgets.footer import ClaraFooter
 from tui.widgets.header import ClaraHeader, ModeBar
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class ModeScreen(Screen):
         yield ModeBar()
         yield from self.compose_body()
         yield DemoBanner()
-        yield Footer(compact=True)
+        yield ClaraFooter(compact=True)
 
     # -- sub-tabs by key -------------------------------------------------------------------------
     def main_tabs(self) -> TabbedContent | None:
@@ -103,6 +104,7 @@ class ModeScreen(Screen):
         if self._styled_for == self.app.theme:
             event.refresh_styles = False
         self._styled_for = self.app.theme
+        self.on_shown()
         now = time.monotonic()
         if now - self._resumed_at >= self.RESUME_REFRESH_S:
             self._resumed_at = now
@@ -110,6 +112,31 @@ class ModeScreen(Screen):
 
     def on_resume(self) -> None:
         """Called when the mode is shown again; refresh what may have changed meanwhile."""
+
+    def on_shown(self) -> None:
+        """Called each time the mode is shown, before it is painted: keep it cheap (draw what
+        was left undrawn while the mode was hidden)."""
+
+    _last_fill: dict | None = None
+
+    def unchanged(self, what: str, data) -> bool:
+        """True when `data` (what a worker read for the widget `what`) equals what was last
+        shown there; else remembers it. A refresh that finds nothing new then costs nothing on
+        the event loop: clearing and refilling a table or a Select restyles every row."""
+        if self._last_fill is None:
+            self._last_fill = {}
+        if self._last_fill.get(what, self) == data:
+            return True
+        self._last_fill[what] = data
+        return False
+
+    def forget_shown(self, what: str | None = None) -> None:
+        """The next fill of `what` (or of everything) is done even if its data did not change."""
+        if self._last_fill:
+            if what is None:
+                self._last_fill.clear()
+            else:
+                self._last_fill.pop(what, None)
 
     def _workspace_changed(self, _name: str) -> None:
         self.reload()

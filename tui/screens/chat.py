@@ -246,6 +246,8 @@ class ChatScreen(ModeScreen):
         self.app.call_from_thread(self._set_choices, models, adapters, sources)
 
     def _set_choices(self, models, adapters, sources) -> None:
+        if self.unchanged("choices", (self.app.workspace_name, models, adapters, sources)):
+            return
         for wid, options in (("#chat-model", [(m, m) for m in models]),
                              ("#chat-adapter", adapters)):
             select = self.query_one(wid, Select)

@@ -165,12 +165,13 @@ class DataScreen(ModeScreen):
         self.app.call_from_thread(self._fill_sources, rows)
 
     def _fill_sources(self, rows: list[dict]) -> None:
-        table = self.query_one("#sources", DataTable)
-        table.clear()
-        for row in rows:
-            table.add_row(row["id"], short(row["name"], 30), row["kind"], number(row["pages"]),
-                          number(row["characters"]), str(row.get("imported_at", ""))[:10],
-                          key=row["id"])
+        if not self.unchanged("sources", (self.app.workspace_name, rows)):
+            table = self.query_one("#sources", DataTable)
+            table.clear()
+            for row in rows:
+                table.add_row(row["id"], short(row["name"], 30), row["kind"],
+                              number(row["pages"]), number(row["characters"]),
+                              str(row.get("imported_at", ""))[:10], key=row["id"])
         self.query_one("#sources-status", Static).update(
             f"{len(rows)} source(s) in {self.app.workspace_name}/sources"
             "    ctrl+o import · ctrl+b browse · Tab completes a path")
@@ -243,6 +244,8 @@ class DataScreen(ModeScreen):
         self.app.call_from_thread(self._fill_datasets, rows)
 
     def _fill_datasets(self, rows: list[dict]) -> None:
+        if self.unchanged("datasets", (self.app.workspace_name, rows)):
+            return
         table = self.query_one("#datasets", DataTable)
         table.clear()
         for row in rows:

@@ -141,6 +141,8 @@ class EvalScreen(ModeScreen):
         self.app.call_from_thread(self._fill, data, models, configs, evals)
 
     def _fill(self, data, models, configs, evals) -> None:
+        if self.unchanged("lists", (self.app.workspace_name, data, models, configs, evals)):
+            return
         select = self.query_one("#eval-data", Select)
         current = select.value
         select.set_options(data)

@@ -207,6 +207,8 @@ class ModelsScreen(ModeScreen):
         self.app.call_from_thread(self._fill, models, runs)
 
     def _fill(self, models: list[dict], runs: list[str]) -> None:
+        if self.unchanged("models", (self.app.workspace_name, models, runs)):
+            return
         table = self.query_one("#models", DataTable)
         table.clear()
         for m in models:

@@ -18,7 +18,7 @@ from clara.errors import UserError
 from clara.runs import ACTIVE
 from tui.format import duration, loss, number, short
 from tui.screens.base import ModeScreen
-from tui.widgets.dialogs import ConfirmDialog
+from tui.widgets.dialogs import ConfirmDialog, PromptDialog
 from tui.widgets.kv import KeyValues
 from tui.widgets.metric import MetricSparkline
 from tui.widgets.plot import MetricPlot
@@ -30,6 +30,12 @@ def run_row(run) -> dict:
     """What the table shows of one run: the library's summary (best val loss and duration in it)."""
     summary = run.summary()
     return {**summary, "best_val": summary["best_val_loss"], "seconds": summary["duration_s"]}
+
+
+def shown_runs(rows: list[dict], show_archived: bool, tag: str | None) -> list[dict]:
+    """The rows the table shows: archived ones only when asked, only those with `tag` if set."""
+    return [r for r in rows if (show_archived or not r.get("archived"))
+            and (not tag or tag in (r.get("tags") or []))]
 
 
 class RunMetrics:
@@ -74,10 +80,15 @@ class RunsScreen(ModeScreen):
         Binding("s", "stop", "Stop"),
         Binding("u", "resume", "Resume"),
         Binding("m", "compare", "Compare"),
-        Binding("l", "toggle_log", "Log y"),
-        Binding("x", "export", "Export"),
+        Binding("l", "toggle_log", "Log y", show=False),  # in help (F1) and the palette
+        Binding("x", "export", "Export", show=False),
         Binding("d", "delete", "Delete"),
         Binding("delete", "delete", "Delete", show=False),
+        Binding("r", "rename", "Rename"),
+        Binding("a", "archive", "Archive"),
+        Binding("t", "tags", "Tags"),
+        Binding("h", "toggle_archived", "Show archived", show=False),
+        Binding("f", "filter_tag", "Filter by tag", show=False),
         Binding("f6", "reload", "Refresh"),
     ]
 
@@ -87,9 +98,13 @@ class RunsScreen(ModeScreen):
         self.compare_with: str | None = None
         self.metrics = RunMetrics()
         self.status: dict = {}
+        self.show_archived = False  # h: archived runs in the table too
+        self.tag_filter: str | None = None  # f: only runs with this tag
+        self.rows: dict[str, dict] = {}  # run id -> its row, as last read
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="runs-body"):
+            yield Static("", id="runs-filter", classes="muted", markup=False)
             yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
             with TabbedContent(id="run-tabs"):
                 with TabPane("Progress", id="tab-progress"):
@@ -122,7 +137,7 @@ class RunsScreen(ModeScreen):
         table = self.query_one("#runs", DataTable)
         for key, title in (("id", "run"), ("status", "status"), ("kind", "kind"),
                            ("model", "model"), ("step", "step"), ("best_val", "best val"),
-                           ("duration", "duration")):
+                           ("duration", "duration"), ("tags", "tags")):
             table.add_column(title, key=key)
         self.query_one("#run-adapters", DataTable).add_columns("adapter", "step", "files")
         self.set_interval(2.0, self._refresh_table)
@@ -148,10 +163,24 @@ class RunsScreen(ModeScreen):
         from clara.runs import list_runs
 
         ws = self.app.workspace
-        rows = [run_row(r) for r in reversed(list_runs(ws))] if ws else []
+        rows = [run_row(r) for r in reversed(list_runs(ws, archived=None))] if ws else []
         self.app.call_from_thread(self._fill_runs, rows)
 
+    def _filter_line(self, rows: list[dict], shown: list[dict]) -> str:
+        archived = sum(1 for r in rows if r.get("archived"))
+        parts = [f"{len(shown)} of {len(rows)} run(s)"]
+        if self.tag_filter:
+            parts.append(f"tag {self.tag_filter} (f changes)")
+        if archived:
+            parts.append(f"{archived} archived " + ("shown (h hides)" if self.show_archived
+                                                    else "hidden (h shows)"))
+        return "  ·  ".join(parts) + "    r rename · a archive · t tags · f filter"
+
     def _fill_runs(self, rows: list[dict]) -> None:
+        self.rows = {r["id"]: r for r in rows}
+        shown = shown_runs(rows, self.show_archived, self.tag_filter)
+        self.query_one("#runs-filter", Static).update(self._filter_line(rows, shown))
+        rows = shown
         table = self.query_one("#runs", DataTable)
         cells = {}
         for row in rows:
@@ -162,6 +191,8 @@ class RunsScreen(ModeScreen):
                 "kind": row.get("kind") or "-", "model": short(str(row.get("model") or "-"), 20),
                 "step": f"{step}/{total}" if total else str(step),
                 "best_val": loss(row.get("best_val")), "duration": duration(row.get("seconds")),
+                "tags": short(",".join(row.get("tags") or []) +
+                              (" [archived]" if row.get("archived") else ""), 24) or "-",
             }
         if list(table.rows) != [*cells]:
             cursor = table.cursor_row
@@ -238,8 +269,27 @@ class RunsScreen(ModeScreen):
         if reset:  # a resume rewrote metrics.jsonl: the follower reads it again from the start
             self.metrics = RunMetrics()
         self.metrics.add(rows)
+        self._plot_stale = self._plot_stale or bool(rows) or reset
+        if status.get("status", "?") not in ACTIVE:
+            self._load_details(run_id)
+        if self.is_current:
+            self._show_progress(run_id)
+        else:  # drawn when the mode is shown again: a hidden plot costs the shown mode nothing
+            self._progress_hidden = True
+
+    _plot_stale = False
+    _progress_hidden = False
+
+    def on_shown(self) -> None:
+        if self._progress_hidden and self.selected:
+            self._show_progress(self.selected)
+
+    def _show_progress(self, run_id: str) -> None:
+        self._progress_hidden = False
+        status = self.status
         m = self.metrics
-        if rows or reset or not self.query_one("#plot-loss", MetricPlot).series:
+        if self._plot_stale or not self.query_one("#plot-loss", MetricPlot).series:
+            self._plot_stale = False
             self.query_one("#plot-loss", MetricPlot).set_series(m.loss_series())
         self.query_one("#spark-tps", MetricSparkline).set_values(m.series("tokens_per_second"))
         self.query_one("#spark-mem", MetricSparkline).set_values(m.series("peak_memory_gb"))
@@ -263,8 +313,6 @@ class RunsScreen(ModeScreen):
             f"tokens/s {number(last.get('tokens_per_second'))}  ·  "
             f"lr {number(last.get('learning_rate'))}  ·  elapsed {duration(elapsed)}"
             + (f"\n{message}" if message else ""))
-        if state not in ACTIVE:
-            self._load_details(run_id)
 
     @work(thread=True, exclusive=True, group="run-details", exit_on_error=False)
     def _load_details(self, run_id: str) -> None:
@@ -400,6 +448,123 @@ class RunsScreen(ModeScreen):
             self.compare_with = None
         self._load_runs()
 
+    # -- housekeeping: rename, archive, tags, filters (clara.runs does the work) ----------------
+    def _refuse_if_training(self, run_id: str, what: str) -> bool:
+        """Say at once that a run still training cannot be renamed or archived (the library
+        refuses it too), before the user types anything."""
+        row = self.rows.get(run_id) or {}
+        if row.get("active"):
+            self.app.show_error(f"run {run_id} is {row.get('status')}: stop it (s) before "
+                                f"{what} it")
+            return True
+        return False
+
+    def action_rename(self) -> None:
+        run_id = self.selected
+        if not run_id or self._refuse_if_training(run_id, "renaming"):
+            return
+
+        def answered(name: str | None) -> None:
+            if name is not None and name.strip() and name.strip() != run_id:
+                self._rename(run_id, name.strip())
+
+        self.app.push_screen(PromptDialog(
+            f"Rename run {run_id} to:", run_id, help_text="Refused while it trains, for a name "
+            "in use, or while another run starts from it."), answered)
+
+    @work(thread=True, group="run-control", exit_on_error=False)
+    def _rename(self, run_id: str, name: str) -> None:
+        from clara.runs import rename_run
+
+        ws = self.app.workspace
+        moved = rename_run(ws, self._run(run_id), name)
+        self.app.call_from_thread(self._renamed, run_id, moved.id)
+
+    def _renamed(self, old: str, new: str) -> None:
+        self.notify(f"run {old} is now {new}", title="Rename", timeout=3)
+        if self.compare_with == old:
+            self.compare_with = new
+        self.app.follow_run = new  # the table's cursor goes to it once the table has it
+        self.select_run(new)  # selected at once: a key typed next (t, a) acts on it
+        self._load_runs()
+
+    def action_archive(self) -> None:
+        run_id = self.selected
+        if not run_id:
+            return
+        if (self.rows.get(run_id) or {}).get("archived"):
+            self._archive(run_id, False)
+            return
+        if self._refuse_if_training(run_id, "archiving"):
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._archive(run_id, True)
+
+        self.app.push_screen(ConfirmDialog(
+            f"Archive run {run_id}?\n\nIt leaves this list and the pickers (Chat, Eval, "
+            "Train); its folder stays. h shows archived runs, a on one unarchives it.",
+            yes="Archive (y)", no="Keep (Esc)"), answered)
+
+    @work(thread=True, group="run-control", exit_on_error=False)
+    def _archive(self, run_id: str, archived: bool) -> None:
+        from clara.runs import archive_run
+
+        archive_run(self._run(run_id), archived)
+        self.app.call_from_thread(self._archived, run_id, archived)
+
+    def _archived(self, run_id: str, archived: bool) -> None:
+        self.notify(f"run {run_id} {'archived' if archived else 'unarchived'}",
+                    title="Archive", timeout=3)
+        if archived and not self.show_archived:
+            self.selected = None
+        self._load_runs()
+
+    def action_tags(self) -> None:
+        run_id = self.selected
+        if not run_id:
+            return
+        now = list((self.rows.get(run_id) or {}).get("tags") or [])
+
+        def answered(text: str | None) -> None:
+            if text is not None:
+                wanted = list(dict.fromkeys(text.replace(",", " ").split()))
+                self._tag(run_id, [t for t in wanted if t not in now],
+                          [t for t in now if t not in wanted])
+
+        self.app.push_screen(PromptDialog(
+            f"Tags of run {run_id}:", " ".join(now), placeholder="e.g. baseline handbook",
+            help_text="Space-separated; remove a word to drop that tag."), answered)
+
+    @work(thread=True, group="run-control", exit_on_error=False)
+    def _tag(self, run_id: str, add: list[str], remove: list[str]) -> None:
+        from clara.runs import tag_run
+
+        tags = tag_run(self._run(run_id), add=add, remove=remove)
+        self.app.call_from_thread(self._tagged, run_id, tags)
+
+    def _tagged(self, run_id: str, tags: list[str]) -> None:
+        self.notify(f"run {run_id}: {', '.join(tags) or 'no tags'}", title="Tags", timeout=3)
+        self._load_runs()
+
+    def action_toggle_archived(self) -> None:
+        self.show_archived = not self.show_archived
+        self._fill_runs(list(self.rows.values()))
+
+    def action_filter_tag(self) -> None:
+        tags = sorted({t for r in self.rows.values() for t in r.get("tags") or []})
+
+        def answered(text: str | None) -> None:
+            if text is not None:
+                self.tag_filter = text.strip() or None
+                self._fill_runs(list(self.rows.values()))
+
+        self.app.push_screen(PromptDialog(
+            "Show only runs with the tag:", self.tag_filter or "",
+            placeholder="empty: every run",
+            help_text=f"tags in use: {', '.join(tags) or '(none yet: t tags a run)'}"), answered)
+
     def action_export(self) -> None:
         if self.selected:
             self._export(self.selected)
@@ -412,11 +577,37 @@ class RunsScreen(ModeScreen):
         self.app.call_from_thread(self.notify, f"TensorBoard events in {out}",
                                   title="Export", timeout=5)
 
+    def action_export_wandb(self) -> None:
+        if self.selected:
+            self._export_wandb(self.selected)
+
+    @work(thread=True, group="run-control", exit_on_error=False)
+    def _export_wandb(self, run_id: str) -> None:
+        from clara.export import export_wandb
+
+        done = export_wandb(self._run(run_id))  # wandb missing: a one-line error dialog
+        where = (f"offline in {done['folder']} (upload: wandb sync {done['folder']})"
+                 if done["mode"] == "offline" else "to W&B")
+        self.app.call_from_thread(self.notify, f"run {run_id} logged {where}",
+                                  title="Export", timeout=6)
+
     def palette_commands(self):
         yield SystemCommand("Delete run", "Remove the highlighted run's folder (asks first)",
                             self.action_delete)
         yield SystemCommand("Export run to TensorBoard", "Write its metrics as TensorBoard "
                             "event files (as `clara runs export`)", self.action_export)
+        yield SystemCommand("Rename run", "Give the highlighted run another name",
+                            self.action_rename)
+        yield SystemCommand("Archive or unarchive run", "Hide the highlighted run from lists and "
+                            "pickers (or show it again)", self.action_archive)
+        yield SystemCommand("Tag run", "Edit the highlighted run's tags", self.action_tags)
+        yield SystemCommand("Show archived runs", "Toggle archived runs in the table",
+                            self.action_toggle_archived)
+        yield SystemCommand("Filter runs by tag", "Show only the runs with a tag",
+                            self.action_filter_tag)
+        yield SystemCommand("Export run to W&B", "Log its metrics to Weights & Biases (offline "
+                            "unless logged in; as `clara runs export --wandb`)",
+                            self.action_export_wandb)
         yield SystemCommand("Toggle log scale", "Loss plots on a log10 axis",
                             self.action_toggle_log)
         yield SystemCommand("Stop run", "Ask the highlighted run to save and stop",

@@ -88,9 +88,19 @@ def effective_config(kind: str, form: ConfigForm, ws=None) -> tuple[dict | None,
     """(the form's values to launch with, the plan's TOML preview); or (None, error). The
     preview checks what the launch will (settings, model, starting checkpoint, data kind)
     except reading every row, which the launch does."""
+    try:
+        values = form.raw_values()
+    except UserError as e:
+        return None, f"not valid yet: {e}"
+    return plan_values(kind, values, ws, tuple(f.name for f in form.fields))
+
+
+def plan_values(kind: str, values: dict, ws, first: tuple[str, ...] = ()
+                ) -> tuple[dict | None, str]:
+    """`effective_config` from values already read off the form: it reads the model's and the
+    dataset's files, so the app calls it in a thread worker."""
     from clara.plan import plan_lora, plan_pipeline, plan_stage, split_pipeline_values
 
-    values = form.raw_values()
     try:
         if kind == "lora":
             plan = plan_lora(ws, values, check_data=False)
@@ -102,7 +112,7 @@ def effective_config(kind: str, form: ConfigForm, ws=None) -> tuple[dict | None,
             return {"values": shared, "per_stage": per_stage, "prefix": prefix}, plan.preview()
     except UserError as e:
         return None, f"not valid yet: {e}"
-    return values, plan.preview(first=tuple(f.name for f in form.fields))
+    return values, plan.preview(first=first)
 
 
 # -- launching: the library pieces the `clara train ...` commands call ------------------------
@@ -175,6 +185,9 @@ class TrainScreen(ModeScreen):
                 yield Button("Launch  (ctrl+l)", id="launch", variant="success")
 
     def on_mount(self) -> None:
+        self._kinds = self.query_one("#train-kinds", TabbedContent)
+        self._forms: dict[str, ConfigForm] = {"lora": self.query_one("#form-lora", ConfigForm)}
+        self._choices_shown: tuple | None = None
         self._load_clara_forms()
 
     @work(thread=True, exclusive=True, group="train-clara-forms", exit_on_error=False)
@@ -197,6 +210,7 @@ class TrainScreen(ModeScreen):
                                   hidden=("init_from",) if kind == "stage1" else (),
                                   values=preset, id=f"form-{kind}")
             await pane.mount(form)  # composed before its choices are set
+            self._forms[kind] = form
         self.clara_ready = True
         self._load_choices()
 
@@ -226,12 +240,13 @@ class TrainScreen(ModeScreen):
 
     @property
     def kind(self) -> str:
-        active = self.query_one("#train-kinds", TabbedContent).active or "kind-lora"
+        active = self._kinds.active or "kind-lora"
         return active.removeprefix("kind-")
 
     def current_form(self) -> ConfigForm | None:
-        forms = self.query(f"#form-{self.kind}")
-        return forms.first(ConfigForm) if forms else None
+        """The form of the kind shown (kept in a dict: a query walks every field of every
+        form, and this runs on each keystroke)."""
+        return self._forms.get(self.kind)
 
     @work(thread=True, exclusive=True, group="train-choices", exit_on_error=False)
     def _load_choices(self) -> None:
@@ -249,9 +264,13 @@ class TrainScreen(ModeScreen):
 
     def _set_choices(self, models: list[str], kinds: dict[str, str],
                      runs: dict[str, list[str]]) -> None:
+        shown = (models, kinds, runs, self.clara_ready)
+        if shown == self._choices_shown:  # a mode switched to again: nothing to redo
+            return
+        self._choices_shown = shown
         datasets = list(kinds)
         for kind in KINDS if self.clara_ready else ("lora",):
-            form = self.query_one(f"#form-{kind}", ConfigForm)
+            form = self._forms[kind]
             if not form.query("#field-model"):  # mounted, its fields not yet composed
                 continue
             form.set_choices("model", models)
@@ -288,22 +307,37 @@ class TrainScreen(ModeScreen):
         self._update_preview()
 
     def _update_preview(self) -> None:
+        """Read the form (here: widgets belong to the event loop), plan it in a worker (the plan
+        reads the model's and the dataset's files)."""
         form = self.current_form()
         if form is None:
             self.query_one("#preview", Static).update("")
             self.query_one("#train-command", Static).update("")
             self.query_one("#launch", Button).disabled = True
             return
-        data, text = effective_config(self.kind, form, self.app.workspace)
-        self.query_one("#preview", Static).update(text)
         self.query_one("#train-command", Static).update(self.command(form))
+        try:
+            values = form.raw_values()
+        except UserError as e:
+            self._show_preview(None, f"not valid yet: {e}")
+            return
+        self._plan(self.kind, values, tuple(f.name for f in form.fields))
+
+    def _show_preview(self, data: dict | None, text: str) -> None:
+        self.query_one("#preview", Static).update(text)
         self.query_one("#launch", Button).disabled = data is None or self.app.workspace is None
-        self._estimate(self.kind, data)
 
     @work(thread=True, exclusive=True, group="estimate", exit_on_error=False)
-    def _estimate(self, kind: str, data: dict | None) -> None:
-        """One line: the run's estimated peak memory and time per step (none while the form
-        has no model, or for a whole pipeline)."""
+    def _plan(self, kind: str, values: dict, first: tuple[str, ...]) -> None:
+        """The preview (the library's plan of the form's values), then one line: the run's
+        estimated peak memory and time per step (none while the form has no model, or for a
+        whole pipeline). Exclusive: a newer keystroke's plan replaces this one."""
+        from textual.worker import get_current_worker
+
+        data, text = plan_values(kind, values, self.app.workspace, first)
+        if get_current_worker().is_cancelled:
+            return
+        self.app.call_from_thread(self._show_preview, data, text)
         line = ""
         if data and kind != "pipeline" and self.app.workspace is not None:
             from clara.train.estimate import estimate_request

@@ -126,6 +126,8 @@ class WorkspacesScreen(ModeScreen):
     def _fill(self, rows: list[dict], recent: list[str]) -> None:
         table = self.query_one("#workspaces", DataTable)
         current = self.app.workspace_name
+        if self.unchanged("workspaces", (current, rows, recent)):
+            return
         table.clear()
         for row in rows:
             table.add_row(

@@ -108,6 +108,8 @@ class ConfigForm(VerticalScroll, can_focus=False):
         order = {name: i for i, name in enumerate(first)}
         self.fields = sorted(fields, key=lambda f: order.get(f.name, len(order)))
         self.initial = values or {}
+        self._widgets: dict[str, Any] = {}  # field name -> its widget, filled on first use
+        self._options: dict[str, list[str]] = {}  # the choices each Select was last given
 
     def _default(self, f: dataclasses.Field) -> Any:
         if f.name in self.initial:
@@ -142,11 +144,23 @@ class ConfigForm(VerticalScroll, can_focus=False):
                                 placeholder="default" if value is None else "")
                 yield Label(f.metadata.get("help", ""), classes="form-help")
 
+    def field_widget(self, name: str):
+        """The widget of field `name`. Looked up once: a query walks the whole form, and the
+        preview reads every field on every keystroke."""
+        widget = self._widgets.get(name)
+        if widget is None or not widget.is_attached:
+            self._widgets = {w.id.removeprefix("field-"): w for w in self.query(".form-field")
+                             if w.id}
+            widget = self._widgets.get(name)
+            if widget is None:
+                raise KeyError(f"no field {name!r} in the form")
+        return widget
+
     def raw_values(self) -> dict[str, Any]:
         """Parsed values of every field (None: left to the default)."""
         out: dict[str, Any] = {}
         for f in self.fields:
-            widget = self.query_one(f"#field-{f.name}")
+            widget = self.field_widget(f.name)
             if isinstance(widget, Switch):
                 out[f.name] = widget.value
             elif isinstance(widget, Select):
@@ -176,7 +190,7 @@ class ConfigForm(VerticalScroll, can_focus=False):
         return out
 
     def set_value(self, name: str, value: Any) -> None:
-        widget = self.query_one(f"#field-{name}")
+        widget = self.field_widget(name)
         if isinstance(widget, Switch):
             widget.value = bool(value)
         elif isinstance(widget, Select):
@@ -185,7 +199,14 @@ class ConfigForm(VerticalScroll, can_focus=False):
             widget.value = _show(value)
 
     def set_choices(self, name: str, options: list[str]) -> None:
-        widget = self.query_one(f"#field-{name}", Select)
+        """New choices for a Select field; nothing happens when they are the same (setting them
+        rebuilds the Select's widgets, and every mode switch refreshes the choices)."""
+        widget = self.field_widget(name)
+        assert isinstance(widget, Select), name
+        options = list(options)
+        if self._options.get(name) == options:
+            return
+        self._options[name] = options
         current = widget.value
         widget.set_options([(o, o) for o in options])
         if current in options:

@@ -154,11 +154,21 @@ class QARowBrowser(Vertical):
         self.query_one("#qa-rows", DataTable).add_columns("#", "origin", "question", "answer")
         self.reload()
 
+    _names: list[str] | None = None
+
+    @work(thread=True, exclusive=True, group="qa-datasets", exit_on_error=False)
     def reload(self) -> None:
+        """List the QA datasets (a thread worker: it reads the workspace)."""
         from clara.data.datasets import list_datasets
 
         ws = self.app.workspace
         names = [d["name"] for d in list_datasets(ws) if d["kind"] == "qa"] if ws else []
+        self.app.call_from_thread(self._set_names, names)
+
+    def _set_names(self, names: list[str]) -> None:
+        if names == self._names:  # nothing new: the Select and its rows stay as they are
+            return
+        self._names = names
         select = self.query_one("#qa-dataset", Select)
         current = select.value
         select.set_options([(n, n) for n in names])
@@ -180,12 +190,19 @@ class QARowBrowser(Vertical):
         self.show_rows()
 
     def show_rows(self, keep: int = 0) -> None:
+        self._read_rows(self.path, keep)
+
+    @work(thread=True, exclusive=True, group="qa-rows", exit_on_error=False)
+    def _read_rows(self, path: Path | None, keep: int) -> None:
         from clara import io
 
+        rows = io.read_jsonl(path) if path and path.is_file() else []
+        self.app.call_from_thread(self._fill_rows, path, rows, keep)
+
+    def _fill_rows(self, path: Path | None, rows: list[dict], keep: int) -> None:
         table = self.query_one("#qa-rows", DataTable)
         table.clear()
-        path = self.path
-        self.rows = io.read_jsonl(path) if path and path.is_file() else []
+        self.rows = rows
         for i, row in enumerate(self.rows):
             table.add_row(str(i + 1), row.get("origin", ""), short(row["question"], 70),
                           short(row["answer"], 40), key=str(i))
@@ -241,26 +258,46 @@ class SourceReader(Vertical):
     def on_mount(self) -> None:
         self.reload()
 
+    _options: list | None = None
+
+    @work(thread=True, exclusive=True, group="reader-sources", exit_on_error=False)
     def reload(self) -> None:
+        """List the sources (a thread worker: it reads the workspace)."""
         from clara.data.sources import list_sources
 
         ws = self.app.workspace
-        sources = list_sources(ws) if ws else []
+        options = [(s.name, s.id) for s in list_sources(ws)] if ws else []
+        self.app.call_from_thread(self._set_options, options)
+
+    def _set_options(self, options: list) -> None:
+        if options == self._options:  # nothing new: the source being read stays
+            return
+        self._options = options
         select = self.query_one("#reader-source", Select)
-        select.set_options([(s.name, s.id) for s in sources])
-        if sources:
-            select.value = sources[0].id
+        current = select.value
+        select.set_options(options)
+        ids = [sid for _, sid in options]
+        if current in ids:
+            select.value = current
+        elif ids:
+            select.value = ids[0]
 
     @on(Select.Changed, "#reader-source")
     def _picked(self, event: Select.Changed) -> None:
+        if self.app.workspace is not None and isinstance(event.value, str):
+            self._read(event.value)
+
+    @work(thread=True, exclusive=True, group="reader-read", exit_on_error=False)
+    def _read(self, source_id: str) -> None:
         from clara.data.reading import page_marked_text
         from clara.data.sources import read_source
 
-        ws = self.app.workspace
-        if ws is None or not isinstance(event.value, str):
-            return
-        source = read_source(ws, event.value)
-        self.text = page_marked_text(source.pages)
+        source = read_source(self.app.workspace, source_id)
+        text = page_marked_text(source.pages)
+        self.app.call_from_thread(self._show, source, text)
+
+    def _show(self, source, text: str) -> None:
+        self.text = text
         self.query_one("#reader-text", TextArea).load_text(self.text)
         self.query_one("#reader-status", Static).update(
             f"{source.name}: {len(source.pages)} page(s), {source.characters:,} characters")

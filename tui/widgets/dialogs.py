@@ -57,3 +57,43 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def action_answer(self, value: bool) -> None:
         self.dismiss(value)
+
+
+class PromptDialog(ModalScreen[str | None]):
+    """Asks for one line of text (a new name, tags): Enter answers it, Esc cancels (None)."""
+
+    # Enter answers at once (a priority key, not the Input's Submitted message): a key typed
+    # right after it then goes to the screen below, not to the closing dialog
+    BINDINGS = [Binding("escape", "cancel", "Cancel"),
+                Binding("enter", "submit", "OK", priority=True)]
+
+    def __init__(self, question: str, value: str = "", placeholder: str = "",
+                 help_text: str = "") -> None:
+        super().__init__(classes="dialog-screen")
+        self.question, self.value = question, value
+        self.placeholder, self.help_text = placeholder, help_text
+
+    def compose(self) -> ComposeResult:
+        from textual.widgets import Input
+
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="dialog-title")
+            yield Input(self.value, placeholder=self.placeholder, id="prompt-answer")
+            if self.help_text:
+                yield Static(self.help_text, classes="muted", markup=False)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("OK (Enter)", variant="primary", id="ok")
+                yield Button("Cancel (Esc)", id="cancel")
+
+    def action_submit(self) -> None:
+        self.dismiss(self.query_one("#prompt-answer").value)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "ok":
+            self.dismiss(self.query_one("#prompt-answer").value)
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
