@@ -39,7 +39,8 @@ def solver_baseline(test: dict, n: int) -> dict:
     dt = time.perf_counter() - tic
     N = len(test["inputs"])
     return {"model": "backtracking solver", "exact_accuracy": ok / N, "token_accuracy": ok / N,
-            "puzzles_per_second": N / dt, "train_seconds": 0.0, "steps": 0, "parameters": 0}
+            "puzzles_per_second": N / dt, "train_seconds": 0.0, "steps": 0, "parameters": 0,
+            "status": "-", "final_train_loss": None}
 
 
 def train_and_eval(name: str, ws: Workspace, data: Path, test: dict, args, plain: bool) -> dict:
@@ -63,12 +64,17 @@ def train_and_eval(name: str, ws: Workspace, data: Path, test: dict, args, plain
     run_dir.mkdir(parents=True)
     clock = {"calls": 0, "deadline": None}
 
+    budget = args.ablation_budget if plain and args.ablation_budget else args.budget
+
     def out_of_time() -> bool:
         # the budget starts after the first step, so compiling (kernels too) is not counted
         clock["calls"] += 1
         if clock["calls"] == 2:
-            clock["deadline"] = time.perf_counter() + args.budget
-        return clock["deadline"] is not None and time.perf_counter() > clock["deadline"]
+            clock["deadline"] = time.perf_counter() + budget
+        late = args.until and time.time() > args.until - (args.ablation_reserve if not plain
+                                                          and not args.skip_ablation else 20)
+        return bool(late) or (clock["deadline"] is not None and
+                              time.perf_counter() > clock["deadline"])
 
     tic = time.perf_counter()
     result = Engine(task, cfg, run_dir).run(stop_requested=out_of_time)
@@ -83,6 +89,7 @@ def train_and_eval(name: str, ws: Workspace, data: Path, test: dict, args, plain
             res["act_exact_accuracy"], "act_mean_steps": res["act_mean_steps"],
             "puzzles_per_second": res["puzzles_per_second"], "train_seconds": round(train_s, 1),
             "steps": result.step, "parameters": int(n_params),
+            "status": result.status, "reason": result.reason,
             "final_train_loss": last["train_loss"],
             "train_tokens_per_second": last.get("tokens_per_second"),
             "by_difficulty": res.get("by_difficulty")}
@@ -102,6 +109,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", type=float, default=120,
                    help="Training seconds per model, after its first (compiling) step.")
+    p.add_argument("--ablation-budget", type=float, default=None,
+                   help="Training seconds of the plain transformer (default: --budget).")
+    p.add_argument("--until", type=float, default=None,
+                   help="Unix time by which the bench must be done (a device lease): training "
+                        "ends early enough to evaluate (and to train the ablation).")
+    p.add_argument("--ablation-reserve", type=float, default=120,
+                   help="With --until: seconds kept for the ablation after the first model.")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--layers", type=int, default=1, help="Blocks of each of H and L.")
@@ -167,13 +181,18 @@ def main() -> None:
         rows.append(train_and_eval("plain transformer", ws, data, test, args, plain=True))
         save()
 
-    print(f"\nSudoku {n}x{n}: {len(test['inputs'])} held-out puzzles, {args.budget:.0f} s of "
-          f"training per model")
-    head = f"{'model':<22}{'exact':>8}{'token':>8}{'puzzles/s':>11}{'steps':>8}{'params':>10}"
+    print(f"\nSudoku {n}x{n}: {len(test['inputs'])} held-out puzzles; seconds of training "
+          f"per model: {', '.join(str(r['train_seconds']) for r in rows[1:])} (first, compiling "
+          f"step included)")
+    head = (f"{'model':<22}{'exact':>8}{'token':>8}{'puzzles/s':>11}{'steps':>8}{'params':>10}"
+            f"{'train loss':>11}  run")
     print(head + "\n" + "-" * len(head))
     for r in rows:
+        loss = r.get("final_train_loss")
         print(f"{r['model']:<22}{r['exact_accuracy']:>8.3f}{r['token_accuracy']:>8.3f}"
-              f"{r['puzzles_per_second']:>11.1f}{r['steps']:>8}{r['parameters']:>10}")
+              f"{r['puzzles_per_second']:>11.1f}{r['steps']:>8}{r['parameters']:>10}"
+              f"{'-' if loss is None else f'{loss:.4f}':>11}  {r['status']}"
+              f"{' (' + r['reason'] + ')' if r.get('reason') else ''}")
     if n == 9:
         print(f"paper (HRM, 27M params, Sudoku-Extreme 1k): exact {PAPER_EXACT_9X9:.3f}")
     print(f"wrote {out}")
