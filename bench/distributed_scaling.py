@@ -11,7 +11,54 @@ makes that looser): N processes train the one-process model.
     python bench/distributed_scaling.py --backend nccl --hidden 2048 --layers 22 --heads 32 \\
         --kv-heads 4 --intermediate 5632 --batch-size 8 --seq 512     # ~1B on 2 GPUs
 
-Writes bench/results/distributed_scaling-DATE.json (or --out) and prints a table.
+Writes bench/results/distributed_scaling-DATE.json (or --out) after every run and prints a
+table. `--cases 1:8,2:8,1:16,2:32` compares at the same global batch (strong scaling) and at
+the same batch per GPU (weak scaling); `N:B:ENV=V` runs a case with an environment setting;
+`--mlx-lm 8` runs mlx-lm's own trainer on the cases of global batch 8 too.
+
+Measured on 2 H200s (nvidia-h200-x2, mlx 0.32.4 CUDA, NCCL, bf16), 2026-11-30, random Llama
+hidden 2048 x 22 layers (vocab 4096), LoRA r8, rows of 512 tokens; --hidden 2048 --layers 22
+--heads 32 --kv-heads 4 --intermediate 5632 --vocab 4096 --rows 64 --seq 512 --batch-size 8
+--backend nccl --dtype bfloat16 and:
+
+1) --iters 24 --warmup 8 --mlx-lm 8 --cases 1:8,1:16,2:8,2:32,2:8:NCCL_GRAPH_MIXING_SUPPORT=0
+   (CUDA graphs on everywhere; the 1-process runs shared the host with an HRM training on the
+   other GPU, which slowed them: 1:8 gives 65.3k alone, table 3)
+
+    trainer procs batch scaling  backend    tokens/s  speed-up efficiency  peak GB  final loss
+    clara       1     8       -        -     47577.4     1.000      1.000    17.58     3.63481
+    mlx-lm      1     8       -        -     47388.8     1.000      1.000    11.16     3.63580
+    clara       1    16       -        -     73770.5     1.000      1.000    27.30     3.62523
+    clara       2     8  strong     nccl     44386.1     0.933      0.466     6.83     3.63543
+    mlx-lm      2     8  strong     nccl     40106.0     0.846      0.423     6.62     3.62885
+    clara       2    32    weak     nccl    130541.4     1.770      0.885    26.77     3.62579
+    clara       2     8  strong     nccl     43645.4     0.917      0.459     6.83     3.63747  NCCL_GRAPH_MIXING_SUPPORT=0
+   (max relative loss difference 1 vs 2 processes: clara 2.2e-3, mlx-lm 4.1e-3)
+
+2) --iters 16 --warmup 6 --cases 2:8,2:8:MLX_USE_CUDA_GRAPHS=0,1:4
+
+    clara       2     8    weak     nccl     52567.8     1.131      0.565     6.87     3.67474
+    clara       2     8    weak     nccl     77900.8     1.675      0.838     8.09     3.67521  MLX_USE_CUDA_GRAPHS=0
+    clara       1     4       -        -     46498.2     1.000      1.000     7.73     3.67042
+
+3) --iters 16 --warmup 6 --cases 1:8,1:8:MLX_USE_CUDA_GRAPHS=0,2:8:MLX_USE_CUDA_GRAPHS=0,
+   2:32:MLX_USE_CUDA_GRAPHS=0
+
+    clara       1     8       -        -     65332.5     1.000      1.000    17.76     3.67497
+    clara       1     8       -        -     62132.3     0.951      0.951    17.39     3.67533  MLX_USE_CUDA_GRAPHS=0
+    clara       2     8  strong     nccl     78849.1     1.207      0.603    10.15     3.67456  MLX_USE_CUDA_GRAPHS=0
+    clara       2    32       ?     nccl    139785.9     2.140      1.070    31.82     3.64410  MLX_USE_CUDA_GRAPHS=0
+   (the last row's reference is the 1:8 run: no 1:16 ran alone; table 1's was slowed)
+
+What they say: an NCCL all-reduce inside MLX's CUDA graphs makes a 2-process step ~1.5x
+slower (52.6k -> 78.8k tokens/s with graphs off), so clara's NCCL ranks run without CUDA
+graphs (`distributed.plan`); one process keeps them (5 % faster). A lone GPU at batch 4 runs
+46.5k tokens/s and each of 2 ranks at batch 4 runs 39.4k (78.8k / 2): still 15 % slower per
+GPU. Another MLX process on the host's other GPU slows a lone run by 27 % (47.6k vs 65.3k at
+batch 8) with no communication at all: the ranks contend for the host, not the link. Strong
+scaling at global batch 8: 1.21x (target 1.8x not met); weak scaling at 16 rows per GPU:
+139.8k tokens/s on 2 GPUs (a clean 1-GPU batch-16 figure was not measured: 73.8k under
+contention, ~82k extrapolated from batches 4 and 8, i.e. about 1.7x).
 """
 
 from __future__ import annotations

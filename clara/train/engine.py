@@ -7,12 +7,19 @@ epochs or exact resume. The engine writes into the run folder:
     adapters/       step-N/ (resumable), best/ (lowest validation loss), last -> newest step-N
 Resume restores weights, optimizer state, step, data position and RNG key, so a resumed run
 follows the same loss curve as one never stopped.
+
+Each step is queued on the device before the previous one is read (mx.async_eval), so the GPU
+is not idle while the host reads numbers and encodes kernels; a step queued ahead is dropped
+exactly (weights, optimizer, RNG, data position) when a stop, the memory guard or a NaN ends
+the run after the step before it. CLARA_STEP_AHEAD=0 in the environment runs one step at a time
+(for comparisons: bench/distributed_scaling.py --cases 2:8:CLARA_STEP_AHEAD=0).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,6 +38,7 @@ from clara.train.config import EngineConfig
 from clara.workspace import now_iso
 
 log = logging.getLogger("clara.train")
+STEP_AHEAD = os.environ.get("CLARA_STEP_AHEAD", "1") != "0"
 
 
 @dataclass
@@ -327,6 +335,7 @@ class Engine:
                     else 0
             # the rate this step used: computed inside the step (read before the next replaces it)
             out["lr"], out["norm"] = self.optimizer.state["learning_rate"], norm
+            out["epoch"] = round(self.epoch + self.pos / self.n_batches, 4)  # before the next
             if self.dist:  # the step's reduction, queued before the next step
                 if time.monotonic() - mem_check[0] > 1.0:
                     mem_check[:] = [time.monotonic(), system_memory_low()]
@@ -370,7 +379,7 @@ class Engine:
             current.pop("keep", None)  # only a step still queued ahead can be dropped
             # queue the next step now unless this one ends at a boundary (same decision on
             # every rank: it depends on step numbers alone)
-            ahead = None if boundary(self.step + 1) else queue_ahead()
+            ahead = None if boundary(self.step + 1) or not STEP_AHEAD else queue_ahead()
             tokens = current["tokens"]
             nan_here = False
             if self.dist:  # one all_sum: global loss, tokens, extras, anyone's stop/memory
@@ -412,7 +421,7 @@ class Engine:
             for k, v in extras_sum.items():
                 w["extras"][k] = w["extras"].get(k, 0.0) + v / accum
             if self.step % cfg.report_every == 0 or self.step == self.total_steps:
-                row = {"step": self.step, "epoch": round(self.epoch + self.pos / self.n_batches, 4),
+                row = {"step": self.step, "epoch": current["epoch"],
                        "train_loss": w["loss"] / w["steps"], "learning_rate": lr,
                        "tokens_per_second": w["tokens"] / w["time"] if w["time"] else None,
                        "tokens": self.tokens_seen, "peak_memory_gb": peak / 1e9,
