@@ -11,7 +11,54 @@ makes that looser): N processes train the one-process model.
     python bench/distributed_scaling.py --backend nccl --hidden 2048 --layers 22 --heads 32 \\
         --kv-heads 4 --intermediate 5632 --batch-size 8 --seq 512     # ~1B on 2 GPUs
 
-Writes bench/results/distributed_scaling-DATE.json (or --out) and prints a table.
+Writes bench/results/distributed_scaling-DATE.json (or --out) after every run and prints a
+table. `--cases 1:8,2:8,1:16,2:32` compares at the same global batch (strong scaling) and at
+the same batch per GPU (weak scaling); `N:B:ENV=V` runs a case with an environment setting;
+`--mlx-lm 8` runs mlx-lm's own trainer on the cases of global batch 8 too.
+
+Measured on 2 H200s (nvidia-h200-x2, mlx 0.32.4 CUDA, NCCL, bf16), 2026-11-30, random Llama
+hidden 2048 x 22 layers (vocab 4096), LoRA r8, rows of 512 tokens; --hidden 2048 --layers 22
+--heads 32 --kv-heads 4 --intermediate 5632 --vocab 4096 --rows 64 --seq 512 --batch-size 8
+--backend nccl --dtype bfloat16 and:
+
+1) --iters 24 --warmup 8 --mlx-lm 8 --cases 1:8,1:16,2:8,2:32,2:8:NCCL_GRAPH_MIXING_SUPPORT=0
+   (CUDA graphs on everywhere; the 1-process runs shared the host with an HRM training on the
+   other GPU, which slowed them: 1:8 gives 65.3k alone, table 3)
+
+    trainer procs batch scaling  backend    tokens/s  speed-up efficiency  peak GB  final loss
+    clara       1     8       -        -     47577.4     1.000      1.000    17.58     3.63481
+    mlx-lm      1     8       -        -     47388.8     1.000      1.000    11.16     3.63580
+    clara       1    16       -        -     73770.5     1.000      1.000    27.30     3.62523
+    clara       2     8  strong     nccl     44386.1     0.933      0.466     6.83     3.63543
+    mlx-lm      2     8  strong     nccl     40106.0     0.846      0.423     6.62     3.62885
+    clara       2    32    weak     nccl    130541.4     1.770      0.885    26.77     3.62579
+    clara       2     8  strong     nccl     43645.4     0.917      0.459     6.83     3.63747  NCCL_GRAPH_MIXING_SUPPORT=0
+   (max relative loss difference 1 vs 2 processes: clara 2.2e-3, mlx-lm 4.1e-3)
+
+2) --iters 16 --warmup 6 --cases 2:8,2:8:MLX_USE_CUDA_GRAPHS=0,1:4
+
+    clara       2     8    weak     nccl     52567.8     1.131      0.565     6.87     3.67474
+    clara       2     8    weak     nccl     77900.8     1.675      0.838     8.09     3.67521  MLX_USE_CUDA_GRAPHS=0
+    clara       1     4       -        -     46498.2     1.000      1.000     7.73     3.67042
+
+3) --iters 16 --warmup 6 --cases 1:8,1:8:MLX_USE_CUDA_GRAPHS=0,2:8:MLX_USE_CUDA_GRAPHS=0,
+   2:32:MLX_USE_CUDA_GRAPHS=0
+
+    clara       1     8       -        -     65332.5     1.000      1.000    17.76     3.67497
+    clara       1     8       -        -     62132.3     0.951      0.951    17.39     3.67533  MLX_USE_CUDA_GRAPHS=0
+    clara       2     8  strong     nccl     78849.1     1.207      0.603    10.15     3.67456  MLX_USE_CUDA_GRAPHS=0
+    clara       2    32       ?     nccl    139785.9     2.140      1.070    31.82     3.64410  MLX_USE_CUDA_GRAPHS=0
+   (the last row's reference is the 1:8 run: no 1:16 ran alone; table 1's was slowed)
+
+What they say: an NCCL all-reduce inside MLX's CUDA graphs makes a 2-process step ~1.5x
+slower (52.6k -> 78.8k tokens/s with graphs off), so clara's NCCL ranks run without CUDA
+graphs (`distributed.plan`); one process keeps them (5 % faster). A lone GPU at batch 4 runs
+46.5k tokens/s and each of 2 ranks at batch 4 runs 39.4k (78.8k / 2): still 15 % slower per
+GPU. Another MLX process on the host's other GPU slows a lone run by 27 % (47.6k vs 65.3k at
+batch 8) with no communication at all: the ranks contend for the host, not the link. Strong
+scaling at global batch 8: 1.21x (target 1.8x not met); weak scaling at 16 rows per GPU:
+139.8k tokens/s on 2 GPUs (a clean 1-GPU batch-16 figure was not measured: 73.8k under
+contention, ~82k extrapolated from batches 4 and 8, i.e. about 1.7x).
 """
 
 from __future__ import annotations
@@ -45,20 +92,58 @@ def build_inputs(args, work: Path) -> tuple[str, Path]:
     return str(model), data
 
 
-def run_once(args, ws, model: str, data: Path, nproc: int) -> dict:
+def parse_cases(args) -> list[dict]:
+    """--cases "N:B[:ENV=V+ENV=V]" (processes, GLOBAL batch, extra environment), else --nprocs
+    at --batch-size."""
+    if not args.cases:
+        return [{"nproc": int(n), "batch": args.batch_size, "env": {}}
+                for n in args.nprocs.split(",")]
+    out = []
+    for c in args.cases.split(","):
+        n, b, *env = c.split(":")
+        out.append({"nproc": int(n), "batch": int(b),
+                    "env": dict(e.split("=", 1) for e in env[0].split("+")) if env else {}})
+    return out
+
+
+def reference(case: dict, results: list[dict]) -> tuple[dict, str]:
+    """The one-process run a case is compared with: the same global batch (strong scaling),
+    else the same batch per process (weak scaling)."""
+    ones = [r for r in results if r["nproc"] == 1 and not r["env"]
+            and r["trainer"] == case["trainer"]]
+    for r in ones:
+        if r["batch"] == case["batch"]:
+            return r, "strong"
+    for r in ones:
+        if r["batch"] * case["nproc"] == case["batch"]:
+            return r, "weak"
+    return results[0], "strong" if results[0]["batch"] == case["batch"] else "?"
+
+
+def run_once(args, ws, model: str, data: Path, nproc: int, batch: int | None = None,
+             env: dict | None = None) -> dict:
+    import os
+
     from clara.runs import create_run, start_worker
     from clara.train.config import TrainConfig, merge_config
 
+    batch = batch or args.batch_size
     cfg = merge_config(TrainConfig, None, {
         "model": model, "data": str(data), "mode": "cpt", "iters": args.iters,
-        "batch_size": args.batch_size, "max_seq_length": args.seq + 1, "learning_rate": args.lr,
+        "batch_size": batch, "max_seq_length": args.seq + 1, "learning_rate": args.lr,
         "lr_schedule": "constant", "lora_rank": args.rank, "fine_tune_type": args.fine_tune_type,
         "val_every": 0, "save_every": args.iters + 1, "seed": args.seed, "dtype": args.dtype,
         "nproc": nproc, "backend": args.backend, "compile": not args.no_compile})
     run = create_run(ws, "lora", asdict(cfg), name=f"n{nproc}-{time.strftime('%H%M%S')}")
     tic = time.perf_counter()
-    proc = start_worker(run)
-    proc.wait()
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})  # the workers inherit it (an experiment's NCCL/MLX setting)
+    try:
+        proc = start_worker(run)
+        proc.wait()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     wall = time.perf_counter() - tic
     st = run.status()
     if st.get("status") != "completed":
@@ -66,11 +151,113 @@ def run_once(args, ws, model: str, data: Path, nproc: int) -> dict:
         raise SystemExit(f"{nproc} processes: run {st.get('status')}: {st.get('message')}\n{tail}")
     rows = [r for r in run.metrics() if "train_loss" in r]
     rates = sorted(r["tokens_per_second"] for r in rows[args.warmup:])
-    return {"nproc": nproc, "world_size": st.get("world_size"), "backend": st.get("backend"),
+    return {"trainer": "clara", "nproc": nproc, "batch": batch, "env": env or {},
+            "world_size": st.get("world_size"), "backend": st.get("backend"),
             "tokens_per_second": rates[len(rates) // 2],
             "tokens_per_step": rows[-1]["tokens"] / len(rows),
             "peak_memory_gb": max(r["peak_memory_gb"] for r in rows),
             "losses": [r["train_loss"] for r in rows], "wall_s": round(wall, 1)}
+
+
+def mlx_lm_worker(args) -> int:
+    """One rank of mlx-lm's own trainer on the same model, data, LoRA layers and batches
+    (started by mlx.launch when there are several). mlx-lm 0.32 reduces its reports on the CPU
+    stream, which NCCL rejects: its all_sum runs on the default stream here, nothing else
+    changes. Rank 0 writes the figures to --mlx-lm-worker's file."""
+    import os
+
+    import mlx.core as mx
+    import mlx.optimizers as optim
+    from mlx_lm.tuner import trainer as T
+
+    from bench.train_throughput import throughput
+    from clara import io
+    from clara.train.config import TrainConfig, merge_config
+    from clara.train.engine import make_schedule
+    from clara.train.lora import LoraTask, lm_loss
+
+    if "MLX_RANK" in os.environ:
+        mx.distributed.init(strict=True, backend=args.backend)  # what T.train's init() returns
+    group = mx.distributed.init()
+    rank, size = group.rank(), group.size()
+    all_sum = mx.distributed.all_sum
+    mx.distributed.all_sum = lambda x, *a, stream=None, **k: all_sum(x, *a, **k)
+
+    cfg = merge_config(TrainConfig, None, {
+        "model": args.model, "data": args.data, "mode": "cpt", "iters": args.iters,
+        "batch_size": args.batch_size, "max_seq_length": args.seq + 1, "learning_rate": args.lr,
+        "lr_schedule": "constant", "lora_rank": args.rank, "fine_tune_type": args.fine_tune_type,
+        "val_every": 0, "save_every": args.iters + 1, "seed": args.seed, "dtype": args.dtype,
+        "grad_clip": 0.0})
+    task = LoraTask(cfg, args.model, args.data)  # same load, LoRA layers (same seed), batches
+    tokens: list[int] = []
+
+    def batches(dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
+        epoch = 0
+        while True:  # this rank's rows of our global batches, in our order
+            for shard, _, _, _ in task.train_shards(epoch, cfg.seed, rank, size):
+                tokens.append(task.batch_tokens(shard) * size)  # equal shards: full rows
+                yield shard
+            epoch += 1
+
+    class Record(T.TrainingCallback):
+        losses: list = []
+        times: list = []
+
+        def on_train_loss_report(self, info):
+            self.times.append(time.perf_counter())
+            self.losses.append(info["train_loss"])
+
+    rec = Record()
+    opt = optim.AdamW(learning_rate=make_schedule(cfg, cfg.iters), weight_decay=cfg.weight_decay)
+    mx.random.seed(cfg.seed)
+    mx.reset_peak_memory()
+    targs = T.TrainingArgs(batch_size=cfg.batch_size, iters=cfg.iters, steps_per_report=1,
+                           steps_per_eval=10**9, steps_per_save=10**9,
+                           max_seq_length=cfg.max_seq_length,
+                           adapter_file=str(Path(args.mlx_lm_worker).with_suffix(".adapters")))
+    T.train(task.model, opt, train_dataset=list(range(cfg.batch_size)), args=targs,
+            loss=lambda m, x, lengths: lm_loss(m, x, lengths), iterate_batches=batches,
+            training_callback=rec)
+    if rank == 0:
+        io.write_json(Path(args.mlx_lm_worker), {
+            "losses": rec.losses,
+            "tokens_per_second": throughput(rec.times, tokens[:cfg.iters], args.warmup),
+            "peak_memory_gb": mx.get_peak_memory() / 1e9})
+    return 0
+
+
+def run_mlx_lm(args, model: str, data: Path, nproc: int, batch: int, work: Path) -> dict:
+    """mlx-lm's trainer at the same global batch, on nproc processes (mlx.launch)."""
+    import subprocess
+
+    from clara import io
+    from clara.train.distributed import plan
+
+    out = work / f"mlx_lm-n{nproc}-b{batch}.json"
+    worker = [str(Path(__file__).resolve()), "--mlx-lm-worker", str(out), "--model", model,
+              "--data", str(data), "--batch-size", str(batch)]
+    for k in ("seq", "iters", "warmup", "rank", "fine_tune_type", "lr", "dtype", "seed"):
+        v = getattr(args, k)
+        if v is not None:
+            worker += [f"--{k.replace('_', '-')}", str(v)]
+    world = plan({"nproc": nproc, "backend": args.backend})
+    if world is None:
+        cmd = [sys.executable, *worker]
+    else:
+        entry = "import sys; from mlx._distributed_utils.launch import main; " \
+                "sys.argv[0] = 'mlx.launch'; sys.exit(main())"
+        cmd = [sys.executable, "-c", entry, *world.args, "--", *worker,
+               "--backend", world.backend]
+    tic = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not out.is_file():
+        raise SystemExit(f"mlx-lm on {nproc} processes failed:\n{proc.stderr[-3000:]}")
+    r = io.read_json(out)
+    return {"trainer": "mlx-lm", "nproc": nproc, "batch": batch, "env": {},
+            "world_size": nproc, "backend": world.backend if world else None,
+            "tokens_per_second": r["tokens_per_second"], "peak_memory_gb": r["peak_memory_gb"],
+            "losses": r["losses"], "wall_s": round(time.perf_counter() - tic, 1)}
 
 
 def main(argv=None) -> int:
@@ -95,41 +282,75 @@ def main(argv=None) -> int:
     p.add_argument("--no-compile", action="store_true", help="train without mx.compile")
     p.add_argument("--nprocs", default="1,2", help="process counts to compare; the first is "
                                                    "the reference")
+    p.add_argument("--cases", default=None,
+                   help="N:B[:ENV=V+ENV=V],... processes and GLOBAL batch per run (instead of "
+                        "--nprocs); a run of N > 1 is compared with the 1-process run of the "
+                        "same global batch (strong scaling), else of batch B/N (weak scaling)")
+    p.add_argument("--wait-for", default=None,
+                   help="before the first run of several processes, wait until this file "
+                        "exists (another job on the second GPU is done)")
     p.add_argument("--backend", default="auto", help="ring, nccl, jaccl, mpi or auto")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--mlx-lm", default="",
+                   help="global batches (comma-separated) at which mlx-lm's own trainer runs "
+                        "too, on the same cases (the reference loop)")
+    p.add_argument("--mlx-lm-worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--data", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.mlx_lm_worker:
+        return mlx_lm_worker(args)
 
     from clara import io
     from clara.platform import describe
     from clara.workspace import Workspace
 
-    counts = [int(x) for x in args.nprocs.split(",")]
+    cases = parse_cases(args)
+    out = Path(args.out) / f"distributed_scaling-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    results = []
+
+    def table() -> None:  # after every run: a run cut short still leaves what finished
+        for r in results:
+            ref, kind = reference(r, results)
+            r["reference_batch"], r["scaling"] = ref["batch"], kind if r["nproc"] > 1 else "-"
+            r["speedup"] = r["tokens_per_second"] / ref["tokens_per_second"]
+            r["efficiency"] = r["speedup"] / (r["nproc"] / ref["nproc"])
+            r["max_rel_loss_difference"] = max(abs(a - b) / abs(a) for a, b in
+                                               zip(ref["losses"], r["losses"])) \
+                if ref["batch"] == r["batch"] else None
+        io.write_json(out, {"platform": describe(), "settings": vars(args), "runs": results})
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model, data = build_inputs(args, work)
         ws = Workspace(work / "ws", "bench").create(exist_ok=True)
-        results = []
-        for n in counts:
-            r = run_once(args, ws, model, data, n)
-            results.append(r)
-            print(f"  {n} process(es): {r['tokens_per_second']:.1f} tok/s", file=sys.stderr)
-    ref = results[0]
+        for c in cases:
+            if c["nproc"] > 1 and args.wait_for:
+                while not Path(args.wait_for).exists():
+                    time.sleep(1)
+            runs = [lambda: run_once(args, ws, model, data, c["nproc"], c["batch"], c["env"])]
+            if str(c["batch"]) in args.mlx_lm.split(",") and not c["env"]:
+                runs.append(lambda: run_mlx_lm(args, model, data, c["nproc"], c["batch"], work))
+            for run in runs:
+                r = run()
+                results.append(r)
+                table()
+                print(f"  {r['trainer']}: {c['nproc']} process(es), batch {c['batch']} "
+                      f"{c['env'] or ''}: {r['tokens_per_second']:.1f} tok/s", file=sys.stderr,
+                      flush=True)
+    print(f"{'trainer':<7} {'procs':>5} {'batch':>5} {'scaling':>7} {'backend':>8} {'tokens/s':>11} "
+          f"{'speed-up':>9} {'efficiency':>10} {'peak GB':>8} {'final loss':>11} "
+          f"{'max rel loss diff':>18}  env")
     for r in results:
-        r["speedup"] = r["tokens_per_second"] / ref["tokens_per_second"]
-        r["efficiency"] = r["speedup"] / (r["nproc"] / ref["nproc"])
-        r["max_rel_loss_difference"] = max(abs(a - b) / abs(a)
-                                           for a, b in zip(ref["losses"], r["losses"]))
-    result = {"platform": describe(), "settings": vars(args), "runs": results}
-    out = Path(args.out) / f"distributed_scaling-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    io.write_json(out, result)
-    print(f"{'procs':>5} {'backend':>8} {'tokens/s':>11} {'speed-up':>9} {'efficiency':>10} "
-          f"{'peak GB':>8} {'final loss':>11} {'max rel loss diff':>18}")
-    for r in results:
-        print(f"{r['nproc']:>5} {r['backend'] or '-':>8} {r['tokens_per_second']:>11.1f} "
-              f"{r['speedup']:>9.3f} {r['efficiency']:>10.3f} {r['peak_memory_gb']:>8.2f} "
-              f"{r['losses'][-1]:>11.5f} {r['max_rel_loss_difference']:>18.2e}")
-    print(f"global batch {args.batch_size} x {args.seq} tokens, {args.iters} steps "
-          f"({args.warmup} warm-up), {args.fine_tune_type}; wrote {out}")
+        diff = r["max_rel_loss_difference"]
+        print(f"{r['trainer']:<7} {r['nproc']:>5} {r['batch']:>5} {r['scaling']:>7} "
+              f"{r['backend'] or '-':>8} "
+              f"{r['tokens_per_second']:>11.1f} {r['speedup']:>9.3f} {r['efficiency']:>10.3f} "
+              f"{r['peak_memory_gb']:>8.2f} {r['losses'][-1]:>11.5f} "
+              f"{'-' if diff is None else f'{diff:.2e}':>18}  "
+              f"{' '.join(f'{k}={v}' for k, v in r['env'].items())}")
+    print(f"batch = GLOBAL batch of {args.seq}-token rows; {args.iters} steps ({args.warmup} "
+          f"warm-up), {args.fine_tune_type}; weak scaling: the same batch per process as its "
+          f"reference; wrote {out}")
     return 0
 
 

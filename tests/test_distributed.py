@@ -206,3 +206,14 @@ def test_bad_world_is_one_line_before_any_run_folder(workspace, tiny_model_dir, 
             "--nproc", "2", "--backend", "tcp")
     assert r.exit_code != 0 and "backend" in r.output
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_nccl_ranks_run_without_cuda_graphs_unless_chosen(monkeypatch):
+    from clara.train.distributed import plan
+
+    monkeypatch.delenv("MLX_USE_CUDA_GRAPHS", raising=False)
+    args = plan({"nproc": 2, "backend": "nccl"}, check=False).args
+    assert args[args.index("MLX_USE_CUDA_GRAPHS=0") - 1] == "--env"
+    assert "MLX_USE_CUDA_GRAPHS=0" not in plan({"nproc": 2, "backend": "ring"}, check=False).args
+    monkeypatch.setenv("MLX_USE_CUDA_GRAPHS", "1")  # the user's choice travels as it is
+    assert "MLX_USE_CUDA_GRAPHS=0" not in plan({"nproc": 2, "backend": "nccl"}, check=False).args

@@ -171,6 +171,12 @@ def plan(config: dict, check: bool = True) -> World | None:
             raise UserError(f"{where}: port {master}:{port} is in use (choose another with "
                              "--dist-port)")
         args += ["--nccl-port", str(port)]
+        # measured on 2 H200s (bench/distributed_scaling.py): with an NCCL all-reduce inside
+        # MLX's CUDA graphs a 2-process step took 1.5x as long as with graphs off (52.6k ->
+        # 78.8k tokens/s, 1B LoRA, batch 8x512); one process loses 5% without them, so they
+        # go off for NCCL ranks alone, unless the user chose
+        if "MLX_USE_CUDA_GRAPHS" not in os.environ:
+            args += ["--env", "MLX_USE_CUDA_GRAPHS=0"]
     # remote ranks do not inherit our environment: pass what the worker needs
     if set(names) - {LOCAL}:
         for key in ("PYTHONPATH", "HF_HUB_OFFLINE", "HF_HOME"):
@@ -217,26 +223,41 @@ class Dist:
             return []
         return self.all_sum(mx.array(values, dtype=mx.float32)).tolist()
 
-    def step_sums(self, losses: list[float], tokens: int, extras: dict, stop: bool,
-                  memory: bool):
-        """One all_sum per step: the global loss (mean over micro-batches), tokens and extras,
-        and whether any rank was asked to stop or ran short of memory."""
+    def step_sums(self, losses: list, tokens: int, extras: dict, stop: bool, memory: bool):
+        """One all_sum per step, queued on the device right behind the step (before the next
+        step is queued, so reading it waits for this step alone): the step's loss (mean over
+        micro-batches), tokens and extras (lists of device scalars), and whether any rank was
+        asked to stop or ran short of memory. `read_step_sums` turns it into numbers."""
+        import mlx.core as mx
+
         keys = sorted(extras)
-        s = self.sums([sum(losses), float(tokens), float(stop), float(memory)]
-                      + [extras[k] for k in keys])
-        return [s[0] / len(losses)], int(round(s[1])), dict(zip(keys, s[4:])), s[2] > 0, s[3] > 0
+        parts = [sum(v.astype(mx.float32) for v in losses) / len(losses),
+                 mx.array(float(tokens)), mx.array(float(stop)), mx.array(float(memory))]
+        parts += [sum(v.astype(mx.float32) for v in extras[k]) for k in keys]
+        out = self.all_sum(mx.stack([mx.reshape(x, ()) for x in parts]))
+        mx.async_eval(out)
+        return out, keys
+
+    @staticmethod
+    def read_step_sums(queued):
+        """(losses, tokens, extras, stop, memory) of a step_sums: the same on every rank."""
+        out, keys = queued
+        s = out.tolist()
+        return [s[0]], int(round(s[1])), dict(zip(keys, s[4:])), s[2] > 0, s[3] > 0
 
     def decide(self, *flags: bool) -> list[bool]:
         """Rank 0's decisions, followed by every rank."""
         return [v > 0 for v in self.sums([float(bool(f)) if self.main else 0.0 for f in flags])]
 
-    def totals(self, counts: dict):
-        """The global counts of a batch (sum over ranks) as arrays for the compiled step."""
+    def totals(self, counts: dict, known: dict | None = None):
+        """The global counts of a batch as arrays for the compiled step: `known` when the task
+        counted them on the host (no collective before the step), else the sum over ranks."""
         import mlx.core as mx
 
         keys = sorted(counts)
         local = mx.array([float(counts[k]) for k in keys], dtype=mx.float32)
-        total = self.all_sum(local)
+        total = mx.array([float(known[k]) for k in keys], dtype=mx.float32) if known else \
+            self.all_sum(local)
         return ({k: local[i] for i, k in enumerate(keys)},
                 {k: total[i] for i, k in enumerate(keys)})
 

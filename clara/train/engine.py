@@ -7,12 +7,19 @@ epochs or exact resume. The engine writes into the run folder:
     adapters/       step-N/ (resumable), best/ (lowest validation loss), last -> newest step-N
 Resume restores weights, optimizer state, step, data position and RNG key, so a resumed run
 follows the same loss curve as one never stopped.
+
+Each step is queued on the device before the previous one is read (mx.async_eval), so the GPU
+is not idle while the host reads numbers and encodes kernels; a step queued ahead is dropped
+exactly (weights, optimizer, RNG, data position) when a stop, the memory guard or a NaN ends
+the run after the step before it. CLARA_STEP_AHEAD=0 in the environment runs one step at a time
+(for comparisons: bench/distributed_scaling.py --cases 2:8:CLARA_STEP_AHEAD=0).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,6 +38,7 @@ from clara.train.config import EngineConfig
 from clara.workspace import now_iso
 
 log = logging.getLogger("clara.train")
+STEP_AHEAD = os.environ.get("CLARA_STEP_AHEAD", "1") != "0"
 
 
 @dataclass
@@ -300,43 +308,104 @@ class Engine:
 
         if self.dist:  # rank 0 decides; every rank's stop request counts
             self._stop = self.dist.sums([float(stop_requested())])[0] > 0
-        while self.step < self.total_steps:
-            if (self._stop if self.dist else stop_requested()):
-                self.save_checkpoint("stop")
-                self.event("stop", step=self.step)
-                return result("stopped", "stop", "stopped on request")
+
+        def boundary(step: int) -> bool:
+            """After `step` the engine needs its weights (validation, a checkpoint, the end)."""
+            return step >= self.total_steps or step % cfg.save_every == 0 or \
+                bool(cfg.val_every and step % cfg.val_every == 0)
+
+        def launch() -> dict:
+            """Queue the next step on the device (mx.async_eval) without waiting for it: while
+            it runs, the host reads the previous step's numbers and queues the one after, so
+            the GPU does not idle while Python and kernel encoding run (most of a small step's
+            time on CUDA, and what two processes cannot halve)."""
             tic = time.perf_counter()
-            grad, losses, tokens, extras_sum = None, [], 0, {}
+            grad, out = None, {"losses": [], "extras": [], "tokens": 0, "tic": tic}
             for micro in range(accum):
                 batch = next(batches)
                 real = True
-                if self.dist:  # (shard, its loss counts, is it real) -> the step's inputs
-                    batch, counts, real = batch
-                    batch = (batch, *self.dist.totals(counts))
+                if self.dist:  # (shard, its counts, is it real[, the batch's]) -> step inputs
+                    batch, counts, real, *known = batch
+                    batch = (batch, *self.dist.totals(counts, known[0] if known else None))
                 loss, ntoks, extras, grad, norm = step_fn(batch, grad, micro == accum - 1)
-                mx.eval(state, loss, ntoks, extras, grad, norm)
-                losses.append(loss.item())
-                for k, v in extras.items():
-                    extras_sum[k] = extras_sum.get(k, 0.0) + v.item()
-                tokens += task.batch_tokens(batch[0] if self.dist else batch) if real else 0
-            peak = mx.get_peak_memory()
+                mx.async_eval(state, loss, ntoks, extras, grad, norm)
+                out["losses"].append(loss)
+                out["extras"].append(extras)
+                out["tokens"] += task.batch_tokens(batch[0] if self.dist else batch) if real \
+                    else 0
+            # the rate this step used: computed inside the step (read before the next replaces it)
+            out["lr"], out["norm"] = self.optimizer.state["learning_rate"], norm
+            out["epoch"] = round(self.epoch + self.pos / self.n_batches, 4)  # before the next
+            if self.dist:  # the step's reduction, queued before the next step
+                if time.monotonic() - mem_check[0] > 1.0:
+                    mem_check[:] = [time.monotonic(), system_memory_low()]
+                extras = {k: [ex[k] for ex in out["extras"]] for k in out["extras"][0]}
+                out["sums"] = self.dist.step_sums(out["losses"], out["tokens"], extras,
+                                                  stop_requested(),
+                                                  mx.get_peak_memory() > mem_limit or mem_check[1])
+            return out
+
+        def queue_ahead() -> dict:
+            """launch(), keeping what it changes so that it can be dropped (a stop or the
+            memory guard after the step before it): the arrays of the weights, optimizer and
+            RNG (immutable: references suffice) and the data position."""
+            keep = ([tree_map(lambda x: x, s) for s in state[:2]], mx.random.state[0],
+                    self.epoch, self.pos)
+            out = launch()
+            out["keep"] = keep
+            return out
+
+        def drop(queued: dict | None) -> None:
+            nonlocal batches
+            if queued is None:
+                return
+            saved, key, self.epoch, self.pos = queued["keep"]
+            for live, old in zip(state[:2], saved):
+                _restore(live, old)
+            a, b = key.tolist()
+            mx.random.seed((a << 32) | b)  # the seed of key (a, b) is that key itself
+            batches = self._batches()  # rewound to self.pos
+
+        ahead, last_done = None, time.perf_counter()
+        mem_over = False
+        mem_check = [0.0, False]  # (when, was the machine low on memory)
+        while self.step < self.total_steps:
+            if self._stop if self.dist else stop_requested():
+                drop(ahead)  # the step queued ahead never happened: stop exactly here
+                self.save_checkpoint("stop")
+                self.event("stop", step=self.step)
+                return result("stopped", "stop", "stopped on request")
+            current = ahead or launch()
+            current.pop("keep", None)  # only a step still queued ahead can be dropped
+            # queue the next step now unless this one ends at a boundary (same decision on
+            # every rank: it depends on step numbers alone)
+            ahead = None if boundary(self.step + 1) or not STEP_AHEAD else queue_ahead()
+            tokens = current["tokens"]
             nan_here = False
             if self.dist:  # one all_sum: global loss, tokens, extras, anyone's stop/memory
-                if time.monotonic() - last_mem_check > 1.0:
-                    last_mem_check, low = time.monotonic(), system_memory_low()
-                losses, tokens, extras_sum, self._stop, mem_over = self.dist.step_sums(
-                    losses, tokens, extras_sum, stop_requested(), peak > mem_limit or low)
+                losses, tokens, extras_sum, self._stop, mem_over = \
+                    self.dist.read_step_sums(current["sums"])
                 # every rank holds the same summed loss bits (a NaN anywhere is a NaN in it),
                 # so rank 0's NaN verdict is everyone's without another round
                 nan_here = not math.isfinite(losses[0])
                 if self.watchdog:
                     self.watchdog.beat(self.step + 1)
-            dt = time.perf_counter() - tic
+            else:
+                losses = [v.item() for v in current["losses"]]
+                extras_sum = {}
+                for ex in current["extras"]:
+                    for k, v in ex.items():
+                        extras_sum[k] = extras_sum.get(k, 0.0) + v.item()
+            peak = mx.get_peak_memory()
+            now = time.perf_counter()
+            dt = now - max(current["tic"], last_done)  # queued ahead: from the last step's end
+            last_done = now
             self.step += 1
             train_loss = sum(losses) / len(losses)
-            # the rate this step used: computed inside the step, already evaluated with the state
-            lr = float(self.optimizer.state["learning_rate"].item())
+            lr = float(current["lr"].item())
+            norm = current["norm"]
             if nan_here or (not self.dist and not math.isfinite(train_loss)):
+                drop(ahead)
                 hint = (f"lower the learning rate (now {cfg.learning_rate:g}; try "
                         f"{cfg.learning_rate / 10:g}), keep grad_clip on, or check the data")
                 self.event("nan", step=self.step, loss=str(train_loss), hint=hint)
@@ -352,7 +421,7 @@ class Engine:
             for k, v in extras_sum.items():
                 w["extras"][k] = w["extras"].get(k, 0.0) + v / accum
             if self.step % cfg.report_every == 0 or self.step == self.total_steps:
-                row = {"step": self.step, "epoch": round(self.epoch + self.pos / self.n_batches, 4),
+                row = {"step": self.step, "epoch": current["epoch"],
                        "train_loss": w["loss"] / w["steps"], "learning_rate": lr,
                        "tokens_per_second": w["tokens"] / w["time"] if w["time"] else None,
                        "tokens": self.tokens_seen, "peak_memory_gb": peak / 1e9,
@@ -375,19 +444,25 @@ class Engine:
                     return result("completed", "early_stop",
                                   f"early stop at step {self.step}: no improvement in "
                                   f"{self.bad_evals} validations")
-            if not self.dist and time.monotonic() - last_mem_check > 1.0:  # /proc: once a second
-                last_mem_check, low = time.monotonic(), system_memory_low()
-            if (mem_over if self.dist else peak > mem_limit or low):
-                self.save_checkpoint("memory")
-                hint = "lower batch_size or max_seq_length, or turn on grad_checkpoint"
-                self.event("memory", step=self.step, peak_memory_gb=peak / 1e9,
-                           limit_gb=mem_limit / 1e9, hint=hint)
-                return result("stopped", "memory",
-                              f"memory guard: peak {peak / 1e9:.2f} GB over the limit "
-                              f"{mem_limit / 1e9:.2f} GB at step {self.step}: {hint}")
+            if not self.dist:
+                if time.monotonic() - last_mem_check > 1.0:  # /proc: once a second
+                    last_mem_check, low = time.monotonic(), system_memory_low()
+                mem_over = peak > mem_limit or low
+            if mem_over:
+                drop(ahead)
+                return self._memory_stop(result, peak, mem_limit)
             if self.step % cfg.save_every == 0 or done:
                 self.save_checkpoint("done" if done else "periodic")
         return result("completed", "done", f"trained {self.step} steps")
+
+    def _memory_stop(self, result, peak: int, mem_limit: int) -> EngineResult:
+        self.save_checkpoint("memory")
+        hint = "lower batch_size or max_seq_length, or turn on grad_checkpoint"
+        self.event("memory", step=self.step, peak_memory_gb=peak / 1e9,
+                   limit_gb=mem_limit / 1e9, hint=hint)
+        return result("stopped", "memory",
+                      f"memory guard: peak {peak / 1e9:.2f} GB over the limit "
+                      f"{mem_limit / 1e9:.2f} GB at step {self.step}: {hint}")
 
     def _validate_and_track(self) -> bool:
         """Validate, log, keep the best; True when early stopping should fire."""
@@ -413,6 +488,17 @@ class Engine:
             return False
         self.bad_evals += 1
         return 0 < self.cfg.early_stopping_patience <= self.bad_evals
+
+
+def _restore(live, old) -> None:
+    """Put the arrays of `old` (a tree_map copy of `live`) back into `live` in place: the
+    compiled step holds these very containers."""
+    items = old.items() if isinstance(old, dict) else enumerate(old)
+    for k, v in items:
+        if isinstance(v, (dict, list)) and isinstance(live[k], (dict, list)):
+            _restore(live[k], v)
+        else:
+            live[k] = v
 
 
 def configure_logging(log_file: Path) -> None:

@@ -186,15 +186,18 @@ class LoraTask:
 
     def train_shards(self, epoch: int, seed: int, rank: int, size: int):
         """Rank `rank`'s rows of every batch of train_batches (same order), with its loss
-        counts; a rank left without rows gets one row with nothing to learn (share 0)."""
+        counts and the whole batch's (every rank reads the whole batch: no collective needed
+        for them); a rank left without rows gets one row with nothing to learn (share 0)."""
         order = np.random.default_rng([seed, epoch]).permutation(len(self._train))
         for i in order:
             tokens, lengths = self._train[i]
+            totals = {"tokens": loss_targets(lengths)}
             rows = np.array_split(np.arange(len(tokens)), size)[rank]
             real = len(rows) > 0
             tokens, lengths = (tokens[rows], lengths[rows]) if real else \
                 (tokens[:1], np.zeros((1, 2), np.int32))
-            yield (mx.array(tokens), mx.array(lengths)), {"tokens": loss_targets(lengths)}, real
+            yield (mx.array(tokens), mx.array(lengths)), {"tokens": loss_targets(lengths)}, \
+                real, totals
 
     def shared_loss(self, model, batch, counts, totals):
         """This shard's part of the global batch's mean loss: its summed CE over all tokens."""
