@@ -181,3 +181,68 @@ def test_estimate_flag_prints_and_creates_no_run(cli, workspace, model_dir):
     r3 = cli("-w", "test", "train", "stage1", "-m", str(model_dir), "--estimate")
     assert r3.exit_code == 0 and "estimated peak" in r3.output, r3.output
     assert not (workspace.path / "runs").exists() or not any((workspace.path / "runs").iterdir())
+
+
+def _stage_model(model_dir, stage: str, **kw):
+    from clara.method.config import ClaraConfig
+    from clara.method.model import ClaraModel
+
+    mx.random.seed(0)
+    m = ClaraModel.from_base(ClaraConfig(base_model=str(model_dir), stage=stage,
+                                         doc_max_tokens=64, compression_rate=16,
+                                         lora_dropout=0.0, **kw))
+    m.train()
+    return m
+
+
+def _stage1_batch(m, n: int = 4):
+    from clara.method import prompts
+
+    docs = [words(64, i) for i in range(n)]
+    ex = [m.decoder_example(*prompts.scp_paraphrase(m.config.n_mem, d, __import__("random")
+                                                    .Random(i))) for i, d in enumerate(docs)]
+    return {**m.encoder_batch(docs), **m.decoder_batch(ex, 1)}
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage3"])
+def test_chunked_ce_same_loss_and_gradients_less_memory(model_dir, monkeypatch, stage):
+    """chunked_ce: the loss and every trainable's gradient (the memory rows through the tied
+    head included) equal the whole-logits path's up to float rounding, over several chunks,
+    and the step's peak is lower by most of the logits' working copies."""
+    from clara.method import losses
+
+    m = _stage_model(model_dir, "stage1")
+    batch = _stage1_batch(m)
+    if stage == "stage3":  # 2 candidates per question, the query as an encoder row
+        m = _stage_model(model_dir, "stage3", top_k=1, stage3_train="query_reasoner,generator,memory")
+        docs = [words(64, i) for i in range(4)]
+        qs = [words(8, 10 + i) for i in range(2)]
+        from clara.method import prompts
+
+        ex = [m.decoder_example(*prompts.rag_qa(m.config.n_mem, 1, q, "the mill"))
+              for q in qs]
+        batch = {**m.encoder_batch(qs, prefix="q"), **m.encoder_batch(docs, prefix="cand"),
+                 **m.decoder_batch(ex, 1), "positives": mx.array([[True, False], [False, True]])}
+    V = m.embedding.base_rows
+    monkeypatch.setattr(losses, "CE_CHUNK_ELEMENTS", 40 * V)  # chunks of 40 positions
+
+    def run(chunked: bool):
+        m.config.chunked_ce = chunked
+        fn = nn.value_and_grad(m, lambda mm, b: mm.stage_loss(b)[0])
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        base = mx.get_active_memory()
+        loss, grads = fn(m, batch)
+        mx.eval(loss, grads)
+        return loss, dict(tree_flatten(grads)), mx.get_peak_memory() - base
+
+    l0, g0, p0 = run(False)
+    l1, g1, p1 = run(True)
+    assert batch["labels"].shape[0] * batch["labels"].shape[1] > 3 * 40  # several chunks
+    assert abs(float(l0) - float(l1)) < 1e-5 * abs(float(l0))
+    assert g0.keys() == g1.keys() and "lm.model.embed_tokens.memory" in g0
+    for k in g0:
+        scale = float(mx.abs(g0[k]).max()) + 1e-12
+        assert float(mx.abs(g0[k] - g1[k]).max()) < 1e-4 * scale, k
+    logits = batch["labels"].shape[0] * batch["labels"].shape[1] * V * 4
+    assert p0 - p1 > 1.5 * logits, (p0, p1, logits)

@@ -114,6 +114,8 @@ class Work:
     extra_trainable: int = 0  # e.g. CLaRa's memory rows
     lora_dropout: float = 0.0  # > 0 keeps each adapted input's dropout mask (and, LoRA, copy)
     grad_checkpoint: bool = False
+    chunked_ce: bool = False  # CLaRa's chunked_ce: one chunk of logits at a time
+    compiled: bool = True  # the engine's mx.compile'd step
     dtype: str = "bfloat16"
     full: bool = False  # full fine-tuning of the adapted layers
 
@@ -192,7 +194,12 @@ def logits_bytes(s: Shape, w: Work, rows: int, positions: int) -> int:
     # the logits, the loss's float32 working copies and the gradients; CLaRa's head splices
     # the added tokens' columns in, one more copy
     per = 2 * b + 8 if w.kind == "lora" else 4 * b + 16
-    return rows * positions * s.vocab * per
+    n = rows * positions
+    if w.chunked_ce and w.kind != "lora":  # one chunk's logits at a time (losses.chunked_ce)
+        from clara.method.config import CE_CHUNK_ELEMENTS
+
+        n = min(n, max(1, CE_CHUNK_ELEMENTS // s.vocab))
+    return n * s.vocab * per
 
 
 def estimate(s: Shape, w: Work, backend: str | None = None) -> Estimate:
@@ -282,7 +289,7 @@ def clara_work(cfg, stage: str, answer_tokens: int | None = None,
                 lora_rank=c.lora_rank, lora_keys=tuple(c.lora_keys), lora_layers=c.lora_layers,
                 adapters_trained=2, adapters_held=len(c.adapters()),
                 lora_dropout=c.lora_dropout, grad_checkpoint=cfg.grad_checkpoint,
-                dtype=_dtype(None))
+                chunked_ce=c.chunked_ce, compiled=cfg.compile, dtype=_dtype(None))
 
 
 def _pad16(n: int) -> int:
@@ -300,10 +307,12 @@ def estimate_run(kind: str, cfg, model_source: str, backend: str | None = None) 
 
 
 def estimate_for_bench(config: dict, s: dict, kind: str, shapes: dict,
-                       dropout: float = 0.0, backend: str | None = None) -> int:
+                       dropout: float = 0.0, backend: str | None = None, parts: bool = False):
     """bench/clara_throughput.py: the estimate (bytes) for its preset and the batch shapes it
-    measured (the decoder's length depends on the tokenizer's prompt)."""
+    measured (the decoder's length depends on the tokenizer's prompt); `kind` may carry the
+    bench's variants (stage1+chunk+ckpt+eager). With `parts`, the parts instead."""
     shape = Shape.from_config(config)
+    kind, *opts = kind.split("+")
     if kind in ("lora", "mlx-lm"):
         B, T = shapes["tokens"] if shapes else (s["batch_size"], _pad32(s["seq"] + 1))
         w = Work(kind="lora", batch_size=B, seq_len=T - 1, lora_rank=s["rank"], dtype=s["dtype"])
@@ -314,8 +323,14 @@ def estimate_for_bench(config: dict, s: dict, kind: str, shapes: dict,
                  supervised_len=shapes["labels"][1], lora_rank=s["rank"], adapters_trained=2,
                  adapters_held=2, extra_trainable=n_mem * shape.hidden, lora_dropout=dropout,
                  dtype=s["dtype"])
-    w.grad_checkpoint = kind.endswith("-ckpt")
-    return estimate(shape, w, backend).peak_bytes
+    w.grad_checkpoint = "ckpt" in opts
+    if kind != "lora" and kind != "mlx-lm":
+        from clara.method.config import ClaraSettings
+
+        w.chunked_ce = "chunk" in opts or ("nochunk" not in opts and ClaraSettings.chunked_ce)
+    w.compiled = "eager" not in opts and kind != "mlx-lm"
+    e = estimate(shape, w, backend)
+    return e.parts if parts else e.peak_bytes
 
 
 def _pad32(n: int) -> int:
