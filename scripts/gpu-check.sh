@@ -9,6 +9,8 @@
 #   rag     bench/rag_latency.py at 1B shapes (5 documents x 256 tokens, CR 16) and chat
 #           decode against mlx_lm.generate
 # Usage: bash scripts/gpu-check.sh [STEP ...]   (default: info clara big tests rag)
+# CLARA_ARGS, BIG_ARGS and RAG_ARGS add flags to those benches (e.g. small shapes to try the
+# script on a CPU), CLARA_ONLY and BIG_ONLY pick the work, STEPS the timed steps.
 # On the project's lent H200 (see README "Memory, speed and GPUs"):
 #   bash .gpu2/gpu-install install && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu-check.sh
 # The first MLX process on a fresh CUDA machine compiles kernels for minutes (cached under
@@ -41,15 +43,17 @@ g = mx.grad(lambda x: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("warm
         step clara
         $PY bench/clara_throughput.py --preset 1b --steps "$STEPS" --warmup 2 \
             --only "${CLARA_ONLY:-stage1,stage1+chunk,stage1+chunk+ckpt,stage1+eager}" \
-            --json "$OUT/clara_1b.json" 2>&1 | tee "$OUT/clara_1b.txt" ;;
+            --json "$OUT/clara_1b.json" ${CLARA_ARGS:-} 2>&1 | tee "$OUT/clara_1b.txt" ;;
       lora)
         step lora
         $PY bench/clara_throughput.py --preset 1b --steps "$STEPS" --warmup 2 \
-            --only lora,mlx-lm --json "$OUT/lora_1b.json" 2>&1 | tee "$OUT/lora_1b.txt" ;;
+            --only lora,mlx-lm --json "$OUT/lora_1b.json" ${CLARA_ARGS:-} 2>&1 \
+            | tee "$OUT/lora_1b.txt" ;;
       big)
         step big
         $PY bench/clara_throughput.py --preset 8b-q4 --steps 4 --warmup 1 \
-            --only "${BIG_ONLY:-stage1+chunk+ckpt,stage1+chunk}" --json "$OUT/clara_8b.json" 2>&1 \
+            --only "${BIG_ONLY:-stage1+chunk+ckpt,stage1+chunk}" --json "$OUT/clara_8b.json" \
+            ${BIG_ARGS:-} 2>&1 \
             | tee "$OUT/clara_8b.txt" ;;
       tests)
         step tests
@@ -60,7 +64,8 @@ g = mx.grad(lambda x: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("warm
       rag)
         step rag
         $PY bench/rag_latency.py --top-k 5 --doc-tokens 256 --compression-rate 16 \
-            --hidden 2048 --layers 16 --limit 4 --max-tokens 32 2>&1 | tee "$OUT/rag.txt" ;;
+            --hidden 2048 --layers 16 --limit 4 --max-tokens 32 ${RAG_ARGS:-} 2>&1 \
+            | tee "$OUT/rag.txt" ;;
       *) echo "unknown step $w (info clara lora big tests rag)" >&2; exit 2 ;;
     esac
   done
