@@ -246,3 +246,54 @@ def test_chunked_ce_same_loss_and_gradients_less_memory(model_dir, monkeypatch, 
         assert float(mx.abs(g0[k] - g1[k]).max()) < 1e-4 * scale, k
     logits = batch["labels"].shape[0] * batch["labels"].shape[1] * V * 4
     assert p0 - p1 > 1.5 * logits, (p0, p1, logits)
+
+
+def test_lora_dropout_draws_its_mask_again_in_the_backward_pass():
+    """clara.method.adapters.dropped_lora keeps no mask: the backward pass draws the same one
+    again from the key, so the gradients equal those of a plain dropout with that mask, and a
+    step keeps less than one byte per adapted input element beyond what no dropout keeps."""
+    from clara.method.adapters import dropped_lora
+
+    mx.random.seed(0)
+    x, a, b = (mx.random.normal(s) for s in ((64, 96), (96, 8), (8, 32)))
+    key, p = mx.random.key(3), mx.array(0.25)
+    keep = mx.random.bernoulli(0.75, x.shape, key=key)
+    assert 0.65 < float(keep.astype(mx.float32).mean()) < 0.85
+
+    def ours(x, a, b):
+        return (dropped_lora(x, key, p, a, b) ** 2).sum()
+
+    def plain(x, a, b):
+        return ((mx.where(keep, x / 0.75, 0) @ a @ b) ** 2).sum()
+
+    assert abs(float(ours(x, a, b)) / float(plain(x, a, b)) - 1) < 1e-5
+    for g1, g2 in zip(mx.grad(ours, argnums=(0, 1, 2))(x, a, b),
+                      mx.grad(plain, argnums=(0, 1, 2))(x, a, b)):
+        assert float(mx.abs(g1 - g2).max()) < 1e-4 * float(mx.abs(g2).max())
+
+    from clara.method.adapters import MultiLoRALinear
+
+    def peak(dropout: float) -> int:
+        layers = [MultiLoRALinear(nn.Linear(256, 256, bias=False), 8, 2.0, dropout)
+                  for _ in range(4)]
+        for m in layers:
+            m.freeze()
+            m.add("g")
+            m.active = "g"
+
+        def f(params, x):
+            for m, q in zip(layers, params):
+                m.adapters["g"].update(q)
+                x = mx.tanh(m(x))
+            return x.sum()
+
+        params = [m.adapters["g"].parameters() for m in layers]
+        x = mx.random.normal((1024, 256))
+        mx.eval(params, x)
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        base = mx.get_active_memory()
+        mx.eval(mx.grad(f)(params, x))
+        return mx.get_peak_memory() - base
+
+    assert peak(0.1) - peak(0.0) < 0.5 * 4 * 1024 * 256, (peak(0.1), peak(0.0))
