@@ -178,9 +178,9 @@ def activation_bytes(s: Shape, w: Work, rows: int, length: int, backend: str) ->
     per_token_layer = (ACT_H * s.hidden + ACT_I * s.intermediate + ACT_KV * kv) * b
     if w.lora_dropout > 0 and not w.full:
         dims = s.proj_dims()
-        # CLaRa's adapters keep only the boolean mask (clara.method.adapters.dropped_lora);
-        # mlx-lm's LoRALinear keeps the dropped copy as well
-        per_elem = 1 if w.kind != "lora" else b + 1
+        # CLaRa's adapters keep nothing (clara.method.adapters.dropped_lora draws the mask
+        # again); mlx-lm's LoRALinear keeps the dropped copy and the mask
+        per_elem = 0 if w.kind != "lora" else b + 1
         per_token_layer += sum(dims[k][0] for k in w.lora_keys if k in dims) * per_elem
     attn = 0 if FUSED_ATTENTION.get(backend, False) else 2 * rows * s.heads * length * length * 4
     tokens = rows * length
