@@ -11,7 +11,7 @@
 # Usage: bash scripts/gpu-check.sh [STEP ...]   (default: info clara big tests rag)
 # CLARA_ARGS, BIG_ARGS and RAG_ARGS add flags to those benches (e.g. small shapes to try the
 # script on a CPU), CLARA_ONLY and BIG_ONLY pick the work, STEPS the timed steps.
-# On the project's lent H200 (see README "Memory, speed and GPUs"):
+# On the project's lent H200 (MLX for CUDA packed in .gpu1/.gpu2, see /work/shared/docs/platform.md):
 #   bash .gpu2/gpu-install install && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu-check.sh
 # The first MLX process on a fresh CUDA machine compiles kernels for minutes (cached under
 # MLX_PTX_CACHE_DIR, default $TMPDIR/mlx/VERSION/ptx); later processes start in seconds.
