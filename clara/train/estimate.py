@@ -41,6 +41,12 @@ PROMPT_TOKENS = 96  # a CLaRa decoder prompt's instruction and chat template, wi
 RATES = {"cuda": 200e12, "metal": 8e12, "gpu": 8e12, "cpu": 5e10}
 # Fused attention keeps no L x L probabilities (CUDA: cuDNN; Metal: MLX's kernels)
 FUSED_ATTENTION = {"cuda": True, "metal": False, "gpu": False, "cpu": False}
+# On CUDA a training step's peak holds much more than the activations kept for the backward
+# pass: backward transients about as large again, and mx.compile's step ~30 % more. Fitted to
+# the H200 (bench/clara_throughput.py, CLaRa stage 1 at 1.1B batch 8 and at 8B 4-bit batch 1,
+# 2026-11-30): the compiled step within 15 % at both; with grad_checkpoint or without compile
+# the factor applies to the activations checkpointing would not keep (within about 20 %).
+CUDA_ACTIVATION_FACTOR = {"compiled": 1.8, "other": 1.2}
 
 
 @dataclass
@@ -225,6 +231,14 @@ def estimate(s: Shape, w: Work, backend: str | None = None) -> Estimate:
                + activation_bytes(s, w, w.batch_size, w.dec_len, backend))
         logits = logits_bytes(s, w, w.batch_size, w.supervised_len or w.dec_len)
         tokens = w.enc_rows * w.enc_len + w.batch_size * w.dec_len
+    if backend == "cuda" and w.kind != "lora":
+        if w.compiled and not w.grad_checkpoint:
+            act = int(act * CUDA_ACTIVATION_FACTOR["compiled"])
+        else:
+            full = Work(**{**w.__dict__, "grad_checkpoint": False})
+            act = int(CUDA_ACTIVATION_FACTOR["other"] * (
+                activation_bytes(s, full, w.enc_rows, w.enc_len, backend)
+                + activation_bytes(s, full, w.batch_size, w.dec_len, backend)))
     parts = {"weights": weights, "trainables": trainables, "activations": act, "logits": logits}
     peak = sum(parts.values())
     rate = RATES.get(backend, RATES["cpu"])
