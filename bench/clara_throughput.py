@@ -18,7 +18,22 @@ the step: the encoder's and the decoder's for CLaRa, padding excluded.
     python bench/clara_throughput.py --preset 8b-q4 --only stage1 --batch-size 1
     python bench/clara_throughput.py --preset cpu --root OLD      # also an older checkout
 
-Writes bench/results/clara_throughput-DATE.json (or --json) and prints a table.
+Writes bench/results/clara_throughput-DATE.json (or --json) and prints a table, then for CLaRa
+what the backward pass keeps of each part of the forward (uncompiled) and the estimate's parts.
+
+Measured on the lent H200 (mlx 0.32.4 CUDA, bf16, 2026-11-30; `bash scripts/gpu-check.sh info
+clara big` with STEPS=5; tok/s the median of 3 timed steps):
+
+    1.1B (N=0.770B), batch 8, doc 256, CR 16  tok/s   MFU  peak GB  fwd+bwd  est GB (now)
+    stage1                                     29016  13.6%   21.85    16.76   20.91
+    stage1+chunk                               30404  14.2%   22.03    16.64   19.77
+    stage1+chunk+ckpt                          22719  10.6%   17.84    14.12   14.33
+    kept for backward (stage1): encoder 3.05 GB, decoder blocks 4.73 GB (83 KB per token and
+    block: 9h + 4i + 3kv elements, no dropout masks), head + CE 0.47 GB; uncompiled backward
+    transients 7.0 GB; mx.compile's step +5 GB over the uncompiled one.
+    8B 4-bit (N=7.5B), batch 1
+    stage1+chunk                                1557   7.1%   15.21    11.05   16.36
+    stage1+chunk+ckpt                           1407   6.4%   11.16    11.05   13.31
 """
 
 from __future__ import annotations
