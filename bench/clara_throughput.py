@@ -18,7 +18,22 @@ the step: the encoder's and the decoder's for CLaRa, padding excluded.
     python bench/clara_throughput.py --preset 8b-q4 --only stage1 --batch-size 1
     python bench/clara_throughput.py --preset cpu --root OLD      # also an older checkout
 
-Writes bench/results/clara_throughput-DATE.json (or --json) and prints a table.
+Writes bench/results/clara_throughput-DATE.json (or --json) and prints a table, then for CLaRa
+what the backward pass keeps of each part of the forward (uncompiled) and the estimate's parts.
+
+Measured on the lent H200 (mlx 0.32.4 CUDA, bf16, 2026-11-30; `bash scripts/gpu-check.sh info
+clara big` with STEPS=5; tok/s the median of 3 timed steps):
+
+    1.1B (N=0.770B), batch 8, doc 256, CR 16  tok/s   MFU  peak GB  fwd+bwd  est GB (now)
+    stage1                                     29016  13.6%   21.85    16.76   20.91
+    stage1+chunk                               30404  14.2%   22.03    16.64   19.77
+    stage1+chunk+ckpt                          22719  10.6%   17.84    14.12   14.33
+    kept for backward (stage1): encoder 3.05 GB, decoder blocks 4.73 GB (83 KB per token and
+    block: 9h + 4i + 3kv elements, no dropout masks), head + CE 0.47 GB; uncompiled backward
+    transients 7.0 GB; mx.compile's step +5 GB over the uncompiled one.
+    8B 4-bit (N=7.5B), batch 1
+    stage1+chunk                                1557   7.1%   15.21    11.05   16.36
+    stage1+chunk+ckpt                           1407   6.4%   11.16    11.05   13.31
 """
 
 from __future__ import annotations
@@ -123,7 +138,8 @@ def median_rate(rates: list[float], warmup: int) -> float:
 
 
 def component_peaks(task, model) -> dict:
-    """Uncompiled peaks (bytes) of the forward, and of forward + backward, of one batch."""
+    """Uncompiled peaks (bytes, over the weights) of the forward, and of forward + backward, of
+    one batch; for CLaRa also what the backward pass keeps of each part of the forward."""
     import mlx.core as mx
     import mlx.nn as nn
 
@@ -146,8 +162,41 @@ def component_peaks(task, model) -> dict:
     bwd = mx.get_peak_memory()
     del out
     mx.clear_cache()
-    return {"weights_bytes": base, "forward_peak_bytes": fwd, "forward_backward_peak_bytes": bwd,
-            "batch_shapes": shapes}
+    res = {"weights_bytes": base, "forward_peak_bytes": fwd,
+           "forward_backward_peak_bytes": bwd, "batch_shapes": shapes}
+    if isinstance(batch, dict) and "enc_ids" in batch:
+        res["kept_bytes"] = clara_kept(model, batch)
+    return res
+
+
+def clara_kept(model, b) -> dict:
+    """What the backward pass keeps of each part of a CLaRa stage-1 forward (bytes): active
+    memory after evaluating the loss while the gradients are still pending, for the encoder
+    alone, the encoder plus the decoder's blocks, plus the head and CE, and the whole loss."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    def enc(m, b):
+        comp, mse = m.compress(b["enc_ids"], b["enc_mask"], b["enc_mem_pos"])
+        return comp.astype(mx.float32).sum() + mse
+
+    def blocks(m, b):
+        comp, mse = m.compress(b["enc_ids"], b["enc_mask"], b["enc_mem_pos"])
+        return m.decode_hidden(b, comp, 1).astype(mx.float32).sum() + mse
+
+    def full(m, b):
+        return m.stage_loss(b)[0]
+
+    out = {}
+    for name, f in (("encoder", enc), ("encoder+decoder blocks", blocks), ("full loss", full)):
+        mx.clear_cache()
+        base = mx.get_active_memory()
+        loss, grads = nn.value_and_grad(model, f)(model, b)
+        mx.eval(loss)
+        out[name] = mx.get_active_memory() - base
+        del loss, grads
+    mx.clear_cache()
+    return out
 
 
 def engine_run(task, cfg, warmup: int) -> dict:
@@ -180,15 +229,19 @@ def child(args) -> dict:
     model_dir = str(folder / "model")
     common = dict(iters=args.steps, val_every=0, save_every=10**6, report_every=1,
                   grad_clip=1.0, learning_rate=1e-4, seed=0)
-    if args.child.endswith("-ckpt"):  # the same work with gradient checkpointing
-        common["grad_checkpoint"] = True
-        args.child = args.child[:-5]
+    # variants: stage1+ckpt (gradient checkpointing), +chunk (chunked CE), +eager (no compile)
+    kind, *opts = args.child.split("+")
+    common["grad_checkpoint"] = "ckpt" in opts
+    common["compile"] = "eager" not in opts
+    args.child = kind
     if args.child == "stage1":
         from clara.method.tasks import ClaraTrainConfig, build_task
 
         cfg = ClaraTrainConfig(model=model_dir, data=str(folder / "stage1"),
                                batch_size=s["batch_size"], doc_max_tokens=s["doc"],
-                               compression_rate=s["cr"], lora_rank=s["rank"], **common)
+                               compression_rate=s["cr"], lora_rank=s["rank"], **common,
+                               **({"chunked_ce": "chunk" in opts} if {"chunk", "nochunk"} & set(opts)
+                                  else {}))
         task = build_task(cfg, "stage1")
         out = component_peaks(task, task.model)
         out.update(engine_run(task, cfg, args.warmup))
@@ -285,8 +338,9 @@ def main(argv=None) -> int:
         p.add_argument("--" + k.replace("_", "-"), type=int, help="override the preset's")
     p.add_argument("--dtype", help="override the preset's")
     p.add_argument("--only", default="stage1,lora,mlx-lm",
-                   help="comma list of stage1, lora, mlx-lm (stage1-ckpt, lora-ckpt: with "
-                        "gradient checkpointing)")
+                   help="comma list of stage1, lora, mlx-lm; variants add +ckpt (gradient "
+                        "checkpointing), +chunk / +nochunk (stage1: chunked CE on / off), +eager "
+                        "(no mx.compile), e.g. stage1+nochunk+eager")
     p.add_argument("--root", action="append", default=[],
                    help="also measure the clara of this checkout (e.g. an older one)")
     p.add_argument("--steps", type=int, default=10)
@@ -314,7 +368,7 @@ def main(argv=None) -> int:
         print(f"built {args.preset} model in {time.perf_counter() - tic:.1f}s", file=sys.stderr)
         for kind in args.only.split(","):
             own = [("mlx-lm", str(ROOT))] if kind == "mlx-lm" else roots[:1] \
-                if kind.endswith("-ckpt") else roots
+                if "+" in kind else roots
             for name, root in own:
                 r = run_child(kind, root, s, work, args.steps, args.warmup)
                 r.update(kind=kind, code=name)
@@ -334,6 +388,8 @@ def main(argv=None) -> int:
                     (x.get("batch_shapes") for x in rows if x["kind"] == "lora"), None)
                 r["estimate_bytes"] = estimate_for_bench(cfg, s, r["kind"], shapes,
                                                          dropout=0.1 if "stage" in r["kind"] else 0)
+                r["estimate_parts"] = estimate_for_bench(cfg, s, r["kind"], shapes, parts=True,
+                                                         dropout=0.1 if "stage" in r["kind"] else 0)
     except ImportError:  # an older checkout measured alone
         pass
     result = {"platform": describe(), "shape": s, "preset": args.preset, "forward_params": N,
@@ -343,17 +399,28 @@ def main(argv=None) -> int:
     io.write_json(out, result)
     gb = 1e9
     print(f"{args.preset}: {json.dumps(s)}  N={N / 1e9:.3f}B")
-    print(f"{'work':<8} {'code':<7} {'tok/s':>9} {'MFU':>6} {'peak GB':>8} {'weights':>8} "
+    print(f"{'work':<18} {'code':<7} {'tok/s':>9} {'MFU':>6} {'peak GB':>8} {'weights':>8} "
           f"{'fwd':>7} {'fwd+bwd':>8} {'est GB':>7} {'1st step s':>10}")
     for r in rows:
         if "error" in r:
-            print(f"{r['kind']:<8} {r['code']:<7} error: {r['error']}")
+            print(f"{r['kind']:<18} {r['code']:<7} error: {r['error']}")
             continue
         f = lambda k: f"{r[k] / gb:.2f}" if k in r else "-"  # noqa: E731
-        print(f"{r['kind']:<8} {r['code']:<7} {r['tokens_per_second']:>9.0f} "
+        print(f"{r['kind']:<18} {r['code']:<7} {r['tokens_per_second']:>9.0f} "
               f"{100 * r['mfu']:>5.1f}% {f('peak_bytes'):>8} {f('weights_bytes'):>8} "
               f"{f('forward_peak_bytes'):>7} {f('forward_backward_peak_bytes'):>8} "
               f"{f('estimate_bytes'):>7} {r['first_step_s']:>10.1f}")
+    for r in rows:  # where a CLaRa step's memory goes (uncompiled, kept for the backward pass)
+        k = r.get("kept_bytes")
+        if k:
+            enc, blocks, full = (k[n] / gb for n in ("encoder", "encoder+decoder blocks",
+                                                     "full loss"))
+            print(f"kept for backward, {r['kind']} {r['code']}: encoder {enc:.2f} GB, decoder "
+                  f"blocks {blocks - enc:.2f} GB, head + CE {full - blocks:.2f} GB; "
+                  f"backward transients {(r['forward_backward_peak_bytes'] - r['weights_bytes']) / gb - full:.2f} GB")
+        if r.get("estimate_parts"):
+            print(f"estimate, {r['kind']}: " + ", ".join(f"{n} {v / gb:.2f}" for n, v in
+                                                        r["estimate_parts"].items()))
     print(f"wrote {out}")
     return 0
 

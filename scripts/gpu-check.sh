@@ -1,18 +1,73 @@
 #!/usr/bin/env bash
-# The method, engine and chat tests on a CUDA (or Metal) GPU, in the platform's dtype (bfloat16),
-# plus a short CLaRa/LoRA benchmark at small shapes. On the project's lent H200:
+# Real-scale checks on a CUDA (or Metal) GPU, one step after another, each writing its results
+# under $OUT as it goes (default bench/results), so a run cut short still leaves what finished:
+#   info    the device, and a warm-up that pays the first kernel compilation
+#   clara   bench/clara_throughput.py at 1.1B shapes (CLaRa stage 1 variants, LoRA, mlx-lm)
+#   lora    the same bench's LoRA trainer against mlx-lm's
+#   big     CLaRa stage 1 at Llama-3-8B shapes in 4 bits, batch 1: peak against --estimate
+#   tests   the method, engine, memory and chat tests in the platform's dtype (bfloat16)
+#   rag     bench/rag_latency.py at 1B shapes (5 documents x 256 tokens, CR 16) and chat
+#           decode against mlx_lm.generate
+# Usage: bash scripts/gpu-check.sh [STEP ...]   (default: info clara big tests rag)
+# CLARA_ARGS, BIG_ARGS and RAG_ARGS add flags to those benches (e.g. small shapes to try the
+# script on a CPU), CLARA_ONLY and BIG_ONLY pick the work, STEPS the timed steps.
+# On the project's lent H200 (MLX for CUDA packed in .gpu1/.gpu2, see /work/shared/docs/platform.md):
 #   bash .gpu2/gpu-install install && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu-check.sh
 # The first MLX process on a fresh CUDA machine compiles kernels for minutes (cached under
-# MLX_PTX_CACHE_DIR, default $TMPDIR/mlx/VERSION/ptx): the warm-up below pays that once.
+# MLX_PTX_CACHE_DIR, default $TMPDIR/mlx/VERSION/ptx); later processes start in seconds.
+# Packages the box lacks (tomli_w) are installed from wheels in .whl/ when it is there.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-bench/results}
+mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-$PY -c 'import mlx.core as mx; from clara.platform import describe, device_memory; print(describe(), device_memory())'
-echo "warming up (kernel compilation on a fresh machine)..."
-time $PY -c 'import mlx.core as mx, mlx.nn as nn
+if ! $PY -c 'import tomli_w' 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+STEPS=${STEPS:-6}
+step() { echo "== $1 $(date -u +%T)" | tee -a "$OUT/steps.txt"; }
+
+for what in "${@:-info clara big tests rag}"; do
+  for w in $what; do
+    case $w in
+      info)
+        step info
+        $PY -c 'import mlx.core as mx; from clara.platform import describe, device_memory
+print(describe(), device_memory())' 2>&1 | tee -a "$OUT/steps.txt"
+        time $PY -c 'import mlx.core as mx, mlx.nn as nn
 x = mx.random.normal((64, 256)).astype(mx.bfloat16); l = nn.Linear(256, 256).set_dtype(mx.bfloat16)
-g = mx.grad(lambda p: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("ok")'
-$PY -m pytest -q -x -p no:cacheprovider ${GPU_TESTS:-tests/test_method_core.py tests/test_method_stages.py \
-    tests/test_method_checkpoint.py tests/test_train.py tests/test_chat.py tests/test_memory.py \
-    tests/test_estimate.py} "$@"
+g = mx.grad(lambda x: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("warm-up ok")' ;;
+      clara)
+        step clara
+        $PY bench/clara_throughput.py --preset 1b --steps "$STEPS" --warmup 2 \
+            --only "${CLARA_ONLY:-stage1,stage1+chunk,stage1+chunk+ckpt,stage1+eager}" \
+            --json "$OUT/clara_1b.json" ${CLARA_ARGS:-} 2>&1 | tee "$OUT/clara_1b.txt" ;;
+      lora)
+        step lora
+        $PY bench/clara_throughput.py --preset 1b --steps "$STEPS" --warmup 2 \
+            --only lora,mlx-lm --json "$OUT/lora_1b.json" ${CLARA_ARGS:-} 2>&1 \
+            | tee "$OUT/lora_1b.txt" ;;
+      big)
+        step big
+        $PY bench/clara_throughput.py --preset 8b-q4 --steps 4 --warmup 1 \
+            --only "${BIG_ONLY:-stage1+chunk+ckpt,stage1+chunk}" --json "$OUT/clara_8b.json" \
+            ${BIG_ARGS:-} 2>&1 \
+            | tee "$OUT/clara_8b.txt" ;;
+      tests)
+        step tests
+        timeout "${TEST_TIMEOUT:-300}" $PY -m pytest -q -p no:cacheprovider -rf \
+            ${GPU_TESTS:-tests/test_method_core.py tests/test_method_stages.py \
+            tests/test_method_checkpoint.py tests/test_train.py tests/test_memory.py \
+            tests/test_chat.py} 2>&1 | tee "$OUT/tests.txt" ;;
+      rag)
+        step rag
+        $PY bench/rag_latency.py --top-k 5 --doc-tokens 256 --compression-rate 16 \
+            --hidden 2048 --layers 16 --limit 4 --max-tokens 32 ${RAG_ARGS:-} 2>&1 \
+            | tee "$OUT/rag.txt" ;;
+      *) echo "unknown step $w (info clara lora big tests rag)" >&2; exit 2 ;;
+    esac
+  done
+done
+step done

@@ -15,23 +15,37 @@ from mlx_lm.tuner.lora import LoRALinear
 
 
 @mx.custom_function
-def dropped_lora(x: mx.array, keep: mx.array, inv: mx.array, a: mx.array, b: mx.array):
-    """((x * keep * inv) @ a) @ b, whose backward recomputes the dropped input from x and the
-    boolean mask instead of keeping it: per adapted input one byte an element, not a dropped
-    copy in the model's dtype plus the mask (a quarter of a CLaRa step's activations)."""
-    return (mx.where(keep, x * inv, 0) @ a) @ b
+def dropped_lora(x: mx.array, key: mx.array, p: mx.array, a: mx.array, b: mx.array):
+    """((x * keep / (1 - p)) @ a) @ b with keep ~ Bernoulli(1 - p) drawn from `key`. The backward
+    pass draws the same mask again from the key instead of keeping it: nothing per element is
+    stored (a mask, or under mx.compile the random bits it fuses in, was a large share of a
+    CLaRa step's activations)."""
+    keep = mx.random.bernoulli(1 - p, x.shape, key=key)
+    return (mx.where(keep, x / (1 - p).astype(x.dtype), 0) @ a) @ b
 
 
 @dropped_lora.vjp
 def _dropped_lora_vjp(primals, cotangent, output):
-    x, keep, inv, a, b = primals
-    xd = mx.where(keep, x * inv, 0)
+    x, key, p, a, b = primals
+    # the key made to depend on the cotangent (by adding 0), so that mx.compile cannot merge
+    # this draw with the forward's and keep that one alive until here
+    c = cotangent.reshape(-1)[:1]
+    key = key + (c == c).astype(mx.uint32) * 0
+    keep = mx.random.bernoulli(1 - p, x.shape, key=key)
+    inv = (1 / (1 - p)).astype(x.dtype)
+    xd = mx.where(keep, x, 0) * inv
     gb = cotangent @ b.T
     flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
     da = flat(xd).T @ flat(gb)
     db = flat(xd @ a).T @ flat(cotangent)
     dx = mx.where(keep, (gb @ a.T) * inv, 0)
-    return dx, mx.zeros_like(keep), mx.zeros_like(inv), da, db
+    return dx, mx.zeros_like(key), mx.zeros_like(p), da, db
+
+
+def _next_key() -> mx.array:
+    """A fresh key drawn from MLX's global random state (which it advances, as any draw does;
+    the engine's compiled step carries that state)."""
+    return mx.random.randint(0, 1 << 31, (2,), dtype=mx.uint32)
 
 
 class LoRAPair(nn.Module):
@@ -50,8 +64,7 @@ class LoRAPair(nn.Module):
         a, b = self.lora_a.astype(x.dtype), self.lora_b.astype(x.dtype)
         p = 1 - self.dropout._p_1  # nn.Dropout keeps 1 - p
         if self.training and p > 0:
-            keep = mx.random.bernoulli(1 - p, x.shape)
-            z = dropped_lora(x, keep, mx.array(1 / (1 - p), dtype=x.dtype), a, b)
+            z = dropped_lora(x, _next_key(), mx.array(p, dtype=mx.float32), a, b)
         else:
             z = (x @ a) @ b
         return self.scale * z

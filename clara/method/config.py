@@ -16,6 +16,7 @@ from clara.errors import UsageError
 from clara.train.config import EngineConfig
 
 STAGES = ("stage1", "stage2", "stage3")
+CE_CHUNK_ELEMENTS = 1 << 26  # logits per chunk of losses.chunked_ce: 256 MB in float32
 ADAPTERS = ("compressor", "generator", "query_reasoner")
 LORA_KEYS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -55,6 +56,11 @@ class ClaraSettings:
                 "end-to-end objective)."})
     train_memory_rows: bool = field(default=True, metadata={
         "help": "Train the input-embedding rows of the memory tokens."})
+    chunked_ce: bool = field(default=False, metadata={
+        "help": "Compute the generator's cross-entropy in chunks of positions whose logits are "
+                "recomputed in the backward pass: the whole [batch, length, vocabulary] logits "
+                "never exist at once (less memory at large vocabularies and batches, a few % "
+                "more compute; the same loss up to float rounding)."})
     stage3_train: str = field(default="query_reasoner", metadata={
         "help": "What stage 3 trains, comma-separated from query_reasoner, generator, memory "
                 "(the reference trains all three; the generator then learns, on the documents "

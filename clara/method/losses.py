@@ -6,6 +6,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from clara.method.config import CE_CHUNK_ELEMENTS
+
 IGNORE = -100
 
 
@@ -20,6 +22,36 @@ def masked_ce(logits: mx.array, labels: mx.array):
     ce = nn.losses.cross_entropy(logits, mx.where(mask, targets, 0), reduction="none")
     n = mask.sum()
     return (ce * mask).sum() / mx.maximum(n, 1), n
+
+
+def chunked_ce(hidden: mx.array, labels: mx.array, head, params, vocab: int,
+               chunk_elements: int | None = None):
+    """masked_ce(head(params, hidden), labels) without the whole [B, L, V] logits: the
+    positions go through the head in chunks of about `chunk_elements` logits, each under
+    mx.checkpoint, so the backward pass recomputes a chunk's logits instead of keeping them
+    (their float32 copy, softmax and gradient were a CLaRa step's largest arrays). Same loss
+    and gradients up to float rounding (the sum runs chunk by chunk). `params` are the head's
+    trainable arrays, passed in so that their gradients flow through the checkpoint."""
+    H = hidden.shape[-1]
+    h = hidden[:, :-1].reshape(-1, H)
+    t = labels[:, 1:].reshape(-1)
+    size = max(1, (chunk_elements or CE_CHUNK_ELEMENTS) // vocab)
+
+    def piece(tc):
+        keep = tc != IGNORE
+        safe = mx.where(keep, tc, 0)
+
+        def ce(p, hc):  # the targets are constants of the checkpoint (no gradient to indices)
+            logits = head(p, hc).astype(mx.float32)
+            return (nn.losses.cross_entropy(logits, safe, reduction="none") * keep).sum()
+
+        return mx.checkpoint(ce)
+
+    total = mx.array(0.0)
+    for s in range(0, h.shape[0], size):
+        total = total + piece(t[s:s + size])(params, h[s:s + size])
+    n = (t != IGNORE).sum()
+    return total / mx.maximum(n, 1), n
 
 
 def answer_match(logits: mx.array, labels: mx.array, eos_ids) -> mx.array:

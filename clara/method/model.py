@@ -22,8 +22,8 @@ from clara.method import prompts
 from clara.method.adapters import MultiLoRALinear, apply_multi_lora
 from clara.method.config import ClaraConfig
 from clara.method.embeddings import MemoryEmbedding, install
-from clara.method.losses import (IGNORE, answer_match, contrastive_retrieval_loss, masked_ce,
-                                 memory_mse, retrieval_metrics)
+from clara.method.losses import (IGNORE, answer_match, chunked_ce, contrastive_retrieval_loss,
+                                 masked_ce, memory_mse, retrieval_metrics)
 from clara.method.tokens import (SpecialIds, contains_added_token, encode_in_context,
                                  extend_tokenizer)
 from clara.method.topk import cosine_scores, differentiable_topk
@@ -192,15 +192,36 @@ class ClaraModel(nn.Module):
         got = mx.take_along_axis(flat, mx.broadcast_to(idx[..., None], (*idx.shape, H)), axis=1)
         return mx.where((slot_index >= 0)[..., None], got, tok)
 
-    def decode_logits(self, batch: dict, compressed: mx.array, k: int) -> mx.array:
-        """Logits of the positions that `batch["labels"]` covers: the last labels.shape[1]
-        positions (decoder_batch trims the prompt columns no row supervises, so the head and
-        the loss never see them; the width comes from a shape, so a compiled step stays
+    def decode_hidden(self, batch: dict, compressed: mx.array, k: int) -> mx.array:
+        """Generator states of the positions that `batch["labels"]` covers: the last
+        labels.shape[1] positions (the width comes from a shape, so a compiled step stays
         static)."""
         self.set_adapter("generator")
         emb = self.inject(batch["dec_ids"], batch["slot_index"], compressed, k)
         h = self.hidden_states(None, None, emb)  # right padded (decoder_batch)
-        return self.head(h[:, h.shape[1] - batch["labels"].shape[1]:])
+        return h[:, h.shape[1] - batch["labels"].shape[1]:]
+
+    def decode_logits(self, batch: dict, compressed: mx.array, k: int) -> mx.array:
+        """Logits of the positions that `batch["labels"]` covers (see decode_hidden)."""
+        return self.head(self.decode_hidden(batch, compressed, k))
+
+    def decode_ce(self, batch: dict, compressed: mx.array, k: int):
+        """(CE, supervised tokens) of the generator on `batch`; with config.chunked_ce the
+        logits are made and reduced chunk by chunk (losses.chunked_ce), never all at once."""
+        if not self.config.chunked_ce:
+            return masked_ce(self.decode_logits(batch, compressed, k), batch["labels"])
+        emb = self.embedding
+
+        def head(params, h):
+            saved = emb.trainable_parameters()
+            emb.update(params)  # the checkpoint's own copies, so gradients reach them
+            out = self.head(h)
+            emb.update(saved)
+            return out
+
+        vocab = max(emb.base_rows, emb.first + emb.n_new)
+        return chunked_ce(self.decode_hidden(batch, compressed, k), batch["labels"], head,
+                          emb.trainable_parameters(), vocab)
 
     def stage_loss(self, batch: dict):
         """(loss, supervised tokens, named scalars) of one batch for the configured stage."""
@@ -209,7 +230,7 @@ class ClaraModel(nn.Module):
             return self._stage3_loss(batch)
         comp, mse = self.compress(batch["enc_ids"], batch["enc_mask"], batch["enc_mem_pos"])
         k = comp.shape[0] // batch["dec_ids"].shape[0]
-        ce, n = masked_ce(self.decode_logits(batch, comp, k), batch["labels"])
+        ce, n = self.decode_ce(batch, comp, k)
         loss = ce + cfg.mse_weight * mse if cfg.mse_weight else ce
         return loss, n, {"ce": ce, "mse": mse}
 
@@ -223,8 +244,11 @@ class ClaraModel(nn.Module):
         flat = docs.reshape(B, N, -1)
         scores = cosine_scores(q, flat)
         weights, _ = differentiable_topk(scores, cfg.top_k, cfg.tau)
-        logits = self._decode_selected(batch, weights, flat)
-        ce, n = masked_ce(logits, batch["labels"])
+        if self.training and cfg.chunked_ce:  # validation below reads the logits
+            ce, n = self.decode_ce(batch, self._select(weights, flat), cfg.top_k)
+        else:
+            logits = self._decode_selected(batch, weights, flat)
+            ce, n = masked_ce(logits, batch["labels"])
         extras = {"ce": ce, "mse": mx.stop_gradient(mse)}
         loss = ce
         if not self.training:
@@ -249,12 +273,14 @@ class ClaraModel(nn.Module):
                 extras["em_recall"] = extras["em"] + extras[f"recall@{k}"]
         return loss, n, extras
 
+    def _select(self, weights: mx.array, flat: mx.array) -> mx.array:
+        """The documents `weights` [B, k, N] select from `flat`, as [B*k, n_mem, H]."""
+        selected = (weights @ flat.astype(mx.float32)).astype(flat.dtype)
+        return selected.reshape(-1, self.config.n_mem, self.hidden_size)
+
     def _decode_selected(self, batch: dict, weights: mx.array, flat: mx.array) -> mx.array:
         """Generator logits with the documents `weights` [B, k, N] select from `flat`."""
-        cfg = self.config
-        selected = (weights @ flat.astype(mx.float32)).astype(flat.dtype)
-        selected = selected.reshape(-1, cfg.n_mem, self.hidden_size)
-        return self.decode_logits(batch, selected, cfg.top_k)
+        return self.decode_logits(batch, self._select(weights, flat), self.config.top_k)
 
     # ------------------------------------------------------------------ batch building
     @property

@@ -41,6 +41,12 @@ PROMPT_TOKENS = 96  # a CLaRa decoder prompt's instruction and chat template, wi
 RATES = {"cuda": 200e12, "metal": 8e12, "gpu": 8e12, "cpu": 5e10}
 # Fused attention keeps no L x L probabilities (CUDA: cuDNN; Metal: MLX's kernels)
 FUSED_ATTENTION = {"cuda": True, "metal": False, "gpu": False, "cpu": False}
+# On CUDA a training step's peak holds much more than the activations kept for the backward
+# pass: backward transients about as large again, and mx.compile's step ~30 % more. Fitted to
+# the H200 (bench/clara_throughput.py, CLaRa stage 1 at 1.1B batch 8 and at 8B 4-bit batch 1,
+# 2026-11-30): the compiled step within 15 % at both; with grad_checkpoint or without compile
+# the factor applies to the activations checkpointing would not keep (within about 20 %).
+CUDA_ACTIVATION_FACTOR = {"compiled": 1.8, "other": 1.2}
 
 
 @dataclass
@@ -114,6 +120,8 @@ class Work:
     extra_trainable: int = 0  # e.g. CLaRa's memory rows
     lora_dropout: float = 0.0  # > 0 keeps each adapted input's dropout mask (and, LoRA, copy)
     grad_checkpoint: bool = False
+    chunked_ce: bool = False  # CLaRa's chunked_ce: one chunk of logits at a time
+    compiled: bool = True  # the engine's mx.compile'd step
     dtype: str = "bfloat16"
     full: bool = False  # full fine-tuning of the adapted layers
 
@@ -176,9 +184,9 @@ def activation_bytes(s: Shape, w: Work, rows: int, length: int, backend: str) ->
     per_token_layer = (ACT_H * s.hidden + ACT_I * s.intermediate + ACT_KV * kv) * b
     if w.lora_dropout > 0 and not w.full:
         dims = s.proj_dims()
-        # CLaRa's adapters keep only the boolean mask (clara.method.adapters.dropped_lora);
-        # mlx-lm's LoRALinear keeps the dropped copy as well
-        per_elem = 1 if w.kind != "lora" else b + 1
+        # CLaRa's adapters keep nothing (clara.method.adapters.dropped_lora draws the mask
+        # again); mlx-lm's LoRALinear keeps the dropped copy and the mask
+        per_elem = 0 if w.kind != "lora" else b + 1
         per_token_layer += sum(dims[k][0] for k in w.lora_keys if k in dims) * per_elem
     attn = 0 if FUSED_ATTENTION.get(backend, False) else 2 * rows * s.heads * length * length * 4
     tokens = rows * length
@@ -192,7 +200,12 @@ def logits_bytes(s: Shape, w: Work, rows: int, positions: int) -> int:
     # the logits, the loss's float32 working copies and the gradients; CLaRa's head splices
     # the added tokens' columns in, one more copy
     per = 2 * b + 8 if w.kind == "lora" else 4 * b + 16
-    return rows * positions * s.vocab * per
+    n = rows * positions
+    if w.chunked_ce and w.kind != "lora":  # one chunk's logits at a time (losses.chunked_ce)
+        from clara.method.config import CE_CHUNK_ELEMENTS
+
+        n = min(n, max(1, CE_CHUNK_ELEMENTS // s.vocab))
+    return n * s.vocab * per
 
 
 def estimate(s: Shape, w: Work, backend: str | None = None) -> Estimate:
@@ -218,6 +231,14 @@ def estimate(s: Shape, w: Work, backend: str | None = None) -> Estimate:
                + activation_bytes(s, w, w.batch_size, w.dec_len, backend))
         logits = logits_bytes(s, w, w.batch_size, w.supervised_len or w.dec_len)
         tokens = w.enc_rows * w.enc_len + w.batch_size * w.dec_len
+    if backend == "cuda" and w.kind != "lora":
+        if w.compiled and not w.grad_checkpoint:
+            act = int(act * CUDA_ACTIVATION_FACTOR["compiled"])
+        else:
+            full = Work(**{**w.__dict__, "grad_checkpoint": False})
+            act = int(CUDA_ACTIVATION_FACTOR["other"] * (
+                activation_bytes(s, full, w.enc_rows, w.enc_len, backend)
+                + activation_bytes(s, full, w.batch_size, w.dec_len, backend)))
     parts = {"weights": weights, "trainables": trainables, "activations": act, "logits": logits}
     peak = sum(parts.values())
     rate = RATES.get(backend, RATES["cpu"])
@@ -282,7 +303,7 @@ def clara_work(cfg, stage: str, answer_tokens: int | None = None,
                 lora_rank=c.lora_rank, lora_keys=tuple(c.lora_keys), lora_layers=c.lora_layers,
                 adapters_trained=2, adapters_held=len(c.adapters()),
                 lora_dropout=c.lora_dropout, grad_checkpoint=cfg.grad_checkpoint,
-                dtype=_dtype(None))
+                chunked_ce=c.chunked_ce, compiled=cfg.compile, dtype=_dtype(None))
 
 
 def _pad16(n: int) -> int:
@@ -300,10 +321,12 @@ def estimate_run(kind: str, cfg, model_source: str, backend: str | None = None) 
 
 
 def estimate_for_bench(config: dict, s: dict, kind: str, shapes: dict,
-                       dropout: float = 0.0, backend: str | None = None) -> int:
+                       dropout: float = 0.0, backend: str | None = None, parts: bool = False):
     """bench/clara_throughput.py: the estimate (bytes) for its preset and the batch shapes it
-    measured (the decoder's length depends on the tokenizer's prompt)."""
+    measured (the decoder's length depends on the tokenizer's prompt); `kind` may carry the
+    bench's variants (stage1+chunk+ckpt+eager). With `parts`, the parts instead."""
     shape = Shape.from_config(config)
+    kind, *opts = kind.split("+")
     if kind in ("lora", "mlx-lm"):
         B, T = shapes["tokens"] if shapes else (s["batch_size"], _pad32(s["seq"] + 1))
         w = Work(kind="lora", batch_size=B, seq_len=T - 1, lora_rank=s["rank"], dtype=s["dtype"])
@@ -314,8 +337,14 @@ def estimate_for_bench(config: dict, s: dict, kind: str, shapes: dict,
                  supervised_len=shapes["labels"][1], lora_rank=s["rank"], adapters_trained=2,
                  adapters_held=2, extra_trainable=n_mem * shape.hidden, lora_dropout=dropout,
                  dtype=s["dtype"])
-    w.grad_checkpoint = kind.endswith("-ckpt")
-    return estimate(shape, w, backend).peak_bytes
+    w.grad_checkpoint = "ckpt" in opts
+    if kind != "lora" and kind != "mlx-lm":
+        from clara.method.config import ClaraSettings
+
+        w.chunked_ce = "chunk" in opts or ("nochunk" not in opts and ClaraSettings.chunked_ce)
+    w.compiled = "eager" not in opts and kind != "mlx-lm"
+    e = estimate(shape, w, backend)
+    return e.parts if parts else e.peak_bytes
 
 
 def _pad32(n: int) -> int:
