@@ -167,17 +167,14 @@ def mlx_lm_worker(args) -> int:
     import os
 
     import mlx.core as mx
-    import mlx.optimizers as optim
-    from mlx_lm.tuner import trainer as T
 
-    from bench.train_throughput import throughput
+    from bench.train_throughput import throughput, train_mlx_lm
     from clara import io
     from clara.train.config import TrainConfig, merge_config
-    from clara.train.engine import make_schedule
-    from clara.train.lora import LoraTask, lm_loss
+    from clara.train.lora import LoraTask
 
     if "MLX_RANK" in os.environ:
-        mx.distributed.init(strict=True, backend=args.backend)  # what T.train's init() returns
+        mx.distributed.init(strict=True, backend=args.backend)  # what mlx-lm's train() init() returns
     group = mx.distributed.init()
     rank, size = group.rank(), group.size()
     all_sum = mx.distributed.all_sum
@@ -200,25 +197,8 @@ def mlx_lm_worker(args) -> int:
                 yield shard
             epoch += 1
 
-    class Record(T.TrainingCallback):
-        losses: list = []
-        times: list = []
-
-        def on_train_loss_report(self, info):
-            self.times.append(time.perf_counter())
-            self.losses.append(info["train_loss"])
-
-    rec = Record()
-    opt = optim.AdamW(learning_rate=make_schedule(cfg, cfg.iters), weight_decay=cfg.weight_decay)
-    mx.random.seed(cfg.seed)
     mx.reset_peak_memory()
-    targs = T.TrainingArgs(batch_size=cfg.batch_size, iters=cfg.iters, steps_per_report=1,
-                           steps_per_eval=10**9, steps_per_save=10**9,
-                           max_seq_length=cfg.max_seq_length,
-                           adapter_file=str(Path(args.mlx_lm_worker).with_suffix(".adapters")))
-    T.train(task.model, opt, train_dataset=list(range(cfg.batch_size)), args=targs,
-            loss=lambda m, x, lengths: lm_loss(m, x, lengths), iterate_batches=batches,
-            training_callback=rec)
+    rec = train_mlx_lm(task, cfg, batches, Path(args.mlx_lm_worker).with_suffix(".adapters"))
     if rank == 0:
         io.write_json(Path(args.mlx_lm_worker), {
             "losses": rec.losses,

@@ -73,14 +73,39 @@ def throughput(times: list[float], tokens: list[int], warmup: int) -> float:
     return rates[len(rates) // 2]
 
 
-def run_mlx_lm(cfg, model_path: str, data: Path, work: Path, warmup: int) -> dict:
+def train_mlx_lm(task, cfg, batches, adapter_file: Path):
+    """mlx-lm's own trainer on `task`'s model with our schedule and `batches`; returns the
+    callback with every step's loss and the time it was reported."""
     import mlx.core as mx
     import mlx.optimizers as optim
     from mlx_lm.tuner.callbacks import TrainingCallback
     from mlx_lm.tuner.trainer import TrainingArgs, train
 
     from clara.train.engine import make_schedule
-    from clara.train.lora import LoraTask, lm_loss
+    from clara.train.lora import lm_loss
+
+    class Record(TrainingCallback):
+        def __init__(self):
+            self.losses, self.times = [], []
+
+        def on_train_loss_report(self, info):
+            self.times.append(time.perf_counter())
+            self.losses.append(info["train_loss"])
+
+    rec = Record()
+    opt = optim.AdamW(learning_rate=make_schedule(cfg, cfg.iters), weight_decay=cfg.weight_decay)
+    mx.random.seed(cfg.seed)
+    targs = TrainingArgs(batch_size=cfg.batch_size, iters=cfg.iters, steps_per_report=1,
+                         steps_per_eval=10**9, steps_per_save=10**9,
+                         max_seq_length=cfg.max_seq_length, adapter_file=str(adapter_file))
+    train(task.model, opt, train_dataset=list(range(cfg.batch_size)), args=targs,
+          loss=lm_loss, iterate_batches=batches, training_callback=rec)
+    return rec
+
+
+def run_mlx_lm(cfg, model_path: str, data: Path, work: Path, warmup: int) -> dict:
+    import mlx.core as mx
+    from clara.train.lora import LoraTask
 
     mx.reset_peak_memory()
     task = LoraTask(cfg, model_path, data)  # same model load, LoRA layers (same seed) and batches
@@ -96,23 +121,7 @@ def run_mlx_lm(cfg, model_path: str, data: Path, work: Path, warmup: int) -> dic
             if not loop:
                 return
 
-    class Record(TrainingCallback):
-        def __init__(self):
-            self.losses, self.times = [], []
-
-        def on_train_loss_report(self, info):
-            self.times.append(time.perf_counter())
-            self.losses.append(info["train_loss"])
-
-    rec = Record()
-    opt = optim.AdamW(learning_rate=make_schedule(cfg, cfg.iters), weight_decay=cfg.weight_decay)
-    mx.random.seed(cfg.seed)
-    targs = TrainingArgs(batch_size=cfg.batch_size, iters=cfg.iters, steps_per_report=1,
-                         steps_per_eval=10**9, steps_per_save=10**9,
-                         max_seq_length=cfg.max_seq_length,
-                         adapter_file=str(work / "mlx_lm_adapters.safetensors"))
-    train(task.model, opt, train_dataset=list(range(cfg.batch_size)), args=targs,
-          loss=lm_loss, iterate_batches=batches, training_callback=rec)
+    rec = train_mlx_lm(task, cfg, batches, work / "mlx_lm_adapters.safetensors")
     n = cfg.iters
     return {"losses": rec.losses, "tokens_per_second": throughput(rec.times, tokens[:n], warmup),
             "peak_memory_gb": mx.get_peak_memory() / 1e9, "tokens": sum(tokens[:n])}
