@@ -25,7 +25,7 @@ from clara.runs import Run
 from conftest import REPO
 
 SMALL = DemoConfig(qa_per_chunk=2, sft_iters=3, clara_iters=(2, 2, 2), batch_size=4,
-                   eval_limit=2, eval_max_tokens=4, hrm=False)
+                   sft_batch_size=4, eval_limit=2, eval_max_tokens=4, hrm=False)
 
 
 def test_demo_builds_every_part_then_is_left_alone(root, cli):
