@@ -2,10 +2,12 @@
 
 What it holds when done:
     sources/    the sample handbook (data/sample/*.pdf), imported with page tracking
-    models/     reader: the tiny Llama that reads (data/models/reader, 1.9 MB)
+    models/     reader: the tiny Llama (data/models/reader, 1.9 MB; it reads the synthetic
+                world it was trained on, not the handbook's prose)
     datasets/   handbook-qa (pairs generated from the handbook by the rule-based generator,
                 plus the hand-written data/sample_qa.jsonl as golden rows), handbook-cpt,
-                handbook-sft and handbook-stage1..3 built from it
+                handbook-sft and handbook-stage1..3 built from it (stage 2 from
+                handbook-qa-brief: the golden pairs answered by their keywords)
     runs/       demo-handbook-sft (fine-tuning on the handbook questions) and the CLaRa
                 pipeline demo-clara (stages 1-3 on the handbook chunks)
     evals/      demo-trained and demo-paraphrased: the base closed-book against the SFT run and
@@ -52,8 +54,8 @@ Progress = Callable[[str], None]
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo, meant to build in about 4 minutes on two idle CPU cores (392 CPU
-    seconds measured on a loaded machine; not yet timed on an idle one)."""
+    """Sizes of the demo, meant to build in about 5 minutes on two idle CPU cores (about 400
+    CPU-seconds, measured on a loaded machine; not yet timed on an idle one)."""
 
     qa_per_chunk: int = field(default=8, metadata={
         "help": "Most rule-generated QA pairs per handbook chunk."})
