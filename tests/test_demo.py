@@ -29,41 +29,6 @@ SMALL = DemoConfig(qa_per_chunk=2, sft_iters=3, clara_iters=(2, 2, 2), batch_siz
                    sft_batch_size=4, eval_limit=2, eval_max_tokens=4, hrm=False)
 
 
-def test_demo_builds_every_part_then_is_left_alone(root, cli):
-    messages: list[str] = []
-    ws = build_demo(root, progress=messages.append, cfg=SMALL)
-    assert demo_is_built(ws) and (ws.path / DONE_MARK).is_file()
-    assert any("[1/" in m for m in messages) and "ready" in messages[-1]
-
-    sources = list(ws.sources_dir.iterdir())
-    assert len(sources) == 1 and (sources[0] / "pages.jsonl").is_file()
-    for name in ("handbook-qa", "handbook-cpt", "handbook-sft", "handbook-stage1",
-                 "handbook-stage2", "handbook-stage3"):
-        assert (ws.datasets_dir / name / "train.jsonl").is_file(), name
-    qa = io.read_toml(ws.datasets_dir / "handbook-qa" / "dataset.toml")
-    assert qa["generator"] == "rules" and qa["report"]["golden"] == 70
-    assert (ws.models_dir / "reader" / "model.safetensors").is_file()
-    for run_id in ("demo-handbook-sft", "demo-clara-stage1", "demo-clara-stage2",
-                   "demo-clara-stage3"):
-        assert Run(ws.runs_dir / run_id).status()["status"] == "completed", run_id
-    assert Run(ws.runs_dir / "demo-handbook-sft").config()["resolved"]["model"].endswith("reader")
-    figs = figures(ws)
-    assert set(figs) == {"demo-trained", "demo-paraphrased"}
-    assert {"closed", "closed=demo-handbook-sft", "rag=demo-handbook-sft",
-            "clara=demo-clara-stage2", "clara-retrieval=demo-clara-stage3"} <= set(
-        figs["demo-trained"])
-    assert "| closed=demo-handbook-sft |" in (ws.path / "report.md").read_text()
-    doc = read_progress(ws)
-    assert doc["state"] == "done" and "chat: demo-handbook-sft" in doc["ready"]
-
-    again: list[str] = []
-    build_demo(root, progress=again.append, cfg=SMALL)
-    assert again == []  # already built: nothing redone
-    r = cli("demo")  # finds it built and shows what it holds, and the report
-    assert r.exit_code == 0, r.output
-    assert "workspace demo" in r.output and "before and after" in r.output
-
-
 def _builder(root: Path, cfg: DemoConfig) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "clara.demo", str(root), "--config",
                              __import__("json").dumps(__import__("dataclasses").asdict(cfg))],
@@ -136,12 +101,67 @@ def test_the_app_opens_at_once_while_the_demo_builds(root):
 
 # -- the demo at its real size (slow) --------------------------------------------------------------
 @pytest.fixture(scope="session")
-def built_demo(tmp_path_factory):
+def demo_build(tmp_path_factory):
+    """The demo at its default size, built once for the suite: (workspace, progress lines)."""
     root = tmp_path_factory.mktemp("demo-root")
     tic = time.monotonic()
-    ws = build_demo(root, progress=lambda m: print(m, flush=True))
+    messages: list[str] = []
+
+    def progress(m: str) -> None:
+        messages.append(m)
+        print(m, flush=True)
+
+    ws = build_demo(root, progress=progress)
     print(f"demo built in {time.monotonic() - tic:.0f} s")
-    return ws
+    return ws, messages
+
+
+@pytest.fixture(scope="session")
+def built_demo(demo_build):
+    return demo_build[0]
+
+
+@pytest.mark.slow
+def test_demo_builds_every_part_then_is_left_alone(demo_build):
+    """The one full build of the suite (the fixture) holds every part; a second build redoes
+    nothing."""
+    from click.testing import CliRunner
+
+    from clara.cli import cli
+
+    ws, messages = demo_build
+    assert demo_is_built(ws) and (ws.path / DONE_MARK).is_file()
+    assert any("[1/" in m for m in messages) and "ready" in messages[-1]
+
+    sources = list(ws.sources_dir.iterdir())
+    assert len(sources) == 1 and (sources[0] / "pages.jsonl").is_file()
+    for name in ("handbook-qa", "handbook-qa-brief", "handbook-cpt", "handbook-sft",
+                 "handbook-stage1", "handbook-stage2", "handbook-stage3"):
+        assert (ws.datasets_dir / name / "train.jsonl").is_file(), name
+    qa = io.read_toml(ws.datasets_dir / "handbook-qa" / "dataset.toml")
+    assert qa["generator"] == "rules" and qa["report"]["golden"] == 70
+    assert (ws.models_dir / "reader" / "model.safetensors").is_file()
+    for run_id in ("demo-handbook-sft", "demo-clara-stage1", "demo-clara-stage2",
+                   "demo-clara-stage3"):
+        assert Run(ws.runs_dir / run_id).status()["status"] == "completed", run_id
+    assert Run(ws.runs_dir / "demo-handbook-sft").config()["resolved"]["model"].endswith("reader")
+    figs = figures(ws)
+    assert set(figs) == {"demo-trained", "demo-paraphrased"}
+    assert {"closed", "closed=demo-handbook-sft", "rag=demo-handbook-sft",
+            "clara=demo-clara-stage2", "clara-retrieval=demo-clara-stage3"} <= set(
+        figs["demo-trained"])
+    assert "| closed=demo-handbook-sft |" in (ws.path / "report.md").read_text()
+    doc = read_progress(ws)
+    assert doc["state"] == "done" and "chat: demo-handbook-sft" in doc["ready"]
+
+    again: list[str] = []
+    build_demo(ws.root, progress=again.append)
+    assert again == []  # already built: nothing redone
+    # `clara demo` finds it built and shows what it holds, and the report
+    r = CliRunner().invoke(cli, ["--root", str(ws.root), "demo"])
+    assert r.exit_code == 0, r.output
+    assert "workspace demo" in r.output and "before and after" in r.output
+
 
 
 def _fig(ws, data: str, config: str, metric: str) -> float:
