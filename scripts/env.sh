@@ -21,8 +21,11 @@ if [ "$(uname -s)" = Linux ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/n
       || { apt-get update -qq && apt-get install -y -qq --no-install-recommends libopenblas0-pthread; }; } \
       >/dev/null 2>&1 || echo "(OpenBLAS not installed: MLX runs with its slow reference BLAS)" >&2
 fi
-# Best effort: PyTorch's CPU build, only for the transformers parity tests, from a local wheel.
-if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)" \
-    && ls /opt/wheels/torch-*+cpu-*.whl >/dev/null 2>&1; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check "$(ls /opt/wheels/torch-*+cpu-*.whl | tail -1)" >/dev/null 2>&1 || true
+# Best effort: PyTorch's CPU build, only for the transformers parity tests, from a local wheel. It
+# goes to a folder of its own that only the test process puts on sys.path (tests/conftest.py): where
+# torch is importable, every `import mlx_lm` imports it too (through transformers), 1.5 s of CPU in
+# each training, chat and CLI process.
+if [ ! -d .venv/reference/torch ] && ls /opt/wheels/torch-*+cpu-*.whl >/dev/null 2>&1; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check --target .venv/reference \
+        "$(ls /opt/wheels/torch-*+cpu-*.whl | tail -1)" >/dev/null 2>&1 || rm -rf .venv/reference
 fi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,30 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
+# PyTorch, the parity tests' reference, lives outside the venv's site-packages (scripts/env.sh says
+# why): this process sees it, the clara processes the tests start do not.
+sys.path.append(str(REPO / ".venv" / "reference"))
+
+
+# The modules whose slow tests take minutes, longest first
+LONGEST = ("test_demo", "test_method_quality", "test_method_retrieval_quality")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, longest first, and those of one module on one worker
+    (pytest-xdist's loadgroup, so a module's trained fixture is made once): they set the
+    suite's length and must not start last."""
+    def order(item):
+        if not item.get_closest_marker("slow"):
+            return len(LONGEST) + 1
+        name = item.module.__name__
+        return LONGEST.index(name) if name in LONGEST else len(LONGEST)
+
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=order)
 
 
 @pytest.fixture

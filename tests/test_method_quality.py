@@ -28,6 +28,8 @@ from clara.refs import resolve
 
 from conftest import DATA
 
+pytestmark = pytest.mark.slow
+
 READER = DATA / "models" / "reader"
 # 2200 facts: with 1000 the generator learns the training answers (2.4 epochs) and stays near
 # chance on unseen facts (EM 0.21)

@@ -19,6 +19,8 @@ from clara.method import checkpoint, inference
 
 from conftest import DATA
 
+pytestmark = pytest.mark.slow
+
 READER = DATA / "models" / "reader"
 CANDIDATES = 6
 
