@@ -2,10 +2,12 @@
 
 What it holds when done:
     sources/    the sample handbook (data/sample/*.pdf), imported with page tracking
-    models/     reader: the tiny Llama that reads (data/models/reader, 1.9 MB)
+    models/     reader: the tiny Llama (data/models/reader, 1.9 MB; it reads the synthetic
+                world it was trained on, not the handbook's prose)
     datasets/   handbook-qa (pairs generated from the handbook by the rule-based generator,
                 plus the hand-written data/sample_qa.jsonl as golden rows), handbook-cpt,
-                handbook-sft and handbook-stage1..3 built from it
+                handbook-sft and handbook-stage1..3 built from it (stage 2 from
+                handbook-qa-brief: the golden pairs answered by their keywords)
     runs/       demo-handbook-sft (fine-tuning on the handbook questions) and the CLaRa
                 pipeline demo-clara (stages 1-3 on the handbook chunks)
     evals/      demo-trained and demo-paraphrased: the base closed-book against the SFT run and
@@ -52,8 +54,8 @@ Progress = Callable[[str], None]
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo, meant to build in about 5 minutes on two idle CPU cores (not yet timed
-    on an idle machine)."""
+    """Sizes of the demo, meant to build in about 5 minutes on two idle CPU cores (about 400
+    CPU-seconds, measured on a loaded machine; not yet timed on an idle one)."""
 
     qa_per_chunk: int = field(default=8, metadata={
         "help": "Most rule-generated QA pairs per handbook chunk."})
@@ -63,23 +65,37 @@ class DemoConfig:
                 "LoRA on it learns the handbook far more slowly."})
     sft_iters: int = field(default=300, metadata={"help": "Steps of the SFT run."})
     sft_lr: float = field(default=3e-3, metadata={"help": "Peak learning rate of the SFT run."})
-    batch_size: int = field(default=8, metadata={"help": "Batch size of every run."})
+    sft_batch_size: int = field(default=16, metadata={"help": "Batch size of the SFT run."})
+    batch_size: int = field(default=8, metadata={"help": "Batch size of the CLaRa runs."})
     doc_tokens: int = field(default=32, metadata={
         "help": "Words per CLaRa document chunk (about 2 reader tokens each)."})
     doc_max_tokens: int = field(default=96, metadata={"help": "CLaRa: tokens compressed per chunk."})
     compression_rate: int = field(default=4, metadata={"help": "CLaRa: tokens per memory vector."})
-    clara_iters: tuple[int, int, int] = field(default=(150, 150, 60), metadata={
+    clara_iters: tuple[int, int, int] = field(default=(30, 120, 20), metadata={
         "help": "Steps of CLaRa stages 1, 2, 3."})
+    clara_lr: float = field(default=3e-3, metadata={
+        "help": "CLaRa stage 2: peak learning rate (stage 1 runs at 1e-3, stage 3 at 2e-4)."})
     candidates: int = field(default=10, metadata={"help": "Stage 3: candidates per question."})
     clara: bool = field(default=True, metadata={"help": "Train the CLaRa pipeline."})
     evaluate: bool = field(default=True, metadata={"help": "Evaluate and write report.md."})
     hrm: bool = field(default=True, metadata={
         "help": "Start a small HRM run on 4x4 Sudoku (it trains on in the background)."})
-    eval_max_tokens: int = field(default=32, metadata={"help": "Most tokens per eval answer."})
+    eval_max_tokens: int = field(default=48, metadata={"help": "Most tokens per eval answer."})
     eval_limit: int | None = field(default=None, metadata={
         "help": "Evaluate only the first N questions of each set (tests)."})
     top_k: int = field(default=2, metadata={"help": "Chunks retrieved for rag and CLaRa."})
     rag_k: int = field(default=2, metadata={"help": "Chunks in the context of SFT rows."})
+    golden_repeat: int = field(default=4, metadata={
+        "help": "Copies of each golden pair's closed-book row in handbook-sft (they are short: "
+                "repeating them is the cheap way to make the run remember them)."})
+    question_variants: int = field(default=2, metadata={
+        "help": "Extra closed-book rows per short question, its wording thinned (words dropped "
+                "at random, names and numbers kept): a tiny model then keys on the content "
+                "words, which paraphrases share."})
+    rag_repeat: int = field(default=0, metadata={
+        "help": "Copies of each pair's row with its retrieved chunks in handbook-sft (0: none; "
+                "the reader cannot read the handbook's prose, and these long rows cost most "
+                "of the run while teaching it little, see report.md)."})
 
     @classmethod
     def from_json(cls, text: str) -> "DemoConfig":
@@ -124,21 +140,38 @@ def _handbook_datasets(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> No
         build_cpt(ws, "handbook-cpt", CptConfig(chunk_tokens=128, overlap=16))
     if _missing(ws, "handbook-sft"):
         _sft_dataset(ws, cfg)
-    for stage, extra in ((1, {}), (2, {"k": cfg.top_k}), (3, {"candidates": cfg.candidates})):
+    if _missing(ws, "handbook-qa-brief"):
+        _brief_qa(ws)
+    # stage 2 (the generator learns to answer) on the golden pairs alone, answered briefly: in
+    # the few steps the build affords, that is ~15 passes over a few tokens per answer
+    for stage, qa, extra in ((1, "handbook-qa", {}), (2, "handbook-qa-brief", {"k": cfg.top_k}),
+                             (3, "handbook-qa", {"candidates": cfg.candidates})):
         if _missing(ws, f"handbook-stage{stage}"):
             build_stage(ws, f"handbook-stage{stage}", StageConfig(
-                stage=stage, qa="handbook-qa", doc_tokens=cfg.doc_tokens, valid_share=0.05,
-                **extra))
+                stage=stage, qa=qa, doc_tokens=cfg.doc_tokens, valid_share=0.05, **extra))
+
+
+def _brief_qa(ws: Workspace) -> None:
+    """handbook-qa-brief: the golden pairs with their key terms as the answer ("1963" for "When
+    was the North House finished?"), as CLaRa's generator is taught to answer (as briefly as
+    possible). Its loss on the full sentences stays near 5 nats a token in the build's steps."""
+    from clara.data.datasets import write_dataset
+
+    rows = [{**q, "answer": ", ".join(q["keywords"])} for q in io.read_jsonl(SAMPLE_QA)]
+    write_dataset(ws, "handbook-qa-brief", "qa", {"train": rows}, {
+        "sources": [SAMPLE_QA.name], "note": "the golden pairs, answered by their keywords"})
 
 
 def _sft_dataset(ws: Workspace, cfg: DemoConfig) -> None:
-    """handbook-sft: every pair of handbook-qa twice, closed-book (the question alone) and
-    with the handbook chunks BM25 finds for it as context, in the prompt `rag` configurations
-    use (the gold chunk swapped in when retrieval misses it). The reader already reads, so the
-    second kind teaches it to answer handbook questions from the text, which carries over to
-    questions worded differently; the first kind makes it remember the pairs. Valid: a seeded
-    sample of the closed-book rows (the demo measures what the run remembers; the paraphrased
-    questions are evaluated apart)."""
+    """handbook-sft: every pair of handbook-qa closed-book (the question alone, answer-only
+    loss), the golden pairs `golden_repeat` times, plus thinned wordings of the short
+    questions; optionally each pair again with the handbook chunks BM25 finds for it, in the
+    prompt `rag` configurations use (the gold chunk swapped in when retrieval misses it).
+    The reader (data/models/reader) learned to read the synthetic world's short documents, not
+    prose like the handbook's (its 1024-token BPE splits the handbook into near-characters), so
+    the run remembers the pairs rather than learning to read them. Valid: a seeded sample of
+    the closed-book rows (the demo measures what the run remembers; the paraphrased questions
+    are evaluated apart)."""
     import random
 
     from clara.chat.engine import rag_prompt
@@ -148,24 +181,55 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig) -> None:
 
     index = ChunkIndex.from_workspace(ws, cfg.doc_tokens, 0)
     items = read_qa(resolve_qa(ws, "handbook-qa"))
-    closed, rag = [], []
-    for item in items:
-        top = index.search(item.question, cfg.rag_k)
-        gold = index.gold(item.question, item.answer, item.keywords, item.source)
-        if gold and gold[0] not in top:
-            top = top[:-1] + [gold[0]]
-        closed.append(chat_row(item.question, item.answer, origin="closed"))
-        rag.append(chat_row(rag_prompt(item.question, [index.texts[i] for i in top]),
-                            item.answer, origin="rag"))
+    golden = {(q["question"], q["answer"]) for q in io.read_jsonl(SAMPLE_QA)}
     rng = random.Random(0)
-    train = closed + rag
+    closed, train = [], []
+    for item in items:
+        row = chat_row(item.question, item.answer, origin="closed")
+        closed.append(row)
+        train += [row] * (cfg.golden_repeat if (item.question, item.answer) in golden else 1)
+        if not item.question.startswith("Fill in the blank"):
+            train += [chat_row(q, item.answer, origin="variant")
+                      for q in thinned(item.question, cfg.question_variants, rng)]
+        if cfg.rag_repeat:
+            top = index.search(item.question, cfg.rag_k)
+            gold = index.gold(item.question, item.answer, item.keywords, item.source)
+            if gold and gold[0] not in top:
+                top = top[:-1] + [gold[0]]
+            train += [chat_row(rag_prompt(item.question, [index.texts[i] for i in top]),
+                               item.answer, origin="rag")] * cfg.rag_repeat
     rng.shuffle(train)
     valid = rng.sample(closed, min(16, len(closed)))
     write_dataset(ws, "handbook-sft", "sft", {"train": train, "valid": valid}, {
         "format": "chat", "sources": ["handbook-qa"], "seed": 0,
-        "parameters": {"chunk_tokens": cfg.doc_tokens, "rag_k": cfg.rag_k},
-        "note": "each pair closed-book and with its BM25 chunks as context; valid is a "
-                "sample of the closed-book training rows"})
+        "parameters": {"golden_repeat": cfg.golden_repeat,
+                       "question_variants": cfg.question_variants,
+                       "rag_repeat": cfg.rag_repeat, "chunk_tokens": cfg.doc_tokens,
+                       "rag_k": cfg.rag_k},
+        "note": "each pair closed-book (golden pairs repeated, short questions also thinned); "
+                "with rag_repeat, also with its BM25 chunks as context; valid is a sample of "
+                "the closed-book training rows"})
+
+
+def thinned(question: str, n: int, rng) -> list[str]:
+    """n distinct wordings of `question` with words dropped at random: most function words,
+    a few content words; capitalised words (after the first) and numbers always stay."""
+    from clara.data.builders import terms
+
+    words = question.rstrip("?").split()
+    content = [bool(terms(w)) for w in words]
+    out: list[str] = []
+    for _ in range(4 * n):
+        if len(out) == n:
+            break
+        kept = [w for i, w in enumerate(words)
+                if (i and w[:1].isupper()) or any(c.isdigit() for c in w)
+                or rng.random() < (0.85 if content[i] else 0.35)]
+        q = " ".join(kept) + "?"
+        n_content = sum(bool(terms(w)) for w in kept)
+        if n_content >= max(2, sum(content) - 1) and q != question and q not in out:
+            out.append(q)
+    return out
 
 
 def _drop_partial(folder: Path, marker: str) -> None:
@@ -213,7 +277,8 @@ def follow(run, proc, report: "Reporter", every: float = 5.0, share: tuple = (0.
 def _sft(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
     _train(ws, SFT_RUN, {
         "model": "reader", "data": "handbook-sft", "mode": "sft",
-        "fine_tune_type": cfg.sft_type, "iters": cfg.sft_iters, "batch_size": cfg.batch_size,
+        "fine_tune_type": cfg.sft_type, "iters": cfg.sft_iters,
+        "batch_size": cfg.sft_batch_size,
         "max_seq_length": 320, "learning_rate": cfg.sft_lr, "min_learning_rate": cfg.sft_lr / 10,
         "lora_rank": 32, "lora_scale": 4.0, "warmup_steps": 10,
         "val_every": max(1, cfg.sft_iters // 3), "save_every": max(1, cfg.sft_iters // 3)},
@@ -235,6 +300,7 @@ def _clara_pipeline(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
     if pipe is None:
         per_stage = {s: {"iters": n} for s, n in zip(("stage1", "stage2", "stage3"),
                                                        cfg.clara_iters)}
+        per_stage["stage2"].update(learning_rate=cfg.clara_lr)
         per_stage["stage3"].update(top_k=cfg.top_k, learning_rate=2e-4)
         pipe = pipeline(ws, {"model": "reader", "batch_size": cfg.batch_size,
                              "doc_max_tokens": cfg.doc_max_tokens,
@@ -340,7 +406,7 @@ def steps(cfg: DemoConfig) -> list[Step]:
         Step("datasets", "generate QA from the handbook; build SFT and CLaRa datasets",
              _handbook_datasets, 6, "datasets"),
         Step("sft", "fine-tune the reader on the handbook questions", _sft,
-             0.25 * cfg.sft_iters, "chat: " + SFT_RUN),
+             0.2 * cfg.sft_iters, "chat: " + SFT_RUN),
     ]
     if cfg.clara:
         out.append(Step("clara", "train CLaRa (stages 1-3) on the compressed handbook chunks",
