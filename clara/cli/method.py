@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from clara.cli.common import AppContext, emit_record, emit_rows, format_option, pass_app
-from clara.cli.train import _SKIP, config_options, train_group
+from clara.cli.train import _SKIP, config_options, run_options, train_group
 from clara.errors import UserError, DataError
 from clara.refs import CLARA, GRAMMAR, resolve
 from clara.method.pipeline import STAGES
@@ -30,12 +30,7 @@ def _stage_command(stage: str, example: str):
     @click.option("--data", "-d", "data", default=None,
                   help=f"Dataset in the {stage} row format (name or folder with train.jsonl).")
     @_from_option
-    @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-                  default=None, help="TOML file of settings; flags override it.")
-    @click.option("--name", default=None, help="Run id (default: clara-STAGE-DATE-TIME-XXXX).")
-    @click.option("--detach", is_flag=True, help="Start in the background and print the run id.")
-    @click.option("--estimate", "estimate_only", is_flag=True,
-                  help="Print the estimated peak memory and time per step, and exit (no run).")
+    @run_options("clara-STAGE")
     @config_options(ClaraTrainConfig, skip=_SKIP | {"init_from"})
     @pass_app
     def command(app: AppContext, model, data, from_ref, config_file, name, detach,

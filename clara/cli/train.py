@@ -50,17 +50,32 @@ def train_group():
     """Train models: LoRA/DoRA/full fine-tuning (and the CLaRa stages)."""
 
 
+def run_options(prefix: str):
+    """The options every training command shares: a settings file, the run id, detaching and
+    the pre-flight estimate."""
+    def wrap(f):
+        for opt in reversed([
+            click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+                         default=None, help="TOML file of settings; flags override it."),
+            click.option("--name", default=None,
+                         help=f"Run id (default: {prefix}-DATE-TIME-XXXX)."),
+            click.option("--detach", is_flag=True,
+                         help="Start in the background and print the run id."),
+            click.option("--estimate", "estimate_only", is_flag=True,
+                         help="Print the estimated peak memory and time per step, and exit "
+                              "(no run)."),
+        ]):
+            f = opt(f)
+        return f
+    return wrap
+
+
 @train_group.command("lora", context_settings={"max_content_width": 110})
 @click.option("--model", "-m", "model", default=None,
               help="Base model: workspace model name, local mlx-lm folder or HF id.")
 @click.option("--data", "-d", "data", default=None,
               help="Dataset: workspace dataset name or a folder with train.jsonl/valid.jsonl.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="TOML file of settings; flags override it.")
-@click.option("--name", default=None, help="Run id (default: lora-DATE-TIME-XXXX).")
-@click.option("--detach", is_flag=True, help="Start in the background and print the run id.")
-@click.option("--estimate", "estimate_only", is_flag=True,
-              help="Print the estimated peak memory and time per step, and exit (no run).")
+@run_options("lora")
 @config_options(TrainConfig, skip=_SKIP)
 @pass_app
 def train_lora(app: AppContext, model, data, config_file, name, detach, estimate_only=False,
