@@ -327,3 +327,33 @@ print(mx.get_peak_memory() - base)
 
     with_dropout, without = peak(0.1), peak(0.0)
     assert with_dropout - without < 0.5 * 4 * 1024 * 256, (with_dropout, without)
+
+
+def test_new_token_rows_are_made_a_chunk_at_a_time_and_not_left_in_the_step():
+    """The added tokens' rows start as the mean row of the (quantized) embedding and untied
+    head: made a few thousand rows at a time and evaluated at install, so neither a whole
+    dequantized or float32 copy of either table (7.4 GB at Llama-3-8B's vocabulary) is ever
+    made, nor left lazily in the first training step's graph; the mean is the table's."""
+    from clara.method import embeddings as E
+
+    V, H = 20000, 256
+    mx.random.seed(0)
+    emb = nn.QuantizedEmbedding.from_embedding(nn.Embedding(V, H), group_size=64, bits=4)
+    head = nn.QuantizedLinear.from_linear(nn.Linear(H, V, bias=False), group_size=64, bits=4)
+    mx.eval(emb.parameters(), head.parameters())
+    full = V * H * 4  # one float32 copy of a table
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    before = mx.get_active_memory()
+    m = E.MemoryEmbedding(emb, V, n_mem=4)
+    r = E.MemoryHead(head, V, 7)
+    assert mx.get_peak_memory() - before < 0.5 * full
+    for a in (m.memory, m.special, r.rows):  # evaluated now: no graph reaches the tables
+        assert a.dtype == mx.float32
+    mx.reset_peak_memory()
+    mx.eval(m.memory, r.rows)
+    assert mx.get_peak_memory() - before < 0.1 * full
+    want = mx.mean(E.dense_weight(emb).astype(mx.float32), axis=0)
+    assert mx.allclose(m.memory[0], want, atol=1e-5).item()
+    assert mx.allclose(r.rows[0], mx.mean(E.dense_weight(head).astype(mx.float32), axis=0),
+                       atol=1e-5).item()

@@ -11,13 +11,31 @@ import mlx.core as mx
 import mlx.nn as nn
 
 
-def dense_weight(layer: nn.Module) -> mx.array:
-    """The float weight of an Embedding / Linear, dequantizing a quantized one."""
+def dense_weight(layer: nn.Module, rows: slice = slice(None)) -> mx.array:
+    """The float weight (of `rows`) of an Embedding / Linear, dequantizing a quantized one."""
     if isinstance(layer, (nn.QuantizedEmbedding, nn.QuantizedLinear)):
-        return mx.dequantize(layer.weight, layer.scales, getattr(layer, "biases", None),
+        biases = getattr(layer, "biases", None)
+        return mx.dequantize(layer.weight[rows], layer.scales[rows],
+                             None if biases is None else biases[rows],
                              group_size=layer.group_size, bits=layer.bits,
                              mode=getattr(layer, "mode", "affine"))
-    return layer.weight
+    return layer.weight[rows]
+
+
+MEAN_CHUNK_ROWS = 4096
+
+
+def mean_row(layer: nn.Module) -> mx.array:
+    """The float32 mean of a table's rows, dequantized and upcast a few thousand rows at a time
+    and evaluated now. Left lazy on the whole table, it joined the first training step's graph
+    with a dequantized and a float32 copy of the embedding and of the head: 7.4 GB of
+    transients at Llama-3-8B's vocabulary in 4 bits (measured), most of that step's peak."""
+    n, total = _rows(layer), 0.0
+    for s in range(0, n, MEAN_CHUNK_ROWS):
+        part = dense_weight(layer, slice(s, s + MEAN_CHUNK_ROWS))
+        total = total + part.astype(mx.float32).sum(axis=0)
+        mx.eval(total)
+    return total / n
 
 
 def _rows(layer: nn.Module) -> int:
@@ -43,10 +61,10 @@ class MemoryEmbedding(nn.Module):
                  init: mx.array | None = None):
         super().__init__()
         self.base = base
-        w = dense_weight(base)
-        row = (mx.mean(w.astype(mx.float32), axis=0) if init is None else init).astype(mx.float32)
+        row = (mean_row(base) if init is None else init).astype(mx.float32)
         self.memory = mx.broadcast_to(row, (n_mem, row.shape[0])) + 0.0
         self.special = mx.broadcast_to(row, (n_special, row.shape[0])) + 0.0
+        mx.eval(self.memory, self.special)
         self.first = first
         self.base_rows = _rows(base)
 
@@ -76,8 +94,9 @@ class MemoryHead(nn.Module):
     def __init__(self, base: nn.Module, first: int, n_new: int):
         super().__init__()
         self.base = base
-        row = mx.mean(dense_weight(base).astype(mx.float32), axis=0)
+        row = mean_row(base)
         self.rows = mx.broadcast_to(row, (n_new, row.shape[0])) + 0.0
+        mx.eval(self.rows)
         self.first = first
 
     def __call__(self, x: mx.array) -> mx.array:
