@@ -324,6 +324,11 @@ def run_child(kind: str, root: str, s: dict, work: Path, steps: int, warmup: int
            "--work", str(work), "--steps", str(steps), "--warmup", str(warmup)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    for opt in kind.split("+")[1:]:  # engine settings read from the environment
+        if opt == "seq":
+            env["CLARA_STEP_AHEAD"] = "0"
+        elif opt.startswith("lim"):
+            env["CLARA_MLX_MEMORY_LIMIT_GB"] = opt[3:]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode:
         return {"error": (p.stderr.strip().splitlines() or ["?"])[-1][-300:]}
@@ -340,7 +345,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="stage1,lora,mlx-lm",
                    help="comma list of stage1, lora, mlx-lm; variants add +ckpt (gradient "
                         "checkpointing), +chunk / +nochunk (stage1: chunked CE on / off), +eager "
-                        "(no mx.compile), e.g. stage1+nochunk+eager")
+                        "(no mx.compile), +seq (no step look-ahead), +limX (MLX memory limit "
+                        "X GB), e.g. stage1+nochunk+eager")
     p.add_argument("--root", action="append", default=[],
                    help="also measure the clara of this checkout (e.g. an older one)")
     p.add_argument("--steps", type=int, default=10)

@@ -6,6 +6,10 @@
 #   lora    the same bench's LoRA trainer against mlx-lm's
 #   big     CLaRa stage 1 at Llama-3-8B shapes in 4 bits, batch 1: peak against --estimate
 #   tests   the method, engine, memory and chat tests in the platform's dtype (bfloat16)
+#   scale   bench/distributed_scaling.py on every GPU of the host (NCCL), 1B LoRA: 1 vs 2
+#           processes at global batch 8, 16 and 32, with the step look-ahead on and off
+#   pair    two independent 1-GPU runs at the same time, one per GPU, against one alone: is a
+#           rank's slow-down the host's (no communication at all) or the distributed step's?
 #   rag     bench/rag_latency.py at 1B shapes (5 documents x 256 tokens, CR 16) and chat
 #           decode against mlx_lm.generate
 # Usage: bash scripts/gpu-check.sh [STEP ...]   (default: info clara big tests rag)
@@ -27,6 +31,8 @@ if ! $PY -c 'import tomli_w' 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; 
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 STEPS=${STEPS:-6}
+# the scaling benchmark's model: the 1B Llama of bench/distributed_scaling.py's docstring
+SCALE_MODEL=${SCALE_MODEL:---hidden 2048 --layers 22 --heads 32 --kv-heads 4 --intermediate 5632 --vocab 4096 --rows 64 --seq 512 --batch-size 8 --dtype bfloat16}
 step() { echo "== $1 $(date -u +%T)" | tee -a "$OUT/steps.txt"; }
 
 for what in "${@:-info clara big tests rag}"; do
@@ -61,12 +67,26 @@ g = mx.grad(lambda x: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("warm
             ${GPU_TESTS:-tests/test_method_core.py tests/test_method_stages.py \
             tests/test_method_checkpoint.py tests/test_train.py tests/test_memory.py \
             tests/test_chat.py} 2>&1 | tee "$OUT/tests.txt" ;;
+      scale)
+        step scale
+        $PY bench/distributed_scaling.py $SCALE_MODEL --backend nccl \
+            --iters "${SCALE_ITERS:-12}" --warmup "${SCALE_WARMUP:-4}" \
+            --cases "${SCALE_CASES:-1:8,2:8,2:8:CLARA_STEP_AHEAD=0,1:16,2:16,1:32,2:32,2:32:CLARA_STEP_AHEAD=0}" \
+            --out "$OUT" 2>&1 | tee "$OUT/scale.txt" ;;
+      pair)
+        step pair
+        one() { CUDA_VISIBLE_DEVICES=$1 $PY bench/distributed_scaling.py $SCALE_MODEL --iters \
+            "${SCALE_ITERS:-12}" --warmup "${SCALE_WARMUP:-4}" --cases 1:4 --out "/tmp/pair$2" \
+            > "$OUT/pair$2.txt" 2>&1; }
+        one 0 alone
+        one 0 0 & one 1 1 & wait
+        tail -n 3 "$OUT"/pair*.txt | tee -a "$OUT/steps.txt" ;;
       rag)
         step rag
         $PY bench/rag_latency.py --top-k 5 --doc-tokens 256 --compression-rate 16 \
             --hidden 2048 --layers 16 --limit 4 --max-tokens 32 ${RAG_ARGS:-} 2>&1 \
             | tee "$OUT/rag.txt" ;;
-      *) echo "unknown step $w (info clara lora big tests rag)" >&2; exit 2 ;;
+      *) echo "unknown step $w (info clara lora big tests scale pair rag)" >&2; exit 2 ;;
     esac
   done
 done
