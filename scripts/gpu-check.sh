@@ -71,7 +71,7 @@ g = mx.grad(lambda x: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("warm
         step scale
         $PY bench/distributed_scaling.py $SCALE_MODEL --backend nccl \
             --iters "${SCALE_ITERS:-12}" --warmup "${SCALE_WARMUP:-4}" \
-            --cases "${SCALE_CASES:-1:8,2:8,2:8:CLARA_STEP_AHEAD=0,1:16,2:16,1:32,2:32,2:32:CLARA_STEP_AHEAD=0}" \
+            --cases "${SCALE_CASES:-1:8,2:8,2:8:CLARA_STEP_AHEAD=0,2:8:CLARA_PIN_CPUS=1,1:16,2:16,1:32,2:32,2:32:CLARA_STEP_AHEAD=0}" \
             --out "$OUT" 2>&1 | tee "$OUT/scale.txt" ;;
       pair)
         step pair
@@ -80,6 +80,11 @@ g = mx.grad(lambda x: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("warm
             > "$OUT/pair$2.txt" 2>&1; }
         one 0 alone
         one 0 0 & one 1 1 & wait
+        cpus() { $PY -c "from clara.train.distributed import gpu_cpus as g; print(','.join(map(str, g($1))))"; }
+        echo "GPU 0 CPUs $(cpus 0); GPU 1 CPUs $(cpus 1)" | tee -a "$OUT/steps.txt"
+        taskset -c "$(cpus 0)" bash -c "$(declare -f one); PY=$PY SCALE_MODEL='$SCALE_MODEL' OUT=$OUT one 0 0pin" &
+        taskset -c "$(cpus 1)" bash -c "$(declare -f one); PY=$PY SCALE_MODEL='$SCALE_MODEL' OUT=$OUT one 1 1pin" &
+        wait
         tail -n 3 "$OUT"/pair*.txt | tee -a "$OUT/steps.txt" ;;
       rag)
         step rag

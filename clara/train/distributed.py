@@ -200,12 +200,60 @@ def launched() -> bool:
     return "MLX_RANK" in os.environ
 
 
+def gpu_cpus(index: int) -> list[int] | None:
+    """The CPUs for the rank on CUDA GPU `index`: those of the GPU's NUMA node (sysfs
+    local_cpulist of its PCI device), split evenly among the GPUs that share the node. None
+    where nvidia-smi or sysfs do not say."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=pci.bus_id", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout.split()
+        lists = []
+        for bus in out:
+            dom, rest = bus.lower().split(":", 1)
+            text = (Path("/sys/bus/pci/devices") / f"{dom[-4:]}:{rest}" /
+                    "local_cpulist").read_text().strip()
+            cpus = []
+            for part in text.split(","):
+                a, _, b = part.partition("-")
+                cpus += range(int(a), int(b or a) + 1)
+            lists.append(cpus)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    if not 0 <= index < len(lists):
+        return None
+    peers = [i for i, c in enumerate(lists) if c == lists[index]]
+    cpus, k, n = lists[index], peers.index(index), len(peers)
+    return cpus[k * len(cpus) // n:(k + 1) * len(cpus) // n] or None
+
+
+def pin_to_gpu_cpus() -> list[int] | None:
+    """CLARA_PIN_CPUS=1 on a CUDA rank: every thread of this process onto gpu_cpus() of the
+    GPU mlx.launch gave it (CUDA_VISIBLE_DEVICES), so that ranks do not share cores and each
+    launches its kernels from its GPU's NUMA node. Returns the CPUs, or None (not done)."""
+    dev = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if os.environ.get("CLARA_PIN_CPUS") != "1" or not dev.isdigit():
+        return None
+    cpus = gpu_cpus(int(dev))
+    if not cpus:
+        return None
+    for tid in os.listdir("/proc/self/task"):  # threads made so far; later ones inherit
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass
+    import logging
+
+    logging.getLogger("clara.train").info("pinned to CPUs %s (GPU %s)", cpus, dev)
+    return cpus
+
+
 class Dist:
     """This rank's view of the group: sums across ranks and rank 0's decisions."""
 
     def __init__(self, backend: str = "any"):
         import mlx.core as mx
 
+        self.pinned = pin_to_gpu_cpus()
         self.group = mx.distributed.init(strict=True, backend=backend)
         self.rank, self.size = self.group.rank(), self.group.size()
         self.main = self.rank == 0
