@@ -137,6 +137,17 @@ def median_rate(rates: list[float], warmup: int) -> float:
     return xs[len(xs) // 2]
 
 
+def steady_rate(rows: list[dict], warmup: int) -> float:
+    """Tokens over seconds of the steps after the warm-up, from the engine's cumulative counts:
+    with the step look-ahead a step can be read just after the one before it, so one step's
+    own rate says little and a median of a few of them can be far off."""
+    w = min(max(warmup, 1), len(rows) - 1)
+    if w < 1:
+        return rows[-1]["tokens"] / rows[-1]["elapsed_s"]
+    return (rows[-1]["tokens"] - rows[w - 1]["tokens"]) / \
+        (rows[-1]["elapsed_s"] - rows[w - 1]["elapsed_s"])
+
+
 def component_peaks(task, model) -> dict:
     """Uncompiled peaks (bytes, over the weights) of the forward, and of forward + backward, of
     one batch; for CLaRa also what the backward pass keeps of each part of the forward."""
@@ -212,9 +223,8 @@ def engine_run(task, cfg, warmup: int) -> dict:
         Engine(task, cfg, tmp).run()
         wall = time.perf_counter() - tic
         rows = [r for r in io.read_jsonl(Path(tmp) / "metrics.jsonl") if "train_loss" in r]
-    rates = [r["tokens_per_second"] for r in rows]
     steps = [r["tokens"] for r in rows]
-    return {"peak_bytes": mx.get_peak_memory(), "tokens_per_second": median_rate(rates, warmup),
+    return {"peak_bytes": mx.get_peak_memory(), "tokens_per_second": steady_rate(rows, warmup),
             "tokens_per_step": (steps[-1] - steps[0]) / max(1, len(steps) - 1),
             "first_step_s": rows[0]["elapsed_s"], "wall_s": wall,
             "losses": [r["train_loss"] for r in rows]}

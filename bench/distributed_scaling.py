@@ -2,8 +2,9 @@
 processes through `clara`'s own launch path (the worker subprocess; with N > 1, mlx.launch and
 mx.distributed with --backend), compared by tokens/s, scaling efficiency and loss curves.
 
-Tokens/s is the engine's per-step figure (tokens of the whole global batch, padding excluded,
-over the step's time; reduced across ranks), median over the steps after a warm-up. Scaling
+Tokens/s is the engine's: tokens of the whole global batch (padding excluded, reduced across
+ranks) over the seconds of the steps after a warm-up (cumulative counts, not a median of
+per-step rates, which the step look-ahead makes noisy). Scaling
 efficiency = speed-up / N. The loss curves should agree to float rounding (bfloat16 on a GPU
 makes that looser): N processes train the one-process model.
 
@@ -150,10 +151,11 @@ def run_once(args, ws, model: str, data: Path, nproc: int, batch: int | None = N
         tail = (run.path / "log.txt").read_text(errors="replace")[-3000:]
         raise SystemExit(f"{nproc} processes: run {st.get('status')}: {st.get('message')}\n{tail}")
     rows = [r for r in run.metrics() if "train_loss" in r]
-    rates = sorted(r["tokens_per_second"] for r in rows[args.warmup:])
+    from bench.clara_throughput import steady_rate
+
     return {"trainer": "clara", "nproc": nproc, "batch": batch, "env": env or {},
             "world_size": st.get("world_size"), "backend": st.get("backend"),
-            "tokens_per_second": rates[len(rates) // 2],
+            "tokens_per_second": steady_rate(rows, args.warmup),
             "tokens_per_step": rows[-1]["tokens"] / len(rows),
             "peak_memory_gb": max(r["peak_memory_gb"] for r in rows),
             "losses": [r["train_loss"] for r in rows], "wall_s": round(wall, 1)}
