@@ -403,3 +403,19 @@ print(json.dumps({"over": mx.get_peak_memory() - base, "base": base, "loss": los
     held = run(free["base"] / 1e9)  # every allocation over the weights waits
     assert held["over"] < 0.8 * free["over"], (free, held)
     assert held["loss"] == pytest.approx(free["loss"], rel=1e-5)
+
+
+def test_engine_gives_mlx_a_memory_limit_under_the_guards(monkeypatch):
+    """A lean run: memory_limit_gb holds MLX at MEMORY_HOLD of it (a throttled step passes
+    MLX's limit by up to 1.4x, so its peak stays under the guard's); the environment's setting
+    wins; on the CPU without memory_limit_gb MLX keeps its own."""
+    from clara.train import engine as E
+    from clara.train.config import EngineConfig
+
+    monkeypatch.delenv("CLARA_MLX_MEMORY_LIMIT_GB", raising=False)
+    assert E.mlx_memory_limit(EngineConfig(memory_limit_gb=10)) == int(E.MEMORY_HOLD * 10e9)
+    assert E.MEMORY_HOLD * 1.4 <= 1.0
+    if _backend() == "cpu":
+        assert E.mlx_memory_limit(EngineConfig()) is None
+    monkeypatch.setenv("CLARA_MLX_MEMORY_LIMIT_GB", "3")
+    assert E.mlx_memory_limit(EngineConfig(memory_limit_gb=10)) == int(3e9)

@@ -38,7 +38,7 @@ class EngineConfig:
     early_stopping_min_delta: float = field(default=0.0, metadata={"help": "Improvement in validation loss that resets the patience."})
     save_every: int = field(default=100, metadata={"help": "Write a resumable checkpoint every N steps (and always at the end)."})
     keep_checkpoints: int = field(default=2, metadata={"help": "How many step-N checkpoints to keep (best/ and last/ are kept apart)."})
-    memory_limit_gb: float | None = field(default=None, metadata={"help": "Save and stop when MLX peak memory passes this (default: 90% of RAM)."})
+    memory_limit_gb: float | None = field(default=None, metadata={"help": "Hold MLX to 70% of this (it waits for the device rather than allocating ahead: a leaner, slower step), and save and stop when the peak passes it (default: 90% of the device's memory)."})
     nproc: int = field(default=1, metadata={"help": "Processes to train on, data parallel through mlx.launch (per host with --hosts); --batch-size stays the global batch."})
     hosts: str | None = field(default=None, metadata={"help": "Comma-separated hosts to train across (IP addresses for the ring backend; ssh without password)."})
     hostfile: str | None = field(default=None, metadata={"help": "mlx.launch JSON hostfile (ssh names, ips, rdma, backend, envs), e.g. from mlx.distributed_config."})
