@@ -34,6 +34,44 @@ clara big` with STEPS=5; tok/s the median of 3 timed steps):
     8B 4-bit (N=7.5B), batch 1
     stage1+chunk                                1557   7.1%   15.21    11.05   16.36
     stage1+chunk+ckpt                           1407   6.4%   11.16    11.05   13.31
+
+Where the excess went (nvidia-h200-x2, one GPU, 2026-11-30, later the same day). Tok/s is now
+tokens over seconds of the steps after the warm-up (the engine's cumulative counts), not a
+median of per-step rates: not comparable with the rows above. `+limX` runs the engine with
+MLX's memory limit at X GB (CLARA_MLX_MEMORY_LIMIT_GB), `+seq` without the step look-ahead.
+`CUDA_VISIBLE_DEVICES=0 STEPS=12 CLARA_ONLY=stage1,stage1+lim10,stage1+chunk+ckpt+lim6,
+lora+lim10,mlx-lm bash scripts/gpu-check.sh clara`:
+
+    work               code        tok/s    MFU  peak GB  weights     fwd  fwd+bwd  est GB 1st step s
+    stage1             new         22638  10.6%    21.85     1.54    2.96    16.62   20.91        4.9
+    stage1+lim10       new         15767   7.4%    11.86     1.54    2.96    14.25   20.91        2.4
+    stage1+chunk+ckpt+lim6 new         11877   5.5%     8.44     1.54    2.98    16.36   14.33        2.6
+    lora+lim10         new         90796  42.4%     9.93     1.54    2.27     8.28    9.57        0.4
+    mlx-lm             mlx-lm      55049  25.7%    12.39        -       -        -   10.06       12.7
+
+The run before it (STEPS=6, first process on the machine, so its first steps compiled kernels)
+gave, beside the same peaks: stage1+seq 21.85 GB (the look-ahead is not the excess),
+stage1+chunk+ckpt 17.84 GB at 10.5k tok/s, lora 10.65 GB at 90.2k, lora+seq 13.60 GB.
+`CUDA_VISIBLE_DEVICES=0 BIG_ONLY=stage1+chunk+ckpt+lim8,stage1+chunk+ckpt bash
+scripts/gpu-check.sh big` (4 steps, 1 warm-up; the first row paid the kernel compilation):
+
+    work               code        tok/s    MFU  peak GB  weights     fwd  fwd+bwd  est GB 1st step s
+    stage1+chunk+ckpt+lim8 new           993   4.5%     8.82     4.52    5.45    11.05   13.31       24.7
+    stage1+chunk+ckpt  new          2093   9.5%    11.16     4.52    5.45    11.05   13.31        7.0
+
+What they say. The weights and what the backward keeps are 10 GB of stage 1's 21.85: the rest
+is buffers of work the host has queued and the device has not yet run (MLX allocates when it
+queues a kernel and frees when the device is done), not dtypes, not the look-ahead, not
+mx.compile's constants. With MLX's memory limit the host waits for the device instead: 11.86 GB
+(30 % slower), 8.44 GB with checkpointing and chunked CE (below the reference's 10.2 GB, at
+0.9x its eager speed), 8.82 GB at 8B 4-bit batch 1 (under 10 GB, about half the speed in this
+short run). LoRA at batch 8 x 512 already peaks under mlx-lm's trainer (10.65 vs 12.39 GB) at
+1.65x its speed (42 % MFU). The engine now sets MLX's limit itself (clara/train/engine.py,
+MEMORY_HOLD of memory_limit_gb). On the CPU the same effect is smaller (2 blocks of 1.1B,
+batch 2, float32: backward transients 0.55 GB, 0.23 GB with the limit; they do not grow with
+the number of blocks). Separately, the new tokens' mean rows were computed lazily from a whole
+dequantized float32 copy of the 8B embedding and head inside the first step (7.4 GB of
+transients on the CPU at 8B shapes); they are now made a chunk of rows at a time at install.
 """
 
 from __future__ import annotations
