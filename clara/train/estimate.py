@@ -147,7 +147,9 @@ class Estimate:
         if self.budget_bytes:
             s += f"; budget {self.budget_bytes / GB:.1f} GB ({self.budget_what})"
         if self.over_budget:
-            s += " — OVER 90% OF THE BUDGET: lower batch_size or lengths, or --grad-checkpoint"
+            s += (" — OVER 90% OF THE BUDGET: lower batch_size or lengths, or --grad-checkpoint "
+                  "(CLaRa: and --chunked-ce), or --memory-limit-gb (MLX then holds the step "
+                  "under it, more slowly)")
         return s
 
     def to_dict(self) -> dict:
