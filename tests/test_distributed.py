@@ -217,3 +217,22 @@ def test_nccl_ranks_run_without_cuda_graphs_unless_chosen(monkeypatch):
     assert "MLX_USE_CUDA_GRAPHS=0" not in plan({"nproc": 2, "backend": "ring"}, check=False).args
     monkeypatch.setenv("MLX_USE_CUDA_GRAPHS", "1")  # the user's choice travels as it is
     assert "MLX_USE_CUDA_GRAPHS=0" not in plan({"nproc": 2, "backend": "nccl"}, check=False).args
+
+
+def test_cuda_ranks_get_disjoint_cpus_of_their_gpus_node(monkeypatch):
+    """pin_to_gpu_cpus' share: GPUs on one NUMA node split its CPUs evenly and disjointly (the
+    2-H200 host: one node of 32 cores), a GPU alone on its node keeps the node; no pinning
+    without a single CUDA device, or with CLARA_PIN_CPUS=0."""
+    from clara.train.distributed import pin_to_gpu_cpus, share_of_node
+
+    one_node = [list(range(32))] * 2
+    assert share_of_node(one_node, 0) == list(range(16))
+    assert share_of_node(one_node, 1) == list(range(16, 32))
+    two_nodes = [[0, 1, 2, 3], [0, 1, 2, 3], [4, 5, 6, 7]]
+    assert share_of_node(two_nodes, 1) == [2, 3] and share_of_node(two_nodes, 2) == [4, 5, 6, 7]
+    assert share_of_node(one_node, 2) is None
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert pin_to_gpu_cpus() is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setenv("CLARA_PIN_CPUS", "0")
+    assert pin_to_gpu_cpus() is None

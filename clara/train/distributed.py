@@ -219,6 +219,12 @@ def gpu_cpus(index: int) -> list[int] | None:
             lists.append(cpus)
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
+    return share_of_node(lists, index)
+
+
+def share_of_node(lists: list[list[int]], index: int) -> list[int] | None:
+    """GPU `index`'s part of its NUMA node's CPUs (`lists`: each GPU's node CPUs): the node's
+    CPUs split evenly, in GPU order, among the GPUs on that node."""
     if not 0 <= index < len(lists):
         return None
     peers = [i for i, c in enumerate(lists) if c == lists[index]]
