@@ -65,7 +65,9 @@ mode read its QA and source lists on the event loop; a hidden Runs mode redrew i
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -81,29 +83,81 @@ MODES = [("f2", "Workspaces"), ("f3", "Data"), ("f4", "Train"), ("f5", "Runs"), 
          ("f8", "Eval"), ("f9", "Models")]
 
 
+class Tmux:
+    """A tmux control-mode client (`tmux -C`) of the session: keys are sent and the screen is read
+    over one pipe, and the client waits for the pane's next output instead of polling. Polling
+    with a `tmux capture-pane` process every few ms cost 17 ms of wall time per look on a busy
+    machine (a fork, an exec and a tmux client each time) and a core of CPU, taken from the app
+    it measured."""
+
+    def __init__(self, session: str) -> None:
+        import queue
+        import threading
+
+        self.session = session
+        self.proc = subprocess.Popen(["tmux", "-C", "attach", "-t", session, "-f", "ignore-size"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.replies: queue.Queue = queue.Queue()
+        self.output = threading.Event()  # set when the pane wrote something
+        threading.Thread(target=self._read, daemon=True).start()
+        while "ready" not in self.command("display-message -p ready"):
+            pass  # the attach's own reply comes first
+
+    def _read(self) -> None:
+        block: list[str] | None = None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if block is None:
+                if line.startswith("%output"):
+                    self.output.set()
+                elif line.startswith("%begin"):
+                    block = []
+            elif line.startswith(("%end", "%error")):
+                self.replies.put("\n".join(block))
+                block = None
+            else:
+                block.append(line)
+        self.replies.put("")  # the client ended
+
+    def command(self, line: str) -> str:
+        self.proc.stdin.write(line.encode() + b"\n")
+        return self.replies.get(timeout=60)
+
+    def send(self, *keys: str) -> None:
+        self.command(f"send-keys -t {self.session} " + " ".join(keys))
+
+    def screen(self) -> str:
+        return self.command(f"capture-pane -p -t {self.session}")
+
+    def wait(self, predicate, timeout: float = 30.0) -> float:
+        """perf_counter() when predicate(screen text) first held after a look (inf: timeout)."""
+        deadline = time.perf_counter() + timeout
+        while True:
+            self.output.clear()  # before the look: output landing after it wakes the next wait
+            if predicate(self.screen()):
+                return time.perf_counter()
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return float("inf")
+            self.output.wait(min(left, 0.5))
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
 def tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True).stdout
 
 
-def screen() -> str:
-    return tmux("capture-pane", "-p", "-t", SESSION)
-
-
-def wait_screen(predicate, timeout: float = 30.0, poll: float = 0.004) -> float:
-    """Seconds until predicate(screen text) holds (inf on timeout)."""
+def key_latency(client: Tmux, key: str, predicate) -> tuple[float, float]:
+    """(sent, seen): perf_counter() before the key was sent and when its effect was on screen."""
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if predicate(screen()):
-            return time.perf_counter() - t0
-        time.sleep(poll)
-    return float("inf")
-
-
-def key_latency(key: str, predicate) -> float:
-    t0 = time.perf_counter()
-    tmux("send-keys", "-t", SESSION, key)
-    waited = wait_screen(predicate)
-    return waited if waited == float("inf") else time.perf_counter() - t0
+    client.send(key)
+    return t0, client.wait(predicate)
 
 
 def header_says(title: str):
@@ -160,54 +214,186 @@ def stop_training(run, proc) -> None:
         proc.kill()
 
 
-def start_app(root: Path, marker: Path) -> None:
+def serve(root: Path, log: Path, profile: Path | None) -> None:
+    """Run the app (in the benchmark's tmux) with a probe: every key the app's event loop takes
+    and every frame it hands to the terminal are noted with the time and the event loop's CPU
+    time, so a key's latency splits into delivery (tmux, the terminal, the input thread, keys
+    ahead of it), the app's own work and the probe's look. The notes are kept in memory and
+    written to `log` when SIGUSR1 comes (a write per note cost the app 1 ms a key on a busy
+    machine). `profile`: cProfile the app from SIGUSR2 to the next SIGUSR1."""
+    import cProfile
+
+    from textual import events
+    from textual.app import App
+
+    from tui.app import WorkbenchApp, run_app
+
+    notes: list[str] = []
+    profiler = [cProfile.Profile()]
+
+    def stamp(what: str) -> None:
+        notes.append(f"{what} {time.perf_counter():.6f} {time.thread_time():.6f}\n")
+
+    on_event = WorkbenchApp.on_event
+
+    async def probed_on_event(self, event):
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            stamp(f"key {event.key}")
+        await on_event(self, event)
+
+    display = App._display
+
+    def probed_display(self, screen, renderable):
+        display(self, screen, renderable)
+        if renderable is not None:
+            stamp("paint -")
+
+    def start(*_):
+        profiler[0] = cProfile.Profile()
+        profiler[0].enable()
+
+    def flush(*_):
+        if profile is not None:
+            profiler[0].disable()
+            profiler[0].dump_stats(str(profile))
+        with log.open("a") as out:
+            out.writelines(notes)
+            out.write("flushed\n")
+        notes.clear()
+
+    WorkbenchApp.on_event = probed_on_event
+    App._display = probed_display
+    signal.signal(signal.SIGUSR1, flush)
+    if profile is not None:
+        signal.signal(signal.SIGUSR2, start)
+    run_app(root, "bench")
+
+
+def flush_probe(pid: int, log: Path) -> None:
+    """Have the app write its probe's notes (and its profile) now; wait until it has."""
+    def flushed() -> int:
+        return log.read_text().count("flushed\n") if log.is_file() else 0
+
+    before = flushed()
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 30
+    while flushed() == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def start_app(root: Path, tmp: Path, profile: Path | None = None) -> tuple[Tmux, Path]:
     tmux("kill-session", "-t", SESSION)
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
-            f"from tui.app import run_app; run_app(Path({str(root)!r}), 'bench')")
-    cmd = f"{sys.executable} -c \"{code}\"; date +%s.%N > {marker}"
-    tmux("new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40", cmd)
-    if wait_screen(header_says("Workspaces"), timeout=120) == float("inf"):
-        raise SystemExit("the app did not start:\n" + screen())
+    log, marker, pidfile = tmp / "probe.log", tmp / "quit-marker", tmp / "app.pid"
+    extra = f" --profile {profile}" if profile else ""
+    cmd = (f"echo $$ > {pidfile}; exec {sys.executable} {Path(__file__).resolve()} --serve {root} "
+           f"--log {log}{extra}")
+    tmux("new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40",
+         f"sh -c '{cmd}'; date +%s.%N > {marker}")
+    client = Tmux(SESSION)
+    if client.wait(header_says("Workspaces"), timeout=120) == float("inf"):
+        raise SystemExit("the app did not start:\n" + client.screen())
     time.sleep(2.0)  # the first screen's workers settle
+    return client, log
 
 
-def phase(switches: int, typed: int) -> dict:
+def app_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def split(keys: list[tuple[float, float]], log: Path) -> dict:
+    """Each key's (sent, seen) split by the probe's log: delivered (sent -> the event loop took
+    it), app (took it -> the frame that was on screen when the key's effect was seen, written
+    to the terminal), cpu (the event loop's CPU time over `app`)."""
+    taken, paints = [], []
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if parts and parts[0] == "key":
+            taken.append((float(parts[2]), float(parts[3])))
+        elif parts and parts[0] == "paint":
+            paints.append((float(parts[2]), float(parts[3])))
+    out = {"delivered_s": [], "app_s": [], "cpu_s": []}
+    for sent, seen in keys:
+        took = next((k for k in taken if k[0] >= sent), None)
+        paint = max((p for p in paints if p[0] <= seen), default=None)
+        if took is None or paint is None or paint[0] < took[0]:
+            continue  # the probe saw it before the app logged (a key the app did not take)
+        out["delivered_s"].append(took[0] - sent)
+        out["app_s"].append(paint[0] - took[0])
+        out["cpu_s"].append(paint[1] - took[1])
+    return out
+
+
+class Profiled:
+    """cProfile the app (see serve) over a `with` block, its stats written to `path`."""
+
+    def __init__(self, pid: int, log: Path, profile: Path | None, path: str) -> None:
+        self.pid, self.log, self.profile, self.path = pid, log, profile, path
+
+    def __enter__(self):
+        if self.profile:
+            os.kill(self.pid, signal.SIGUSR2)
+
+    def __exit__(self, *exc):
+        if self.profile:
+            flush_probe(self.pid, self.log)
+            if self.profile.is_file():
+                self.profile.rename(self.path)
+
+
+def phase(client: Tmux, log: Path, pid: int, switches: int, typed: int,
+          profile: Path | None = None, name: str = "") -> dict:
     """Mode switches round the F-keys, then characters typed into the Data build name."""
-    times = []
+    part = lambda what: Profiled(pid, log, profile, f"{profile}.{name}.{what}")  # noqa: E731
+    cpu0 = app_cpu_s(pid)
+    switch = []
     i = 0
-    while len(times) < switches:
-        key, title = MODES[i % len(MODES)]
-        i += 1
-        times.append(key_latency(key.upper(), header_says(title)))
-    key_latency("F3", header_says("Data"))
-    tmux("send-keys", "-t", SESSION, "C-n")
+    with part("switch"):
+        while len(switch) < switches:
+            key, title = MODES[i % len(MODES)]
+            i += 1
+            switch.append(key_latency(client, key.upper(), header_says(title)))
+    switch_cpu = app_cpu_s(pid) - cpu0
+    key_latency(client, "F3", header_says("Data"))
+    client.send("C-n")
     time.sleep(0.5)
     typing = []
     text = ""
-    for n in range(typed):
-        ch = "abcdefghij"[n % 10]
-        text += ch
-        want = text[-12:]
-        typing.append(key_latency(ch, lambda s, w=want: w in s))
-    tmux("send-keys", "-t", SESSION, "C-u")  # clear the field
-    return {"switch_s": times, "typing_s": typing}
+    cpu0 = app_cpu_s(pid)
+    with part("typing"):
+        for n in range(typed):
+            ch = "abcdefghij"[n % 10]
+            text += ch
+            want = text[-12:]
+            typing.append(key_latency(client, ch, lambda s, w=want: w in s))
+    typing_cpu = app_cpu_s(pid) - cpu0
+    client.send("C-u")  # clear the field
+    time.sleep(0.3)
+    flush_probe(pid, log)
+    return {"switch": [b - a for a, b in switch], "typing": [b - a for a, b in typing],
+            "switch_split": split(switch, log), "typing_split": split(typing, log),
+            "switch_app_cpu_s": switch_cpu / max(1, len(switch)),
+            "typing_app_cpu_s": typing_cpu / max(1, len(typing))}
 
 
 def stats(values: list[float]) -> dict:
-    vals = sorted(values)
+    """Milliseconds: the median, the 90th and 99th percentiles and the largest."""
+    vals = sorted(values) or [float("nan")]
     p = lambda q: vals[min(len(vals) - 1, int(round(q * (len(vals) - 1))))]  # noqa: E731
-    return {"n": len(vals), "median_ms": 1000 * statistics.median(vals),
-            "p90_ms": 1000 * p(0.9), "p99_ms": 1000 * p(0.99), "max_ms": 1000 * vals[-1]}
+    return {"n": len(values), "median": 1000 * statistics.median(vals), "p90": 1000 * p(0.9),
+            "p99": 1000 * p(0.99), "max": 1000 * vals[-1]}
 
 
-def quit_time(marker: Path) -> float:
+def quit_time(client: Tmux, marker: Path) -> float:
     """Seconds from ctrl+q to the process's end, right after a Chat reply was started."""
-    key_latency("F7", header_says("Chat"))
+    key_latency(client, "F7", header_says("Chat"))
     time.sleep(1.0)
-    tmux("send-keys", "-t", SESSION, *"hello there", "Enter")
+    client.send("-l", "'hello there'")
+    client.send("Enter")
     time.sleep(0.3)  # the model is loading or generating in its thread worker now
     t0 = time.time()
-    tmux("send-keys", "-t", SESSION, "C-q")
+    client.send("C-q")
     deadline = time.monotonic() + 60
     while not marker.is_file() or not marker.read_text().strip():
         if time.monotonic() > deadline:
@@ -216,12 +402,41 @@ def quit_time(marker: Path) -> float:
     return float(marker.read_text()) - t0
 
 
+COLUMNS = (("seen", "median ms", "median"), ("seen", "p90 ms", "p90"), ("seen", "p99 ms", "p99"),
+           ("seen", "max ms", "max"), ("app", "app ms", "median"), ("app", "app p99", "p99"),
+           ("delivered", "tmux ms", "median"), ("cpu", "cpu ms", "median"))
+
+
+def table(result: dict) -> str:
+    """The figures as printed: `seen` is key sent -> effect seen on screen (what a user waits);
+    `app` is the event loop taking the key -> the frame written; `tmux` is sending -> the event
+    loop taking it; `cpu` the event loop's CPU time per key (medians unless named)."""
+    lines = [f"{'phase':<19} {'what':<7} {'n':>3} " + " ".join(f"{h:>9}" for _, h, _ in COLUMNS)]
+    for name, ph in result["phases"].items():
+        for what in ("switch", "typing"):
+            s = ph[what]
+            cells = [s[src][q] for src, _, q in COLUMNS]
+            lines.append(f"{name:<19} {what:<7} {s['seen']['n']:>3} "
+                         + " ".join(f"{c:>9.1f}" for c in cells))
+    lines.append(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--switches", type=int, default=35, help="mode switches per phase")
     p.add_argument("--typed", type=int, default=20, help="characters typed per phase")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--phases", default="idle,10,0",
+                   help="comma-separated: idle, or the nice level of a background training")
+    p.add_argument("--profile", help="cProfile the app's process over each part of each phase: "
+                   "PROFILE.PHASE.switch and PROFILE.PHASE.typing (pstats files)")
+    p.add_argument("--serve", help=argparse.SUPPRESS)  # the app under test (run in tmux)
+    p.add_argument("--log", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.serve:
+        serve(Path(args.serve), Path(args.log), Path(args.profile) if args.profile else None)
+        return 0
     if not shutil.which("tmux"):
         raise SystemExit("tmux is needed (apt-get install tmux)")
 
@@ -230,39 +445,42 @@ def main(argv=None) -> int:
 
     result = {"platform": describe(), "settings": vars(args), "phases": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "workspaces"
+        tmp = Path(tmp)
+        root = tmp / "workspaces"
         ws = build_workspace(root)
-        marker = Path(tmp) / "quit-marker"
-        start_app(root, marker)
+        profile = Path(args.profile).resolve() if args.profile else None
+        client, log = start_app(root, tmp, profile)
+        pid = int((tmp / "app.pid").read_text())
         try:
-            for name, nice in (("idle", None), ("training, nice 10", 10),
-                               ("training, nice 0", 0)):
+            for spec in args.phases.split(","):
+                nice = None if spec == "idle" else int(spec)
+                name = "idle" if nice is None else f"training, nice {nice}"
+                name += " (again)" * sum(n.startswith(name) for n in result["phases"])
                 training = start_training(ws, nice) if nice is not None else None
                 try:
                     print(f"  phase {name} …", file=sys.stderr)
-                    raw = phase(args.switches, args.typed)
+                    raw = phase(client, log, pid, args.switches, args.typed, profile,
+                                "".join(c for c in name if c.isalnum()))
                 finally:
                     if training:
                         stop_training(*training)
-                result["phases"][name] = {"switch": stats(raw["switch_s"]),
-                                          "typing": stats(raw["typing_s"]), "raw": raw}
+                result["phases"][name] = {
+                    what: {"seen": stats(raw[what]),
+                           **{k.removesuffix("_s"): stats(v)
+                              for k, v in raw[f"{what}_split"].items()},
+                           "app_cpu_per_key_ms": 1000 * raw[f"{what}_app_cpu_s"]}
+                    for what in ("switch", "typing")} | {"raw": raw}
             training = start_training(ws, 10)
             try:
-                result["quit_s"] = quit_time(marker)
+                result["quit_s"] = quit_time(client, tmp / "quit-marker")
             finally:
                 stop_training(*training)
         finally:
+            client.close()
             tmux("kill-session", "-t", SESSION)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     io.write_json(Path(args.out) / f"tui_latency-{stamp}.json", result)
-    print(f"{'phase':<20} {'what':<12} {'n':>4} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8} "
-          f"{'max ms':>8}")
-    for name, ph in result["phases"].items():
-        for what in ("switch", "typing"):
-            s = ph[what]
-            print(f"{name:<20} {what:<12} {s['n']:>4} {s['median_ms']:>10.1f} "
-                  f"{s['p90_ms']:>8.1f} {s['p99_ms']:>8.1f} {s['max_ms']:>8.1f}")
-    print(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s")
+    print(table(result))
     return 0
 
 

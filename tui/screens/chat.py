@@ -19,6 +19,7 @@ from textual.widgets import (Collapsible, Input, Label, LoadingIndicator, Select
 
 from clara.errors import UserError
 from tui.screens.base import ModeScreen
+from tui.widgets.live_text import TextInput
 from tui.widgets.ticklist import TickList
 
 THINKING = [("hide reasoning", "hide"), ("show reasoning", "show"), ("ban reasoning", "ban")]
@@ -203,9 +204,9 @@ class ChatScreen(ModeScreen):
                              compact=True)
                 with Horizontal(classes="switch-row"):
                     yield Label("max tokens ")
-                    yield Input("128", id="chat-max-tokens", compact=True, type="integer")
+                    yield TextInput("128", id="chat-max-tokens", compact=True, type="integer")
                     yield Label(" seed ")
-                    yield Input("", id="chat-seed", compact=True, type="integer",
+                    yield TextInput("", id="chat-seed", compact=True, type="integer",
                                 placeholder="none")
             with Vertical(id="chat-main"):
                 with VerticalScroll(id="transcript"):
@@ -214,7 +215,7 @@ class ChatScreen(ModeScreen):
                 with Horizontal(id="chat-loading-row", classes="hidden"):
                     yield LoadingIndicator(id="chat-loading")
                     yield Static("", id="chat-loading-text")
-                yield Input(placeholder="ask something (Enter sends)", id="prompt")
+                yield TextInput(placeholder="ask something (Enter sends)", id="prompt")
                 yield Static("", id="chat-status", classes="muted")
 
     # -- choices ---------------------------------------------------------------------------
