@@ -37,7 +37,8 @@ def test_modes_switch_by_keys_and_header_shows_workspace_and_platform(workspace)
 def test_keys_typed_ahead_land_where_the_keys_before_them_sent_the_focus(workspace):
     """Typing fast (or while the app is busy) delivers keys in one burst. Those after a key that
     moves the focus (ctrl+n, ctrl+o) or opens a mode whose screen is still being built went to
-    the old focus, or nowhere, and were lost; now each key waits for the one before it."""
+    the old focus, or nowhere, and were lost; now each key waits for the one before it, except
+    characters typed into a text field, which go on together."""
     from textual import events
 
     def burst(app, *keys):
@@ -52,9 +53,17 @@ def test_keys_typed_ahead_land_where_the_keys_before_them_sent_the_focus(workspa
             burst(app, "f3", "ctrl+o", *"/tmp/notes")
             await wait_for(pilot, lambda: getattr(app.focused, "id", "") == "import-path"
                            and app.focused.value == "/tmp/notes", what="the typed path")
+            turns = []  # each key handed on alone waits for its effects (a frame at least)
+            set_timer = app.set_timer
+            app.set_timer = lambda delay, *a, **k: (
+                turns.append(delay) if delay == app.KEY_SETTLE_S else None,
+                set_timer(delay, *a, **k))[1]
             burst(app, "escape", "ctrl+n", *"nb-cpt")  # a built screen: another field
             await wait_for(pilot, lambda: getattr(app.focused, "id", "") == "build-name"
                            and app.focused.value == "nb-cpt", what="the typed name")
+            # characters into a text field go on behind one another: escape, ctrl+n, then the
+            # six letters at once (not one frame each)
+            assert len(turns) == 3, turns
             assert app.current_mode == "data"  # n, b, t, ... typed, never run as commands
             assert app.screen.query_one("#import-path").value == "/tmp/notes"
 

@@ -62,6 +62,20 @@ class WorkspaceCommands(Provider):
                           help=help_text)
 
 
+def _types_into(widget, event: events.Event) -> bool:
+    """Whether `event` is a character that the text field `widget` takes as text: such a key
+    neither moves the focus nor runs a command (a field that refuses some characters, such as
+    a number field, lets them bubble to the screen's keys, so it is left out)."""
+    from textual.widgets import Input, TextArea
+
+    if not isinstance(event, events.Key) or not event.is_printable:
+        return False
+    if isinstance(widget, TextArea):
+        return not widget.read_only
+    return (isinstance(widget, Input) and widget.type == "text" and not widget.restrict
+            and not widget.max_length)
+
+
 def _styled(screen: Screen) -> Screen:
     """A new mode screen, marked as styled with the app's current CSS. Textual restyles the whole
     app (reparsing every stylesheet) when it shows a screen not so marked, twice on a mode's
@@ -129,15 +143,24 @@ class WorkbenchApp(App):
         self.set_reactive(WorkbenchApp.workspace_name, workspace or "")
         self._keys: deque = deque()  # typed ahead, not yet handed on (see on_event)
         self._key_turn = 0  # which handed-on key the app waits for; 0: none
+        self._typing_into = None  # the text field the key in flight types into, if it does
 
     # -- type-ahead ---------------------------------------------------------------------------
     async def on_event(self, event: events.Event) -> None:
         """Keys are handed on one at a time, each once the previous one's effects have landed.
         Textual hands a key to whatever has the focus when the key is read: keys typed fast
         (or queued while the app was busy) after one that moves the focus (ctrl+n, a mode key
-        that builds its screen) reached the old focus, or nothing, and were lost."""
+        that builds its screen) reached the old focus, or nothing, and were lost. Characters
+        typed into a text field go on at once, behind one another: waiting a frame for each
+        made fast typing lag behind (a layout and a paint per key instead of one a burst)."""
         if isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded:
             self._last_key_at = time.monotonic()
+            if not self._keys and self._typing_into is not None \
+                    and self._typing_into is self.focused and _types_into(self.focused, event):
+                # the key in flight is a character into this field: it cannot have moved the
+                # focus, so this one need not wait a frame for its effects
+                await super().on_event(event)
+                return
             self._keys.append(event)
             if not self._key_turn:
                 await self._next_key()
@@ -150,6 +173,7 @@ class WorkbenchApp(App):
         if turn is not None and turn != self._key_turn:
             return  # a late report of a key already given up on
         self._key_turn = 0
+        self._typing_into = None
         if not self._keys:
             return
         screen = self.screen
@@ -161,6 +185,10 @@ class WorkbenchApp(App):
         target = self.focused or screen
         self._key_turn = turn = id(event)
         await super().on_event(event)
+        if _types_into(target, event):
+            self._typing_into = target
+            while self._keys and _types_into(target, self._keys[0]):  # a burst into the field
+                await super().on_event(self._keys.popleft())
         # the key bubbles from the target up to the screen (a binding there acts on it), the
         # app runs what that queued (a focus change), the screen lays out what changed
         self._after_bubbling(target, lambda: self.screen.call_after_refresh(
