@@ -278,6 +278,22 @@ class WorkbenchApp(App):
             self._register(self, screen)
             await screen._mounted_event.wait()
 
+    _mask_switch = True
+
+    def switch_mode(self, mode: str):
+        """Textual holds every paint for 50 ms after a mode switch, to mask a screen composing
+        itself: half of the 100 ms a switch may take. A screen shown before, or built in the
+        background, is whole at once; only a first visit still composing keeps the mask."""
+        self._mask_switch = mode not in self._screen_stacks and mode not in self._prebuilt
+        try:
+            return super().switch_mode(mode)
+        finally:
+            self._mask_switch = True
+
+    def delay_update(self, delay: float = 0.05) -> None:
+        if self._mask_switch:
+            super().delay_update(delay)
+
     async def action_quit(self) -> None:
         """Quit at once: the terminal is restored and the process ends. The orderly shutdown
         closed every widget of every built mode screen (a second on a busy machine) and waited
