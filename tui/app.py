@@ -254,10 +254,9 @@ class WorkbenchApp(App):
             self.call_from_thread(self.run_worker, self._prebuild(), group="prebuild",
                                   exit_on_error=False)
 
-    # In the order of the usual loop. Not Train: its CLaRa forms import the method in a
-    # thread, and that held the event loop for seconds (a key waited as long): it is built on
-    # its first visit, keys typed meanwhile waiting for it (see on_event).
-    PREBUILD_ORDER = ("data", "runs", "chat", "eval", "models", "workspaces")
+    # In the order of the usual loop. Train too: its CLaRa forms no longer import the method
+    # (and MLX) in a thread that held the event loop for seconds; its first visit took 1-3 s.
+    PREBUILD_ORDER = ("data", "train", "runs", "chat", "eval", "models", "workspaces")
     PREBUILD_PAUSE_S = 0.3  # between two screens: keys typed meanwhile are answered first
     PREBUILD_IDLE_S = 3.0  # a screen is built only once no key came for this long
     _last_key_at = 0.0
