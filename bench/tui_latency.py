@@ -222,9 +222,10 @@ def stop_training(run, proc) -> None:
 
 def serve(root: Path, log: Path, profile: Path | None) -> None:
     """Run the app (in the benchmark's tmux) with a probe: every key the app's event loop takes
-    and every frame it hands to the terminal are noted with the time and the event loop's CPU
-    time, so a key's latency splits into delivery (tmux, the terminal, the input thread, keys
-    ahead of it), the app's own work and the probe's look. The notes are kept in memory and
+    and every frame it hands to its terminal writer thread are noted with the time and the event
+    loop's CPU time, and when the writer has written a frame, so a key's latency splits into
+    delivery (tmux, the terminal, the input thread, keys ahead of it), the app's own work (up to
+    the frame written) and the probe's look. The notes are kept in memory and
     written to `log` when SIGUSR1 comes (a write per note cost the app 1 ms a key on a busy
     machine). `profile`: cProfile the app from SIGUSR2 to the next SIGUSR1."""
     import cProfile
@@ -234,7 +235,11 @@ def serve(root: Path, log: Path, profile: Path | None) -> None:
 
     from tui.app import WorkbenchApp, run_app
 
-    notes: list[str] = []
+    from collections import deque
+
+    from textual.drivers._writer_thread import WriterThread
+
+    notes: deque[str] = deque()  # appended by the event loop and the terminal writer thread
     profiler = [cProfile.Profile()]
 
     def stamp(what: str) -> None:
@@ -254,6 +259,16 @@ def serve(root: Path, log: Path, profile: Path | None) -> None:
         if renderable is not None:
             stamp("paint -")
 
+    def write_frames(self):  # Textual's WriterThread.run, noting when a frame has been written
+        write, flush, get, qsize = self._file.write, self._file.flush, self._queue.get, \
+            self._queue.qsize
+        while (text := get()) is not None:
+            write(text)
+            if qsize() == 0:
+                flush()
+                stamp("written -")
+        flush()
+
     def start(*_):
         profiler[0] = cProfile.Profile()
         profiler[0].enable()
@@ -263,12 +278,13 @@ def serve(root: Path, log: Path, profile: Path | None) -> None:
             profiler[0].disable()
             profiler[0].dump_stats(str(profile))
         with log.open("a") as out:
-            out.writelines(notes)
+            while notes:
+                out.write(notes.popleft())
             out.write("flushed\n")
-        notes.clear()
 
     WorkbenchApp.on_event = probed_on_event
     App._display = probed_display
+    WriterThread.run = write_frames
     signal.signal(signal.SIGUSR1, flush)
     if profile is not None:
         signal.signal(signal.SIGUSR2, start)
@@ -309,24 +325,23 @@ def app_cpu_s(pid: int) -> float:
 
 
 def split(keys: list[tuple[float, float]], log: Path) -> dict:
-    """Each key's (sent, seen) split by the probe's log: delivered (sent -> the event loop took
-    it), app (took it -> the frame that was on screen when the key's effect was seen, written
-    to the terminal), cpu (the event loop's CPU time over `app`)."""
-    taken, paints = [], []
+    """Each key's (sent, seen) split by the probe's notes: delivered (sent -> the event loop took
+    it), app (took it -> the frame on screen when the key's effect was seen was written to the
+    terminal), cpu (the event loop's CPU time from taking the key to handing that frame on)."""
+    notes: dict[str, list[tuple[float, float]]] = {"key": [], "paint": [], "written": []}
     for line in log.read_text().splitlines():
         parts = line.split()
-        if parts and parts[0] == "key":
-            taken.append((float(parts[2]), float(parts[3])))
-        elif parts and parts[0] == "paint":
-            paints.append((float(parts[2]), float(parts[3])))
+        if len(parts) == 4 and parts[0] in notes:
+            notes[parts[0]].append((float(parts[2]), float(parts[3])))
     out = {"delivered_s": [], "app_s": [], "cpu_s": []}
     for sent, seen in keys:
-        took = next((k for k in taken if k[0] >= sent), None)
-        paint = max((p for p in paints if p[0] <= seen), default=None)
+        took = next((k for k in notes["key"] if k[0] >= sent), None)
+        written = max((w for w in notes["written"] if w[0] <= seen), default=None)
+        paint = written and max((p for p in notes["paint"] if p[0] <= written[0]), default=None)
         if took is None or paint is None or paint[0] < took[0]:
-            continue  # the probe saw it before the app logged (a key the app did not take)
+            continue  # the probe saw it before the app noted it (a key the app did not take)
         out["delivered_s"].append(took[0] - sent)
-        out["app_s"].append(paint[0] - took[0])
+        out["app_s"].append(written[0] - took[0])
         out["cpu_s"].append(paint[1] - took[1])
     return out
 
@@ -505,6 +520,7 @@ def main(argv=None) -> int:
             tmux("kill-session", "-t", SESSION)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     io.write_json(Path(args.out) / f"tui_latency-{stamp}.json", result)
+    io.write_text(Path(args.out) / f"tui_latency-{stamp}.txt", table(result) + "\n")
     print(table(result))
     return 0
 

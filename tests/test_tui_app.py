@@ -90,6 +90,11 @@ def test_mode_screens_are_built_in_the_background_and_shown_as_built(workspace):
                 what="the screens built in the background")
             built = dict(app._prebuilt)
             assert not any(s.is_current for s in built.values())
+            # laid out in the background too, for the terminal's width (100: forms stack their
+            # help under the field); Textual gives that class only to the screen shown
+            await wait_for(pilot, lambda: built["train"].query_one("#launch").region,
+                           what="Train laid out in the background")
+            assert all(s.has_class("-narrow") for s in built.values())
             await pilot.press("f3")
             await settle(pilot)
             assert app.screen is built["data"] and "data" not in app._prebuilt

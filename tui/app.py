@@ -265,17 +265,26 @@ class WorkbenchApp(App):
         """Build (compose, mount, load) every mode's screen in the background, one at a time,
         so that a mode's first visit is as quick as the next ones: composing a form screen took
         seconds on a busy machine, keys waiting meanwhile."""
-        for name in self.PREBUILD_ORDER:
+        async def until_idle() -> None:
             await asyncio.sleep(self.PREBUILD_PAUSE_S)
             # building a screen holds the event loop for a while: not while the user types
             while time.monotonic() - self._last_key_at < self.PREBUILD_IDLE_S:
                 await asyncio.sleep(0.2)
+
+        for name in self.PREBUILD_ORDER:
+            await until_idle()
             if name in self._screen_stacks or name in self._prebuilt:
                 continue  # shown already
             screen = _styled(next(m for m in MODE_LIST if m.name == name).screen_class()())
             self._prebuilt[name] = screen
             self._register(self, screen)
             await screen._mounted_event.wait()
+            await until_idle()
+            if name not in self._prebuilt or not self.size:
+                continue  # shown meanwhile: laid out as it was
+            # lay it out too: a first layout of a form screen (Train's hundreds of fields)
+            # held its first visit for 2.5 s at load 10
+            screen._refresh_layout(self.size)
 
     _mask_switch = True
 
