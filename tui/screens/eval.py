@@ -102,7 +102,7 @@ class EvalScreen(ModeScreen):
                             yield Label("compare: base vs adapters + retention probe")
                     with Vertical(id="eval-settings"):
                         yield ConfigForm(EvalConfig, hidden=FORM_HIDDEN, values=FORM_VALUES,
-                                         id="eval-form")
+                                         id="eval-form", classes="stacked")  # beside the list
                         # shown only while an evaluation runs (idle, it animated a "--%")
                         yield ProgressBar(id="eval-progress", show_eta=False, classes="hidden")
                         yield Static("", id="eval-status")

@@ -178,7 +178,7 @@ class ModelsScreen(ModeScreen):
                 with ContentSwitcher(id="model-forms", initial="model-form-add"):
                     for key, (_title, cls, _p) in ACTIONS.items():
                         yield ConfigForm(cls, choices=dict(CHOICES.get(key, {})),
-                                         id=f"model-form-{key}")
+                                         id=f"model-form-{key}", classes="stacked")
                 yield LiveText("", id="model-command", classes="command-line")
                 with Horizontal(classes="form-buttons"):
                     yield Static("", id="model-result")
