@@ -73,6 +73,11 @@ def test_keys_typed_ahead_land_where_the_keys_before_them_sent_the_focus(workspa
             assert len(turns) == 3, turns
             assert app.current_mode == "data"  # n, b, t, ... typed, never run as commands
             assert app.screen.query_one("#import-path").value == "/tmp/notes"
+            # ctrl+q quits at once, even behind a key whose effects have not landed yet
+            app._key_turn, app._typing_into = -1, None  # a mode key in flight, say
+            burst(app, "x", "ctrl+q")
+            await wait_for(pilot, lambda: app._exit, what="the quit")
+            assert app.focused.value == "nb-cpt"  # the x still waits
 
     asyncio.run(go())
 

@@ -120,6 +120,7 @@ class WorkbenchApp(App):
         Binding("f10", "switch_mode('hrm')", "HRM", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
+    _QUIT_KEYS = frozenset(b.key for b in BINDINGS if b.action == "quit")
     # narrow terminals (100 columns) stack a form's help under its field
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (116, "-wide")]
 
@@ -155,6 +156,9 @@ class WorkbenchApp(App):
         made fast typing lag behind (a layout and a paint per key instead of one a burst)."""
         if isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded:
             self._last_key_at = time.monotonic()
+            if isinstance(event, events.Key) and event.key in self._QUIT_KEYS:
+                await super().on_event(event)  # quit at once, not after the keys before it
+                return
             if not self._keys and self._typing_into is not None \
                     and self._typing_into is self.focused and _types_into(self.focused, event):
                 # the key in flight is a character into this field: it cannot have moved the
@@ -254,8 +258,9 @@ class WorkbenchApp(App):
             self.call_from_thread(self.run_worker, self._prebuild(), group="prebuild",
                                   exit_on_error=False)
 
-    # In the order of the usual loop. Train too: its CLaRa forms no longer import the method
-    # (and MLX) in a thread that held the event loop for seconds; its first visit took 1-3 s.
+    # In the order of the usual loop. Train too: the CLaRa settings its forms import in a
+    # thread no longer bring MLX along (that held the event loop for seconds); its first visit
+    # took 1-3.5 s at load 10.
     PREBUILD_ORDER = ("data", "train", "runs", "chat", "eval", "models", "workspaces")
     PREBUILD_PAUSE_S = 0.3  # between two screens: keys typed meanwhile are answered first
     PREBUILD_IDLE_S = 3.0  # a screen is built only once no key came for this long
