@@ -1,9 +1,11 @@
 """Key-to-render latency of the workbench app while a real training runs on the same machine.
 
-The app runs in a real terminal (tmux, 120x40). The benchmark sends keys with `tmux send-keys`
-and polls `tmux capture-pane` until the key's effect is on screen: a mode switch (F2..F9) until
-the header names the new mode, a typed character until it shows in a text field. Three phases
-in one run, the first being the reference:
+The app runs in a real terminal (tmux, 120x40). The benchmark sends keys and reads the screen
+through one tmux control-mode client (`tmux -C`), waking when the pane writes output, until
+the key's effect is on screen: a mode switch (F2..F9) until the header names the new mode, a
+typed character until it shows in a text field (each once the one before is on screen), and
+bursts of ten characters sent at once until all ten show. Three phases in one run, the first
+being the reference:
 
   idle       no training
   nice 10    a tiny LoRA training in the background, started as the app starts it (niced)
@@ -12,54 +14,73 @@ in one run, the first being the reference:
 Then quitting: a Chat reply is started (the model loads and generates in a thread worker) and
 ctrl+q is sent at once; the time until the process has exited is measured.
 
-Writes bench/results/tui_latency-DATE.json (git-ignored) and prints a table.
-Needs tmux. Example: python bench/tui_latency.py --switches 40
+The columns. `median`..`max`: key sent -> effect seen on screen (what a user waits). The app
+runs with a probe (see `serve`) that notes when its event loop takes each key, when it hands a
+frame to its terminal writer and when that frame is written, with the event loop's CPU time:
+`app` is key taken -> the frame showing its effect written; `tmux` is key sent -> taken (tmux,
+the pty, the app's input thread, keys ahead of it); `cpu` is the event loop's CPU time from
+taking the key to handing that frame on (medians unless named). On a shared machine `app` and
+`seen` grow with the load; `cpu` barely does: it is the figure to compare work per key.
+`--profile FILE` writes a cProfile of the app's process per part of each phase.
 
-Figures (2 shared CPU cores, other sessions' tests running: load 7-13; `--switches 35
---typed 15`; before = commit 00bc9b4, after = the branch app5 of 2026-11-30, run back to back):
+Writes bench/results/tui_latency-DATE.json and .txt (git-ignored) and prints the table.
+Needs tmux. One command, about 5 minutes: python bench/tui_latency.py
 
-  before                  what      n  median ms   p90 ms   p99 ms   max ms
-  idle                    switch   35      207.6   2868.5   7927.4   7927.4
-  idle                    typing   15       30.7     48.9     56.2     56.2
-  training, nice 10       switch   35      360.3   1648.9   6300.9   6300.9
-  training, nice 10       typing   15       44.6     64.1     76.8     76.8
-  training, nice 0        switch   35      305.3   1000.2   5607.7   5607.7
-  training, nice 0        typing   15       46.1     68.9     85.6     85.6
-  quit during a chat reply, with a training running: 5.34 s
+Figures (2 shared CPU cores; the other sessions' tests and trainings ran meanwhile, load 5-9;
+the same command, `python bench/tui_latency.py`, back to back; before = commit df9b194, after =
+the branch app6 of 2026-11-30 12:08):
 
-  after                   what      n  median ms   p90 ms   p99 ms   max ms
-  idle                    switch   35      156.3   1483.5   6821.0   6821.0
-  idle                    typing   15       90.9    157.0    440.0    440.0
-  training, nice 10       switch   35      126.6    233.5    287.1    287.1
-  training, nice 10       typing   15       78.1    176.4   2486.1   2486.1
-  training, nice 0        switch   35      141.8    287.7    349.6    349.6
-  training, nice 0        typing   15       82.0    180.6    183.8    183.8
-  quit during a chat reply, with a training running: 0.65 s
+  before (ms)        what     n  median     p90     p99     max     app app p99    tmux     cpu
+  idle               switch  35   194.2  1356.6  2324.5  2324.5   124.2  2106.9     2.3    21.9
+  idle               typing  20    89.0   387.6   804.3   804.3    41.8   410.2     2.1     9.1
+  idle               burst    8   611.3   786.0   859.5   859.5   511.2   819.0     4.9   109.1
+  training, nice 10  switch  35   287.3   493.5  1268.5  1268.5   122.4  1191.0     2.8    18.4
+  training, nice 10  typing  20    92.4   161.9   453.1   453.1    71.4   134.6     2.4    13.2
+  training, nice 10  burst    8   787.2  1231.7  1345.2  1345.2   704.4  1286.5     2.6   115.7
+  training, nice 0   switch  35   215.1   632.3  2106.0  2106.0   101.3  2047.3     3.5    20.3
+  training, nice 0   typing  20    60.0   128.0   149.2   149.2    45.1    98.4     2.5    10.2
+  training, nice 0   burst    8   817.9  1196.3  1690.2  1690.2   704.1  1676.7     2.3   112.4
+  quit during a chat reply, with a training running: 0.35 s
 
-  after, on a quiet machine (load 1; the same command, main of 2026-11-30 10:17)
-  idle                    switch   35       72.3    622.1   2258.4   2258.4
-  idle                    typing   15       14.9     37.2     73.8     73.8
-  training, nice 10       switch   35      101.4    181.7    197.8    197.8
-  training, nice 10       typing   15      113.7    159.9    188.0    188.0
-  training, nice 0        switch   35      138.7    195.2    263.1    263.1
-  training, nice 0        typing   15       95.3    198.4    436.1    436.1
-  quit during a chat reply, with a training running: 0.45 s
+  after (ms)         what     n  median     p90     p99     max     app app p99    tmux     cpu
+  idle               switch  35    69.9  1298.7  3487.8  3487.8    40.4  2386.9     1.1    11.2
+  idle               typing  20    29.1    60.9   503.2   503.2    19.9   117.5     1.6     5.2
+  idle               burst    8    49.2    99.6   141.3   141.3    32.5    74.2     5.0     6.9
+  training, nice 10  switch  35    98.1   257.6  1033.3  1033.3    49.6   960.2     4.0    12.8
+  training, nice 10  typing  20    35.0    61.0    82.4    82.4    19.2    66.2     4.2     5.2
+  training, nice 10  burst    8    47.1    55.0    64.0    64.0    34.8    44.4     3.5    10.1
+  training, nice 0   switch  35   113.9   343.9  1486.4  1486.4    50.2  1443.8     2.6    14.6
+  training, nice 0   typing  20    31.2    54.8   114.9   114.9    24.5    89.4     0.7     4.7
+  training, nice 0   burst    8    53.5    63.0    66.1    66.1    39.0    52.0     4.3     8.3
+  quit during a chat reply, with a training running: 1.33 s (ctrl+q waited behind the chat's
+  Enter; it no longer waits for the keys before it)
 
-With the app's own training (nice 10) on a quiet machine every p99 is under 250 ms, but the
-medians sit at the 100 ms target (switch) or above it (typing: 114 ms against 45 ms before the
-one-key-at-a-time hand-on; its cost under a training is not yet separated).
+The idle phase's p90/p99 are each mode's first visit: the bench starts switching 2 s after the
+app starts, before any screen is built in the background (that waits for 3 s without a key). A
+switch's p99 with a training running is one switch in 35 that waited for the CPU (app ms equal
+to it, cpu ms 12-15): under this load the machine gives the app a fraction of a core.
 
-The idle phase's p90/p99 are each mode's first visit (its screen built then; the bench starts
-switching 2 s after the app starts, before any is built in the background). Once a mode is
-built, a switch with a training running took 80-290 ms here (median 127 ms): the target, median
-100 ms and p99 250 ms, is met on a quiet machine (idle switches 70-90 ms in an earlier run at
-load 6) but not under this load. The one 2.5 s typing outlier is a key that came while a mode
-screen was being built in the background (that happens only after 3 s without a key).
-Where the time went before: Textual's Footer rebuilt all its keys on every switch; a form
-looked each field up with a DOM query on every keystroke; the Train preview planned (files
-read) on the event loop; every mode refilled its tables and Selects on each visit; the Data
-mode read its QA and source lists on the event loop; a hidden Runs mode redrew its plot every
-0.5 s; and a mode's first visit reparsed every stylesheet three times.
+Where the time went, per key (in-process, `--profile`): typing into a form laid the whole screen
+out on every key, twice: Input sets its scrollable width (a reactive that asks for a layout) and
+the form's command line (a Static) asked for one on each update (TextInput, LiveText: 70% of a
+key's CPU); the type-ahead queue handed each character on only after the previous one's frame,
+so ten characters typed fast cost ten layouts and paints (characters into a text field now go
+on at once: a burst costs one); and Textual holds every paint for 50 ms after a mode switch,
+to mask a screen still composing (now only on a first visit not built in the background). A
+screen built in the background was restyled and laid out on its first show (Train: 2.5-3.6 s
+at load 10; now it is laid out in the background and not restyled: its widgets were styled as
+they mounted), and did not get the terminal's width class (Train's help squeezed to 14
+characters at 100 columns).
+
+The probe: before this branch a `tmux capture-pane` process ran every 4 ms; each look cost 17
+ms of wall time and 2 ms of CPU at this load, a core taken from the app it measured. On a quiet
+machine (load 1) that probe gave, with the app's training at nice 10: switch median 101 ms,
+typing median 114 ms (main of 10:17). The control-mode client looks again every 2 ms for 50 ms
+after tmux reports output: a look right after a report missed the change in 1 key of 3.
+Earlier work (branch app5): Textual's Footer rebuilt all its keys on every switch; a form looked
+each field up with a DOM query on every keystroke; the Train preview planned on the event loop;
+every mode refilled its tables and Selects on each visit; a hidden Runs mode redrew its plot;
+and a mode's first visit reparsed every stylesheet three times.
 """
 
 from __future__ import annotations
@@ -440,22 +461,24 @@ def quit_time(client: Tmux, marker: Path) -> float:
 
 
 WHAT = ("switch", "typing", "burst")  # a mode key; a character; ten characters in one go
-COLUMNS = (("seen", "median ms", "median"), ("seen", "p90 ms", "p90"), ("seen", "p99 ms", "p99"),
-           ("seen", "max ms", "max"), ("app", "app ms", "median"), ("app", "app p99", "p99"),
-           ("delivered", "tmux ms", "median"), ("cpu", "cpu ms", "median"))
+COLUMNS = (("seen", "median", "median"), ("seen", "p90", "p90"), ("seen", "p99", "p99"),
+           ("seen", "max", "max"), ("app", "app", "median"), ("app", "app p99", "p99"),
+           ("delivered", "tmux", "median"), ("cpu", "cpu", "median"))
 
 
 def table(result: dict) -> str:
-    """The figures as printed: `seen` is key sent -> effect seen on screen (what a user waits);
-    `app` is the event loop taking the key -> the frame written; `tmux` is sending -> the event
-    loop taking it; `cpu` the event loop's CPU time per key (medians unless named)."""
-    lines = [f"{'phase':<19} {'what':<7} {'n':>3} " + " ".join(f"{h:>9}" for _, h, _ in COLUMNS)]
+    """The figures as printed, in milliseconds: median..max are key sent -> effect seen on
+    screen (what a user waits); `app` is the event loop taking the key -> the frame written;
+    `tmux` is sending -> the event loop taking it; `cpu` the event loop's CPU time per key
+    (medians unless named)."""
+    lines = [f"{'phase (ms)':<18} {'what':<6} {'n':>3} "
+             + " ".join(f"{h:>7}" for _, h, _ in COLUMNS)]
     for name, ph in result["phases"].items():
         for what in WHAT:
             s = ph[what]
             cells = [s[src][q] for src, _, q in COLUMNS]
-            lines.append(f"{name:<19} {what:<7} {s['seen']['n']:>3} "
-                         + " ".join(f"{c:>9.1f}" for c in cells))
+            lines.append(f"{name:<18} {what:<6} {s['seen']['n']:>3} "
+                         + " ".join(f"{c:>7.1f}" for c in cells))
     lines.append(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s")
     return "\n".join(lines)
 
