@@ -29,7 +29,9 @@ RAG_TOP_K = 3  # chunks pasted into a plain model's prompt
 
 def adapter_options(ws) -> list[tuple[str, str]]:
     """(label, reference) of every checkpoint chat can use: LoRA runs' best/last/step-N, CLaRa
-    runs (their best, else last checkpoint), newest run first."""
+    runs (their best, else last checkpoint), newest run first. A label starts with what tells
+    the rows apart: the pickers are 27 characters wide, and `RUN-ID:best` and `RUN-ID:last`
+    were cut to the same `lora-20261130-115222-5ad…`."""
     from clara import refs
     from clara.runs import Run
 
@@ -40,10 +42,10 @@ def adapter_options(ws) -> list[tuple[str, str]]:
         names = refs.checkpoint_names(run)
         if kind.startswith("clara-"):
             if "best" in names or "last" in names:
-                out.append((f"{run.id} (CLaRa {kind[6:]})", run.id))
+                out.append((f"CLaRa {kind[6:]} · {run.id}", run.id))
             continue
         for name in names:
-            out.append((f"{run.id}:{name}", f"{run.id}:{name}"))
+            out.append((f"{name} · {run.id}", f"{run.id}:{name}"))
     return out
 
 
