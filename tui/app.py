@@ -172,10 +172,23 @@ class WorkbenchApp(App):
         await super().on_event(event)
 
     KEY_SETTLE_S = 1.0  # a key whose effects never report back releases the queue after this
+    # Worker groups whose work the next key may act on: a run renamed or archived in a thread,
+    # then t (tags) typed at once acted on the old name. Keys wait for them too (at most
+    # KEY_SETTLE_S).
+    KEYS_WAIT_FOR = frozenset({"run-control"})
 
-    async def _next_key(self, turn: int | None = None) -> None:
+    def _keys_held(self) -> bool:
+        return any(w.group in self.KEYS_WAIT_FOR and not w.is_finished for w in self.workers)
+
+    async def _next_key(self, turn: int | None = None, force: bool = False) -> None:
         if turn is not None and turn != self._key_turn:
             return  # a late report of a key already given up on
+        if self._keys and not force and self._keys_held():
+            if not self._key_turn:  # no key in flight: hold the queue, for a while at most
+                self._key_turn = turn = -2
+                self.set_timer(self.KEY_SETTLE_S, lambda: self._next_key(-2, force=True))
+            self.set_timer(0.02, lambda: self._next_key(turn))
+            return
         self._key_turn = 0
         self._typing_into = None
         if not self._keys:
@@ -197,7 +210,7 @@ class WorkbenchApp(App):
         # app runs what that queued (a focus change), the screen lays out what changed
         self._after_bubbling(target, lambda: self.screen.call_after_refresh(
             self.call_later, self._next_key, turn))
-        self.set_timer(self.KEY_SETTLE_S, lambda: self._next_key(turn))
+        self.set_timer(self.KEY_SETTLE_S, lambda: self._next_key(turn, force=True))
 
     def _after_bubbling(self, node, done, rounds: int = 2) -> None:
         """Call `done` once a message just given to `node` has bubbled up to the app. This
