@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from textual.containers import VerticalScroll
 from textual.widgets import DataTable
 
 from clara.errors import UserError
@@ -32,6 +33,10 @@ def test_modes_switch_by_keys_and_header_shows_workspace_and_platform(workspace)
                 await settle(pilot)
                 assert app.current_mode == mode, key
                 seen.add(mode)
+                # Tab goes from field to field: a scrolling panel of fields is no stop of its own
+                stops = [w.id for w in app.screen.focus_chain if isinstance(w, VerticalScroll)
+                         and w.query("Input, Select, SelectionList, Switch")]
+                assert not stops, (mode, stops)
             header = app.screen.query_one("ClaraHeader")
             line = str(header.render())
             assert "workspace test" in line and "Eval" in line

@@ -184,7 +184,7 @@ class ChatScreen(ModeScreen):
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="chat-body"):
-            with VerticalScroll(id="chat-side"):
+            with VerticalScroll(id="chat-side", can_focus=False):  # its fields take focus
                 yield Label("Model", classes="side-label")
                 yield Select([], id="chat-model", prompt="choose a model", compact=True)
                 yield Label("Adapter", classes="side-label")

@@ -88,7 +88,7 @@ class EvalScreen(ModeScreen):
         with TabbedContent(id="eval-tabs"):
             with TabPane("Run", id="eval-run-tab"):
                 with Horizontal(id="eval-run"):
-                    with VerticalScroll(id="eval-choices"):
+                    with VerticalScroll(id="eval-choices", can_focus=False):  # its fields do
                         yield Label("Questions", classes="side-label")
                         yield Select(data_options(None), id="eval-data", allow_blank=False,
                                      compact=True)

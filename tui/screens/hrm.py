@@ -68,7 +68,7 @@ class HRMScreen(ModeScreen):
         with TabbedContent(id="hrm-tabs"):
             with TabPane("Train", id="hrm-train"):
                 with Horizontal(id="hrm-body"):
-                    with VerticalScroll(id="hrm-left"):
+                    with VerticalScroll(id="hrm-left", can_focus=False):  # its form fields do
                         yield Static("HRM: two recurrent modules (slow H, fast L) with adaptive "
                                      "computation time, on Sudoku, mazes or ARC-style grids "
                                      "(clara data puzzles ...).")
