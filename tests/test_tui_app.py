@@ -41,6 +41,12 @@ def test_modes_switch_by_keys_and_header_shows_workspace_and_platform(workspace)
             line = str(header.render())
             assert "workspace test" in line and "Eval" in line
             assert "cpu · float32 · BLAS openblas" in line
+            # HRM (F10, off the mode bar) fits the screen: its tabs overflowed it, the screen
+            # scrolled and the mode bar went off the top
+            await pilot.press("f10")
+            await settle(pilot)
+            assert app.current_mode == "hrm"
+            assert app.screen.query_one("ModeBar").region.y == 1
             assert app.errors == []
 
     asyncio.run(go())

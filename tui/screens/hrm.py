@@ -45,6 +45,7 @@ def hrm_config(values: dict) -> dict:
 class HRMScreen(ModeScreen):
     TITLE = "HRM"
     DEFAULT_CSS = """
+    #hrm-tabs { height: 1fr; }
     #hrm-body { height: 1fr; }
     #hrm-left { width: 1fr; }
     #hrm-right { width: 1fr; }
