@@ -26,39 +26,43 @@ taking the key to handing that frame on (medians unless named). On a shared mach
 Writes bench/results/tui_latency-DATE.json and .txt (git-ignored) and prints the table.
 Needs tmux. One command, about 5 minutes: python bench/tui_latency.py
 
-Figures (2 shared CPU cores; the other sessions' tests and trainings ran meanwhile, load 5-9;
-the same command, `python bench/tui_latency.py`, back to back; before = commit df9b194, after =
-the branch app6 of 2026-11-30 12:08):
+Figures (2 shared CPU cores, other sessions' work running: load 2-4; the same command,
+`python bench/tui_latency.py`, back to back; before = commit df9b194, after = the branch app6 of
+2026-11-30 12:33):
 
   before (ms)        what     n  median     p90     p99     max     app app p99    tmux     cpu
-  idle               switch  35   194.2  1356.6  2324.5  2324.5   124.2  2106.9     2.3    21.9
-  idle               typing  20    89.0   387.6   804.3   804.3    41.8   410.2     2.1     9.1
-  idle               burst    8   611.3   786.0   859.5   859.5   511.2   819.0     4.9   109.1
-  training, nice 10  switch  35   287.3   493.5  1268.5  1268.5   122.4  1191.0     2.8    18.4
-  training, nice 10  typing  20    92.4   161.9   453.1   453.1    71.4   134.6     2.4    13.2
-  training, nice 10  burst    8   787.2  1231.7  1345.2  1345.2   704.4  1286.5     2.6   115.7
-  training, nice 0   switch  35   215.1   632.3  2106.0  2106.0   101.3  2047.3     3.5    20.3
-  training, nice 0   typing  20    60.0   128.0   149.2   149.2    45.1    98.4     2.5    10.2
-  training, nice 0   burst    8   817.9  1196.3  1690.2  1690.2   704.1  1676.7     2.3   112.4
-  quit during a chat reply, with a training running: 0.35 s
+  idle               switch  35    72.6   380.9  1014.5  1014.5    60.4  1009.4     0.6    13.4
+  idle               typing  20    16.5    18.0    50.7    50.7    12.8    47.7     0.4     7.4
+  idle               burst    8   168.1   178.8   198.3   198.3   162.9   194.0     1.1    82.1
+  training, nice 10  switch  35   107.5   193.7   735.3   735.3    79.7   577.3     0.6    16.6
+  training, nice 10  typing  20    41.9    63.6   122.8   122.8    22.9    54.9     0.6     9.2
+  training, nice 10  burst    8   366.1   449.6   458.3   458.3   328.9   451.1     1.8   106.8
+  training, nice 0   switch  35    96.0   176.6   631.5   631.5    75.9   624.8     0.6    18.7
+  training, nice 0   typing  20    49.3    63.1   120.6   120.6    43.1   112.7     0.5    10.1
+  training, nice 0   burst    8   428.3   545.7   577.3   577.3   400.4   569.2     1.4   114.6
+  quit during a chat reply, with a training running: 0.62 s
 
   after (ms)         what     n  median     p90     p99     max     app app p99    tmux     cpu
-  idle               switch  35    69.9  1298.7  3487.8  3487.8    40.4  2386.9     1.1    11.2
-  idle               typing  20    29.1    60.9   503.2   503.2    19.9   117.5     1.6     5.2
-  idle               burst    8    49.2    99.6   141.3   141.3    32.5    74.2     5.0     6.9
-  training, nice 10  switch  35    98.1   257.6  1033.3  1033.3    49.6   960.2     4.0    12.8
-  training, nice 10  typing  20    35.0    61.0    82.4    82.4    19.2    66.2     4.2     5.2
-  training, nice 10  burst    8    47.1    55.0    64.0    64.0    34.8    44.4     3.5    10.1
-  training, nice 0   switch  35   113.9   343.9  1486.4  1486.4    50.2  1443.8     2.6    14.6
-  training, nice 0   typing  20    31.2    54.8   114.9   114.9    24.5    89.4     0.7     4.7
-  training, nice 0   burst    8    53.5    63.0    66.1    66.1    39.0    52.0     4.3     8.3
-  quit during a chat reply, with a training running: 1.33 s (ctrl+q waited behind the chat's
-  Enter; it no longer waits for the keys before it)
+  idle               switch  35    28.0   455.1   662.8   662.8    13.0   574.7     0.6    10.9
+  idle               typing  20    16.9    18.2    28.6    28.6    13.0    21.0     0.5     5.2
+  idle               burst    8    18.1    20.2    25.7    25.7    12.9    20.9     1.0     8.9
+  training, nice 10  switch  35    54.9   162.5   559.3   559.3    28.0   556.1     0.9    11.9
+  training, nice 10  typing  20    17.5    25.6    32.3    32.3    11.2    26.7     1.8     4.7
+  training, nice 10  burst    8    29.0    48.8   110.3   110.3    18.8    38.0     1.1     8.5
+  training, nice 0   switch  35    62.8   191.1   650.5   650.5    35.2   218.8     0.9    14.2
+  training, nice 0   typing  20    23.9    59.0   199.3   199.3    13.8    36.3     0.6     4.9
+  training, nice 0   burst    8    65.1   121.3   174.4   174.4    23.7    82.6     1.9    10.6
+  quit during a chat reply, with a training running: 0.84 s
+
+Earlier the same day at load 5-9 (the typing figures then let a lone "a" on screen count as
+typed): with the training at nice 10, switch median 287 -> 98 ms (app 122 -> 50 ms), typing
+92 -> 35 ms, ten characters at once 787 -> 47 ms.
 
 The idle phase's p90/p99 are each mode's first visit: the bench starts switching 2 s after the
-app starts, before any screen is built in the background (that waits for 3 s without a key). A
-switch's p99 with a training running is one switch in 35 that waited for the CPU (app ms equal
-to it, cpu ms 12-15): under this load the machine gives the app a fraction of a core.
+app starts, before any screen is built in the background (that waits for 3 s without a key).
+A switch's p99 with a training running (n = 35: the slowest) is Runs or Chat refilling once a
+new run appeared (each phase starts one): Runs then follows the new run (341 ms of the event
+loop's CPU at nice 10).
 
 Where the time went, per key (in-process, `--profile`): typing into a form laid the whole screen
 out on every key, twice: Input sets its scrollable width (a reactive that asks for a layout) and
@@ -408,7 +412,7 @@ def phase(client: Tmux, log: Path, pid: int, switches: int, typed: int, bursts: 
         for n in range(typed):
             ch = "abcdefghij"[n % 10]
             text += ch
-            want = text[-12:]
+            want = f"▊  {text}"  # in the field: a lone "a" is on screen before it is typed
             typing.append(key_latency(client, ch, lambda s, w=want: w in s))
     typing_cpu = app_cpu_s(pid) - cpu0
     client.send("C-u")  # clear the field
