@@ -169,18 +169,6 @@ def stage_runs(args, root: Path, ws: Path) -> tuple[Path, Path]:
     return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
 
 
-def every_question(fs: list[dict]) -> list[dict]:
-    """Stage-2 rows asking who, when and what of each fact (one document each), so that the
-    compressor keeps every field a question may name."""
-    rows = []
-    for f in fs:
-        for q, a in ((f"Who {f['verb']} {f['what']} in {f['year']}?", f["who"]),
-                     (f"When did {f['who']} {f['verb']} {f['what']}?", f["year"]),
-                     (f"What did {f['who']} {f['verb']} in {f['year']}?", f["what"])):
-            rows.append({"question": q, "docs": [f["doc"]], "answer": a, "pos_index": [0]})
-    return rows
-
-
 # ---------------------------------------------------------------------------- probes
 def probe(ckpt: Path, train: list[dict], test: list[dict]) -> dict:
     """Nearest-centroid accuracy (%) of each attribute of a fact from its compressed vectors
@@ -245,9 +233,13 @@ def start_gradients(ckpt: Path, data: Path, taus=(0.02, 0.1, 1.0), batches: int 
             loss, n, _ = m.stage_loss(b)
             return loss
 
+        def candidates(m, b):  # the task's cached vectors of the frozen compressor, or made here
+            return b["cand_vecs"] if "cand_vecs" in b else \
+                m.compress(b["cand_ids"], b["cand_mask"], b["cand_mem_pos"])[0]
+
         def ret_only(m, b):
             q = m.encode_query(b["q_ids"], b["q_mask"], b["q_mem_pos"])
-            d, _ = m.compress(b["cand_ids"], b["cand_mask"], b["cand_mem_pos"])
+            d = candidates(m, b)
             B = b["dec_ids"].shape[0]
             s = cosine_scores(q, mx.stop_gradient(d).reshape(B, -1, d[0].size))
             return contrastive_retrieval_loss(s, b["positives"], tau)
@@ -259,7 +251,7 @@ def start_gradients(ckpt: Path, data: Path, taus=(0.02, 0.1, 1.0), batches: int 
             g_ce.append(norms(nn.value_and_grad(model, ce_only)(model, batch)[1]))
             g_ret.append(norms(nn.value_and_grad(model, ret_only)(model, batch)[1]))
             q = model.encode_query(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"])
-            d, _ = model.compress(batch["cand_ids"], batch["cand_mask"], batch["cand_mem_pos"])
+            d = candidates(model, batch)
             s = np.array(cosine_scores(q, d.reshape(q.shape[0], -1, q.shape[1])))
             srt = np.sort(s, axis=-1)[:, ::-1]
             p = np.exp((s - s.max(-1, keepdims=True)) / tau)
@@ -352,7 +344,8 @@ def main() -> None:
     make_datasets(ws, train, test, args.candidates)
     if args.stage2_questions == "all":
         for split, fs in (("train", train), ("valid", test[:16])):
-            io.write_jsonl(ws / "datasets" / "facts-stage2" / f"{split}.jsonl", every_question(fs))
+            io.write_jsonl(ws / "datasets" / "facts-stage2" / f"{split}.jsonl",
+                           synthetic.stage2_rows(fs, 1, kinds=synthetic.QUESTIONS))
     s1, s2 = stage_runs(args, root, ws)
     print(f"[{time.perf_counter() - t0:6.0f}s] stages 1-2 ready", flush=True)
 
