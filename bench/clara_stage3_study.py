@@ -165,7 +165,8 @@ def stage_runs(args, root: Path, ws: Path) -> tuple[Path, Path]:
     if not (runs / "s2" / "adapters" / "last").exists():
         clara(args, root, "train", "stage2", "-d", "facts-stage2", "--name", "s2", "--top-k", "1",
               "--from", str(runs / "s1" / "adapters" / "last"), "--iters", str(args.s2_iters),
-              *flags)
+              *flags, "--stage2-generator", args.stage2_generator,
+              "--learning-rate", str(args.s2_lr))
     return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
 
 
@@ -322,6 +323,9 @@ def main() -> None:
     p.add_argument("--facts-seed", type=int, default=1, help="Seed of the made-up facts.")
     p.add_argument("--stage2-questions", choices=("who", "all"), default="who",
                    help="Stage 2's questions: who did it (the bench's), or who / when / what.")
+    p.add_argument("--stage2-generator", choices=("fresh", "stage1"), default="fresh",
+                   help="Stage 2's generator: fresh (the reference's) or stage 1's.")
+    p.add_argument("--s2-lr", type=float, default=1e-3, help="Stage 2's learning rate.")
     p.add_argument("--s1-iters", type=int, default=300)
     p.add_argument("--s2-iters", type=int, default=300)
     p.add_argument("--s3-iters", type=int, default=80)

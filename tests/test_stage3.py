@@ -207,3 +207,26 @@ def test_frozen_candidates_are_compressed_once_outside_the_step(tiny_model_dir, 
     # the memory rows feed the compressor: trained, they change the candidates' vectors
     m = make(tiny_model_dir, stage3_train="query_reasoner,memory")
     assert not task_for(m, rows).cache_candidates
+
+
+def test_stage2_continues_stage1s_generator_only_when_asked(tiny_model_dir, tmp_path):
+    from clara.method import checkpoint
+
+    mx.random.seed(0)
+    m = ClaraModel.from_base(ClaraConfig(base_model=str(tiny_model_dir), stage="stage1",
+                                         doc_max_tokens=16, compression_rate=4))
+    for layer in m._loras:  # a "trained" stage-1 generator: B is no longer zero
+        layer.adapters["generator"].lora_b = layer.adapters["generator"].lora_b + 0.01
+    checkpoint.save(m, tmp_path / "s1")
+    s1 = checkpoint.adapter_digests(m)
+    fresh = checkpoint.adapter_digests(checkpoint.load(tmp_path / "s1", stage="stage2"))
+    kept = checkpoint.adapter_digests(checkpoint.load(
+        tmp_path / "s1", stage="stage2", overrides={"stage2_generator": "stage1"}))
+    assert fresh["compressor"] == kept["compressor"] == s1["compressor"]
+    assert fresh["generator"] != s1["generator"] and kept["generator"] == s1["generator"]
+    import pytest
+
+    from clara.errors import UserError
+
+    with pytest.raises(UserError, match="stage2_generator"):
+        ClaraTrainConfig(stage2_generator="stage0").validate()

@@ -61,6 +61,11 @@ class ClaraSettings:
                 "recomputed in the backward pass: the whole [batch, length, vocabulary] logits "
                 "never exist at once (less memory at large vocabularies and batches, a few % "
                 "more compute; the same loss up to float rounding)."})
+    stage2_generator: str = field(default="fresh", metadata={
+        "help": "Stage 2's generator: fresh (the reference: stage 1's is discarded) or stage1 "
+                "(continue stage 1's, which already reads the compressed vectors: a small "
+                "model's fresh generator may learn the answers' prior and never read them, "
+                "bench/clara_stage3_study.py)."})
     stage3_train: str = field(default="query_reasoner", metadata={
         "help": "What stage 3 trains, comma-separated from query_reasoner, generator, memory "
                 "(the reference trains all three; the generator then learns, on the documents "
@@ -98,6 +103,9 @@ class ClaraSettings:
             raise UsageError(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
         if self.tau <= 0:
             raise UsageError(f"tau: {self.tau} must be positive")
+        if self.stage2_generator not in ("fresh", "stage1"):
+            raise UsageError(f"stage2_generator: {self.stage2_generator!r} is not fresh or "
+                             "stage1")
         parts = self._stage3_parts()
         if not parts or parts - {"query_reasoner", "generator", "memory"}:
             raise UsageError(f"stage3_train: {self.stage3_train!r} is not a comma-separated "
