@@ -166,6 +166,7 @@ def stage_runs(args, root: Path, ws: Path) -> tuple[Path, Path]:
         clara(args, root, "train", "stage2", "-d", "facts-stage2", "--name", "s2", "--top-k", "1",
               "--from", str(runs / "s1" / "adapters" / "last"), "--iters", str(args.s2_iters),
               *flags, "--stage2-generator", args.stage2_generator,
+              "--stage2-train", args.stage2_train,
               "--learning-rate", str(args.s2_lr))
     return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
 
@@ -325,6 +326,8 @@ def main() -> None:
                    help="Stage 2's questions: who did it (the bench's), or who / when / what.")
     p.add_argument("--stage2-generator", choices=("fresh", "stage1"), default="fresh",
                    help="Stage 2's generator: fresh (the reference's) or stage 1's.")
+    p.add_argument("--stage2-train", default="compressor,generator",
+                   help="What stage 2 trains (compressor,generator or generator).")
     p.add_argument("--s2-lr", type=float, default=1e-3, help="Stage 2's learning rate.")
     p.add_argument("--s1-iters", type=int, default=300)
     p.add_argument("--s2-iters", type=int, default=300)

@@ -230,3 +230,21 @@ def test_stage2_continues_stage1s_generator_only_when_asked(tiny_model_dir, tmp_
 
     with pytest.raises(UserError, match="stage2_generator"):
         ClaraTrainConfig(stage2_generator="stage0").validate()
+
+
+def test_stage2_trains_what_it_is_asked(tiny_model_dir):
+    rows = synthetic.stage2_rows(FACTS[:8], 1, kinds=synthetic.QUESTIONS)
+    assert [r["answer"] for r in rows[:3]] == [FACTS[0]["who"], FACTS[0]["year"], FACTS[0]["what"]]
+
+    def parts(**kw):
+        mx.random.seed(0)
+        m = ClaraModel.from_base(ClaraConfig(base_model=str(tiny_model_dir), stage="stage2",
+                                             doc_max_tokens=16, compression_rate=4,
+                                             lora_dropout=0.0, **kw))
+        task = ClaraStageTask(m, [parse_row(r, "stage2", 1, m.config.n_mem, "rows", i + 1)
+                                  for i, r in enumerate(rows)], None, 4)
+        return trained_parts(m, task)
+
+    assert parts() == {"compressor", "generator", "memory"}  # the reference's stage 2
+    # the compressor frozen: stage 1's vectors kept, and the memory rows it reads with them
+    assert parts(stage2_train="generator") == {"generator"}
