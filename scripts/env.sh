@@ -7,8 +7,8 @@ stamp=$(cat pyproject.toml | sha1sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.clara-stamp 2>/dev/null)" != "$stamp" ]; then
     echo "setting up .venv (one time)..." >&2
     [ -x .venv/bin/python ] || "$PY" -m venv .venv
-    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 \
+    .venv/bin/python -m pip install -q --no-compile --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+    .venv/bin/python -m pip install -q --no-compile --disable-pip-version-check -e ".[dev]" 2>&1 \
         | grep -v -e "^WARNING: Location" -e "^\[notice\]" >&2 || true
     .venv/bin/python -c "import clara, mlx_lm, textual, pdfplumber" \
         || { echo "installing clara's dependencies failed" >&2; exit 1; }
@@ -21,11 +21,16 @@ if [ "$(uname -s)" = Linux ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/n
       || { apt-get update -qq && apt-get install -y -qq --no-install-recommends libopenblas0-pthread; }; } \
       >/dev/null 2>&1 || echo "(OpenBLAS not installed: MLX runs with its slow reference BLAS)" >&2
 fi
-# Best effort: PyTorch's CPU build, only for the transformers parity tests, from a local wheel. It
-# goes to a folder of its own that only the test process puts on sys.path (tests/conftest.py): where
-# torch is importable, every `import mlx_lm` imports it too (through transformers), 1.5 s of CPU in
-# each training, chat and CLI process.
-if [ ! -d .venv/reference/torch ] && ls /opt/wheels/torch-*+cpu-*.whl >/dev/null 2>&1; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check --target .venv/reference \
-        "$(ls /opt/wheels/torch-*+cpu-*.whl | tail -1)" >/dev/null 2>&1 || rm -rf .venv/reference
+# Best effort: the test-only packages, PyTorch's CPU build (from a local wheel) for the transformers
+# parity tests and wandb for the W&B export test. They go to a folder of their own that only the
+# test process puts on sys.path (tests/conftest.py): where they are importable, every `import
+# mlx_lm` imports torch (through transformers, 1.5 s of CPU) and every LoRA process wandb (through
+# mlx_lm.tuner, 1.2 s) in each training, chat and CLI process.
+ref_stamp="torch wandb"
+if [ "$(cat .venv/reference/.clara-stamp 2>/dev/null)" != "$ref_stamp" ]; then
+    rm -rf .venv/reference
+    torch_wheel=$(ls /opt/wheels/torch-*+cpu-*.whl 2>/dev/null | tail -1 || true)
+    .venv/bin/python -m pip install -q --no-compile --disable-pip-version-check \
+        --target .venv/reference $torch_wheel "wandb>=0.17" >/dev/null 2>&1 \
+        && echo "$ref_stamp" > .venv/reference/.clara-stamp || rm -rf .venv/reference
 fi

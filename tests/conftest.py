@@ -15,8 +15,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
-# PyTorch, the parity tests' reference, lives outside the venv's site-packages (scripts/env.sh says
-# why): this process sees it, the clara processes the tests start do not.
+# PyTorch (the parity tests' reference) and wandb live outside the venv's site-packages
+# (scripts/env.sh says why): this process sees them, the clara processes the tests start do not.
 sys.path.append(str(REPO / ".venv" / "reference"))
 
 
