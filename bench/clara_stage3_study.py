@@ -225,7 +225,7 @@ def stage_runs(args, root: Path, ws: Path) -> tuple[Path, Path]:
               "--from", str(runs / "s1" / "adapters" / "last"), "--iters", str(args.s2_iters),
               *flags, "--stage2-generator", args.stage2_generator,
               "--stage2-train", args.stage2_train,
-              "--learning-rate", str(args.s2_lr))
+              "--learning-rate", str(args.s2_lr), "--mse-weight", str(args.s2_mse))
     return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
 
 
@@ -464,6 +464,8 @@ def main() -> None:
                    help="Stage 2's generator: fresh (the reference's) or stage 1's.")
     p.add_argument("--stage2-train", default="compressor,generator",
                    help="What stage 2 trains (compressor,generator or generator).")
+    p.add_argument("--s2-mse", type=float, default=0.0,
+                   help="Stage 2's MSE weight (the bench's 0; the method's default 0.1).")
     p.add_argument("--s2-lr", type=float, default=1e-3, help="Stage 2's learning rate.")
     p.add_argument("--s1-iters", type=int, default=300)
     p.add_argument("--s2-iters", type=int, default=300)
