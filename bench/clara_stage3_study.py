@@ -92,6 +92,7 @@ reasoner + retrieval loss, 1e-4), 60 steps; 100 unseen facts, 4 candidates (chan
   all kinds, lr 1e-3                              14.0        38.0 -> 47.0
     the same, stage 3 at 1e-3                     14.0        38.0 -> 23.0
   all kinds, lr 2e-3                              16.0        37.0 -> 26.0
+  all kinds, MSE weight 0.1 (--s2-mse 0.1)        12.0        80.0 -> 82.0
   all kinds, generator from stage 1's
     (--stage2-generator stage1)                   12.0        85.0 -> 78.0
   who only, compressor frozen (stage 1's,
@@ -115,16 +116,18 @@ query reasoner scores them):
   stage 1                   0.82          0.995 / 0.81              0.50
   stage 2, who only         0.27          0.44 / 0.43               0.03
   stage 2, all kinds        0.996         0.9970 / 0.9961           0.14
+    the same, MSE 0.1       0.91          0.994 / 0.911             0.41
 
 Reading of the second round:
   5. Stage 1's compressor is already a retriever: the question and its fact's document compress
      alike (cosine 0.995 against 0.81), recall@1 96 of 4 and 50 of 100 with no stage 3 at all.
      Stage 2 is what takes it away: asked "who" it keeps the name alone (21 of 4); asked every
      kind it collapses (every document at cosine 0.996 of every other, the retrieval loss stuck
-     at ln 4: nothing to rank by, whatever the rate).
-  6. Stage 2 learns to READ (answers above chance) in one of the six stage-2 runs from stage 1
+     at ln 4: nothing to rank by, whatever the rate); the MSE term (0.1) prevents that collapse
+     (0.91, recall 80 of 4) but not the failure to read.
+  6. Stage 2 learns to READ (answers above chance) in one of the seven stage-2 runs from stage 1
      on these facts (the first round's seed-1 run included): who only, seed 0 (the test's). Asking every kind, a higher rate, starting from
-     stage 1's generator, keeping stage 1's compressor frozen: each stays at the answers' prior
+     stage 1's generator, keeping stage 1's compressor frozen, the MSE term: each stays at the answers' prior
      (EM 12-16, one answer for every question). And training that reader on, at 1e-3, on all
      kinds unlearns it (who 100 -> 17.5). Stage 2 on a small base is the fragile step: a
      compressor that keeps what questions ask AND a generator that reads it were not both
