@@ -89,6 +89,7 @@ reasoner + retrieval loss, 1e-4), 60 steps; 100 unseen facts, 4 candidates (chan
 
   stage 2 (300 steps, seed 0)                  EM gold  recall@1 start -> after stage 3
   who only, as the test (first round)            100.0        21.0 -> 25.0
+  who only, MSE weight 0.1 (--s2-mse 0.1)        100.0        23.0 -> 27.0
   all kinds, lr 1e-3                              14.0        38.0 -> 47.0
     the same, stage 3 at 1e-3                     14.0        38.0 -> 23.0
   all kinds, lr 2e-3                              16.0        37.0 -> 26.0
@@ -115,6 +116,7 @@ query reasoner scores them):
   compressor            doc-doc cos   question.gold / .other   recall@1 of 100
   stage 1                   0.82          0.995 / 0.81              0.50
   stage 2, who only         0.27          0.44 / 0.43               0.03
+    the same, MSE 0.1       0.63          0.728 / 0.733             0.03
   stage 2, all kinds        0.996         0.9970 / 0.9961           0.14
     the same, MSE 0.1       0.91          0.994 / 0.911             0.41
 
@@ -125,13 +127,14 @@ Reading of the second round:
      kind it collapses (every document at cosine 0.996 of every other, the retrieval loss stuck
      at ln 4: nothing to rank by, whatever the rate); the MSE term (0.1) prevents that collapse
      (0.91, recall 80 of 4) but not the failure to read.
-  6. Stage 2 learns to READ (answers above chance) in one of the seven stage-2 runs from stage 1
-     on these facts (the first round's seed-1 run included): who only, seed 0 (the test's). Asking every kind, a higher rate, starting from
-     stage 1's generator, keeping stage 1's compressor frozen, the MSE term: each stays at the answers' prior
-     (EM 12-16, one answer for every question). And training that reader on, at 1e-3, on all
-     kinds unlearns it (who 100 -> 17.5). Stage 2 on a small base is the fragile step: a
-     compressor that keeps what questions ask AND a generator that reads it were not both
-     reached here.
+  6. Stage 2 learns to READ (answers above chance) in two of the eight stage-2 runs from stage 1
+     on these facts (the first round's seed-1 run included): who only, seed 0 (the test's), with
+     or without the MSE term, and then it keeps the name alone. Asking every kind (at 1e-3,
+     2e-3, from stage 1's generator, with the MSE term) or keeping stage 1's compressor frozen,
+     each stays at the answers' prior (EM 12-16, one answer for every question). Training the
+     reader on, on all kinds, unlearns it at 1e-3 (who 100 -> 17.5) and learns nothing new at
+     2e-4 (when / what 0). Stage 2 on a small base is the fragile step: a compressor that keeps
+     what questions ask AND a generator that reads it were not both reached here.
   7. Where the vectors keep what questions ask, stage 3 starts high (85-96 of 4) and its
      supervised loss at the pipeline's rate (1e-4) holds or nudges it (96 -> 97/98); at 1e-3 it
      walks away (96 -> 84). With CE through a generator that does not read, even 1e-4 moves it
