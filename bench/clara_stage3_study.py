@@ -132,12 +132,13 @@ Reading of the second round:
      on these facts (the first round's seed-1 run included): who only, seed 0 (the test's), with
      or without the MSE term, and who only with it at seed 1 (the first round's seed 1 without
      it did not, from its own stage 1): the MSE term is a lead to a less fragile stage 2 (the
-     test's stage 2 passes --mse-weight 0). Then it keeps the name alone. Asking every kind (at 1e-3,
-     2e-3, from stage 1's generator, with the MSE term) or keeping stage 1's compressor frozen,
-     each stays at the answers' prior (EM 12-16, one answer for every question). Training the
-     reader on, on all kinds, unlearns it at 1e-3 (who 100 -> 17.5) and learns nothing new at
-     2e-4 (when / what 0). Stage 2 on a small base is the fragile step: a compressor that keeps
-     what questions ask AND a generator that reads it were not both reached here.
+     test's stage 2 passes --mse-weight 0). Then it keeps the name alone. Asking every kind (at
+     1e-3, 2e-3, from stage 1's generator, with the MSE term) or keeping stage 1's compressor
+     frozen, each stays at the answers' prior (EM 12-16, one answer for every question).
+     Training the reader on, on all kinds, unlearns it at 1e-3 (who 100 -> 17.5) and learns
+     nothing new at 2e-4 (when / what 0). Stage 2 on a small base is the fragile step: a
+     compressor that keeps what questions ask AND a generator that reads it were not both
+     reached here.
   7. Where the vectors keep what questions ask, stage 3 starts high (85-96 of 4) and its
      supervised loss at the pipeline's rate (1e-4) holds or nudges it (96 -> 97/98); at 1e-3 it
      walks away (96 -> 84). With CE through a generator that does not read, even 1e-4 moves it
