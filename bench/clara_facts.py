@@ -44,7 +44,10 @@ pipeline now does instead (query reasoner alone, supervised retrieval loss, a te
 best checkpoint by EM + recall): EM from the gold document stays at stage 2's. Retrieval stays
 near chance on these facts whatever stage 3 does: asked only "who", stage 2's compressor keeps
 the name and drops the verb, thing and year a question names (a probe in the study). Stage 2
-on these facts is also seed-fragile: with seed 1 on 2026-11-30 it stayed at chance.
+on these facts is also seed-fragile: with seed 1 on 2026-11-30 it stayed at chance. The study's
+second round: a stage 2 asked who / when / what keeps what a retriever needs (recall@1 of 4 at
+stage 3's start 38-85) but did not learn to read (EM at chance) in any variant tried, and stage
+1's compressor alone retrieves 96 of 4: the recall stage 3 should lift is lost in stage 2.
 """
 
 from __future__ import annotations

@@ -80,6 +80,76 @@ Reading:
   4. Stage 3 now validates at its start, logs exact answers (teacher-forced greedy, own pick
      and gold) and recall, and hands over its best checkpoint by EM + recall (the start wins
      ties), so a stage 3 that helps nothing hands over stage 2's answers.
+
+SECOND ROUND (2026-11-30, same world and stage 1; load 8-15 on the 2 shared cores). The lead of
+reading 2 above, a stage 2 that asks every question (--stage2-questions all: who / when / what,
+one row per fact and kind, synthetic.stage2_rows(kinds=QUESTIONS)), and what else stage 2 may
+be. Stage 2 300 steps from the seed-0 stage 1, seed 0; stage 3 = the pipeline's recipe (query
+reasoner + retrieval loss, 1e-4), 60 steps; 100 unseen facts, 4 candidates (chance 25):
+
+  stage 2 (300 steps, seed 0)                  EM gold  recall@1 start -> after stage 3
+  who only, as the test (first round)            100.0        21.0 -> 25.0
+  who only, MSE weight 0.1 (--s2-mse 0.1)        100.0        23.0 -> 27.0
+    the same, seed 1                             100.0        23.0 -> 24.0
+  all kinds, lr 1e-3                              14.0        38.0 -> 47.0
+    the same, stage 3 at 1e-3                     14.0        38.0 -> 23.0
+  all kinds, lr 2e-3                              16.0        37.0 -> 26.0
+  all kinds, MSE weight 0.1 (--s2-mse 0.1)        12.0        80.0 -> 82.0
+  all kinds, generator from stage 1's
+    (--stage2-generator stage1)                   12.0        85.0 -> 78.0
+  who only, compressor frozen (stage 1's,
+    --stage2-train generator)                     14.0        96.0 -> 97.0
+  who only (the 100-EM checkpoint above), then
+    150 steps of all kinds at 1e-3                14.0        49.0 (who EM on 40: 17.5)
+    the same at 2e-4                             100.0        23.0 -> 22.0
+      (who / when / what EM on 40: 100 / 0 / 0)
+  who only with MSE 0.1 (the 100-EM one), then
+    150 steps of all kinds at 1e-3, MSE 0.1       28.0        34.0 -> 30.0
+(EM gold is the answer to "who" from the gold document, 14 is chance: the most frequent name;
+the all-kinds stage 2 at 1e-3 answers who 20.0 / when 1.7 / what 8.3 % on 60 unseen facts.)
+
+The query reasoner trained on the retrieval loss alone (no generator; --retrieval-only LR,
+120 steps of 8, τ 0.02), recall@1 of 4 on 100 unseen facts at steps 0/30/60/90/120:
+  from the all-kinds stage 2, 1e-3:   38 27 24 35 28  (loss stays 1.39 = ln 4)
+  from stage 1's compressor, 1e-3:    96 80 73 90 84
+  from stage 1's compressor, 1e-4:    96 97 97 94 98
+
+Geometry of the compressed vectors (--geometry; 100 unseen facts; flattened, cosine as the
+query reasoner scores them):
+  compressor            doc-doc cos   question.gold / .other   recall@1 of 100
+  stage 1                   0.82          0.995 / 0.81              0.50
+  stage 2, who only         0.27          0.44 / 0.43               0.03
+    the same, MSE 0.1       0.63          0.728 / 0.733             0.03
+  stage 2, all kinds        0.996         0.9970 / 0.9961           0.14
+    the same, MSE 0.1       0.91          0.994 / 0.911             0.41
+
+Reading of the second round:
+  5. Stage 1's compressor is already a retriever: the question and its fact's document compress
+     alike (cosine 0.995 against 0.81), recall@1 96 of 4 and 50 of 100 with no stage 3 at all.
+     Stage 2 is what takes it away: asked "who" it keeps the name alone (21 of 4); asked every
+     kind it collapses (every document at cosine 0.996 of every other, the retrieval loss stuck
+     at ln 4: nothing to rank by, whatever the rate); the MSE term (0.1) prevents that collapse
+     (0.91, recall 80 of 4) but not the failure to read.
+  6. Stage 2 learns to READ (answers above chance) in three of the nine stage-2 runs from stage 1
+     on these facts (the first round's seed-1 run included): who only, seed 0 (the test's), with
+     or without the MSE term, and who only with it at seed 1 (the first round's seed 1 without
+     it did not, from its own stage 1): the MSE term is a lead to a less fragile stage 2 (the
+     test's stage 2 passes --mse-weight 0). Then it keeps the name alone. Asking every kind (at
+     1e-3, 2e-3, from stage 1's generator, with the MSE term) or keeping stage 1's compressor
+     frozen, each stays at the answers' prior (EM 12-16, one answer for every question).
+     Training the reader on, on all kinds, unlearns it at 1e-3 (who 100 -> 17.5; 28 with the
+     MSE term) and learns nothing new at 2e-4 (when / what 0). Stage 2 on a small base is the fragile step: a
+     compressor that keeps what questions ask AND a generator that reads it were not both
+     reached here.
+  7. Where the vectors keep what questions ask, stage 3 starts high (85-96 of 4) and its
+     supervised loss at the pipeline's rate (1e-4) holds or nudges it (96 -> 97/98); at 1e-3 it
+     walks away (96 -> 84). With CE through a generator that does not read, even 1e-4 moves it
+     either way (38 -> 47, 37 -> 26, 85 -> 78). Stage 3 lifting recall on these facts therefore
+     waits on stage 2: not done. On the synthetic benchmark (test_method_retrieval_quality.py)
+     the lift is measured (84 -> 93 of 6).
+  The options tried are kept for that work: stage2_generator (fresh | stage1) and stage2_train
+  (compressor,generator | generator); the defaults stay the reference's, as no measurement here
+  favours another.
 """
 
 from __future__ import annotations
@@ -165,20 +235,10 @@ def stage_runs(args, root: Path, ws: Path) -> tuple[Path, Path]:
     if not (runs / "s2" / "adapters" / "last").exists():
         clara(args, root, "train", "stage2", "-d", "facts-stage2", "--name", "s2", "--top-k", "1",
               "--from", str(runs / "s1" / "adapters" / "last"), "--iters", str(args.s2_iters),
-              *flags)
+              *flags, "--stage2-generator", args.stage2_generator,
+              "--stage2-train", args.stage2_train,
+              "--learning-rate", str(args.s2_lr), "--mse-weight", str(args.s2_mse))
     return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
-
-
-def every_question(fs: list[dict]) -> list[dict]:
-    """Stage-2 rows asking who, when and what of each fact (one document each), so that the
-    compressor keeps every field a question may name."""
-    rows = []
-    for f in fs:
-        for q, a in ((f"Who {f['verb']} {f['what']} in {f['year']}?", f["who"]),
-                     (f"When did {f['who']} {f['verb']} {f['what']}?", f["year"]),
-                     (f"What did {f['who']} {f['verb']} in {f['year']}?", f["what"])):
-            rows.append({"question": q, "docs": [f["doc"]], "answer": a, "pos_index": [0]})
-    return rows
 
 
 # ---------------------------------------------------------------------------- probes
@@ -245,9 +305,13 @@ def start_gradients(ckpt: Path, data: Path, taus=(0.02, 0.1, 1.0), batches: int 
             loss, n, _ = m.stage_loss(b)
             return loss
 
+        def candidates(m, b):  # the task's cached vectors of the frozen compressor, or made here
+            return b["cand_vecs"] if "cand_vecs" in b else \
+                m.compress(b["cand_ids"], b["cand_mask"], b["cand_mem_pos"])[0]
+
         def ret_only(m, b):
             q = m.encode_query(b["q_ids"], b["q_mask"], b["q_mem_pos"])
-            d, _ = m.compress(b["cand_ids"], b["cand_mask"], b["cand_mem_pos"])
+            d = candidates(m, b)
             B = b["dec_ids"].shape[0]
             s = cosine_scores(q, mx.stop_gradient(d).reshape(B, -1, d[0].size))
             return contrastive_retrieval_loss(s, b["positives"], tau)
@@ -259,7 +323,7 @@ def start_gradients(ckpt: Path, data: Path, taus=(0.02, 0.1, 1.0), batches: int 
             g_ce.append(norms(nn.value_and_grad(model, ce_only)(model, batch)[1]))
             g_ret.append(norms(nn.value_and_grad(model, ret_only)(model, batch)[1]))
             q = model.encode_query(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"])
-            d, _ = model.compress(batch["cand_ids"], batch["cand_mask"], batch["cand_mem_pos"])
+            d = candidates(model, batch)
             s = np.array(cosine_scores(q, d.reshape(q.shape[0], -1, q.shape[1])))
             srt = np.sort(s, axis=-1)[:, ::-1]
             p = np.exp((s - s.max(-1, keepdims=True)) / tau)
@@ -271,6 +335,84 @@ def start_gradients(ckpt: Path, data: Path, taus=(0.02, 0.1, 1.0), batches: int 
                     "retrieval->query_reasoner": mean(g_ret, "query_reasoner"),
                     "top-1 softmax weight": float(np.mean(top)),
                     "cosine gap top1-top2": float(np.mean(gap))})
+    return out
+
+
+def geometry(ckpt: Path, fs: list[dict]) -> dict:
+    """How alike a compressor's vectors are (flattened, as the query reasoner scores them): the
+    mean cosine between documents, between a "who" question and its fact's document or the
+    others', and recall@1 of the question among all the documents (QR = the compressor)."""
+    import mlx.core as mx
+    import numpy as np
+
+    from clara.method import checkpoint, inference
+
+    model = checkpoint.load(ckpt, inference=True)
+
+    def unit(texts):
+        v = np.array(inference.compress_documents(model, texts).astype(mx.float32))
+        v = v.reshape(len(texts), -1)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    d, q = unit([f["doc"] for f in fs]), unit([synthetic.question(f)[0] for f in fs])
+    off = ~np.eye(len(fs), dtype=bool)
+    s = q @ d.T
+    return {"doc-doc": round(float((d @ d.T)[off].mean()), 4),
+            "q-gold": round(float(np.diag(s).mean()), 4), "q-other": round(float(s[off].mean()), 4),
+            f"recall@1 of {len(fs)}": round(float((s.argmax(1) == np.arange(len(fs))).mean()), 2)}
+
+
+def retrieval_only(ckpt: Path, train: list[dict], test: list[dict], lr: float, steps: int,
+                   tau: float = 0.02, candidates: int = 4) -> list:
+    """The query reasoner (from `ckpt`'s compressor) trained on the supervised retrieval loss
+    alone, no generator: [step, recall@1 % on `test`, mean loss of the last 20 steps]."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    import numpy as np
+
+    from clara.method import checkpoint
+    from clara.method.losses import contrastive_retrieval_loss
+    from clara.method.tasks import ClaraStageTask, parse_row
+    from clara.method.topk import cosine_scores
+
+    m = checkpoint.load(ckpt, stage="stage3",
+                        overrides={"top_k": 1, "lora_dropout": 0.0, "tau": tau})
+
+    def parse(rows):
+        return [parse_row(r, "stage3", 1, m.config.n_mem, "rows", i + 1)
+                for i, r in enumerate(rows)]
+
+    task = ClaraStageTask(m, parse(synthetic.stage3_rows(train, candidates, 1)),
+                          parse(synthetic.stage3_rows(test, candidates, 2)), 8)
+
+    def scores(model, b):  # the frozen compressor's candidates come cached in the batch
+        q = model.encode_query(b["q_ids"], b["q_mask"], b["q_mem_pos"])
+        return cosine_scores(q, b["cand_vecs"].reshape(q.shape[0], -1, q.shape[1]))
+
+    val = list(task.valid_batches())
+
+    def recall() -> float:
+        m.eval()
+        hits = [p[np.arange(len(s)), s.argmax(-1)] for s, p in
+                ((np.array(scores(m, b)), np.array(b["positives"])) for b in val)]
+        m.train()
+        return round(100 * float(np.concatenate(hits).mean()), 1)
+
+    opt = optim.Adam(learning_rate=lr)
+    value_and_grad = nn.value_and_grad(
+        m, lambda model, b: contrastive_retrieval_loss(scores(model, b), b["positives"], tau))
+    m.train()
+    out, losses = [[0, recall()]], []
+    for i, b in enumerate(task.train_batches(0, 0)):
+        if i >= steps:
+            break
+        loss, grad = value_and_grad(m, b)
+        opt.update(m, grad)
+        mx.eval(m.parameters(), opt.state)
+        losses.append(float(loss))
+        if (i + 1) % max(1, steps // 4) == 0:
+            out.append([i + 1, recall(), round(float(np.mean(losses[-20:])), 3)])
     return out
 
 
@@ -330,12 +472,25 @@ def main() -> None:
     p.add_argument("--facts-seed", type=int, default=1, help="Seed of the made-up facts.")
     p.add_argument("--stage2-questions", choices=("who", "all"), default="who",
                    help="Stage 2's questions: who did it (the bench's), or who / when / what.")
+    p.add_argument("--stage2-generator", choices=("fresh", "stage1"), default="fresh",
+                   help="Stage 2's generator: fresh (the reference's) or stage 1's.")
+    p.add_argument("--stage2-train", default="compressor,generator",
+                   help="What stage 2 trains (compressor,generator or generator).")
+    p.add_argument("--s2-mse", type=float, default=0.0,
+                   help="Stage 2's MSE weight (the bench's 0; the method's default 0.1).")
+    p.add_argument("--s2-lr", type=float, default=1e-3, help="Stage 2's learning rate.")
     p.add_argument("--s1-iters", type=int, default=300)
     p.add_argument("--s2-iters", type=int, default=300)
     p.add_argument("--s3-iters", type=int, default=80)
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help="Comma-separated names of: " + ", ".join(VARIANTS))
     p.add_argument("--skip-probes", action="store_true")
+    p.add_argument("--geometry", action="store_true",
+                   help="Also: how alike stage 1's and stage 2's vectors are (--eval facts).")
+    p.add_argument("--retrieval-only", type=float, default=0.0, metavar="LR",
+                   help="Also: the query reasoner trained on the retrieval loss alone at LR, "
+                        "from stage 1 and from stage 2 (--ro-steps steps).")
+    p.add_argument("--ro-steps", type=int, default=120)
     p.add_argument("--verbose", "-v", action="store_true")
     args = p.parse_args()
     from clara.platform import reexec_with_blas
@@ -352,7 +507,8 @@ def main() -> None:
     make_datasets(ws, train, test, args.candidates)
     if args.stage2_questions == "all":
         for split, fs in (("train", train), ("valid", test[:16])):
-            io.write_jsonl(ws / "datasets" / "facts-stage2" / f"{split}.jsonl", every_question(fs))
+            io.write_jsonl(ws / "datasets" / "facts-stage2" / f"{split}.jsonl",
+                           synthetic.stage2_rows(fs, 1, kinds=synthetic.QUESTIONS))
     s1, s2 = stage_runs(args, root, ws)
     print(f"[{time.perf_counter() - t0:6.0f}s] stages 1-2 ready", flush=True)
 
@@ -369,6 +525,15 @@ def main() -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] probes done", flush=True)
     if probes.is_file():
         result.update(io.read_json(probes))
+    if args.geometry:
+        result["geometry"] = {n: geometry(c, ev) for n, c in (("stage 1", s1), ("stage 2", s2))}
+        print(f"[{time.perf_counter() - t0:6.0f}s] geometry {result['geometry']}", flush=True)
+    if args.retrieval_only:
+        result["retrieval_only"] = {
+            n: retrieval_only(c, train, ev, args.retrieval_only, args.ro_steps, candidates=4)
+            for n, c in (("stage 1", s1), ("stage 2", s2))}
+        print(f"[{time.perf_counter() - t0:6.0f}s] retrieval only, lr {args.retrieval_only}: "
+              f"{result['retrieval_only']}", flush=True)
     cached = ws / "runs" / "s2" / "study_eval.json"
     if not cached.is_file():
         io.write_json(cached, evaluate(s2, rows2, rows3[args.candidates], stage="stage3"))

@@ -1,9 +1,11 @@
 """Key-to-render latency of the workbench app while a real training runs on the same machine.
 
-The app runs in a real terminal (tmux, 120x40). The benchmark sends keys with `tmux send-keys`
-and polls `tmux capture-pane` until the key's effect is on screen: a mode switch (F2..F9) until
-the header names the new mode, a typed character until it shows in a text field. Three phases
-in one run, the first being the reference:
+The app runs in a real terminal (tmux, 120x40). The benchmark sends keys and reads the screen
+through one tmux control-mode client (`tmux -C`), waking when the pane writes output, until
+the key's effect is on screen: a mode switch (F2..F9) until the header names the new mode, a
+typed character until it shows in a text field (each once the one before is on screen), and
+bursts of ten characters sent at once until all ten show. Three phases in one run, the first
+being the reference:
 
   idle       no training
   nice 10    a tiny LoRA training in the background, started as the app starts it (niced)
@@ -12,60 +14,85 @@ in one run, the first being the reference:
 Then quitting: a Chat reply is started (the model loads and generates in a thread worker) and
 ctrl+q is sent at once; the time until the process has exited is measured.
 
-Writes bench/results/tui_latency-DATE.json (git-ignored) and prints a table.
-Needs tmux. Example: python bench/tui_latency.py --switches 40
+The columns. `median`..`max`: key sent -> effect seen on screen (what a user waits). The app
+runs with a probe (see `serve`) that notes when its event loop takes each key, when it hands a
+frame to its terminal writer and when that frame is written, with the event loop's CPU time:
+`app` is key taken -> the frame showing its effect written; `tmux` is key sent -> taken (tmux,
+the pty, the app's input thread, keys ahead of it); `cpu` is the event loop's CPU time from
+taking the key to handing that frame on (medians unless named). On a shared machine `app` and
+`seen` grow with the load; `cpu` barely does: it is the figure to compare work per key.
+`--profile FILE` writes a cProfile of the app's process per part of each phase.
 
-Figures (2 shared CPU cores, other sessions' tests running: load 7-13; `--switches 35
---typed 15`; before = commit 00bc9b4, after = the branch app5 of 2026-11-30, run back to back):
+Writes bench/results/tui_latency-DATE.json and .txt (git-ignored) and prints the table.
+Needs tmux. One command, about 5 minutes: python bench/tui_latency.py
 
-  before                  what      n  median ms   p90 ms   p99 ms   max ms
-  idle                    switch   35      207.6   2868.5   7927.4   7927.4
-  idle                    typing   15       30.7     48.9     56.2     56.2
-  training, nice 10       switch   35      360.3   1648.9   6300.9   6300.9
-  training, nice 10       typing   15       44.6     64.1     76.8     76.8
-  training, nice 0        switch   35      305.3   1000.2   5607.7   5607.7
-  training, nice 0        typing   15       46.1     68.9     85.6     85.6
-  quit during a chat reply, with a training running: 5.34 s
+Figures (2 shared CPU cores, other sessions' work running: load 2-4; the same command,
+`python bench/tui_latency.py`, back to back; before = commit df9b194, after = the branch app6 of
+2026-11-30 12:33):
 
-  after                   what      n  median ms   p90 ms   p99 ms   max ms
-  idle                    switch   35      156.3   1483.5   6821.0   6821.0
-  idle                    typing   15       90.9    157.0    440.0    440.0
-  training, nice 10       switch   35      126.6    233.5    287.1    287.1
-  training, nice 10       typing   15       78.1    176.4   2486.1   2486.1
-  training, nice 0        switch   35      141.8    287.7    349.6    349.6
-  training, nice 0        typing   15       82.0    180.6    183.8    183.8
-  quit during a chat reply, with a training running: 0.65 s
+  before (ms)        what     n  median     p90     p99     max     app app p99    tmux     cpu
+  idle               switch  35    72.6   380.9  1014.5  1014.5    60.4  1009.4     0.6    13.4
+  idle               typing  20    16.5    18.0    50.7    50.7    12.8    47.7     0.4     7.4
+  idle               burst    8   168.1   178.8   198.3   198.3   162.9   194.0     1.1    82.1
+  training, nice 10  switch  35   107.5   193.7   735.3   735.3    79.7   577.3     0.6    16.6
+  training, nice 10  typing  20    41.9    63.6   122.8   122.8    22.9    54.9     0.6     9.2
+  training, nice 10  burst    8   366.1   449.6   458.3   458.3   328.9   451.1     1.8   106.8
+  training, nice 0   switch  35    96.0   176.6   631.5   631.5    75.9   624.8     0.6    18.7
+  training, nice 0   typing  20    49.3    63.1   120.6   120.6    43.1   112.7     0.5    10.1
+  training, nice 0   burst    8   428.3   545.7   577.3   577.3   400.4   569.2     1.4   114.6
+  quit during a chat reply, with a training running: 0.62 s
 
-  after, on a quiet machine (load 1; the same command, main of 2026-11-30 10:17)
-  idle                    switch   35       72.3    622.1   2258.4   2258.4
-  idle                    typing   15       14.9     37.2     73.8     73.8
-  training, nice 10       switch   35      101.4    181.7    197.8    197.8
-  training, nice 10       typing   15      113.7    159.9    188.0    188.0
-  training, nice 0        switch   35      138.7    195.2    263.1    263.1
-  training, nice 0        typing   15       95.3    198.4    436.1    436.1
-  quit during a chat reply, with a training running: 0.45 s
+  after (ms)         what     n  median     p90     p99     max     app app p99    tmux     cpu
+  idle               switch  35    28.0   455.1   662.8   662.8    13.0   574.7     0.6    10.9
+  idle               typing  20    16.9    18.2    28.6    28.6    13.0    21.0     0.5     5.2
+  idle               burst    8    18.1    20.2    25.7    25.7    12.9    20.9     1.0     8.9
+  training, nice 10  switch  35    54.9   162.5   559.3   559.3    28.0   556.1     0.9    11.9
+  training, nice 10  typing  20    17.5    25.6    32.3    32.3    11.2    26.7     1.8     4.7
+  training, nice 10  burst    8    29.0    48.8   110.3   110.3    18.8    38.0     1.1     8.5
+  training, nice 0   switch  35    62.8   191.1   650.5   650.5    35.2   218.8     0.9    14.2
+  training, nice 0   typing  20    23.9    59.0   199.3   199.3    13.8    36.3     0.6     4.9
+  training, nice 0   burst    8    65.1   121.3   174.4   174.4    23.7    82.6     1.9    10.6
+  quit during a chat reply, with a training running: 0.84 s
 
-With the app's own training (nice 10) on a quiet machine every p99 is under 250 ms, but the
-medians sit at the 100 ms target (switch) or above it (typing: 114 ms against 45 ms before the
-one-key-at-a-time hand-on; its cost under a training is not yet separated).
+Earlier the same day at load 5-9 (the typing figures then let a lone "a" on screen count as
+typed): with the training at nice 10, switch median 287 -> 98 ms (app 122 -> 50 ms), typing
+92 -> 35 ms, ten characters at once 787 -> 47 ms.
 
-The idle phase's p90/p99 are each mode's first visit (its screen built then; the bench starts
-switching 2 s after the app starts, before any is built in the background). Once a mode is
-built, a switch with a training running took 80-290 ms here (median 127 ms): the target, median
-100 ms and p99 250 ms, is met on a quiet machine (idle switches 70-90 ms in an earlier run at
-load 6) but not under this load. The one 2.5 s typing outlier is a key that came while a mode
-screen was being built in the background (that happens only after 3 s without a key).
-Where the time went before: Textual's Footer rebuilt all its keys on every switch; a form
-looked each field up with a DOM query on every keystroke; the Train preview planned (files
-read) on the event loop; every mode refilled its tables and Selects on each visit; the Data
-mode read its QA and source lists on the event loop; a hidden Runs mode redrew its plot every
-0.5 s; and a mode's first visit reparsed every stylesheet three times.
+The idle phase's p90/p99 are each mode's first visit: the bench starts switching 2 s after the
+app starts, before any screen is built in the background (that waits for 3 s without a key).
+A switch's p99 with a training running (n = 35: the slowest) is Runs or Chat refilling once a
+new run appeared (each phase starts one): Runs then follows the new run (341 ms of the event
+loop's CPU at nice 10).
+
+Where the time went, per key (in-process, `--profile`): typing into a form laid the whole screen
+out on every key, twice: Input sets its scrollable width (a reactive that asks for a layout) and
+the form's command line (a Static) asked for one on each update (TextInput, LiveText: 70% of a
+key's CPU); the type-ahead queue handed each character on only after the previous one's frame,
+so ten characters typed fast cost ten layouts and paints (characters into a text field now go
+on at once: a burst costs one); and Textual holds every paint for 50 ms after a mode switch,
+to mask a screen still composing (now only on a first visit not built in the background). A
+screen built in the background was restyled and laid out on its first show (Train: 2.5-3.6 s
+at load 10; now it is laid out in the background and not restyled: its widgets were styled as
+they mounted), and did not get the terminal's width class (Train's help squeezed to 14
+characters at 100 columns).
+
+The probe: before this branch a `tmux capture-pane` process ran every 4 ms; each look cost 17
+ms of wall time and 2 ms of CPU at this load, a core taken from the app it measured. On a quiet
+machine (load 1) that probe gave, with the app's training at nice 10: switch median 101 ms,
+typing median 114 ms (main of 10:17). The control-mode client looks again every 2 ms for 50 ms
+after tmux reports output: a look right after a report missed the change in 1 key of 3.
+Earlier work (branch app5): Textual's Footer rebuilt all its keys on every switch; a form looked
+each field up with a DOM query on every keystroke; the Train preview planned on the event loop;
+every mode refilled its tables and Selects on each visit; a hidden Runs mode redrew its plot;
+and a mode's first visit reparsed every stylesheet three times.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -81,29 +108,87 @@ MODES = [("f2", "Workspaces"), ("f3", "Data"), ("f4", "Train"), ("f5", "Runs"), 
          ("f8", "Eval"), ("f9", "Models")]
 
 
+class Tmux:
+    """A tmux control-mode client (`tmux -C`) of the session: keys are sent and the screen is read
+    over one pipe, and the client waits for the pane's next output instead of polling. Polling
+    with a `tmux capture-pane` process every few ms cost 17 ms of wall time per look on a busy
+    machine (a fork, an exec and a tmux client each time) and a core of CPU, taken from the app
+    it measured."""
+
+    def __init__(self, session: str) -> None:
+        import queue
+        import threading
+
+        self.session = session
+        self.proc = subprocess.Popen(["tmux", "-C", "attach", "-t", session, "-f", "ignore-size"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.replies: queue.Queue = queue.Queue()
+        self.output = threading.Event()  # set when the pane wrote something
+        threading.Thread(target=self._read, daemon=True).start()
+        while "ready" not in self.command("display-message -p ready"):
+            pass  # the attach's own reply comes first
+
+    def _read(self) -> None:
+        block: list[str] | None = None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if block is None:
+                if line.startswith("%output"):
+                    self.output.set()
+                elif line.startswith("%begin"):
+                    block = []
+            elif line.startswith(("%end", "%error")):
+                self.replies.put("\n".join(block))
+                block = None
+            else:
+                block.append(line)
+        self.replies.put("")  # the client ended
+
+    def command(self, line: str) -> str:
+        self.proc.stdin.write(line.encode() + b"\n")
+        return self.replies.get(timeout=60)
+
+    def send(self, *keys: str) -> None:
+        self.command(f"send-keys -t {self.session} " + " ".join(keys))
+
+    def screen(self) -> str:
+        return self.command(f"capture-pane -p -t {self.session}")
+
+    def wait(self, predicate, timeout: float = 30.0) -> float:
+        """perf_counter() when predicate(screen text) first held after a look (inf: timeout).
+        tmux reports a pane's output a moment before its screen shows all of it (a look right
+        after a report missed the change in 1 key of 3): for 50 ms after a report the screen is
+        looked at every 2 ms, else on the next report."""
+        deadline = time.perf_counter() + timeout
+        reported = time.perf_counter()
+        while True:
+            self.output.clear()  # before the look: output landing after it wakes the next wait
+            if predicate(self.screen()):
+                return time.perf_counter()
+            now = time.perf_counter()
+            if now >= deadline:
+                return float("inf")
+            soon = now - reported < 0.05
+            if self.output.wait(min(deadline - now, 0.002 if soon else 0.5)):
+                reported = time.perf_counter()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
 def tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True).stdout
 
 
-def screen() -> str:
-    return tmux("capture-pane", "-p", "-t", SESSION)
-
-
-def wait_screen(predicate, timeout: float = 30.0, poll: float = 0.004) -> float:
-    """Seconds until predicate(screen text) holds (inf on timeout)."""
+def key_latency(client: Tmux, key: str, predicate) -> tuple[float, float]:
+    """(sent, seen): perf_counter() before the key was sent and when its effect was on screen."""
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if predicate(screen()):
-            return time.perf_counter() - t0
-        time.sleep(poll)
-    return float("inf")
-
-
-def key_latency(key: str, predicate) -> float:
-    t0 = time.perf_counter()
-    tmux("send-keys", "-t", SESSION, key)
-    waited = wait_screen(predicate)
-    return waited if waited == float("inf") else time.perf_counter() - t0
+    client.send(key)
+    return t0, client.wait(predicate)
 
 
 def header_says(title: str):
@@ -160,54 +245,217 @@ def stop_training(run, proc) -> None:
         proc.kill()
 
 
-def start_app(root: Path, marker: Path) -> None:
+def serve(root: Path, log: Path, profile: Path | None) -> None:
+    """Run the app (in the benchmark's tmux) with a probe: every key the app's event loop takes
+    and every frame it hands to its terminal writer thread are noted with the time and the event
+    loop's CPU time, and when the writer has written a frame, so a key's latency splits into
+    delivery (tmux, the terminal, the input thread, keys ahead of it), the app's own work (up to
+    the frame written) and the probe's look. The notes are kept in memory and
+    written to `log` when SIGUSR1 comes (a write per note cost the app 1 ms a key on a busy
+    machine). `profile`: cProfile the app from SIGUSR2 to the next SIGUSR1."""
+    import cProfile
+
+    from textual import events
+    from textual.app import App
+
+    from tui.app import WorkbenchApp, run_app
+
+    from collections import deque
+
+    from textual.drivers._writer_thread import WriterThread
+
+    notes: deque[str] = deque()  # appended by the event loop and the terminal writer thread
+    profiler = [cProfile.Profile()]
+
+    def stamp(what: str) -> None:
+        notes.append(f"{what} {time.perf_counter():.6f} {time.thread_time():.6f}\n")
+
+    on_event = WorkbenchApp.on_event
+
+    async def probed_on_event(self, event):
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            stamp(f"key {event.key}")
+        await on_event(self, event)
+
+    display = App._display
+
+    def probed_display(self, screen, renderable):
+        display(self, screen, renderable)
+        if renderable is not None:
+            stamp("paint -")
+
+    def write_frames(self):  # Textual's WriterThread.run, noting when a frame has been written
+        write, flush, get, qsize = self._file.write, self._file.flush, self._queue.get, \
+            self._queue.qsize
+        while (text := get()) is not None:
+            write(text)
+            if qsize() == 0:
+                flush()
+                stamp("written -")
+        flush()
+
+    def start(*_):
+        profiler[0] = cProfile.Profile()
+        profiler[0].enable()
+
+    def flush(*_):
+        if profile is not None:
+            profiler[0].disable()
+            profiler[0].dump_stats(str(profile))
+        with log.open("a") as out:
+            while notes:
+                out.write(notes.popleft())
+            out.write("flushed\n")
+
+    WorkbenchApp.on_event = probed_on_event
+    App._display = probed_display
+    WriterThread.run = write_frames
+    signal.signal(signal.SIGUSR1, flush)
+    if profile is not None:
+        signal.signal(signal.SIGUSR2, start)
+    run_app(root, "bench")
+
+
+def flush_probe(pid: int, log: Path) -> None:
+    """Have the app write its probe's notes (and its profile) now; wait until it has."""
+    def flushed() -> int:
+        return log.read_text().count("flushed\n") if log.is_file() else 0
+
+    before = flushed()
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 30
+    while flushed() == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def start_app(root: Path, tmp: Path, profile: Path | None = None) -> tuple[Tmux, Path]:
     tmux("kill-session", "-t", SESSION)
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
-            f"from tui.app import run_app; run_app(Path({str(root)!r}), 'bench')")
-    cmd = f"{sys.executable} -c \"{code}\"; date +%s.%N > {marker}"
-    tmux("new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40", cmd)
-    if wait_screen(header_says("Workspaces"), timeout=120) == float("inf"):
-        raise SystemExit("the app did not start:\n" + screen())
+    log, marker, pidfile = tmp / "probe.log", tmp / "quit-marker", tmp / "app.pid"
+    extra = f" --profile {profile}" if profile else ""
+    cmd = (f"echo $$ > {pidfile}; exec {sys.executable} {Path(__file__).resolve()} --serve {root} "
+           f"--log {log}{extra}")
+    tmux("new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40",
+         f"sh -c '{cmd}'; date +%s.%N > {marker}")
+    client = Tmux(SESSION)
+    if client.wait(header_says("Workspaces"), timeout=120) == float("inf"):
+        raise SystemExit("the app did not start:\n" + client.screen())
     time.sleep(2.0)  # the first screen's workers settle
+    return client, log
 
 
-def phase(switches: int, typed: int) -> dict:
-    """Mode switches round the F-keys, then characters typed into the Data build name."""
-    times = []
+def app_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def split(keys: list[tuple[float, float]], log: Path) -> dict:
+    """Each key's (sent, seen) split by the probe's notes: delivered (sent -> the event loop took
+    it), app (took it -> the frame on screen when the key's effect was seen was written to the
+    terminal), cpu (the event loop's CPU time from taking the key to handing that frame on)."""
+    notes: dict[str, list[tuple[float, float]]] = {"key": [], "paint": [], "written": []}
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] in notes:
+            notes[parts[0]].append((float(parts[2]), float(parts[3])))
+    out = {"delivered_s": [], "app_s": [], "cpu_s": []}
+    for sent, seen in keys:
+        took = next((k for k in notes["key"] if k[0] >= sent), None)
+        written = max((w for w in notes["written"] if w[0] <= seen), default=None)
+        paint = written and max((p for p in notes["paint"] if p[0] <= written[0]), default=None)
+        if took is None or paint is None or paint[0] < took[0]:
+            continue  # the probe saw it before the app noted it (a key the app did not take)
+        out["delivered_s"].append(took[0] - sent)
+        out["app_s"].append(written[0] - took[0])
+        out["cpu_s"].append(paint[1] - took[1])
+    return out
+
+
+class Profiled:
+    """cProfile the app (see serve) over a `with` block, its stats written to `path`."""
+
+    def __init__(self, pid: int, log: Path, profile: Path | None, path: str) -> None:
+        self.pid, self.log, self.profile, self.path = pid, log, profile, path
+
+    def __enter__(self):
+        if self.profile:
+            os.kill(self.pid, signal.SIGUSR2)
+
+    def __exit__(self, *exc):
+        if self.profile:
+            flush_probe(self.pid, self.log)
+            if self.profile.is_file():
+                self.profile.rename(self.path)
+
+
+def phase(client: Tmux, log: Path, pid: int, switches: int, typed: int, bursts: int,
+          profile: Path | None = None, name: str = "") -> dict:
+    """Mode switches round the F-keys, then characters typed into the Data build name one at a
+    time (each once the one before is on screen), then ten at a time."""
+    part = lambda what: Profiled(pid, log, profile, f"{profile}.{name}.{what}")  # noqa: E731
+    cpu0 = app_cpu_s(pid)
+    switch = []
     i = 0
-    while len(times) < switches:
-        key, title = MODES[i % len(MODES)]
-        i += 1
-        times.append(key_latency(key.upper(), header_says(title)))
-    key_latency("F3", header_says("Data"))
-    tmux("send-keys", "-t", SESSION, "C-n")
+    with part("switch"):
+        while len(switch) < switches:
+            key, title = MODES[i % len(MODES)]
+            i += 1
+            switch.append(key_latency(client, key.upper(), header_says(title)))
+    switch_cpu = app_cpu_s(pid) - cpu0
+    key_latency(client, "F3", header_says("Data"))
+    client.send("C-n")
     time.sleep(0.5)
     typing = []
     text = ""
-    for n in range(typed):
-        ch = "abcdefghij"[n % 10]
-        text += ch
-        want = text[-12:]
-        typing.append(key_latency(ch, lambda s, w=want: w in s))
-    tmux("send-keys", "-t", SESSION, "C-u")  # clear the field
-    return {"switch_s": times, "typing_s": typing}
+    cpu0 = app_cpu_s(pid)
+    with part("typing"):
+        for n in range(typed):
+            ch = "abcdefghij"[n % 10]
+            text += ch
+            want = f"▊  {text}"  # in the field: a lone "a" is on screen before it is typed
+            typing.append(key_latency(client, ch, lambda s, w=want: w in s))
+    typing_cpu = app_cpu_s(pid) - cpu0
+    client.send("C-u")  # clear the field
+    time.sleep(0.3)
+    burst = []  # ten characters in one go, as fast typing (or keys queued meanwhile) come
+    text = ""
+    cpu0 = app_cpu_s(pid)
+    with part("burst"):
+        for n in range(bursts):
+            chunk = "klmnopqrst"[n % 10:] + "klmnopqrst"[:n % 10]
+            text += chunk
+            want = text[-15:]
+            burst.append(key_latency(client, f"-l {chunk}", lambda s, w=want: w in s))
+    burst_cpu = app_cpu_s(pid) - cpu0
+    client.send("C-u")
+    time.sleep(0.3)
+    flush_probe(pid, log)
+    return {"switch": [b - a for a, b in switch], "typing": [b - a for a, b in typing],
+            "burst": [b - a for a, b in burst],
+            "switch_split": split(switch, log), "typing_split": split(typing, log),
+            "burst_split": split(burst, log),
+            "switch_app_cpu_s": switch_cpu / max(1, len(switch)),
+            "typing_app_cpu_s": typing_cpu / max(1, len(typing)),
+            "burst_app_cpu_s": burst_cpu / max(1, len(burst))}
 
 
 def stats(values: list[float]) -> dict:
-    vals = sorted(values)
+    """Milliseconds: the median, the 90th and 99th percentiles and the largest."""
+    vals = sorted(values) or [float("nan")]
     p = lambda q: vals[min(len(vals) - 1, int(round(q * (len(vals) - 1))))]  # noqa: E731
-    return {"n": len(vals), "median_ms": 1000 * statistics.median(vals),
-            "p90_ms": 1000 * p(0.9), "p99_ms": 1000 * p(0.99), "max_ms": 1000 * vals[-1]}
+    return {"n": len(values), "median": 1000 * statistics.median(vals), "p90": 1000 * p(0.9),
+            "p99": 1000 * p(0.99), "max": 1000 * vals[-1]}
 
 
-def quit_time(marker: Path) -> float:
+def quit_time(client: Tmux, marker: Path) -> float:
     """Seconds from ctrl+q to the process's end, right after a Chat reply was started."""
-    key_latency("F7", header_says("Chat"))
+    key_latency(client, "F7", header_says("Chat"))
     time.sleep(1.0)
-    tmux("send-keys", "-t", SESSION, *"hello there", "Enter")
+    client.send("-l", "'hello there'")
+    client.send("Enter")
     time.sleep(0.3)  # the model is loading or generating in its thread worker now
     t0 = time.time()
-    tmux("send-keys", "-t", SESSION, "C-q")
+    client.send("C-q")
     deadline = time.monotonic() + 60
     while not marker.is_file() or not marker.read_text().strip():
         if time.monotonic() > deadline:
@@ -216,12 +464,45 @@ def quit_time(marker: Path) -> float:
     return float(marker.read_text()) - t0
 
 
+WHAT = ("switch", "typing", "burst")  # a mode key; a character; ten characters in one go
+COLUMNS = (("seen", "median", "median"), ("seen", "p90", "p90"), ("seen", "p99", "p99"),
+           ("seen", "max", "max"), ("app", "app", "median"), ("app", "app p99", "p99"),
+           ("delivered", "tmux", "median"), ("cpu", "cpu", "median"))
+
+
+def table(result: dict) -> str:
+    """The figures as printed, in milliseconds: median..max are key sent -> effect seen on
+    screen (what a user waits); `app` is the event loop taking the key -> the frame written;
+    `tmux` is sending -> the event loop taking it; `cpu` the event loop's CPU time per key
+    (medians unless named)."""
+    lines = [f"{'phase (ms)':<18} {'what':<6} {'n':>3} "
+             + " ".join(f"{h:>7}" for _, h, _ in COLUMNS)]
+    for name, ph in result["phases"].items():
+        for what in WHAT:
+            s = ph[what]
+            cells = [s[src][q] for src, _, q in COLUMNS]
+            lines.append(f"{name:<18} {what:<6} {s['seen']['n']:>3} "
+                         + " ".join(f"{c:>7.1f}" for c in cells))
+    lines.append(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--switches", type=int, default=35, help="mode switches per phase")
     p.add_argument("--typed", type=int, default=20, help="characters typed per phase")
+    p.add_argument("--bursts", type=int, default=8, help="bursts of ten characters per phase")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--phases", default="idle,10,0",
+                   help="comma-separated: idle, or the nice level of a background training")
+    p.add_argument("--profile", help="cProfile the app's process over each part of each phase: "
+                   "PROFILE.PHASE.switch and PROFILE.PHASE.typing (pstats files)")
+    p.add_argument("--serve", help=argparse.SUPPRESS)  # the app under test (run in tmux)
+    p.add_argument("--log", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.serve:
+        serve(Path(args.serve), Path(args.log), Path(args.profile) if args.profile else None)
+        return 0
     if not shutil.which("tmux"):
         raise SystemExit("tmux is needed (apt-get install tmux)")
 
@@ -230,39 +511,44 @@ def main(argv=None) -> int:
 
     result = {"platform": describe(), "settings": vars(args), "phases": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "workspaces"
+        tmp = Path(tmp)
+        root = tmp / "workspaces"
         ws = build_workspace(root)
-        marker = Path(tmp) / "quit-marker"
-        start_app(root, marker)
+        profile = Path(args.profile).resolve() if args.profile else None
+        client, log = start_app(root, tmp, profile)
+        pid = int((tmp / "app.pid").read_text())
         try:
-            for name, nice in (("idle", None), ("training, nice 10", 10),
-                               ("training, nice 0", 0)):
+            for spec in args.phases.split(","):
+                nice = None if spec == "idle" else int(spec)
+                name = "idle" if nice is None else f"training, nice {nice}"
+                name += " (again)" * sum(n.startswith(name) for n in result["phases"])
                 training = start_training(ws, nice) if nice is not None else None
                 try:
                     print(f"  phase {name} …", file=sys.stderr)
-                    raw = phase(args.switches, args.typed)
+                    raw = phase(client, log, pid, args.switches, args.typed, args.bursts,
+                                profile,
+                                "".join(c for c in name if c.isalnum()))
                 finally:
                     if training:
                         stop_training(*training)
-                result["phases"][name] = {"switch": stats(raw["switch_s"]),
-                                          "typing": stats(raw["typing_s"]), "raw": raw}
+                result["phases"][name] = {
+                    what: {"seen": stats(raw[what]),
+                           **{k.removesuffix("_s"): stats(v)
+                              for k, v in raw[f"{what}_split"].items()},
+                           "app_cpu_per_key_ms": 1000 * raw[f"{what}_app_cpu_s"]}
+                    for what in WHAT} | {"raw": raw}
             training = start_training(ws, 10)
             try:
-                result["quit_s"] = quit_time(marker)
+                result["quit_s"] = quit_time(client, tmp / "quit-marker")
             finally:
                 stop_training(*training)
         finally:
+            client.close()
             tmux("kill-session", "-t", SESSION)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     io.write_json(Path(args.out) / f"tui_latency-{stamp}.json", result)
-    print(f"{'phase':<20} {'what':<12} {'n':>4} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8} "
-          f"{'max ms':>8}")
-    for name, ph in result["phases"].items():
-        for what in ("switch", "typing"):
-            s = ph[what]
-            print(f"{name:<20} {what:<12} {s['n']:>4} {s['median_ms']:>10.1f} "
-                  f"{s['p90_ms']:>8.1f} {s['p99_ms']:>8.1f} {s['max_ms']:>8.1f}")
-    print(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s")
+    io.write_text(Path(args.out) / f"tui_latency-{stamp}.txt", table(result) + "\n")
+    print(table(result))
     return 0
 
 

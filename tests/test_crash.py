@@ -145,19 +145,22 @@ def test_sigkill_inside_prune_leaves_only_whole_steps(tmp_path):
     import sys
 
     adapters = tmp_path / "adapters"
-    files = 1000
-    for step in range(1, 6):
+    files, last = 1000, 8
+    for step in range(1, last + 1):
         d = adapters / ckpt.step_name(step)
         d.mkdir(parents=True)
         for i in range(files):
             (d / f"part-{i}.bin").write_bytes(b"x")
         io.write_json(d / ckpt.STATE_FILE, {"step": step})
-    ckpt.point_last(adapters, ckpt.step_name(5))
+    ckpt.point_last(adapters, ckpt.step_name(last))
     script = ("import sys; from pathlib import Path; from clara.train import checkpoint as c; "
               "c.prune(Path(sys.argv[1]), 1)")
     rng = random.Random(7)
+    cut_short = False
     for kill in range(3):
         steps = len(list(adapters.glob("step-*")))
+        if steps == 1:  # on a loaded machine a prune can get that far before its kill lands
+            break
         proc = subprocess.Popen([sys.executable, "-c", script, str(adapters)])
         deadline = time.monotonic() + 60
         while len(list(adapters.glob("step-*"))) == steps:  # until one goes out of sight
@@ -166,8 +169,9 @@ def test_sigkill_inside_prune_leaves_only_whole_steps(tmp_path):
         time.sleep(rng.uniform(0, 0.01))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        cut_short |= any(p.name.endswith(".del") for p in adapters.iterdir())
         for p in adapters.glob("step-*"):  # in sight: whole
             assert len(list(p.iterdir())) == files + 1, p.name
-    assert [p.name for p in adapters.iterdir() if p.name.endswith(".del")]  # cut short
-    assert ckpt.latest(adapters).name == ckpt.step_name(5)  # the next open finishes the job
+    assert cut_short  # a kill landed inside a deletion
+    assert ckpt.latest(adapters).name == ckpt.step_name(last)  # the next open finishes the job
     assert not [p for p in adapters.iterdir() if p.name.startswith(".")]

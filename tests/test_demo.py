@@ -115,6 +115,12 @@ def demo_build(tmp_path_factory):
 
     ws = build_demo(root, progress=progress)
     print(f"demo built in {time.monotonic() - tic:.0f} s")
+    # The build leaves its HRM run training in the background, for the user to watch; the suite
+    # stops it rather than pay for it beside the other tests (tests/test_hrm.py trains that model)
+    from clara.hrm.demo import RUN
+    from clara.runs import request_stop
+
+    request_stop(Run(ws.runs_dir / RUN))
     return ws, messages
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import mlx.core as mx
 import pytest
 
 from clara import io
@@ -34,7 +35,10 @@ READER = DATA / "models" / "reader"
 # 2200 facts: with 1000 the generator learns the training answers (2.4 epochs) and stays near
 # chance on unseen facts (EM 0.21)
 FACTS = synthetic.facts(2400, seed=1)
-TRAIN, TEST = FACTS[:2200], FACTS[2200:]
+TRAIN, TEST = FACTS[:2200], FACTS[2200:2320]
+# stage 3 sees 60 x 8 questions: drawn from 480 facts, each candidate document comes back about 4
+# times, and its frozen compressor's vectors are computed once (ClaraStageTask._candidate_vectors)
+STAGE3_TRAIN = TRAIN[:480]
 
 
 def write(ws, name: str, train: list[dict], valid: list[dict]) -> None:
@@ -56,7 +60,7 @@ def trained(tmp_path_factory):
     write(ws, "facts-stage1", synthetic.stage1_rows(TRAIN, paraphrase_every=4),
           synthetic.stage1_rows(TEST[:16]))
     write(ws, "facts-stage2", synthetic.stage2_rows(TRAIN, 1), synthetic.stage2_rows(TEST[:16], 1))
-    write(ws, "facts-stage3", synthetic.stage3_rows(TRAIN, 4, seed=1),
+    write(ws, "facts-stage3", synthetic.stage3_rows(STAGE3_TRAIN, 4, seed=1),
           synthetic.stage3_rows(TEST[:16], 4, seed=1))
     r = CliRunner().invoke(cli, [
         "--root", str(root), "-w", "q", "train", "pipeline", "-m", str(READER),
@@ -107,21 +111,35 @@ def test_stage3_keeps_the_answers_and_the_retrieval(trained):
     who 100%, verb / thing / year at chance): no query reasoner can rank these documents, and
     recall@1 stays near chance (0.25). Where the compressed vectors keep what questions ask,
     stage 3 lifts recall: test_method_retrieval_quality.py."""
-    rows = synthetic.stage3_rows(TEST[:120], 4, seed=2)
+    rows = synthetic.stage3_rows(TEST, 4, seed=2)
     start = checkpoint.load(trained[2], stage="stage3")
     start.eval()
     end = checkpoint.load(trained["handed over"], inference=True)
+    # stage 3 trains the query reasoner alone: the compressor (and the memory rows) and the
+    # generator it hands over are stage 2's, bit for bit, so an answer depends only on the
+    # question and the document it is given, whichever model gives it
+    assert inference.compressor_digest(end) == inference.compressor_digest(start)
+    same = checkpoint.adapter_digests(end), checkpoint.adapter_digests(start)
+    assert same[0]["generator"] == same[1]["generator"]
+    docs = [f["doc"] for f in TEST]  # every candidate is one of these
+    vectors = inference.compress_documents(end, docs)
+    answers: dict[tuple[str, str], bool] = {}
+
+    def right(r, doc: str) -> bool:
+        if (r["question"], doc) not in answers:
+            i = docs.index(doc)
+            answers[r["question"], doc] = inference.answer_from_compressed(
+                end, r["question"], vectors[i:i + 1], max_tokens=6).strip() == r["answer"]
+        return answers[r["question"], doc]
 
     def scores(model):
         hits, em_own, em_gold = [], [], []
         for r in rows:
-            vec = inference.compress_documents(model, r["docs"])
+            vec = vectors[mx.array([docs.index(d) for d in r["docs"]])]
             idx, _ = inference.retrieve(model, r["question"], vec, 1)
             hits.append(recall_at_k(idx, r["pos_index"], 1))
-            for pick, out in ((idx[0], em_own), (r["pos_index"][0], em_gold)):
-                a = inference.answer_from_compressed(model, r["question"], vec[pick:pick + 1],
-                                                     max_tokens=6).strip()
-                out.append(a == r["answer"])
+            em_own.append(right(r, r["docs"][idx[0]]))
+            em_gold.append(right(r, r["docs"][r["pos_index"][0]]))
         n = len(rows)
         return sum(hits) / n, sum(em_own) / n, sum(em_gold) / n
 
@@ -130,6 +148,6 @@ def test_stage3_keeps_the_answers_and_the_retrieval(trained):
           f"its own top-1 {own0:.2f} -> {own1:.2f}; EM from the gold document {gold0:.2f} -> "
           f"{gold1:.2f}")
     # 120 questions: a difference of 0.1 is about two standard deviations of the noise
-    assert gold1 >= gold0 - 0.02  # the generator keeps what stage 2 taught it
+    assert gold1 == gold0 >= 0.5  # the generator keeps what stage 2 taught it
     assert own1 >= own0 - 0.1  # its own pick answers no worse
     assert r1 >= r0 - 0.1  # and the query reasoner does not walk away from its start

@@ -41,7 +41,7 @@ def single_gold(rows: list[dict]) -> list[dict]:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """The benchmark, stage-2 rows with the gold document alone and stage-3 rows with 6
-    candidates, and one pipeline run (about 2 minutes on two cores)."""
+    candidates, and one pipeline run (60, 60 and 30 steps: about 90 CPU-seconds)."""
     from click.testing import CliRunner
 
     from clara.cli import cli
@@ -64,7 +64,7 @@ def pipeline(tmp_path_factory):
                         for r in rows])
     clara("train", "pipeline", "-m", str(READER), "--stage1", "syn-stage1",
           "--stage2", "syn-s2gold", "--stage3", "syn-s3six", "--name", "p",
-          "--stage1-iters", "150", "--stage2-iters", "150", "--stage3-iters", "60",
+          "--stage1-iters", "60", "--stage2-iters", "60", "--stage3-iters", "30",
           "--stage1-lr", "1e-3", "--stage2-lr", "1e-3", "--stage3-lr", "2e-4",
           "--doc-max-tokens", "64", "--compression-rate", "4", "--lora-rank", "32",
           "--lora-dropout", "0", "--mse-weight", "0", "--batch-size", "8", "--max-len", "512",
@@ -92,5 +92,6 @@ def test_stage3_lifts_recall_on_unseen_entities(pipeline):
     chance = 1 / CANDIDATES
     print(f"stage-3 recall@1 over {CANDIDATES} candidates: start {r0:.2f}, end {r1:.2f} "
           f"(chance {chance:.2f})")
-    assert r1 >= r0 + 0.05  # measured 0.84 -> 0.93 (0.66 -> 0.77 with the reference stage 3)
+    assert r1 >= r0 + 0.05  # measured 0.58 -> 0.88 (150/150/60 steps: 0.65 -> 0.93 on
+    # 2026-11-30; 0.66 -> 0.77 with the reference stage 3)
     assert r1 >= chance + 0.4

@@ -110,7 +110,7 @@ def test_stage3_query_reasoner_starts_as_compressor_and_logs_retrieval(tiny_mode
     task = task_for(m, synthetic.stage3_rows(FACTS[:6], 4))
     batch = next(iter(task.train_batches(0, 0)))
     loss, n, extras = task.loss(m, batch)
-    assert {"ce", "mse", "retrieval", "recall@1", "precision@1", "recall@3"} <= set(extras)
+    assert {"ce", "retrieval", "recall@1", "precision@1", "recall@3"} <= set(extras)
     assert "recall@5" not in extras  # only 4 candidates
     assert abs(float(loss) - float(extras["ce"]) - float(extras["retrieval"])) < 1e-4
     assert int(n) > 0 and 0 <= float(extras["recall@3"]) <= 1

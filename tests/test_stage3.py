@@ -163,3 +163,88 @@ def test_pipeline_warns_when_documents_are_cut(workspace, tiny_model_dir):
                            str(tiny_model_dir), data, name="cut")
     (line,) = truncation_warnings(pipe)
     assert line.startswith("stage3: 100% of the documents are longer than doc_max_tokens 16")
+
+
+def test_frozen_candidates_are_compressed_once_outside_the_step(tiny_model_dir, tmp_path):
+    """With the compressor and the memory rows frozen (the default), stage 3 takes its
+    candidates' vectors from a per-document cache filled outside the training step: the same
+    loss and gradients as compressing them inside it, and the same compiled engine run."""
+    import numpy as np
+    import pytest
+
+    rows = synthetic.stage3_rows(FACTS[:8], 4)
+    m = make(tiny_model_dir, retrieval_weight=1.0)
+    cached, plain = task_for(m, rows), task_for(m, rows)
+    plain.cache_candidates = False
+    assert cached.cache_candidates
+    b1, b2 = next(iter(cached.train_batches(0, 0))), next(iter(plain.train_batches(0, 0)))
+    assert "cand_vecs" in b1 and "cand_ids" not in b1 and "cand_ids" in b2
+    assert cached.loss_counts(b1) == plain.loss_counts(b2)
+    m.train()
+    vg = nn.value_and_grad(m, lambda mm, b: mm.stage_loss(b)[0])
+    (l1, g1), (l2, g2) = vg(m, b1), vg(m, b2)
+    assert float(l1) == pytest.approx(float(l2), rel=1e-5)
+    g1, g2 = dict(tree_flatten(g1)), dict(tree_flatten(g2))
+    assert g1.keys() == g2.keys() and all("query_reasoner" in k for k in g1)
+    assert all(np.allclose(np.array(g1[k]), np.array(g2[k]), rtol=1e-4, atol=1e-6) for k in g1)
+    # every unique candidate once, whatever the epochs
+    for epoch in range(2):
+        list(cached.train_batches(epoch, 0))
+    assert set(cached._doc_vectors) == {d for r in rows for d in r["docs"]}
+
+    def engine_losses(cache: bool, folder):
+        mm = make(tiny_model_dir, retrieval_weight=1.0)
+        task = task_for(mm, rows)
+        task.cache_candidates = cache
+        (tmp_path / folder).mkdir()
+        cfg = ClaraTrainConfig(model=str(tiny_model_dir), iters=3, learning_rate=1e-2,
+                               val_every=0, save_every=100, warmup_steps=0)
+        assert Engine(task, cfg, tmp_path / folder).run().status == "completed"
+        return [r["train_loss"] for r in io.read_jsonl(tmp_path / folder / "metrics.jsonl")
+                if "train_loss" in r]
+
+    assert engine_losses(True, "a") == pytest.approx(engine_losses(False, "b"), rel=1e-4)
+    # the memory rows feed the compressor: trained, they change the candidates' vectors
+    m = make(tiny_model_dir, stage3_train="query_reasoner,memory")
+    assert not task_for(m, rows).cache_candidates
+
+
+def test_stage2_continues_stage1s_generator_only_when_asked(tiny_model_dir, tmp_path):
+    from clara.method import checkpoint
+
+    mx.random.seed(0)
+    m = ClaraModel.from_base(ClaraConfig(base_model=str(tiny_model_dir), stage="stage1",
+                                         doc_max_tokens=16, compression_rate=4))
+    for layer in m._loras:  # a "trained" stage-1 generator: B is no longer zero
+        layer.adapters["generator"].lora_b = layer.adapters["generator"].lora_b + 0.01
+    checkpoint.save(m, tmp_path / "s1")
+    s1 = checkpoint.adapter_digests(m)
+    fresh = checkpoint.adapter_digests(checkpoint.load(tmp_path / "s1", stage="stage2"))
+    kept = checkpoint.adapter_digests(checkpoint.load(
+        tmp_path / "s1", stage="stage2", overrides={"stage2_generator": "stage1"}))
+    assert fresh["compressor"] == kept["compressor"] == s1["compressor"]
+    assert fresh["generator"] != s1["generator"] and kept["generator"] == s1["generator"]
+    import pytest
+
+    from clara.errors import UserError
+
+    with pytest.raises(UserError, match="stage2_generator"):
+        ClaraTrainConfig(stage2_generator="stage0").validate()
+
+
+def test_stage2_trains_what_it_is_asked(tiny_model_dir):
+    rows = synthetic.stage2_rows(FACTS[:8], 1, kinds=synthetic.QUESTIONS)
+    assert [r["answer"] for r in rows[:3]] == [FACTS[0]["who"], FACTS[0]["year"], FACTS[0]["what"]]
+
+    def parts(**kw):
+        mx.random.seed(0)
+        m = ClaraModel.from_base(ClaraConfig(base_model=str(tiny_model_dir), stage="stage2",
+                                             doc_max_tokens=16, compression_rate=4,
+                                             lora_dropout=0.0, **kw))
+        task = ClaraStageTask(m, [parse_row(r, "stage2", 1, m.config.n_mem, "rows", i + 1)
+                                  for i, r in enumerate(rows)], None, 4)
+        return trained_parts(m, task)
+
+    assert parts() == {"compressor", "generator", "memory"}  # the reference's stage 2
+    # the compressor frozen: stage 1's vectors kept, and the memory rows it reads with them
+    assert parts(stage2_train="generator") == {"generator"}

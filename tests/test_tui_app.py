@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from textual.containers import VerticalScroll
 from textual.widgets import DataTable
 
 from clara.errors import UserError
@@ -17,18 +18,35 @@ def test_modes_switch_by_keys_and_header_shows_workspace_and_platform(workspace)
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
             assert app.current_mode == "workspaces"
+            seen = set()
             for key, mode in (("f3", "data"), ("f4", "train"), ("f5", "runs"),
                               ("f2", "workspaces"), ("d", "workspaces"), ("escape", "workspaces"),
                               ("f3", "data"), ("r", "data"), ("t", "data"), ("f7", "chat"),
                               ("f8", "eval"), ("e", "eval"), ("f9", "models"), ("f5", "runs"),
                               ("c", "runs"), ("f2", "workspaces"), ("f8", "eval")):
+                if mode in seen and mode != app.current_mode:
+                    # a screen shown before paints at once: Textual's 50 ms hold of every
+                    # paint after a switch (masking a screen composing itself) is left out
+                    app.switch_mode(mode)
+                    assert app._batch_count == 0, mode
                 await pilot.press(key)
                 await settle(pilot)
                 assert app.current_mode == mode, key
+                seen.add(mode)
+                # Tab goes from field to field: a scrolling panel of fields is no stop of its own
+                stops = [w.id for w in app.screen.focus_chain if isinstance(w, VerticalScroll)
+                         and w.query("Input, Select, SelectionList, Switch")]
+                assert not stops, (mode, stops)
             header = app.screen.query_one("ClaraHeader")
             line = str(header.render())
             assert "workspace test" in line and "Eval" in line
             assert "cpu · float32 · BLAS openblas" in line
+            # HRM (F10, off the mode bar) fits the screen: its tabs overflowed it, the screen
+            # scrolled and the mode bar went off the top
+            await pilot.press("f10")
+            await settle(pilot)
+            assert app.current_mode == "hrm"
+            assert app.screen.query_one("ModeBar").region.y == 1
             assert app.errors == []
 
     asyncio.run(go())
@@ -37,7 +55,8 @@ def test_modes_switch_by_keys_and_header_shows_workspace_and_platform(workspace)
 def test_keys_typed_ahead_land_where_the_keys_before_them_sent_the_focus(workspace):
     """Typing fast (or while the app is busy) delivers keys in one burst. Those after a key that
     moves the focus (ctrl+n, ctrl+o) or opens a mode whose screen is still being built went to
-    the old focus, or nowhere, and were lost; now each key waits for the one before it."""
+    the old focus, or nowhere, and were lost; now each key waits for the one before it, except
+    characters typed into a text field, which go on together."""
     from textual import events
 
     def burst(app, *keys):
@@ -52,11 +71,24 @@ def test_keys_typed_ahead_land_where_the_keys_before_them_sent_the_focus(workspa
             burst(app, "f3", "ctrl+o", *"/tmp/notes")
             await wait_for(pilot, lambda: getattr(app.focused, "id", "") == "import-path"
                            and app.focused.value == "/tmp/notes", what="the typed path")
+            turns = []  # each key handed on alone waits for its effects (a frame at least)
+            set_timer = app.set_timer
+            app.set_timer = lambda delay, *a, **k: (
+                turns.append(delay) if delay == app.KEY_SETTLE_S else None,
+                set_timer(delay, *a, **k))[1]
             burst(app, "escape", "ctrl+n", *"nb-cpt")  # a built screen: another field
             await wait_for(pilot, lambda: getattr(app.focused, "id", "") == "build-name"
                            and app.focused.value == "nb-cpt", what="the typed name")
+            # characters into a text field go on behind one another: escape, ctrl+n, then the
+            # six letters at once (not one frame each)
+            assert len(turns) == 3, turns
             assert app.current_mode == "data"  # n, b, t, ... typed, never run as commands
             assert app.screen.query_one("#import-path").value == "/tmp/notes"
+            # ctrl+q quits at once, even behind a key whose effects have not landed yet
+            app._key_turn, app._typing_into = -1, None  # a mode key in flight, say
+            burst(app, "x", "ctrl+q")
+            await wait_for(pilot, lambda: app._exit, what="the quit")
+            assert app.focused.value == "nb-cpt"  # the x still waits
 
     asyncio.run(go())
 
@@ -74,6 +106,11 @@ def test_mode_screens_are_built_in_the_background_and_shown_as_built(workspace):
                 what="the screens built in the background")
             built = dict(app._prebuilt)
             assert not any(s.is_current for s in built.values())
+            # laid out in the background too, for the terminal's width (100: forms stack their
+            # help under the field); Textual gives that class only to the screen shown
+            await wait_for(pilot, lambda: built["train"].query_one("#launch").region,
+                           what="Train laid out in the background")
+            assert all(s.has_class("-narrow") for s in built.values())
             await pilot.press("f3")
             await settle(pilot)
             assert app.screen is built["data"] and "data" not in app._prebuilt

@@ -178,6 +178,9 @@ def test_pickers_offer_only_usable_checkpoints(workspace):
     _run_with(workspace, "going", "running")
     _run_with(workspace, "stage-going", "running", kind="clara-stage1")
     assert [ref for _label, ref in adapter_options(workspace)] == ["done:best", "done:step-2"]
+    # the checkpoint first: a narrow picker cut `RUN-ID:best` and `RUN-ID:last` to one text
+    assert [label for label, _ref in adapter_options(workspace)] == ["best · done",
+                                                                     "step-2 · done"]
     specs = [spec for _label, spec, _on in config_options(workspace)]
     assert specs == ["closed", "rag", "closed=done"]
 

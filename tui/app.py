@@ -62,6 +62,20 @@ class WorkspaceCommands(Provider):
                           help=help_text)
 
 
+def _types_into(widget, event: events.Event) -> bool:
+    """Whether `event` is a character that the text field `widget` takes as text: such a key
+    neither moves the focus nor runs a command (a field that refuses some characters, such as
+    a number field, lets them bubble to the screen's keys, so it is left out)."""
+    from textual.widgets import Input, TextArea
+
+    if not isinstance(event, events.Key) or not event.is_printable:
+        return False
+    if isinstance(widget, TextArea):
+        return not widget.read_only
+    return (isinstance(widget, Input) and widget.type == "text" and not widget.restrict
+            and not widget.max_length)
+
+
 def _styled(screen: Screen) -> Screen:
     """A new mode screen, marked as styled with the app's current CSS. Textual restyles the whole
     app (reparsing every stylesheet) when it shows a screen not so marked, twice on a mode's
@@ -106,6 +120,7 @@ class WorkbenchApp(App):
         Binding("f10", "switch_mode('hrm')", "HRM", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
+    _QUIT_KEYS = frozenset(b.key for b in BINDINGS if b.action == "quit")
     # narrow terminals (100 columns) stack a form's help under its field
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (116, "-wide")]
 
@@ -129,15 +144,27 @@ class WorkbenchApp(App):
         self.set_reactive(WorkbenchApp.workspace_name, workspace or "")
         self._keys: deque = deque()  # typed ahead, not yet handed on (see on_event)
         self._key_turn = 0  # which handed-on key the app waits for; 0: none
+        self._typing_into = None  # the text field the key in flight types into, if it does
 
     # -- type-ahead ---------------------------------------------------------------------------
     async def on_event(self, event: events.Event) -> None:
         """Keys are handed on one at a time, each once the previous one's effects have landed.
         Textual hands a key to whatever has the focus when the key is read: keys typed fast
         (or queued while the app was busy) after one that moves the focus (ctrl+n, a mode key
-        that builds its screen) reached the old focus, or nothing, and were lost."""
+        that builds its screen) reached the old focus, or nothing, and were lost. Characters
+        typed into a text field go on at once, behind one another: waiting a frame for each
+        made fast typing lag behind (a layout and a paint per key instead of one a burst)."""
         if isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded:
             self._last_key_at = time.monotonic()
+            if isinstance(event, events.Key) and event.key in self._QUIT_KEYS:
+                await super().on_event(event)  # quit at once, not after the keys before it
+                return
+            if not self._keys and self._typing_into is not None \
+                    and self._typing_into is self.focused and _types_into(self.focused, event):
+                # the key in flight is a character into this field: it cannot have moved the
+                # focus, so this one need not wait a frame for its effects
+                await super().on_event(event)
+                return
             self._keys.append(event)
             if not self._key_turn:
                 await self._next_key()
@@ -145,11 +172,25 @@ class WorkbenchApp(App):
         await super().on_event(event)
 
     KEY_SETTLE_S = 1.0  # a key whose effects never report back releases the queue after this
+    # Worker groups whose work the next key may act on: a run renamed or archived in a thread,
+    # then t (tags) typed at once acted on the old name. Keys wait for them too (at most
+    # KEY_SETTLE_S).
+    KEYS_WAIT_FOR = frozenset({"run-control"})
 
-    async def _next_key(self, turn: int | None = None) -> None:
+    def _keys_held(self) -> bool:
+        return any(w.group in self.KEYS_WAIT_FOR and not w.is_finished for w in self.workers)
+
+    async def _next_key(self, turn: int | None = None, force: bool = False) -> None:
         if turn is not None and turn != self._key_turn:
             return  # a late report of a key already given up on
+        if self._keys and not force and self._keys_held():
+            if not self._key_turn:  # no key in flight: hold the queue, for a while at most
+                self._key_turn = turn = -2
+                self.set_timer(self.KEY_SETTLE_S, lambda: self._next_key(-2, force=True))
+            self.set_timer(0.02, lambda: self._next_key(turn))
+            return
         self._key_turn = 0
+        self._typing_into = None
         if not self._keys:
             return
         screen = self.screen
@@ -161,11 +202,15 @@ class WorkbenchApp(App):
         target = self.focused or screen
         self._key_turn = turn = id(event)
         await super().on_event(event)
+        if _types_into(target, event):
+            self._typing_into = target
+            while self._keys and _types_into(target, self._keys[0]):  # a burst into the field
+                await super().on_event(self._keys.popleft())
         # the key bubbles from the target up to the screen (a binding there acts on it), the
         # app runs what that queued (a focus change), the screen lays out what changed
         self._after_bubbling(target, lambda: self.screen.call_after_refresh(
             self.call_later, self._next_key, turn))
-        self.set_timer(self.KEY_SETTLE_S, lambda: self._next_key(turn))
+        self.set_timer(self.KEY_SETTLE_S, lambda: self._next_key(turn, force=True))
 
     def _after_bubbling(self, node, done, rounds: int = 2) -> None:
         """Call `done` once a message just given to `node` has bubbled up to the app. This
@@ -226,10 +271,10 @@ class WorkbenchApp(App):
             self.call_from_thread(self.run_worker, self._prebuild(), group="prebuild",
                                   exit_on_error=False)
 
-    # In the order of the usual loop. Not Train: its CLaRa forms import the method in a
-    # thread, and that held the event loop for seconds (a key waited as long): it is built on
-    # its first visit, keys typed meanwhile waiting for it (see on_event).
-    PREBUILD_ORDER = ("data", "runs", "chat", "eval", "models", "workspaces")
+    # In the order of the usual loop. Train too: the CLaRa settings its forms import in a
+    # thread no longer bring MLX along (that held the event loop for seconds); its first visit
+    # took 1-3.5 s at load 10.
+    PREBUILD_ORDER = ("data", "train", "runs", "chat", "eval", "models", "workspaces")
     PREBUILD_PAUSE_S = 0.3  # between two screens: keys typed meanwhile are answered first
     PREBUILD_IDLE_S = 3.0  # a screen is built only once no key came for this long
     _last_key_at = 0.0
@@ -238,17 +283,42 @@ class WorkbenchApp(App):
         """Build (compose, mount, load) every mode's screen in the background, one at a time,
         so that a mode's first visit is as quick as the next ones: composing a form screen took
         seconds on a busy machine, keys waiting meanwhile."""
-        for name in self.PREBUILD_ORDER:
+        async def until_idle() -> None:
             await asyncio.sleep(self.PREBUILD_PAUSE_S)
             # building a screen holds the event loop for a while: not while the user types
             while time.monotonic() - self._last_key_at < self.PREBUILD_IDLE_S:
                 await asyncio.sleep(0.2)
+
+        for name in self.PREBUILD_ORDER:
+            await until_idle()
             if name in self._screen_stacks or name in self._prebuilt:
                 continue  # shown already
             screen = _styled(next(m for m in MODE_LIST if m.name == name).screen_class()())
             self._prebuilt[name] = screen
             self._register(self, screen)
             await screen._mounted_event.wait()
+            await until_idle()
+            if name not in self._prebuilt or not self.size:
+                continue  # shown meanwhile: laid out as it was
+            # lay it out too: a first layout of a form screen (Train's hundreds of fields)
+            # held its first visit for 2.5 s at load 10
+            screen._refresh_layout(self.size)
+
+    _mask_switch = True
+
+    def switch_mode(self, mode: str):
+        """Textual holds every paint for 50 ms after a mode switch, to mask a screen composing
+        itself: half of the 100 ms a switch may take. A screen shown before, or built in the
+        background, is whole at once; only a first visit still composing keeps the mask."""
+        self._mask_switch = mode not in self._screen_stacks and mode not in self._prebuilt
+        try:
+            return super().switch_mode(mode)
+        finally:
+            self._mask_switch = True
+
+    def delay_update(self, delay: float = 0.05) -> None:
+        if self._mask_switch:
+            super().delay_update(delay)
 
     async def action_quit(self) -> None:
         """Quit at once: the terminal is restored and the process ends. The orderly shutdown

@@ -177,7 +177,9 @@ def load(directory: str | Path, stage: str | None = None, inference: bool = Fals
     elif target == "stage1":
         load_into(model, directory, adapters=("compressor", "generator"))
     elif target == "stage2":
-        load_into(model, directory, adapters=("compressor",))  # the generator starts fresh
+        # the generator starts fresh (the reference), unless asked to continue stage 1's
+        load_into(model, directory, adapters=("compressor",) if cfg.stage2_generator == "fresh"
+                  else ("compressor", "generator"))
     else:  # stage 3
         load_into(model, directory, adapters=("compressor", "generator"))
         if "query_reasoner" in stored:

@@ -61,6 +61,15 @@ class ClaraSettings:
                 "recomputed in the backward pass: the whole [batch, length, vocabulary] logits "
                 "never exist at once (less memory at large vocabularies and batches, a few % "
                 "more compute; the same loss up to float rounding)."})
+    stage2_generator: str = field(default="fresh", metadata={
+        "help": "Stage 2's generator: fresh (the reference: stage 1's is discarded) or stage1 "
+                "(continue stage 1's, which already reads the compressed vectors: a small "
+                "model's fresh generator may learn the answers' prior and never read them, "
+                "bench/clara_stage3_study.py)."})
+    stage2_train: str = field(default="compressor,generator", metadata={
+        "help": "What stage 2 trains, comma-separated from compressor, generator (the "
+                "reference trains both; with the compressor frozen, stage 1's vectors, and what "
+                "a retriever reads in them, are kept; the memory rows freeze with it)."})
     stage3_train: str = field(default="query_reasoner", metadata={
         "help": "What stage 3 trains, comma-separated from query_reasoner, generator, memory "
                 "(the reference trains all three; the generator then learns, on the documents "
@@ -72,6 +81,9 @@ class ClaraSettings:
 
     def _stage3_parts(self) -> set[str]:
         return {p.strip() for p in self.stage3_train.split(",") if p.strip()}
+
+    def _stage2_parts(self) -> set[str]:
+        return {p.strip() for p in self.stage2_train.split(",") if p.strip()}
 
     def check_settings(self) -> None:
         """The method's own ranges (every number finite); raises a one-line UserError."""
@@ -98,6 +110,13 @@ class ClaraSettings:
             raise UsageError(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
         if self.tau <= 0:
             raise UsageError(f"tau: {self.tau} must be positive")
+        if self.stage2_generator not in ("fresh", "stage1"):
+            raise UsageError(f"stage2_generator: {self.stage2_generator!r} is not fresh or "
+                             "stage1")
+        parts = self._stage2_parts()
+        if not parts or parts - {"compressor", "generator"}:
+            raise UsageError(f"stage2_train: {self.stage2_train!r} is not a comma-separated "
+                             "list of compressor, generator")
         parts = self._stage3_parts()
         if not parts or parts - {"query_reasoner", "generator", "memory"}:
             raise UsageError(f"stage3_train: {self.stage3_train!r} is not a comma-separated "
@@ -131,12 +150,16 @@ class ClaraConfig(ClaraSettings):
         generator: `stage3_train`)."""
         if self.stage == "stage3":
             return tuple(a for a in ("query_reasoner", "generator") if a in self._stage3_parts())
+        if self.stage == "stage2":
+            return tuple(a for a in ADAPTERS[:2] if a in self._stage2_parts())
         return ADAPTERS[:2]
 
     def trains_memory_rows(self) -> bool:
         """The memory rows feed the compressor too: in stage 3 they train only when asked."""
         if self.stage == "stage3":
             return self.train_memory_rows and "memory" in self._stage3_parts()
+        if self.stage == "stage2":
+            return self.train_memory_rows and "compressor" in self._stage2_parts()
         return self.train_memory_rows
 
 

@@ -238,7 +238,11 @@ class ClaraModel(nn.Module):
         cfg = self.config
         B = batch["dec_ids"].shape[0]
         q = self.encode_query(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"])
-        docs, mse = self.compress(batch["cand_ids"], batch["cand_mask"], batch["cand_mem_pos"])
+        if "cand_vecs" in batch:  # the frozen compressor's vectors, computed once (tasks.py)
+            docs, mse = batch["cand_vecs"], None
+        else:
+            docs, mse = self.compress(batch["cand_ids"], batch["cand_mask"],
+                                      batch["cand_mem_pos"])
         docs = mx.stop_gradient(docs)  # the compressor is frozen in stage 3
         N = docs.shape[0] // B
         flat = docs.reshape(B, N, -1)
@@ -249,7 +253,7 @@ class ClaraModel(nn.Module):
         else:
             logits = self._decode_selected(batch, weights, flat)
             ce, n = masked_ce(logits, batch["labels"])
-        extras = {"ce": ce, "mse": mx.stop_gradient(mse)}
+        extras = {"ce": ce} if mse is None else {"ce": ce, "mse": mx.stop_gradient(mse)}
         loss = ce
         if not self.training:
             # validation: how often the answer is exact (greedy, teacher-forced) with the

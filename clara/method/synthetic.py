@@ -38,7 +38,26 @@ def stage1_rows(fs: list[dict], paraphrase_every: int = 0) -> list[dict]:
     return rows
 
 
-def stage2_rows(fs: list[dict], k: int, seed: int = 0) -> list[dict]:
+# what a question may ask of a fact: each names the other fields, so a compressor trained on all
+# of them keeps every field (asked only "who", stage 2's compressor drops what the question names
+# and a query reasoner has nothing to rank by: bench/clara_stage3_study.py)
+QUESTIONS = ("who", "when", "what")
+
+
+def question(f: dict, kind: str = "who") -> tuple[str, str]:
+    """(question, answer) of one kind about a fact."""
+    if kind == "who":
+        return f"Who {f['verb']} {f['what']} in {f['year']}?", f["who"]
+    if kind == "when":
+        return f"When did {f['who']} {f['verb']} {f['what']}?", f["year"]
+    if kind == "what":
+        return f"What did {f['who']} {f['verb']} in {f['year']}?", f["what"]
+    raise ValueError(f"question kind {kind!r} is not one of {', '.join(QUESTIONS)}")
+
+
+def stage2_rows(fs: list[dict], k: int, seed: int = 0, kinds: tuple[str, ...] = ("who",)
+                ) -> list[dict]:
+    """One row per fact and question kind: its document among k - 1 others' at a random slot."""
     rng = random.Random(seed)
     rows = []
     for i, f in enumerate(fs):
@@ -46,10 +65,12 @@ def stage2_rows(fs: list[dict], k: int, seed: int = 0) -> list[dict]:
         docs = rng.sample(others, k - 1)
         gold = rng.randrange(k)
         docs.insert(gold, f["doc"])
-        rows.append({"question": f"Who {f['verb']} {f['what']} in {f['year']}?", "docs": docs,
-                     "answer": f["who"], "pos_index": [gold]})
+        for kind in kinds:
+            q, a = question(f, kind)
+            rows.append({"question": q, "docs": docs, "answer": a, "pos_index": [gold]})
     return rows
 
 
-def stage3_rows(fs: list[dict], n_candidates: int, seed: int = 0) -> list[dict]:
-    return stage2_rows(fs, n_candidates, seed)
+def stage3_rows(fs: list[dict], n_candidates: int, seed: int = 0,
+                kinds: tuple[str, ...] = ("who",)) -> list[dict]:
+    return stage2_rows(fs, n_candidates, seed, kinds)

@@ -23,6 +23,10 @@ from clara.method import checkpoint, prompts
 from clara.method.config import ClaraTrainConfig  # noqa: F401 (the run config)
 from clara.method.model import ClaraModel
 
+# the most memory stage 3's cache of candidate vectors takes (512 MiB: 65k documents of 8 vectors
+# of 256 floats); documents past it are compressed each time they come
+CANDIDATE_CACHE_BYTES = 1 << 29
+
 
 # ---------------------------------------------------------------------------- rows
 def parse_row(row, stage: str, top_k: int, n_mem: int, path, line: int) -> dict:
@@ -52,6 +56,12 @@ class ClaraStageTask:
         self._train, self._valid = train, valid or []
         self._train_groups = self._plan(self._train)
         self._cache: dict = {}
+        # stage 3 never trains the compressor; unless it trains the memory rows (which the
+        # compressor reads too) a candidate's vectors never change: they are computed once per
+        # unique document, outside the training step (_candidate_vectors)
+        self.cache_candidates = self.stage == "stage3" and not model.config.trains_memory_rows()
+        self._doc_vectors: dict[str, mx.array] = {}
+        self._doc_bytes = 0
         # stage 3 validates its start (stage 2's generator, the query reasoner as the compressor):
         # a stage 3 that helps nothing hands over that start as its best checkpoint
         self.validate_at_start = self.stage == "stage3" and bool(self._valid)
@@ -111,9 +121,30 @@ class ClaraStageTask:
         pos = np.zeros((len(samples), N), dtype=np.bool_)
         for b, s in enumerate(samples):
             pos[b, s["pos"]] = True
-        cands = m.encoder_batch([d for s in samples for d in s["docs"]], prefix="cand")
+        docs = [d for s in samples for d in s["docs"]]
+        cands = {"cand_vecs": self._candidate_vectors(docs)} if self.cache_candidates else \
+            m.encoder_batch(docs, prefix="cand")
         return {**m.encoder_batch([s["question"] for s in samples], prefix="q"), **cands, **dec,
                 "positives": mx.array(pos)}
+
+    def _candidate_vectors(self, docs: list[str]) -> mx.array:
+        """The frozen compressor's vectors [len(docs), n_mem, H] of stage-3 candidates, without
+        dropout (a frozen compressor's vectors are its inference ones), each unique document
+        compressed once while the cache holds under CANDIDATE_CACHE_BYTES."""
+        from clara.method.inference import compress_documents
+
+        m = self.model
+        new = list(dict.fromkeys(d for d in docs if d not in self._doc_vectors))
+        fresh = {}
+        if new:
+            was = m.training
+            vecs = compress_documents(m, new, batch_size=32)  # sets eval mode: no dropout
+            m.train(was)
+            fresh = {d: vecs[i] for i, d in enumerate(new)}
+            if self._doc_bytes + vecs.nbytes <= CANDIDATE_CACHE_BYTES:
+                self._doc_vectors.update(fresh)
+                self._doc_bytes += vecs.nbytes
+        return mx.stack([self._doc_vectors.get(d, fresh.get(d)) for d in docs])
 
     def num_train_batches(self) -> int:
         return sum(-(-len(v) // self.batch_size) for v in self._train_groups.values())
@@ -144,7 +175,7 @@ class ClaraStageTask:
     def loss_counts(self, batch) -> dict[str, int]:
         """The normalisers of the batch's loss terms: CE tokens, MSE rows, questions (the
         retrieval metrics) and questions with a positive (the retrieval loss)."""
-        rows = batch["cand_ids" if self.stage == "stage3" else "enc_ids"].shape[0]
+        rows = batch["positives"].size if self.stage == "stage3" else batch["enc_ids"].shape[0]
         out = {"tokens": int((np.asarray(batch["labels"][:, 1:]) != -100).sum()),
                "rows": rows, "queries": batch["dec_ids"].shape[0]}
         if "positives" in batch:

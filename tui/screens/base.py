@@ -85,7 +85,26 @@ class ModeScreen(Screen):
 
         self.watch(self.app, "workspace_name", self._workspace_changed, init=False)
         self._resumed_at = time.monotonic()  # reload() below reads it all: no second pass
+        # its widgets were styled as they mounted: the first show need not restyle them (a
+        # screen built in the background took 3.6 s to restyle on its first show, at load 10)
+        self._styled_for = self.app.theme
+        self.fit_width()
         self.reload()
+
+    _fitted_width: int | None = None
+
+    def fit_width(self) -> None:
+        """Give the screen the app's width class (`-narrow` under 116 columns: forms stack their
+        help under the field). Textual sets it only on a Resize of the current screen: a screen
+        built in the background, or hidden while the terminal was resized, kept the wrong one
+        (at 100 columns Train's help column was squeezed to 14 characters)."""
+        width = self.app.size.width
+        if not width or width == self._fitted_width:
+            return
+        self._fitted_width = width
+        points = sorted(self.app.HORIZONTAL_BREAKPOINTS or [])
+        current = [name for at, name in points if width >= at][-1:]
+        self.update_classes({name: name in current for _at, name in points}, animate=False)
 
     RESUME_REFRESH_S = 3.0  # a mode shown again re-reads the workspace at most this often
     _resumed_at = 0.0
@@ -104,6 +123,7 @@ class ModeScreen(Screen):
         if self._styled_for == self.app.theme:
             event.refresh_styles = False
         self._styled_for = self.app.theme
+        self.fit_width()
         self.on_shown()
         now = time.monotonic()
         if now - self._resumed_at >= self.RESUME_REFRESH_S:

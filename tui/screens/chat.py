@@ -19,6 +19,7 @@ from textual.widgets import (Collapsible, Input, Label, LoadingIndicator, Select
 
 from clara.errors import UserError
 from tui.screens.base import ModeScreen
+from tui.widgets.live_text import TextInput
 from tui.widgets.ticklist import TickList
 
 THINKING = [("hide reasoning", "hide"), ("show reasoning", "show"), ("ban reasoning", "ban")]
@@ -28,7 +29,9 @@ RAG_TOP_K = 3  # chunks pasted into a plain model's prompt
 
 def adapter_options(ws) -> list[tuple[str, str]]:
     """(label, reference) of every checkpoint chat can use: LoRA runs' best/last/step-N, CLaRa
-    runs (their best, else last checkpoint), newest run first."""
+    runs (their best, else last checkpoint), newest run first. A label starts with what tells
+    the rows apart: the pickers are 27 characters wide, and `RUN-ID:best` and `RUN-ID:last`
+    were cut to the same `lora-20261130-115222-5ad…`."""
     from clara import refs
     from clara.runs import Run
 
@@ -39,10 +42,10 @@ def adapter_options(ws) -> list[tuple[str, str]]:
         names = refs.checkpoint_names(run)
         if kind.startswith("clara-"):
             if "best" in names or "last" in names:
-                out.append((f"{run.id} (CLaRa {kind[6:]})", run.id))
+                out.append((f"CLaRa {kind[6:]} · {run.id}", run.id))
             continue
         for name in names:
-            out.append((f"{run.id}:{name}", f"{run.id}:{name}"))
+            out.append((f"{name} · {run.id}", f"{run.id}:{name}"))
     return out
 
 
@@ -181,7 +184,7 @@ class ChatScreen(ModeScreen):
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="chat-body"):
-            with VerticalScroll(id="chat-side"):
+            with VerticalScroll(id="chat-side", can_focus=False):  # its fields take focus
                 yield Label("Model", classes="side-label")
                 yield Select([], id="chat-model", prompt="choose a model", compact=True)
                 yield Label("Adapter", classes="side-label")
@@ -203,9 +206,9 @@ class ChatScreen(ModeScreen):
                              compact=True)
                 with Horizontal(classes="switch-row"):
                     yield Label("max tokens ")
-                    yield Input("128", id="chat-max-tokens", compact=True, type="integer")
+                    yield TextInput("128", id="chat-max-tokens", compact=True, type="integer")
                     yield Label(" seed ")
-                    yield Input("", id="chat-seed", compact=True, type="integer",
+                    yield TextInput("", id="chat-seed", compact=True, type="integer",
                                 placeholder="none")
             with Vertical(id="chat-main"):
                 with VerticalScroll(id="transcript"):
@@ -214,7 +217,7 @@ class ChatScreen(ModeScreen):
                 with Horizontal(id="chat-loading-row", classes="hidden"):
                     yield LoadingIndicator(id="chat-loading")
                     yield Static("", id="chat-loading-text")
-                yield Input(placeholder="ask something (Enter sends)", id="prompt")
+                yield TextInput(placeholder="ask something (Enter sends)", id="prompt")
                 yield Static("", id="chat-status", classes="muted")
 
     # -- choices ---------------------------------------------------------------------------

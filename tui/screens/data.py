@@ -23,6 +23,7 @@ from tui.screens.base import ModeScreen
 from tui.widgets.config_form import ConfigForm
 from tui.widgets.data_qa import QAGenPanel, QARowBrowser, SourceReader
 from tui.widgets.kv import KeyValues
+from tui.widgets.live_text import LiveText, TextInput
 from tui.widgets.path_input import PathInput
 
 SAMPLE_ROWS = 5
@@ -82,15 +83,15 @@ class DataScreen(ModeScreen):
                     yield Select([(title, kind) for kind, (title, _c, _f)
                                   in self._builders().items()], value="cpt", allow_blank=False,
                                  id="build-kind", compact=True)
-                    yield Input(placeholder="name of the new dataset", id="build-name")
-                yield Static("", id="build-command", classes="command-line")
+                    yield TextInput(placeholder="name of the new dataset", id="build-name")
+                yield LiveText("", id="build-command", classes="command-line")
                 with ContentSwitcher(id="build-forms", initial="build-form-cpt"):
                     for kind, (_title, cls, _fn) in self._builders().items():
                         yield ConfigForm(cls, id=f"build-form-{kind}")
                 with Horizontal(classes="form-buttons"):
                     yield Switch(False, id="build-replace")
                     yield Label("replace a dataset of that name (--force)", classes="switch-label")
-                    yield Static("", id="build-status")
+                    yield LiveText("", id="build-status")
                     yield Button("Build", id="build", variant="primary")
             with TabPane("Generate QA", id="qa-tab"):
                 yield QAGenPanel(id="qa-gen")

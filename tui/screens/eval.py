@@ -88,7 +88,7 @@ class EvalScreen(ModeScreen):
         with TabbedContent(id="eval-tabs"):
             with TabPane("Run", id="eval-run-tab"):
                 with Horizontal(id="eval-run"):
-                    with VerticalScroll(id="eval-choices"):
+                    with VerticalScroll(id="eval-choices", can_focus=False):  # its fields do
                         yield Label("Questions", classes="side-label")
                         yield Select(data_options(None), id="eval-data", allow_blank=False,
                                      compact=True)
@@ -102,7 +102,7 @@ class EvalScreen(ModeScreen):
                             yield Label("compare: base vs adapters + retention probe")
                     with Vertical(id="eval-settings"):
                         yield ConfigForm(EvalConfig, hidden=FORM_HIDDEN, values=FORM_VALUES,
-                                         id="eval-form")
+                                         id="eval-form", classes="stacked")  # beside the list
                         # shown only while an evaluation runs (idle, it animated a "--%")
                         yield ProgressBar(id="eval-progress", show_eta=False, classes="hidden")
                         yield Static("", id="eval-status")

@@ -19,6 +19,7 @@ from clara.errors import UserError
 from clara.hrm.config import HRMTrainConfig
 from tui.screens.base import ModeScreen
 from tui.widgets.config_form import ConfigForm
+from tui.widgets.live_text import LiveText, TextInput
 from tui.widgets.metric import MetricSparkline
 
 FIRST = ("data", "variant", "iters", "batch_size", "learning_rate", "hidden_size", "num_heads",
@@ -44,6 +45,7 @@ def hrm_config(values: dict) -> dict:
 class HRMScreen(ModeScreen):
     TITLE = "HRM"
     DEFAULT_CSS = """
+    #hrm-tabs { height: 1fr; }
     #hrm-body { height: 1fr; }
     #hrm-left { width: 1fr; }
     #hrm-right { width: 1fr; }
@@ -67,7 +69,7 @@ class HRMScreen(ModeScreen):
         with TabbedContent(id="hrm-tabs"):
             with TabPane("Train", id="hrm-train"):
                 with Horizontal(id="hrm-body"):
-                    with VerticalScroll(id="hrm-left"):
+                    with VerticalScroll(id="hrm-left", can_focus=False):  # its form fields do
                         yield Static("HRM: two recurrent modules (slow H, fast L) with adaptive "
                                      "computation time, on Sudoku, mazes or ARC-style grids "
                                      "(clara data puzzles ...).")
@@ -75,13 +77,13 @@ class HRMScreen(ModeScreen):
                                          values=VALUES, id="hrm-form")
                     with Vertical(id="hrm-right"):
                         yield Label("Effective configuration", classes="section-title")
-                        yield Static("", id="hrm-preview", markup=False)
+                        yield LiveText("", id="hrm-preview", markup=False)
                         yield Static("", id="hrm-status")
                         yield Button("Launch  (ctrl+l)", id="hrm-launch", variant="success")
             with TabPane("Solve", id="hrm-solve"):
                 with Horizontal(id="hrm-body2", classes="hrm-row"):
                     yield Select([], prompt="HRM run", id="hrm-run")
-                    yield Input("0", placeholder="test puzzle #", id="hrm-index")
+                    yield TextInput("0", placeholder="test puzzle #", id="hrm-index")
                     yield Button("Solve", id="hrm-go")
                 with Horizontal():
                     with Vertical(id="hrm-left2"):

@@ -17,6 +17,7 @@ from clara.io import human_size
 from tui.command import command_line
 from tui.screens.base import ModeScreen
 from tui.widgets.config_form import ConfigForm
+from tui.widgets.live_text import LiveText
 
 
 @dataclass
@@ -177,8 +178,8 @@ class ModelsScreen(ModeScreen):
                 with ContentSwitcher(id="model-forms", initial="model-form-add"):
                     for key, (_title, cls, _p) in ACTIONS.items():
                         yield ConfigForm(cls, choices=dict(CHOICES.get(key, {})),
-                                         id=f"model-form-{key}")
-                yield Static("", id="model-command", classes="command-line")
+                                         id=f"model-form-{key}", classes="stacked")
+                yield LiveText("", id="model-command", classes="command-line")
                 with Horizontal(classes="form-buttons"):
                     yield Static("", id="model-result")
                     yield Button("Run  (ctrl+l)", id="model-run", variant="primary")

@@ -19,6 +19,7 @@ from clara.train.config import TrainConfig
 from tui.command import command_line
 from tui.screens.base import ModeScreen
 from tui.widgets.config_form import ConfigForm
+from tui.widgets.live_text import LiveText
 from tui.widgets.path_input import PathInput
 
 STAGES = ("stage1", "stage2", "stage3")
@@ -173,13 +174,13 @@ class TrainScreen(ModeScreen):
             with Vertical(id="train-side"):
                 yield Label("Effective configuration", classes="section-title")
                 with VerticalScroll(id="preview-scroll", classes="panel", can_focus=False):
-                    yield Static("", id="preview", markup=False)
+                    yield LiveText("", id="preview", markup=False)
                 yield Label("The same from the shell", classes="section-title")
-                yield Static("", id="train-command", classes="command-line", markup=False)
+                yield LiveText("", id="train-command", classes="command-line", markup=False)
                 yield PathInput(id="settings-path", suffixes=(".toml",),
                                 placeholder="settings.toml: ctrl+s saves, ctrl+r loads")
                 yield Static("", id="train-status")
-                estimate = Static("", id="train-estimate", markup=False)  # clara.train.estimate
+                estimate = LiveText("", id="train-estimate", markup=False)  # clara.train.estimate
                 estimate.display = False
                 yield estimate
                 yield Button("Launch  (ctrl+l)", id="launch", variant="success")

@@ -14,6 +14,7 @@ from clara.workspace import SUBDIRS, Workspace, list_workspaces, validate_name
 from tui.format import display_path, human_size, short
 from tui.recent import load_recent
 from tui.screens.base import ModeScreen
+from tui.widgets.live_text import LiveText, TextInput
 
 
 def _count(row: dict, sub: str) -> str:
@@ -37,10 +38,10 @@ class CreateWorkspace(ModalScreen[str | None]):
         with Vertical(classes="dialog", id="create-workspace"):
             yield Label("New workspace", classes="dialog-title")
             yield Label("Name")
-            yield Input(placeholder="letters, digits, . _ - +", id="ws-name")
-            yield Static("", id="ws-name-error", classes="field-error")
+            yield TextInput(placeholder="letters, digits, . _ - +", id="ws-name")
+            yield LiveText("", id="ws-name-error", classes="field-error")
             yield Label("Description")
-            yield Input(placeholder="what this study is for (optional)", id="ws-description")
+            yield TextInput(placeholder="what this study is for (optional)", id="ws-description")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Create", variant="primary", id="create", disabled=True)
                 yield Button("Cancel", id="cancel")

@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, Select, Switch
 
 from clara.errors import UserError
+from tui.widgets.live_text import TextInput
 
 
 def _base_type(tp: Any) -> tuple[type, bool]:
@@ -140,7 +141,7 @@ class ConfigForm(VerticalScroll, can_focus=False):
                     yield Select(options, value=value if value is not None else Select.NULL,
                                  id=wid, classes="form-field", allow_blank=blank, compact=True)
                 else:
-                    yield Input(_show(value), id=wid, classes="form-field", compact=True,
+                    yield TextInput(_show(value), id=wid, classes="form-field", compact=True,
                                 placeholder="default" if value is None else "")
                 yield Label(f.metadata.get("help", ""), classes="form-help")
 

@@ -16,6 +16,7 @@ from textual.widgets import Button, DataTable, Input, Select, Static, TextArea
 
 from clara.errors import UserError
 from tui.format import short
+from tui.widgets.live_text import TextInput
 
 PREVIEW_CHUNKS = 2
 
@@ -45,14 +46,14 @@ class QAGenPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal():
-            yield Input(placeholder="name of the new QA dataset", id="qa-name")
-            yield Input(placeholder="sources (ids or file names, comma-separated; empty: all)",
+            yield TextInput(placeholder="name of the new QA dataset", id="qa-name")
+            yield TextInput(placeholder="sources (ids or file names, comma-separated; empty: all)",
                         id="qa-sources")
         with Horizontal():
-            yield Input(placeholder="model (empty: rule-based generator, no model)",
+            yield TextInput(placeholder="model (empty: rule-based generator, no model)",
                         id="qa-model")
-            yield Input(placeholder="pairs per chunk (3)", id="qa-per-chunk")
-            yield Input(placeholder="golden QA file (always kept)", id="qa-golden")
+            yield TextInput(placeholder="pairs per chunk (3)", id="qa-per-chunk")
+            yield TextInput(placeholder="golden QA file (always kept)", id="qa-golden")
         with Horizontal():
             yield Button("Preview", id="qa-preview-button")
             yield Button("Write", id="qa-write", variant="primary")
@@ -251,7 +252,7 @@ class SourceReader(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal():
             yield Select([], prompt="source", id="reader-source")
-            yield Input(placeholder="search (Enter: next match)", id="reader-search")
+            yield TextInput(placeholder="search (Enter: next match)", id="reader-search")
         yield Static("", id="reader-status")
         yield TextArea("", id="reader-text", read_only=True, soft_wrap=True)
 

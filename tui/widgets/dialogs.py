@@ -74,11 +74,11 @@ class PromptDialog(ModalScreen[str | None]):
         self.placeholder, self.help_text = placeholder, help_text
 
     def compose(self) -> ComposeResult:
-        from textual.widgets import Input
+        from tui.widgets.live_text import TextInput
 
         with Vertical(classes="dialog"):
             yield Label(self.question, classes="dialog-title")
-            yield Input(self.value, placeholder=self.placeholder, id="prompt-answer")
+            yield TextInput(self.value, placeholder=self.placeholder, id="prompt-answer")
             if self.help_text:
                 yield Static(self.help_text, classes="muted", markup=False)
             with Horizontal(classes="dialog-buttons"):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from textual.binding import Binding
 from textual.suggester import Suggester
-from textual.widgets import Input
+
+from tui.widgets.live_text import TextInput
 
 
 class PathSuggester(Suggester):
@@ -55,7 +56,7 @@ class PathSuggester(Suggester):
         return None
 
 
-class PathInput(Input):
+class PathInput(TextInput):
     """An Input with a PathSuggester; Tab takes the suggestion, or moves on when there is none."""
 
     BINDINGS = [Binding("tab", "complete", "Complete", show=False)]
