@@ -48,7 +48,7 @@ def write(ws, name: str, train: list[dict], valid: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One pipeline run (stages 1-3, about 2.5 minutes on two cores), stage 3 with the
+    """One pipeline run (stages 1-3, 150, 200 and 60 steps: about 2 CPU-minutes), stage 3 with the
     pipeline's defaults for it (bench/clara_stage3_study.py says why these)."""
     from click.testing import CliRunner
 
@@ -65,7 +65,7 @@ def trained(tmp_path_factory):
     r = CliRunner().invoke(cli, [
         "--root", str(root), "-w", "q", "train", "pipeline", "-m", str(READER),
         "--stage1", "facts-stage1", "--stage2", "facts-stage2", "--stage3", "facts-stage3",
-        "--name", "p", "--stage1-iters", "300", "--stage2-iters", "300", "--stage3-iters", "60",
+        "--name", "p", "--stage1-iters", "150", "--stage2-iters", "200", "--stage3-iters", "60",
         "--doc-max-tokens", "32", "--compression-rate", "4", "--lora-rank", "32",
         "--lora-dropout", "0", "--mse-weight", "0", "--batch-size", "8", "--max-len", "256",
         "--top-k", "1", "--learning-rate", "1e-3", "--warmup-steps", "20",
