@@ -248,8 +248,8 @@ def pin_to_gpu_cpus() -> list[int] | None:
     for tid in os.listdir("/proc/self/task"):  # threads made so far; later ones inherit
         try:
             os.sched_setaffinity(int(tid), cpus)
-        except OSError:
-            pass
+        except OSError:  # a thread that ended since the listing: nothing to pin
+            continue
     import logging
 
     logging.getLogger("clara.train").info("pinned to CPUs %s (GPU %s)", cpus, dev)
