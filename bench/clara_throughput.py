@@ -8,10 +8,20 @@ LoRA layers and loss. Before the timed steps each clara process measures, uncomp
 the forward alone and of forward + backward (`mx.get_peak_memory` after `mx.reset_peak_memory`),
 beside the weights; the timed engine steps give the whole step's peak.
 
-MFU counts 6 * N * tokens/s over the chip's peak bf16 rate (989 TFLOP/s, the H200's dense
-figure), N the parameters a token goes through (every block weight, trainable and frozen, plus
-the output head; the input embedding, a lookup, left out), tokens every real (non-pad) token of
-the step: the encoder's and the decoder's for CLaRa, padding excluded.
+Tokens are every real (non-pad) token of a step: for CLaRa the encoder's (<ENC> BOS document
+EOS and the memory tokens of every document) plus the decoder's (prompt, memory slots, answer);
+for LoRA the rows' tokens. MFU is the step's model FLOPs over the chip's peak bf16 rate (989
+TFLOP/s, the H200's dense figure), counted the same way for both kinds (`step_flops`): a frozen
+base with trained adapters does the forward (2 FLOPs per weight and token through every block
+matmul and the LoRA pairs, causal attention's scores and mixing, and the output head only at the
+positions whose logits the loss needs: none for CLaRa's encoder, whose states are its output,
+the supervised positions of the decoder and of a LoRA row) and a backward of as many FLOPs
+again (input gradients of every matmul; weight gradients for the adapters alone), so about
+4 * N per token, not 6 * N: the old figure, 6 * N * tokens/s with N every block weight plus
+the head (also for encoder tokens), is the column MFU6N. Padding's FLOPs are not counted.
+`traces` is how often the step was traced (mx.compile traces and compiles again for every new
+batch shape: seconds each on CUDA), `host ms` the median time the host spent queuing one step
+(making the batch, calling the compiled step, mx.async_eval).
 
     python bench/clara_throughput.py --preset cpu                 # small shapes, a minute or two
     python bench/clara_throughput.py --preset 1b --steps 20       # the GPU table
@@ -59,7 +69,51 @@ scripts/gpu-check.sh big` (4 steps, 1 warm-up; the first row paid the kernel com
     stage1+chunk+ckpt+lim8 new           993   4.5%     8.82     4.52    5.45    11.05   13.31       24.7
     stage1+chunk+ckpt  new          2093   9.5%    11.16     4.52    5.45    11.05   13.31        7.0
 
-What they say. The weights and what the backward keeps are 10 GB of stage 1's 21.85: the rest
+Step speed (nvidia-h200-x2, one GPU, 2026-11-30, session 7; 12 steps, 2 warm-up, tokens over
+the seconds of the steps after them; `code old` is the checkout before this session's
+changes). First lease, `CUDA_VISIBLE_DEVICES=0 STEPS=12 CLARA_ARGS="--root OLD" CLARA_ONLY=
+stage1,stage1+pad64,stage1+drop0,stage1+pad64+drop0,lora+lim10,stage1+chunk+ckpt+lim8,
+stage1+chunk+lim8,stage1+ckpt+lim8 bash scripts/gpu-check.sh clara` (the first row paid the
+kernel compilation in its first step; its rate is of the steps after the warm-up):
+
+    work                   code      tok/s    MFU  MFU6N  peak GB  weights    fwd  fwd+bwd  est GB  1st s traces host ms
+    stage1                 new       18707   5.7%   8.7%    21.85     1.54   2.96    15.92   20.91  207.1      2   209.3
+    stage1                 old       17440   5.3%   8.1%    21.85     1.54   2.96    14.45   20.91    1.9      -       -
+    stage1+pad64           new       25588   7.8%  12.0%    22.11     1.54   2.97    16.28   21.62    2.5      1   231.9
+    stage1+drop0           new       29658   9.0%  13.9%    20.02     1.54   2.44    12.30   20.91   10.4      2   133.7
+    stage1+pad64+drop0     new       35839  10.9%  16.7%    16.09     1.54   2.45    14.28   21.62    1.5      1   163.3
+    lora+lim10             new       90998  29.3%  42.5%     9.89     1.54   2.25     8.28    9.57   26.4      1    47.6
+    stage1+chunk+ckpt+lim8 new       11898   3.6%   5.6%     8.43     1.54   2.98    12.99    9.53   96.1      2   426.6
+    stage1+chunk+lim8      new       16407   5.0%   7.7%    12.13     1.54   2.98    15.71   10.19    1.7      2   338.7
+    stage1+ckpt+lim8       new       11954   3.6%   5.6%     8.43     1.54   2.96    14.57    9.67    2.6      2   456.7
+
+(`new` there had only the host-sync fix: CLaRa's batch_tokens read its masks with an mx sum and
+.item(), which queued behind the step just launched and waited for it, undoing the look-ahead.)
+Second lease, with CLaRa's rows padded to padded_length's widths (one shape here: encoder 320,
+decoder 448), `CUDA_VISIBLE_DEVICES=0 STEPS=12 CLARA_ONLY=stage1,stage1+chunk+ckpt+lim8,
+stage1+chunk+lim8,stage1+ckpt+lim10 bash scripts/gpu-check.sh clara` (est GB before the held
+estimate was refitted; now 21.62, 8.48, 13.94, 10.60):
+
+    work                   code      tok/s    MFU  MFU6N  peak GB  weights    fwd  fwd+bwd  est GB  1st s traces host ms
+    stage1                 new       29391   8.9%  13.7%    22.19     1.54   2.97    16.33   21.62  186.9      1   213.7
+    stage1+chunk+ckpt+lim8 new       15839   4.8%   7.4%     8.58     1.54   2.98    15.54    9.59   91.9      1   411.7
+    stage1+chunk+lim8      new       19094   5.8%   8.9%    12.79     1.54   2.98    17.11   10.27    1.9      1   325.0
+    stage1+ckpt+lim10      new       15651   4.7%   7.3%    10.43     1.54   2.97    14.71   11.73    2.8      1   432.0
+
+What these say. A CLaRa step is 5541 real tokens (3.0 GFLOP each) and queuing it takes the
+host 210 ms (LoRA's 4104-token step: 48 ms), more than the GPU needs for it: stage 1 is
+host-bound, which is why its MFU (8.9 %) is far under LoRA's (29.3 %; 42.5 % counted as 6N),
+and why the per-component CPU timings say little (on the CPU the same model trains CLaRa's
+tokens as fast as LoRA's). The host's time goes to kernel launches (two passes of 16 blocks,
+7 adapted projections each, each adapter a cast, two matmuls, a scale and an add, and with
+dropout a key, a mask and a select, forward and backward: dropout alone costs 75 ms of host and
+35 % of the speed, stage1+drop0) and to making the batch (tokenizing 8 chat renders and 8
+documents a step). Retraces cost most in short runs: two decoder widths, 2 traces, 18.7k;
+one width, 25.6k to 29.4k. At the reference's memory: checkpointing, chunked CE and an 8 GB
+MLX limit give 8.58 GB at 15.8k tokens/s, 1.21x the reference's eager speed (13.1k at 10.2 GB).
+Not reached: MFU >= 35 % (8.9 %).
+
+What they said before (session 6). The weights and what the backward keeps are 10 GB of stage 1's 21.85: the rest
 is buffers of work the host has queued and the device has not yet run (MLX allocates when it
 queues a kernel and frees when the device is done), not dtypes, not the look-ahead, not
 mx.compile's constants. With MLX's memory limit the host waits for the device instead: 11.86 GB
@@ -194,6 +248,7 @@ def component_peaks(task, model) -> dict:
 
     batch = next(iter(task.train_batches(0, 0)))
     mx.eval(batch)
+    fpt = step_flops(model_cfg_of(task), batch, task_rank(task)) / task.batch_tokens(batch)
     shapes = {k: list(v.shape) for k, v in (batch.items() if isinstance(batch, dict)
                                             else zip(("tokens", "lengths"), batch))}
     mx.clear_cache()
@@ -211,11 +266,25 @@ def component_peaks(task, model) -> dict:
     bwd = mx.get_peak_memory()
     del out
     mx.clear_cache()
-    res = {"weights_bytes": base, "forward_peak_bytes": fwd,
+    res = {"flops_per_token": fpt, "weights_bytes": base, "forward_peak_bytes": fwd,
            "forward_backward_peak_bytes": bwd, "batch_shapes": shapes}
     if isinstance(batch, dict) and "enc_ids" in batch:
         res["kept_bytes"] = clara_kept(model, batch)
     return res
+
+
+def model_cfg_of(task) -> dict:
+    m = task.model.lm if hasattr(task.model, "lm") else task.model
+    a = m.args
+    return {"hidden_size": a.hidden_size, "intermediate_size": a.intermediate_size,
+            "num_hidden_layers": a.num_hidden_layers, "num_attention_heads": a.num_attention_heads,
+            "num_key_value_heads": a.num_key_value_heads, "vocab_size": a.vocab_size}
+
+
+def task_rank(task) -> int:
+    c = getattr(task.model, "config", None)
+    return int(getattr(c, "lora_rank", 0) or getattr(getattr(task, "cfg", None), "lora_rank", 0)
+               or 16)
 
 
 def clara_kept(model, b) -> dict:
@@ -258,13 +327,18 @@ def engine_run(task, cfg, warmup: int) -> dict:
         mx.clear_cache()
         mx.reset_peak_memory()
         tic = time.perf_counter()
-        Engine(task, cfg, tmp).run()
+        eng = Engine(task, cfg, tmp)
+        eng.run()
         wall = time.perf_counter() - tic
         rows = [r for r in io.read_jsonl(Path(tmp) / "metrics.jsonl") if "train_loss" in r]
     steps = [r["tokens"] for r in rows]
     return {"peak_bytes": mx.get_peak_memory(), "tokens_per_second": steady_rate(rows, warmup),
             "tokens_per_step": (steps[-1] - steps[0]) / max(1, len(steps) - 1),
             "first_step_s": rows[0]["elapsed_s"], "wall_s": wall,
+            # how often the step was traced; the median host time of queuing one step
+            **({"traces": eng.traces,
+                "host_ms_per_step": 1e3 * sorted(eng.host_times)[len(eng.host_times) // 2]}
+               if hasattr(eng, "traces") else {}),  # (not in an older checkout)
             "losses": [r["train_loss"] for r in rows]}
 
 
@@ -288,6 +362,8 @@ def child(args) -> dict:
         cfg = ClaraTrainConfig(model=model_dir, data=str(folder / "stage1"),
                                batch_size=s["batch_size"], doc_max_tokens=s["doc"],
                                compression_rate=s["cr"], lora_rank=s["rank"], **common,
+                               **({"lora_dropout": float(o[4:]) for o in opts
+                                   if o.startswith("drop")}),
                                **({"chunked_ce": "chunk" in opts} if {"chunk", "nochunk"} & set(opts)
                                   else {}))
         task = build_task(cfg, "stage1")
@@ -367,6 +443,39 @@ def forward_params(cfg: dict) -> int:
     return L * (2 * h * h + 2 * h * kv + 3 * h * i) + V * h
 
 
+def pass_flops(cfg: dict, lengths, head_positions: int, rank: int = 0) -> float:
+    """Forward FLOPs of one pass over rows of `lengths` real tokens: every block matmul, causal
+    attention (scores and mixing over each query's earlier keys), LoRA pairs of rank `rank` on
+    every projection, and the output head over the `head_positions` whose logits are needed."""
+    h, i, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    hd = h // cfg["num_attention_heads"]
+    q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    block = 2 * h * q + 2 * h * kv + 3 * h * i
+    lora = rank * ((h + q) * 2 + 2 * (h + kv) + 3 * (h + i))
+    T = sum(lengths)
+    attn = sum(2 * 2 * q * n * (n + 1) / 2 for n in lengths)
+    return 2 * L * (block + lora) * T + L * attn + 2 * cfg["vocab_size"] * h * head_positions
+
+
+def step_flops(cfg: dict, batch, rank: int) -> float:
+    """Model FLOPs of one training step of a LoRA-style run (frozen base, trained adapters):
+    the forward, and a backward that makes the input gradients of every matmul (as many FLOPs
+    again) and weight gradients for the adapters only (counted in `pass_flops`'s LoRA term, x2).
+    The same rule for CLaRa and LoRA: CLaRa's encoder pass (no head: its states are the
+    output) plus its decoder pass (head over the supervised positions); LoRA's one pass."""
+    import numpy as np
+
+    if isinstance(batch, dict):  # CLaRa: encoder rows, decoder rows, supervised positions
+        enc = np.asarray(batch["enc_mask"]).sum(axis=1).tolist()
+        dec = np.asarray(batch["dec_mask"]).sum(axis=1).tolist()
+        sup = int((np.asarray(batch["labels"])[:, 1:] != -100).sum())
+        fwd = pass_flops(cfg, enc, 0, rank) + pass_flops(cfg, dec, sup, rank)
+    else:
+        lens = np.asarray(batch[1])
+        fwd = pass_flops(cfg, lens[:, 1].tolist(), int((lens[:, 1] - 1 - lens[:, 0]).sum()), rank)
+    return 2 * fwd
+
+
 def run_child(kind: str, root: str, s: dict, work: Path, steps: int, warmup: int) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--root", root, "--shape", json.dumps(s),
            "--work", str(work), "--steps", str(steps), "--warmup", str(warmup)]
@@ -377,6 +486,8 @@ def run_child(kind: str, root: str, s: dict, work: Path, steps: int, warmup: int
             env["CLARA_STEP_AHEAD"] = "0"
         elif opt.startswith("lim"):
             env["CLARA_MLX_MEMORY_LIMIT_GB"] = opt[3:]
+        elif opt.startswith("pad"):
+            env["CLARA_PAD_MULTIPLE"] = opt[3:]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode:
         return {"error": (p.stderr.strip().splitlines() or ["?"])[-1][-300:]}
@@ -394,7 +505,8 @@ def main(argv=None) -> int:
                    help="comma list of stage1, lora, mlx-lm; variants add +ckpt (gradient "
                         "checkpointing), +chunk / +nochunk (stage1: chunked CE on / off), +eager "
                         "(no mx.compile), +seq (no step look-ahead), +limX (MLX memory limit "
-                        "X GB), e.g. stage1+nochunk+eager")
+                        "X GB), +padX (CLaRa rows padded to a multiple of X), +dropX (CLaRa "
+                        "LoRA dropout X), e.g. stage1+nochunk+eager")
     p.add_argument("--root", action="append", default=[],
                    help="also measure the clara of this checkout (e.g. an older one)")
     p.add_argument("--steps", type=int, default=10)
@@ -432,7 +544,12 @@ def main(argv=None) -> int:
     N = forward_params(cfg)
     for r in rows:
         if "tokens_per_second" in r:
-            r["mfu"] = 6 * N * r["tokens_per_second"] / PEAK_FLOPS
+            r["mfu_6n"] = 6 * N * r["tokens_per_second"] / PEAK_FLOPS
+            fpt = r.get("flops_per_token") or next(  # mlx-lm: the same batches as lora's
+                (x["flops_per_token"] for x in rows if x["kind"].startswith("lora")
+                 and "flops_per_token" in x), None)
+            if fpt:
+                r["mfu"] = fpt * r["tokens_per_second"] / PEAK_FLOPS
     try:
         from clara.train.estimate import estimate_for_bench
 
@@ -453,17 +570,21 @@ def main(argv=None) -> int:
     io.write_json(out, result)
     gb = 1e9
     print(f"{args.preset}: {json.dumps(s)}  N={N / 1e9:.3f}B")
-    print(f"{'work':<18} {'code':<7} {'tok/s':>9} {'MFU':>6} {'peak GB':>8} {'weights':>8} "
-          f"{'fwd':>7} {'fwd+bwd':>8} {'est GB':>7} {'1st step s':>10}")
+    print(f"{'work':<22} {'code':<6} {'tok/s':>8} {'MFU':>6} {'MFU6N':>6} {'peak GB':>8} "
+          f"{'weights':>8} {'fwd':>6} {'fwd+bwd':>8} {'est GB':>7} {'1st s':>6} {'traces':>6} "
+          f"{'host ms':>7}")
     for r in rows:
         if "error" in r:
             print(f"{r['kind']:<18} {r['code']:<7} error: {r['error']}")
             continue
         f = lambda k: f"{r[k] / gb:.2f}" if k in r else "-"  # noqa: E731
-        print(f"{r['kind']:<18} {r['code']:<7} {r['tokens_per_second']:>9.0f} "
-              f"{100 * r['mfu']:>5.1f}% {f('peak_bytes'):>8} {f('weights_bytes'):>8} "
-              f"{f('forward_peak_bytes'):>7} {f('forward_backward_peak_bytes'):>8} "
-              f"{f('estimate_bytes'):>7} {r['first_step_s']:>10.1f}")
+        pct = lambda k: f"{100 * r[k]:>5.1f}%" if k in r else f"{'-':>6}"  # noqa: E731
+        host = f"{r['host_ms_per_step']:.1f}" if "host_ms_per_step" in r else "-"
+        print(f"{r['kind']:<22} {r['code']:<6} {r['tokens_per_second']:>8.0f} {pct('mfu')} "
+              f"{pct('mfu_6n')} {f('peak_bytes'):>8} {f('weights_bytes'):>8} "
+              f"{f('forward_peak_bytes'):>6} {f('forward_backward_peak_bytes'):>8} "
+              f"{f('estimate_bytes'):>7} {r['first_step_s']:>6.1f} {r.get('traces', '-'):>6} "
+              f"{host:>7}")
     for r in rows:  # where a CLaRa step's memory goes (uncompiled, kept for the backward pass)
         k = r.get("kept_bytes")
         if k:

@@ -93,6 +93,26 @@ against a lone GPU's 93.9k at 16 rows: the per-rank loss (13 %) stays even when 
 so it is not underfilling; 5 % of it is the CUDA graphs NCCL ranks run without (table 3); the
 rest was not isolated (the `pair` step of scripts/gpu-check.sh, two independent runs at once
 on the two GPUs, would say whether it is the host; it did not run).
+
+5) The `pair` diagnostic (session 7, nvidia-h200-x2, the same 1B LoRA at batch 4 per process,
+   12 steps, 4 warm-up, one process alone, then two independent processes at once, one per GPU,
+   no communication at all; `SCALE_ITERS=12 SCALE_WARMUP=4 bash scripts/gpu-check.sh pair`):
+
+    run                                          tokens/s   vs alone
+    GPU 0 alone                                   45727.0      1.000
+    GPU 0 and GPU 1 at once, unpinned             40533.3 / 45348.1   0.886 / 0.992
+    at once, each `taskset` to its GPU's half     31752.4 / 25490.7   0.694 / 0.557
+    (0-15, 16-31)
+    the same again, second lease                  38088.2 / 32832.0   0.833 / 0.718
+
+   The host has no hyper-threads (thread_siblings_list of every CPU is itself) and one NUMA
+   node. What it says: sharing the host costs a lone run 1-11 % with no communication at all,
+   about what a rank loses against a lone GPU (13 % at 16 rows): the rest of the gap to 1.8x
+   is the host, not NCCL. Pinning a whole process (parent, worker and every thread) to 16 of
+   the 32 cores costs 17-44 %, so more cores per process help, and CLARA_PIN_CPUS (which pins
+   a rank's threads to its half, table 4: +9-15 %) is worth re-measuring against
+   CLARA_PIN_CPUS=0 at global batch 32 and 64. Not run this session (device time): global
+   batch 64, and 2-GPU runs with the CLaRa host fixes (one trace per shape, no host sync).
 """
 
 from __future__ import annotations

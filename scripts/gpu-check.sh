@@ -18,7 +18,9 @@
 # On the project's lent H200 (MLX for CUDA packed in .gpu1/.gpu2, see /work/shared/docs/platform.md):
 #   bash .gpu2/gpu-install install && export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu-check.sh
 # The first MLX process on a fresh CUDA machine compiles kernels for minutes (cached under
-# MLX_PTX_CACHE_DIR, default $TMPDIR/mlx/VERSION/ptx); later processes start in seconds.
+# MLX_PTX_CACHE_DIR, default $TMPDIR/mlx/VERSION/ptx); later processes start in seconds. The
+# `info` warm-up compiles only its own kernels (17 s): the first 1.1B CLaRa step still compiled
+# for ~190-210 s, and a checkpointed step's first for ~90 s more (session 7).
 # Packages the box lacks (tomli_w) are installed from wheels in .whl/ when it is there.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -231,6 +231,10 @@ def test_cuda_ranks_get_disjoint_cpus_of_their_gpus_node(monkeypatch):
     two_nodes = [[0, 1, 2, 3], [0, 1, 2, 3], [4, 5, 6, 7]]
     assert share_of_node(two_nodes, 1) == [2, 3] and share_of_node(two_nodes, 2) == [4, 5, 6, 7]
     assert share_of_node(one_node, 2) is None
+    # hyper-threads of a core stay together: CPUs i and i + 16 are one core's two threads
+    ht = lambda c: c % 16  # noqa: E731
+    assert share_of_node(one_node, 0, ht) == [*range(8), *range(16, 24)]
+    assert share_of_node(one_node, 1, ht) == [*range(8, 16), *range(24, 32)]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert pin_to_gpu_cpus() is None
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")

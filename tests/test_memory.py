@@ -419,3 +419,33 @@ def test_engine_gives_mlx_a_memory_limit_under_the_guards(monkeypatch):
         assert E.mlx_memory_limit(EngineConfig()) is None
     monkeypatch.setenv("CLARA_MLX_MEMORY_LIMIT_GB", "3")
     assert E.mlx_memory_limit(EngineConfig(memory_limit_gb=10)) == int(3e9)
+
+
+def test_checkpointing_switched_on_when_the_estimate_does_not_fit(cli, workspace, model_dir):
+    """A run whose estimated peak passes its memory limit, and that gradient checkpointing
+    would bring under it, gets checkpointing with a line saying so (--estimate shows the run as
+    it would start); a switch given as a flag is left alone; a run that fits is untouched."""
+    from clara.train.estimate import estimate_request
+
+    base = {"model": str(model_dir), "batch_size": 64}
+
+    def peak(**kw):
+        return estimate_request(workspace, "lora", {**base, **kw}).peak_bytes / 1e9
+
+    # a limit between what the step needs with and without checkpointing (the limit also
+    # holds MLX under 70 % of it, which the estimate models)
+    limits = [peak() * f / 20 for f in range(1, 21)]
+    fit = [g for g in limits if peak(memory_limit_gb=g) > g >= peak(memory_limit_gb=g,
+                                                                     grad_checkpoint=True)]
+    assert fit, limits
+    args = ["-w", "test", "train", "lora", "-m", str(model_dir), "--batch-size", "64",
+            "--memory-limit-gb", f"{fit[0]:.6f}", "--estimate"]
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+    assert "turned on gradient checkpoint" in r.output
+    shown = float(r.output.split("estimated peak ")[1].split()[0])
+    assert shown == pytest.approx(peak(memory_limit_gb=fit[0], grad_checkpoint=True), abs=0.01)
+    r = cli(*args[:-1], "--no-grad-checkpoint", "--estimate")
+    assert r.exit_code == 0 and "turned on" not in r.output, r.output
+    r = cli(*args[:-3], "--estimate")  # no limit: fits the machine
+    assert r.exit_code == 0 and "turned on" not in r.output, r.output

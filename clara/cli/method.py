@@ -44,6 +44,9 @@ def _stage_command(stage: str, example: str):
             from clara.cli.train import echo_estimate
 
             return echo_estimate(app, stage, overrides, config_file)
+        from clara.cli.train import fit_to_device
+
+        overrides = fit_to_device(app, stage, overrides, config_file)
         run = stage_run(app.workspace(), stage, overrides, config_file, name)
         launch(run, detach)
 

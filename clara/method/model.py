@@ -20,7 +20,7 @@ import numpy as np
 from clara.errors import UserError
 from clara.method import prompts
 from clara.method.adapters import MultiLoRALinear, apply_multi_lora
-from clara.method.config import ClaraConfig
+from clara.method.config import ClaraConfig, padded_length
 from clara.method.embeddings import MemoryEmbedding, install
 from clara.method.losses import (IGNORE, answer_match, chunked_ce, contrastive_retrieval_loss,
                                  masked_ce, memory_mse, retrieval_metrics)
@@ -29,12 +29,8 @@ from clara.method.tokens import (SpecialIds, contains_added_token, encode_in_con
 from clara.method.topk import cosine_scores, differentiable_topk
 
 
-PAD_MULTIPLE = 16  # lengths rounded up: few distinct shapes, so a compiled step rarely re-traces
-
-
-def _right_pad(seqs: list[list[int]], pad: int, multiple: int = PAD_MULTIPLE):
-    L = max(len(s) for s in seqs)
-    L = -(-L // multiple) * multiple
+def _right_pad(seqs: list[list[int]], pad: int):
+    L = padded_length(max(len(s) for s in seqs))
     ids = np.full((len(seqs), L), pad, dtype=np.int32)
     mask = np.zeros((len(seqs), L), dtype=np.int32)
     for i, s in enumerate(seqs):

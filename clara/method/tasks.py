@@ -204,8 +204,10 @@ class ClaraStageTask:
         return model.stage_loss(batch)
 
     def batch_tokens(self, batch) -> int:
+        # NumPy on the batch's (already evaluated) masks: an mx sum + .item() here would queue
+        # behind the step just launched and wait for it, undoing the engine's step look-ahead
         keys = [k for k in batch if k.endswith("_mask")]
-        return int(sum(batch[k].sum().item() for k in keys))
+        return int(sum(np.asarray(batch[k]).sum() for k in keys))
 
     def save_weights(self, directory: Path) -> None:
         checkpoint.save(self.model, directory)

@@ -219,17 +219,33 @@ def gpu_cpus(index: int) -> list[int] | None:
             lists.append(cpus)
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
-    return share_of_node(lists, index)
+    return share_of_node(lists, index, cpu_core)
 
 
-def share_of_node(lists: list[list[int]], index: int) -> list[int] | None:
+def cpu_core(cpu: int) -> str:
+    """The physical core of a logical CPU: its hyper-thread siblings (sysfs), or itself."""
+    try:
+        return (Path("/sys/devices/system/cpu") / f"cpu{cpu}" / "topology" /
+                "thread_siblings_list").read_text().strip()
+    except OSError:
+        return str(cpu)
+
+
+def share_of_node(lists: list[list[int]], index: int, core=None) -> list[int] | None:
     """GPU `index`'s part of its NUMA node's CPUs (`lists`: each GPU's node CPUs): the node's
-    CPUs split evenly, in GPU order, among the GPUs on that node."""
+    physical cores (`core`: a CPU's core key; default each CPU its own) split evenly, in GPU
+    order, among the GPUs on that node, each core with all its hyper-threads (two ranks never
+    share a core's threads). The 2-H200 host has no hyper-threads (one CPU per core), where
+    this is the plain halves."""
     if not 0 <= index < len(lists):
         return None
     peers = [i for i, c in enumerate(lists) if c == lists[index]]
-    cpus, k, n = lists[index], peers.index(index), len(peers)
-    return cpus[k * len(cpus) // n:(k + 1) * len(cpus) // n] or None
+    cores: dict = {}
+    for c in lists[index]:
+        cores.setdefault(core(c) if core else c, []).append(c)
+    groups, k, n = list(cores.values()), peers.index(index), len(peers)
+    return sorted(c for g in groups[k * len(groups) // n:(k + 1) * len(groups) // n]
+                  for c in g) or None
 
 
 def pin_to_gpu_cpus() -> list[int] | None:

@@ -143,6 +143,10 @@ class Engine:
         self.elapsed = 0.0  # seconds of training over all sessions
         self.tokens_seen = 0
         self.window = {"loss": 0.0, "steps": 0, "tokens": 0, "time": 0.0, "extras": {}}
+        # for benchmarks: how often the step was traced (mx.compile traces again for every new
+        # batch shape), and the host's seconds spent queuing each step (launch())
+        self.traces = 0
+        self.host_times: list[float] = []
 
     # -- files ------------------------------------------------------------------------------
     def event(self, kind: str, **data) -> None:
@@ -243,6 +247,7 @@ class Engine:
         value_and_grad = nn.value_and_grad(model, loss_fn)
 
         def step(batch, prev_grad, do_update):
+            self.traces += 1  # Python runs here only while mx.compile traces (or uncompiled)
             (loss, ntoks, extras), grad = value_and_grad(model, batch)
             if prev_grad is not None:
                 grad = tree_map(lambda a, b: a + b, grad, prev_grad)
@@ -382,6 +387,7 @@ class Engine:
                 out["sums"] = self.dist.step_sums(out["losses"], out["tokens"], extras,
                                                   stop_requested(),
                                                   mx.get_peak_memory() > mem_limit or mem_check[1])
+            self.host_times.append(time.perf_counter() - tic)
             return out
 
         def queue_ahead() -> dict:

@@ -47,6 +47,14 @@ FUSED_ATTENTION = {"cuda": True, "metal": False, "gpu": False, "cpu": False}
 # 2026-11-30): the compiled step within 15 % at both; with grad_checkpoint or without compile
 # the factor applies to the activations checkpointing would not keep (within about 20 %).
 CUDA_ACTIVATION_FACTOR = {"compiled": 1.8, "other": 1.2}
+# Under MLX's memory limit (the engine's hold, clara/train/engine.py) the host waits for the
+# device once the limit is reached: the step's peak is then about the limit, or what the step
+# cannot do without (weights, trainables, the activations the backward keeps and the logits,
+# without the CUDA factor above) when that is more. Fitted to the H200 (bench/clara_throughput.py
+# +limX, 1.1B stage 1 batch 8 and 8B 4-bit batch 1, 2026-11-30): 1.06 x the limit, 1.08 x that
+# floor; within 7 % of 8 of 9 held runs (off by 25 % at a 6 GB limit under a checkpointed
+# step's real floor of ~8.4 GB).
+HOLD_OVER, FLOOR_OVER = 1.06, 1.08
 
 
 @dataclass
@@ -124,6 +132,7 @@ class Work:
     compiled: bool = True  # the engine's mx.compile'd step
     dtype: str = "bfloat16"
     full: bool = False  # full fine-tuning of the adapted layers
+    mlx_limit_bytes: int = 0  # MLX's memory limit the engine sets (0: none)
 
 
 @dataclass
@@ -233,6 +242,7 @@ def estimate(s: Shape, w: Work, backend: str | None = None) -> Estimate:
                + activation_bytes(s, w, w.batch_size, w.dec_len, backend))
         logits = logits_bytes(s, w, w.batch_size, w.supervised_len or w.dec_len)
         tokens = w.enc_rows * w.enc_len + w.batch_size * w.dec_len
+    kept = act  # what the backward keeps, before the CUDA factor (the floor of a held step)
     if backend == "cuda" and w.kind != "lora":
         if w.compiled and not w.grad_checkpoint:
             act = int(act * CUDA_ACTIVATION_FACTOR["compiled"])
@@ -243,6 +253,12 @@ def estimate(s: Shape, w: Work, backend: str | None = None) -> Estimate:
                 + activation_bytes(s, full, w.batch_size, w.dec_len, backend)))
     parts = {"weights": weights, "trainables": trainables, "activations": act, "logits": logits}
     peak = sum(parts.values())
+    if w.mlx_limit_bytes:  # held by MLX's limit: see HOLD_OVER
+        floor = weights + trainables + kept + logits
+        held = max(HOLD_OVER * w.mlx_limit_bytes, FLOOR_OVER * floor)
+        if held < peak:
+            parts["held by the MLX limit"] = int(held - peak)
+            peak = held
     rate = RATES.get(backend, RATES["cpu"])
     budget, what = device_memory()
     return Estimate(peak_bytes=int(peak), parts=parts,
@@ -292,6 +308,8 @@ def clara_work(cfg, stage: str, answer_tokens: int | None = None,
     """A CLaRa stage's step (clara.method.tasks.ClaraTrainConfig). The decoder row is the
     prompt (about 64 tokens plus top_k slots of n_mem + 1) and the answer, taken as long as a
     document (stage 1's paraphrase) unless `answer_tokens` says otherwise."""
+    from clara.method.config import padded_length
+
     c = cfg.method_config(stage)
     n_mem, k = c.n_mem, c.top_k
     enc_len = c.doc_max_tokens + n_mem + 3
@@ -300,16 +318,12 @@ def clara_work(cfg, stage: str, answer_tokens: int | None = None,
     B = cfg.batch_size
     docs = B * (candidates or k) if stage == "stage3" else B * k
     enc_rows = docs + (B if stage == "stage3" else 0)
-    return Work(kind=stage, batch_size=B, enc_len=_pad16(enc_len), enc_rows=enc_rows,
-                dec_len=_pad16(dec_len),  # logits over every decoder column (labels untrimmed)
+    return Work(kind=stage, batch_size=B, enc_len=padded_length(enc_len), enc_rows=enc_rows,
+                dec_len=padded_length(dec_len),  # logits over every decoder column (labels untrimmed)
                 lora_rank=c.lora_rank, lora_keys=tuple(c.lora_keys), lora_layers=c.lora_layers,
                 adapters_trained=2, adapters_held=len(c.adapters()),
                 lora_dropout=c.lora_dropout, grad_checkpoint=cfg.grad_checkpoint,
                 chunked_ce=c.chunked_ce, compiled=cfg.compile, dtype=_dtype(None))
-
-
-def _pad16(n: int) -> int:
-    return -(-n // 16) * 16
 
 
 def estimate_run(kind: str, cfg, model_source: str, backend: str | None = None) -> Estimate:
@@ -319,6 +333,10 @@ def estimate_run(kind: str, cfg, model_source: str, backend: str | None = None) 
     if work.kind != "lora":
         n_mem = cfg.method_config(kind).n_mem
         work.extra_trainable = n_mem * shape.hidden if cfg.train_memory_rows else 0
+    if backend is None:  # the run about to start here: the limit its engine will give MLX
+        from clara.train.engine import mlx_memory_limit
+
+        work.mlx_limit_bytes = mlx_memory_limit(cfg) or 0
     return estimate(shape, work, backend)
 
 
@@ -345,6 +363,7 @@ def estimate_for_bench(config: dict, s: dict, kind: str, shapes: dict,
 
         w.chunked_ce = "chunk" in opts or ("nochunk" not in opts and ClaraSettings.chunked_ce)
     w.compiled = "eager" not in opts and kind != "mlx-lm"
+    w.mlx_limit_bytes = next((int(float(o[3:]) * GB) for o in opts if o.startswith("lim")), 0)
     e = estimate(shape, w, backend)
     return e.parts if parts else e.peak_bytes
 
@@ -356,6 +375,45 @@ def _pad32(n: int) -> int:
 def estimate_request(ws, kind: str, overrides: dict, config_file=None) -> Estimate:
     """The estimate of what `clara train KIND` would start with these settings: the CLI's
     --estimate and the app's Train form call this; nothing is created or loaded."""
+    return estimate_run(kind, *_request_config(ws, kind, overrides, config_file))
+
+
+# what auto_fit may switch on, in order, where the user set neither
+FIT_SWITCHES = {"lora": (("grad_checkpoint",),),
+                "clara": (("chunked_ce",), ("chunked_ce", "grad_checkpoint"))}
+
+
+def auto_fit(ws, kind: str, overrides: dict, config_file=None) -> tuple[dict, str | None]:
+    """When the estimate says the run would not fit (its peak over the memory guard's limit:
+    memory_limit_gb, else 90 % of the device's budget) and gradient checkpointing (CLaRa:
+    chunked CE first, then both) would make it fit, switch them on: (overrides with them,
+    a line saying so); else (overrides, None). A switch given as a flag is left as it is, and
+    an estimate that cannot be made (no config.json) changes nothing."""
+    try:
+        cfg, source = _request_config(ws, kind, overrides, config_file)
+        est = estimate_run(kind, cfg, source)
+    except UserError:
+        return overrides, None
+    limit = cfg.memory_limit_gb * GB if cfg.memory_limit_gb else 0.9 * est.budget_bytes
+    if not limit or est.peak_bytes <= limit:
+        return overrides, None
+    for switches in FIT_SWITCHES["lora" if kind == "lora" else "clara"]:
+        if any(overrides.get(k) is not None for k in switches):
+            continue
+        if all(getattr(cfg, k) for k in switches):
+            continue
+        trial = {**overrides, **dict.fromkeys(switches, True)}
+        e = estimate_run(kind, *_request_config(ws, kind, trial, config_file))
+        if e.peak_bytes <= limit:
+            names = " and ".join(k.replace("_", " ").replace("grad", "gradient") for k in switches)
+            return trial, (f"turned on {names}: the run would peak at about "
+                           f"{est.peak_bytes / GB:.2f} GB, over the limit of "
+                           f"{limit / GB:.2f} GB; with {names}, {e.peak_bytes / GB:.2f} GB")
+    return overrides, None
+
+
+def _request_config(ws, kind: str, overrides: dict, config_file=None):
+    """(the run's merged config, its model's source) for the estimate."""
     from clara.models.registry import model_source
     from clara.train.config import merge_config
 
@@ -375,4 +433,4 @@ def estimate_request(ws, kind: str, overrides: dict, config_file=None) -> Estima
             cfg.model = refs.resolve(ws, cfg.init_from, want=refs.CLARA).base or ""
         if not cfg.model:
             raise UserError("model: is required for the estimate")
-    return estimate_run(kind, cfg, model_source(ws, cfg.model))
+    return cfg, model_source(ws, cfg.model)
