@@ -232,6 +232,9 @@ def stage_runs(args, root: Path, ws: Path) -> tuple[Path, Path]:
     if not (runs / "s1" / "adapters" / "last").exists():
         clara(args, root, "train", "stage1", "-d", "facts-stage1", "--name", "s1", "--top-k", "1",
               "--iters", str(args.s1_iters), *flags)
+    if not (runs / "s2" / "adapters" / "last").exists() and (args.s2_compressor_lr != 1.0
+                                                          or args.s2_align or args.s2_retell):
+        stage2_in_process(args, ws, runs / "s1" / "adapters" / "last", runs / "s2")
     if not (runs / "s2" / "adapters" / "last").exists():
         clara(args, root, "train", "stage2", "-d", "facts-stage2", "--name", "s2", "--top-k", "1",
               "--from", str(runs / "s1" / "adapters" / "last"), "--iters", str(args.s2_iters),
@@ -239,6 +242,117 @@ def stage_runs(args, root: Path, ws: Path) -> tuple[Path, Path]:
               "--stage2-train", args.stage2_train,
               "--learning-rate", str(args.s2_lr), "--mse-weight", str(args.s2_mse))
     return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
+
+
+def _stage2_variant():
+    import mlx.core as mx
+    import numpy as np
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    from clara.method.losses import contrastive_retrieval_loss
+    from clara.method.tasks import ClaraStageTask
+    from clara.method.topk import cosine_scores
+
+    class Stage2Variant(ClaraStageTask):
+        """Stage 2 with the study's two changes: the compressor's part of each update scaled
+        (compressor_lr_scale; for Adam(W) the same as that part at a scaled rate), and an
+        in-batch retrieval loss between the compressor's vectors of each question and of its
+        document (align_weight)."""
+
+        compressor_lr_scale, align_weight = 1.0, 0.0
+
+        def make_batch(self, samples, rng):
+            out = super().make_batch(samples, rng)
+            if self.align_weight:  # positives: the batch's copies of each question's documents
+                docs = [d for s in samples for d in s["docs"]]
+                mine = np.array([[d in s["docs"] for d in docs] for s in samples])
+                out.update(self.model.encoder_batch([s["question"] for s in samples],
+                                                    prefix="q"), positives=mx.array(mine))
+            return out
+
+        def apply_gradients(self, opt, model, grad):
+            if self.compressor_lr_scale == 1.0:
+                return opt.update(model, grad)
+            mine = lambda k: ".adapters.compressor." in k or k.endswith("memory")  # noqa: E731
+            before = [(k, v) for k, v in tree_flatten(model.trainable_parameters()) if mine(k)]
+            opt.update(model, grad)
+            after = dict(tree_flatten(model.trainable_parameters()))
+            model.update(tree_unflatten([(k, v + self.compressor_lr_scale * (after[k] - v))
+                                         for k, v in before]))
+
+        def loss(self, model, batch):
+            loss, n, ex = model.stage_loss(batch)
+            if "q_ids" in batch:
+                q, _ = model.compress(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"])
+                d, _ = model.compress(batch["enc_ids"], batch["enc_mask"], batch["enc_mem_pos"])
+                B = q.shape[0]
+                d = mx.broadcast_to(d.reshape(1, d.shape[0], -1), (B, d.shape[0], d[0].size))
+                ex["align"] = contrastive_retrieval_loss(cosine_scores(q.reshape(B, -1), d),
+                                                         batch["positives"], model.config.tau)
+                loss = loss + self.align_weight * ex["align"]
+            return loss, n, ex
+
+    return Stage2Variant
+
+
+def stage2_in_process(args, ws: Path, s1: Path, run_dir: Path) -> None:
+    """Stage 2 as stage_runs' CLI run, in this process, with the compressor's part of each
+    update scaled by --s2-compressor-lr (ClaraStageTask.apply_gradients)."""
+    from clara.method.tasks import ClaraTrainConfig, build_task
+    from clara.train.engine import Engine
+
+    cfg = ClaraTrainConfig(
+        model=args.base, data=str(ws / "datasets" / "facts-stage2"), init_from=str(s1),
+        iters=args.s2_iters, seed=args.seed, learning_rate=args.s2_lr,
+        stage2_generator=args.stage2_generator, stage2_train=args.stage2_train,
+        **{**COMMON, "mse_weight": args.s2_mse, "warmup_steps": 20, "val_every": 0,
+           "save_every": 1000})
+    task = build_task(cfg, "stage2")
+    task.__class__ = _stage2_variant()
+    task.compressor_lr_scale, task.align_weight = args.s2_compressor_lr, args.s2_align
+    if args.s2_retell:
+        task._train = with_retelling(task._train, args.s2_retell, args.s2_retell_prompt)
+        task._train_groups = task._plan(task._train)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    res = Engine(task, cfg, run_dir).run()
+    if res.status != "completed":
+        sys.exit(f"stage 2: {res.status} {res.message}")
+
+
+def with_retelling(samples: list[dict], every: int, prompt: str) -> list[dict]:
+    """Stage-2 samples (one document each) with, after every `every`-th, one asking to retell
+    its document word for word: in stage 2's prompt ("rag", question "Retell the document.")
+    or in stage 1's paraphrase prompt ("stage1")."""
+    out = []
+    for i, s in enumerate(samples):
+        out.append(s)
+        if i % every == every - 1:
+            doc = s["docs"][0]
+            out.append({"kind": "rag", "docs": [doc], "question": "Retell the document.",
+                        "answer": doc} if prompt == "rag" else
+                       {"kind": "paraphrase", "docs": [doc], "answer": doc})
+    return out
+
+
+def rehearsal_rows(fs: list[dict], every: int) -> list[dict]:
+    """Stage-1 rehearsal in stage 2's format: after every `every`-th fact, a row asking to
+    retell its document (stage 1's paraphrase as the answer), so the compressor must keep
+    the whole fact while stage 2 teaches the generator to answer."""
+    return [{"question": "Retell the document.", "docs": [f["doc"]],
+             "answer": f"In {f['year']}, {f['who']} {f['verb']} {f['what']}."}
+            for i, f in enumerate(fs) if every and i % every == every - 1]
+
+
+def interleave(rows: list[dict], extra: list[dict]) -> list[dict]:
+    """`extra` spread evenly through `rows`."""
+    out, step = [], len(rows) / max(1, len(extra))
+    j = 0
+    for i, r in enumerate(rows):
+        out.append(r)
+        while j < len(extra) and (j + 1) * step <= i + 1:
+            out.append(extra[j])
+            j += 1
+    return out + extra[j:]
 
 
 # ---------------------------------------------------------------------------- probes
@@ -479,6 +593,21 @@ def main() -> None:
     p.add_argument("--s2-mse", type=float, default=0.0,
                    help="Stage 2's MSE weight (the bench's 0; the method's default 0.1).")
     p.add_argument("--s2-lr", type=float, default=1e-3, help="Stage 2's learning rate.")
+    p.add_argument("--s2-compressor-lr", type=float, default=1.0, metavar="SCALE",
+                   help="Stage 2's compressor (and memory rows) at SCALE times its rate.")
+    p.add_argument("--s2-align", type=float, default=0.0, metavar="W",
+                   help="Stage 2: add W times an in-batch retrieval loss between the "
+                        "compressor's vectors of each question and of its document.")
+    p.add_argument("--s2-retell", type=int, default=0, metavar="N",
+                   help="Stage 2 (in this process): after every N-th row, one asking to retell "
+                        "its document word for word (2: one row in 3).")
+    p.add_argument("--s2-retell-prompt", choices=("rag", "stage1"), default="rag",
+                   help="--s2-retell's prompt: stage 2's (question \"Retell the document.\") "
+                        "or stage 1's paraphrase instructions.")
+    p.add_argument("--s2-rehearse", type=int, default=0, metavar="N",
+                   help="Add a row to stage 2's data after every N-th fact (2: one row in "
+                        "3): question \"Retell the document.\", stage 1's paraphrase of the "
+                        "fact as the answer.")
     p.add_argument("--s1-iters", type=int, default=300)
     p.add_argument("--s2-iters", type=int, default=300)
     p.add_argument("--s3-iters", type=int, default=80)
@@ -509,6 +638,10 @@ def main() -> None:
         for split, fs in (("train", train), ("valid", test[:16])):
             io.write_jsonl(ws / "datasets" / "facts-stage2" / f"{split}.jsonl",
                            synthetic.stage2_rows(fs, 1, kinds=synthetic.QUESTIONS))
+    if args.s2_rehearse:
+        path = ws / "datasets" / "facts-stage2" / "train.jsonl"
+        io.write_jsonl(path, interleave(io.read_jsonl(path),
+                                        rehearsal_rows(train, args.s2_rehearse)))
     s1, s2 = stage_runs(args, root, ws)
     print(f"[{time.perf_counter() - t0:6.0f}s] stages 1-2 ready", flush=True)
 
