@@ -25,8 +25,34 @@ evaluation questions (tests/test_demo.py checks the vocabulary lists against the
     python bench/prose_reader.py --workdir /tmp/pr                 # corpus, pretraining, eval
     python bench/prose_reader.py --workdir /tmp/pr --export-base data/models/reader
 
-Prints a table (the paraphrased handbook questions answered from BM25's top-2 chunks, `clara
-eval -c rag`, by the new base and by --compare) and writes bench/results/prose_reader-DATE.json.
+Prints a table (`clara eval`: the paraphrased handbook questions answered from BM25's top-2
+chunks and closed-book, and 100 questions about 20 unseen made-up articles answered from their
+own 2 chunks, by the new base and by --compare) and writes bench/results/prose_reader-DATE.json.
+
+MEASURED (2026-11-30, 2 CPU cores shared with four other jobs, load 8-13; `clara eval` as above,
+--max-tokens 24 on the handbook, 16 on 60 held-out questions). It does NOT read yet:
+
+  base (hidden 128, 4 layers, 4 heads, 1024-token BPE     handbook rag  closed  held-out rag
+  trained on the corpus; 0.94 M parameters)               keyword %     kw %    EM % (F1 %)
+  data/models/reader (today's demo base)                   0.0           0.0     0.0 (0.0)
+  1. 600 steps x 8 on every token (3000 articles,
+     67k rows; val loss 1.50)                              0.0           4.8     -
+  2. + 120 answer-only steps x 32 (val 2.53 -> 1.98)        0.0           -       0.0 (0.9)
+  3. + 150 answer-only steps x 32, one chunk in 3 of 4
+     rows, every location a made-up name (val 2.46 -> 2.03)  0.0           -       0.0 (5.7)
+  data/models/reader + 150 answer-only steps x 32 of 3.
+     (val 3.19 -> 2.49)                                     0.0           -       0.0 (0.9)
+
+About 25 CPU-minutes in all. What the answers show: after 1 every answer is a year ("1996");
+after 2 a location from the closed list of step 1's corpus ("on the northern ridge") whatever
+the question; after 3 the right TYPE of answer for the question (who -> "Dr. ...", when ->
+"10:40", how far -> "30 km") but never the span of the chunk: the model learned answer-type
+priors, not copying. The answer loss plateaus near 2 nats a token, where a reader falls well
+below 1. Reading (an induction-style copy of the span after the question's name) did not emerge
+in this budget, from scratch or from the synthetic world's reader; bench/clara_synth.py saw the
+same (it emerged after 1200 + 650 steps there, and unevenly). Untried: many more steps (a GPU
+run), a copy curriculum (one short chunk, the answer right after the name), a wider model.
+BM25 finds the handbook's gold chunk in its top 2 for 81.0 % of the paraphrased questions.
 """
 
 from __future__ import annotations
@@ -34,7 +60,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import shutil
 import sys
 import time
@@ -71,13 +96,13 @@ CONTENTS = ["the maps", "the tools", "the nets", "the bakery", "the chapel organ
             "the dining hall", "the reading room", "the laundry", "the meeting room",
             "the first aid room", "the wood stove", "the bicycle store", "the cold store",
             "the lecture room", "the pottery kilns", "the music room", "the guest kitchen"]
-LOCATIONS = ["on the northern ridge", "on the southern shore", "near the old pier",
-             "by the river", "at the foot of the hill", "on the eastern cliff", "in the lower meadow",
-             "beside the main road", "at the end of the harbour wall", "on the western slope",
-             "in the pine wood", "next to the market square", "on a small rocky hill",
-             "behind the church", "at the edge of the village", "on the upper terrace",
-             "by the lake shore", "in the walled garden", "above the waterfall",
-             "on the island's highest point"]
+# every location names a made-up place ({n}): an answer is read, never guessed from a short list
+LOCATIONS = ["on the {n} ridge", "on the southern shore of {n}", "near the old {n} pier",
+             "by the {n} river", "at the foot of {n} Hill", "on the eastern cliff of {n}",
+             "in the lower meadow of {n}", "beside the road to {n}", "at the end of {n} Street",
+             "on the western slope of {n}", "in the {n} wood", "next to {n} Square",
+             "behind the {n} chapel", "at the edge of {n}", "by {n} Lake",
+             "in the walled garden of {n}", "above the {n} falls", "on the summit of {n}"]
 VEHICLES = ["ferry", "bus", "boat", "train", "mail boat", "cable car", "coach", "water taxi"]
 TICKETS = [("return ticket", "adults"), ("single ticket", "adults"), ("day pass", "visitors"),
            ("week pass", "students"), ("family ticket", "families"), ("season card", "residents")]
@@ -160,7 +185,7 @@ def facility_facts(w: World, name: str) -> list[Fact]:
                     y, [f"When was {name} built?", f"In which year was {name} completed?",
                         f"What year was {name} finished?", f"When was {name} constructed?",
                         f"In what year was {name} built?", f"When did work on {name} end?"]))
-    loc = rng.choice(LOCATIONS)
+    loc = rng.choice(LOCATIONS).format(n=word(rng))
     out.append(Fact(pick(rng, f"{name} stands {loc}.", f"{name} is {loc}.",
                          f"{loc[0].upper() + loc[1:]} stands {name}.",
                          f"{name} lies {loc}, a short walk from the {rng.choice(VEHICLES)} stop.",
@@ -364,18 +389,17 @@ def article(seed: int) -> tuple[str, list[Fact]]:
 
 
 # -- reading rows --------------------------------------------------------------------------------
-def reading_rows(n_articles: int, seed: int, clara_share: float = 0.25,
-                 per_fact: int = 1) -> list[dict]:
-    """Chat rows: a question about a fact, the chunk holding its answer and distractor chunks
-    (1-3 chunks in all), answered by the span."""
-    from clara.chat.engine import rag_prompt
+def reading_items(n_articles: int, seed: int, ks: tuple[int, ...] = (1, 2, 2, 2, 3),
+                  rng: random.Random | None = None):
+    """(question, answer, docs, gold index) per fact whose answer lies in one chunk: the chunk
+    and distractor chunks of the same article (and, at times, of earlier ones), k of `ks`
+    chunks in all, in a random order; a quarter of the questions with words dropped."""
     from clara.data.chunking import RegexTokenizer, chunk_text
     from clara.demo import thinned
-    from clara.method.prompts import SYSTEM_RAG
 
-    rng = random.Random(seed)
+    rng = rng or random.Random(seed)
     tok = RegexTokenizer()
-    rows, prev_chunks = [], []
+    prev_chunks: list[str] = []
     for a in range(n_articles):
         text, facts = article(seed * 1_000_003 + a)
         chunks = chunk_text(text, tok, rng.choice([24, 28, 32, 32, 32, 40]), 0)
@@ -384,25 +408,46 @@ def reading_rows(n_articles: int, seed: int, clara_share: float = 0.25,
                          if c.start <= f.offset and f.offset + len(f.answer) <= c.end), None)
             if gold is None:
                 continue
-            for _ in range(per_fact):
-                q = rng.choice(f.questions)
-                if rng.random() < 0.25:
-                    q = (thinned(q, 1, rng) or [q])[0]
-                k = rng.choice([1, 2, 2, 2, 3])
-                others = [c.text for i, c in enumerate(chunks) if i != gold]
-                pool = others + prev_chunks[-40:] if rng.random() < 0.3 else others
-                docs = [chunks[gold].text] + rng.sample(pool, min(k - 1, len(pool)))
-                rng.shuffle(docs)
-                if rng.random() < clara_share:
-                    user = "Background:\n" + "\n".join(docs) + f"\n\nQuestion:{q}"
-                    msgs = [{"role": "system", "content": SYSTEM_RAG}]
-                else:
-                    user, msgs = rag_prompt(q, docs), []
-                rows.append({"messages": msgs + [{"role": "user", "content": user},
-                                                 {"role": "assistant", "content": f.answer}]})
+            q = rng.choice(f.questions)
+            if rng.random() < 0.25:
+                q = (thinned(q, 1, rng) or [q])[0]
+            k = rng.choice(ks)
+            others = [c.text for i, c in enumerate(chunks) if i != gold]
+            pool = others + prev_chunks[-40:] if rng.random() < 0.3 else others
+            docs = [chunks[gold].text] + rng.sample(pool, min(k - 1, len(pool)))
+            order = list(range(len(docs)))
+            rng.shuffle(order)
+            yield q, f.answer, [docs[i] for i in order], order.index(0)
         prev_chunks += [c.text for c in chunks]
+
+
+def reading_rows(n_articles: int, seed: int, clara_share: float = 0.25,
+                 ks: tuple[int, ...] = (1, 2, 2, 2, 3)) -> list[dict]:
+    """Chat rows of `reading_items`: the question with its chunks in the demo's rag prompt (or,
+    for `clara_share` of them, CLaRa's text prompt), answered by the span."""
+    from clara.chat.engine import rag_prompt
+    from clara.method.prompts import SYSTEM_RAG
+
+    rng = random.Random(seed)
+    rows = []
+    for q, answer, docs, _gold in reading_items(n_articles, seed, ks, rng):
+        if rng.random() < clara_share:
+            user = "Background:\n" + "\n".join(docs) + f"\n\nQuestion:{q}"
+            msgs = [{"role": "system", "content": SYSTEM_RAG}]
+        else:
+            user, msgs = rag_prompt(q, docs), []
+        rows.append({"messages": msgs + [{"role": "user", "content": user},
+                                         {"role": "assistant", "content": answer}]})
     rng.shuffle(rows)
     return rows
+
+
+def heldout_qa(n_articles: int, seed: int, k: int = 2) -> list[dict]:
+    """QA rows with their own chunks (`clara eval` answers them from these): the reading test on
+    articles never trained on."""
+    return [{"id": f"syn-{i}", "question": q, "answer": a, "keywords": [a], "docs": docs,
+             "pos_index": [gold]}
+            for i, (q, a, docs, gold) in enumerate(reading_items(n_articles, seed, (k,)))]
 
 
 def write_corpus(ws_path: Path, name: str, rows: list[dict], valid: int, meta: dict) -> None:
@@ -444,19 +489,24 @@ def clara(root: Path, *argv: str, verbose: bool = False) -> str:
     return p.stdout
 
 
-def evaluate(root: Path, model: str, name: str, limit: int | None = None) -> dict:
-    """`clara eval -c rag` of `model` on the paraphrased handbook questions, as the demo runs it
-    (BM25 top 2 of 32-word chunks); {keyword, em, recall} of its summary."""
+def evaluate(root: Path, model: str, name: str, heldout: Path) -> dict:
+    """`clara eval` of `model`: rag and closed-book on the paraphrased handbook questions, as the
+    demo runs them (BM25 top 2 of 32-word chunks), and rag on `heldout` (unseen made-up
+    articles, each question with its own 2 chunks); {set: {config: {keyword, em, recall}}}."""
     from clara import io
 
-    ev = root / "study" / "evals" / name
-    if not (ev / "summary.json").is_file():
-        clara(root, "eval", "-d", str(ROOT / "data" / "eval_questions.jsonl"), "-m", model,
-              "-c", "rag", "-c", "closed", "--top-k", "2", "--chunk-tokens", "32",
-              "--chunk-overlap", "0", "--max-tokens", "24", "--name", name,
-              *(["--limit", str(limit)] if limit else []))
-    return {r["config"]: {k: r.get(k) for k in ("keyword", "em", "recall")}
-            for r in io.read_json(ev / "summary.json")["summary"]}
+    out = {}
+    for label, data, extra in (
+            ("handbook", ROOT / "data" / "eval_questions.jsonl",
+             ["-c", "rag", "-c", "closed", "--chunk-tokens", "32", "--chunk-overlap", "0"]),
+            ("heldout", heldout, ["-c", "rag"])):
+        ev = root / "study" / "evals" / f"{name}-{label}"
+        if not (ev / "summary.json").is_file():
+            clara(root, "eval", "-d", str(data), "-m", model, *extra, "--top-k", "2",
+                  "--max-tokens", "24", "--name", ev.name)
+        out[label] = {r["config"]: {k: r.get(k) for k in ("keyword", "em", "recall")}
+                      for r in io.read_json(ev / "summary.json")["summary"]}
+    return out
 
 
 def main() -> None:
@@ -467,9 +517,12 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--vocab", type=int, default=1024)
-    p.add_argument("--pre-iters", type=int, default=800, help="All-token steps (batch 8).")
+    p.add_argument("--pre-iters", type=int, default=600, help="All-token steps (batch 8).")
     p.add_argument("--pre-lr", type=float, default=3e-3)
-    p.add_argument("--reader-iters", type=int, default=300, help="Answer-only steps (batch 32).")
+    p.add_argument("--reader-iters", type=int, default=120, help="Answer-only steps (batch 32).")
+    p.add_argument("--reader-rows", type=int, default=4200,
+                   help="Answer-only phase: the first N training rows of the corpus (loading "
+                        "all of them costs minutes).")
     p.add_argument("--reader-lr", type=float, default=2e-3)
     p.add_argument("--max-seq-length", type=int, default=320)
     p.add_argument("--compare", default=str(ROOT / "data" / "models" / "reader"),
@@ -501,21 +554,32 @@ def main() -> None:
     if not (ws / "datasets" / "prose-read").is_dir():
         rows = reading_rows(args.articles, args.seed)
         write_corpus(ws, "prose-read", rows, 200, {"seed": args.seed, "articles": args.articles})
+    if not (ws / "datasets" / "prose-read-s").is_dir():
+        from clara import io
+
+        src = ws / "datasets" / "prose-read"
+        rows = io.read_jsonl(src / "train.jsonl")[:args.reader_rows]
+        write_corpus(ws, "prose-read-s", io.read_jsonl(src / "valid.jsonl")[:100] + rows, 100,
+                     {"note": f"the first {args.reader_rows} rows of prose-read"})
     if not (ws / "models" / "tiny").is_dir():
         run("model", "init-tiny", "tiny", "--from-data", "prose-read", "--hidden",
             str(args.hidden), "--layers", str(args.layers), "--heads", "4", "--vocab",
             str(args.vocab), "--seed", str(args.seed))
     phase("data+model")
     model = "tiny"
-    for name, out, mask, iters, batch, lr in (
-            ("pretrain", "warm", "--no-mask-prompt", args.pre_iters, 8, args.pre_lr),
-            ("reader", "base", "--mask-prompt", args.reader_iters, 32, args.reader_lr)):
+    # every weight trains: first on every token (language, formats, answer types), then on the
+    # answers alone at a larger batch (the reading signal is a few tokens per row)
+    for name, out, data, mask, iters, batch, lr, warmup in (
+            ("pretrain", "warm", "prose-read", "--no-mask-prompt", args.pre_iters, 8,
+             args.pre_lr, 20),
+            ("reader", "base", "prose-read-s", "--mask-prompt", args.reader_iters, 32,
+             args.reader_lr, 10)):
         if iters and not (ws / "models" / out).is_dir():
             shutil.rmtree(ws / "runs" / name, ignore_errors=True)
-            run("train", "lora", "-m", model, "-d", "prose-read", "--mode", "sft", mask,
+            run("train", "lora", "-m", model, "-d", data, "--mode", "sft", mask,
                 "--fine-tune-type", "full", "--num-layers", "-1", "--iters", str(iters),
                 "--batch-size", str(batch), "--learning-rate", str(lr),
-                "--min-learning-rate", str(lr / 10), "--warmup-steps", "20",
+                "--min-learning-rate", str(lr / 10), "--warmup-steps", str(warmup),
                 "--max-seq-length", str(args.max_seq_length), "--val-every", "0",
                 "--val-batches", "8", "--save-every", "100000", "--name", name,
                 "--seed", str(args.seed))
@@ -525,11 +589,16 @@ def main() -> None:
         phase(name)
     if not (ws / "sources").is_dir() or not any((ws / "sources").iterdir()):
         run("data", "import", str(ROOT / "data" / "sample" / "karsholm_observatory_handbook.pdf"))
-    figs = {"new": evaluate(root, model, f"eval-{model}")}
+    heldout = root / "heldout.jsonl"
+    if not heldout.is_file():
+        from clara import io
+
+        io.write_jsonl(heldout, heldout_qa(20, args.seed + 999)[:100])
+    figs = {model: evaluate(root, model, f"eval-{model}", heldout)}
     if args.compare:
         if not (ws / "models" / "compare").is_dir():
             shutil.copytree(args.compare, ws / "models" / "compare")
-        figs["compare"] = evaluate(root, "compare", "eval-compare")
+        figs[args.compare] = evaluate(root, "compare", "eval-compare", heldout)
     phase("eval")
     if args.export_base:
         export_base(ws / "models" / model, Path(args.export_base),
@@ -539,12 +608,15 @@ def main() -> None:
         (dest / "README.md").write_text(READER_README.format(**{**vars(args), **{
             "vocab": tiny["vocab_size"]}}))
 
-    print(f"\n{'base':<34} {'rag keyword %':>14} {'rag EM %':>9} {'closed keyword %':>17}")
-    for label, f in figs.items():
-        m = model if label == "new" else args.compare
-        print(f"{m:<34} {100 * (f['rag']['keyword'] or 0):>14.1f} "
-              f"{100 * (f['rag']['em'] or 0):>9.1f} {100 * (f['closed']['keyword'] or 0):>17.1f}")
-    print(f"BM25 recall@2 of the gold chunk: {100 * (figs['new']['rag']['recall'] or 0):.1f} %")
+    print(f"\n{'base':<40} {'handbook rag kw %':>17} {'closed kw %':>11} "
+          f"{'held-out rag EM %':>17}")
+    for m, f in figs.items():
+        h = f["handbook"]
+        print(f"{Path(m).name:<40} {100 * (h['rag']['keyword'] or 0):>17.1f} "
+              f"{100 * (h['closed']['keyword'] or 0):>11.1f} "
+              f"{100 * (f['heldout']['rag']['em'] or 0):>17.1f}")
+    print(f"BM25 recall@2 of the handbook's gold chunk: "
+          f"{100 * (figs[model]['handbook']['rag']['recall'] or 0):.1f} %")
     result = {"args": vars(args), "figures": figs, "timings": timings,
               "runs": {n: last_metrics(ws / "runs" / n) for n in ("pretrain", "reader")}}
     out = ROOT / "bench" / "results" / f"prose_reader-{time.strftime('%Y%m%d-%H%M%S')}.json"
