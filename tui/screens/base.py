@@ -90,6 +90,7 @@ class ModeScreen(Screen):
         self._styled_for = self.app.theme
         self.fit_width()
         self.reload()
+        self.call_after_refresh(self.app.freeze_heap)
 
     _fitted_width: int | None = None
 
