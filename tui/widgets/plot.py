@@ -8,6 +8,8 @@ from typing import Sequence
 
 from rich.text import Text
 from textual import work
+from textual.strip import Strip
+from textual.visual import Visual, visualize
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
@@ -32,9 +34,10 @@ def downsample(xs: Sequence[float], ys: Sequence[float], n: int = MAX_POINTS
 class MetricPlot(PlotextPlot):
     """`set_series({label: (steps, values)})` redraws; `log` switches the y axis to log10.
 
-    The plot is built (plotext, pure Python) in a thread worker, not in `render`: a loss plot of
-    a few hundred points took 20-50 ms of the event loop's CPU each time the Runs mode was shown
-    with new points, most of a switch's work. `render` shows the last plot built until the new
+    The plot is built in a thread worker, down to the lines of cells the terminal gets: plotext
+    (pure Python) and turning its text into styled lines took 30-40 ms of the event loop's CPU
+    each time the Runs mode was shown with new points, the most of any mode switch, and again
+    every half second while a run trained. The plot last built stays on screen until the new
     one is ready."""
 
     DEFAULT_CSS = """
@@ -48,8 +51,8 @@ class MetricPlot(PlotextPlot):
         self.series: dict[str, tuple[list[float], list[float]]] = {}
         self.log_scale = False
         self._version = 0  # raised by each change of the data or the scale
-        self._text: Text | None = None  # the plot as last built
-        self._built_for: tuple | None = None  # (version, width, height, theme) of _text
+        self._strips: list[Strip] | None = None  # the plot as last built
+        self._built_for: tuple | None = None  # (version, width, height, theme) of _strips
         self._building: tuple | None = None  # what the worker under way builds
 
     def set_series(self, series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> None:
@@ -67,27 +70,35 @@ class MetricPlot(PlotextPlot):
 
     def _draw(self) -> None:
         self._version += 1
-        self.refresh()
+        self._start_build()
 
-    def render(self):
+    def _start_build(self) -> None:
         width, height = self.size
         wanted = (self._version, width, height, self._get_plotext_theme_name(self.app.theme))
         if width and height and wanted not in (self._built_for, self._building):
             self._building = wanted
-            self._build(wanted, self.series, self.log_scale)
-        return self._text if self._text is not None else Text("")
+            self._build(wanted, self.series, self.log_scale, self.visual_style)
+
+    def render_line(self, y: int) -> Strip:
+        self._start_build()  # a new size or theme
+        width = self.size.width
+        if self._strips is None or y >= len(self._strips):
+            return Strip.blank(width, self.visual_style.rich_style)
+        return self._strips[y].adjust_cell_length(width, self.visual_style.rich_style)
 
     @work(thread=True, exclusive=True, group="plot", exit_on_error=False)
-    def _build(self, wanted: tuple, series: dict, log_scale: bool) -> None:
-        text = plot_text(series, self.plot_title, self.ylabel, log_scale, *wanted[1:])
-        self.app.call_from_thread(self._built, wanted, text)
+    def _build(self, wanted: tuple, series: dict, log_scale: bool, style) -> None:
+        _version, width, height, theme = wanted
+        text = plot_text(series, self.plot_title, self.ylabel, log_scale, width, height, theme)
+        strips = Visual.to_strips(self, visualize(self, text), width, height, style)
+        self.app.call_from_thread(self._built, wanted, strips)
 
-    def _built(self, wanted: tuple, text: Text) -> None:
+    def _built(self, wanted: tuple, strips: list[Strip]) -> None:
         if self._building == wanted:
             self._building = None
         if self._built_for is not None and wanted[0] < self._built_for[0]:
             return  # a build overtaken by a newer one
-        self._text, self._built_for = text, wanted
+        self._strips, self._built_for = strips, wanted
         self.refresh()
 
 
