@@ -230,8 +230,8 @@ class RunsScreen(ModeScreen):
                 table.add_row(*values.values(), key=run_id)
             else:
                 for column, value in values.items():
-                    if before.get(column) != value:
-                        table.update_cell(run_id, column, value)
+                    if before.get(column) != value:  # "queued" -> "running": wider
+                        table.update_cell(run_id, column, value, update_width=True)
             shown[run_id] = values
         if [row.key.value for row in table.ordered_rows] != [*cells]:
             order = {v["id"]: i for i, v in enumerate(cells.values())}

@@ -178,7 +178,7 @@ class TrainScreen(ModeScreen):
                 yield Label("The same from the shell", classes="section-title")
                 yield LiveText("", id="train-command", classes="command-line", markup=False)
                 yield PathInput(id="settings-path", suffixes=(".toml",),
-                                placeholder="settings.toml: ctrl+s saves, ctrl+r loads")
+                                placeholder="file.toml  ^s save · ^r load")
                 yield Static("", id="train-status")
                 estimate = LiveText("", id="train-estimate", markup=False)  # clara.train.estimate
                 estimate.display = False
@@ -314,6 +314,9 @@ class TrainScreen(ModeScreen):
     @on(ConfigForm.Changed)
     def _changed(self, event: ConfigForm.Changed) -> None:
         if event.form is self.current_form():
+            status = self.query_one("#train-status", Static)
+            if status.has_class("field-error"):  # why the last launch was refused: stale now
+                self._say("")
             self._update_preview()
 
     @on(TabbedContent.TabActivated, "#train-kinds")

@@ -126,7 +126,7 @@ class QAGenPanel(Vertical):
         table.clear()
         for row in rows[:200]:
             table.add_row(row.get("origin", ""), str(row.get("page", "")),
-                          short(row["question"], 70), short(row["answer"], 40))
+                          short(row["question"], 56), short(row["answer"], 40))
         where = f"; written to datasets/{path.name}" if path else \
             f" (preview of the first {PREVIEW_CHUNKS} chunks; nothing written)"
         self.query_one("#qa-status", Static).update(line + where)
@@ -210,7 +210,7 @@ class QARowBrowser(Vertical):
         table.clear()
         self.rows = rows
         for i, row in enumerate(self.rows):
-            table.add_row(str(i + 1), row.get("origin", ""), short(row["question"], 70),
+            table.add_row(str(i + 1), row.get("origin", ""), short(row["question"], 56),
                           short(row["answer"], 40), key=str(i))
         if self.rows:
             table.move_cursor(row=min(keep, len(self.rows) - 1))
