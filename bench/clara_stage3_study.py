@@ -226,9 +226,14 @@ Reading of the third round:
  10. So stage 3 lifting recall on the facts benchmark is still not shown: it needs a stage 2
      that reads AND keeps the fact, which the retelling rows reach only at 450 steps, at one
      seed (of two). The pipeline's defaults stay as they are (no variant reads at the test's
-     size), and its guard holds: stage 3 validates on EM and recall, keeps its best checkpoint by them
-     (its start where it helps nothing: "best" 0 in five of the runs above) and reports stage
-     2 against stage 3, saying so when stage 3 is worse.
+     size), and its guard holds: stage 3 validates on EM and recall, keeps its best
+     checkpoint by them (its start where it helps nothing: "best" 0 in five of the runs above)
+     and reports stage 2 against stage 3, saying so when stage 3 is worse.
+ 11. Not run: stage 3 from the who-only stage 2 with the retrieval loss as a warm-up and a
+     smaller τ, and its query reasoner started from stage 1's compressor. Both rank that stage
+     2's document vectors, which keep the name alone (probe: verb, thing and year at chance;
+     question.gold 0.728 against .other 0.733 with the MSE term), and a question does not name
+     the person: no query reasoner can rank them above chance.
 """
 
 from __future__ import annotations
