@@ -225,8 +225,9 @@ Reading of the third round:
      start 52-55: 55 -> 66, 52 -> 59, and 52 -> 64 at 120 steps); where the generator does not
      read (EM 10-16) or the start is near chance (34-36) it holds or lowers it (-1 to -8; the
      noise of 100 questions is about ±5), and from a retelling stage 2 at 2e-3 that kept the
-     fact (start 72-78) but did not read, it fell to 28-41 within 20 steps. The retelling runs are seed-fragile as stage 2 is:
-     at seed 1 one did not read (EM 11), the other neither (EM 10, its compressor kept: 91).
+     fact (start 72-78) but did not read, it fell to 28-41 (on the validation facts by step
+     20). The retelling runs are seed-fragile as stage 2 is: at seed 1 one did not read (EM
+     11), the other neither (EM 10, its compressor kept: 91).
      Stage 3's best checkpoint, chosen on 16 validation facts, missed the 52 -> 64 lift (it
      kept the start): 16 facts are too few to see 12 points.
  10. So stage 3 lifting recall on the facts benchmark is still not shown: it needs a stage 2
