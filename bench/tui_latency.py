@@ -268,7 +268,11 @@ def serve(root: Path, log: Path, profile: Path | None) -> None:
     profiler = [cProfile.Profile()]
 
     def stamp(what: str) -> None:
-        notes.append(f"{what} {time.perf_counter():.6f} {time.thread_time():.6f}\n")
+        # the thread's time waiting for a CPU while runnable (Linux schedstat): how much of
+        # a key's wait is other processes' load rather than the app's own work
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            runq = int(f.read().split()[1]) / 1e9
+        notes.append(f"{what} {time.perf_counter():.6f} {time.thread_time():.6f} {runq:.6f}\n")
 
     on_event = WorkbenchApp.on_event
 
@@ -307,6 +311,36 @@ def serve(root: Path, log: Path, profile: Path | None) -> None:
                 out.write(notes.popleft())
             out.write("flushed\n")
 
+    from textual.worker import Worker
+
+    run_threaded = Worker._run_threaded
+
+    async def probed_run_threaded(self):  # each thread worker's wall span and its CPU time
+        work, name = self._work, (self.group or self.name or "worker").replace(" ", "_")
+        if callable(work) and not asyncio.iscoroutinefunction(getattr(work, "func", work)):
+            def timed():
+                t0, c0 = time.perf_counter(), time.thread_time()
+                try:
+                    return work()
+                finally:
+                    notes.append(f"worker {name} {t0:.6f} {time.perf_counter():.6f} "
+                                 f"{time.thread_time() - c0:.6f}\n")
+            self._work = timed
+        return await run_threaded(self)
+
+    import asyncio
+    import gc
+
+    gc_started = [0.0]
+
+    def gc_pause(phase, info):  # each garbage collection of the app: a pause of every thread
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        elif info["generation"] == 2:
+            notes.append(f"gc2 - {gc_started[0]:.6f} {time.perf_counter():.6f} 0\n")
+
+    gc.callbacks.append(gc_pause)
+    Worker._run_threaded = probed_run_threaded
     WorkbenchApp.on_event = probed_on_event
     App._display = probed_display
     WriterThread.run = write_frames
@@ -352,22 +386,58 @@ def app_cpu_s(pid: int) -> float:
 def split(keys: list[tuple[float, float]], log: Path) -> dict:
     """Each key's (sent, seen) split by the probe's notes: delivered (sent -> the event loop took
     it), app (took it -> the frame on screen when the key's effect was seen was written to the
-    terminal), cpu (the event loop's CPU time from taking the key to handing that frame on)."""
-    notes: dict[str, list[tuple[float, float]]] = {"key": [], "paint": [], "written": []}
+    terminal), cpu (the event loop's CPU time from taking the key to handing that frame on),
+    runq (the event loop's time meanwhile waiting, runnable, for a CPU that other processes
+    held). One entry per key, None where the probe did not see the app take it."""
+    notes: dict[str, list[tuple[float, ...]]] = {"key": [], "paint": [], "written": []}
     for line in log.read_text().splitlines():
         parts = line.split()
-        if len(parts) == 4 and parts[0] in notes:
-            notes[parts[0]].append((float(parts[2]), float(parts[3])))
-    out = {"delivered_s": [], "app_s": [], "cpu_s": []}
+        if len(parts) == 5 and parts[0] in notes:
+            notes[parts[0]].append(tuple(map(float, parts[2:])))
+    out = {"delivered_s": [], "app_s": [], "cpu_s": [], "runq_s": []}
     for sent, seen in keys:
         took = next((k for k in notes["key"] if k[0] >= sent), None)
         written = max((w for w in notes["written"] if w[0] <= seen), default=None)
         paint = written and max((p for p in notes["paint"] if p[0] <= written[0]), default=None)
         if took is None or paint is None or paint[0] < took[0]:
-            continue  # the probe saw it before the app noted it (a key the app did not take)
+            # the probe saw it before the app noted it (a key the app did not take)
+            for values in out.values():
+                values.append(None)
+            continue
         out["delivered_s"].append(took[0] - sent)
         out["app_s"].append(written[0] - took[0])
         out["cpu_s"].append(paint[1] - took[1])
+        out["runq_s"].append(paint[2] - took[2])
+    return out
+
+
+def worker_spans(log: Path) -> list[tuple[str, float, float, float]]:
+    """(name, start, end, CPU seconds) of every thread worker of the app that has ended, and
+    (gc2, start, end, 0) of every full garbage collection."""
+    out = []
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[0] in ("worker", "gc2"):
+            out.append((parts[1] if parts[0] == "worker" else "gc2", *map(float, parts[2:])))
+    return out
+
+
+def slow_keys(keys: list[tuple[float, float]], names: list[str], log: Path,
+              over_s: float = 0.1) -> list[dict]:
+    """The keys whose effect took over `over_s` to show: the probe's split of each (ms) and the
+    app's thread workers that ran meanwhile (a worker's Python holds the GIL the event loop
+    waits for)."""
+    spans = worker_spans(log)
+    parts = split(keys, log)
+    out = []
+    for i, ((sent, seen), name) in enumerate(zip(keys, names)):
+        if seen - sent <= over_s:
+            continue
+        ran = [f"{w}:{1000 * cpu:.0f}" if w != "gc2" else f"gc2:{1000 * (b - a):.0f}"
+               for w, a, b, cpu in spans if a < seen and b > sent]
+        out.append({"key": name, "ms": round(1000 * (seen - sent), 1), "workers": ran,
+                    **{k.removesuffix("_s"): None if v[i] is None else round(1000 * v[i], 1)
+                       for k, v in parts.items()}})
     return out
 
 
@@ -430,7 +500,9 @@ def phase(client: Tmux, log: Path, pid: int, switches: int, typed: int, bursts: 
     client.send("C-u")
     time.sleep(0.3)
     flush_probe(pid, log)
-    return {"switch": [b - a for a, b in switch], "typing": [b - a for a, b in typing],
+    names = [MODES[i % len(MODES)][1] for i in range(len(switch))]
+    return {"slow_switches": slow_keys(switch, names, log),
+            "switch": [b - a for a, b in switch], "typing": [b - a for a, b in typing],
             "burst": [b - a for a, b in burst],
             "switch_split": split(switch, log), "typing_split": split(typing, log),
             "burst_split": split(burst, log),
@@ -441,6 +513,7 @@ def phase(client: Tmux, log: Path, pid: int, switches: int, typed: int, bursts: 
 
 def stats(values: list[float]) -> dict:
     """Milliseconds: the median, the 90th and 99th percentiles and the largest."""
+    values = [v for v in values if v is not None]
     vals = sorted(values) or [float("nan")]
     p = lambda q: vals[min(len(vals) - 1, int(round(q * (len(vals) - 1))))]  # noqa: E731
     return {"n": len(values), "median": 1000 * statistics.median(vals), "p90": 1000 * p(0.9),
@@ -467,7 +540,8 @@ def quit_time(client: Tmux, marker: Path) -> float:
 WHAT = ("switch", "typing", "burst")  # a mode key; a character; ten characters in one go
 COLUMNS = (("seen", "median", "median"), ("seen", "p90", "p90"), ("seen", "p99", "p99"),
            ("seen", "max", "max"), ("app", "app", "median"), ("app", "app p99", "p99"),
-           ("delivered", "tmux", "median"), ("cpu", "cpu", "median"))
+           ("delivered", "tmux", "median"), ("cpu", "cpu", "median"),
+           ("runq", "runq", "median"))
 
 
 def table(result: dict) -> str:
@@ -484,6 +558,11 @@ def table(result: dict) -> str:
             lines.append(f"{name:<18} {what:<6} {s['seen']['n']:>3} "
                          + " ".join(f"{c:>7.1f}" for c in cells))
     lines.append(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s")
+    for name, ph in result["phases"].items():  # which switches were slow, and what ran then
+        for slow in ph["raw"].get("slow_switches", []):
+            split_ = " ".join(f"{k} {slow.get(k)}" for k in ("app", "cpu", "runq"))
+            lines.append(f"  slow switch, {name}: {slow['key']} {slow['ms']:.0f} ms ({split_}); "
+                         f"workers (CPU ms): {' '.join(slow['workers']) or '-'}")
     return "\n".join(lines)
 
 

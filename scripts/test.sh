@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test suite in ./.venv (created on first use), on as many processes as there are cores
 # (pytest-xdist; CLARA_TEST_PROCS overrides). Extra arguments go to pytest.
-source "$(dirname "$0")/env.sh"
+CLARA_TEST_TOOLS=1 source "$(dirname "$0")/env.sh"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # One BLAS thread a process: the tests' models are tiny and several processes run at once; with
 # OpenBLAS's own threads spinning beside them the same work took 1.6x the CPU and 2x the time.

@@ -15,7 +15,7 @@ from clara.train.engine import Engine
 from tests.tui_helpers import make_app, settle, wait_for
 
 TINY = {"hidden_size": 32, "num_heads": 2, "H_layers": 1, "L_layers": 1, "H_cycles": 1,
-        "L_cycles": 1, "halt_max_steps": 2, "batch_size": 16, "iters": 4, "val_every": 2,
+        "L_cycles": 1, "halt_max_steps": 2, "norm_eps": 1e-6, "rope_theta": 500.0, "batch_size": 16, "iters": 4, "val_every": 2,
         "save_every": 2, "val_puzzles": 8}
 
 
@@ -64,6 +64,12 @@ def test_train_refuses_bad_settings_without_a_run_folder(cli, workspace):
 
 
 def test_eval_and_solve(cli, trained):
+    # every architecture setting of the run is the checkpoint's (one declaration for both)
+    from clara.hrm.config import HRMArchitecture
+
+    saved = json.loads((trained.adapters / "last" / "hrm_config.json").read_text())
+    for name in HRMArchitecture.__dataclass_fields__:
+        assert saved[name] == TINY.get(name, HRMArchitecture.__dataclass_fields__[name].default)
     out = cli("-w", "test", "eval", "hrm", "h1", "--split", "test", "--format", "json")
     assert out.exit_code == 0, out.output
     res = json.loads(out.output)

@@ -34,8 +34,13 @@ def test_generate_preview_write_browse_delete_and_read(workspace):
             assert table.row_count <= 4  # two chunks, two pairs each
             assert not (workspace.datasets_dir / "hb-qa").exists()
 
-            screen.query_one("#qa-name", Input).value = "hb-qa"
-            await pilot.click("#qa-write")
+            # Enter in a field writes, or says why not (under the buttons, no dialog)
+            screen.query_one("#qa-name", Input).focus()
+            await pilot.press("enter")
+            await settle(pilot)
+            assert "give the new QA dataset a name" in str(
+                screen.query_one("#qa-status", Static).render())
+            await pilot.press(*"hb-qa", "enter")
             path = workspace.datasets_dir / "hb-qa" / "train.jsonl"
             await wait_for(pilot, path.is_file, what="the QA dataset")
             rows = io.read_jsonl(path)

@@ -209,6 +209,9 @@ def test_sub_tabs_change_by_key(workspace):
             await pilot.press("ctrl+t")
             await pilot.pause()
             assert tabs.active == panes[1]
+            # the new tab's first field has the focus (with none, Tab went to the tab bar
+            # first and letters typed at once were lost)
+            assert app.focused is not None and tabs.get_pane(panes[1]) in app.focused.ancestors
             await pilot.press(*["ctrl+t"] * (len(panes) - 1))  # round to the first again
             await pilot.pause()
             assert tabs.active == panes[0]

@@ -153,8 +153,10 @@ def test_ticking_a_document_is_visible_and_keeps_the_conversation(chat_ws, tmp_p
             await wait_for(pilot, lambda: not screen.busy, timeout=60, what="the reply")
             session = screen.session
             assert len(session.history) == 2
-            docs.select(docs.get_option_at_index(0).value)
+            docs.focus()  # by key, as a user ticks: the first row is highlighted on arrival,
+            await pilot.press("space")  # so the first space ticks it (it ticked nothing)
             await pilot.pause()
+            assert docs.selected == [docs.get_option_at_index(0).value]
             assert "▐✓▌" in "".join(seg.text for seg in docs.render_line(0))
             assert str(attached.render()) == f"documents attached: {labels[0]}"
             await wait_for(pilot, lambda: screen.query(".chat-note"), timeout=30,

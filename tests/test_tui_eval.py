@@ -139,3 +139,16 @@ def test_nothing_ticked_is_an_error_dialog(eval_ws):
             assert app.is_running
 
     asyncio.run(go())
+
+
+def test_the_questions_picker_offers_question_answer_sets_only(workspace):
+    """A new user's QA set (Generate QA writes train.jsonl only) is offered; a text dataset,
+    whose rows have no question, is not (its evaluation failed at row 1)."""
+    from tui.screens.eval import data_options
+
+    write_dataset(workspace, "notes", "cpt", {"train": [{"text": "a b"}],
+                                              "valid": [{"text": "c d"}]})
+    write_dataset(workspace, "hb-qa", "qa", {"train": [{"question": "Who?", "answer": "Lise"}]})
+    options = data_options(workspace)
+    assert [label for label, _ in options][1:] == ["hb-qa (QA pairs)"]
+    assert options[1][1] == str(workspace.datasets_dir / "hb-qa" / "train.jsonl")

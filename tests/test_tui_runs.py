@@ -197,7 +197,23 @@ def test_delete_a_run_after_confirming(workspace):
             await settle(pilot)
             screen = app.screen
             table = screen.query_one("#runs", DataTable)
-            assert set(k.value for k in table.rows) == {"old", "going"}
+            assert [r.key.value for r in table.ordered_rows] == ["going", "old"]  # newest first
+            table.focus()
+            await pilot.press("down")
+            await wait_for(pilot, lambda: screen.selected == "old", what="old, highlighted")
+            # a run started meanwhile (by the CLI) comes on top; the cursor stays on its run
+            # (the table is updated row by row, not refilled with the cursor kept by index)
+            newer = _run_with(workspace, "newer", "queued")
+            await pilot.press("f6")
+            await wait_for(pilot, lambda: "newer" in [k.value for k in table.rows],
+                           what="the new run")
+            assert [r.key.value for r in table.ordered_rows] == ["newer", "going", "old"]
+            assert table.cursor_row == 2 and screen.selected == "old"
+            newer.write_status(status="completed")  # a cell grows: its column too, not cut
+            await pilot.press("f6")
+            await wait_for(pilot, lambda: _cell(table, "newer", "status") == "completed",
+                           what="the new status")
+            assert table.columns["status"].content_width >= len("completed")
             screen.select_run("old")
             await pilot.press("d")
             await pilot.pause()

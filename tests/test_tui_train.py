@@ -238,6 +238,9 @@ def test_the_form_shows_its_command_and_saves_and_loads_settings(ready):
             await pilot.pause()
             status = str(screen.query_one("#train-status", Static).render())
             assert "data: is required" in status and not list_runs(ready)
+            await pilot.press("end", "0", "backspace")  # the form changed: the refusal is stale
+            await settle(pilot)
+            assert str(screen.query_one("#train-status", Static).render()) == ""
             screen.query_one("#settings-path").value = "fast.toml"
             await pilot.press("ctrl+s")
             await pilot.pause()

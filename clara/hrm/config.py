@@ -12,12 +12,10 @@ from clara.train.config import EngineConfig
 
 
 @dataclass
-class HRMConfig:
-    vocab_size: int = field(default=11, metadata={"help": "Tokens (pad 0 included)."})
-    seq_len: int = field(default=81, metadata={"help": "Tokens per puzzle (grid cells)."})
-    num_puzzle_ids: int = field(default=1, metadata={"help": "Rows of the puzzle-embedding table."})
-    puzzle_emb_len: int = field(default=0, metadata={
-        "help": "Puzzle-embedding positions prepended to the sequence (0: none)."})
+class HRMArchitecture:
+    """The model's shape and recurrence: what a run chooses (its flags and form fields) and what
+    its checkpoint keeps, declared once for both."""
+
     hidden_size: int = field(default=128, metadata={"help": "Width of both modules."})
     num_heads: int = field(default=4, metadata={"help": "Attention heads."})
     expansion: float = field(default=4.0, metadata={"help": "SwiGLU width over hidden (x 2/3)."})
@@ -38,10 +36,11 @@ class HRMConfig:
     dtype: str = field(default="float32", metadata={
         "help": "Compute dtype (float32 or bfloat16); weights stay float32."})
 
-    def validate(self) -> "HRMConfig":
+    def architecture(self) -> dict:
+        return {f: getattr(self, f) for f in HRMArchitecture.__dataclass_fields__}
+
+    def check_architecture(self) -> None:
         checks = [
-            (self.vocab_size >= 2, "vocab_size", "must be at least 2"),
-            (self.seq_len >= 1, "seq_len", "must be at least 1"),
             (self.hidden_size % max(self.num_heads, 1) == 0 and self.num_heads >= 1,
              "num_heads", "must divide hidden_size"),
             ((self.hidden_size // self.num_heads) % 2 == 0, "hidden_size",
@@ -54,12 +53,33 @@ class HRMConfig:
             (self.variant in ("hrm", "trm"), "variant", "must be hrm or trm"),
             (self.dtype in ("float32", "bfloat16", "float16"), "dtype",
              "must be float32, bfloat16 or float16"),
+        ]
+        for ok, name, problem in checks:
+            if not ok:
+                raise UserError(f"{name}: {problem}")
+
+
+@dataclass
+class HRMConfig(HRMArchitecture):
+    """A model: its architecture plus what its puzzle dataset fixes."""
+
+    vocab_size: int = field(default=11, metadata={"help": "Tokens (pad 0 included)."})
+    seq_len: int = field(default=81, metadata={"help": "Tokens per puzzle (grid cells)."})
+    num_puzzle_ids: int = field(default=1, metadata={"help": "Rows of the puzzle-embedding table."})
+    puzzle_emb_len: int = field(default=0, metadata={
+        "help": "Puzzle-embedding positions prepended to the sequence (0: none)."})
+
+    def validate(self) -> "HRMConfig":
+        checks = [
+            (self.vocab_size >= 2, "vocab_size", "must be at least 2"),
+            (self.seq_len >= 1, "seq_len", "must be at least 1"),
             (self.puzzle_emb_len >= 0 and self.num_puzzle_ids >= 1, "puzzle_emb_len",
              "must be >= 0 (and num_puzzle_ids >= 1)"),
         ]
         for ok, name, problem in checks:
             if not ok:
                 raise UserError(f"{name}: {problem}")
+        self.check_architecture()
         return self
 
     @classmethod
@@ -72,7 +92,7 @@ class HRMConfig:
 
 
 @dataclass
-class HRMTrainConfig(EngineConfig):
+class HRMTrainConfig(HRMArchitecture, EngineConfig):
     """An HRM (or TRM) run on a puzzle dataset: the engine's settings plus the model's."""
 
     data: str = field(default="", metadata={"help": "Puzzle dataset: workspace name or folder."})
@@ -81,30 +101,15 @@ class HRMTrainConfig(EngineConfig):
         "help": "Sign-SGD learning rate of the puzzle embeddings (same warmup/cosine shape)."})
     puzzle_emb_weight_decay: float = field(default=0.1, metadata={
         "help": "Weight decay of the puzzle-embedding rows in the batch."})
+    # None here, unlike the model's: the dataset decides unless the run does
     puzzle_emb_len: int | None = field(default=None, metadata={
         "help": "Puzzle-embedding positions (default: 1 when the dataset has several puzzle "
                 "ids, else 0)."})
     val_puzzles: int = field(default=256, metadata={
         "help": "Test puzzles used for validation (0: all)."})
-    hidden_size: int = field(default=128, metadata={"help": HRMConfig.__dataclass_fields__[
-        "hidden_size"].metadata["help"]})
-    num_heads: int = field(default=4, metadata={"help": "Attention heads."})
-    expansion: float = field(default=4.0, metadata={"help": "SwiGLU width over hidden."})
-    H_layers: int = field(default=2, metadata={"help": "Blocks of the high-level module."})
-    L_layers: int = field(default=2, metadata={"help": "Blocks of the low-level module."})
-    H_cycles: int = field(default=2, metadata={"help": "H updates per segment."})
-    L_cycles: int = field(default=2, metadata={"help": "L updates per H update."})
-    pos_encodings: str = field(default="learned", metadata={
-        "help": "learned or rope (the reference's; learned trains faster on small grids)."})
-    halt_max_steps: int = field(default=8, metadata={"help": "Most ACT segments per puzzle."})
-    halt_exploration_prob: float = field(default=0.1, metadata={
-        "help": "Chance of a random minimum number of segments while training."})
-    variant: str = field(default="hrm", metadata={"help": HRMConfig.__dataclass_fields__[
-        "variant"].metadata["help"]})
-    dtype: str = field(default="float32", metadata={"help": "Compute dtype: float32 or bfloat16."})
 
     def validate(self) -> None:
-        super().validate()
+        super().validate()  # the engine's
         checks = [(bool(self.data), "data", "is required"),
                   (self.batch_size >= 1, "batch_size", "must be at least 1"),
                   (self.puzzle_emb_lr > 0, "puzzle_emb_lr", "must be positive"),
@@ -112,20 +117,15 @@ class HRMTrainConfig(EngineConfig):
         for ok, name, problem in checks:
             if not ok:
                 raise UserError(f"{name}: {problem}")
+        self.check_architecture()
 
     def model_config(self, meta: dict) -> HRMConfig:
         emb = self.puzzle_emb_len
         if emb is None:
             emb = 1 if meta["num_puzzle_ids"] > 1 else 0
-        return HRMConfig(vocab_size=meta["vocab_size"], seq_len=meta["seq_len"],
-                         num_puzzle_ids=meta["num_puzzle_ids"], puzzle_emb_len=emb,
-                         hidden_size=self.hidden_size, num_heads=self.num_heads,
-                         expansion=self.expansion, H_layers=self.H_layers,
-                         L_layers=self.L_layers, H_cycles=self.H_cycles, L_cycles=self.L_cycles,
-                         pos_encodings=self.pos_encodings, halt_max_steps=self.halt_max_steps,
-                         halt_exploration_prob=self.halt_exploration_prob, variant=self.variant,
-                         dtype=self.dtype).validate()
-
+        return HRMConfig(**self.architecture(), vocab_size=meta["vocab_size"],
+                         seq_len=meta["seq_len"], num_puzzle_ids=meta["num_puzzle_ids"],
+                         puzzle_emb_len=emb).validate()
 
 
 def hrm_run(ws, overrides: dict, config_file: str | Path | None = None, name: str | None = None):

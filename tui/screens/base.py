@@ -59,6 +59,17 @@ class ModeScreen(Screen):
         index = panes.index(tabs.active) if tabs.active in panes else 0
         tabs.active = panes[(index + step) % len(panes)]
         self.set_focus(None)  # a field of the hidden tab would pull it back into view
+        # then the new tab's first field: with no focus, Tab went to the tab bar first and
+        # letters typed at once were lost
+        self.call_after_refresh(self._focus_first_in, tabs.get_pane(tabs.active))
+
+    def _focus_first_in(self, pane) -> None:
+        if self.focused is not None:
+            return  # the user has moved the focus meanwhile
+        for widget in self.focus_chain:
+            if pane in widget.ancestors:
+                widget.focus(scroll_visible=False)
+                return
 
     def action_next_tab(self) -> None:
         self._cycle_tab(1)
@@ -90,6 +101,7 @@ class ModeScreen(Screen):
         self._styled_for = self.app.theme
         self.fit_width()
         self.reload()
+        self.call_after_refresh(self.app.freeze_heap)
 
     _fitted_width: int | None = None
 

@@ -31,13 +31,26 @@ def bundled_qa() -> Path:
     return DATA_DIR / "eval_questions.jsonl"
 
 
+# dataset kinds whose rows are not questions with answers: an evaluation of them fails at
+# the first row (`question: missing`)
+NOT_QA_KINDS = frozenset({"cpt", "sft", "text", "chat", "completions", "docs", "stage1"})
+
+
 def data_options(ws) -> list[tuple[str, str]]:
-    """The bundled questions first, then workspace datasets with a test or valid split."""
+    """The bundled questions first, then the workspace's question/answer datasets: their test
+    or valid split, or a QA set's own rows (Data's Generate QA writes train.jsonl only)."""
+    from clara.data.datasets import read_meta
+
     out = [(f"{bundled_qa().name} (bundled)", str(bundled_qa()))]
     if ws is not None:
         for folder in ws.items("datasets"):
+            kind = read_meta(folder).get("kind")
+            if kind in NOT_QA_KINDS:
+                continue
             if (folder / "test.jsonl").is_file() or (folder / "valid.jsonl").is_file():
                 out.append((folder.name, folder.name))
+            elif kind == "qa" and (folder / "train.jsonl").is_file():
+                out.append((f"{folder.name} (QA pairs)", str(folder / "train.jsonl")))
     return out
 
 

@@ -178,7 +178,7 @@ class TrainScreen(ModeScreen):
                 yield Label("The same from the shell", classes="section-title")
                 yield LiveText("", id="train-command", classes="command-line", markup=False)
                 yield PathInput(id="settings-path", suffixes=(".toml",),
-                                placeholder="settings.toml: ctrl+s saves, ctrl+r loads")
+                                placeholder="file.toml  ^s save · ^r load")
                 yield Static("", id="train-status")
                 estimate = LiveText("", id="train-estimate", markup=False)  # clara.train.estimate
                 estimate.display = False
@@ -189,6 +189,7 @@ class TrainScreen(ModeScreen):
         self._kinds = self.query_one("#train-kinds", TabbedContent)
         self._forms: dict[str, ConfigForm] = {"lora": self.query_one("#form-lora", ConfigForm)}
         self._choices_shown: tuple | None = None
+        self._mounting: set[str] = set()  # CLaRa forms being mounted
         self._load_clara_forms()
 
     @work(thread=True, exclusive=True, group="train-clara-forms", exit_on_error=False)
@@ -196,23 +197,36 @@ class TrainScreen(ModeScreen):
         from clara import presets
         from clara.method.config import ClaraTrainConfig
 
-        self.app.call_from_thread(self._mount_clara_forms, ClaraTrainConfig,
+        self.app.call_from_thread(self._clara_loaded, ClaraTrainConfig,
                                   _pipeline_config_class(), presets.load(CLARA_PRESET))
 
-    async def _mount_clara_forms(self, stage_cls, pipeline_cls, preset: dict) -> None:
-        for kind in (*STAGES, "pipeline"):
-            pane = self.query_one(f"#kind-{kind}", TabPane)
-            pane.query(".form-loading").remove()
-            if kind == "pipeline":
-                form = ConfigForm(pipeline_cls, choices=dict(CLARA_CHOICES),
-                                  first=PIPELINE_FIRST, values=preset, id="form-pipeline")
-            else:
-                form = ConfigForm(stage_cls, choices=dict(CLARA_CHOICES), first=CLARA_FIRST,
-                                  hidden=("init_from",) if kind == "stage1" else (),
-                                  values=preset, id=f"form-{kind}")
-            await pane.mount(form)  # composed before its choices are set
-            self._forms[kind] = form
+    def _clara_loaded(self, stage_cls, pipeline_cls, preset: dict) -> None:
+        """The CLaRa settings are loaded: a kind's form is mounted when its tab is first shown.
+        Mounting all four at once (hundreds of fields) held the event loop for 0.5-1 s right
+        after Train's first visit, whatever mode the user had gone on to."""
+        self._clara = (stage_cls, pipeline_cls, preset)
         self.clara_ready = True
+        for kind in (*STAGES, "pipeline"):
+            self.query_one(f"#kind-{kind}").query(".form-loading").remove()
+        if self.kind != "lora":
+            self.call_later(self._mount_clara_form, self.kind)
+
+    async def _mount_clara_form(self, kind: str) -> None:
+        if kind in self._forms or kind in self._mounting or not self.clara_ready:
+            return
+        self._mounting.add(kind)
+        stage_cls, pipeline_cls, preset = self._clara
+        if kind == "pipeline":
+            form = ConfigForm(pipeline_cls, choices=dict(CLARA_CHOICES),
+                              first=PIPELINE_FIRST, values=preset, id="form-pipeline")
+        else:
+            form = ConfigForm(stage_cls, choices=dict(CLARA_CHOICES), first=CLARA_FIRST,
+                              hidden=("init_from",) if kind == "stage1" else (),
+                              values=preset, id=f"form-{kind}")
+        await self.query_one(f"#kind-{kind}", TabPane).mount(form)  # composed, then choices
+        self._forms[kind] = form
+        self._mounting.discard(kind)
+        self._choices_shown = None
         self._load_choices()
 
     clara_ready = False
@@ -270,8 +284,7 @@ class TrainScreen(ModeScreen):
             return
         self._choices_shown = shown
         datasets = list(kinds)
-        for kind in KINDS if self.clara_ready else ("lora",):
-            form = self._forms[kind]
+        for kind, form in self._forms.items():
             if not form.query("#field-model"):  # mounted, its fields not yet composed
                 continue
             form.set_choices("model", models)
@@ -301,10 +314,15 @@ class TrainScreen(ModeScreen):
     @on(ConfigForm.Changed)
     def _changed(self, event: ConfigForm.Changed) -> None:
         if event.form is self.current_form():
+            status = self.query_one("#train-status", Static)
+            if status.has_class("field-error"):  # why the last launch was refused: stale now
+                self._say("")
             self._update_preview()
 
     @on(TabbedContent.TabActivated, "#train-kinds")
-    def _kind_changed(self, event: TabbedContent.TabActivated) -> None:
+    async def _kind_changed(self, event: TabbedContent.TabActivated) -> None:
+        if self.kind not in self._forms:
+            await self._mount_clara_form(self.kind)
         self._update_preview()
 
     def _update_preview(self) -> None:

@@ -47,10 +47,10 @@ class QAGenPanel(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal():
             yield TextInput(placeholder="name of the new QA dataset", id="qa-name")
-            yield TextInput(placeholder="sources (ids or file names, comma-separated; empty: all)",
+            yield TextInput(placeholder="sources, comma-separated (empty: all)",
                         id="qa-sources")
         with Horizontal():
-            yield TextInput(placeholder="model (empty: rule-based generator, no model)",
+            yield TextInput(placeholder="model (empty: rule-based)",
                         id="qa-model")
             yield TextInput(placeholder="pairs per chunk (3)", id="qa-per-chunk")
             yield TextInput(placeholder="golden QA file (always kept)", id="qa-golden")
@@ -76,17 +76,20 @@ class QAGenPanel(Vertical):
     def _start(self, write: bool) -> None:
         ws = self.app.workspace
         name = self.query_one("#qa-name", Input).value.strip()
+        status = self.query_one("#qa-status", Static)
         try:
             if ws is None:
                 raise UserError("open a workspace first (F2)")
             if write and not name:
-                raise UserError("give the new QA dataset a name")
+                raise UserError("not written: give the new QA dataset a name (first field)")
             cfg = self.config()
-        except UserError as e:
-            self.app.show_error(e)
+        except UserError as e:  # said under the buttons, as the other forms do
+            status.set_class(True, "field-error")
+            status.update(str(e))
             return
         what = "writing" if write else "previewing"
-        self.query_one("#qa-status", Static).update(
+        status.set_class(False, "field-error")
+        status.update(
             f"{what} ({'model ' + cfg.model if cfg.model else 'rule-based generator'}) …")
         self._generate(ws, cfg, name if write else None)
 
@@ -95,7 +98,9 @@ class QAGenPanel(Vertical):
         self._start(write=False)
 
     @on(Button.Pressed, "#qa-write")
+    @on(Input.Submitted, "QAGenPanel Input")
     def write(self) -> None:
+        """Write (or Enter in any field): the form's main action, as in every form."""
         self._start(write=True)
 
     @work(thread=True, exclusive=True, group="qa-generate", exit_on_error=False)
@@ -121,7 +126,7 @@ class QAGenPanel(Vertical):
         table.clear()
         for row in rows[:200]:
             table.add_row(row.get("origin", ""), str(row.get("page", "")),
-                          short(row["question"], 70), short(row["answer"], 40))
+                          short(row["question"], 56), short(row["answer"], 40))
         where = f"; written to datasets/{path.name}" if path else \
             f" (preview of the first {PREVIEW_CHUNKS} chunks; nothing written)"
         self.query_one("#qa-status", Static).update(line + where)
@@ -205,7 +210,7 @@ class QARowBrowser(Vertical):
         table.clear()
         self.rows = rows
         for i, row in enumerate(self.rows):
-            table.add_row(str(i + 1), row.get("origin", ""), short(row["question"], 70),
+            table.add_row(str(i + 1), row.get("origin", ""), short(row["question"], 56),
                           short(row["answer"], 40), key=str(i))
         if self.rows:
             table.move_cursor(row=min(keep, len(self.rows) - 1))

@@ -6,7 +6,12 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from rich.text import Text
+from textual import work
+from textual.strip import Strip
+from textual.visual import Visual, visualize
 from textual_plotext import PlotextPlot
+from textual_plotext.plot import Plot
 
 MAX_POINTS = 300  # a plot is at most ~200 cells wide: more points only cost render time
 
@@ -27,7 +32,13 @@ def downsample(xs: Sequence[float], ys: Sequence[float], n: int = MAX_POINTS
 
 
 class MetricPlot(PlotextPlot):
-    """`set_series({label: (steps, values)})` redraws; `log` switches the y axis to log10."""
+    """`set_series({label: (steps, values)})` redraws; `log` switches the y axis to log10.
+
+    The plot is built in a thread worker, down to the lines of cells the terminal gets: plotext
+    (pure Python) and turning its text into styled lines took 30-40 ms of the event loop's CPU
+    each time the Runs mode was shown with new points, the most of any mode switch, and again
+    every half second while a run trained. The plot last built stays on screen until the new
+    one is ready."""
 
     DEFAULT_CSS = """
     MetricPlot { height: 1fr; min-height: 8; }
@@ -39,13 +50,18 @@ class MetricPlot(PlotextPlot):
         self.ylabel = ylabel
         self.series: dict[str, tuple[list[float], list[float]]] = {}
         self.log_scale = False
+        self._version = 0  # raised by each change of the data or the scale
+        self._strips: list[Strip] | None = None  # the plot as last built
+        self._built_for: tuple | None = None  # (version, width, height, theme) of _strips
+        self._building: tuple | None = None  # what the worker under way builds
 
     def set_series(self, series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> None:
-        self.series = {}
+        new = {}
         for label, (xs, ys) in series.items():
             pairs = [(float(x), float(y)) for x, y in zip(xs, ys)
                      if y is not None and not math.isnan(float(y))]
-            self.series[label] = ([p[0] for p in pairs], [p[1] for p in pairs])
+            new[label] = ([p[0] for p in pairs], [p[1] for p in pairs])
+        self.series = new  # a new dict each time: the worker reads the one it was given
         self._draw()
 
     def set_log(self, log: bool) -> None:
@@ -53,23 +69,62 @@ class MetricPlot(PlotextPlot):
         self._draw()
 
     def _draw(self) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.title(self.plot_title + ("  (log y)" if self.log_scale else ""))
-        plt.xlabel("step")
-        if self.ylabel:
-            plt.ylabel(("log10 " if self.log_scale else "") + self.ylabel)
-        drawn = False
-        for label, (xs, ys) in self.series.items():
-            if self.log_scale:
-                keep = [(x, y) for x, y in zip(xs, ys) if y > 0]
-                xs, ys = [k[0] for k in keep], [math.log10(k[1]) for k in keep]
-            if not xs:
-                continue
-            xs, ys = downsample(xs, ys)
-            # one point is a marker, not a line across the whole width
-            plt.plot(xs, ys, label=label, marker="braille" if len(xs) > 1 else "dot")
-            drawn = True
-        if not drawn:
-            plt.title(self.plot_title + "  (no points yet)")
+        self._version += 1
+        self._start_build()
+
+    def _start_build(self) -> None:
+        width, height = self.size
+        wanted = (self._version, width, height, self._get_plotext_theme_name(self.app.theme))
+        if width and height and wanted not in (self._built_for, self._building):
+            self._building = wanted
+            self._build(wanted, self.series, self.log_scale, self.visual_style)
+
+    def render_line(self, y: int) -> Strip:
+        self._start_build()  # a new size or theme
+        width = self.size.width
+        if self._strips is None or y >= len(self._strips):
+            return Strip.blank(width, self.visual_style.rich_style)
+        return self._strips[y].adjust_cell_length(width, self.visual_style.rich_style)
+
+    @work(thread=True, exclusive=True, group="plot", exit_on_error=False)
+    def _build(self, wanted: tuple, series: dict, log_scale: bool, style) -> None:
+        _version, width, height, theme = wanted
+        text = plot_text(series, self.plot_title, self.ylabel, log_scale, width, height, theme)
+        strips = Visual.to_strips(self, visualize(self, text), width, height, style)
+        self.app.call_from_thread(self._built, wanted, strips)
+
+    def _built(self, wanted: tuple, strips: list[Strip]) -> None:
+        if self._building == wanted:
+            self._building = None
+        if self._built_for is not None and wanted[0] < self._built_for[0]:
+            return  # a build overtaken by a newer one
+        self._strips, self._built_for = strips, wanted
         self.refresh()
+
+
+def plot_text(series: dict, title: str, ylabel: str, log_scale: bool, width: int, height: int,
+              theme: str) -> Text:
+    """The plot of `series` ({label: (xs, ys)}) as text of `width` x `height` cells."""
+    plt = Plot()
+    plt.theme(theme)  # first: the series take their colours from it
+    plt.title(title + ("  (log y)" if log_scale else ""))
+    plt.xlabel("step")
+    if ylabel:
+        plt.ylabel(("log10 " if log_scale else "") + ylabel)
+    drawn = False
+    for label, (xs, ys) in series.items():
+        if log_scale:
+            keep = [(x, y) for x, y in zip(xs, ys) if y > 0]
+            xs, ys = [k[0] for k in keep], [math.log10(k[1]) for k in keep]
+        if not xs:
+            continue
+        xs, ys = downsample(xs, ys)
+        # one point is a marker, not a line across the whole width
+        plt.plot(xs, ys, label=label, marker="braille" if len(xs) > 1 else "dot")
+        drawn = True
+    if not drawn:
+        plt.title(title + "  (no points yet)")
+    # as PlotextPlot.render does: the size twice (textual-plotext issue 5)
+    plt.plotsize(width, height)
+    plt._set_size(width, height)
+    return Text.from_ansi(plt.build())

@@ -24,3 +24,9 @@ class TickList(SelectionList):
                 seg, done = Segment(TICK if ticked else " ", seg.style, seg.control), True
             out.append(seg)
         return Strip(out, strip.cell_length)
+
+    def on_focus(self) -> None:
+        """The first row is highlighted on arrival: with none, the first space ticked nothing
+        and showed nothing (a user believed a row ticked)."""
+        if self.highlighted is None and self.option_count:
+            self.highlighted = 0
