@@ -449,3 +449,30 @@ def test_checkpointing_switched_on_when_the_estimate_does_not_fit(cli, workspace
     assert r.exit_code == 0 and "turned on" not in r.output, r.output
     r = cli(*args[:-3], "--estimate")  # no limit: fits the machine
     assert r.exit_code == 0 and "turned on" not in r.output, r.output
+    # CLaRa: chunked CE first, then chunked CE and checkpointing
+    base = {"model": str(model_dir), "batch_size": 16}
+    kind = "stage1"
+
+    def cpeak(**kw):
+        return estimate_request(workspace, kind, {**base, **kw}).peak_bytes / 1e9
+
+    both = dict(chunked_ce=True, grad_checkpoint=True)
+    fit = [g for g in (cpeak() * f / 20 for f in range(1, 21))
+           if cpeak(memory_limit_gb=g) > g >= cpeak(memory_limit_gb=g, **both)]
+    assert fit
+    r = cli("-w", "test", "train", "stage1", "-m", str(model_dir), "--batch-size", "16",
+            "--memory-limit-gb", f"{fit[0]:.6f}", "--estimate")
+    assert r.exit_code == 0 and "turned on chunked ce" in r.output, r.output
+
+
+def test_rows_are_padded_to_few_widths_with_bounded_padding():
+    """CLaRa's batch widths (each a new trace of the compiled step): multiples of 16 up to 128,
+    then 4 widths per doubling; never under the rows, at most 25 % over them."""
+    from clara.method.config import padded_length
+
+    widths = {padded_length(n) for n in range(1, 2049)}
+    assert sorted(w for w in widths if w <= 128) == list(range(16, 129, 16))
+    assert len([w for w in widths if 256 < w <= 512]) == 4
+    for n in range(1, 2049):
+        assert n <= padded_length(n) <= max(n + 15, 1.25 * n)
+    assert padded_length(275) == padded_length(304) == 320  # 1.1B stage 1: one width
