@@ -476,3 +476,26 @@ def test_rows_are_padded_to_few_widths_with_bounded_padding():
     for n in range(1, 2049):
         assert n <= padded_length(n) <= max(n + 15, 1.25 * n)
     assert padded_length(275) == padded_length(304) == 320  # 1.1B stage 1: one width
+
+
+def test_dropout_adds_few_graph_ops_per_adapter_call(model_dir):
+    """The host queues every op of a step, and on CUDA it bounds a CLaRa step: LoRA dropout
+    draws one key per forward pass and derives each adapter's from it, so it adds few ops per
+    adapter call (a draw from the global random state per call was 25 ops by itself)."""
+    import io as io_
+
+    def ops(m, b) -> int:
+        loss = m.stage_loss(b)[0]
+        buf = io_.StringIO()
+        mx.export_to_dot(buf, loss)
+        return buf.getvalue().count("shape=rectangle")
+
+    counts = {}
+    for p in (0.0, 0.1):
+        m = _stage_model(model_dir, "stage1")
+        for lora in m._loras:
+            for pair in lora.adapters.values():
+                pair.dropout = nn.Dropout(p)
+        counts[p] = ops(m, _stage1_batch(m))
+    calls = 2 * len(m._loras)  # the encoder's pass and the decoder's
+    assert 0 < (counts[0.1] - counts[0.0]) / calls <= 18, counts

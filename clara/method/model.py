@@ -19,7 +19,7 @@ import numpy as np
 
 from clara.errors import UserError
 from clara.method import prompts
-from clara.method.adapters import MultiLoRALinear, apply_multi_lora
+from clara.method.adapters import MultiLoRALinear, apply_multi_lora, begin_pass, end_pass
 from clara.method.config import ClaraConfig, padded_length
 from clara.method.embeddings import MemoryEmbedding, install
 from clara.method.losses import (IGNORE, answer_match, chunked_ce, contrastive_retrieval_loss,
@@ -145,8 +145,12 @@ class ClaraModel(nn.Module):
             causal = pos[:, None] >= pos[None, :]
             keep = (causal[None] & mask.astype(mx.bool_)[:, None, :]) | (pos[:, None] == pos)[None]
             attn = keep[:, None]
-        for layer in inner.layers:
-            h = layer(h, attn, cache=None)
+        begin_pass()  # one dropout key for the pass (adapters._next_key)
+        try:
+            for layer in inner.layers:
+                h = layer(h, attn, cache=None)
+        finally:
+            end_pass()
         return inner.norm(h)
 
     def head(self, h: mx.array) -> mx.array:
