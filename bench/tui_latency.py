@@ -19,9 +19,13 @@ runs with a probe (see `serve`) that notes when its event loop takes each key, w
 frame to its terminal writer and when that frame is written, with the event loop's CPU time:
 `app` is key taken -> the frame showing its effect written; `tmux` is key sent -> taken (tmux,
 the pty, the app's input thread, keys ahead of it); `cpu` is the event loop's CPU time from
-taking the key to handing that frame on (medians unless named). On a shared machine `app` and
-`seen` grow with the load; `cpu` barely does: it is the figure to compare work per key.
-`--profile FILE` writes a cProfile of the app's process per part of each phase.
+taking the key to handing that frame on (medians unless named); `runq` is the event loop's time
+meanwhile spent runnable but waiting for a CPU other processes held (Linux schedstat). On a shared
+machine `app` and `seen` grow with the load (`runq` says how much); `cpu` barely does: it is the
+figure to compare work per key. Under the table, every switch slower than 100 ms is listed with
+its split and what ran meanwhile in the app: its thread workers (their CPU ms: Python in a thread
+holds the GIL the event loop waits for) and full garbage collections (gc2: their wall ms; every
+thread stops). `--profile FILE` writes a cProfile of the app's process per part of each phase.
 
 Writes bench/results/tui_latency-DATE.json and .txt (git-ignored) and prints the table.
 Needs tmux. One command, about 5 minutes: python bench/tui_latency.py
@@ -388,13 +392,15 @@ def split(keys: list[tuple[float, float]], log: Path) -> dict:
     it), app (took it -> the frame on screen when the key's effect was seen was written to the
     terminal), cpu (the event loop's CPU time from taking the key to handing that frame on),
     runq (the event loop's time meanwhile waiting, runnable, for a CPU that other processes
-    held). One entry per key, None where the probe did not see the app take it."""
+    held), write (that frame handed to the writer thread -> written to the terminal: a slow
+    reader of the pty shows here). One entry per key, None where the probe did not see the app
+    take it."""
     notes: dict[str, list[tuple[float, ...]]] = {"key": [], "paint": [], "written": []}
     for line in log.read_text().splitlines():
         parts = line.split()
         if len(parts) == 5 and parts[0] in notes:
             notes[parts[0]].append(tuple(map(float, parts[2:])))
-    out = {"delivered_s": [], "app_s": [], "cpu_s": [], "runq_s": []}
+    out = {"delivered_s": [], "app_s": [], "cpu_s": [], "runq_s": [], "write_s": []}
     for sent, seen in keys:
         took = next((k for k in notes["key"] if k[0] >= sent), None)
         written = max((w for w in notes["written"] if w[0] <= seen), default=None)
@@ -408,6 +414,7 @@ def split(keys: list[tuple[float, float]], log: Path) -> dict:
         out["app_s"].append(written[0] - took[0])
         out["cpu_s"].append(paint[1] - took[1])
         out["runq_s"].append(paint[2] - took[2])
+        out["write_s"].append(written[0] - paint[0])  # the frame handed on -> written to the pty
     return out
 
 
@@ -560,7 +567,7 @@ def table(result: dict) -> str:
     lines.append(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s")
     for name, ph in result["phases"].items():  # which switches were slow, and what ran then
         for slow in ph["raw"].get("slow_switches", []):
-            split_ = " ".join(f"{k} {slow.get(k)}" for k in ("app", "cpu", "runq"))
+            split_ = " ".join(f"{k} {slow.get(k)}" for k in ("app", "cpu", "runq", "write"))
             lines.append(f"  slow switch, {name}: {slow['key']} {slow['ms']:.0f} ms ({split_}); "
                          f"workers (CPU ms): {' '.join(slow['workers']) or '-'}")
     return "\n".join(lines)
