@@ -62,11 +62,20 @@ Earlier the same day at load 5-9 (the typing figures then let a lone "a" on scre
 typed): with the training at nice 10, switch median 287 -> 98 ms (app 122 -> 50 ms), typing
 92 -> 35 ms, ten characters at once 787 -> 47 ms.
 
-The idle phase's p90/p99 are each mode's first visit: the bench starts switching 2 s after the
-app starts, before any screen is built in the background (that waits for 3 s without a key).
-A switch's p99 with a training running (n = 35: the slowest) is Runs or Chat refilling once a
-new run appeared (each phase starts one): Runs then follows the new run (341 ms of the event
-loop's CPU at nice 10).
+What made the slowest switches (branch app7, from the slow-switch lines under the table): a full
+garbage collection walking every object of the built screens, 0.27 s of the event loop's CPU
+(1.1 s of wall at load 9) at a random key; the screens' objects are now left out of collections
+once built (gc.freeze) and a full collection runs in each pause of the typing (gc2: 7-35 ms). The
+Runs loss plot, built by plotext and turned into styled lines on the event loop (30-40 ms of CPU
+each time Runs was shown with new points, and every half second while shown): now built in a
+thread. The Runs table, refilled when a run appeared, its cursor moved by index onto another run
+that the screen then followed: now updated row by row, the cursor kept on its run. Train mounted
+its four CLaRa forms (hundreds of fields) right after its first visit, 0.5-1 s on whatever mode
+came next: now each when its tab is first shown. And the header's platform line imported mlx_lm
+in a thread at start: 2.1 s of CPU holding the GIL in the app's first seconds (now mlx.core only).
+The idle phase's p90/p99 are still first visits: the bench switches 2 s after the start, and
+building every screen in the background (from the start, before any key) takes about 3 s of CPU
+(Train 0.8 s, Data 0.5 s, Eval 0.45 s at load 6).
 
 Where the time went, per key (in-process, `--profile`): typing into a form laid the whole screen
 out on every key, twice: Input sets its scrollable width (a reactive that asks for a layout) and
