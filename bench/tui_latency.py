@@ -62,6 +62,25 @@ Earlier the same day at load 5-9 (the typing figures then let a lone "a" on scre
 typed): with the training at nice 10, switch median 287 -> 98 ms (app 122 -> 50 ms), typing
 92 -> 35 ms, ten characters at once 787 -> 47 ms.
 
+Branch app7 (2026-11-30 15:07, load 4-6 from other sessions, run at nice 5; the app's CPU per key
+is the `cpu` column; `runq` its wait for a CPU):
+
+  app7 (ms)          what     n  median     p90     p99     max     app app p99    tmux     cpu    runq
+  idle               switch  35    67.3   473.3  1255.8  1255.8    52.3   737.5     2.7    10.2    15.0
+  idle               typing  20    28.0    58.1   324.0   324.0    26.1    53.7     3.0     4.3     9.7
+  idle               burst    8    32.0    40.0    41.3    41.3     nan     nan     nan     nan     nan
+  training, nice 10  switch  35   158.1   415.8  1433.4  1433.4    79.3   255.9     4.3    14.0    32.6
+  training, nice 10  typing  20    34.9    93.5   361.6   361.6    30.8   255.3     2.4     4.3    10.8
+  training, nice 10  burst    8    71.7   105.9   135.8   135.8    45.5    64.0     1.4     6.2    13.6
+  training, nice 0   switch  35    93.6   215.0   340.8   340.8    54.8   111.6     4.4    11.7    24.9
+  training, nice 0   typing  20    56.9   176.6   611.4   611.4    28.7    74.1     1.3     3.6     8.5
+  training, nice 0   burst    8    40.6   206.0   244.6   244.6    28.2   217.3     4.3     6.3    17.3
+  quit during a chat reply, with a training running: 0.44 s
+
+The slowest switches left with the training at nice 10 are outside the app: Chat 1433 ms of
+which the app took 54 ms (key taken -> frame written), Data 416 ms with 162 ms writing the
+frame to the pty (tmux reading slowly), Train 630 ms with 207 ms waiting for a CPU.
+
 What made the slowest switches (branch app7, from the slow-switch lines under the table): a full
 garbage collection walking every object of the built screens, 0.27 s of the event loop's CPU
 (1.1 s of wall at load 9) at a random key; the screens' objects are now left out of collections
