@@ -432,6 +432,11 @@ def split(keys: list[tuple[float, float]], log: Path) -> dict:
     for sent, seen in keys:
         took = next((k for k in notes["key"] if k[0] >= sent), None)
         written = max((w for w in notes["written"] if w[0] <= seen), default=None)
+        if took is not None and (written is None or written[0] < took[0]):
+            # tmux can show a frame before the writer thread has noted it written: the first
+            # frame written after the key, within 50 ms of the look that saw it
+            written = next((w for w in notes["written"] if took[0] <= w[0] <= seen + 0.05),
+                           None)
         paint = written and max((p for p in notes["paint"] if p[0] <= written[0]), default=None)
         if took is None or paint is None or paint[0] < took[0]:
             # the probe saw it before the app noted it (a key the app did not take)
