@@ -19,9 +19,13 @@ runs with a probe (see `serve`) that notes when its event loop takes each key, w
 frame to its terminal writer and when that frame is written, with the event loop's CPU time:
 `app` is key taken -> the frame showing its effect written; `tmux` is key sent -> taken (tmux,
 the pty, the app's input thread, keys ahead of it); `cpu` is the event loop's CPU time from
-taking the key to handing that frame on (medians unless named). On a shared machine `app` and
-`seen` grow with the load; `cpu` barely does: it is the figure to compare work per key.
-`--profile FILE` writes a cProfile of the app's process per part of each phase.
+taking the key to handing that frame on (medians unless named); `runq` is the event loop's time
+meanwhile spent runnable but waiting for a CPU other processes held (Linux schedstat). On a shared
+machine `app` and `seen` grow with the load (`runq` says how much); `cpu` barely does: it is the
+figure to compare work per key. Under the table, every switch slower than 100 ms is listed with
+its split and what ran meanwhile in the app: its thread workers (their CPU ms: Python in a thread
+holds the GIL the event loop waits for) and full garbage collections (gc2: their wall ms; every
+thread stops). `--profile FILE` writes a cProfile of the app's process per part of each phase.
 
 Writes bench/results/tui_latency-DATE.json and .txt (git-ignored) and prints the table.
 Needs tmux. One command, about 5 minutes: python bench/tui_latency.py
@@ -58,11 +62,39 @@ Earlier the same day at load 5-9 (the typing figures then let a lone "a" on scre
 typed): with the training at nice 10, switch median 287 -> 98 ms (app 122 -> 50 ms), typing
 92 -> 35 ms, ten characters at once 787 -> 47 ms.
 
-The idle phase's p90/p99 are each mode's first visit: the bench starts switching 2 s after the
-app starts, before any screen is built in the background (that waits for 3 s without a key).
-A switch's p99 with a training running (n = 35: the slowest) is Runs or Chat refilling once a
-new run appeared (each phase starts one): Runs then follows the new run (341 ms of the event
-loop's CPU at nice 10).
+Branch app7 (2026-11-30 15:07, load 4-6 from other sessions, run at nice 5; the app's CPU per key
+is the `cpu` column; `runq` its wait for a CPU):
+
+  app7 (ms)          what     n  median     p90     p99     max     app app p99    tmux     cpu    runq
+  idle               switch  35    67.3   473.3  1255.8  1255.8    52.3   737.5     2.7    10.2    15.0
+  idle               typing  20    28.0    58.1   324.0   324.0    26.1    53.7     3.0     4.3     9.7
+  idle               burst    8    32.0    40.0    41.3    41.3     nan     nan     nan     nan     nan
+  training, nice 10  switch  35   158.1   415.8  1433.4  1433.4    79.3   255.9     4.3    14.0    32.6
+  training, nice 10  typing  20    34.9    93.5   361.6   361.6    30.8   255.3     2.4     4.3    10.8
+  training, nice 10  burst    8    71.7   105.9   135.8   135.8    45.5    64.0     1.4     6.2    13.6
+  training, nice 0   switch  35    93.6   215.0   340.8   340.8    54.8   111.6     4.4    11.7    24.9
+  training, nice 0   typing  20    56.9   176.6   611.4   611.4    28.7    74.1     1.3     3.6     8.5
+  training, nice 0   burst    8    40.6   206.0   244.6   244.6    28.2   217.3     4.3     6.3    17.3
+  quit during a chat reply, with a training running: 0.44 s
+
+The slowest switches left with the training at nice 10 are outside the app: Chat 1433 ms of
+which the app took 54 ms (key taken -> frame written), Data 416 ms with 162 ms writing the
+frame to the pty (tmux reading slowly), Train 630 ms with 207 ms waiting for a CPU.
+
+What made the slowest switches (branch app7, from the slow-switch lines under the table): a full
+garbage collection walking every object of the built screens, 0.27 s of the event loop's CPU
+(1.1 s of wall at load 9) at a random key; the screens' objects are now left out of collections
+once built (gc.freeze) and a full collection runs in each pause of the typing (gc2: 7-35 ms). The
+Runs loss plot, built by plotext and turned into styled lines on the event loop (30-40 ms of CPU
+each time Runs was shown with new points, and every half second while shown): now built in a
+thread. The Runs table, refilled when a run appeared, its cursor moved by index onto another run
+that the screen then followed: now updated row by row, the cursor kept on its run. Train mounted
+its four CLaRa forms (hundreds of fields) right after its first visit, 0.5-1 s on whatever mode
+came next: now each when its tab is first shown. And the header's platform line imported mlx_lm
+in a thread at start: 2.1 s of CPU holding the GIL in the app's first seconds (now mlx.core only).
+The idle phase's p90/p99 are still first visits: the bench switches 2 s after the start, and
+building every screen in the background (from the start, before any key) takes about 3 s of CPU
+(Train 0.8 s, Data 0.5 s, Eval 0.45 s at load 6).
 
 Where the time went, per key (in-process, `--profile`): typing into a form laid the whole screen
 out on every key, twice: Input sets its scrollable width (a reactive that asks for a layout) and
@@ -388,16 +420,23 @@ def split(keys: list[tuple[float, float]], log: Path) -> dict:
     it), app (took it -> the frame on screen when the key's effect was seen was written to the
     terminal), cpu (the event loop's CPU time from taking the key to handing that frame on),
     runq (the event loop's time meanwhile waiting, runnable, for a CPU that other processes
-    held). One entry per key, None where the probe did not see the app take it."""
+    held), write (that frame handed to the writer thread -> written to the terminal: a slow
+    reader of the pty shows here). One entry per key, None where the probe did not see the app
+    take it."""
     notes: dict[str, list[tuple[float, ...]]] = {"key": [], "paint": [], "written": []}
     for line in log.read_text().splitlines():
         parts = line.split()
         if len(parts) == 5 and parts[0] in notes:
             notes[parts[0]].append(tuple(map(float, parts[2:])))
-    out = {"delivered_s": [], "app_s": [], "cpu_s": [], "runq_s": []}
+    out = {"delivered_s": [], "app_s": [], "cpu_s": [], "runq_s": [], "write_s": []}
     for sent, seen in keys:
         took = next((k for k in notes["key"] if k[0] >= sent), None)
         written = max((w for w in notes["written"] if w[0] <= seen), default=None)
+        if took is not None and (written is None or written[0] < took[0]):
+            # tmux can show a frame before the writer thread has noted it written: the first
+            # frame written after the key, within 50 ms of the look that saw it
+            written = next((w for w in notes["written"] if took[0] <= w[0] <= seen + 0.05),
+                           None)
         paint = written and max((p for p in notes["paint"] if p[0] <= written[0]), default=None)
         if took is None or paint is None or paint[0] < took[0]:
             # the probe saw it before the app noted it (a key the app did not take)
@@ -408,6 +447,7 @@ def split(keys: list[tuple[float, float]], log: Path) -> dict:
         out["app_s"].append(written[0] - took[0])
         out["cpu_s"].append(paint[1] - took[1])
         out["runq_s"].append(paint[2] - took[2])
+        out["write_s"].append(written[0] - paint[0])  # the frame handed on -> written to the pty
     return out
 
 
@@ -560,7 +600,7 @@ def table(result: dict) -> str:
     lines.append(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s")
     for name, ph in result["phases"].items():  # which switches were slow, and what ran then
         for slow in ph["raw"].get("slow_switches", []):
-            split_ = " ".join(f"{k} {slow.get(k)}" for k in ("app", "cpu", "runq"))
+            split_ = " ".join(f"{k} {slow.get(k)}" for k in ("app", "cpu", "runq", "write"))
             lines.append(f"  slow switch, {name}: {slow['key']} {slow['ms']:.0f} ms ({split_}); "
                          f"workers (CPU ms): {' '.join(slow['workers']) or '-'}")
     return "\n".join(lines)

@@ -163,6 +163,16 @@ def test_validation_lists_every_problem_as_file_line_field(workspace, tmp_path):
             assert lines[2] == "bad.jsonl:4: text: empty string"
             status = str(app.screen.query_one("#validate-status", Static).render())
             assert "3 problem(s)" in status
+            # ctrl+g on the Datasets tab validates the highlighted dataset, every row
+            write_dataset(workspace, "good", "cpt", {"train": [{"text": "a b c"}] * 3})
+            app.screen.query_one("#data-tabs", TabbedContent).active = "datasets-tab"
+            app.screen.query_one("#datasets", DataTable).focus()
+            await pilot.press("f6")
+            await settle(pilot)
+            await pilot.press("ctrl+g")
+            await settle(pilot)
+            status = str(app.screen.query_one("#validate-status", Static).render())
+            assert "good (text, 3 rows): valid" in status
 
     asyncio.run(go())
 

@@ -380,8 +380,21 @@ class DataScreen(ModeScreen):
 
     # -- validation -----------------------------------------------------------------------------
     def action_validate_selected(self) -> None:
-        self.query_one("#data-tabs", TabbedContent).active = "validate-tab"
-        self.query_one("#validate-path", PathInput).focus()
+        """ctrl+g: from the Datasets tab, validate the highlighted dataset (every row) at once;
+        elsewhere, the Validate tab with its path field. It only switched tabs, and a user who
+        had a dataset highlighted saw an empty form."""
+        tabs = self.query_one("#data-tabs", TabbedContent)
+        table = self.query_one("#datasets", DataTable)
+        ws = self.app.workspace
+        name = None
+        if tabs.active == "datasets-tab" and table.row_count and ws is not None:
+            name = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        tabs.active = "validate-tab"
+        field = self.query_one("#validate-path", PathInput)
+        field.focus()
+        if name:
+            field.value = display_path(ws.datasets_dir / name)
+            self._validate()
 
     @on(PathInput.Submitted, "#validate-path")
     @on(Button.Pressed, "#validate")
