@@ -19,7 +19,7 @@ from conftest import corpus_sentences
 
 KILLS = 20
 STARTUP_KILLS = 8  # cheap ones, while the worker starts; the others while it trains
-CONFIG = {"fine_tune_type": "lora", "mode": "sft", "iters": 150, "batch_size": 2,
+CONFIG = {"fine_tune_type": "lora", "mode": "sft", "iters": 300, "batch_size": 2,
           "max_seq_length": 32, "learning_rate": 1e-3, "lora_rank": 4, "num_layers": 2,
           "val_every": 10, "val_batches": 1, "save_every": 1, "keep_checkpoints": 2,
           "report_every": 1, "seed": 3}
