@@ -387,7 +387,8 @@ class Engine:
                 out["sums"] = self.dist.step_sums(out["losses"], out["tokens"], extras,
                                                   stop_requested(),
                                                   mx.get_peak_memory() > mem_limit or mem_check[1])
-            self.host_times.append(time.perf_counter() - tic)
+            out["launch_s"] = time.perf_counter() - tic
+            self.host_times.append(out["launch_s"])
             return out
 
         def queue_ahead() -> dict:
@@ -420,6 +421,7 @@ class Engine:
                 self.save_checkpoint("stop")
                 self.event("stop", step=self.step)
                 return result("stopped", "stop", "stopped on request")
+            queued_before = ahead is not None
             current = ahead or launch()
             current.pop("keep", None)  # only a step still queued ahead can be dropped
             # queue the next step now unless this one ends at a boundary (same decision on
@@ -444,6 +446,13 @@ class Engine:
             peak = mx.get_peak_memory()
             now = time.perf_counter()
             dt = now - max(current["tic"], last_done)  # queued ahead: from the last step's end
+            # A launch's own time goes to its step: on a CPU, mx.async_eval computes the step
+            # then and there, so the next step's launch ran inside this interval and this
+            # step's inside the last one (without this a step after a checkpoint read ~0 s)
+            if ahead is not None:
+                dt -= ahead["launch_s"]
+            if queued_before:
+                dt += current["launch_s"]
             last_done = now
             self.step += 1
             train_loss = sum(losses) / len(losses)
