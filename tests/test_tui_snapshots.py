@@ -125,9 +125,19 @@ def test_train_screen(snap_compare, size, snap_root, workspace):
 
 
 async def _runs_settled(pilot):
-    """The Runs table filled and its columns widened to their cells (the widths follow on an
-    idle turn of the table: a snapshot or a dialog taken before it shows "lor" for "lora-demo")."""
+    """The Runs table filled and its columns widened to their cells: the widths follow on an
+    idle turn of the table, which a busy machine delays (a snapshot taken before it shows "lor"
+    for "lora-demo")."""
+    from textual.widgets import DataTable
+
+    from tests.tui_helpers import wait_for
+
     await settle(pilot)
+    table = pilot.app.screen.query_one("#runs", DataTable)
+    await wait_for(pilot, lambda: table.row_count == 1
+                   and table.columns["id"].content_width >= len("lora-demo")
+                   and table.columns["status"].content_width >= len("completed"),
+                   what="the runs table's column widths")
     await pilot.pause(0.3)
     await settle(pilot)
 
