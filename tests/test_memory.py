@@ -449,6 +449,17 @@ def test_checkpointing_switched_on_when_the_estimate_does_not_fit(cli, workspace
     assert r.exit_code == 0 and "turned on" not in r.output, r.output
     r = cli(*args[:-3], "--estimate")  # no limit: fits the machine
     assert r.exit_code == 0 and "turned on" not in r.output, r.output
+    # the library does it where runs are made, for both faces (the app calls lora_run too), and
+    # the run says so in run.toml
+    from clara import io
+    from clara.train.launch import lora_run
+
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"},
+                          {"role": "assistant", "content": f"a{i}"}]} for i in range(64)]
+    io.write_jsonl(workspace.datasets_dir / "chat" / "train.jsonl", rows)
+    run = lora_run(workspace, {**base, "data": "chat", "memory_limit_gb": fit[0]})
+    assert run.config()["config"]["grad_checkpoint"] is True
+    assert "turned on gradient checkpoint" in run.config()["auto_fit"]
     # CLaRa: chunked CE first, then chunked CE and checkpointing
     base = {"model": str(model_dir), "batch_size": 16}
     kind = "stage1"

@@ -44,10 +44,10 @@ def _stage_command(stage: str, example: str):
             from clara.cli.train import echo_estimate
 
             return echo_estimate(app, stage, overrides, config_file)
-        from clara.cli.train import fit_to_device
+        from clara.cli.train import say_auto_fit
 
-        overrides = fit_to_device(app, stage, overrides, config_file)
         run = stage_run(app.workspace(), stage, overrides, config_file, name)
+        say_auto_fit(run)
         launch(run, detach)
 
     command.__doc__ = (f"Train CLaRa {stage} ({_STAGE_HELP[stage]}).\n\n"

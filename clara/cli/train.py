@@ -96,29 +96,27 @@ def train_lora(app: AppContext, model, data, config_file, name, detach, estimate
     if estimate_only:
         echo_estimate(app, "lora", overrides, config_file)
         return
-    overrides = fit_to_device(app, "lora", overrides, config_file)
     run = lora_run(app.workspace(), overrides, config_file, name)
+    say_auto_fit(run)
     launch(run, detach)
 
 
-def fit_to_device(app: AppContext, kind: str, overrides: dict, config_file) -> dict:
-    """The overrides with gradient checkpointing (CLaRa: chunked CE) switched on where the
-    estimate says the run would not fit without them (clara.train.estimate.auto_fit); the
-    line saying so on stderr."""
-    from clara.train.estimate import auto_fit
-
-    overrides, line = auto_fit(app.workspace(), kind, overrides, config_file)
-    if line:
-        click.echo(line, err=True)
-    return overrides
+def say_auto_fit(run) -> None:
+    """The line of what the run's creation switched on to fit the device (lora_run and
+    stage_run record it in run.toml: clara.train.estimate.auto_fit), on stderr."""
+    note = run.config().get("auto_fit")
+    if note:
+        click.echo(note, err=True)
 
 
 def echo_estimate(app: AppContext, kind: str, overrides: dict, config_file) -> None:
     """--estimate: one line on stdout (of the run as it would start, switches auto_fit turns
     on included), a warning on stderr when over the device's budget."""
-    from clara.train.estimate import estimate_request
+    from clara.train.estimate import auto_fit, estimate_request
 
-    overrides = fit_to_device(app, kind, overrides, config_file)
+    overrides, line = auto_fit(app.workspace(), kind, overrides, config_file)
+    if line:
+        click.echo(line, err=True)
     est = estimate_request(app.workspace(), kind, overrides, config_file)
     click.echo(est.line())
     if est.over_budget:

@@ -15,9 +15,12 @@ from clara.workspace import Workspace
 def stage_run(ws: Workspace, stage: str, overrides: dict, config_file: str | Path | None = None,
               name: str | None = None) -> Run:
     """Create (not start) a CLaRa stage run; `init_from` may be a run, pipeline or folder."""
+    from clara.train.estimate import auto_fit
+
+    overrides, fitted = auto_fit(ws, stage, overrides, config_file)
     plan = plan_stage(ws, stage, overrides, config_file)
     return create_run(ws, plan.kind, plan.config, resolved=plan.resolved, name=name,
-                      extra=plan.extra)
+                      extra={**(plan.extra or {}), **({"auto_fit": fitted} if fitted else {})})
 
 
 def pipeline(ws: Workspace, overrides: dict, per_stage: dict, prefix: str | None = None,

@@ -28,6 +28,9 @@ def lora_run(ws: Workspace, overrides: dict, config_file: str | Path | None = No
     """Create (not start) a LoRA/DoRA/full run from a config file plus overrides, once its plan
     (clara.plan.plan_lora: settings, model, adapter, data kind and rows) holds."""
     from clara.plan import plan_lora
+    from clara.train.estimate import auto_fit
 
+    overrides, fitted = auto_fit(ws, "lora", overrides, config_file)
     plan = plan_lora(ws, overrides, config_file)
-    return create_run(ws, plan.kind, plan.config, resolved=plan.resolved, name=name)
+    return create_run(ws, plan.kind, plan.config, resolved=plan.resolved, name=name,
+                      extra={"auto_fit": fitted} if fitted else None)

@@ -479,7 +479,12 @@ class TrainScreen(ModeScreen):
         what = "pipeline" if kind == "pipeline" else "run"
         shown = run_id.removesuffix("-stage1") if kind == "pipeline" else run_id
         self.launched = (what, run_id)
-        self._say(f"launched {what} {shown}")
+        from clara.runs import Run
+
+        # what the run's creation switched on to fit the device (clara.train.estimate.auto_fit)
+        fitted = Run(self.app.workspace.runs_dir / run_id).config().get("auto_fit") \
+            if self.app.workspace and what == "run" else None  # a pipeline's stages come later
+        self._say(f"launched {what} {shown}" + (f"; {fitted}" if fitted else ""))
         self.notify(f"{what} {shown} started", title="Train", timeout=3)
         self.app.follow_run = run_id  # the Runs screen selects it once it appears
         self.app.switch_mode("runs")
