@@ -95,7 +95,8 @@ def make_datasets(ws: Path, train: list[dict], test: list[dict], candidates: int
                        ("facts-sft", closed), ("facts-ragtext", ragtext)):
         io.write_jsonl(ws / "datasets" / name / "train.jsonl", make(train))
         # a look at unseen facts during training; the scores use all of `test`
-        io.write_jsonl(ws / "datasets" / name / "valid.jsonl", make(test[:16]))
+        io.write_jsonl(ws / "datasets" / name / "valid.jsonl",
+                       make(test[:max(16, candidates)]))
 
 
 def main() -> None:

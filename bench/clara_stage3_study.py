@@ -287,6 +287,10 @@ VARIANTS = {
     "recipe + top-2 of 4": {"__recipe__": True, "top_k": 2},
     "recipe + batch 4": {"__recipe__": True, "batch_size": 4},
     "recipe + 8 candidates": {"__recipe__": True, "__candidates__": 8},
+    # Atlas-style distillation (Stage3Distill) in place of the supervised retrieval loss
+    "recipe + distill": {"__recipe__": True, "retrieval_weight": 0.0, "__distill__": 1.0},
+    "recipe + distill + lr 1e-3": {"__recipe__": True, "retrieval_weight": 0.0,
+                                 "__distill__": 1.0, "learning_rate": 1e-3},
 }
 
 
@@ -313,7 +317,7 @@ def variant_config(name: str) -> dict:
     return {**base, **{k: x for k, x in v.items() if not k.startswith("__")}}
 
 
-def stage_runs(args, root: Path, ws: Path) -> tuple[Path, Path]:
+def stage_runs(args, root: Path, ws: Path, stage2: bool = True) -> tuple[Path, Path]:
     """Stage 1 and stage 2 runs as bench/clara_facts.py trains them (made once per workdir)."""
     flags = ["-m", args.base, "--doc-max-tokens", "32", "--compression-rate", "4",
              "--lora-rank", "32", "--lora-dropout", "0", "--mse-weight", "0", "--batch-size", "8",
@@ -322,43 +326,40 @@ def stage_runs(args, root: Path, ws: Path) -> tuple[Path, Path]:
     runs = ws / "runs"
     if not (runs / "s1" / "adapters" / "last").exists():
         clara(args, root, "train", "stage1", "-d", "facts-stage1", "--name", "s1", "--top-k", "1",
-              "--iters", str(args.s1_iters), *flags)
+              "--iters", str(args.s1_iters), *flags, "--learning-rate", str(args.s1_lr))
+    if not stage2:
+        return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
     if not (runs / "s2" / "adapters" / "last").exists() and (args.s2_compressor_lr != 1.0
-                                                          or args.s2_align or args.s2_retell):
+                                                          or args.s2_retell or args.s2_anchor):
         stage2_in_process(args, ws, runs / "s1" / "adapters" / "last", runs / "s2")
     if not (runs / "s2" / "adapters" / "last").exists():
         clara(args, root, "train", "stage2", "-d", "facts-stage2", "--name", "s2", "--top-k", "1",
               "--from", str(runs / "s1" / "adapters" / "last"), "--iters", str(args.s2_iters),
               *flags, "--stage2-generator", args.stage2_generator,
-              "--stage2-train", args.stage2_train,
+              "--stage2-train", args.stage2_train, "--stage2-align", str(args.s2_align),
               "--learning-rate", str(args.s2_lr), "--mse-weight", str(args.s2_mse))
     return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
 
 
 def _stage2_variant():
     import mlx.core as mx
-    import numpy as np
     from mlx.utils import tree_flatten, tree_unflatten
 
-    from clara.method.losses import contrastive_retrieval_loss
     from clara.method.tasks import ClaraStageTask
-    from clara.method.topk import cosine_scores
 
     class Stage2Variant(ClaraStageTask):
-        """Stage 2 with the study's two changes: the compressor's part of each update scaled
-        (compressor_lr_scale; for Adam(W) the same as that part at a scaled rate), and an
-        in-batch retrieval loss between the compressor's vectors of each question and of its
-        document (align_weight)."""
+        """Stage 2 with the study's changes: the compressor's part of each update scaled
+        (compressor_lr_scale; for Adam(W) the same as that part at a scaled rate), and a pull
+        of each document's vectors towards stage 1's (anchor_weight). The in-batch retrieval
+        loss between questions and documents (--s2-align), first measured here, is now the
+        library's (config.stage2_align)."""
 
-        compressor_lr_scale, align_weight = 1.0, 0.0
+        compressor_lr_scale, anchor_weight, anchors = 1.0, 0.0, None
 
         def make_batch(self, samples, rng):
             out = super().make_batch(samples, rng)
-            if self.align_weight:  # positives: the batch's copies of each question's documents
-                docs = [d for s in samples for d in s["docs"]]
-                mine = np.array([[d in s["docs"] for d in docs] for s in samples])
-                out.update(self.model.encoder_batch([s["question"] for s in samples],
-                                                    prefix="q"), positives=mx.array(mine))
+            if self.anchor_weight:  # stage 1's vectors of the batch's documents (precomputed)
+                out["anchor"] = mx.stack([self.anchors[d] for s in samples for d in s["docs"]])
             return out
 
         def apply_gradients(self, opt, model, grad):
@@ -372,18 +373,63 @@ def _stage2_variant():
                                          for k, v in before]))
 
         def loss(self, model, batch):
-            loss, n, ex = model.stage_loss(batch)
-            if "q_ids" in batch:
-                q, _ = model.compress(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"])
-                d, _ = model.compress(batch["enc_ids"], batch["enc_mask"], batch["enc_mem_pos"])
-                B = q.shape[0]
-                d = mx.broadcast_to(d.reshape(1, d.shape[0], -1), (B, d.shape[0], d[0].size))
-                ex["align"] = contrastive_retrieval_loss(cosine_scores(q.reshape(B, -1), d),
-                                                         batch["positives"], model.config.tau)
-                loss = loss + self.align_weight * ex["align"]
-            return loss, n, ex
+            if "anchor" in batch:  # stage_loss, keeping the compressed vectors for the anchor
+                comp, mse = model.compress(batch["enc_ids"], batch["enc_mask"],
+                                           batch["enc_mem_pos"])
+                ce, n = model.decode_ce(batch, comp, comp.shape[0] // batch["dec_ids"].shape[0])
+                a, c = batch["anchor"].reshape(comp.shape[0], -1), comp.reshape(comp.shape[0], -1)
+                cos = (a * c).sum(-1) / (mx.linalg.norm(a, axis=-1) * mx.linalg.norm(c, axis=-1))
+                ex = {"ce": ce, "mse": mse, "anchor": 1 - cos.mean()}
+                return ce + self.anchor_weight * ex["anchor"], n, ex
+            return model.stage_loss(batch)
 
     return Stage2Variant
+
+
+def _stage3_distill():
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from clara.method.losses import IGNORE
+    from clara.method.tasks import ClaraStageTask
+    from clara.method.topk import cosine_scores
+
+    class Stage3Distill(ClaraStageTask):
+        """Stage 3 with Atlas's distillation (Izacard et al. 2022, "perplexity distillation"):
+        the query reasoner's softmax over the candidates (scores / tau) is trained by KL
+        towards softmax(log p(answer | question, candidate_i) / temp), the frozen generator
+        reading each candidate alone. CLaRa's own stage-3 signal reaches the query reasoner
+        only through the straight-through top-k of the one document decoded; this gives every
+        candidate's score a target at each step, and needs no pos_index."""
+
+        distill_weight, distill_temp = 1.0, 1.0
+
+        def loss(self, model, batch):
+            loss, n, ex = model.stage_loss(batch)
+            if not model.training or "cand_vecs" not in batch:
+                return loss, n, ex
+            B = batch["dec_ids"].shape[0]
+            flat = mx.stop_gradient(batch["cand_vecs"]).reshape(B, -1,
+                                                                 batch["cand_vecs"][0].size)
+            N = flat.shape[1]
+            targets = batch["labels"][:, 1:]
+            mask = targets != IGNORE
+            lls = []
+            for j in range(N):  # the generator on candidate j alone
+                w = mx.broadcast_to((mx.arange(N) == j).astype(mx.float32)[None, None],
+                                    (B, 1, N))
+                logits = model._decode_selected(batch, w, flat)[:, :-1].astype(mx.float32)
+                ce = nn.losses.cross_entropy(logits, mx.where(mask, targets, 0),
+                                             reduction="none")
+                lls.append(-(ce * mask).sum(-1))
+            teacher = mx.softmax(mx.stop_gradient(mx.stack(lls, -1)) / self.distill_temp, -1)
+            q = model.encode_query(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"])
+            logits = cosine_scores(q, flat).astype(mx.float32) / model.config.tau
+            logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+            ex["distill"] = (teacher * (mx.log(teacher + 1e-9) - logp)).sum(-1).mean()
+            return loss + self.distill_weight * ex["distill"], n, ex
+
+    return Stage3Distill
 
 
 def stage2_in_process(args, ws: Path, s1: Path, run_dir: Path) -> None:
@@ -396,11 +442,19 @@ def stage2_in_process(args, ws: Path, s1: Path, run_dir: Path) -> None:
         model=args.base, data=str(ws / "datasets" / "facts-stage2"), init_from=str(s1),
         iters=args.s2_iters, seed=args.seed, learning_rate=args.s2_lr,
         stage2_generator=args.stage2_generator, stage2_train=args.stage2_train,
+        stage2_align=args.s2_align,
         **{**COMMON, "mse_weight": args.s2_mse, "warmup_steps": 20, "val_every": 0,
            "save_every": 1000})
     task = build_task(cfg, "stage2")
     task.__class__ = _stage2_variant()
-    task.compressor_lr_scale, task.align_weight = args.s2_compressor_lr, args.s2_align
+    task.compressor_lr_scale = args.s2_compressor_lr
+    if args.s2_anchor:  # stage 1's (frozen) vectors of every training document
+        from clara.method import checkpoint, inference
+
+        task.anchor_weight = args.s2_anchor
+        docs = sorted({d for s in task._train + task._valid for d in s["docs"]})
+        vecs = inference.compress_documents(checkpoint.load(s1, inference=True), docs)
+        task.anchors = {d: vecs[i] for i, d in enumerate(docs)}
     if args.s2_retell:
         task._train = with_retelling(task._train, args.s2_retell, args.s2_retell_prompt)
         task._train_groups = task._plan(task._train)
@@ -470,6 +524,44 @@ def probe(ckpt: Path, train: list[dict], test: list[dict]) -> dict:
         pred = (b @ cent.T).argmax(axis=-1)
         out[key] = round(100 * float(np.mean([labels[p] == f[key] for p, f in zip(pred, test)])), 1)
         out[f"{key} chance"] = round(100 / len(labels), 1)
+    return out
+
+
+def linear_probe(ckpt: Path, train: list[dict], test: list[dict], candidates: int = 4) -> dict:
+    """What a LINEAR readout finds in the compressed vectors (flattened, L2-normalised, then
+    standardised per dimension, as `probe` does not): ridge regression (lambda 100) onto each
+    attribute's one-hot, fitted on `train`, accuracy % on `test`; and recall@1 of a retriever
+    that ranks each question's candidates (synthetic.stage3_rows(test, candidates, 2)) by the
+    readout's scores of the verb, thing and year the question names: what a query reasoner
+    could reach from these document vectors if it learned that readout."""
+    import mlx.core as mx
+    import numpy as np
+
+    from clara.method import checkpoint, inference
+
+    model = checkpoint.load(ckpt, inference=True)
+
+    def vecs(fs):
+        v = np.array(inference.compress_documents(model, [f["doc"] for f in fs])
+                     .astype(mx.float32)).reshape(len(fs), -1)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    a, b = vecs(train), vecs(test)
+    mu, sd = a.mean(0), a.std(0) + 1e-6
+    a, b = (a - mu) / sd, (b - mu) / sd
+    gram = np.linalg.inv(a.T @ a + 100.0 * np.eye(a.shape[1])) @ a.T
+    out, readout = {}, {}
+    for key in ("who", "verb", "what", "year"):
+        labels = sorted({f[key] for f in train})
+        pred = b @ (gram @ np.array([[f[key] == y for y in labels] for f in train], float))
+        readout[key] = {y: pred[:, i] for i, y in enumerate(labels)}
+        out[key] = round(100 * float(np.mean([labels[p] == f[key]
+                                              for p, f in zip(pred.argmax(1), test)])), 1)
+    where = {f["doc"]: i for i, f in enumerate(test)}
+    hits = [int(np.argmax([sum(readout[k][f[k]][where[d]] for k in ("verb", "what", "year"))
+                           for d in r["docs"]]) == r["pos_index"][0])
+            for r, f in zip(synthetic.stage3_rows(test, candidates, 2), test)]
+    out["readout recall@1"] = round(100 * float(np.mean(hits)), 1)
     return out
 
 
@@ -623,7 +715,7 @@ def retrieval_only(ckpt: Path, train: list[dict], test: list[dict], lr: float, s
 
 # ---------------------------------------------------------------------------- stage 3
 def run_stage3(args, ws: Path, s2: Path, name: str, settings: dict, candidates: int,
-               qr_init: str = "compressor") -> Path:
+               qr_init: str = "compressor", distill: float = 0.0) -> Path:
     """One stage-3 run in this process through the engine; returns its run folder."""
     from clara.method.tasks import ClaraTrainConfig, build_task
     from clara.train.engine import Engine
@@ -637,6 +729,9 @@ def run_stage3(args, ws: Path, s2: Path, name: str, settings: dict, candidates: 
     cfg = ClaraTrainConfig(model=args.base, data=str(data), init_from=str(s2),
                            iters=args.s3_iters, seed=args.seed, **settings)
     task = build_task(cfg, "stage3")
+    if distill:
+        task.__class__ = _stage3_distill()
+        task.distill_weight = distill
     if qr_init == "fresh":  # the base itself (LoRA B = 0) instead of a copy of the compressor
         task.model.add_adapter("query_reasoner")
         task.model.set_trainable()
@@ -689,6 +784,9 @@ def main() -> None:
     p.add_argument("--s2-align", type=float, default=0.0, metavar="W",
                    help="Stage 2: add W times an in-batch retrieval loss between the "
                         "compressor's vectors of each question and of its document.")
+    p.add_argument("--s2-anchor", type=float, default=0.0, metavar="W",
+                   help="Stage 2: add W times 1 - cosine between each document's compressed "
+                        "vectors and stage 1's (frozen) ones.")
     p.add_argument("--s2-retell", type=int, default=0, metavar="N",
                    help="Stage 2 (in this process): after every N-th row, one asking to retell "
                         "its document word for word (2: one row in 3).")
@@ -700,17 +798,29 @@ def main() -> None:
                         "3): question \"Retell the document.\", stage 1's paraphrase of the "
                         "fact as the answer.")
     p.add_argument("--s1-iters", type=int, default=300)
+    p.add_argument("--s1-rows", choices=("mixed", "retell"), default="mixed",
+                   help="Stage 1's rows: the bench's (3 in 4 ask who / when, 1 in 4 retells "
+                        "the fact) or every row retelling the fact.")
+    p.add_argument("--s1-lr", type=float, default=1e-3, help="Stage 1's learning rate.")
+    p.add_argument("--stage1-only", action="store_true",
+                   help="Train stage 1 (or reuse it), probe its vectors, and stop.")
     p.add_argument("--s2-iters", type=int, default=300)
     p.add_argument("--s3-iters", type=int, default=80)
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help="Comma-separated names of: " + ", ".join(VARIANTS))
     p.add_argument("--skip-probes", action="store_true")
+    p.add_argument("--linear-probe", action="store_true",
+                   help="Also: a linear probe of stage 1's and stage 2's vectors and the recall "
+                        "of a retriever reading them linearly (linear_probe).")
     p.add_argument("--geometry", action="store_true",
                    help="Also: how alike stage 1's and stage 2's vectors are (--eval facts).")
     p.add_argument("--retrieval-only", type=float, default=0.0, metavar="LR",
                    help="Also: the query reasoner trained on the retrieval loss alone at LR, "
                         "from stage 1 and from stage 2 (--ro-steps steps).")
     p.add_argument("--ro-steps", type=int, default=120)
+    p.add_argument("--ro-tau", type=float, default=0.02, help="--retrieval-only's tau.")
+    p.add_argument("--ro-from", default="stage 1,stage 2",
+                   help="--retrieval-only from which compressors (stage 1, stage 2).")
     p.add_argument("--verbose", "-v", action="store_true")
     args = p.parse_args()
     from clara.platform import reexec_with_blas
@@ -729,6 +839,16 @@ def main() -> None:
         for split, fs in (("train", train), ("valid", test[:16])):
             io.write_jsonl(ws / "datasets" / "facts-stage2" / f"{split}.jsonl",
                            synthetic.stage2_rows(fs, 1, kinds=synthetic.QUESTIONS))
+    if args.s1_rows == "retell":
+        io.write_jsonl(ws / "datasets" / "facts-stage1" / "train.jsonl",
+                       synthetic.stage1_rows(train, paraphrase_every=1))
+    if args.stage1_only:
+        s1 = stage_runs(args, root, ws, stage2=False)[0]
+        pr = {"centroid": probe(s1, train[:800], test),
+              "linear": linear_probe(s1, train[:1200], test[:120], args.candidates)}
+        print(f"stage 1 ({args.s1_rows}, {args.s1_iters} steps, lr {args.s1_lr}) probe: {pr}")
+        io.write_json(ws / "runs" / "s1" / "study_probe.json", pr)
+        return
     if args.s2_rehearse:
         path = ws / "datasets" / "facts-stage2" / "train.jsonl"
         io.write_jsonl(path, interleave(io.read_jsonl(path),
@@ -749,13 +869,19 @@ def main() -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] probes done", flush=True)
     if probes.is_file():
         result.update(io.read_json(probes))
+    if args.linear_probe:
+        result["linear_probe"] = {n: linear_probe(c, train[:1200], test[:120], args.candidates)
+                                  for n, c in (("stage 1", s1), ("stage 2", s2))}
+        print(f"[{time.perf_counter() - t0:6.0f}s] linear probe {result['linear_probe']}",
+              flush=True)
     if args.geometry:
         result["geometry"] = {n: geometry(c, ev) for n, c in (("stage 1", s1), ("stage 2", s2))}
         print(f"[{time.perf_counter() - t0:6.0f}s] geometry {result['geometry']}", flush=True)
     if args.retrieval_only:
         result["retrieval_only"] = {
-            n: retrieval_only(c, train, ev, args.retrieval_only, args.ro_steps, candidates=4)
-            for n, c in (("stage 1", s1), ("stage 2", s2))}
+            n: retrieval_only(c, train, ev, args.retrieval_only, args.ro_steps, args.ro_tau,
+                              candidates=4)
+            for n, c in (("stage 1", s1), ("stage 2", s2)) if n in args.ro_from.split(",")}
         print(f"[{time.perf_counter() - t0:6.0f}s] retrieval only, lr {args.retrieval_only}: "
               f"{result['retrieval_only']}", flush=True)
     cached = ws / "runs" / "s2" / "study_eval.json"
@@ -774,7 +900,8 @@ def main() -> None:
                                synthetic.stage3_rows(fs, n, 1))
         settings = variant_config(name)
         tic = time.perf_counter()
-        run_dir = run_stage3(args, ws, s2, name, settings, n, spec.get("__qr__", "compressor"))
+        run_dir = run_stage3(args, ws, s2, name, settings, n, spec.get("__qr__", "compressor"),
+                             spec.get("__distill__", 0.0))
         cached = run_dir / "study_eval.json"  # a rerun on the same --workdir reuses it
         if not cached.is_file():
             io.write_json(cached, evaluate(run_dir / "adapters" / "last", rows2, rows3[n]))

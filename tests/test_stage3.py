@@ -248,3 +248,48 @@ def test_stage2_trains_what_it_is_asked(tiny_model_dir):
     assert parts() == {"compressor", "generator", "memory"}  # the reference's stage 2
     # the compressor frozen: stage 1's vectors kept, and the memory rows it reads with them
     assert parts(stage2_train="generator") == {"generator"}
+
+
+def test_stage2_aligns_each_question_with_its_documents(tiny_model_dir):
+    """stage2_align: stage 2's batches carry the questions and which documents are each one's,
+    the loss adds stage2_align times the in-batch retrieval loss between their compressed
+    vectors, and training on it pulls each question towards its own document (off: the
+    reference's batch and loss; compressor frozen: nothing to align)."""
+    import mlx.optimizers as optim
+    import numpy as np
+
+    rows = synthetic.stage2_rows(FACTS[:8], 1)
+
+    def task(**kw):
+        mx.random.seed(0)
+        m = ClaraModel.from_base(ClaraConfig(base_model=str(tiny_model_dir), stage="stage2",
+                                             doc_max_tokens=16, compression_rate=4,
+                                             lora_dropout=0.0, mse_weight=0.0, **kw))
+        return m, ClaraStageTask(m, [parse_row(r, "stage2", 1, m.config.n_mem, "rows", i + 1)
+                                     for i, r in enumerate(rows)], None, 8)
+
+    assert ClaraTrainConfig().stage2_align == 0.02
+    m, t = task(stage2_align=0.0)
+    batch = next(iter(t.train_batches(0, 0)))
+    assert "q_ids" not in batch
+    loss, _, ex = m.stage_loss(batch)
+    assert "align" not in ex and abs(float(loss) - float(ex["ce"])) < 1e-6
+    assert not task(stage2_align=1.0, stage2_train="generator")[1].align
+
+    m, t = task(stage2_align=1.0)
+    batch = next(iter(t.train_batches(0, 0)))
+    assert np.array_equal(np.array(batch["positives"]), np.eye(8, dtype=bool))
+    loss, _, ex = m.stage_loss(batch)
+    assert abs(float(loss) - float(ex["ce"] + ex["align"])) < 1e-4
+    assert "compressor" in trained_parts(m, t)
+
+    def align(model, b):
+        return model.stage_loss(b)[2]["align"]
+
+    start = float(align(m, batch))
+    opt, step = optim.Adam(learning_rate=1e-3), nn.value_and_grad(m, align)
+    for _ in range(15):
+        _, g = step(m, batch)
+        opt.update(m, g)
+        mx.eval(m.parameters(), opt.state)
+    assert float(align(m, batch)) < 0.5 * start, (start, float(align(m, batch)))

@@ -93,6 +93,14 @@ class ClaraSettings:
         "help": "What stage 3 trains, comma-separated from query_reasoner, generator, memory "
                 "(the reference trains all three; the generator then learns, on the documents "
                 "a still-poor retriever picks, to ignore them: see bench/clara_stage3_study.py)."})
+    stage2_align: float = field(default=0.02, metadata={
+        "help": "Stage 2: weight of an in-batch retrieval loss (InfoNCE at tau) between the "
+                "compressor's vectors of each question and of its row's documents (0 = the "
+                "reference's stage 2). Stage 2 otherwise keeps in a document's vectors only what "
+                "its questions ask for, and the query reasoner (a copy of the compressor) no "
+                "longer finds the document by what the question names; too large a weight keeps "
+                "the generator from learning to read (0.03 on the tiny facts base: "
+                "bench/clara_stage3_study.py)."})
 
     @property
     def n_mem(self) -> int:
@@ -140,9 +148,9 @@ class ClaraSettings:
         if not parts or parts - {"query_reasoner", "generator", "memory"}:
             raise UsageError(f"stage3_train: {self.stage3_train!r} is not a comma-separated "
                              "list of query_reasoner, generator, memory")
-        if self.mse_weight < 0 or self.retrieval_weight < 0:
-            name = "mse_weight" if self.mse_weight < 0 else "retrieval_weight"
-            raise UsageError(f"{name}: {getattr(self, name)} must be >= 0")
+        for name in ("mse_weight", "retrieval_weight", "stage2_align"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name}: {getattr(self, name)} must be >= 0")
 
 
 def settings_of(obj) -> dict:

@@ -232,7 +232,15 @@ class ClaraModel(nn.Module):
         k = comp.shape[0] // batch["dec_ids"].shape[0]
         ce, n = self.decode_ce(batch, comp, k)
         loss = ce + cfg.mse_weight * mse if cfg.mse_weight else ce
-        return loss, n, {"ce": ce, "mse": mse}
+        ex = {"ce": ce, "mse": mse}
+        if "q_ids" in batch:  # stage 2's question/document alignment (config.stage2_align)
+            q, _ = self.compress(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"])
+            B, D = q.shape[0], comp.shape[0]
+            d = mx.broadcast_to(comp.reshape(1, D, -1), (B, D, comp[0].size))
+            ex["align"] = contrastive_retrieval_loss(cosine_scores(q.reshape(B, -1), d),
+                                                     batch["positives"], cfg.tau)
+            loss = loss + cfg.stage2_align * ex["align"]
+        return loss, n, ex
 
     def _stage3_loss(self, batch: dict):
         cfg = self.config

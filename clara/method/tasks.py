@@ -65,6 +65,10 @@ class ClaraStageTask:
         # stage 3 validates its start (stage 2's generator, the query reasoner as the compressor):
         # a stage 3 that helps nothing hands over that start as its best checkpoint
         self.validate_at_start = self.stage == "stage3" and bool(self._valid)
+        # stage 2 aligns each question's compressed vectors with its documents' (stage2_align)
+        # while the compressor trains
+        self.align = (self.stage == "stage2" and model.config.stage2_align > 0
+                      and "compressor" in model.config.trained_adapters())
         if self.stage == "stage3":
             # best/ by exact answers with the documents it picks plus recall@top_k (the start
             # wins ties); the other stages by validation loss
@@ -116,7 +120,14 @@ class ClaraStageTask:
         dec = m.decoder_batch([self._decoder_example(s, rng) for s in samples], k)
         if self.stage != "stage3":
             docs = [d for s in samples for d in s["docs"]]
-            return {**m.encoder_batch(docs), **dec}
+            out = {**m.encoder_batch(docs), **dec}
+            if self.align:  # each question's positives: its row's documents in the batch
+                pos = np.zeros((len(samples), len(docs)), dtype=np.bool_)
+                for b in range(len(samples)):
+                    pos[b, b * k:(b + 1) * k] = True
+                out.update(m.encoder_batch([s["question"] for s in samples], prefix="q"),
+                           positives=mx.array(pos))
+            return out
         N = len(samples[0]["docs"])
         pos = np.zeros((len(samples), N), dtype=np.bool_)
         for b, s in enumerate(samples):
@@ -187,13 +198,15 @@ class ClaraStageTask:
         the shard's share of that term's normaliser (summed over ranks: the global loss)."""
         _, n, ex = model.stage_loss(batch)
         share = {k: counts[k] / mx.maximum(totals[k], 1) for k in counts}
-        which = {"ce": "tokens", "mse": "rows", "retrieval": "positives"}
+        which = {"ce": "tokens", "mse": "rows", "retrieval": "positives", "align": "queries"}
         ex = {k: v * share[which.get(k, "queries")] for k, v in ex.items()}
         c = model.config
         if self.stage == "stage3":
             loss = ex["ce"] + (c.retrieval_weight * ex["retrieval"] if "retrieval" in ex else 0)
         else:
             loss = ex["ce"] + c.mse_weight * ex["mse"] if c.mse_weight else ex["ce"]
+            if "align" in ex:
+                loss = loss + c.stage2_align * ex["align"]
         return loss, n, ex
 
     def valid_batches(self):
