@@ -104,13 +104,15 @@ def test_answers_unseen_facts_from_their_compressed_form(trained):
 
 
 def test_stage3_keeps_the_answers_and_the_retrieval(trained):
-    """Stage 3 from stage 2 with the pipeline's defaults: the answers from the gold document and
-    from its own pick do not get worse, and neither does retrieval (the reference's stage 3
-    took EM from the gold document from 100 to 10 here, bench/clara_stage3_study.py). Stage 2
-    asks only "who", so its compressor keeps the name and drops what questions name (a probe:
-    who 100%, verb / thing / year at chance): no query reasoner can rank these documents, and
-    recall@1 stays near chance (0.25). Where the compressed vectors keep what questions ask,
-    stage 3 lifts recall: test_method_retrieval_quality.py."""
+    """Stage 3 from stage 2 with the pipeline's defaults: the query reasoner finds the gold
+    document of unseen facts far above chance, and stage 3 lowers neither that nor the answers
+    from the gold document or from its own pick (the reference's stage 3 took EM from the gold
+    document from 100 to 10 here, bench/clara_stage3_study.py). Asked only "who", stage 2 alone
+    lets the name dominate the compressed vectors and the query reasoner starts at chance
+    (0.21 of 4); its question/document alignment (stage2_align 0.02) keeps what questions name
+    in them, and the query reasoner starts where stage 3 has little left to lift (0.94 -> 0.93
+    of 4 in the study at this size). Stage 3's own lift, from a stage 2 without the alignment:
+    test_method_retrieval_quality.py."""
     rows = synthetic.stage3_rows(TEST, 4, seed=2)
     start = checkpoint.load(trained[2], stage="stage3")
     start.eval()
@@ -149,5 +151,6 @@ def test_stage3_keeps_the_answers_and_the_retrieval(trained):
           f"{gold1:.2f}")
     # 120 questions: a difference of 0.1 is about two standard deviations of the noise
     assert gold1 == gold0 >= 0.5  # the generator keeps what stage 2 taught it
-    assert own1 >= own0 - 0.1  # its own pick answers no worse
-    assert r1 >= r0 - 0.1  # and the query reasoner does not walk away from its start
+    assert r0 >= 0.25 + 0.45  # stage 2 left the query reasoner documents it can rank
+    assert r1 >= r0 - 0.05 and r1 >= 0.25 + 0.45  # stage 3 keeps it far above chance
+    assert own1 >= own0 - 0.05 and own1 >= 0.5  # and its own pick answers
