@@ -254,6 +254,8 @@ def component_peaks(task, model) -> dict:
     fpt = step_flops(model_cfg_of(task), batch, task_rank(task)) / task.batch_tokens(batch)
     shapes = {k: list(v.shape) for k, v in (batch.items() if isinstance(batch, dict)
                                             else zip(("tokens", "lengths"), batch))}
+    if os.environ.get("CLARA_BENCH_PEAKS") == "0":  # speed alone: no uncompiled passes first
+        return {"flops_per_token": fpt, "batch_shapes": shapes}
     mx.clear_cache()
     mx.reset_peak_memory()
     base = mx.get_active_memory()
@@ -356,6 +358,9 @@ def child(args) -> dict:
                   grad_clip=1.0, learning_rate=1e-4, seed=0)
     # variants: stage1+ckpt (gradient checkpointing), +chunk (chunked CE), +eager (no compile)
     kind, *opts = args.child.split("+")
+    for o in opts:  # +bN: batch N on the same model and rows (where the GPU, not the host, bounds)
+        if o[:1] == "b" and o[1:].isdigit():
+            s["batch_size"] = int(o[1:])
     common["grad_checkpoint"] = "ckpt" in opts
     common["compile"] = "eager" not in opts
     args.child = kind
@@ -509,7 +514,8 @@ def main(argv=None) -> int:
                         "checkpointing), +chunk / +nochunk (stage1: chunked CE on / off), +eager "
                         "(no mx.compile), +seq (no step look-ahead), +limX (MLX memory limit "
                         "X GB), +padX (CLaRa rows padded to a multiple of X), +dropX (CLaRa "
-                        "LoRA dropout X), e.g. stage1+nochunk+eager")
+                        "LoRA dropout X), +bN (batch N), e.g. stage1+nochunk+eager; CLARA_BENCH_PEAKS=0 "
+                        "skips the uncompiled per-component peaks")
     p.add_argument("--root", action="append", default=[],
                    help="also measure the clara of this checkout (e.g. an older one)")
     p.add_argument("--steps", type=int, default=10)
@@ -560,9 +566,12 @@ def main(argv=None) -> int:
             if "error" not in r:
                 shapes = r.get("batch_shapes") or next(
                     (x.get("batch_shapes") for x in rows if x["kind"] == "lora"), None)
-                r["estimate_bytes"] = estimate_for_bench(cfg, s, r["kind"], shapes,
+                sb = dict(s, batch_size=next((int(o[1:]) for o in r["kind"].split("+")[1:]
+                                              if o[:1] == "b" and o[1:].isdigit()),
+                                             s["batch_size"]))
+                r["estimate_bytes"] = estimate_for_bench(cfg, sb, r["kind"], shapes,
                                                          dropout=0.1 if "stage" in r["kind"] else 0)
-                r["estimate_parts"] = estimate_for_bench(cfg, s, r["kind"], shapes, parts=True,
+                r["estimate_parts"] = estimate_for_bench(cfg, sb, r["kind"], shapes, parts=True,
                                                          dropout=0.1 if "stage" in r["kind"] else 0)
     except ImportError:  # an older checkout measured alone
         pass

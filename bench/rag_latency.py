@@ -62,29 +62,45 @@ def measure(session, questions, hits, label) -> dict:
         rows.append({"prompt_tokens": r.prompt_tokens, "ttft": r.ttft, "latency": r.latency,
                      "generation_tokens": r.generation_tokens,
                      "generation_tps": r.generation_tps, "peak_memory": r.peak_memory})
+    return summarize(rows, label)
+
+
+def summarize(rows: list[dict], label: str) -> dict:
     out = {"mode": label, "questions": len(rows)}
     for k in rows[0]:
         out[k] = statistics.mean(r[k] for r in rows)
     out["decode_s_per_token"] = statistics.mean(
         (r["latency"] - r["ttft"]) / max(1, r["generation_tokens"] - 1) for r in rows)
+    out["per_prompt_tps"] = [round(r["generation_tps"], 1) for r in rows]
     return out
 
 
-def mlx_lm_decode(model: str, prompt_tokens: int, max_tokens: int) -> dict:
-    """mlx_lm.stream_generate's own decode rate on the same model and prompt length (greedy),
-    the reference for the chat engine's decode."""
+def mlx_lm_decode(model: str, prompts: list[list[int]], max_tokens: int,
+                  logit_bias: dict | None = None) -> dict:
+    """mlx_lm.stream_generate (greedy) on the very prompt token ids the chat engine was given,
+    in the same order, after the same warm-up (the first prompt once): the reference for the
+    chat engine's decode. On CUDA a prompt of a new length builds new kernels and graphs, so
+    one prompt repeated (what this compared with before) flatters the reference. With
+    `logit_bias` the engine's ban of the reasoning tokens is applied too (mlx-lm's own
+    processor), to tell its cost from the engine's."""
     from mlx_lm import load, stream_generate
+    from mlx_lm.sample_utils import make_logits_processors
 
     m, tok = load(model)
-    prompt = [(7 + 13 * i) % tok.vocab_size for i in range(max(1, prompt_tokens))]
-    rates = []
-    for _ in range(3):  # the first pays for compilation
-        last = None
-        for last in stream_generate(m, tok, prompt, max_tokens=max_tokens):
-            pass
-        rates.append({"generation_tps": last.generation_tps,
-                      "generation_tokens": last.generation_tokens})
-    return rates[-1]
+    procs = make_logits_processors(logit_bias=logit_bias) if logit_bias else None
+    rows = []
+    for i, ids in enumerate([prompts[0]] + prompts):
+        tic, ttft, last = time.perf_counter(), 0.0, None
+        for last in stream_generate(m, tok, ids, max_tokens=max_tokens,
+                                    logits_processors=procs):
+            ttft = ttft or time.perf_counter() - tic
+        if i:  # the first is the warm-up
+            rows.append({"prompt_tokens": last.prompt_tokens, "ttft": ttft,
+                         "latency": time.perf_counter() - tic,
+                         "generation_tokens": last.generation_tokens,
+                         "generation_tps": last.generation_tps,
+                         "peak_memory": last.peak_memory})
+    return summarize(rows, "mlx_lm.generate" + (" + ban" if logit_bias else ""))
 
 
 def main(argv=None) -> dict:
@@ -143,12 +159,22 @@ def main(argv=None) -> dict:
     a, b = modes
     ratios = {k: (a[k] / b[k] if b[k] else None)
               for k in ("prompt_tokens", "ttft", "latency", "decode_s_per_token")}
-    ref = mlx_lm_decode(model, int(a["prompt_tokens"]), args.max_tokens)
+    # the reference decodes the raw mode's prompts: the same token ids the engine was given
+    from clara.chat.engine import rag_prompt
+    from clara.chat.reasoning import ban_bias
+
+    prompts = [raw.prompt_ids(rag_prompt(q, [index.texts[i] for i in h]))
+               for q, h in zip(questions, hits)]
+    refs = [mlx_lm_decode(model, prompts, args.max_tokens)]
+    ban = ban_bias(raw.markers)
+    if ban:
+        refs.append(mlx_lm_decode(model, prompts, args.max_tokens, ban))
+    ref = refs[0]
     result = {"model": model, "clara": clara, "platform": describe(), "chunks": len(chunks),
               "top_k": args.top_k, "doc_tokens": args.doc_tokens,
               "compression_rate": args.compression_rate, "max_tokens": args.max_tokens,
               "compress_all_chunks_s": compress_s, "modes": modes,
-              "ratios_raw_over_clara": ratios, "mlx_lm_generate": ref,
+              "ratios_raw_over_clara": ratios, "mlx_lm_generate": ref, "references": refs,
               "decode_vs_mlx_lm": a["generation_tps"] / ref["generation_tps"]}
 
     cols = [("mode", "mode"), ("prompt_tokens", "prompt tok"), ("ttft", "ttft s"),
@@ -163,8 +189,13 @@ def main(argv=None) -> dict:
     print("raw / CLaRa: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items() if v))
     print(f"compressing all {len(chunks)} chunks once: {compress_s:.2f}s")
     print(f"decode: chat engine {a['generation_tps']:.1f} tok/s, mlx_lm.generate "
-          f"{ref['generation_tps']:.1f} tok/s on the same model and prompt length "
+          f"{ref['generation_tps']:.1f} tok/s on the same model and prompt token ids "
           f"({result['decode_vs_mlx_lm']:.2f}x)")
+    print(render_table([a] + refs, [("mode", "decode"), ("prompt_tokens", "prompt tok"),
+                                    ("ttft", "ttft s"), ("generation_tokens", "gen tok"),
+                                    ("generation_tps", "tok/s")]))
+    for r in [a] + refs:
+        print(f"  {r['mode']}: tok/s per prompt {r['per_prompt_tps']}")
     out = RESULTS / f"rag_latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"written to {out}")

@@ -5,7 +5,8 @@
 #   clara   bench/clara_throughput.py at 1.1B shapes (CLaRa stage 1 variants, LoRA, mlx-lm)
 #   lora    the same bench's LoRA trainer against mlx-lm's
 #   big     CLaRa stage 1 at Llama-3-8B shapes in 4 bits, batch 1: peak against --estimate
-#   tests   the method, engine, memory and chat tests in the platform's dtype (bfloat16)
+#   tests   the method, engine, memory and chat tests in the platform's dtype (bfloat16), one
+#           pytest per module (GPU_TESTS picks them; DEADLINE=epoch seconds stops in time)
 #   scale   bench/distributed_scaling.py on every GPU of the host (NCCL), 1B LoRA: 1 vs 2
 #           processes at global batch 8, 16 and 32, with the step look-ahead on and off
 #   pair    two independent 1-GPU runs at the same time, one per GPU, against one alone: is a
@@ -64,11 +65,20 @@ g = mx.grad(lambda x: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("warm
             ${BIG_ARGS:-} 2>&1 \
             | tee "$OUT/clara_8b.txt" ;;
       tests)
+        # one pytest per module, each with its own log and time limit, so that a module cut
+        # short leaves the others' results; DEADLINE (epoch seconds) ends the step in time
         step tests
-        timeout "${TEST_TIMEOUT:-300}" $PY -m pytest -q -p no:cacheprovider -rf \
-            ${GPU_TESTS:-tests/test_method_core.py tests/test_method_stages.py \
+        for t in ${GPU_TESTS:-tests/test_method_core.py tests/test_method_stages.py \
             tests/test_method_checkpoint.py tests/test_train.py tests/test_memory.py \
-            tests/test_chat.py} 2>&1 | tee "$OUT/tests.txt" ;;
+            tests/test_chat.py}; do
+          left=$(( ${DEADLINE:-$(( $(date +%s) + 3600 ))} - $(date +%s) ))
+          (( left < 20 )) && { echo "not run (time): $t" | tee -a "$OUT/steps.txt"; continue; }
+          limit=$(( left < ${TEST_TIMEOUT:-300} ? left : ${TEST_TIMEOUT:-300} ))
+          timeout "$limit" $PY -m pytest -q -p no:cacheprovider -rfs "$t" 2>&1 \
+              | tee "$OUT/tests-$(basename "$t" .py).txt"
+          echo "$t: $(tail -n 1 "$OUT/tests-$(basename "$t" .py).txt") (limit ${limit}s)" \
+              | tee -a "$OUT/steps.txt"
+        done ;;
       scale)
         step scale
         $PY bench/distributed_scaling.py $SCALE_MODEL --backend nccl \
