@@ -344,6 +344,10 @@ def engine_run(task, cfg, warmup: int) -> dict:
             **({"traces": eng.traces,
                 "host_ms_per_step": 1e3 * sorted(eng.host_times)[len(eng.host_times) // 2]}
                if hasattr(eng, "traces") else {}),  # (not in an older checkout)
+            # the median of each part of queuing a step (ms): batch, step call, async_eval, ...
+            **({"host_parts_ms": {k: 1e3 * sorted(p[k] for p in eng.host_parts)[
+                len(eng.host_parts) // 2] for k in eng.host_parts[0]}}
+               if getattr(eng, "host_parts", None) else {}),
             "losses": [r["train_loss"] for r in rows]}
 
 
@@ -597,6 +601,10 @@ def main(argv=None) -> int:
               f"{f('forward_peak_bytes'):>6} {f('forward_backward_peak_bytes'):>8} "
               f"{f('estimate_bytes'):>7} {r['first_step_s']:>6.1f} {r.get('traces', '-'):>6} "
               f"{host:>7}")
+    for r in rows:
+        if r.get("host_parts_ms"):
+            print(f"host ms, {r['kind']}: " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                     r["host_parts_ms"].items()))
     for r in rows:  # where a CLaRa step's memory goes (uncompiled, kept for the backward pass)
         k = r.get("kept_bytes")
         if k:
