@@ -9,7 +9,8 @@
 #           pytest per module (GPU_TESTS picks them; DEADLINE=epoch seconds stops in time)
 #   scale   bench/distributed_scaling.py on every GPU of the host (NCCL), 1B LoRA: 1 vs 2
 #           processes at global batch 8, 16 and 32, with the step look-ahead on and off
-#   pair    two independent 1-GPU runs at the same time, one per GPU, against one alone: is a
+#   pair    two independent 1-GPU runs (batch PAIR_BATCH, default 4; PAIR_PINNED=0: no pinned
+#           pair) at the same time, one per GPU, against one alone: is a
 #           rank's slow-down the host's (no communication at all) or the distributed step's?
 #   rag     bench/rag_latency.py at 1B shapes (5 documents x 256 tokens, CR 16) and chat
 #           decode against mlx_lm.generate
@@ -88,10 +89,11 @@ g = mx.grad(lambda x: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("warm
       pair)
         step pair
         one() { CUDA_VISIBLE_DEVICES=$1 $PY bench/distributed_scaling.py $SCALE_MODEL --iters \
-            "${SCALE_ITERS:-12}" --warmup "${SCALE_WARMUP:-4}" --cases 1:4 --out "/tmp/pair$2" \
+            "${SCALE_ITERS:-12}" --warmup "${SCALE_WARMUP:-4}" --cases 1:${PAIR_BATCH:-4} --out "/tmp/pair$2" \
             > "$OUT/pair$2.txt" 2>&1; }
         one 0 alone
         one 0 0 & one 1 1 & wait
+        [ "${PAIR_PINNED:-1}" = 0 ] && { tail -n 3 "$OUT"/pair*.txt | tee -a "$OUT/steps.txt"; continue; }
         cpus() { $PY -c "from clara.train.distributed import gpu_cpus as g; print(','.join(map(str, g($1))))"; }
         echo "GPU 0 CPUs $(cpus 0); GPU 1 CPUs $(cpus 1)" | tee -a "$OUT/steps.txt"
         taskset -c "$(cpus 0)" bash -c "$(declare -f one); PY=$PY SCALE_MODEL='$SCALE_MODEL' OUT=$OUT one 0 0pin" &

@@ -319,6 +319,10 @@ class Engine:
         finally:
             if before is not None:  # the process may train again (tests, the bench)
                 mx.set_memory_limit(before)
+            if os.environ.get("CLARA_HOST_PARTS") and self.host_parts:  # benchmarks: per rank
+                rank = self.dist.rank if self.dist else 0
+                io.write_json(Path(f"{os.environ['CLARA_HOST_PARTS']}.rank{rank}.json"),
+                              {"launch_s": self.host_times, "parts": self.host_parts})
 
     def _run(self, stop_requested, resume) -> EngineResult:
         cfg, task, model = self.cfg, self.task, self.task.model
