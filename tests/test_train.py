@@ -100,10 +100,17 @@ def test_sft_loss_falls_and_checkpoints_are_mlx_lm_adapters(workspace, tiny_mode
     assert state["step"] == 30 and len(state["rng"]) == 2
 
 
-def test_cpt_text_and_prompt_masking_counts(workspace, tiny_model_dir, data):
+def test_cpt_text_and_prompt_masking_counts(workspace, tiny_model_dir, data, monkeypatch,
+                                            tmp_path):
     run = start(workspace, tiny_model_dir, data.text, mode="cpt", iters=3, val_every=0)
     eng = engine_for(run)
+    monkeypatch.setenv("CLARA_HOST_PARTS", str(tmp_path / "host"))  # benchmarks' per-rank file
     assert eng.run().status == "completed"
+    # the host time of queuing each step, split into its parts, which never add up to more
+    parts = json.loads((tmp_path / "host.rank0.json").read_text())
+    assert len(parts["parts"]) == len(parts["launch_s"]) == 3
+    assert set(parts["parts"][0]) == {"batch", "step", "eval", "tokens", "dist"}
+    assert all(0 < sum(p.values()) <= t for p, t in zip(parts["parts"], parts["launch_s"]))
     sft = engine_for(start(workspace, tiny_model_dir, data.chat, iters=1))
     masked = next(iter(sft.task.valid_batches()))
     offsets, lengths = masked[1][:, 0], masked[1][:, 1]
