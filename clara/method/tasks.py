@@ -198,6 +198,8 @@ class ClaraStageTask:
         the shard's share of that term's normaliser (summed over ranks: the global loss)."""
         _, n, ex = model.stage_loss(batch)
         share = {k: counts[k] / mx.maximum(totals[k], 1) for k in counts}
+        # align: each rank's questions against its own shard's documents (fewer negatives than
+        # the global batch's in one process)
         which = {"ce": "tokens", "mse": "rows", "retrieval": "positives", "align": "queries"}
         ex = {k: v * share[which.get(k, "queries")] for k, v in ex.items()}
         c = model.config
