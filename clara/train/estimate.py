@@ -188,7 +188,7 @@ class Work:
     lora_dropout: float = 0.0  # > 0 keeps each adapted input's dropout mask (and, LoRA, copy)
     grad_checkpoint: bool = False
     chunked_ce: bool = False  # CLaRa's chunked_ce: one chunk of logits at a time
-    compiled: bool = True  # the engine's mx.compile'd step
+    compiled: bool = True  # the engine's mx.compile'd step (eager CUDA steps: not measured)
     dtype: str = "bfloat16"
     full: bool = False  # full fine-tuning of the adapted layers
     mlx_limit_bytes: int = 0  # MLX's memory limit the engine sets (0: none)
@@ -284,7 +284,8 @@ def logits_bytes(s: Shape, w: Work, rows: int, positions: int) -> int:
 
 
 def passes(w: Work) -> list[tuple[int, int]]:
-    """(rows, length) of each forward pass of a step: LoRA's one; CLaRa's encoder and decoder."""
+    """(rows, length) of each forward pass of a step: LoRA's one; CLaRa's encoder and decoder
+    (the encoder's activations stay alive until the decoder's backward reaches them)."""
     if w.kind == "lora":
         return [(w.batch_size, w.seq_len)]
     return [(w.enc_rows, w.enc_len), (w.batch_size, w.dec_len)]
