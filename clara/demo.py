@@ -162,7 +162,7 @@ def _brief_qa(ws: Workspace) -> None:
         "sources": [SAMPLE_QA.name], "note": "the golden pairs, answered by their keywords"})
 
 
-def _sft_dataset(ws: Workspace, cfg: DemoConfig) -> None:
+def _sft_dataset(ws: Workspace, cfg: DemoConfig, name: str = "handbook-sft") -> None:
     """handbook-sft: every pair of handbook-qa closed-book (the question alone, answer-only
     loss), the golden pairs `golden_repeat` times, plus thinned wordings of the short
     questions; optionally each pair again with the handbook chunks BM25 finds for it, in the
@@ -200,7 +200,7 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig) -> None:
                                item.answer, origin="rag")] * cfg.rag_repeat
     rng.shuffle(train)
     valid = rng.sample(closed, min(16, len(closed)))
-    write_dataset(ws, "handbook-sft", "sft", {"train": train, "valid": valid}, {
+    write_dataset(ws, name, "sft", {"train": train, "valid": valid}, {
         "format": "chat", "sources": ["handbook-qa"], "seed": 0,
         "parameters": {"golden_repeat": cfg.golden_repeat,
                        "question_variants": cfg.question_variants,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,27 @@ from conftest import REPO
 # the CLaRa, eval and HRM steps run in the one full build below.
 SMALL = DemoConfig(qa_per_chunk=2, sft_iters=3, sft_batch_size=4, clara=False, evaluate=False,
                    hrm=False)
+
+
+def _words(question: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", question.lower()))
+
+
+def test_the_paraphrased_set_asks_trained_facts_in_other_words():
+    """The split stays honest: every evaluation question's keywords are in some golden training
+    answer (a closed-book adapter can know them), and no evaluation question is a training
+    question, normalised or with a word or two swapped (under 60 % of words shared)."""
+    from clara.demo import EVAL_QA, SAMPLE_QA
+
+    train, evals = io.read_jsonl(SAMPLE_QA), io.read_jsonl(EVAL_QA)
+    answers = [r["answer"].lower() for r in train]
+    for e in evals:
+        assert any(all(k.lower() in a for k in e["keywords"]) for a in answers), e["id"]
+        mine = _words(e["question"])
+        for t in train:
+            theirs = _words(t["question"])
+            overlap = len(mine & theirs) / len(mine | theirs)
+            assert overlap < 0.6, (e["id"], t["question"], round(overlap, 2))
 
 
 def _builder(root: Path, cfg: DemoConfig) -> subprocess.Popen:
