@@ -165,21 +165,24 @@ def test_demo_builds_every_part_then_is_left_alone(demo_build):
 
     sources = list(ws.sources_dir.iterdir())
     assert len(sources) == 1 and (sources[0] / "pages.jsonl").is_file()
-    for name in ("handbook-qa", "handbook-qa-brief", "handbook-cpt", "handbook-sft",
+    for name in ("handbook-qa", "handbook-cpt", "handbook-sft",
                  "handbook-stage1", "handbook-stage2", "handbook-stage3"):
         assert (ws.datasets_dir / name / "train.jsonl").is_file(), name
     qa = io.read_toml(ws.datasets_dir / "handbook-qa" / "dataset.toml")
-    assert qa["generator"] == "rules" and qa["report"]["golden"] == 70
+    assert qa["generator"] == "rules" and qa["report"]["golden"] == 113
     assert (ws.models_dir / "reader" / "model.safetensors").is_file()
+    # CLaRa's base: the reader with the SFT run fused in
+    assert (ws.models_dir / "reader-handbook" / "model.safetensors").is_file()
+    assert Run(ws.runs_dir / "demo-clara-stage2").config()["resolved"]["model"].endswith(
+        "reader-handbook")
     for run_id in ("demo-handbook-sft", "demo-clara-stage1", "demo-clara-stage2",
                    "demo-clara-stage3"):
         assert Run(ws.runs_dir / run_id).status()["status"] == "completed", run_id
     assert Run(ws.runs_dir / "demo-handbook-sft").config()["resolved"]["model"].endswith("reader")
     figs = figures(ws)
     assert set(figs) == {"demo-trained", "demo-paraphrased"}
-    assert {"closed", "closed=demo-handbook-sft", "rag=demo-handbook-sft",
-            "clara=demo-clara-stage2", "clara-retrieval=demo-clara-stage3"} <= set(
-        figs["demo-trained"])
+    assert {"closed", "closed=demo-handbook-sft", "rag", "clara=demo-clara-stage2",
+            "clara-retrieval=demo-clara-stage3"} <= set(figs["demo-trained"])
     assert "| closed=demo-handbook-sft |" in (ws.path / "report.md").read_text()
     doc = read_progress(ws)
     assert doc["state"] == "done" and "chat: demo-handbook-sft" in doc["ready"]
