@@ -437,9 +437,10 @@ def report_markdown(ws: Workspace) -> str:
         lines.append(f"| {c} | {pct(t.get('keyword'))} | {pct(t.get('em'))} | "
                      f"{pct(p.get('keyword'))} | {pct(p.get('em'))} | {pct(rec)} |")
     lines += ["", "Trained questions: data/sample_qa.jsonl (in the SFT and CLaRa training data). "
-              "Paraphrased: data/eval_questions.jsonl (worded differently, some about facts "
-              "only the generated pairs cover). `clara eval show demo-trained --answers` lists "
-              "every answer.", ""]
+              "Paraphrased: data/eval_questions.jsonl (the same facts, asked in other words). "
+              "CLaRa's rows use its own base, the reader with the SFT run fused in "
+              "(reader-handbook): its answers reflect what that base knows. `clara eval show "
+              "demo-trained --answers` lists every answer (demo-trained-clara: CLaRa's).", ""]
     return "\n".join(lines)
 
 

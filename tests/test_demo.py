@@ -203,30 +203,32 @@ def _fig(ws, data: str, config: str, metric: str) -> float:
 
 @pytest.mark.slow
 def test_demo_before_and_after(built_demo):
-    """The figures measured when this was written (report.md of a default build), with margins:
-    the base answers nothing (0 % keyword match, closed-book and with 2 BM25 chunks); the SFT
-    run closed-book 87.9 % on the questions it trained on and 4.8 % on the paraphrased ones;
-    BM25 finds the gold chunk in its top 2 for 81 %; CLaRa stage 3's own retrieval 8.6 %, three
-    times chance (2 of 73 chunks). CLaRa's answers (0 %) and the paraphrased questions are the open
-    part of issue 15: the reader cannot read the handbook's prose."""
+    """The figures of a default build (report.md, 2026-11-30), with margins; each bound fails on
+    the demo before the golden pairs covered the paraphrased set and CLaRa got the fused base
+    (trained 87.9 %, paraphrased 4.8 %, CLaRa 0 % and 0 %). Measured: the base 0 % closed-book
+    and with 2 BM25 chunks; the SFT run 100 % on the 113 questions it trained on and 26.2 % on
+    the 21 paraphrased ones; CLaRa stage 2 from BM25's top-2 compressed chunks 90.7 % and
+    21.4 %; BM25's top 2 hold the gold chunk for 79 %; stage 3's own retrieval 4.4 % (chance
+    2 of 73 chunks, 2.7 %; 13.3 % in another run of the same recipe)."""
     from clara.evaluation.rag import ChunkIndex
 
     ws = built_demo
     print((ws.path / "report.md").read_text())
     trained, para = "demo-trained", "demo-paraphrased"
-    sft = "demo-handbook-sft"
+    sft, clara = "closed=demo-handbook-sft", "clara=demo-clara-stage2"
     # the base knows nothing about the handbook, and cannot read it
     for data in (trained, para):
         assert _fig(ws, data, "closed", "keyword") <= 0.05
         assert _fig(ws, data, "rag", "keyword") <= 0.05
-    # the fine-tuned reader answers the questions it trained on
-    assert _fig(ws, trained, f"closed={sft}", "keyword") >= 0.80
-    assert _fig(ws, trained, f"closed={sft}", "em") >= 0.75
-    assert _fig(ws, para, f"closed={sft}", "keyword") >= _fig(ws, para, "closed", "keyword")
     assert _fig(ws, para, "rag", "recall") >= 0.7  # BM25 top 2 holds the gold chunk
-    # CLaRa's figures are computed for both stages, and stage 3 retrieves above chance
-    for config in ("clara=demo-clara-stage2", "clara=demo-clara-stage3"):
-        assert 0 <= _fig(ws, trained, config, "keyword") <= 1
+    # the fine-tuned reader answers the questions it trained on, and some asked otherwise
+    assert _fig(ws, trained, sft, "keyword") >= 0.9
+    assert _fig(ws, trained, sft, "em") >= 0.85
+    assert _fig(ws, para, sft, "keyword") >= 0.15
+    # CLaRa answers from the compressed chunks, far above the base closed-book
+    assert _fig(ws, trained, clara, "keyword") >= 0.7
+    assert _fig(ws, para, clara, "keyword") >= 0.1
+    assert _fig(ws, trained, "clara-retrieval=demo-clara-stage3", "keyword") >= 0.5
     chance = 2 / len(ChunkIndex.from_workspace(ws, 32, 0).chunks)
     assert _fig(ws, trained, "clara-retrieval=demo-clara-stage3", "recall") > chance
 
