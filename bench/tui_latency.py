@@ -323,11 +323,14 @@ def serve(root: Path, log: Path, profile: Path | None) -> None:
     def write_frames(self):  # Textual's WriterThread.run, noting when a frame has been written
         write, flush, get, qsize = self._file.write, self._file.flush, self._queue.get, \
             self._queue.qsize
+        size = 0  # characters written since the last flush: what the terminal has to read
         while (text := get()) is not None:
             write(text)
+            size += len(text)
             if qsize() == 0:
                 flush()
-                stamp("written -")
+                stamp(f"written {size}")
+                size = 0
         flush()
 
     def start(*_):
@@ -427,8 +430,10 @@ def split(keys: list[tuple[float, float]], log: Path) -> dict:
     for line in log.read_text().splitlines():
         parts = line.split()
         if len(parts) == 5 and parts[0] in notes:
-            notes[parts[0]].append(tuple(map(float, parts[2:])))
-    out = {"delivered_s": [], "app_s": [], "cpu_s": [], "runq_s": [], "write_s": []}
+            size = float(parts[1]) if parts[1].isdigit() else 0.0
+            notes[parts[0]].append((*map(float, parts[2:]), size))
+    out = {"delivered_s": [], "app_s": [], "cpu_s": [], "runq_s": [], "write_s": [],
+           "chars": []}
     for sent, seen in keys:
         took = next((k for k in notes["key"] if k[0] >= sent), None)
         written = max((w for w in notes["written"] if w[0] <= seen), default=None)
@@ -448,6 +453,8 @@ def split(keys: list[tuple[float, float]], log: Path) -> dict:
         out["cpu_s"].append(paint[1] - took[1])
         out["runq_s"].append(paint[2] - took[2])
         out["write_s"].append(written[0] - paint[0])  # the frame handed on -> written to the pty
+        # the characters written to the terminal from taking the key up to that frame
+        out["chars"].append(sum(w[3] for w in notes["written"] if took[0] < w[0] <= written[0]))
     return out
 
 
@@ -476,7 +483,8 @@ def slow_keys(keys: list[tuple[float, float]], names: list[str], log: Path,
         ran = [f"{w}:{1000 * cpu:.0f}" if w != "gc2" else f"gc2:{1000 * (b - a):.0f}"
                for w, a, b, cpu in spans if a < seen and b > sent]
         out.append({"key": name, "ms": round(1000 * (seen - sent), 1), "workers": ran,
-                    **{k.removesuffix("_s"): None if v[i] is None else round(1000 * v[i], 1)
+                    **{k.removesuffix("_s"): None if v[i] is None else
+                       round(1000 * v[i] if k.endswith("_s") else v[i], 1)
                        for k, v in parts.items()}})
     return out
 
@@ -551,13 +559,14 @@ def phase(client: Tmux, log: Path, pid: int, switches: int, typed: int, bursts: 
             "burst_app_cpu_s": burst_cpu / max(1, len(burst))}
 
 
-def stats(values: list[float]) -> dict:
-    """Milliseconds: the median, the 90th and 99th percentiles and the largest."""
+def stats(values: list[float], scale: float = 1000) -> dict:
+    """The median, the 90th and 99th percentiles and the largest, times `scale` (seconds ->
+    milliseconds)."""
     values = [v for v in values if v is not None]
     vals = sorted(values) or [float("nan")]
     p = lambda q: vals[min(len(vals) - 1, int(round(q * (len(vals) - 1))))]  # noqa: E731
-    return {"n": len(values), "median": 1000 * statistics.median(vals), "p90": 1000 * p(0.9),
-            "p99": 1000 * p(0.99), "max": 1000 * vals[-1]}
+    return {"n": len(values), "median": scale * statistics.median(vals), "p90": scale * p(0.9),
+            "p99": scale * p(0.99), "max": scale * vals[-1]}
 
 
 def quit_time(client: Tmux, marker: Path) -> float:
@@ -581,14 +590,15 @@ WHAT = ("switch", "typing", "burst")  # a mode key; a character; ten characters 
 COLUMNS = (("seen", "median", "median"), ("seen", "p90", "p90"), ("seen", "p99", "p99"),
            ("seen", "max", "max"), ("app", "app", "median"), ("app", "app p99", "p99"),
            ("delivered", "tmux", "median"), ("cpu", "cpu", "median"),
-           ("runq", "runq", "median"))
+           ("runq", "runq", "median"), ("chars", "kchars", "median"))
 
 
 def table(result: dict) -> str:
     """The figures as printed, in milliseconds: median..max are key sent -> effect seen on
     screen (what a user waits); `app` is the event loop taking the key -> the frame written;
-    `tmux` is sending -> the event loop taking it; `cpu` the event loop's CPU time per key
-    (medians unless named)."""
+    `tmux` is sending -> the event loop taking it; `cpu` the event loop's CPU time per key;
+    `kchars` the thousands of characters written to the terminal meanwhile (medians unless
+    named)."""
     lines = [f"{'phase (ms)':<18} {'what':<6} {'n':>3} "
              + " ".join(f"{h:>7}" for _, h, _ in COLUMNS)]
     for name, ph in result["phases"].items():
@@ -600,7 +610,8 @@ def table(result: dict) -> str:
     lines.append(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s")
     for name, ph in result["phases"].items():  # which switches were slow, and what ran then
         for slow in ph["raw"].get("slow_switches", []):
-            split_ = " ".join(f"{k} {slow.get(k)}" for k in ("app", "cpu", "runq", "write"))
+            split_ = " ".join(f"{k} {slow.get(k)}" for k in ("app", "cpu", "runq", "write",
+                                                              "chars"))
             lines.append(f"  slow switch, {name}: {slow['key']} {slow['ms']:.0f} ms ({split_}); "
                          f"workers (CPU ms): {' '.join(slow['workers']) or '-'}")
     return "\n".join(lines)
@@ -652,7 +663,8 @@ def main(argv=None) -> int:
                         stop_training(*training)
                 result["phases"][name] = {
                     what: {"seen": stats(raw[what]),
-                           **{k.removesuffix("_s"): stats(v)
+                           **{k.removesuffix("_s"): stats(v, 1000 if k.endswith("_s")
+                                                           else 0.001)  # chars -> thousands
                               for k, v in raw[f"{what}_split"].items()},
                            "app_cpu_per_key_ms": 1000 * raw[f"{what}_app_cpu_s"]}
                     for what in WHAT} | {"raw": raw}

@@ -304,3 +304,63 @@ def test_run_app_is_what_the_cli_calls():
     from tui.app import run_app
 
     assert list(inspect.signature(run_app).parameters) == ["root", "workspace"]
+
+
+def test_a_full_frame_writes_only_the_cells_that_changed():
+    """A mode switch repaints the whole screen: only the cells that differ from what the
+    terminal shows are written (a partial update in between is noted), and a terminal that
+    applies the writes shows every frame exactly."""
+    import re
+
+    from rich.console import Console
+    from rich.segment import Segment
+    from rich.style import Style
+    from textual._compositor import ChopsUpdate, LayoutUpdate
+    from textual.geometry import Region
+    from textual.strip import Strip
+
+    from tui.frames import ShownCells
+
+    console = Console(color_system="truecolor", force_terminal=True)
+    width, height = 20, 3
+    grey, bold = Style(bgcolor="#202020"), Style(bold=True, color="#ff8800")
+
+    def frame(rows: list[str]) -> LayoutUpdate:  # the first 5 cells of each row in bold
+        return LayoutUpdate([[Strip([Segment(r[:5], bold), Segment(r[5:], grey)])]
+                             for r in rows], Region(0, 0, width, height))
+
+    screen = [[" "] * width for _ in range(height)]
+
+    def apply(text: str) -> None:  # a terminal: cursor moves and text, colours ignored
+        y = x = 0
+        for move, chars in re.findall(r"\x1b\[(\d+;\d+)H|((?:[^\x1b]|\x1b\[[\d;]*m)+)", text):
+            if move:
+                y, x = (int(v) - 1 for v in move.split(";"))
+            for ch in re.sub(r"\x1b\[[\d;]*m", "", chars):
+                screen[y][x] = ch
+                x += 1
+
+    def shown() -> list[str]:
+        return ["".join(row) for row in screen]
+
+    cells = ShownCells()
+    first = ["clara  Data".ljust(width), "F2 a F3 b F4 c".ljust(width), "^q quit".ljust(width)]
+    out = cells.update(frame(first), console).render_segments(console)
+    apply(out)
+    assert shown() == first
+    # a partial update (a character typed on row 1), then a switch that repaints everything
+    chops = ChopsUpdate([{}, {0: Strip([Segment("F2 X", bold)])}, {}], [(1, 0, 4)],
+                        [[], [width], []])
+    apply(chops.render_segments(console))
+    assert cells.update(chops, console) is chops
+    second = ["clara  Train".ljust(width), first[1], first[2]]
+    out = cells.update(frame(second), console).render_segments(console)
+    apply(out)
+    assert shown() == second
+    plain = re.sub(r"\x1b\[[\d;]*[mH]", "", out)
+    assert plain == "Train" + "a", plain  # the title's changed cells; the typed X put back
+    # the same frame again writes nothing; a resize forgets what the terminal shows
+    assert cells.update(frame(second), console).render_segments(console) == ""
+    cells.forget()
+    assert re.sub(r"\x1b\[[\d;]*[mH]", "", cells.update(frame(second), console)
+                  .render_segments(console)) == "".join(second)

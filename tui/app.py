@@ -29,6 +29,7 @@ from textual.worker import WorkerFailed
 
 from clara.errors import UserError
 from clara.workspace import Workspace, list_workspaces
+from tui.frames import ShownCells
 from tui.modes import MODES as MODE_LIST
 from tui.recent import load_recent, remember
 from tui.screens.help import HelpScreen
@@ -145,6 +146,7 @@ class WorkbenchApp(App):
         self._keys: deque = deque()  # typed ahead, not yet handed on (see on_event)
         self._key_turn = 0  # which handed-on key the app waits for; 0: none
         self._typing_into = None  # the text field the key in flight types into, if it does
+        self._shown_cells = ShownCells()  # what the terminal shows (see _display)
 
     # -- type-ahead ---------------------------------------------------------------------------
     async def on_event(self, event: events.Event) -> None:
@@ -154,6 +156,8 @@ class WorkbenchApp(App):
         that builds its screen) reached the old focus, or nothing, and were lost. Characters
         typed into a text field go on at once, behind one another: waiting a frame for each
         made fast typing lag behind (a layout and a paint per key instead of one a burst)."""
+        if isinstance(event, events.Resize):
+            self._shown_cells.forget()  # the terminal cut or moved what it showed
         if isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded:
             self._last_key_at = time.monotonic()
             if isinstance(event, events.Key) and event.key in self._QUIT_KEYS:
@@ -261,6 +265,7 @@ class WorkbenchApp(App):
         if self._fixed_platform is None or self._prebuild_on:
             self._warm_modes()
         self.call_after_refresh(self.freeze_heap)
+        self.app_resume_signal.subscribe(self, lambda _: self._shown_cells.forget())
         if not self.is_headless:
             self.set_interval(1.0, self._collect_when_idle)
 
@@ -334,6 +339,15 @@ class WorkbenchApp(App):
             # lay it out too: a first layout of a form screen (Train's hundreds of fields)
             # held its first visit for 2.5 s at load 10
             screen._refresh_layout(self.size)
+
+    def _display(self, screen: Screen, renderable) -> None:
+        """A full frame writes only the cells that changed (see tui/frames.py): a mode switch
+        wrote the whole screen, and a slow terminal took up to 0.5 s to read it."""
+        if renderable is not None and not self._batch_count and self._running \
+                and not self._closed and not self.is_headless and self._driver is not None \
+                and not self._driver.is_inline:  # a frame that App._display writes
+            renderable = self._shown_cells.update(renderable, self.console)
+        super()._display(screen, renderable)
 
     _mask_switch = True
 
