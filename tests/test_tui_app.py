@@ -95,12 +95,30 @@ def test_keys_typed_ahead_land_where_the_keys_before_them_sent_the_focus(workspa
 
 def test_mode_screens_are_built_in_the_background_and_shown_as_built(workspace):
     """After the first screen is shown, the other modes' screens are built one by one (their
-    first visit then costs no compose); switching shows the very screen built."""
+    first visit then costs no compose); switching shows the very screen built. A mode not
+    built yet shows a placeholder at once, and the keys typed meanwhile reach its screen."""
+    from textual.widgets import Input
+
+    from tui.screens.base import LoadingScreen
+    from tui.screens.data import DataScreen
+
     async def go():
         app = make_app(workspace.root, prebuild=True)
         app.PREBUILD_PAUSE_S = 0.0
+        app.PREBUILD_IDLE_S = 1e9  # nothing built in the background yet
         async with app.run_test(size=(100, 30)) as pilot:
-            others = set(app.PREBUILD_ORDER) - {"workspaces"}
+            shown = []
+            app.screen_change_signal.subscribe(app, lambda s: shown.append(type(s)))
+            await pilot.press("f3", "ctrl+n", "a", "b", "c")  # Data, a new dataset, its name
+            assert shown[0] is LoadingScreen
+            await wait_for(pilot, lambda: isinstance(app.screen, DataScreen), timeout=60,
+                           what="the Data screen in place of its placeholder")
+            data = app.screen
+            await wait_for(pilot, lambda: data.query_one("#build-name", Input).value == "abc",
+                           what="the keys typed meanwhile in the name field")
+            await pilot.press("f2")
+            app.PREBUILD_IDLE_S = 0.0
+            others = set(app.PREBUILD_ORDER) - {"workspaces", "data"}
             await wait_for(pilot, lambda: set(app._prebuilt) == others and all(
                 s.is_mounted for s in app._prebuilt.values()), timeout=120,
                 what="the screens built in the background")
@@ -111,10 +129,12 @@ def test_mode_screens_are_built_in_the_background_and_shown_as_built(workspace):
             await wait_for(pilot, lambda: built["train"].query_one("#launch").region,
                            what="Train laid out in the background")
             assert all(s.has_class("-narrow") for s in built.values())
-            await pilot.press("f3")
+            await pilot.press("f4")
             await settle(pilot)
-            assert app.screen is built["data"] and "data" not in app._prebuilt
-            assert app.screen.query_one("#import-path")  # composed, mounted, filled
+            assert app.screen is built["train"] and "train" not in app._prebuilt
+            assert app.screen.query_one("#launch")  # composed, mounted, filled
+            await pilot.press("f3")
+            assert app.screen is data
             await pilot.press("f5")
             await settle(pilot)
             assert app.screen is built["runs"]
@@ -239,7 +259,8 @@ def test_worker_failure_opens_a_dialog_and_the_app_keeps_running(workspace):
                 raise UserError("data/x.jsonl:3: text: missing")
 
             screen.run_worker(fail, thread=True, exit_on_error=False)
-            await wait_for(pilot, lambda: app.errors, what="the error dialog")
+            await wait_for(pilot, lambda: app.errors and app.screen.query("#error-message"),
+                           what="the error dialog")  # pushed, then composed
             assert app.errors == ["data/x.jsonl:3: text: missing"]
             assert type(app.screen).__name__ == "ErrorDialog"
             assert "data/x.jsonl:3: text: missing" in str(

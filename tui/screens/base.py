@@ -183,3 +183,24 @@ class ModeScreen(Screen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:
             self.app.show_error(event.worker.error)
+
+
+class LoadingScreen(ModeScreen):
+    """What a mode shows for the moment its screen is still being built (in the background,
+    see WorkbenchApp._build_mode): the header, the mode bar and one line, at once. The app
+    swaps the built screen in when it is ready, and holds the keys typed meanwhile (other
+    than mode keys) for it."""
+
+    DEFAULT_CSS = """
+    LoadingScreen .loading { padding: 1 2; color: $text-muted; }
+    """
+
+    def __init__(self, mode_name: str, title: str) -> None:
+        super().__init__()
+        self.mode_name = mode_name
+        self.title = title
+
+    def compose_body(self) -> ComposeResult:
+        from textual.widgets import Static
+
+        yield Static(f"Opening {self.title} …", classes="loading")
