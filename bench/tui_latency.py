@@ -608,6 +608,10 @@ def table(result: dict) -> str:
             lines.append(f"{name:<18} {what:<6} {s['seen']['n']:>3} "
                          + " ".join(f"{c:>7.1f}" for c in cells))
     lines.append(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s")
+    first = result.get("first_visits_ms")
+    if first:  # each mode's first visit, the keys sent from 2 s after the app's first frame
+        lines.append("first visits after the start (ms): "
+                     + " ".join(f"{name} {ms:.0f}" for name, ms in first.items()))
     for name, ph in result["phases"].items():  # which switches were slow, and what ran then
         for slow in ph["raw"].get("slow_switches", []):
             split_ = " ".join(f"{k} {slow.get(k)}" for k in ("app", "cpu", "runq", "write",
@@ -661,6 +665,10 @@ def main(argv=None) -> int:
                 finally:
                     if training:
                         stop_training(*training)
+                if not result["phases"]:  # the app's first phase: each mode's first visit
+                    result["first_visits_ms"] = {
+                        MODES[i % len(MODES)][1]: 1000 * ms
+                        for i, ms in enumerate(raw["switch"][:len(MODES)])}
                 result["phases"][name] = {
                     what: {"seen": stats(raw[what]),
                            **{k.removesuffix("_s"): stats(v, 1000 if k.endswith("_s")

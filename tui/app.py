@@ -386,6 +386,15 @@ class WorkbenchApp(App):
             screen.post_message(events.ScreenResume())
         await placeholder.remove()
 
+    def _display(self, screen: Screen, renderable) -> None:
+        """A frame writes only the cells that changed (see tui/frames.py): a mode switch wrote
+        the whole screen, and a slow terminal took up to 0.5 s to read it."""
+        if renderable is not None and not self._batch_count and self._running \
+                and not self._closed and not self.is_headless and self._driver is not None \
+                and not self._driver.is_inline:  # a frame that App._display writes
+            renderable = self._shown_cells.update(renderable, self.console)
+        super()._display(screen, renderable)
+
     _mask_switch = True
 
     def switch_mode(self, mode: str):

@@ -6,7 +6,8 @@ The terminal (tmux here) has to read and parse all of it before the frame shows;
 machine that took up to 0.5 s of a switch. Most cells are the same from one screen to the next
 (the header, the mode bar, the footer, backgrounds and borders), so the app keeps what the
 terminal shows, cell by cell, and a full frame writes only the runs of cells that changed, as
-curses does. Partial updates are written as Textual makes them and noted in the same grid.
+curses does; a partial update likewise (showing a screen built before is one of nearly the
+whole screen).
 """
 
 from __future__ import annotations
@@ -61,33 +62,41 @@ class ShownCells:
         self.rows, self.size = [], None
 
     def update(self, renderable, console):
-        """`renderable` as it should go to the terminal: a full frame cut to its changed cells;
-        a partial update as it is, noted."""
-        if isinstance(renderable, ChopsUpdate):
-            self._note_chops(renderable)
+        """`renderable` as it should go to the terminal: the cells it would write that differ
+        from those shown. A full frame (LayoutUpdate) or a partial one (ChopsUpdate: Textual
+        makes one of nearly the whole screen when it shows a screen built before)."""
+        if isinstance(renderable, LayoutUpdate):
+            region = renderable.region
+            if (region.x, region.y) != (0, 0):
+                self.forget()
+                return renderable
+            if self.size != (region.width, region.height):
+                self.size = (region.width, region.height)
+                self.rows = [None] * region.height
+            pieces = ((y, 0, line) for y, line in enumerate(renderable.strips))
+        elif isinstance(renderable, ChopsUpdate) and self.size is not None:
+            pieces = self._chops(renderable)
+        else:
             return renderable
-        if not isinstance(renderable, LayoutUpdate):
-            return renderable
-        region = renderable.region
-        if (region.x, region.y) != (0, 0):
-            self.forget()
-            return renderable
-        if self.size != (region.width, region.height):
-            self.size = (region.width, region.height)
-            self.rows = [None] * region.height
         color_system = console._color_system or ColorSystem.TRUECOLOR
         render = Strip.render_style
         move_to = Control.move_to
         out: list[str] = []
-        for y, line in enumerate(renderable.strips):
-            new, old = _cells(line), self.rows[y]
-            self.rows[y] = new
-            if new is None or old is None or len(new) != len(old):
-                out.append(move_to(0, y).segment.text)
-                out.extend(strip.render(console) for strip in line)
+        rows = self.rows
+        for y, x, strips in pieces:
+            new = _cells(strips)
+            row = rows[y] if 0 <= y < len(rows) else None
+            if new is None or row is None or x + len(new) > len(row):
+                out.append(move_to(x, y).segment.text)
+                out.extend(strip.render(console) for strip in strips)
+                if 0 <= y < len(rows):  # known again only when written whole
+                    rows[y] = new if x == 0 and new is not None \
+                        and len(new) == self.size[0] else None
                 continue
+            old = row[x:x + len(new)]
             if new == old:
                 continue
+            row[x:x + len(new)] = new
             i, n = 0, len(new)
             while i < n:
                 if new[i] == old[i]:
@@ -98,27 +107,21 @@ class ShownCells:
                     if new[j] != old[j]:
                         end = j + 1
                     j += 1
-                out.append(move_to(i, y).segment.text)
+                out.append(move_to(x + i, y).segment.text)
                 for style, run in groupby(new[i:end], key=lambda cell: cell[1]):
                     text = "".join(ch for ch, _ in run)
                     out.append(text if style is None else render(style, text, color_system))
                 i = end
         return _Cells("".join(out))
 
-    def _note_chops(self, update: ChopsUpdate) -> None:
-        """Note what a partial update writes, as ChopsUpdate.render_segments writes it."""
-        rows = self.rows
+    @staticmethod
+    def _chops(update: ChopsUpdate):
+        """(y, x, [strip]) of each piece a partial update writes, as its render_segments
+        writes them."""
         for y, x1, x2 in update.spans:
-            if not 0 <= y < len(rows) or rows[y] is None:
-                continue
-            row = rows[y]
             for end, (x, strip) in zip(update.chop_ends[y], update.chops[y].items()):
                 if strip is None or x > x2 or end <= x1:
                     continue
                 if not (x2 > x >= x1 and end <= x2):
                     strip = strip.crop(0, min(end, x2) - x)
-                cells = _cells([strip])
-                if cells is None or x + len(cells) > len(row):
-                    rows[y] = None
-                    break
-                row[x:x + len(cells)] = cells
+                yield y, x, [strip]
