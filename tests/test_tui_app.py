@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Tabs
 
 from clara.errors import UserError
 from clara.workspace import Workspace
@@ -32,6 +32,11 @@ def test_modes_switch_by_keys_and_header_shows_workspace_and_platform(workspace)
                 await pilot.press(key)
                 await settle(pilot)
                 assert app.current_mode == mode, key
+                # a field has the focus, never the tab bar (letters typed there were lost)
+                assert not isinstance(app.focused, Tabs), mode
+                assert app.focused is not None or key == "escape", mode
+                if mode == "data" and key == "f3" and mode not in seen:
+                    assert app.focused.id == "import-path"
                 seen.add(mode)
                 # Tab goes from field to field: a scrolling panel of fields is no stop of its own
                 stops = [w.id for w in app.screen.focus_chain if isinstance(w, VerticalScroll)

@@ -31,6 +31,26 @@ class ModeScreen(Screen):
         Binding("ctrl+y", "previous_tab", "Previous tab", show=False),
     ]
 
+    # Textual's auto focus took the first focusable widget: the tab bar on Data, Train and
+    # Eval, where the letters a user types at once (a path, a name) were lost. See _auto_focus.
+    AUTO_FOCUS = ""
+
+    def _auto_focus(self) -> None:
+        """Focus the screen's first field, skipping tab bars and the hidden tabs' fields, when
+        nothing has the focus (a screen that names its own AUTO_FOCUS keeps it)."""
+        if self.focused is not None or type(self).AUTO_FOCUS:
+            return
+        from textual.widgets import Tabs
+
+        tabs = self.main_tabs()
+        pane = tabs.get_pane(tabs.active) if tabs is not None and tabs.active else None
+        for widget in self.focus_chain:
+            if isinstance(widget, Tabs):
+                continue
+            if pane is None or tabs not in widget.ancestors or pane in widget.ancestors:
+                self.set_focus(widget, scroll_visible=False)
+                return
+
     def action_blur(self) -> None:
         """Esc leaves the focused field (its focus ring goes away)."""
         self.set_focus(None)
@@ -57,11 +77,18 @@ class ModeScreen(Screen):
         if not panes:
             return
         index = panes.index(tabs.active) if tabs.active in panes else 0
-        tabs.active = panes[(index + step) % len(panes)]
+        self.show_tab(panes[(index + step) % len(panes)])
+
+    def show_tab(self, pane_id: str) -> None:
+        """Show the main tab `pane_id`, the focus on its first field."""
+        tabs = self.main_tabs()
+        if tabs is None:
+            return
+        tabs.active = pane_id
         self.set_focus(None)  # a field of the hidden tab would pull it back into view
         # then the new tab's first field: with no focus, Tab went to the tab bar first and
         # letters typed at once were lost
-        self.call_after_refresh(self._focus_first_in, tabs.get_pane(tabs.active))
+        self.call_after_refresh(self._focus_first_in, tabs.get_pane(pane_id))
 
     def _focus_first_in(self, pane) -> None:
         if self.focused is not None:
@@ -86,7 +113,7 @@ class ModeScreen(Screen):
             if pane.parent.parent is tabs and pane.id:
                 title = str(tabs.get_tab(pane.id).label)
                 yield SystemCommand(f"{self.TITLE}: show tab {title}", "Switch the tab (ctrl+t)",
-                                    lambda p=pane.id: setattr(tabs, "active", p))
+                                    lambda p=pane.id: self.show_tab(p))
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -136,6 +163,7 @@ class ModeScreen(Screen):
             event.refresh_styles = False
         self._styled_for = self.app.theme
         self.fit_width()
+        self.call_after_refresh(self._auto_focus)  # once laid out: the focus chain's order
         self.on_shown()
         now = time.monotonic()
         if now - self._resumed_at >= self.RESUME_REFRESH_S:
