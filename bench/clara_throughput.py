@@ -116,6 +116,48 @@ key per pass (clara.method.adapters): 7719, not yet measured on the GPU. At the 
 MLX limit give 8.58 GB at 15.8k tokens/s, 1.21x the reference's eager speed (13.1k at 10.2 GB).
 Not reached: MFU >= 35 % (8.9 %).
 
+Session 8 (nvidia-h200-x2, one GPU, fresh machines; 10 steps, 2 warm-up; CLARA_BENCH_PEAKS=0
+skips the uncompiled per-component peaks, hence the empty columns; +bN is batch N on the same
+model and rows). First lease, `CUDA_VISIBLE_DEVICES=0 CLARA_BENCH_PEAKS=0 STEPS=10 CLARA_ONLY=
+stage1,stage1+b16,stage1+b32,stage1+drop0,lora+b16,lora+b32 bash scripts/gpu-check.sh clara`
+(the first row paid the kernel compilation in its first step):
+
+    work                   code      tok/s    MFU  MFU6N  peak GB  weights    fwd  fwd+bwd  est GB  1st s traces host ms
+    stage1                 new       35644  10.8%  16.7%    21.98        -      -        -   21.62  188.9      1   171.8
+    stage1+b16             new       41812  12.7%  19.5%    31.50        -      -        -   41.40    4.7      1   303.8
+    stage1+b32             new       48646  14.8%  22.7%    51.39        -      -        -   80.97    4.4      1   512.2
+    stage1+drop0           new       47233  14.3%  22.1%    20.47        -      -        -   21.62    1.6      1   144.1
+    lora+b16               new      120264  38.7%  56.2%    23.20        -      -        -   17.45    3.0      1    75.4
+    lora+b32               new      125914  40.5%  58.8%    35.28        -      -        -   33.21    1.3      1   143.1
+
+Second lease, with the host time split into its parts (CLARA_ONLY=stage1,stage1+b32,lora+b32;
+MLX's kernel cache of the first lease carried over: first step 2.3 s instead of 189 s):
+
+    work                   code      tok/s    MFU  MFU6N  peak GB  weights    fwd  fwd+bwd  est GB  1st s traces host ms
+    stage1                 new       35816  10.9%  16.7%    21.98        -      -        -   21.62    2.3      1   173.9
+    stage1+b32             new       47535  14.4%  22.2%    51.39        -      -        -   80.97    2.7      1   528.9
+    lora+b32               new      127010  40.9%  59.3%    35.28        -      -        -   33.21    1.8      1   144.9
+    host ms, stage1: batch 14.1, step 16.3, eval 142.7, tokens 0.2, dist 0.0
+    host ms, stage1+b32: batch 52.2, step 22.4, eval 456.5, tokens 0.3, dist 0.0
+    host ms, lora+b32: batch 4.9, step 5.7, eval 131.3, tokens 0.2, dist 0.0
+
+What these say. The dropout-key change (one key per pass), first measured on the GPU here:
+stage 1 at batch 8 went from 29391 to 35644-35816 tokens/s (+22 %, 8.9 % -> 10.8 % MFU).
+LoRA SFT reaches the target at batch 16 and 32 (38.7-40.9 % MFU counted as 4N; 29.3 % at 8).
+Stage 1 does not: 10.8 % at batch 8, 14.4-14.8 % at 32. "host ms" is not all host work: most
+of it is mx.async_eval, which blocks while the device is a step behind (LoRA at 32: eval
+131 ms of a 129 ms step). At batch 32 stage 1 is bound by the GPU's own time for its graph
+(eval 456 ms of a 466 ms step, the graph's op count being the batch-8 one): 22137 tokens,
+66 TFLOP, at ~143 TFLOP/s against LoRA's 52 TFLOP in 129 ms (~405 TFLOP/s). At batch 8 the
+GPU's quarter of that (~117 ms) and the host's encoding (at most the 143 ms of eval) are about
+even with the 155 ms step. Dropout costs 25 % of the step (drop0: 47.2k;
+random bits over every adapted input, drawn again in the backward pass); the rest was not
+isolated (the queuing itself, batch + step, is 30 ms at batch 8, 75 ms at 32: making the
+batch is ~1.6 ms a row, mostly tokenizing the paraphrase prompts and documents). The estimate
+(est GB) is off for compiled steps past batch 8 on CUDA: +31 % at 16, +58 % at 32, because its
+CUDA factor (1.8x the kept activations) does not grow with the batch the way it assumes: the
+measured peak grows ~1.2 GB a row, about what the backward keeps.
+
 What they said before (session 6). The weights and what the backward keeps are 10 GB of stage 1's 21.85: the rest
 is buffers of work the host has queued and the device has not yet run (MLX allocates when it
 queues a kernel and frees when the device is done), not dtypes, not the look-ahead, not
@@ -254,6 +296,8 @@ def component_peaks(task, model) -> dict:
     fpt = step_flops(model_cfg_of(task), batch, task_rank(task)) / task.batch_tokens(batch)
     shapes = {k: list(v.shape) for k, v in (batch.items() if isinstance(batch, dict)
                                             else zip(("tokens", "lengths"), batch))}
+    if os.environ.get("CLARA_BENCH_PEAKS") == "0":  # speed alone: no uncompiled passes first
+        return {"flops_per_token": fpt, "batch_shapes": shapes}
     mx.clear_cache()
     mx.reset_peak_memory()
     base = mx.get_active_memory()
@@ -342,6 +386,10 @@ def engine_run(task, cfg, warmup: int) -> dict:
             **({"traces": eng.traces,
                 "host_ms_per_step": 1e3 * sorted(eng.host_times)[len(eng.host_times) // 2]}
                if hasattr(eng, "traces") else {}),  # (not in an older checkout)
+            # the median of each part of queuing a step (ms): batch, step call, async_eval, ...
+            **({"host_parts_ms": {k: 1e3 * sorted(p[k] for p in eng.host_parts)[
+                len(eng.host_parts) // 2] for k in eng.host_parts[0]}}
+               if getattr(eng, "host_parts", None) else {}),
             "losses": [r["train_loss"] for r in rows]}
 
 
@@ -356,6 +404,9 @@ def child(args) -> dict:
                   grad_clip=1.0, learning_rate=1e-4, seed=0)
     # variants: stage1+ckpt (gradient checkpointing), +chunk (chunked CE), +eager (no compile)
     kind, *opts = args.child.split("+")
+    for o in opts:  # +bN: batch N on the same model and rows (where the GPU, not the host, bounds)
+        if o[:1] == "b" and o[1:].isdigit():
+            s["batch_size"] = int(o[1:])
     common["grad_checkpoint"] = "ckpt" in opts
     common["compile"] = "eager" not in opts
     args.child = kind
@@ -509,7 +560,8 @@ def main(argv=None) -> int:
                         "checkpointing), +chunk / +nochunk (stage1: chunked CE on / off), +eager "
                         "(no mx.compile), +seq (no step look-ahead), +limX (MLX memory limit "
                         "X GB), +padX (CLaRa rows padded to a multiple of X), +dropX (CLaRa "
-                        "LoRA dropout X), e.g. stage1+nochunk+eager")
+                        "LoRA dropout X), +bN (batch N), e.g. stage1+nochunk+eager; CLARA_BENCH_PEAKS=0 "
+                        "skips the uncompiled per-component peaks")
     p.add_argument("--root", action="append", default=[],
                    help="also measure the clara of this checkout (e.g. an older one)")
     p.add_argument("--steps", type=int, default=10)
@@ -560,9 +612,12 @@ def main(argv=None) -> int:
             if "error" not in r:
                 shapes = r.get("batch_shapes") or next(
                     (x.get("batch_shapes") for x in rows if x["kind"] == "lora"), None)
-                r["estimate_bytes"] = estimate_for_bench(cfg, s, r["kind"], shapes,
+                sb = dict(s, batch_size=next((int(o[1:]) for o in r["kind"].split("+")[1:]
+                                              if o[:1] == "b" and o[1:].isdigit()),
+                                             s["batch_size"]))
+                r["estimate_bytes"] = estimate_for_bench(cfg, sb, r["kind"], shapes,
                                                          dropout=0.1 if "stage" in r["kind"] else 0)
-                r["estimate_parts"] = estimate_for_bench(cfg, s, r["kind"], shapes, parts=True,
+                r["estimate_parts"] = estimate_for_bench(cfg, sb, r["kind"], shapes, parts=True,
                                                          dropout=0.1 if "stage" in r["kind"] else 0)
     except ImportError:  # an older checkout measured alone
         pass
@@ -588,6 +643,10 @@ def main(argv=None) -> int:
               f"{f('forward_peak_bytes'):>6} {f('forward_backward_peak_bytes'):>8} "
               f"{f('estimate_bytes'):>7} {r['first_step_s']:>6.1f} {r.get('traces', '-'):>6} "
               f"{host:>7}")
+    for r in rows:
+        if r.get("host_parts_ms"):
+            print(f"host ms, {r['kind']}: " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                     r["host_parts_ms"].items()))
     for r in rows:  # where a CLaRa step's memory goes (uncompiled, kept for the backward pass)
         k = r.get("kept_bytes")
         if k:

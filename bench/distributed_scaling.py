@@ -113,6 +113,47 @@ on the two GPUs, would say whether it is the host; it did not run).
    a rank's threads to its half, table 4: +9-15 %) is worth re-measuring against
    CLARA_PIN_CPUS=0 at global batch 32 and 64. Not run this session (device time): global
    batch 64, and 2-GPU runs with the CLaRa host fixes (one trace per shape, no host sync).
+
+6) Global batch 64 (session 8, nvidia-h200-x2, two leases on fresh machines; rows 128 so that
+   an epoch is two global batches; `SCALE_MODEL="... --rows 128 ..." SCALE_ITERS=12
+   SCALE_WARMUP=3 SCALE_CASES=1:64,2:64,2:64:CLARA_PIN_CPUS=0,2:64:MLX_USE_CUDA_GRAPHS=1 bash
+   scripts/gpu-check.sh scale`), first lease:
+
+    trainer procs batch scaling  backend    tokens/s  speed-up efficiency  peak GB  final loss  max rel loss diff  env
+    clara       1    64       -        -    100711.7     1.000      1.000    74.13     3.68009           0.00e+00
+    clara       2    64  strong     nccl    171396.8     1.702      0.851    61.35     3.68114           2.85e-04
+    clara       2    64  strong     nccl    171695.5     1.705      0.852    61.45     3.67951           2.80e-04  CLARA_PIN_CPUS=0
+    clara       2    64  strong     nccl    171595.8     1.704      0.852    41.95     3.67934           2.04e-04  MLX_USE_CUDA_GRAPHS=1
+
+   second lease (CLARA_HOST_PARTS=PATH: the engine writes each rank's host time per step):
+
+    trainer procs batch scaling  backend    tokens/s  speed-up efficiency  peak GB  final loss  max rel loss diff  env
+    clara       1    64       -        -     99057.3     1.000      1.000    74.13     3.68018           0.00e+00  CLARA_HOST_PARTS=/tmp/res/hp1x64
+    clara       2    64  strong     nccl    176305.5     1.780      0.890    61.45     3.68064           2.51e-04  CLARA_HOST_PARTS=/tmp/res/hp2x64
+    clara       2    64  strong     nccl    158779.2     1.603      0.801    61.44     3.67968           1.54e-04  CLARA_STEP_AHEAD=0
+
+   host ms per step (median after the warm-up; batch = making the batch, step = calling the
+   compiled step, eval = mx.async_eval, dist = the step's sums):
+
+    run            launch   batch   step    eval   dist
+    1:64 rank 0     365.6     0.2   11.7   352.8    0.0
+    2:64 rank 0     202.8     0.8    7.8   192.4    0.4
+    2:64 rank 1     202.8     0.9    7.9   192.7    0.4
+
+   and the `pair` diagnostic at 32 rows per process (`PAIR_BATCH=32 PAIR_PINNED=0 bash
+   scripts/gpu-check.sh pair`): one process alone 94647.0 tokens/s; two independent ones at
+   once, one per GPU, 93272.7 and 94164.4 (0.985 and 0.995).
+
+What they say. At 32 rows per rank the host is not the limit: the ranks spend ~10 ms of a
+~200 ms step queuing it and the rest blocked in mx.async_eval behind the GPU, two independent
+processes lose 0.5-1.5 % to each other (against 1-11 % at 4 rows), and neither pinning
+(CLARA_PIN_CPUS=0: same speed) nor CUDA graphs (MLX_USE_CUDA_GRAPHS=1 with NCCL: same speed,
+32 % less peak memory) moves the figure. The look-ahead is worth 11 % (158.8k without it).
+Strong scaling at global batch 64: 1.70x and 1.78x in two leases (target 1.8x: not reached
+reliably). Of a rank's shortfall against the lone GPU at 64 rows (88.2k per rank against
+99.1k), about 4.5 points are the smaller per-GPU batch (one GPU: 94.6k at 32 rows, 99.1k at
+64) and about 7 the distributed step itself (all-reduce of the float32 LoRA gradients, 25 MB,
+and the ranks waiting for each other at every step); not isolated further (device time).
 """
 
 from __future__ import annotations

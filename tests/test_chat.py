@@ -93,6 +93,32 @@ def test_banning_really_removes_the_thinking_tokens(env):
     assert list(hidden.stream(Q)) == [] and hidden.last.reasoning
 
 
+def test_biased_sampler_gives_the_logit_bias_processors_tokens(env):
+    """The engine's bias goes through the sampler (no logits processor, which costs mlx-lm a
+    growing token history and a scatter per token): the same tokens as mlx-lm's logit_bias
+    processor, greedy and sampled with top-p under one seed."""
+    from mlx_lm import stream_generate
+    from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+    from clara.chat.engine import biased_sampler
+
+    entry = engine(env, log=False).cache.base(resolve_base(env))
+    m, tok = entry.model, entry.tokenizer
+    ids = tok.encode(Q)
+    bias = {int(tok.think_start_id): 30.0, 7: float("-inf"), 9: 4.0}
+    for temp, top_p in ((0.0, 0.0), (0.9, 0.8)):
+        runs = []
+        for own in (False, True):
+            mx.random.seed(3)
+            base = make_sampler(temp=temp, top_p=top_p)
+            kw = {"sampler": biased_sampler(base, bias, renormalize=temp > 0)} if own else \
+                {"sampler": base, "logits_processors": make_logits_processors(logit_bias=bias)}
+            runs.append([r.token for r in stream_generate(m, tok, ids, max_tokens=10, **kw)])
+        assert runs[0] == runs[1] and len(runs[0]) == 10, runs
+        assert 7 not in runs[0]
+    assert runs[0].count(int(tok.think_start_id)) > 0  # the +30 bias does act
+
+
 def resolve_base(env):
     cfg = json.loads((env[1] / "adapter_config.json").read_text())
     return cfg["model"]

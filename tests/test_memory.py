@@ -55,6 +55,13 @@ def _backend() -> str:
     return backend()
 
 
+# On CUDA MLX allocates a kernel's output when the host queues it and frees it when the device
+# is done, so a small step's peak counts the buffers of every kernel queued ahead of the device,
+# whatever the backward keeps (H200, session 8: dropout 0.1 against 0 in 4 adapted layers, 35.6
+# against 26.5 MB, where the CPU's difference is under 0.5 MB; a held step 193 against 216 MB)
+QUEUED_AHEAD = ("CUDA: a small step's peak counts buffers of kernels queued ahead of the device "
+                "(allocated when queued), not what the backward pass keeps")
+
 # the estimate's coefficients are fitted per backend; on a GPU bench/clara_throughput.py checks it
 cpu_fit = pytest.mark.skipif(_backend() != "cpu", reason="the estimate's CPU fit (on a GPU: "
                              "bench/clara_throughput.py prints peak against estimate)")
@@ -325,6 +332,8 @@ print(mx.get_peak_memory() - base)
                              text=True, check=True)
         return int(out.stdout.split()[-1])
 
+    if _backend() == "cuda":
+        pytest.skip(QUEUED_AHEAD)  # (the gradients above are checked on CUDA too)
     with_dropout, without = peak(0.1), peak(0.0)
     assert with_dropout - without < 0.5 * 4 * 1024 * 256, (with_dropout, without)
 
@@ -365,6 +374,10 @@ def test_mlx_memory_limit_holds_a_step_nearer_to_what_it_keeps(model_dir, tmp_pa
     longer needs; with the limit MLX waits for the device instead. Same loss, lower peak (each
     peak in a process of its own)."""
     import os
+
+    if _backend() == "cuda":
+        pytest.skip(QUEUED_AHEAD + "; the limit's effect at scale: bench/clara_throughput.py "
+                    "(1.1B stage 1: 21.85 -> 11.86 GB under a 10 GB limit)")
 
     data = tmp_path / "s1"
     rows = [{"data_type": "paraphrase", "answers": [words(120, i)], "docs": [words(120, i)]}

@@ -147,6 +147,10 @@ class Engine:
         # batch shape), and the host's seconds spent queuing each step (launch())
         self.traces = 0
         self.host_times: list[float] = []
+        # and its parts (seconds per launch): making the batch, calling the step (the compiled
+        # step replays its graph: one array per op), mx.async_eval (encoding and launching
+        # the kernels), counting tokens, the distributed sums
+        self.host_parts: list[dict] = []
 
     # -- files ------------------------------------------------------------------------------
     def event(self, kind: str, **data) -> None:
@@ -315,6 +319,10 @@ class Engine:
         finally:
             if before is not None:  # the process may train again (tests, the bench)
                 mx.set_memory_limit(before)
+            if os.environ.get("CLARA_HOST_PARTS") and self.host_parts:  # benchmarks: per rank
+                rank = self.dist.rank if self.dist else 0
+                io.write_json(Path(f"{os.environ['CLARA_HOST_PARTS']}.rank{rank}.json"),
+                              {"launch_s": self.host_times, "parts": self.host_parts})
 
     def _run(self, stop_requested, resume) -> EngineResult:
         cfg, task, model = self.cfg, self.task, self.task.model
@@ -365,21 +373,29 @@ class Engine:
             time on CUDA, and what two processes cannot halve)."""
             tic = time.perf_counter()
             grad, out = None, {"losses": [], "extras": [], "tokens": 0, "tic": tic}
+            parts = dict.fromkeys(("batch", "step", "eval", "tokens", "dist"), 0.0)
             for micro in range(accum):
+                t0 = time.perf_counter()
                 batch = next(batches)
                 real = True
                 if self.dist:  # (shard, its counts, is it real[, the batch's]) -> step inputs
                     batch, counts, real, *known = batch
                     batch = (batch, *self.dist.totals(counts, known[0] if known else None))
+                t1 = time.perf_counter()
                 loss, ntoks, extras, grad, norm = step_fn(batch, grad, micro == accum - 1)
+                t2 = time.perf_counter()
                 mx.async_eval(state, loss, ntoks, extras, grad, norm)
+                t3 = time.perf_counter()
                 out["losses"].append(loss)
                 out["extras"].append(extras)
                 out["tokens"] += task.batch_tokens(batch[0] if self.dist else batch) if real \
                     else 0
+                for k, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3)):
+                    parts[k] += dt
             # the rate this step used: computed inside the step (read before the next replaces it)
             out["lr"], out["norm"] = self.optimizer.state["learning_rate"], norm
             out["epoch"] = round(self.epoch + self.pos / self.n_batches, 4)  # before the next
+            t4 = time.perf_counter()
             if self.dist:  # the step's reduction, queued before the next step
                 if time.monotonic() - mem_check[0] > 1.0:
                     mem_check[:] = [time.monotonic(), system_memory_low()]
@@ -389,6 +405,8 @@ class Engine:
                                                   mx.get_peak_memory() > mem_limit or mem_check[1])
             out["launch_s"] = time.perf_counter() - tic
             self.host_times.append(out["launch_s"])
+            parts["dist"] = time.perf_counter() - t4
+            self.host_parts.append(parts)
             return out
 
         def queue_ahead() -> dict:
