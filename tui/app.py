@@ -367,6 +367,10 @@ class WorkbenchApp(App):
                 # a first layout of a form screen (Train's hundreds of fields) held its first
                 # visit for 2.5 s at load 10
                 screen._refresh_layout(self.size)
+                if idle:
+                    await self._until_idle()
+                # and render it once: a first show drew every widget's lines (Train: 0.1 s)
+                screen._compositor.render_update(full=True)
             self._laid_out.add(screen)
         return screen
 
