@@ -33,6 +33,7 @@ from clara.workspace import Workspace, list_workspaces
 from tui.frames import ShownCells
 from tui.modes import MODES as MODE_LIST
 from tui.screens.base import LoadingScreen
+from tui.widgets.footer import ClaraFooter
 from tui.recent import load_recent, remember
 from tui.screens.help import HelpScreen
 from tui.widgets.dialogs import ErrorDialog
@@ -371,6 +372,13 @@ class WorkbenchApp(App):
                     await self._until_idle()
                 # and render it once: a first show drew every widget's lines (Train: 0.1 s)
                 screen._compositor.render_update(full=True)
+                # with the focus it will have and the footer's keys for it: on a first show
+                # the focus moved and the footer rebuilt every key (20-40 ms)
+                auto_focus = getattr(screen, "_auto_focus", None)
+                if auto_focus is not None:
+                    auto_focus()
+                for footer in screen.query(ClaraFooter):  # in the footer's own context
+                    footer.call_later(footer.bindings_changed, screen)
             self._laid_out.add(screen)
         return screen
 
