@@ -267,7 +267,11 @@ def start_training(ws, nice: int):
     return run, proc
 
 
-def stop_training(run, proc) -> None:
+def stop_training(run, proc) -> float:
+    """Stop it; its speed meanwhile (tokens/s from the first step to the last, which is what
+    its niceness costs it while the app is used)."""
+    import json
+
     from clara.runs import request_stop
 
     request_stop(run)
@@ -275,6 +279,11 @@ def stop_training(run, proc) -> None:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
+    rows = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()
+            if '"tokens"' in line]
+    if len(rows) < 2 or rows[-1]["elapsed_s"] <= rows[0]["elapsed_s"]:
+        return float("nan")
+    return (rows[-1]["tokens"] - rows[0]["tokens"]) / (rows[-1]["elapsed_s"] - rows[0]["elapsed_s"])
 
 
 def serve(root: Path, log: Path, profile: Path | None) -> None:
@@ -608,6 +617,10 @@ def table(result: dict) -> str:
             lines.append(f"{name:<18} {what:<6} {s['seen']['n']:>3} "
                          + " ".join(f"{c:>7.1f}" for c in cells))
     lines.append(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s")
+    for name, ph in result["phases"].items():
+        if ph.get("training_tokens_per_s") is not None:
+            lines.append(f"the training meanwhile, {name}: "
+                         f"{ph['training_tokens_per_s']:,.0f} tokens/s")
     first = result.get("first_visits_ms")
     if first:  # each mode's first visit, the keys sent from 2 s after the app's first frame
         lines.append("first visits after the start (ms): "
@@ -663,8 +676,7 @@ def main(argv=None) -> int:
                                 profile,
                                 "".join(c for c in name if c.isalnum()))
                 finally:
-                    if training:
-                        stop_training(*training)
+                    speed = stop_training(*training) if training else None
                 if not result["phases"]:  # the app's first phase: each mode's first visit
                     result["first_visits_ms"] = {
                         MODES[i % len(MODES)][1]: 1000 * ms
@@ -675,7 +687,7 @@ def main(argv=None) -> int:
                                                            else 0.001)  # chars -> thousands
                               for k, v in raw[f"{what}_split"].items()},
                            "app_cpu_per_key_ms": 1000 * raw[f"{what}_app_cpu_s"]}
-                    for what in WHAT} | {"raw": raw}
+                    for what in WHAT} | {"raw": raw, "training_tokens_per_s": speed}
             training = start_training(ws, 10)
             try:
                 result["quit_s"] = quit_time(client, tmp / "quit-marker")
