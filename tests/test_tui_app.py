@@ -111,6 +111,7 @@ def test_mode_screens_are_built_in_the_background_and_shown_as_built(workspace):
         app = make_app(workspace.root, prebuild=True)
         app.PREBUILD_PAUSE_S = 0.0
         app.PREBUILD_IDLE_S = 1e9  # nothing built in the background yet
+        app.PREBUILD_ORDER = ("data", "train", "runs", "workspaces")  # enough to show it
         async with app.run_test(size=(100, 30)) as pilot:
             shown = []
             app.screen_change_signal.subscribe(app, lambda s: shown.append(type(s)))
