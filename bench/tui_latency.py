@@ -126,8 +126,8 @@ phase; `python bench/tui_latency.py --phases idle,10,19,0`):
   first visits after the start (ms): Workspaces 9 Data 64 Train 211 Runs 121 Chat 116 Eval 166
   Models 462
 
-What changed (app8): a switch wrote 12-13 thousand characters (two whole frames: Textual
-repaints the whole screen and then, for a screen shown before, a partial update of nearly all of
+What changed (app8): a switch wrote 12-13 thousand characters (a whole frame, often followed
+by a second identical one; a screen built before is shown by a partial update of nearly all of
 it); the app now keeps the terminal's cells and writes only those that changed (tui/frames.py):
 8.3 thousand a switch, 0.1 instead of 0.8 a typed key, at 2-3 ms of CPU a frame. The screens
 are built from the first frame on, between keys, and rendered, focused and given their footer's
