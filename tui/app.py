@@ -314,6 +314,11 @@ class WorkbenchApp(App):
         self._gc_after_key = self._last_key_at
         gc.collect()
         gc.freeze()
+        # and the whole screen written once more: a frame writes only the cells that changed
+        # (tui/frames.py), so anything else that wrote to the terminal (a library printing on
+        # its stderr) would stay on screen; a switch used to repaint it all
+        self._shown_cells.forget()
+        self.screen.refresh()
 
     @work(thread=True, exclusive=True, group="warm-modes", exit_on_error=False)
     def _warm_modes(self) -> None:
