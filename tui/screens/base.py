@@ -163,6 +163,8 @@ class ModeScreen(Screen):
             event.refresh_styles = False
         self._styled_for = self.app.theme
         self.fit_width()
+        for bar in self.query(ModeBar):  # drawn in the background: another mode was current
+            bar.refresh()
         self.call_after_refresh(self._auto_focus)  # once laid out: the focus chain's order
         self.on_shown()
         now = time.monotonic()
