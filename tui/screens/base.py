@@ -90,6 +90,19 @@ class ModeScreen(Screen):
         # letters typed at once were lost
         self.call_after_refresh(self._focus_first_in, tabs.get_pane(pane_id))
 
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """A main tab shown by code (the palette, a key, a test) while a field of another tab
+        has the focus: that field would pull its tab back into view (TabbedContent shows the
+        tab of whatever is focused). The focus goes to the new tab's first field instead."""
+        tabs = self.main_tabs()
+        if event.tabbed_content is not tabs or self.focused is None:
+            return
+        pane = tabs.get_pane(tabs.active) if tabs.active else None
+        if pane is None or tabs not in self.focused.ancestors or pane in self.focused.ancestors:
+            return
+        self.set_focus(None)
+        self.call_after_refresh(self._focus_first_in, pane)
+
     def _focus_first_in(self, pane) -> None:
         if self.focused is not None:
             return  # the user has moved the focus meanwhile
