@@ -156,7 +156,10 @@ isolated (the queuing itself, batch + step, is 30 ms at batch 8, 75 ms at 32: ma
 batch is ~1.6 ms a row, mostly tokenizing the paraphrase prompts and documents). The estimate
 (est GB) is off for compiled steps past batch 8 on CUDA: +31 % at 16, +58 % at 32, because its
 CUDA factor (1.8x the kept activations) does not grow with the batch the way it assumes: the
-measured peak grows ~1.2 GB a row, about what the backward keeps.
+measured peak grows ~1.2 GB a row, about what the backward keeps. (Later in session 8: the factor is replaced
+by parts fitted to every H200 peak above, clara/train/estimate.py's table: stage1 b8/b16/b32
+21.54/31.65/51.87 GB, lora b16/b32 21.56/35.48; the est GB columns here are the code of their
+day.)
 
 What they said before (session 6). The weights and what the backward keeps are 10 GB of stage 1's 21.85: the rest
 is buffers of work the host has queued and the device has not yet run (MLX allocates when it

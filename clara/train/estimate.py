@@ -14,11 +14,71 @@ backward pass starts:
                  grad_checkpoint only each block's input is kept, and one block is recomputed
     logits       the supervised positions' logits in the dtype, their float32 copy for the loss,
                  and the gradient of both
-The per-token coefficients were fitted to `mx.get_peak_memory()` of real steps
-(bench/clara_throughput.py; tests/test_estimate.py checks them on the CPU within 15 %).
+The per-token coefficients were fitted to `mx.get_peak_memory()` of real steps on the CPU
+(tests/test_memory.py checks them there within 15 %).
 
-Time per step is 6 * N * tokens over the device's sustained rate: a rough guide (a fresh CUDA
-machine also compiles kernels for minutes at the first step).
+On CUDA (an H200; compiled steps, MLX's look-ahead engine) the peak is not that sum. Measured
+at 1.1B, stage 1 grows ~1.2 GB a row from b8 to b32 over a part of ~11 GB that does not grow
+with the batch, so one factor on the activations (the old CUDA_ACTIVATION_FACTOR, 1.8) is right
+at one batch only. The CUDA peak is instead (cuda_terms; CUDA_* constants, least squares):
+    weights + trainables                     as above
+    activations  1.02 x what the backward keeps, per row and token and per layer; with
+                 grad_checkpoint + 0.60 x what checkpointing does not keep (the recomputed
+                 blocks' transients: checkpointing saves 4 of 9 GB at 1.1B, not 8)
+    logits       one float32 copy of the logits alive at once (all, or one chunked-CE chunk):
+                 the largest single transient of the backward
+    step buffers 2.32 GB fixed (the compiled step's and the allocator's buffers), plus 2.58 x
+                 the block weights per pass (encoder, decoder) for a model not quantized
+The last term is fitted, not explained: at 1.1B bf16 the part that does not grow with the batch
+is ~11 GB for stage 1's two passes and ~8.5 GB for LoRA's one, at 8B 4-bit ~2-3 GB; only one
+model of each kind was measured, so "not quantized" and "smaller" are not told apart. Whatever
+holds it (the step queued ahead by the look-ahead, which MLX allocates when queued; weight-shaped
+buffers of the compiled backward) was not measured one by one. Under MLX's memory limit the peak
+is the limit or the step's floor (HOLD_OVER).
+
+Every H200 peak measured (bench/clara_throughput.py's tables, sessions 5-8; 1.1B is its `1b`
+preset, 8B-q4 its `8b-q4`; enc/dec the encoder/decoder widths, or LoRA's row length; old est
+the factor model this replaced; held out: the point predicted by the fit to the others, run
+in tests/test_estimate.py; +limX: MLX's limit at X GB):
+
+    model  work                    rows   enc/dec  measured  old est  new est  error  held out
+    1.1B   stage1                  b8     288/448     21.85    20.91    21.13    -3 %      -4 %  s5
+    1.1B   stage1+chunk            b8     288/448     22.03    19.77    20.94    -5 %      -6 %  s5
+    1.1B   stage1+chunk+ckpt       b8     288/448     17.84    14.33    17.54    -2 %      -9 %  s5
+    1.1B   stage1                  b8     320/448     21.98    21.62    21.54    -2 %      -3 %  s8
+    1.1B   stage1                  b16    320/448     31.50    41.40    31.65    +0 %      +0 %  s8
+    1.1B   stage1                  b32    320/448     51.39    80.97    51.87    +1 %      +2 %  s8
+    1.1B   stage1+drop0            b8     320/448     20.47    21.62    21.54    +5 %      +6 %  s8
+    1.1B   lora                    b8         513     10.65     9.57    14.60   +37 %     +44 %  s6
+    1.1B   lora                    b16        513     23.20    17.45    21.56    -7 %      -8 %  s8
+    1.1B   lora                    b32        513     35.28    33.21    35.48    +1 %      +0 %  s8
+    8B-q4  stage1+chunk            b1     288/432     15.21    16.36    13.60   -11 %     -18 %  s5
+    8B-q4  stage1+chunk+ckpt       b1     288/432     11.16    13.31    11.61    +4 %      +9 %  s5
+    1.1B   stage1+lim10            b8     288/448     11.86    14.75    11.89    +0 %            s6
+    1.1B   stage1+chunk+ckpt+lim6  b8     288/448      8.44     6.36     8.18    -3 %            s6
+    1.1B   lora+lim10              b8         513      9.89     9.57    10.60    +7 %            s7
+    1.1B   stage1+chunk+ckpt+lim8  b8     288/448      8.43     8.48     8.48    +1 %            s7
+    1.1B   stage1+chunk+lim8       b8     288/448     12.13    13.51    11.69    -4 %            s7
+    1.1B   stage1+ckpt+lim8        b8     288/448      8.43     8.48     8.48    +1 %            s7
+    1.1B   stage1+chunk+ckpt+lim8  b8     320/448      8.58     8.48     8.48    -1 %            s7
+    1.1B   stage1+chunk+lim8       b8     320/448     12.79    13.94    12.11    -5 %            s7
+    1.1B   stage1+ckpt+lim10       b8     320/448     10.43    10.60    10.60    +2 %            s7
+    8B-q4  stage1+chunk+ckpt+lim8  b1     288/432      8.82     8.48     9.56    +8 %            s6
+
+Repeats of a row, not fitted again: stage1 b8 288/448 21.85 in s6 and s7; 320/448 22.11 and
+22.19 (s7), 22.08 (s8, labels trimmed); +chunk+ckpt 17.84 twice; 8B +chunk+ckpt 11.16 twice;
+lora+lim10 9.93 (s6); and stage1+drop0 320/448 at 16.09 in s7 against 20.47 in s8 (+34 % for
+that run): the same shape's peak moves by a quarter between runs with how far the host got
+ahead of the device. Not in the table: runs without the look-ahead (+seq: stage1 21.85, lora
+13.60; CLARA_STEP_AHEAD=0 is a bench switch, not a setting), mlx-lm's own trainer, and the
+runs of code before session 5's memory fixes (bench/results-h200-1b-before-padding.json).
+
+Outside 15 %: LoRA at b8 (+37 %, over: the safe side). Its part that does not grow with the
+batch is ~2.7 GB against ~8.5 GB at b16 and b32: at b8 LoRA's step is host-bound (host 48 ms a
+step against the device's 45 ms), so no step waits queued ahead of the device, and the estimate
+cannot know that before the run. The held-out fit is within 20 % elsewhere (8B-q4 stage1+chunk
+-18 %: the one point of its kind without checkpointing). Eager (uncompiled) CUDA steps were not
+measured; the same formula is used for them.
 """
 
 from __future__ import annotations
@@ -41,20 +101,19 @@ PROMPT_TOKENS = 96  # a CLaRa decoder prompt's instruction and chat template, wi
 RATES = {"cuda": 200e12, "metal": 8e12, "gpu": 8e12, "cpu": 5e10}
 # Fused attention keeps no L x L probabilities (CUDA: cuDNN; Metal: MLX's kernels)
 FUSED_ATTENTION = {"cuda": True, "metal": False, "gpu": False, "cpu": False}
-# On CUDA a training step's peak holds much more than the activations kept for the backward
-# pass: backward transients about as large again, and mx.compile's step ~30 % more. Fitted to
-# the H200 (bench/clara_throughput.py, CLaRa stage 1 at 1.1B batch 8 and at 8B 4-bit batch 1,
-# 2026-11-30): the compiled step within 15 % at both; with grad_checkpoint or without compile
-# the factor applies to the activations checkpointing would not keep (within about 20 %).
-CUDA_ACTIVATION_FACTOR = {"compiled": 1.8, "other": 1.2}
+# On CUDA (compiled steps, no MLX limit) a step's peak beyond the weights and the trainables,
+# fitted to the H200 table of the module doc (tests/test_estimate.py refits them there):
+CUDA_KEPT = 1.02  # x what the backward keeps (activation_bytes)
+CUDA_RECOMPUTE = 0.60  # x what gradient checkpointing drops: the recomputed blocks' transients
+CUDA_PASS_WEIGHTS = 2.58  # x the block weights of a model not quantized, per pass (see the doc)
+CUDA_FIXED = 2.32e9  # the compiled step's and the allocator's fixed buffers
 # Under MLX's memory limit (the engine's hold, clara/train/engine.py) the host waits for the
 # device once the limit is reached: the step's peak is then about the limit, or what the step
-# cannot do without (weights, trainables, the activations the backward keeps and the logits,
-# without the CUDA factor above) when that is more. Fitted to the H200 (bench/clara_throughput.py
-# +limX, 1.1B stage 1 batch 8 and 8B 4-bit batch 1, 2026-11-30): 1.06 x the limit, 1.08 x that
-# floor; within 7 % of 8 of 9 held runs (off by 25 % at a 6 GB limit under a checkpointed
-# step's real floor of ~8.4 GB).
+# cannot do without (weights, trainables, the activations the backward keeps and the logits;
+# on CUDA the CUDA peak less its step buffers) when that is more. Fitted to the H200 (the
+# module doc's +limX rows): 1.06 x the limit, 1.03 x the CUDA floor (FLOOR_OVER: the CPU's).
 HOLD_OVER, FLOOR_OVER = 1.06, 1.08
+CUDA_FLOOR_OVER = 1.03
 
 
 @dataclass
@@ -129,7 +188,7 @@ class Work:
     lora_dropout: float = 0.0  # > 0 keeps each adapted input's dropout mask (and, LoRA, copy)
     grad_checkpoint: bool = False
     chunked_ce: bool = False  # CLaRa's chunked_ce: one chunk of logits at a time
-    compiled: bool = True  # the engine's mx.compile'd step
+    compiled: bool = True  # the engine's mx.compile'd step (eager CUDA steps: not measured)
     dtype: str = "bfloat16"
     full: bool = False  # full fine-tuning of the adapted layers
     mlx_limit_bytes: int = 0  # MLX's memory limit the engine sets (0: none)
@@ -206,17 +265,46 @@ def activation_bytes(s: Shape, w: Work, rows: int, length: int, backend: str) ->
     return s.layers * (tokens * per_token_layer + attn)
 
 
+def logit_count(s: Shape, w: Work, rows: int, positions: int) -> int:
+    """Logits alive at once: every supervised position's, or one chunk's (losses.chunked_ce)."""
+    n = rows * positions
+    if w.chunked_ce and w.kind != "lora":
+        from clara.method.config import CE_CHUNK_ELEMENTS
+
+        n = min(n, max(1, CE_CHUNK_ELEMENTS // s.vocab))
+    return n * s.vocab
+
+
 def logits_bytes(s: Shape, w: Work, rows: int, positions: int) -> int:
     b = DTYPE_BYTES.get(w.dtype, 2)
     # the logits, the loss's float32 working copies and the gradients; CLaRa's head splices
     # the added tokens' columns in, one more copy
     per = 2 * b + 8 if w.kind == "lora" else 4 * b + 16
-    n = rows * positions
-    if w.chunked_ce and w.kind != "lora":  # one chunk's logits at a time (losses.chunked_ce)
-        from clara.method.config import CE_CHUNK_ELEMENTS
+    return logit_count(s, w, rows, positions) * per
 
-        n = min(n, max(1, CE_CHUNK_ELEMENTS // s.vocab))
-    return n * s.vocab * per
+
+def passes(w: Work) -> list[tuple[int, int]]:
+    """(rows, length) of each forward pass of a step: LoRA's one; CLaRa's encoder and decoder
+    (the encoder's activations stay alive until the decoder's backward reaches them)."""
+    if w.kind == "lora":
+        return [(w.batch_size, w.seq_len)]
+    return [(w.enc_rows, w.enc_len), (w.batch_size, w.dec_len)]
+
+
+def cuda_terms(s: Shape, w: Work) -> dict:
+    """The quantities the CUDA peak is made of (bytes), before their fitted coefficients:
+    kept       what the backward keeps (activation_bytes over the step's passes)
+    dropped    what gradient checkpointing does not keep (0 without it)
+    logits     one float32 copy of the logits alive at once: the largest single transient
+    weights    the block weights times the passes, for a model not quantized (0 quantized)"""
+    full = Work(**{**w.__dict__, "grad_checkpoint": False})
+    kept = sum(activation_bytes(s, w, r, n, "cuda") for r, n in passes(w))
+    dropped = sum(activation_bytes(s, full, r, n, "cuda") for r, n in passes(w)) - kept
+    rows, length = passes(w)[-1]
+    logits = 4 * logit_count(s, w, rows, w.supervised_len or length)
+    weights = 0 if s.bits else (s.layers * s.block_params() * DTYPE_BYTES.get(w.dtype, 2)
+                                * len(passes(w)))
+    return {"kept": kept, "dropped": dropped, "logits": logits, "weights": weights}
 
 
 def estimate(s: Shape, w: Work, backend: str | None = None) -> Estimate:
@@ -229,33 +317,25 @@ def estimate(s: Shape, w: Work, backend: str | None = None) -> Estimate:
     n_held = trainable_params(s, w) * max(0, w.adapters_held - w.adapters_trained)
     if w.full:
         trainables = n_train * 4 * b  # weights already counted; grads + moments in the dtype
-        weights += 0
     else:
         trainables = n_train * 16 + n_held * 4
-    if w.kind == "lora":
-        act = activation_bytes(s, w, w.batch_size, w.seq_len, backend)
-        logits = logits_bytes(s, w, w.batch_size, w.supervised_len or w.seq_len)
-        tokens = w.batch_size * w.seq_len
-    else:
-        # the encoder's activations stay alive until the decoder's backward reaches them
-        act = (activation_bytes(s, w, w.enc_rows, w.enc_len, backend)
-               + activation_bytes(s, w, w.batch_size, w.dec_len, backend))
-        logits = logits_bytes(s, w, w.batch_size, w.supervised_len or w.dec_len)
-        tokens = w.enc_rows * w.enc_len + w.batch_size * w.dec_len
-    kept = act  # what the backward keeps, before the CUDA factor (the floor of a held step)
-    if backend == "cuda" and w.kind != "lora":
-        if w.compiled and not w.grad_checkpoint:
-            act = int(act * CUDA_ACTIVATION_FACTOR["compiled"])
-        else:
-            full = Work(**{**w.__dict__, "grad_checkpoint": False})
-            act = int(CUDA_ACTIVATION_FACTOR["other"] * (
-                activation_bytes(s, full, w.enc_rows, w.enc_len, backend)
-                + activation_bytes(s, full, w.batch_size, w.dec_len, backend)))
+    rows, length = passes(w)[-1]
+    act = sum(activation_bytes(s, w, r, n, backend) for r, n in passes(w))
+    logits = logits_bytes(s, w, rows, w.supervised_len or length)
+    tokens = sum(r * n for r, n in passes(w))
+    kept = act  # what the backward keeps (the floor of a step held by MLX's limit)
     parts = {"weights": weights, "trainables": trainables, "activations": act, "logits": logits}
+    if backend == "cuda":  # see CUDA_KEPT and the module doc
+        t = cuda_terms(s, w)
+        parts.update(activations=int(CUDA_KEPT * t["kept"] + CUDA_RECOMPUTE * t["dropped"]),
+                     logits=t["logits"])
+        parts["step buffers"] = int(CUDA_PASS_WEIGHTS * t["weights"] + CUDA_FIXED)
     peak = sum(parts.values())
     if w.mlx_limit_bytes:  # held by MLX's limit: see HOLD_OVER
-        floor = weights + trainables + kept + logits
-        held = max(HOLD_OVER * w.mlx_limit_bytes, FLOOR_OVER * floor)
+        floor = FLOOR_OVER * (weights + trainables + kept + logits)
+        if backend == "cuda":  # what the step cannot do without: no step buffers
+            floor = CUDA_FLOOR_OVER * (peak - parts["step buffers"])
+        held = max(HOLD_OVER * w.mlx_limit_bytes, floor)
         if held < peak:
             parts["held by the MLX limit"] = int(held - peak)
             peak = held
@@ -345,6 +425,13 @@ def estimate_for_bench(config: dict, s: dict, kind: str, shapes: dict,
     """bench/clara_throughput.py: the estimate (bytes) for its preset and the batch shapes it
     measured (the decoder's length depends on the tokenizer's prompt); `kind` may carry the
     bench's variants (stage1+chunk+ckpt+eager). With `parts`, the parts instead."""
+    e = estimate(*bench_work(config, s, kind, shapes, dropout), backend)
+    return e.parts if parts else e.peak_bytes
+
+
+def bench_work(config: dict, s: dict, kind: str, shapes: dict,
+               dropout: float = 0.0) -> tuple[Shape, Work]:
+    """The model's shape and the step's Work of a bench row (see estimate_for_bench)."""
     shape = Shape.from_config(config)
     kind, *opts = kind.split("+")
     if kind in ("lora", "mlx-lm"):
@@ -364,8 +451,7 @@ def estimate_for_bench(config: dict, s: dict, kind: str, shapes: dict,
         w.chunked_ce = "chunk" in opts or ("nochunk" not in opts and ClaraSettings.chunked_ce)
     w.compiled = "eager" not in opts and kind != "mlx-lm"
     w.mlx_limit_bytes = next((int(float(o[3:]) * GB) for o in opts if o.startswith("lim")), 0)
-    e = estimate(shape, w, backend)
-    return e.parts if parts else e.peak_bytes
+    return shape, w
 
 
 def _pad32(n: int) -> int:
