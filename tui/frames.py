@@ -17,7 +17,11 @@ from itertools import groupby, repeat
 from rich.cells import cell_len
 from rich.color import ColorSystem
 from rich.control import Control
-from textual._compositor import ChopsUpdate, CompositorUpdate, LayoutUpdate
+try:  # private to Textual (checked on 8.2.8): where they moved, frames are written whole
+    from textual._compositor import ChopsUpdate, CompositorUpdate, LayoutUpdate
+except ImportError:  # pragma: no cover
+    ChopsUpdate = LayoutUpdate = None
+    CompositorUpdate = object
 from textual.strip import Strip
 
 # unchanged cells between two changed ones written over rather than jumped (a cursor move
@@ -65,6 +69,8 @@ class ShownCells:
         """`renderable` as it should go to the terminal: the cells it would write that differ
         from those shown. A full frame (LayoutUpdate) or a partial one (ChopsUpdate: Textual
         makes one of nearly the whole screen when it shows a screen built before)."""
+        if LayoutUpdate is None:
+            return renderable
         if isinstance(renderable, LayoutUpdate):
             region = renderable.region
             if (region.x, region.y) != (0, 0):
