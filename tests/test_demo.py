@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,27 @@ from conftest import REPO
 # the CLaRa, eval and HRM steps run in the one full build below.
 SMALL = DemoConfig(qa_per_chunk=2, sft_iters=3, sft_batch_size=4, clara=False, evaluate=False,
                    hrm=False)
+
+
+def _words(question: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", question.lower()))
+
+
+def test_the_paraphrased_set_asks_trained_facts_in_other_words():
+    """The split stays honest: every evaluation question's keywords are in some golden training
+    answer (a closed-book adapter can know them), and no evaluation question is a training
+    question, normalised or with a word or two swapped (under 60 % of words shared)."""
+    from clara.demo import EVAL_QA, SAMPLE_QA
+
+    train, evals = io.read_jsonl(SAMPLE_QA), io.read_jsonl(EVAL_QA)
+    answers = [r["answer"].lower() for r in train]
+    for e in evals:
+        assert any(all(k.lower() in a for k in e["keywords"]) for a in answers), e["id"]
+        mine = _words(e["question"])
+        for t in train:
+            theirs = _words(t["question"])
+            overlap = len(mine & theirs) / len(mine | theirs)
+            assert overlap < 0.6, (e["id"], t["question"], round(overlap, 2))
 
 
 def _builder(root: Path, cfg: DemoConfig) -> subprocess.Popen:
@@ -143,21 +165,25 @@ def test_demo_builds_every_part_then_is_left_alone(demo_build):
 
     sources = list(ws.sources_dir.iterdir())
     assert len(sources) == 1 and (sources[0] / "pages.jsonl").is_file()
-    for name in ("handbook-qa", "handbook-qa-brief", "handbook-cpt", "handbook-sft",
+    for name in ("handbook-qa", "handbook-cpt", "handbook-sft",
                  "handbook-stage1", "handbook-stage2", "handbook-stage3"):
         assert (ws.datasets_dir / name / "train.jsonl").is_file(), name
     qa = io.read_toml(ws.datasets_dir / "handbook-qa" / "dataset.toml")
-    assert qa["generator"] == "rules" and qa["report"]["golden"] == 70
+    assert qa["generator"] == "rules" and qa["report"]["golden"] == 113
     assert (ws.models_dir / "reader" / "model.safetensors").is_file()
+    # CLaRa's base: the reader with the SFT run fused in
+    assert (ws.models_dir / "reader-handbook" / "model.safetensors").is_file()
+    assert Run(ws.runs_dir / "demo-clara-stage2").config()["resolved"]["model"].endswith(
+        "reader-handbook")
     for run_id in ("demo-handbook-sft", "demo-clara-stage1", "demo-clara-stage2",
                    "demo-clara-stage3"):
         assert Run(ws.runs_dir / run_id).status()["status"] == "completed", run_id
     assert Run(ws.runs_dir / "demo-handbook-sft").config()["resolved"]["model"].endswith("reader")
     figs = figures(ws)
     assert set(figs) == {"demo-trained", "demo-paraphrased"}
-    assert {"closed", "closed=demo-handbook-sft", "rag=demo-handbook-sft",
-            "clara=demo-clara-stage2", "clara-retrieval=demo-clara-stage3"} <= set(
-        figs["demo-trained"])
+    assert {"closed", "closed=demo-handbook-sft", "clara=demo-clara-stage2",
+            "clara-retrieval=demo-clara-stage3"} <= set(figs["demo-trained"])
+    assert "rag" in figs["demo-paraphrased"]
     assert "| closed=demo-handbook-sft |" in (ws.path / "report.md").read_text()
     doc = read_progress(ws)
     assert doc["state"] == "done" and "chat: demo-handbook-sft" in doc["ready"]
@@ -178,32 +204,37 @@ def _fig(ws, data: str, config: str, metric: str) -> float:
 
 @pytest.mark.slow
 def test_demo_before_and_after(built_demo):
-    """The figures measured when this was written (report.md of a default build), with margins:
-    the base answers nothing (0 % keyword match, closed-book and with 2 BM25 chunks); the SFT
-    run closed-book 87.9 % on the questions it trained on and 4.8 % on the paraphrased ones;
-    BM25 finds the gold chunk in its top 2 for 81 %; CLaRa stage 3's own retrieval 8.6 %, three
-    times chance (2 of 73 chunks). CLaRa's answers (0 %) and the paraphrased questions are the open
-    part of issue 15: the reader cannot read the handbook's prose."""
+    """The figures of a default build (report.md, 2026-11-30), with margins; each bound fails on
+    the demo before the golden pairs covered the paraphrased set and CLaRa got the fused base
+    (trained 87.9 %, paraphrased 4.8 %, CLaRa 0 % and 0 %, stage 3 retrieving 8.6 %).
+    Measured: the base 0 % closed-book and with 2 BM25 chunks; the SFT run 99.1 % on the 113
+    questions it trained on and 38.1 % on the 21 paraphrased ones; CLaRa stage 2 from BM25's
+    top-2 compressed chunks 62.4 % and 14.3 %, stage 3 from its own 46.2 % and 23.8 %; BM25's
+    top 2 hold the gold chunk for 79 %, stage 3's own retrieval for 17.7 % (chance: 2 of 73
+    chunks, 2.7 %)."""
     from clara.evaluation.rag import ChunkIndex
 
     ws = built_demo
     print((ws.path / "report.md").read_text())
     trained, para = "demo-trained", "demo-paraphrased"
-    sft = "demo-handbook-sft"
+    sft, clara = "closed=demo-handbook-sft", "clara=demo-clara-stage2"
     # the base knows nothing about the handbook, and cannot read it
     for data in (trained, para):
         assert _fig(ws, data, "closed", "keyword") <= 0.05
-        assert _fig(ws, data, "rag", "keyword") <= 0.05
-    # the fine-tuned reader answers the questions it trained on
-    assert _fig(ws, trained, f"closed={sft}", "keyword") >= 0.80
-    assert _fig(ws, trained, f"closed={sft}", "em") >= 0.75
-    assert _fig(ws, para, f"closed={sft}", "keyword") >= _fig(ws, para, "closed", "keyword")
+    assert _fig(ws, para, "rag", "keyword") <= 0.05
     assert _fig(ws, para, "rag", "recall") >= 0.7  # BM25 top 2 holds the gold chunk
-    # CLaRa's figures are computed for both stages, and stage 3 retrieves above chance
-    for config in ("clara=demo-clara-stage2", "clara=demo-clara-stage3"):
-        assert 0 <= _fig(ws, trained, config, "keyword") <= 1
+    # the fine-tuned reader answers the questions it trained on, and some asked otherwise
+    assert _fig(ws, trained, sft, "keyword") >= 0.9
+    assert _fig(ws, trained, sft, "em") >= 0.85
+    assert _fig(ws, para, sft, "keyword") >= 0.3
+    # CLaRa answers from the compressed chunks, far above the base closed-book, and its own
+    # retrieval finds the gold chunk several times as often as chance
+    assert _fig(ws, trained, clara, "keyword") >= 0.5
+    assert _fig(ws, para, clara, "keyword") >= 0.1
+    retrieval = "clara-retrieval=demo-clara-stage3"
+    assert _fig(ws, trained, retrieval, "keyword") >= 0.35
     chance = 2 / len(ChunkIndex.from_workspace(ws, 32, 0).chunks)
-    assert _fig(ws, trained, "clara-retrieval=demo-clara-stage3", "recall") > chance
+    assert chance < 0.03 and _fig(ws, trained, retrieval, "recall") >= 0.12
 
 
 def _readme_examples() -> list[tuple[str, str | None]]:

@@ -40,7 +40,13 @@ def test_generate_preview_write_browse_delete_and_read(workspace):
             await settle(pilot)
             assert "give the new QA dataset a name" in str(
                 screen.query_one("#qa-status", Static).render())
+            # a generation that fails in its worker says why there too (it said nothing)
+            screen.query_one("#qa-sources", Input).value = "nope"
             await pilot.press(*"hb-qa", "enter")
+            await wait_for(pilot, lambda: "no imported source 'nope'" in str(
+                screen.query_one("#qa-status", Static).render()), what="the failure said")
+            screen.query_one("#qa-sources", Input).value = ""
+            await pilot.press("enter")
             path = workspace.datasets_dir / "hb-qa" / "train.jsonl"
             await wait_for(pilot, path.is_file, what="the QA dataset")
             rows = io.read_jsonl(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Tabs
 
 from clara.errors import UserError
 from clara.workspace import Workspace
@@ -32,6 +32,11 @@ def test_modes_switch_by_keys_and_header_shows_workspace_and_platform(workspace)
                 await pilot.press(key)
                 await settle(pilot)
                 assert app.current_mode == mode, key
+                # a field has the focus, never the tab bar (letters typed there were lost)
+                assert not isinstance(app.focused, Tabs), mode
+                assert app.focused is not None or key == "escape", mode
+                if mode == "data" and key == "f3" and mode not in seen:
+                    assert app.focused.id == "import-path"
                 seen.add(mode)
                 # Tab goes from field to field: a scrolling panel of fields is no stop of its own
                 stops = [w.id for w in app.screen.focus_chain if isinstance(w, VerticalScroll)
@@ -95,12 +100,31 @@ def test_keys_typed_ahead_land_where_the_keys_before_them_sent_the_focus(workspa
 
 def test_mode_screens_are_built_in_the_background_and_shown_as_built(workspace):
     """After the first screen is shown, the other modes' screens are built one by one (their
-    first visit then costs no compose); switching shows the very screen built."""
+    first visit then costs no compose); switching shows the very screen built. A mode not
+    built yet shows a placeholder at once, and the keys typed meanwhile reach its screen."""
+    from textual.widgets import Input
+
+    from tui.screens.base import LoadingScreen
+    from tui.screens.data import DataScreen
+
     async def go():
         app = make_app(workspace.root, prebuild=True)
         app.PREBUILD_PAUSE_S = 0.0
+        app.PREBUILD_IDLE_S = 1e9  # nothing built in the background yet
+        app.PREBUILD_ORDER = ("data", "train", "runs", "workspaces")  # enough to show it
         async with app.run_test(size=(100, 30)) as pilot:
-            others = set(app.PREBUILD_ORDER) - {"workspaces"}
+            shown = []
+            app.screen_change_signal.subscribe(app, lambda s: shown.append(type(s)))
+            await pilot.press("f3", "ctrl+n", "a", "b", "c")  # Data, a new dataset, its name
+            assert shown[0] is LoadingScreen
+            await wait_for(pilot, lambda: isinstance(app.screen, DataScreen), timeout=60,
+                           what="the Data screen in place of its placeholder")
+            data = app.screen
+            await wait_for(pilot, lambda: data.query_one("#build-name", Input).value == "abc",
+                           what="the keys typed meanwhile in the name field")
+            await pilot.press("f2")
+            app.PREBUILD_IDLE_S = 0.0
+            others = set(app.PREBUILD_ORDER) - {"workspaces", "data"}
             await wait_for(pilot, lambda: set(app._prebuilt) == others and all(
                 s.is_mounted for s in app._prebuilt.values()), timeout=120,
                 what="the screens built in the background")
@@ -111,10 +135,12 @@ def test_mode_screens_are_built_in_the_background_and_shown_as_built(workspace):
             await wait_for(pilot, lambda: built["train"].query_one("#launch").region,
                            what="Train laid out in the background")
             assert all(s.has_class("-narrow") for s in built.values())
-            await pilot.press("f3")
+            await pilot.press("f4")
             await settle(pilot)
-            assert app.screen is built["data"] and "data" not in app._prebuilt
-            assert app.screen.query_one("#import-path")  # composed, mounted, filled
+            assert app.screen is built["train"] and "train" not in app._prebuilt
+            assert app.screen.query_one("#launch")  # composed, mounted, filled
+            await pilot.press("f3")
+            assert app.screen is data
             await pilot.press("f5")
             await settle(pilot)
             assert app.screen is built["runs"]
@@ -239,7 +265,8 @@ def test_worker_failure_opens_a_dialog_and_the_app_keeps_running(workspace):
                 raise UserError("data/x.jsonl:3: text: missing")
 
             screen.run_worker(fail, thread=True, exit_on_error=False)
-            await wait_for(pilot, lambda: app.errors, what="the error dialog")
+            await wait_for(pilot, lambda: app.errors and app.screen.query("#error-message"),
+                           what="the error dialog")  # pushed, then composed
             assert app.errors == ["data/x.jsonl:3: text: missing"]
             assert type(app.screen).__name__ == "ErrorDialog"
             assert "data/x.jsonl:3: text: missing" in str(
@@ -304,3 +331,65 @@ def test_run_app_is_what_the_cli_calls():
     from tui.app import run_app
 
     assert list(inspect.signature(run_app).parameters) == ["root", "workspace"]
+
+
+def test_a_full_frame_writes_only_the_cells_that_changed():
+    """A mode switch repaints the whole screen: only the cells that differ from what the
+    terminal shows are written (a partial update too), and a terminal that applies the writes
+    shows every frame exactly."""
+    import re
+
+    from rich.console import Console
+    from rich.segment import Segment
+    from rich.style import Style
+    from textual._compositor import ChopsUpdate, LayoutUpdate
+    from textual.geometry import Region
+    from textual.strip import Strip
+
+    from tui.frames import ShownCells
+
+    console = Console(color_system="truecolor", force_terminal=True)
+    width, height = 20, 3
+    grey, bold = Style(bgcolor="#202020"), Style(bold=True, color="#ff8800")
+
+    def frame(rows: list[str]) -> LayoutUpdate:  # the first 5 cells of each row in bold
+        return LayoutUpdate([[Strip([Segment(r[:5], bold), Segment(r[5:], grey)])]
+                             for r in rows], Region(0, 0, width, height))
+
+    screen = [[" "] * width for _ in range(height)]
+
+    def apply(text: str) -> None:  # a terminal: cursor moves and text, colours ignored
+        y = x = 0
+        for move, chars in re.findall(r"\x1b\[(\d+;\d+)H|((?:[^\x1b]|\x1b\[[\d;]*m)+)", text):
+            if move:
+                y, x = (int(v) - 1 for v in move.split(";"))
+            for ch in re.sub(r"\x1b\[[\d;]*m", "", chars):
+                screen[y][x] = ch
+                x += 1
+
+    def shown() -> list[str]:
+        return ["".join(row) for row in screen]
+
+    cells = ShownCells()
+    first = ["clara  Data".ljust(width), "F2 a F3 b F4 c".ljust(width), "^q quit".ljust(width)]
+    out = cells.update(frame(first), console).render_segments(console)
+    apply(out)
+    assert shown() == first
+    # a partial update (a character typed on row 1), then a switch that repaints everything
+    chops = ChopsUpdate([{}, {0: Strip([Segment("F2 X", bold)])}, {}], [(1, 0, 4)],
+                        [[], [width], []])
+    out = cells.update(chops, console).render_segments(console)
+    assert re.sub(r"\x1b\[[\d;]*[mH]", "", out) == "X"  # "F2 " is on screen already
+    apply(out)
+    assert shown()[1] == "F2 X F3 b F4 c".ljust(width)
+    second = ["clara  Train".ljust(width), first[1], first[2]]
+    out = cells.update(frame(second), console).render_segments(console)
+    apply(out)
+    assert shown() == second
+    plain = re.sub(r"\x1b\[[\d;]*[mH]", "", out)
+    assert plain == "Train" + "a", plain  # the title's changed cells; the typed X put back
+    # the same frame again writes nothing; a resize forgets what the terminal shows
+    assert cells.update(frame(second), console).render_segments(console) == ""
+    cells.forget()
+    assert re.sub(r"\x1b\[[\d;]*[mH]", "", cells.update(frame(second), console)
+                  .render_segments(console)) == "".join(second)

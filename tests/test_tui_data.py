@@ -137,6 +137,11 @@ def test_build_a_cpt_dataset_through_its_form(workspace, tmp_path):
             await settle(pilot)
             assert "built dataset story-cpt" in str(status.render())
             assert (workspace.datasets_dir / "story-cpt" / "train.jsonl").read_text() != first
+            # ctrl+g right after a build validates the dataset just built (not an empty form)
+            await pilot.press("ctrl+g")
+            await settle(pilot)
+            validated = str(app.screen.query_one("#validate-status", Static).render())
+            assert "story-cpt (text," in validated and "valid" in validated, validated
             assert app.errors == []
 
     asyncio.run(go())

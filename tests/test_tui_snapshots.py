@@ -90,7 +90,7 @@ def test_data_screen_datasets(snap_compare, size, snap_root, workspace):
     _dataset(workspace)
 
     async def before(pilot):
-        pilot.app.screen.query_one("#data-tabs", TabbedContent).active = "datasets-tab"
+        pilot.app.screen.show_tab("datasets-tab")  # as ctrl+t and the palette show it
         await settle(pilot)
 
     assert snap_compare(make_app(snap_root, start_mode="data"), terminal_size=size,

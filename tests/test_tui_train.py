@@ -241,8 +241,11 @@ def test_the_form_shows_its_command_and_saves_and_loads_settings(ready):
             await pilot.press("end", "0", "backspace")  # the form changed: the refusal is stale
             await settle(pilot)
             assert str(screen.query_one("#train-status", Static).render()) == ""
-            screen.query_one("#settings-path").value = "fast.toml"
-            await pilot.press("ctrl+s")
+            await pilot.press("ctrl+s")  # no file named yet: said, and its field focused
+            await pilot.pause()
+            assert "type a path first" in str(screen.query_one("#train-status").render())
+            assert app.focused is screen.query_one("#settings-path")
+            await pilot.press(*"fast.toml", "ctrl+s")
             await pilot.pause()
             assert io.read_toml(ready.path / "fast.toml") == {
                 "model": "tiny", "iters": 7, "learning_rate": 0.002}

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+import weakref
 from functools import partial
 from pathlib import Path
 from typing import Iterable
@@ -29,7 +30,10 @@ from textual.worker import WorkerFailed
 
 from clara.errors import UserError
 from clara.workspace import Workspace, list_workspaces
+from tui.frames import ShownCells
 from tui.modes import MODES as MODE_LIST
+from tui.screens.base import LoadingScreen
+from tui.widgets.footer import ClaraFooter
 from tui.recent import load_recent, remember
 from tui.screens.help import HelpScreen
 from tui.widgets.dialogs import ErrorDialog
@@ -88,12 +92,23 @@ def _styled(screen: Screen) -> Screen:
 
 
 def _mode_screen(mode) -> Screen:
-    """The screen of `mode` when it is first shown: the one built in the background if there
-    is one (see WorkbenchApp._prebuild), else a new one."""
+    """The screen of `mode` when it is first shown: the one built in the background if it is
+    ready (see WorkbenchApp._prebuild); else, while the app builds screens in the background, a
+    placeholder shown at once, replaced when the screen is built; else a new one."""
     from textual.app import active_app
 
-    built = getattr(active_app.get(), "_prebuilt", {}).pop(mode.name, None)
-    return built if built is not None else _styled(mode.screen_class()())
+    app = active_app.get()
+    built = getattr(app, "_prebuilt", {}).get(mode.name)
+    if built is not None and app._screen_ready(built):
+        return app._prebuilt.pop(mode.name)
+    if getattr(app, "_prebuild_on", False) and app.current_mode != "_default":  # not the first
+        placeholder = _styled(LoadingScreen(mode.name, mode.title))
+        app.run_worker(app._swap_in(mode.name, placeholder), group=f"build-{mode.name}",
+                       exit_on_error=False)
+        return placeholder
+    if built is not None:  # still composing: shown as it is
+        return app._prebuilt.pop(mode.name)
+    return _styled(mode.screen_class()())
 
 
 class WorkbenchApp(App):
@@ -121,6 +136,7 @@ class WorkbenchApp(App):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
     _QUIT_KEYS = frozenset(b.key for b in BINDINGS if b.action == "quit")
+    _MODE_KEYS = frozenset(b.key for b in BINDINGS if b.action.startswith("switch_mode"))
     # narrow terminals (100 columns) stack a form's help under its field
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (116, "-wide")]
 
@@ -136,6 +152,7 @@ class WorkbenchApp(App):
         super().__init__()
         self._prebuild_on = platform_info is None if prebuild is None else prebuild
         self._prebuilt: dict[str, Screen] = {}  # built in the background, not yet shown
+        self._laid_out: weakref.WeakSet = weakref.WeakSet()  # of those, the ones laid out
         self.root = Path(root)
         self.start_mode = start_mode
         self._fixed_platform = platform_info
@@ -145,6 +162,7 @@ class WorkbenchApp(App):
         self._keys: deque = deque()  # typed ahead, not yet handed on (see on_event)
         self._key_turn = 0  # which handed-on key the app waits for; 0: none
         self._typing_into = None  # the text field the key in flight types into, if it does
+        self._shown_cells = ShownCells()  # what the terminal shows (see _display)
 
     # -- type-ahead ---------------------------------------------------------------------------
     async def on_event(self, event: events.Event) -> None:
@@ -154,6 +172,8 @@ class WorkbenchApp(App):
         that builds its screen) reached the old focus, or nothing, and were lost. Characters
         typed into a text field go on at once, behind one another: waiting a frame for each
         made fast typing lag behind (a layout and a paint per key instead of one a burst)."""
+        if isinstance(event, events.Resize):
+            self._shown_cells.forget()  # the terminal cut or moved what it showed
         if isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded:
             self._last_key_at = time.monotonic()
             if isinstance(event, events.Key) and event.key in self._QUIT_KEYS:
@@ -194,7 +214,9 @@ class WorkbenchApp(App):
         if not self._keys:
             return
         screen = self.screen
-        if not screen.is_mounted:  # a screen still being built: its fields cannot take keys
+        if not screen.is_mounted or (isinstance(screen, LoadingScreen)
+                                     and getattr(self._keys[0], "key", None) not in self._MODE_KEYS):
+            # a screen still being built: its fields cannot take keys (mode keys go on)
             self._key_turn = -1
             self.set_timer(0.02, lambda: self._next_key(-1))
             return
@@ -261,6 +283,7 @@ class WorkbenchApp(App):
         if self._fixed_platform is None or self._prebuild_on:
             self._warm_modes()
         self.call_after_refresh(self.freeze_heap)
+        self.app_resume_signal.subscribe(self, lambda _: self._shown_cells.forget())
         if not self.is_headless:
             self.set_interval(1.0, self._collect_when_idle)
 
@@ -291,6 +314,11 @@ class WorkbenchApp(App):
         self._gc_after_key = self._last_key_at
         gc.collect()
         gc.freeze()
+        # and the whole screen written once more: a frame writes only the cells that changed
+        # (tui/frames.py), so anything else that wrote to the terminal (a library printing on
+        # its stderr) would stay on screen; a switch used to repaint it all
+        self._shown_cells.forget()
+        self.screen.refresh()
 
     @work(thread=True, exclusive=True, group="warm-modes", exit_on_error=False)
     def _warm_modes(self) -> None:
@@ -306,34 +334,86 @@ class WorkbenchApp(App):
     # thread no longer bring MLX along (that held the event loop for seconds); its first visit
     # took 1-3.5 s at load 10.
     PREBUILD_ORDER = ("data", "train", "runs", "chat", "eval", "models", "workspaces")
-    PREBUILD_PAUSE_S = 0.3  # between two screens: keys typed meanwhile are answered first
-    PREBUILD_IDLE_S = 3.0  # a screen is built only once no key came for this long
+    PREBUILD_PAUSE_S = 0.05  # between two steps: keys typed meanwhile are answered first
+    PREBUILD_IDLE_S = 0.5  # a step waits until no key came for this long
     _last_key_at = 0.0
 
-    async def _prebuild(self) -> None:
-        """Build (compose, mount, load) every mode's screen in the background, one at a time,
-        so that a mode's first visit is as quick as the next ones: composing a form screen took
-        seconds on a busy machine, keys waiting meanwhile."""
-        async def until_idle() -> None:
-            await asyncio.sleep(self.PREBUILD_PAUSE_S)
-            # building a screen holds the event loop for a while: not while the user types
-            while time.monotonic() - self._last_key_at < self.PREBUILD_IDLE_S:
-                await asyncio.sleep(0.2)
+    async def _until_idle(self) -> None:
+        await asyncio.sleep(self.PREBUILD_PAUSE_S)
+        # each step holds the event loop for a while: not while the user types
+        while time.monotonic() - self._last_key_at < self.PREBUILD_IDLE_S or self._keys:
+            await asyncio.sleep(0.05)
 
+    async def _prebuild(self) -> None:
+        """Build (compose, mount, lay out) every mode's screen in the background, one at a
+        time, from the first frame on, between keys: composing a form screen took 0.1-0.3 s of
+        CPU (seconds on a busy machine), and a first visit waited for it."""
         for name in self.PREBUILD_ORDER:
-            await until_idle()
-            if name in self._screen_stacks or name in self._prebuilt:
-                continue  # shown already
+            await self._until_idle()
+            if name in self._screen_stacks:
+                continue  # shown already (or its placeholder: built for it)
+            await self._build_mode(name, idle=True)
+
+    def _screen_ready(self, screen: Screen) -> bool:
+        return screen.is_mounted and screen in self._laid_out
+
+    async def _build_mode(self, name: str, idle: bool = False) -> Screen:
+        """The screen of mode `name`, composed, mounted and laid out off screen (once, whoever
+        asks first). `idle`: its layout waits for a pause in the typing too."""
+        screen = self._prebuilt.get(name)
+        if screen is None:
             screen = _styled(next(m for m in MODE_LIST if m.name == name).screen_class()())
             self._prebuilt[name] = screen
             self._register(self, screen)
-            await screen._mounted_event.wait()
-            await until_idle()
-            if name not in self._prebuilt or not self.size:
-                continue  # shown meanwhile: laid out as it was
-            # lay it out too: a first layout of a form screen (Train's hundreds of fields)
-            # held its first visit for 2.5 s at load 10
-            screen._refresh_layout(self.size)
+        await screen._mounted_event.wait()
+        if screen not in self._laid_out:
+            if idle:
+                await self._until_idle()
+            if screen not in self._laid_out and self.size:
+                # a first layout of a form screen (Train's hundreds of fields) held its first
+                # visit for 2.5 s at load 10
+                screen._refresh_layout(self.size)
+                if idle:
+                    await self._until_idle()
+                # and render it once: a first show drew every widget's lines (Train: 0.1 s)
+                screen._compositor.render_update(full=True)
+                # with the focus it will have and the footer's keys for it: on a first show
+                # the focus moved and the footer rebuilt every key (20-40 ms)
+                auto_focus = getattr(screen, "_auto_focus", None)
+                if auto_focus is not None:
+                    auto_focus()
+                for footer in screen.query(ClaraFooter):  # in the footer's own context
+                    footer.call_later(footer.bindings_changed, screen)
+                # what that made lives as long as the screen: out of the collections too (a
+                # full one walked it, 0.58 s at a switch while a training ran)
+                self.call_after_refresh(self.freeze_heap)
+            self._laid_out.add(screen)
+        return screen
+
+    async def _swap_in(self, name: str, placeholder: Screen) -> None:
+        """Build mode `name`'s screen now and put it where its placeholder is."""
+        await asyncio.sleep(0)  # the placeholder is painted first
+        screen = await self._build_mode(name)
+        self._prebuilt.pop(name, None)
+        stack = self._screen_stacks.get(name)
+        if not stack or placeholder not in stack:
+            return
+        stack[stack.index(placeholder)] = screen
+        if self.screen is screen:  # shown now: as switch_mode shows a mode's screen
+            placeholder.post_message(events.ScreenSuspend())
+            self.screen_change_signal.publish(screen)
+            screen._screen_resized(self.size)
+            screen.post_message(events.ScreenResume())
+        await placeholder.remove()
+
+    def _display(self, screen: Screen, renderable) -> None:
+        """A frame writes only the cells that changed (see tui/frames.py): a mode switch wrote
+        the whole screen, and a slow terminal took up to 0.5 s to read it."""
+        if renderable is not None and not self._batch_count and self._running \
+                and not self._closed and not self.is_headless and self._driver is not None \
+                and not self._driver.is_inline:  # a frame that App._display writes
+            renderable = self._shown_cells.update(renderable, self.console)
+        super()._display(screen, renderable)
 
     _mask_switch = True
 
@@ -341,7 +421,8 @@ class WorkbenchApp(App):
         """Textual holds every paint for 50 ms after a mode switch, to mask a screen composing
         itself: half of the 100 ms a switch may take. A screen shown before, or built in the
         background, is whole at once; only a first visit still composing keeps the mask."""
-        self._mask_switch = mode not in self._screen_stacks and mode not in self._prebuilt
+        self._mask_switch = mode not in self._screen_stacks and mode not in self._prebuilt \
+            and not self._prebuild_on  # a placeholder is whole at once too
         try:
             return super().switch_mode(mode)
         finally:

@@ -31,6 +31,26 @@ class ModeScreen(Screen):
         Binding("ctrl+y", "previous_tab", "Previous tab", show=False),
     ]
 
+    # Textual's auto focus took the first focusable widget: the tab bar on Data, Train and
+    # Eval, where the letters a user types at once (a path, a name) were lost. See _auto_focus.
+    AUTO_FOCUS = ""
+
+    def _auto_focus(self) -> None:
+        """Focus the screen's first field, skipping tab bars and the hidden tabs' fields, when
+        nothing has the focus (a screen that names its own AUTO_FOCUS keeps it)."""
+        if self.focused is not None or type(self).AUTO_FOCUS:
+            return
+        from textual.widgets import Tabs
+
+        tabs = self.main_tabs()
+        pane = tabs.get_pane(tabs.active) if tabs is not None and tabs.active else None
+        for widget in self.focus_chain:
+            if isinstance(widget, Tabs):
+                continue
+            if pane is None or tabs not in widget.ancestors or pane in widget.ancestors:
+                self.set_focus(widget, scroll_visible=False)
+                return
+
     def action_blur(self) -> None:
         """Esc leaves the focused field (its focus ring goes away)."""
         self.set_focus(None)
@@ -57,11 +77,31 @@ class ModeScreen(Screen):
         if not panes:
             return
         index = panes.index(tabs.active) if tabs.active in panes else 0
-        tabs.active = panes[(index + step) % len(panes)]
+        self.show_tab(panes[(index + step) % len(panes)])
+
+    def show_tab(self, pane_id: str) -> None:
+        """Show the main tab `pane_id`, the focus on its first field."""
+        tabs = self.main_tabs()
+        if tabs is None:
+            return
+        tabs.active = pane_id
         self.set_focus(None)  # a field of the hidden tab would pull it back into view
         # then the new tab's first field: with no focus, Tab went to the tab bar first and
         # letters typed at once were lost
-        self.call_after_refresh(self._focus_first_in, tabs.get_pane(tabs.active))
+        self.call_after_refresh(self._focus_first_in, tabs.get_pane(pane_id))
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """A main tab shown by code (the palette, a key, a test) while a field of another tab
+        has the focus: that field would pull its tab back into view (TabbedContent shows the
+        tab of whatever is focused). The focus goes to the new tab's first field instead."""
+        tabs = self.main_tabs()
+        if event.tabbed_content is not tabs or self.focused is None:
+            return
+        pane = tabs.get_pane(tabs.active) if tabs.active else None
+        if pane is None or tabs not in self.focused.ancestors or pane in self.focused.ancestors:
+            return
+        self.set_focus(None)
+        self.call_after_refresh(self._focus_first_in, pane)
 
     def _focus_first_in(self, pane) -> None:
         if self.focused is not None:
@@ -86,7 +126,7 @@ class ModeScreen(Screen):
             if pane.parent.parent is tabs and pane.id:
                 title = str(tabs.get_tab(pane.id).label)
                 yield SystemCommand(f"{self.TITLE}: show tab {title}", "Switch the tab (ctrl+t)",
-                                    lambda p=pane.id: setattr(tabs, "active", p))
+                                    lambda p=pane.id: self.show_tab(p))
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -136,6 +176,9 @@ class ModeScreen(Screen):
             event.refresh_styles = False
         self._styled_for = self.app.theme
         self.fit_width()
+        for bar in self.query(ModeBar):  # drawn in the background: another mode was current
+            bar.refresh()
+        self.call_after_refresh(self._auto_focus)  # once laid out: the focus chain's order
         self.on_shown()
         now = time.monotonic()
         if now - self._resumed_at >= self.RESUME_REFRESH_S:
@@ -183,3 +226,24 @@ class ModeScreen(Screen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:
             self.app.show_error(event.worker.error)
+
+
+class LoadingScreen(ModeScreen):
+    """What a mode shows for the moment its screen is still being built (in the background,
+    see WorkbenchApp._build_mode): the header, the mode bar and one line, at once. The app
+    swaps the built screen in when it is ready, and holds the keys typed meanwhile (other
+    than mode keys) for it."""
+
+    DEFAULT_CSS = """
+    LoadingScreen .loading { padding: 1 2; color: $text-muted; }
+    """
+
+    def __init__(self, mode_name: str, title: str) -> None:
+        super().__init__()
+        self.mode_name = mode_name
+        self.title = title
+
+    def compose_body(self) -> ComposeResult:
+        from textual.widgets import Static
+
+        yield Static(f"Opening {self.title} …", classes="loading")

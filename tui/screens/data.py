@@ -373,7 +373,10 @@ class DataScreen(ModeScreen):
             raise
         self.app.call_from_thread(self._built, folder)
 
+    _last_built: str | None = None
+
     def _built(self, folder: Path) -> None:
+        self._last_built = folder.name
         self._say(f"built dataset {folder.name}")
         self.notify(f"dataset {folder.name} is ready", title="Build", timeout=3)
         self._load_datasets()
@@ -381,14 +384,18 @@ class DataScreen(ModeScreen):
     # -- validation -----------------------------------------------------------------------------
     def action_validate_selected(self) -> None:
         """ctrl+g: from the Datasets tab, validate the highlighted dataset (every row) at once;
-        elsewhere, the Validate tab with its path field. It only switched tabs, and a user who
-        had a dataset highlighted saw an empty form."""
+        from the Build tab, the dataset just built; elsewhere, the Validate tab with its path
+        field. It only switched tabs, and a user who had a dataset highlighted (or had just
+        built one) saw an empty form."""
         tabs = self.query_one("#data-tabs", TabbedContent)
         table = self.query_one("#datasets", DataTable)
         ws = self.app.workspace
         name = None
         if tabs.active == "datasets-tab" and table.row_count and ws is not None:
             name = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        elif tabs.active == "build-tab" and ws is not None and self._last_built \
+                and (ws.datasets_dir / self._last_built).is_dir():
+            name = self._last_built
         tabs.active = "validate-tab"
         field = self.query_one("#validate-path", PathInput)
         field.focus()

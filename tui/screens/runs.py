@@ -110,7 +110,9 @@ class RunsScreen(ModeScreen):
             with TabbedContent(id="run-tabs"):
                 with TabPane("Progress", id="tab-progress"):
                     yield Static("select a run", id="run-title")
-                    yield ProgressBar(id="run-progress", show_eta=False)
+                    # hidden until a run is selected: with no total it pulses ("--%"),
+                    # repainted many times a second for nothing
+                    yield ProgressBar(id="run-progress", show_eta=False, classes="hidden")
                     yield Static("", id="run-rate")
                     yield MetricPlot("loss", id="plot-loss")
                     with Horizontal(id="run-sparks"):
@@ -326,6 +328,7 @@ class RunsScreen(ModeScreen):
         step = last.get("step", 0)
         total = status.get("total_steps") or step or None
         bar = self.query_one("#run-progress", ProgressBar)
+        bar.remove_class("hidden")
         state = status.get("status", "?")
         if state in ACTIVE:
             bar.update(total=total, progress=step)

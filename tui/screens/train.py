@@ -413,8 +413,10 @@ class TrainScreen(ModeScreen):
     def _settings_file(self):
         from pathlib import Path
 
-        text = self.query_one("#settings-path", PathInput).value.strip()
+        field = self.query_one("#settings-path", PathInput)
+        text = field.value.strip()
         if not text:
+            field.focus()  # where to type it: the field was out of the way of a keyboard user
             raise UserError("settings file: type a path first (e.g. my-lora.toml)")
         path = Path(text).expanduser()
         if not path.is_absolute() and self.app.workspace is not None:

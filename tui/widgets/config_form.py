@@ -141,8 +141,11 @@ class ConfigForm(VerticalScroll, can_focus=False):
                     yield Select(options, value=value if value is not None else Select.NULL,
                                  id=wid, classes="form-field", allow_blank=blank, compact=True)
                 else:
+                    # an empty field says so: a compact one with no text and no placeholder
+                    # was not there to see (Data's `sources`)
                     yield TextInput(_show(value), id=wid, classes="form-field", compact=True,
-                                placeholder="default" if value is None else "")
+                                placeholder="default" if value is None
+                                else "empty" if _show(value) == "" else "")
                 yield Label(f.metadata.get("help", ""), classes="form-help")
 
     def field_widget(self, name: str):

@@ -17,6 +17,7 @@ from textual.widgets import Button, DataTable, Input, Select, Static, TextArea
 from clara.errors import UserError
 from tui.format import short
 from tui.widgets.live_text import TextInput
+from tui.widgets.worker_errors import RoutesWorkerErrors
 
 PREVIEW_CHUNKS = 2
 
@@ -32,7 +33,7 @@ def _int(text: str, name: str, default: int) -> int:
     return value
 
 
-class QAGenPanel(Vertical):
+class QAGenPanel(RoutesWorkerErrors, Vertical):
     """A form for `clara data build qa`: Preview shows the pairs of the first chunks, Write
     builds the dataset."""
 
@@ -117,9 +118,16 @@ class QAGenPanel(Vertical):
 
                 rows = io.read_jsonl(path / "train.jsonl")
                 self.app.call_from_thread(self._show, rows, report.line(), path)
+        except UserError as e:  # said under the buttons, as the other forms do
+            self.app.call_from_thread(self._failed, str(e))
         except BaseException:
             self.app.call_from_thread(self.query_one("#qa-status", Static).update, "")
             raise
+
+    def _failed(self, message: str) -> None:
+        status = self.query_one("#qa-status", Static)
+        status.set_class(True, "field-error")
+        status.update(message)
 
     def _show(self, rows: list[dict], line: str, path: Path | None) -> None:
         table = self.query_one("#qa-preview", DataTable)
@@ -134,7 +142,7 @@ class QAGenPanel(Vertical):
             self.post_message(QARowBrowser.Changed())
 
 
-class QARowBrowser(Vertical):
+class QARowBrowser(RoutesWorkerErrors, Vertical):
     """The rows of a QA dataset, one per line; `delete` removes the highlighted pair."""
 
     class Changed(Message):
@@ -242,7 +250,7 @@ class QARowBrowser(Vertical):
         self.app.notify(f"deleted pair {i + 1}; {left} left", title="QA", timeout=2)
 
 
-class SourceReader(Vertical):
+class SourceReader(RoutesWorkerErrors, Vertical):
     """A source's full text with page markers, searchable: Enter in the search field goes to the
     next match."""
 

@@ -13,6 +13,8 @@ from textual.visual import Visual, visualize
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
+from tui.widgets.worker_errors import RoutesWorkerErrors
+
 MAX_POINTS = 300  # a plot is at most ~200 cells wide: more points only cost render time
 
 
@@ -31,7 +33,7 @@ def downsample(xs: Sequence[float], ys: Sequence[float], n: int = MAX_POINTS
     return out_x, out_y
 
 
-class MetricPlot(PlotextPlot):
+class MetricPlot(RoutesWorkerErrors, PlotextPlot):
     """`set_series({label: (steps, values)})` redraws; `log` switches the y axis to log10.
 
     The plot is built in a thread worker, down to the lines of cells the terminal gets: plotext
