@@ -393,3 +393,38 @@ def test_a_full_frame_writes_only_the_cells_that_changed():
     cells.forget()
     assert re.sub(r"\x1b\[[\d;]*[mH]", "", cells.update(frame(second), console)
                   .render_segments(console)) == "".join(second)
+
+
+def test_a_table_whose_columns_widen_draws_its_cells_at_the_new_width():
+    """DataTable widens columns on an idle turn but kept cells rendered before at the old width
+    ("lor" for "lora-demo" in Runs, "lora-demo" after it became longer): tui/widgets/table.py."""
+    from textual.app import App
+
+    from tui.widgets.table import Table
+
+    class One(App):
+        CSS = "Table { width: 1fr; height: 1fr; }"  # fixed size, as the app's tables
+
+        def compose(self):
+            yield Table()
+
+    def shown(app) -> str:
+        return "".join(s.text for s in app.query_one(Table).render_line(1)).strip()
+
+    async def go():
+        app = One()
+        async with app.run_test(size=(60, 8)) as pilot:
+            table = app.query_one(Table)
+            table.add_column("run", key="id")
+            await pilot.pause()
+            table.add_row("lora-demo", key="a")
+            assert shown(app) == "lor"  # drawn before the idle turn that widens the column
+            await pilot.pause()
+            await pilot.pause()
+            assert shown(app) == "lora-demo"
+            table.update_cell("a", "id", "lora-demo-longer", update_width=True)
+            await pilot.pause()
+            await pilot.pause()
+            assert shown(app) == "lora-demo-longer"
+
+    asyncio.run(go())

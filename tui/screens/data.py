@@ -17,6 +17,7 @@ from textual.widgets import (Button, ContentSwitcher, DataTable, DirectoryTree, 
                              OptionList, Select, Static, Switch, TabbedContent, TabPane)
 
 from clara.errors import UserError
+from tui.widgets.table import Table
 from tui.command import command_line
 from tui.format import display_path, number, short
 from tui.screens.base import ModeScreen
@@ -65,11 +66,11 @@ class DataScreen(ModeScreen):
                     yield Button("Import", id="import", variant="primary")
                     yield Button("Browse", id="browse")
                 yield DirectoryTree(Path.cwd(), id="import-tree", classes="hidden")
-                yield DataTable(id="sources", cursor_type="row", zebra_stripes=True)
+                yield Table(id="sources", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="sources-status", classes="muted")
             with TabPane("Datasets", id="datasets-tab"):
                 with Horizontal(id="datasets-split"):
-                    yield DataTable(id="datasets", cursor_type="row", zebra_stripes=True)
+                    yield Table(id="datasets", cursor_type="row", zebra_stripes=True)
                     with VerticalScroll(id="dataset-detail", classes="panel"):
                         yield Label("Statistics", classes="section-title")
                         yield KeyValues(id="dataset-stats", empty="(select a dataset)")

@@ -15,6 +15,7 @@ from textual.widgets import (Button, DataTable, Label, ProgressBar, Select, Sele
                              Switch, TabbedContent, TabPane)
 
 from clara.errors import UserError
+from tui.widgets.table import Table
 from tui.format import short
 from tui.screens.base import ModeScreen
 from tui.widgets.ticklist import TickList
@@ -123,11 +124,11 @@ class EvalScreen(ModeScreen):
                                      variant="success")
             with TabPane("Results", id="eval-results-tab"):
                 yield Static("run an evaluation, or pick one under History", id="eval-title")
-                yield DataTable(id="eval-summary", cursor_type="row", zebra_stripes=True)
+                yield Table(id="eval-summary", cursor_type="row", zebra_stripes=True)
                 yield Label("Answers", classes="section-title")
-                yield DataTable(id="eval-answers", cursor_type="row", zebra_stripes=True)
+                yield Table(id="eval-answers", cursor_type="row", zebra_stripes=True)
             with TabPane("History", id="eval-history-tab"):
-                yield DataTable(id="eval-list", cursor_type="row", zebra_stripes=True)
+                yield Table(id="eval-list", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#eval-list", DataTable)

@@ -14,6 +14,7 @@ from textual.widgets import Button, ContentSwitcher, DataTable, Label, Select, S
 
 from clara.errors import UserError
 from clara.io import human_size
+from tui.widgets.table import Table
 from tui.command import command_line
 from tui.screens.base import ModeScreen
 from tui.widgets.config_form import ConfigForm
@@ -168,7 +169,7 @@ class ModelsScreen(ModeScreen):
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="models-body"):
             with Vertical(id="models-list"):
-                yield DataTable(id="models", cursor_type="row", zebra_stripes=True)
+                yield Table(id="models", cursor_type="row", zebra_stripes=True)
                 yield Static("", id="models-status", classes="muted")
             with Vertical(id="models-action", classes="panel"):
                 with Horizontal(classes="toolbar"):

@@ -16,6 +16,7 @@ from textual.worker import get_current_worker
 
 from clara.errors import UserError
 from clara.runs import ACTIVE
+from tui.widgets.table import Table
 from tui.format import duration, loss, number, short
 from tui.screens.base import ModeScreen
 from tui.widgets.dialogs import ConfirmDialog, PromptDialog
@@ -106,7 +107,7 @@ class RunsScreen(ModeScreen):
     def compose_body(self) -> ComposeResult:
         with Vertical(id="runs-body"):
             yield Static("", id="runs-filter", classes="muted", markup=False)
-            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+            yield Table(id="runs", cursor_type="row", zebra_stripes=True)
             with TabbedContent(id="run-tabs"):
                 with TabPane("Progress", id="tab-progress"):
                     yield Static("select a run", id="run-title")
@@ -130,7 +131,7 @@ class RunsScreen(ModeScreen):
                     with VerticalScroll():
                         yield Markdown("", id="run-report")
                 with TabPane("Adapters", id="tab-adapters"):
-                    yield DataTable(id="run-adapters", cursor_type="row")
+                    yield Table(id="run-adapters", cursor_type="row")
                 with TabPane("Compare", id="tab-compare"):
                     yield Static("press m on two runs to compare them", id="compare-title")
                     # both runs on one plot: one step axis, one loss scale

@@ -11,6 +11,7 @@ from textual.widgets import Button, DataTable, Input, Label, Static
 
 from clara.errors import UserError
 from clara.workspace import SUBDIRS, Workspace, list_workspaces, validate_name
+from tui.widgets.table import Table
 from tui.format import display_path, human_size, short
 from tui.recent import load_recent
 from tui.screens.base import ModeScreen
@@ -96,7 +97,7 @@ class WorkspacesScreen(ModeScreen):
     def compose_body(self) -> ComposeResult:
         with Vertical(id="workspaces-body"):
             yield Static("", id="ws-root")
-            yield DataTable(id="workspaces", cursor_type="row", zebra_stripes=True)
+            yield Table(id="workspaces", cursor_type="row", zebra_stripes=True)
             yield Static("", id="ws-recent")
 
     def on_mount(self) -> None:

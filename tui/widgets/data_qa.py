@@ -15,6 +15,7 @@ from textual.message import Message
 from textual.widgets import Button, DataTable, Input, Select, Static, TextArea
 
 from clara.errors import UserError
+from tui.widgets.table import Table
 from tui.format import short
 from tui.widgets.live_text import TextInput
 from tui.widgets.worker_errors import RoutesWorkerErrors
@@ -59,7 +60,7 @@ class QAGenPanel(RoutesWorkerErrors, Vertical):
             yield Button("Preview", id="qa-preview-button")
             yield Button("Write", id="qa-write", variant="primary")
         yield Static("", id="qa-status")
-        yield DataTable(id="qa-preview", cursor_type="row", zebra_stripes=True)
+        yield Table(id="qa-preview", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         self.query_one("#qa-preview", DataTable).add_columns("origin", "page", "question",
@@ -161,7 +162,7 @@ class QARowBrowser(RoutesWorkerErrors, Vertical):
             yield Select([], prompt="QA dataset", id="qa-dataset")
             yield Button("Delete pair", id="qa-delete", variant="error")
         yield Static("", id="qa-rows-status")
-        yield DataTable(id="qa-rows", cursor_type="row", zebra_stripes=True)
+        yield Table(id="qa-rows", cursor_type="row", zebra_stripes=True)
         yield Static("", id="qa-row-detail", markup=False)
 
     def on_mount(self) -> None:
