@@ -34,6 +34,7 @@ import math
 import os
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -54,6 +55,8 @@ STEP_AHEAD = os.environ.get("CLARA_STEP_AHEAD", "1") != "0"
 # MLX's limit as a share of the guard's: a throttled step still passes MLX's limit by up to
 # 1.4x (measured above: 11.86/10, 8.44/6, 8.82/8), which must stay under the guard's
 MEMORY_HOLD = 0.7
+# benchmarks read the host time of the last this many steps (Engine.host_times, host_parts)
+HOST_STEPS = 4096
 
 
 @dataclass
@@ -144,13 +147,14 @@ class Engine:
         self.tokens_seen = 0
         self.window = {"loss": 0.0, "steps": 0, "tokens": 0, "time": 0.0, "extras": {}}
         # for benchmarks: how often the step was traced (mx.compile traces again for every new
-        # batch shape), and the host's seconds spent queuing each step (launch())
+        # batch shape), and the host's seconds spent queuing each step (launch()); the last
+        # HOST_STEPS steps only, so that a long run does not grow them without end
         self.traces = 0
-        self.host_times: list[float] = []
+        self.host_times: deque[float] = deque(maxlen=HOST_STEPS)
         # and its parts (seconds per launch): making the batch, calling the step (the compiled
         # step replays its graph: one array per op), mx.async_eval (encoding and launching
         # the kernels), counting tokens, the distributed sums
-        self.host_parts: list[dict] = []
+        self.host_parts: deque[dict] = deque(maxlen=HOST_STEPS)
 
     # -- files ------------------------------------------------------------------------------
     def event(self, kind: str, **data) -> None:
@@ -322,7 +326,8 @@ class Engine:
             if os.environ.get("CLARA_HOST_PARTS") and self.host_parts:  # benchmarks: per rank
                 rank = self.dist.rank if self.dist else 0
                 io.write_json(Path(f"{os.environ['CLARA_HOST_PARTS']}.rank{rank}.json"),
-                              {"launch_s": self.host_times, "parts": self.host_parts})
+                              {"launch_s": list(self.host_times),
+                               "parts": list(self.host_parts)})
 
     def _run(self, stop_requested, resume) -> EngineResult:
         cfg, task, model = self.cfg, self.task, self.task.model
