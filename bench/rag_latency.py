@@ -135,12 +135,20 @@ def summarize(rows: list[dict], label: str) -> dict:
     return out
 
 
-def mlx_lm_decode(model: str, prompts: list[list[int]], max_tokens: int,
-                  logit_bias: dict | None = None, dtype: str | None = None) -> dict:
-    """mlx_lm.stream_generate (greedy) on the very prompt token ids the chat engine was given,
-    in the same order, after the same warm-up (the first prompt once): the reference for the
-    chat engine's decode. On CUDA a prompt of a new length builds new kernels and graphs, so
-    one prompt repeated (what this compared with before) flatters the reference. With
+def engine_decode(session, questions, hits):
+    """One pass of the chat engine over every question: its rows (see measure)."""
+    rows = []
+    for q, h in zip(questions, hits):
+        r = session.ask(q, select=h)
+        rows.append({"prompt_tokens": r.prompt_tokens, "ttft": r.ttft, "latency": r.latency,
+                     "generation_tokens": r.generation_tokens,
+                     "generation_tps": r.generation_tps, "peak_memory": r.peak_memory})
+    return rows
+
+
+def mlx_lm_decoder(model: str, logit_bias: dict | None = None, dtype: str | None = None):
+    """mlx_lm.stream_generate (greedy) as a function of prompt token ids -> rows: the reference
+    for the chat engine's decode, run on the very prompt ids the engine was given. With
     `logit_bias` the engine's ban of the reasoning tokens is applied too (mlx-lm's own
     processor), to tell its cost from the engine's. `dtype`: the weights' dtype the engine ran
     in (clara loads a model in the platform's dtype, bfloat16 on a GPU; mlx_lm.load keeps the
@@ -156,19 +164,47 @@ def mlx_lm_decode(model: str, prompts: list[list[int]], max_tokens: int,
         cast_model(m, dtype)
         mx.eval(m.parameters())
     procs = make_logits_processors(logit_bias=logit_bias) if logit_bias else None
-    rows = []
-    for i, ids in enumerate([prompts[0]] + prompts):
-        tic, ttft, last = time.perf_counter(), 0.0, None
-        for last in stream_generate(m, tok, ids, max_tokens=max_tokens,
-                                    logits_processors=procs):
-            ttft = ttft or time.perf_counter() - tic
-        if i:  # the first is the warm-up
+
+    def run(prompts: list[list[int]], max_tokens: int) -> list[dict]:
+        rows = []
+        for ids in prompts:
+            tic, ttft, last = time.perf_counter(), 0.0, None
+            for last in stream_generate(m, tok, ids, max_tokens=max_tokens,
+                                        logits_processors=procs):
+                ttft = ttft or time.perf_counter() - tic
             rows.append({"prompt_tokens": last.prompt_tokens, "ttft": ttft,
                          "latency": time.perf_counter() - tic,
                          "generation_tokens": last.generation_tokens,
                          "generation_tps": last.generation_tps,
                          "peak_memory": last.peak_memory})
-    return summarize(rows, "mlx_lm.generate" + (" + ban" if logit_bias else ""))
+        return rows
+
+    return run
+
+
+def decode_rounds(runners: dict, rounds: int) -> dict:
+    """Every runner (name -> function of no arguments returning one pass's rows) once over
+    every prompt untimed (on CUDA each new prompt length builds kernels and graphs: before, the
+    engine ran first and paid for them, the references after it did not), then `rounds` timed
+    passes each, interleaved and in a rotating order so that a drift of the machine falls on
+    all alike. Per runner: the median tokens/s over every (round, prompt), the mean of each
+    round, and the rows."""
+    names = list(runners)
+    for n in names:
+        runners[n]()
+    rows = {n: [] for n in names}
+    per_round = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            got = runners[n]()
+            rows[n] += got
+            per_round[n].append(round(statistics.mean(x["generation_tps"] for x in got), 1))
+    return {n: {"mode": n, "median_tps": statistics.median(x["generation_tps"] for x in rows[n]),
+                "round_means": per_round[n],
+                "per_prompt_tps": [round(x["generation_tps"], 1) for x in rows[n]],
+                "prompt_tokens": statistics.mean(x["prompt_tokens"] for x in rows[n]),
+                "generation_tokens": statistics.mean(x["generation_tokens"] for x in rows[n])}
+            for n in names}
 
 
 def main(argv=None) -> dict:
@@ -185,6 +221,8 @@ def main(argv=None) -> dict:
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--hidden", type=int, default=256, help="Width of the built model.")
     p.add_argument("--layers", type=int, default=4, help="Blocks of the built model.")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="Timed decode passes over every prompt, per runner (interleaved).")
     args = p.parse_args(argv)
 
     from clara.chat.engine import ChatEngine, ChatSettings
@@ -227,25 +265,30 @@ def main(argv=None) -> dict:
     a, b = modes
     ratios = {k: (a[k] / b[k] if b[k] else None)
               for k in ("prompt_tokens", "ttft", "latency", "decode_s_per_token")}
-    # the reference decodes the raw mode's prompts: the same token ids the engine was given
+    # the decode comparison: the raw mode's prompts, the same token ids for every runner
     from clara.chat.engine import rag_prompt
     from clara.chat.reasoning import ban_bias
 
     prompts = [raw.prompt_ids(rag_prompt(q, [index.texts[i] for i in h]))
                for q, h in zip(questions, hits)]
     dtype = None if raw.entry.loaded.quantization else raw.entry.loaded.dtype
-    refs = [mlx_lm_decode(model, prompts, args.max_tokens, dtype=dtype)]
+    runners = {"chat engine": lambda: engine_decode(raw, questions, hits)}
+    plain = mlx_lm_decoder(model, dtype=dtype)
+    runners["mlx_lm.generate"] = lambda: plain(prompts, args.max_tokens)
     ban = ban_bias(raw.markers)
     if ban:
-        refs.append(mlx_lm_decode(model, prompts, args.max_tokens, ban, dtype=dtype))
-    ref = refs[0]
+        banned = mlx_lm_decoder(model, ban, dtype=dtype)
+        runners["mlx_lm.generate + ban"] = lambda: banned(prompts, args.max_tokens)
+    dec = decode_rounds(runners, args.rounds)
+    eng, ref = dec["chat engine"], dec["mlx_lm.generate"]
     result = {"model": model, "clara": clara, "platform": describe(), "chunks": len(chunks),
               "top_k": args.top_k, "doc_tokens": args.doc_tokens,
               "compression_rate": args.compression_rate, "max_tokens": args.max_tokens,
               "compress_all_chunks_s": compress_s, "modes": modes,
-              "ratios_raw_over_clara": ratios, "mlx_lm_generate": ref, "references": refs,
-              "dtype": dtype,
-              "decode_vs_mlx_lm": a["generation_tps"] / ref["generation_tps"]}
+              "ratios_raw_over_clara": ratios, "decode": dec, "rounds": args.rounds,
+              "dtype": dtype, "decode_vs_mlx_lm": eng["median_tps"] / ref["median_tps"]}
+    if "mlx_lm.generate + ban" in dec:
+        result["decode_vs_mlx_lm_ban"] = eng["median_tps"] / dec["mlx_lm.generate + ban"]["median_tps"]
 
     cols = [("mode", "mode"), ("prompt_tokens", "prompt tok"), ("ttft", "ttft s"),
             ("latency", "total s"), ("generation_tokens", "gen tok"),
@@ -258,14 +301,18 @@ def main(argv=None) -> dict:
     print(render_table(modes, cols))
     print("raw / CLaRa: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items() if v))
     print(f"compressing all {len(chunks)} chunks once: {compress_s:.2f}s")
-    print(f"decode: chat engine {a['generation_tps']:.1f} tok/s, mlx_lm.generate "
-          f"{ref['generation_tps']:.1f} tok/s on the same model ({dtype or 'quantized'}) and prompt token ids "
-          f"({result['decode_vs_mlx_lm']:.2f}x)")
-    print(render_table([a] + refs, [("mode", "decode"), ("prompt_tokens", "prompt tok"),
-                                    ("ttft", "ttft s"), ("generation_tokens", "gen tok"),
-                                    ("generation_tps", "tok/s")]))
-    for r in [a] + refs:
-        print(f"  {r['mode']}: tok/s per prompt {r['per_prompt_tps']}")
+    print(f"decode ({dtype or 'quantized'}; every prompt once untimed, then {args.rounds} "
+          f"interleaved rounds; tok/s the median over rounds and prompts): chat engine "
+          f"{eng['median_tps']:.1f}, mlx_lm.generate {ref['median_tps']:.1f} "
+          f"({result['decode_vs_mlx_lm']:.2f}x)"
+          + (f", mlx_lm.generate + ban {dec['mlx_lm.generate + ban']['median_tps']:.1f} "
+             f"({result['decode_vs_mlx_lm_ban']:.2f}x)" if "decode_vs_mlx_lm_ban" in result
+             else ""))
+    print(render_table(list(dec.values()), [("mode", "decode"), ("prompt_tokens", "prompt tok"),
+                                            ("generation_tokens", "gen tok"),
+                                            ("median_tps", "median tok/s")]))
+    for r in dec.values():
+        print(f"  {r['mode']}: round means {r['round_means']}; per prompt {r['per_prompt_tps']}")
     out = RESULTS / f"rag_latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"written to {out}")

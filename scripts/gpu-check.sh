@@ -12,6 +12,12 @@
 #   pair    two independent 1-GPU runs (batch PAIR_BATCH, default 4; PAIR_PINNED=0: no pinned
 #           pair) at the same time, one per GPU, against one alone: is a
 #           rank's slow-down the host's (no communication at all) or the distributed step's?
+#   parts   bench/stage1_parts.py at 1.1B: one CLaRa stage-1 step and its parts (dropout off, the
+#           forward alone, the encoder's and the decoder's forward + backward), at PARTS_BATCHES
+#           (default "8 32")
+#   profile Nsight Compute's per-kernel summary of one warm stage-1 step (PROFILE_ARGS, default
+#           4 blocks of the 1.1B shape at batch 32; kernels outside CUDA graphs; at most
+#           PROFILE_KERNELS kernels): $OUT/ncu.txt
 #   rag     bench/rag_latency.py at 1B shapes (5 documents x 256 tokens, CR 16) and chat
 #           decode against mlx_lm.generate
 # Usage: bash scripts/gpu-check.sh [STEP ...]   (default: info clara big tests rag)
@@ -104,12 +110,25 @@ g = mx.grad(lambda x: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("warm
         taskset -c "$(cpus 1)" bash -c "$(declare -f one); PY=$PY SCALE_MODEL='$SCALE_MODEL' OUT=$OUT one 1 1pin" &
         wait
         tail -n 3 "$OUT"/pair*.txt | tee -a "$OUT/steps.txt" ;;
+      parts)
+        step parts
+        for b in ${PARTS_BATCHES:-8 32}; do
+          $PY bench/stage1_parts.py --preset 1b --batch-size "$b" --json "$OUT/parts_b$b.json" \
+              2>&1 | tee "$OUT/parts_b$b.txt"
+        done ;;
+      profile)
+        step profile
+        MLX_USE_CUDA_GRAPHS=0 ncu --profile-from-start off --metrics gpu__time_duration.sum \
+            --cache-control none --clock-control none --launch-count "${PROFILE_KERNELS:-20000}" \
+            --print-summary per-kernel --log-file "$OUT/ncu.txt" \
+            $PY bench/stage1_parts.py --preset 1b --ncu ${PROFILE_ARGS:---layers 4 --batch-size 32} \
+            2>&1 | tail -n 20 | tee -a "$OUT/steps.txt" ;;
       rag)
         step rag
         $PY bench/rag_latency.py --top-k 5 --doc-tokens 256 --compression-rate 16 \
             --hidden 2048 --layers 16 --limit 4 --max-tokens 32 ${RAG_ARGS:-} 2>&1 \
             | tee "$OUT/rag.txt" ;;
-      *) echo "unknown step $w (info clara lora big tests scale pair rag)" >&2; exit 2 ;;
+      *) echo "unknown step $w (info clara lora big tests scale pair parts profile rag)" >&2; exit 2 ;;
     esac
   done
 done

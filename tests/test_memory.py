@@ -272,17 +272,22 @@ def test_chunked_ce_same_loss_and_gradients_less_memory(model_dir, monkeypatch, 
     assert p0 - p1 > 1.5 * logits, (p0, p1, logits)
 
 
-def test_lora_dropout_draws_its_mask_again_in_the_backward_pass():
+@pytest.mark.parametrize("rng", ["threefry", "hash"])
+def test_lora_dropout_draws_its_mask_again_in_the_backward_pass(rng, monkeypatch):
     """clara.method.adapters.dropped_lora keeps no mask: the backward pass draws the same one
     again from the key, so the gradients equal those of a plain dropout with that mask, and a
-    step keeps less than one byte per adapted input element beyond what no dropout keeps."""
-    from clara.method.adapters import dropped_lora
+    step keeps less than one byte per adapted input element beyond what no dropout keeps. Both
+    mask generators: MLX's threefry (the CPU's) and the hashed one (a GPU's)."""
+    from clara.method.adapters import dropped_lora, keep_mask
 
+    monkeypatch.setenv("CLARA_DROPOUT_RNG", rng)
     mx.random.seed(0)
     x, a, b = (mx.random.normal(s) for s in ((64, 96), (96, 8), (8, 32)))
     key, p = mx.random.key(3), mx.array(0.25)
-    keep = mx.random.bernoulli(0.75, x.shape, key=key)
+    keep = keep_mask(key, x.shape, p)
     assert 0.65 < float(keep.astype(mx.float32).mean()) < 0.85
+    if rng == "threefry":
+        assert mx.array_equal(keep, mx.random.bernoulli(0.75, x.shape, key=key))
 
     def ours(x, a, b):
         return (dropped_lora(x, key, p, a, b) ** 2).sum()
@@ -294,6 +299,8 @@ def test_lora_dropout_draws_its_mask_again_in_the_backward_pass():
     for g1, g2 in zip(mx.grad(ours, argnums=(0, 1, 2))(x, a, b),
                       mx.grad(plain, argnums=(0, 1, 2))(x, a, b)):
         assert float(mx.abs(g1 - g2).max()) < 1e-3 * float(mx.abs(g2).max())  # TF32 on CUDA
+    if rng == "hash":
+        return  # the peaks below: once is enough
 
     # each peak in a process of its own: in the suite's worker the allocator's state left by
     # earlier tests moved a peak by more than the bound
@@ -523,3 +530,25 @@ def test_dropout_adds_few_graph_ops_per_adapter_call(model_dir):
         counts[p] = ops(m, _stage1_batch(m))
     calls = 2 * len(m._loras)  # the encoder's pass and the decoder's
     assert 0 < (counts[0.1] - counts[0.0]) / calls <= 18, counts
+
+
+def test_hashed_dropout_mask_is_bernoulli_and_fixed_by_its_key():
+    """adapters.hashed_keep (a GPU's dropout masks): the keep rate is 1 - p, the same key gives
+    the same mask, another key (the next adapter call's) an unrelated one, and neighbouring
+    elements are not correlated."""
+    import numpy as np
+
+    from clara.method.adapters import hashed_keep
+
+    key = mx.array([12345, 678], dtype=mx.uint32)
+    m = np.array(hashed_keep(key, (4, 64, 512), mx.array(0.1))).ravel().astype(float)
+    assert abs(m.mean() - 0.9) < 4 * (0.09 / m.size) ** 0.5
+    assert np.array_equal(m, np.array(hashed_keep(key, (4, 64, 512), mx.array(0.1))).ravel())
+    other = np.array(hashed_keep(key + mx.array([0, 1], dtype=mx.uint32), (4, 64, 512),
+                                 mx.array(0.1))).ravel().astype(float)
+    bound = 4 / m.size ** 0.5
+    assert abs(np.corrcoef(m, other)[0, 1]) < bound
+    assert abs(np.corrcoef(m[:-1], m[1:])[0, 1]) < bound
+    assert abs(np.corrcoef(m[:-512], m[512:])[0, 1]) < bound
+    quarter = np.array(hashed_keep(key, (256, 512), mx.array(0.25))).mean()
+    assert abs(quarter - 0.75) < 4 * (0.1875 / (256 * 512)) ** 0.5

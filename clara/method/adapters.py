@@ -8,19 +8,64 @@ each sub-forward (compress, encode query, decode) involves only its own adapter'
 
 from __future__ import annotations
 
+import os
+
 import mlx.core as mx
+import numpy as np
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
 from mlx_lm.tuner.lora import LoRALinear
 
 
+_U32 = {k: mx.array(v, dtype=mx.uint32) for k, v in
+        (("m1", 0x85EBCA6B), ("m2", 0xC2B2AE35), ("gold", 0x9E3779B9))}
+
+
+def _fmix(h: mx.array) -> mx.array:
+    """MurmurHash3's 32-bit finaliser (a bijection of uint32 with full avalanche)."""
+    h = h ^ (h >> 16)
+    h = h * _U32["m1"]
+    h = h ^ (h >> 13)
+    h = h * _U32["m2"]
+    return h ^ (h >> 16)
+
+
+def hashed_keep(key: mx.array, shape, p: mx.array) -> mx.array:
+    """Bernoulli(1 - p) keep mask of `shape` from a counter-based hash of (key, element index):
+    elementwise integer ops only, so that under mx.compile the mask is computed inside the kernel
+    that applies it. MLX's own draw (mx.random.bernoulli) is a separate kernel that writes 32
+    random bits per element (threefry), then another that compares them: on the H200 those were
+    a fifth of a CLaRa stage-1 step's kernel time (bench/stage1_parts.py)."""
+    k = key.astype(mx.uint32)
+    s0, s1 = _fmix(k[0] + _U32["gold"]), _fmix(k[1] ^ _fmix(k[0]))
+    shape = tuple(shape)
+    d = shape[-1] if shape else 1
+    rows = mx.arange(int(np.prod(shape[:-1], dtype=np.int64)), dtype=mx.uint32)
+    # the flat index from two small ranges (broadcast, fused), not an arange of the whole shape
+    idx = rows.reshape(*shape[:-1], 1) * d + mx.arange(d, dtype=mx.uint32) if shape else rows
+    h = _fmix(_fmix(idx + s0) ^ s1)
+    thr = mx.minimum((1 - p.astype(mx.float32)) * 4294967296.0, 4294967295.0).astype(mx.uint32)
+    return h < thr
+
+
+def keep_mask(key: mx.array, shape, p: mx.array) -> mx.array:
+    """The dropout keep mask of `shape` drawn from `key`: hashed_keep on a GPU, MLX's threefry
+    draw on the CPU (where it costs little, and where the tests' and the demo's runs were fixed
+    with it). CLARA_DROPOUT_RNG=hash|threefry picks one."""
+    how = os.environ.get("CLARA_DROPOUT_RNG") or \
+        ("hash" if mx.default_device().type == mx.DeviceType.gpu else "threefry")
+    if how == "hash":
+        return hashed_keep(key, shape, p)
+    return mx.random.bernoulli(1 - p, shape, key=key)
+
+
 @mx.custom_function
 def dropped_lora(x: mx.array, key: mx.array, p: mx.array, a: mx.array, b: mx.array):
-    """((x * keep / (1 - p)) @ a) @ b with keep ~ Bernoulli(1 - p) drawn from `key`. The backward
-    pass draws the same mask again from the key instead of keeping it: nothing per element is
-    stored (a mask, or under mx.compile the random bits it fuses in, was a large share of a
-    CLaRa step's activations)."""
-    keep = mx.random.bernoulli(1 - p, x.shape, key=key)
+    """((x * keep / (1 - p)) @ a) @ b with keep ~ Bernoulli(1 - p) drawn from `key` (keep_mask).
+    The backward pass draws the same mask again from the key instead of keeping it: nothing per
+    element is stored (a mask, or under mx.compile the random bits it fuses in, was a large
+    share of a CLaRa step's activations)."""
+    keep = keep_mask(key, x.shape, p)
     return (mx.where(keep, x / (1 - p).astype(x.dtype), 0) @ a) @ b
 
 
@@ -31,7 +76,7 @@ def _dropped_lora_vjp(primals, cotangent, output):
     # this draw with the forward's and keep that one alive until here
     c = cotangent.reshape(-1)[:1]
     key = key + (c == c).astype(mx.uint32) * 0
-    keep = mx.random.bernoulli(1 - p, x.shape, key=key)
+    keep = keep_mask(key, x.shape, p)
     inv = (1 / (1 - p)).astype(x.dtype)
     xd = mx.where(keep, x, 0) * inv
     gb = cotangent @ b.T
