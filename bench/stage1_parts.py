@@ -7,6 +7,8 @@ device's time for the graph plus whatever of the host's encoding it does not hid
 
     step        the whole training step
     step-drop0  the same with LoRA dropout off (a new compiled step)
+    step-threefry, step-hash  the step with the dropout masks of MLX's threefry draw or of
+                the hash (clara.method.adapters.keep_mask; `step`: the platform's default)
     loss        the forward alone (compiled)
     enc         forward + backward of the encoder alone (compressor: its memory states' sum
                 plus the MSE), compiled
@@ -142,7 +144,10 @@ def main(argv=None) -> int:
 
         for part in args.parts.split(","):
             set_dropout(model, cfg.lora_dropout)
-            if part == "step":
+            os.environ.pop("CLARA_DROPOUT_RNG", None)
+            if part in ("step-threefry", "step-hash"):  # adapters.keep_mask's generator
+                os.environ["CLARA_DROPOUT_RNG"] = part[5:]
+            if part.startswith("step") and part != "step-drop0":
                 fn = engine_step(work / part)
             elif part == "step-drop0":
                 set_dropout(model, 0.0)
@@ -166,6 +171,7 @@ def main(argv=None) -> int:
                   + (f"  {flops / sec / 1e12:7.1f} TFLOP/s (the step's model FLOPs, 4N)"
                      if part.startswith("step") else ""), flush=True)
             set_dropout(model, cfg.lora_dropout)
+            os.environ.pop("CLARA_DROPOUT_RNG", None)
     print(f"batch {s['batch_size']}, layers {s['layers']}: {out['tokens']} real tokens, "
           f"{flops / 1e12:.2f} TFLOP a step; shapes {json.dumps(out['shapes'])}")
     if args.json:
