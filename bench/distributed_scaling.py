@@ -155,7 +155,17 @@ reliably). Of a rank's shortfall against the lone GPU at 64 rows (88.2k per rank
 64) and about 7 the distributed step itself (all-reduce of the float32 LoRA gradients, 25 MB,
 and the ranks waiting for each other at every step); not isolated further (device time).
 
-7) Global batch 96 and 128 with every batch full (session 9, nvidia-h200-x2, one lease on a fresh
+7) Global batch 96 and 112 at --rows 128 (session 9, the coordinator's lease, the session-8
+   model; `SCALE_CASES=1:96,2:96,1:112,2:112 SCALE_ITERS=12 SCALE_WARMUP=3`):
+
+    trainer procs batch scaling  backend    tokens/s  speed-up efficiency  peak GB  final loss  max rel loss diff
+    clara       1    96       -        -     96698.5     1.000      1.000    96.02     3.68876    0.00e+00
+    clara       2    96  strong     nccl    170895.3     1.767      0.884    90.31     3.68805    2.90e-03
+    clara       1   112       -        -     86482.8     1.000      1.000   107.21     3.66130    0.00e+00
+    clara       2   112  strong     nccl    164959.8     1.907      0.954    94.84     3.66198    6.51e-04
+
+   Its 1.907x is against a weak reference (below), so it is not the figure; then, global batch
+   96 and 128 with every batch full (session 9, nvidia-h200-x2, one lease on a fresh
    machine, MLX's kernel cache carried in). Rows 384, a multiple of every global batch here: with
    --rows 128 an epoch at global batch 96 or 112 was a full batch and a short one (96 + 32,
    112 + 16), so a run's tokens/s mixed two batch sizes. `64x2` is one process at global batch
@@ -163,7 +173,7 @@ and the ranks waiting for each other at every step); not isolated further (devic
    one GPU cannot hold 128 rows at once; its micro-batches group the rows differently from the
    2-process batches of 128, hence that row's loss difference (4e-2: other data per step, not
    other math; 2:96 against 1:96, the same rows, differs by 6e-4, bfloat16 rounding).
-   `SCALE_MODEL="... --rows 384 ..." SCALE_ITERS=12 SCALE_WARMUP=3 SCALE_CASES=1:64,1:128x2,
+   `SCALE_ITERS=12 SCALE_WARMUP=3 SCALE_CASES=1:64,1:128x2,
    2:128,1:96,1:96:CLARA_MLX_MEMORY_LIMIT_GB=125,2:96,2:128:CLARA_MLX_MEMORY_LIMIT_GB=125 bash
    scripts/gpu-check.sh scale`:
 
@@ -183,14 +193,15 @@ and the ranks waiting for each other at every step); not isolated further (devic
    where it holds only against the same-batch run (1.810x).
 
 What they say. One H200 is flat at 100.8k-102.5k tokens/s from 64 to 96 rows (and 64x2): the
-one-GPU reference no longer moves with the batch. The session-9 coordinator's run at --rows 128
-(1:112 at 86.5k, 11 % under 1:96, so 2:112 read 1.907x) had two causes, both in the reference,
-not in the 2-GPU run: the alternating 112 + 16 batches, and MLX's memory limit, which the engine
-sets on CUDA to MEMORY_HOLD (0.7) of the guard's 90 % of the GPU: 0.63 x 150.75 GB = 95.0 GB
+one-GPU reference no longer moves with the batch. In the session-9 coordinator's run at --rows
+128, 1:112 ran at 86.5k, 11 % under 1:96 (so 2:112 read 1.907x), for reasons in that reference,
+not in the 2-GPU run: the alternating 112 + 16 batches cost about 1 % (at 93.9k tokens/s for 16
+rows, table 4), and MLX's memory limit the rest. The engine sets that limit on CUDA to
+MEMORY_HOLD (0.7) of the guard's 90 % of the GPU: 0.63 x 150.75 GB = 95.0 GB
 (clara/train/engine.py mlx_memory_limit). A step whose peak passes it (107 GB at 112 rows) waits
-for the device to free buffers before queuing more, and loses the overlap; at 96 rows (peak
-95.6 GB, just over) that costs 1.7 % (100.8k against 102.5k with the limit at 125 GB), and 2 GPUs
-at 128 (92.3 GB a rank, under it) gain 1.8 % from the higher limit. The limit stays: it is what
+for the device to free buffers before queuing more, and loses the overlap; at 96 rows (peak 95.6
+GB, just over) that costs 1.7 % (100.8k against 102.5k with the limit at 125 GB), and 2 GPUs at
+128 (92.3 GB a rank, under it) gain 1.8 % from the higher limit. The limit stays: it is what
 makes a run that does not fit wait instead of failing; a user who knows the run fits can raise
 it with CLARA_MLX_MEMORY_LIMIT_GB. The per-rank loss is now 5-7 %: 94.6k-96.3k a GPU against
 102.5k alone.

@@ -8,7 +8,8 @@
 #   tests   the method, engine, memory and chat tests in the platform's dtype (bfloat16), one
 #           pytest per module (GPU_TESTS picks them; DEADLINE=epoch seconds stops in time)
 #   scale   bench/distributed_scaling.py on every GPU of the host (NCCL), 1B LoRA: 1 vs 2
-#           processes at global batch 8, 16 and 32, with the step look-ahead on and off
+#           processes at global batch 96 and 128 (one GPU: 64 and 64x2, accumulated), 384 rows
+#           so that every batch is full (SCALE_CASES, SCALE_MODEL change them)
 #   pair    two independent 1-GPU runs (batch PAIR_BATCH, default 4; PAIR_PINNED=0: no pinned
 #           pair) at the same time, one per GPU, against one alone: is a
 #           rank's slow-down the host's (no communication at all) or the distributed step's?
@@ -46,7 +47,7 @@ if ! $PY -c 'import tomli_w' 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; 
 fi
 STEPS=${STEPS:-6}
 # the scaling benchmark's model: the 1B Llama of bench/distributed_scaling.py's docstring
-SCALE_MODEL=${SCALE_MODEL:---hidden 2048 --layers 22 --heads 32 --kv-heads 4 --intermediate 5632 --vocab 4096 --rows 64 --seq 512 --batch-size 8 --dtype bfloat16}
+SCALE_MODEL=${SCALE_MODEL:---hidden 2048 --layers 22 --heads 32 --kv-heads 4 --intermediate 5632 --vocab 4096 --rows 384 --seq 512 --batch-size 8 --dtype bfloat16}
 step() { echo "== $1 $(date -u +%T)" | tee -a "$OUT/steps.txt"; }
 
 for what in "${@:-info clara big tests rag}"; do
@@ -94,7 +95,7 @@ g = mx.grad(lambda x: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("warm
         step scale
         $PY bench/distributed_scaling.py $SCALE_MODEL --backend nccl \
             --iters "${SCALE_ITERS:-12}" --warmup "${SCALE_WARMUP:-4}" \
-            --cases "${SCALE_CASES:-1:8,2:8,2:8:CLARA_STEP_AHEAD=0,2:8:CLARA_PIN_CPUS=1,1:16,2:16,1:32,2:32,2:32:CLARA_STEP_AHEAD=0}" \
+            --cases "${SCALE_CASES:-1:64,1:128x2,2:128,1:96,2:96}" \
             --out "$OUT" 2>&1 | tee "$OUT/scale.txt" ;;
       pair)
         step pair
