@@ -123,10 +123,9 @@ class ClaraStageTask:
             out = {**m.encoder_batch(docs), **dec}
             if self.align:  # each question's positives: its row's gold documents in the batch
                 # (pos_index), else all its row's documents. With k > 1 and every document a
-                # positive, the distractors are positives too: nothing singles out the gold, and
-                # the compressor met the loss by making every vector alike (the lighthouse
-                # benchmark, bench/clara_stage3_study.py round five: the alignment loss at
-                # ln(B k / k) from step 50, stage 2 reading nothing)
+                # positive, the distractors are positives too and nothing singles out the gold:
+                # vectors all alike meet that loss at ln(B) (the lighthouse benchmark's stage 2,
+                # bench/clara_stage3_study.py round five: ln 8 from step 50 to the end)
                 pos = np.zeros((len(samples), len(docs)), dtype=np.bool_)
                 first = np.cumsum([0] + [len(s["docs"]) for s in samples])
                 for b, s in enumerate(samples):
