@@ -19,15 +19,22 @@ document. In a temporary workspace (or --workdir, reused), in the reference's JS
      and stage 3's validation recall@5 (over the 20 candidates of the unseen rows) at its start
      and at the checkpoint it hands over.
 
-    python bench/clara_lighthouse.py                   # about 40 min on 2 busy shared cores
-    python bench/clara_lighthouse.py --workdir /tmp/lh --stage2-align 0   # the old stage 2
+    python bench/clara_lighthouse.py                   # the issue's 400 / 300 / 100 steps
+    python bench/clara_lighthouse.py --workdir /tmp/lh --s1-iters 200 --s2-iters 200
+                                                       # round five's run: 42 min, 719 CPU-s
+    python bench/clara_lighthouse.py --workdir /tmp/lh --extra "--stage2-align 0"
+    python bench/clara_lighthouse.py --workdir /tmp/lh --from-stage2 lh-stage2 --name v \
+        --extra "--tau 0.1"                            # a stage-3 variant from that stage 2
 
 Prints a table and writes bench/results/clara_lighthouse-DATE.json.
 
 This script rebuilds the issue's benchmark, whose generator was not kept: the issue gives its
 shape (400 / 60 lighthouses, 5 questions each, 5 documents in stage 2, 20 candidates in stage
 3) and protocol, not its sentences, so the figures are this world's, not the issue's.
-MEASURED: see bench/clara_stage3_study.py ("FIFTH ROUND").
+MEASURED (2026-11-30, 200 / 200 / 100 steps, the defaults; bench/clara_stage3_study.py,
+"FIFTH ROUND", has the table and its reading): nothing reads this world at these steps (EM 0.0
+for every system, the base on raw text included); stage 3 lifts recall@5 over 20 candidates
+from chance, 0.249 -> 0.415 on validation, 0.40 in `clara eval` (the issue: 0.15).
 """
 
 from __future__ import annotations
