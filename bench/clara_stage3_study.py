@@ -431,6 +431,29 @@ Reading of the fifth round:
      loss stays at ln 40 = 3.69 (3.60-3.75 over its 90 steps), the value for all-alike vectors
      with one positive. Validation CE 2.80 at step 50, against 2.79 without the fix. On this
      stage 1 the fix changes nothing measurable; it matters where the vectors differ.
+     Then stage 2 at the issue's 300 steps, with the fix, from the same 200-step stage 1:
+       python bench/clara_lighthouse.py --workdir /tmp/s3n/lh1 --s1-iters 200 --s2-iters 300 \
+           --from-stage2 s300-stage2 --name s300     (its stage 2 by `clara train stage2`,
+           the pipeline's settings; clara_lighthouse-20261130-210253.json)
+
+  system                                    EM  recall |    who   when  where colour height
+  closed-book (base)                       0.0         |    0.0    0.0    0.0    0.0    0.0
+  raw-text RAG, BM25 top-5 of 20 (base)    0.0    1.00 |    0.0    0.0    0.0    0.0    0.0
+  CLaRa stage 2, 5 compressed documents    3.3         |    0.0    0.0    8.3    0.0    8.3
+  CLaRa stage 3, same documents            3.3         |    0.0    0.0    8.3    0.0    8.3
+  CLaRa stage 3, own top-5 of 20           3.3    0.43 |    0.0    0.0    8.3    0.0    8.3
+
+  stage-3 validation (20 candidates, top-5; chance 0.25): recall start 0.285 -> best (step 100)
+  0.400, last 0.400; em 0.032 -> 0.032 (step 50: recall@5 0.397, recall@1 0.05 -> 0.10)
+
+     - Stage 2's validation CE: 2.96, 2.26, 1.83, 1.50, 1.34, 1.33 at steps 50 to 300. Its
+       alignment loss stayed at 3.60-3.75 (validation 3.646 at every step). Doc-doc cosine
+       after it: 1.0000 (min 0.9998).
+     - Stage 2 reads 2 of 60 (3.3 EM). Stage 3 keeps that and lifts recall@5 from 0.285 to
+       0.400 (0.43 in `clara eval`).
+     - So on both lighthouse runs, stage 3 does what the issue's "Done when" asks of it:
+       recall above its start and above chance, EM at stage 2's. Stage 2 is what fails here:
+       it barely reads (the issue's reached 10 EM from a 400-step stage 1).
  22. The CI cut (item 3 of the round; CPU-s per module with cpuprof, one process, the load
      above).
      tests/test_method_retrieval_quality.py: stage 1 is about 70 % of its pipeline's time.
