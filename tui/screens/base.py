@@ -57,7 +57,8 @@ class ModeScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield ClaraHeader()
-        yield ModeBar()
+        self.mode_bar = ModeBar()  # kept: a DOM query for it walked every widget (2-7 ms)
+        yield self.mode_bar
         yield from self.compose_body()
         yield DemoBanner()
         yield ClaraFooter(compact=True)
@@ -176,14 +177,30 @@ class ModeScreen(Screen):
             event.refresh_styles = False
         self._styled_for = self.app.theme
         self.fit_width()
-        for bar in self.query(ModeBar):  # drawn in the background: another mode was current
-            bar.refresh()
+        if self._painted_whole:  # Screen's refresh after this is skipped (see refresh)
+            self.call_next(setattr, self, "_painted_whole", False)
+        elif self.mode_bar is not None:  # drawn in the background: another mode was current
+            self.mode_bar.refresh()
         self.call_after_refresh(self._auto_focus)  # once laid out: the focus chain's order
         self.on_shown()
         now = time.monotonic()
         if now - self._resumed_at >= self.RESUME_REFRESH_S:
             self._resumed_at = now
             self.call_after_refresh(self.on_resume)
+
+    mode_bar: ModeBar | None = None
+    _painted_whole = False  # set by the app's switch_mode, until this screen's resume is handled
+
+    def refresh(self, *regions, repaint: bool = True, layout: bool = False,
+                recompose: bool = False):
+        """Screen's resume handler refreshes the whole screen: a render of every widget again
+        (and of the screen's background, its cache cleared) for a frame that changes no cell,
+        when the mode switch has just painted all of it (WorkbenchApp._prepare_whole_paint).
+        Textual's switch_mode refreshes the screen it leaves too: a repaint of it all when it is
+        next shown, which paints it whole anyway."""
+        if self._painted_whole and not (regions or layout or recompose):
+            return self
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     def on_resume(self) -> None:
         """Called when the mode is shown again; refresh what may have changed meanwhile."""
