@@ -316,6 +316,7 @@ class WorkbenchApp(App):
         import gc
 
         self._gc_after_key = self._last_key_at
+        self._pause_hidden()
         gc.collect()
         gc.freeze()
         # and the whole screen written once more: a frame writes only the cells that changed
@@ -357,6 +358,18 @@ class WorkbenchApp(App):
             if name in self._screen_stacks:
                 continue  # shown already (or its placeholder: built for it)
             await self._build_mode(name, idle=True)
+        await self._until_idle()
+        self._pause_hidden()
+
+    def _pause_hidden(self) -> None:
+        """The repeating timers of every screen not shown wait until it is (ModeScreen.
+        pause_timers): those built in the background were never suspended, and a widget of a
+        hidden screen can start one (a progress bar that became indeterminate)."""
+        shown = self.screen
+        for screen in [*self._prebuilt.values(), *(s for stack in self._screen_stacks.values()
+                                                   for s in stack)]:
+            if screen is not shown and isinstance(screen, ModeScreen) and screen.is_mounted:
+                screen.pause_timers()
 
     def _screen_ready(self, screen: Screen) -> bool:
         return screen.is_mounted and screen in self._laid_out

@@ -181,6 +181,9 @@ class ModeScreen(Screen):
             self.call_next(setattr, self, "_painted_whole", False)
         elif self.mode_bar is not None:  # drawn in the background: another mode was current
             self.mode_bar.refresh()
+        for timer in self._paused_timers:
+            timer.resume()
+        self._paused_timers = ()
         self.call_after_refresh(self._auto_focus)  # once laid out: the focus chain's order
         self.on_shown()
         now = time.monotonic()
@@ -189,6 +192,24 @@ class ModeScreen(Screen):
             self.call_after_refresh(self.on_resume)
 
     mode_bar: ModeBar | None = None
+    _paused_timers: tuple = ()  # paused by pause_timers, resumed when the screen is shown
+
+    def on_screen_suspend(self) -> None:
+        self.pause_timers()
+
+    def pause_timers(self) -> None:
+        """A hidden screen's repeating timers wait until it is shown again: animations (an idle
+        progress bar's pulse, 30 a second; the Chat's loading indicator, 16), cursors blinking
+        in the fields each hidden screen keeps focused, the demo banners. With a training
+        running they woke the app 60 times a second for screens no one saw. Also called on a
+        screen built in the background (WorkbenchApp._build_mode)."""
+        paused = []
+        for widget in self.walk_children(with_self=False):
+            for timer in widget._timers:
+                if timer._repeat is None and timer._active.is_set():
+                    timer.pause()
+                    paused.append(timer)
+        self._paused_timers = (*self._paused_timers, *paused)
     _painted_whole = False  # set by the app's switch_mode, until this screen's resume is handled
 
     def refresh(self, *regions, repaint: bool = True, layout: bool = False,
