@@ -4,6 +4,7 @@ and two runs' curves side by side. Stop and resume go through `clara.runs`."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from textual import on, work
@@ -25,6 +26,9 @@ from tui.widgets.metric import MetricSparkline
 from tui.widgets.plot import MetricPlot
 
 POLL_S = 0.5
+HIDDEN_POLL_S = 2.0  # the follower of a run while Runs is not shown: fewer wake-ups of the app
+PLOT_EVERY_S = 2.0  # a training run's loss plot is built again at most this often (a thread
+# holding the GIL 10-15 ms each time, every poll, while the user typed on Runs)
 
 
 def run_row(run) -> dict:
@@ -103,6 +107,7 @@ class RunsScreen(ModeScreen):
         self.tag_filter: str | None = None  # f: only runs with this tag
         self.rows: dict[str, dict] = {}  # run id -> its row, as last read
         self._shown_cells: dict[str, dict] = {}  # run id -> the table's cells of it
+        self._tail_wake = threading.Event()  # the run follower's poll, ended early
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="runs-body"):
@@ -260,6 +265,7 @@ class RunsScreen(ModeScreen):
         """Show `run_id` and follow its files: a live run or a finished one, whoever started it."""
         if self.selected:
             self.workers.cancel_group(self, f"tail-{self.selected}")
+            self._tail_wake.set()  # it ends now, not after its poll
         self.selected = run_id
         self.metrics = RunMetrics()
         self.query_one("#run-title", Static).update(f"run {run_id}")
@@ -291,7 +297,9 @@ class RunsScreen(ModeScreen):
                 last_status = update.status
             if update.status.get("status") not in ACTIVE:
                 return
-            time.sleep(POLL_S)
+            # shown again: at once (on_shown sets it)
+            self._tail_wake.wait(POLL_S if self.is_current else HIDDEN_POLL_S)
+            self._tail_wake.clear()
 
     def _apply_progress(self, run_id: str, rows: list[dict], status: dict,
                         reset: bool = False) -> None:
@@ -310,9 +318,11 @@ class RunsScreen(ModeScreen):
             self._progress_hidden = True
 
     _plot_stale = False
+    _plotted_at = 0.0
     _progress_hidden = False
 
     def on_shown(self) -> None:
+        self._tail_wake.set()
         if self._progress_hidden and self.selected:
             self._show_progress(self.selected)
 
@@ -320,9 +330,14 @@ class RunsScreen(ModeScreen):
         self._progress_hidden = False
         status = self.status
         m = self.metrics
-        if self._plot_stale or not self.query_one("#plot-loss", MetricPlot).series:
+        plot = self.query_one("#plot-loss", MetricPlot)
+        now = time.monotonic()
+        if not plot.series or self._plot_stale and (
+                now - self._plotted_at >= PLOT_EVERY_S
+                or status.get("status", "?") not in ACTIVE):
             self._plot_stale = False
-            self.query_one("#plot-loss", MetricPlot).set_series(m.loss_series())
+            self._plotted_at = now
+            plot.set_series(m.loss_series())
         self.query_one("#spark-tps", MetricSparkline).set_values(m.series("tokens_per_second"))
         self.query_one("#spark-mem", MetricSparkline).set_values(m.series("peak_memory_gb"))
         last = m.train[-1] if m.train else {}
