@@ -234,6 +234,12 @@ class ModelsScreen(ModeScreen):
     def _action_changed(self) -> None:
         self.query_one("#model-forms", ContentSwitcher).current = f"model-form-{self.action}"
         self._show_command()
+        # chosen: now its first field (a name typed at once was lost on the action list)
+        form = self.query_one(f"#model-form-{self.action}", ConfigForm)
+        for widget in self.focus_chain:
+            if form in widget.ancestors:
+                widget.focus()
+                break
 
     @on(ConfigForm.Changed)
     def _show_command(self) -> None:
