@@ -204,5 +204,12 @@ def test_typing_in_the_build_form_never_runs_commands(workspace):
                      if w.id and app.screen.query_one("#build-tab") in w.ancestors]
             assert order.index("build") > order.index("field-seed")
             assert order.index("build-name") < order.index("field-sources")
+            # a kind chosen by keys, then letters at once: they go to the name (they were lost
+            # on the kind list)
+            app.screen.query_one("#build-kind").focus()
+            await pilot.press("enter", "down", "enter", *"-x")
+            await pilot.pause()
+            assert app.screen.build_kind != "cpt"
+            assert app.screen.query_one("#build-name").value == "nb-cpt-x"
 
     asyncio.run(go())
