@@ -31,9 +31,11 @@ def adapter_options(ws) -> list[tuple[str, str]]:
     """(label, reference) of every checkpoint chat can use: LoRA runs' best/last/step-N, CLaRa
     runs (their best, else last checkpoint), newest run first. A label starts with what tells
     the rows apart: the pickers are 27 characters wide, and `RUN-ID:best` and `RUN-ID:last`
-    were cut to the same `lora-20261130-115222-5ad…`."""
+    were cut to the same `lora-20261130-115222-5ad…`; then the run id is cut in its middle,
+    keeping its end (two runs' `best · lora-20261130-2…` looked the same)."""
     from clara import refs
     from clara.runs import Run
+    from tui.format import middle
 
     out = []
     for run_id in refs.usable(ws):  # usable checkpoints only: no failed run, none training
@@ -42,10 +44,10 @@ def adapter_options(ws) -> list[tuple[str, str]]:
         names = refs.checkpoint_names(run)
         if kind.startswith("clara-"):
             if "best" in names or "last" in names:
-                out.append((f"CLaRa {kind[6:]} · {run.id}", run.id))
+                out.append((middle(f"CLaRa {kind[6:]} · {run.id}", 27), run.id))
             continue
         for name in names:
-            out.append((f"{name} · {run.id}", f"{run.id}:{name}"))
+            out.append((middle(f"{name} · {run.id}", 27), f"{run.id}:{name}"))
     return out
 
 
