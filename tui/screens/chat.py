@@ -25,14 +25,15 @@ from tui.widgets.ticklist import TickList
 THINKING = [("hide reasoning", "hide"), ("show reasoning", "show"), ("ban reasoning", "ban")]
 RANDOM_TEMPERATURE = 0.7
 RAG_TOP_K = 3  # chunks pasted into a plain model's prompt
+LABEL_WIDTH = 21  # what a checkpoint picker shows of a label at 100 columns
 
 
 def adapter_options(ws) -> list[tuple[str, str]]:
     """(label, reference) of every checkpoint chat can use: LoRA runs' best/last/step-N, CLaRa
     runs (their best, else last checkpoint), newest run first. A label starts with what tells
     the rows apart: the pickers are 27 characters wide, and `RUN-ID:best` and `RUN-ID:last`
-    were cut to the same `lora-20261130-115222-5ad…`; then the run id is cut in its middle,
-    keeping its end (two runs' `best · lora-20261130-2…` looked the same)."""
+    were cut to the same `lora-20261130-115222-5ad…`; then the run id, cut in its middle to
+    fit, keeping its end (two runs' `best · lora-20261130-2…` looked the same)."""
     from clara import refs
     from clara.runs import Run
     from tui.format import middle
@@ -44,10 +45,14 @@ def adapter_options(ws) -> list[tuple[str, str]]:
         names = refs.checkpoint_names(run)
         if kind.startswith("clara-"):
             if "best" in names or "last" in names:
-                out.append((middle(f"CLaRa {kind[6:]} · {run.id}", 27), run.id))
+                head = f"CLaRa {kind[6:]}"
+                out.append((f"{head} · {middle(run.id, max(8, LABEL_WIDTH - len(head) - 3))}",
+                            run.id))
             continue
         for name in names:
-            out.append((middle(f"{name} · {run.id}", 27), f"{run.id}:{name}"))
+            head = f"step {int(name[5:])}" if re.fullmatch(r"step-\d+", name) else name
+            out.append((f"{head} · {middle(run.id, max(8, LABEL_WIDTH - len(head) - 3))}",
+                        f"{run.id}:{name}"))
     return out
 
 
