@@ -158,7 +158,7 @@ def test_ticking_a_document_is_visible_and_keeps_the_conversation(chat_ws, tmp_p
             await pilot.pause()
             assert docs.selected == [docs.get_option_at_index(0).value]
             assert "▐✓▌" in "".join(seg.text for seg in docs.render_line(0))
-            assert str(attached.render()) == f"documents attached: {labels[0]}"
+            assert str(attached.render()) == f"documents attached:\n· {labels[0]}"
             await wait_for(pilot, lambda: screen.query(".chat-note"), timeout=30,
                            what="the note about the documents")
             assert "same conversation" in str(screen.query_one(".chat-note", Static).render())

@@ -332,8 +332,7 @@ class ChatScreen(ModeScreen):
         docs = self.query_one("#chat-docs", SelectionList)
         names = [self.doc_names.get(v, v) for v in docs.selected]
         self.query_one("#chat-attached", Static).update(
-            "documents attached: " + (names[0] if len(names) == 1 else
-                                      "".join(f"\n· {n}" for n in names) or "none"))
+            "documents attached:" + ("".join(f"\n· {n}" for n in names) or " none"))
 
     def _adapter_base(self, ref) -> None:
         """Picking a run's checkpoint picks the model it was trained on, when it is here."""
