@@ -93,8 +93,11 @@ def test_reattach_to_a_run_started_outside_the_app(ready):
     from clara.runs import Run, create_run, start_worker
     from clara.train.config import merge_config, TrainConfig
 
+    # long enough never to end by itself: the test stops it (twice); at 400 steps it could end
+    # before the plot, drawn every 2 s while a run trains, had shown it growing
     cfg = merge_config(TrainConfig, overrides={**TINY, "model": "tiny", "data": "notes",
-                                               "iters": 400, "save_every": 50, "val_every": 50})
+                                               "iters": 100000, "save_every": 50,
+                                               "val_every": 50})
     run = create_run(ready, "lora", asdict(cfg), name="outside",
                      resolved={"model": model_source(ready, "tiny"),
                                "data": str(ready.datasets_dir / "notes")})

@@ -298,7 +298,7 @@ class RunsScreen(ModeScreen):
             if update.status.get("status") not in ACTIVE:
                 return
             # shown again: at once (on_shown sets it)
-            self._tail_wake.wait(POLL_S if self.is_current else HIDDEN_POLL_S)
+            self._tail_wake.wait(POLL_S if self._shown else HIDDEN_POLL_S)
             self._tail_wake.clear()
 
     def _apply_progress(self, run_id: str, rows: list[dict], status: dict,
@@ -321,7 +321,13 @@ class RunsScreen(ModeScreen):
     _plotted_at = 0.0
     _progress_hidden = False
 
+    _shown = False  # set on the event loop, read by the follower's thread
+
+    def on_screen_suspend(self) -> None:  # ModeScreen's handler runs as well
+        self._shown = False
+
     def on_shown(self) -> None:
+        self._shown = True
         self._tail_wake.set()
         if self._progress_hidden and self.selected:
             self._show_progress(self.selected)
