@@ -4,7 +4,6 @@ and two runs' curves side by side. Stop and resume go through `clara.runs`."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 from textual import on, work
@@ -26,8 +25,7 @@ from tui.widgets.metric import MetricSparkline
 from tui.widgets.plot import MetricPlot
 
 POLL_S = 0.5
-HIDDEN_POLL_S = 2.0  # the follower of a run while Runs is not shown: fewer wake-ups of the app
-PLOT_EVERY_S = 2.0  # a training run's loss plot is built again at most this often (a thread
+PLOT_EVERY_S = 1.0  # a training run's loss plot is built again at most this often (a thread
 # holding the GIL 10-15 ms each time, every poll, while the user typed on Runs)
 
 
@@ -107,7 +105,6 @@ class RunsScreen(ModeScreen):
         self.tag_filter: str | None = None  # f: only runs with this tag
         self.rows: dict[str, dict] = {}  # run id -> its row, as last read
         self._shown_cells: dict[str, dict] = {}  # run id -> the table's cells of it
-        self._tail_wake = threading.Event()  # the run follower's poll, ended early
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="runs-body"):
@@ -265,7 +262,6 @@ class RunsScreen(ModeScreen):
         """Show `run_id` and follow its files: a live run or a finished one, whoever started it."""
         if self.selected:
             self.workers.cancel_group(self, f"tail-{self.selected}")
-            self._tail_wake.set()  # it ends now, not after its poll
         self.selected = run_id
         self.metrics = RunMetrics()
         self.query_one("#run-title", Static).update(f"run {run_id}")
@@ -297,9 +293,7 @@ class RunsScreen(ModeScreen):
                 last_status = update.status
             if update.status.get("status") not in ACTIVE:
                 return
-            # shown again: at once (on_shown sets it)
-            self._tail_wake.wait(POLL_S if self._shown else HIDDEN_POLL_S)
-            self._tail_wake.clear()
+            time.sleep(POLL_S)
 
     def _apply_progress(self, run_id: str, rows: list[dict], status: dict,
                         reset: bool = False) -> None:
@@ -321,14 +315,7 @@ class RunsScreen(ModeScreen):
     _plotted_at = 0.0
     _progress_hidden = False
 
-    _shown = False  # set on the event loop, read by the follower's thread
-
-    def on_screen_suspend(self) -> None:  # ModeScreen's handler runs as well
-        self._shown = False
-
     def on_shown(self) -> None:
-        self._shown = True
-        self._tail_wake.set()
         if self._progress_hidden and self.selected:
             self._show_progress(self.selected)
 
