@@ -174,6 +174,83 @@ batch 2, float32: backward transients 0.55 GB, 0.23 GB with the limit; they do n
 the number of blocks). Separately, the new tokens' mean rows were computed lazily from a whole
 dequantized float32 copy of the 8B embedding and head inside the first step (7.4 GB of
 transients on the CPU at 8B shapes); they are now made a chunk of rows at a time at install.
+
+Session 9: where a stage-1 step's GPU time goes (nvidia-h200-x2 and nvidia-h200, one GPU).
+1) Nsight Compute, one warm compiled step of the session-8 code, 4 blocks of the 1.1B shape at
+   batch 32 (`CUDA_VISIBLE_DEVICES=0 bash scripts/gpu-check.sh profile`: ncu --metrics
+   gpu__time_duration.sum --print-summary per-kernel, CUDA graphs off), 2005 kernels, 101.6 ms,
+   grouped by kernel name:
+
+    gemm (cuBLAS nvjet)                       38.20 ms  37.6 %   549 kernels
+    rbits (MLX's threefry random bits)        12.32 ms  12.1 %   116
+    fused elementwise (other)                 11.74 ms  11.6 %   387
+    select (where): dropout's, the mask's      8.45 ms   8.3 %    99
+    dropout's compare (bits < keep)            6.52 ms   6.4 %   114
+    unfused elementwise (bf16 multiply ...)    6.48 ms   6.4 %   232
+    scatter (3.46 ms: inject's gather vjp)     4.77 ms   4.7 %     4
+    softmax over B x H x L x L                 3.15 ms   3.1 %     8
+    copy                                       3.07 ms   3.0 %   264
+    reduce                                     2.21 ms   2.2 %   163
+    cross-entropy, gather, rms_norm, sdpa      4.68 ms   4.6 %    52
+
+   Only 38 % of the kernel time is matrix products. Dropout's masks (threefry bits, the compare,
+   the selects) are about a quarter. Attention's backward runs MLX's unfused fallback on CUDA
+   under autodiff (cuDNN does the forward only): B x H x L x L scores, softmax, mask select and
+   softmax backward per block, ~8 % plus its products. The gradient of inject's gather was a
+   scatter with atomic adds of every decoder position into the slots (3.5 ms a step), and the
+   LoRA scale a separate multiply over every adapter output and its gradient (73 kernels).
+2) The step and its parts (bench/stage1_parts.py: the engine's compiled step on one batch,
+   waited for each time; median of 5 after 2; `gpu-check.sh parts`), 1.1B, 16 blocks:
+
+    lease, code                    batch  step     step-drop0  loss    enc     dec
+    A (x2), session 8's code           8  167.6 ms   118.1 ms   52.2    57.1    90.0
+    A (x2), session 8's code          32  486.2 ms   307.7 ms  154.7   186.3   271.6
+    B (x2), this code + long hash     32  425.5 ms   289.5 ms  132.6   164.4   245.5
+
+   and in a third lease (nvidia-h200, one GPU; a slower host: the same drop0 step at batch 8
+   took 149.0 ms against 118.1), this code with each mask generator (`--parts step-hash,
+   step-threefry,step-drop0`):
+
+    batch  step-hash  step-threefry  step-drop0   (TFLOP/s of the threefry step, 4N)
+       32   446.3 ms       467.1 ms    300.1 ms   142.4
+        8   228.8 ms       195.4 ms    149.0 ms    85.3
+
+3) The engine's rate, one lease (B), this code (its default then: the hash on a GPU; +threefry:
+   MLX's draw, now the default everywhere) against session 8's (`old`), `CUDA_VISIBLE_DEVICES=0
+   CLARA_BENCH_PEAKS=0 STEPS=10 CLARA_ARGS="--root OLD --root-variants" CLARA_ONLY=stage1,
+   stage1+b32,stage1+threefry,stage1+b32+threefry bash scripts/gpu-check.sh clara` (the old
+   code ignores +threefry: its rows are repeats; the first row paid the new kernels' build):
+
+    work                   code      tok/s    MFU  MFU6N  peak GB  weights    fwd  fwd+bwd  est GB  1st s traces host ms
+    stage1                 new       24835   7.5%  11.6%    21.30        -      -        -   21.54   63.0      1   247.4
+    stage1                 old       26309   8.0%  12.3%    21.98        -      -        -   21.54    2.6      1   239.8
+    stage1+b32             new       47740  14.5%  22.3%    53.00        -      -        -   51.87    4.1      1   541.0
+    stage1+b32             old       46818  14.2%  21.9%    51.39        -      -        -   51.87    2.8      1   539.7
+    stage1+threefry        new       34505  10.5%  16.1%    21.60        -      -        -   21.54    1.9      1   182.2
+    stage1+threefry        old       27865   8.5%  13.0%    21.97        -      -        -   21.54    3.4      1   222.3
+    stage1+b32+threefry    new       44985  13.6%  21.0%    52.10        -      -        -   51.87    2.9      1   555.6
+    stage1+b32+threefry    old       42943  13.0%  20.1%    51.39        -      -        -   51.87    3.0      1   581.8
+
+What they say. Kept, all exact: the LoRA scale goes into B (r x out) instead of onto every
+output (bit for bit the same with the default scale 2.0), inject takes each slot's vector by a
+one-hot product (bit for bit the same values and gradients, no scatter), and a logits scale of 1
+is not multiplied. Together, in one lease on one kind of machine: the dropout-free step at batch
+32 went from 307.7 to 289.5 ms (-6 %), and the whole threefry step from 486.2 (A) to 467.1 ms
+(C, on the slower one-GPU machine). Tried and left opt-in (CLARA_DROPOUT_RNG=hash): dropout
+masks from an integer hash of (key, index) that mx.compile fuses into the kernel that applies
+the mask (no random-bits kernel, no compare kernel): 4.5 % faster at batch 32, 17 % slower at
+batch 8, where the step is bound by the host queuing its ops (the hash is 41 graph ops per
+adapter call before fusion, threefry's draw at most 18: tests/test_memory.py); a first hash of
+two MurmurHash finalisers passed mx.compile's fusion depth (11 ops) and wrote uint32
+intermediates (+1.6 GB at batch 32). The engine's figures move by 5-10 % between runs of the
+same code in one lease (old at b32: 46.8k and 42.9k; at b8 even making the batch took 15 or 25
+ms), so their old/new differences are within that. MFU at 1.1B stays at 13.6-14.5 % (b32) and
+8-10.5 % (b8), counted as 4N: the target 35 % is not met. What bounds it: only 38 % of the GPU's
+kernel time is matrix products; the rest is dropout's masks (a quarter, and the step without
+dropout is 36 % shorter), attention's unfused backward (MLX's CUDA fallback under autodiff), and
+elementwise kernels MLX's fusion leaves apart; at batch 8 the host queuing ~7000 kernels.
+Closing that needs kernels MLX does not have (fused attention backward on CUDA, a fused dropout-
+LoRA kernel), not changes to clara's graph.
 """
 
 from __future__ import annotations
@@ -545,6 +622,8 @@ def run_child(kind: str, root: str, s: dict, work: Path, steps: int, warmup: int
             env["CLARA_MLX_MEMORY_LIMIT_GB"] = opt[3:]
         elif opt.startswith("pad"):
             env["CLARA_PAD_MULTIPLE"] = opt[3:]
+        elif opt in ("threefry", "hash"):  # the dropout masks' generator (adapters.keep_mask)
+            env["CLARA_DROPOUT_RNG"] = opt
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode:
         return {"error": (p.stderr.strip().splitlines() or ["?"])[-1][-300:]}
@@ -562,11 +641,14 @@ def main(argv=None) -> int:
                    help="comma list of stage1, lora, mlx-lm; variants add +ckpt (gradient "
                         "checkpointing), +chunk / +nochunk (stage1: chunked CE on / off), +eager "
                         "(no mx.compile), +seq (no step look-ahead), +limX (MLX memory limit "
-                        "X GB), +padX (CLaRa rows padded to a multiple of X), +dropX (CLaRa "
+                        "X GB), +threefry / +hash (CLaRa's dropout masks), +padX (CLaRa rows padded to a multiple of X), +dropX (CLaRa "
                         "LoRA dropout X), +bN (batch N), e.g. stage1+nochunk+eager; CLARA_BENCH_PEAKS=0 "
                         "skips the uncompiled per-component peaks")
     p.add_argument("--root", action="append", default=[],
                    help="also measure the clara of this checkout (e.g. an older one)")
+    p.add_argument("--root-variants", action="store_true",
+                   help="run the --root checkouts on the variants (+...) too, not only on the "
+                        "plain kinds")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--json", help="result file (default bench/results/clara_throughput-DATE.json)")
@@ -592,7 +674,7 @@ def main(argv=None) -> int:
         print(f"built {args.preset} model in {time.perf_counter() - tic:.1f}s", file=sys.stderr)
         for kind in args.only.split(","):
             own = [("mlx-lm", str(ROOT))] if kind == "mlx-lm" else roots[:1] \
-                if "+" in kind else roots
+                if "+" in kind and not args.root_variants else roots
             for name, root in own:
                 r = run_child(kind, root, s, work, args.steps, args.warmup)
                 r.update(kind=kind, code=name)

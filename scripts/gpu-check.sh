@@ -8,10 +8,17 @@
 #   tests   the method, engine, memory and chat tests in the platform's dtype (bfloat16), one
 #           pytest per module (GPU_TESTS picks them; DEADLINE=epoch seconds stops in time)
 #   scale   bench/distributed_scaling.py on every GPU of the host (NCCL), 1B LoRA: 1 vs 2
-#           processes at global batch 8, 16 and 32, with the step look-ahead on and off
+#           processes at global batch 96 and 128 (one GPU: 64 and 64x2, accumulated), 384 rows
+#           so that every batch is full (SCALE_CASES, SCALE_MODEL change them)
 #   pair    two independent 1-GPU runs (batch PAIR_BATCH, default 4; PAIR_PINNED=0: no pinned
 #           pair) at the same time, one per GPU, against one alone: is a
 #           rank's slow-down the host's (no communication at all) or the distributed step's?
+#   parts   bench/stage1_parts.py at 1.1B: one CLaRa stage-1 step and its parts (dropout off, the
+#           forward alone, the encoder's and the decoder's forward + backward), at PARTS_BATCHES
+#           (default "8 32")
+#   profile Nsight Compute's per-kernel summary of one warm stage-1 step (PROFILE_ARGS, default
+#           4 blocks of the 1.1B shape at batch 32; kernels outside CUDA graphs; at most
+#           PROFILE_KERNELS kernels): $OUT/ncu.txt
 #   rag     bench/rag_latency.py at 1B shapes (5 documents x 256 tokens, CR 16) and chat
 #           decode against mlx_lm.generate
 # Usage: bash scripts/gpu-check.sh [STEP ...]   (default: info clara big tests rag)
@@ -40,7 +47,7 @@ if ! $PY -c 'import tomli_w' 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; 
 fi
 STEPS=${STEPS:-6}
 # the scaling benchmark's model: the 1B Llama of bench/distributed_scaling.py's docstring
-SCALE_MODEL=${SCALE_MODEL:---hidden 2048 --layers 22 --heads 32 --kv-heads 4 --intermediate 5632 --vocab 4096 --rows 64 --seq 512 --batch-size 8 --dtype bfloat16}
+SCALE_MODEL=${SCALE_MODEL:---hidden 2048 --layers 22 --heads 32 --kv-heads 4 --intermediate 5632 --vocab 4096 --rows 384 --seq 512 --batch-size 8 --dtype bfloat16}
 step() { echo "== $1 $(date -u +%T)" | tee -a "$OUT/steps.txt"; }
 
 for what in "${@:-info clara big tests rag}"; do
@@ -88,7 +95,7 @@ g = mx.grad(lambda x: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("warm
         step scale
         $PY bench/distributed_scaling.py $SCALE_MODEL --backend nccl \
             --iters "${SCALE_ITERS:-12}" --warmup "${SCALE_WARMUP:-4}" \
-            --cases "${SCALE_CASES:-1:8,2:8,2:8:CLARA_STEP_AHEAD=0,2:8:CLARA_PIN_CPUS=1,1:16,2:16,1:32,2:32,2:32:CLARA_STEP_AHEAD=0}" \
+            --cases "${SCALE_CASES:-1:64,1:128x2,2:128,1:96,2:96}" \
             --out "$OUT" 2>&1 | tee "$OUT/scale.txt" ;;
       pair)
         step pair
@@ -104,12 +111,25 @@ g = mx.grad(lambda x: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("warm
         taskset -c "$(cpus 1)" bash -c "$(declare -f one); PY=$PY SCALE_MODEL='$SCALE_MODEL' OUT=$OUT one 1 1pin" &
         wait
         tail -n 3 "$OUT"/pair*.txt | tee -a "$OUT/steps.txt" ;;
+      parts)
+        step parts
+        for b in ${PARTS_BATCHES:-8 32}; do
+          $PY bench/stage1_parts.py --preset 1b --batch-size "$b" --json "$OUT/parts_b$b.json" \
+              2>&1 | tee "$OUT/parts_b$b.txt"
+        done ;;
+      profile)
+        step profile
+        MLX_USE_CUDA_GRAPHS=0 ncu --profile-from-start off --metrics gpu__time_duration.sum \
+            --cache-control none --clock-control none --launch-count "${PROFILE_KERNELS:-20000}" \
+            --print-summary per-kernel --log-file "$OUT/ncu.txt" \
+            $PY bench/stage1_parts.py --preset 1b --ncu ${PROFILE_ARGS:---layers 4 --batch-size 32} \
+            2>&1 | tail -n 20 | tee -a "$OUT/steps.txt" ;;
       rag)
         step rag
         $PY bench/rag_latency.py --top-k 5 --doc-tokens 256 --compression-rate 16 \
             --hidden 2048 --layers 16 --limit 4 --max-tokens 32 ${RAG_ARGS:-} 2>&1 \
             | tee "$OUT/rag.txt" ;;
-      *) echo "unknown step $w (info clara lora big tests scale pair rag)" >&2; exit 2 ;;
+      *) echo "unknown step $w (info clara lora big tests scale pair parts profile rag)" >&2; exit 2 ;;
     esac
   done
 done

@@ -8,19 +8,61 @@ each sub-forward (compress, encode query, decode) involves only its own adapter'
 
 from __future__ import annotations
 
+import os
+
 import mlx.core as mx
+import numpy as np
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
 from mlx_lm.tuner.lora import LoRALinear
 
 
+_U32 = {k: mx.array(v, dtype=mx.uint32) for k, v in
+        (("m1", 0x85EBCA6B), ("m2", 0xC2B2AE35), ("gold", 0x9E3779B9))}
+
+
+def hashed_keep(key: mx.array, shape, p: mx.array) -> mx.array:
+    """Bernoulli(1 - p) keep mask of `shape` from a counter-based hash of (key, element index):
+    elementwise integer ops only, so that under mx.compile the mask is made inside the kernel
+    that applies it. MLX's own draw (mx.random.bernoulli) is a kernel of its own that writes 32
+    random bits per element (threefry), then another that compares them: on the H200 those were
+    a fifth of a CLaRa stage-1 step's kernel time (bench/stage1_parts.py). The hash is short on
+    purpose: mx.compile fuses chains of at most 11 elementwise ops, and a longer one (two
+    MurmurHash finalisers) was cut into kernels that wrote uint32 intermediates of the whole
+    shape. Each call's index starts at an offset made from its key, so no two calls share an
+    array that mx.compile would keep between them. Tested: the keep rate, no correlation
+    between neighbours, rows, or two calls' masks (tests/test_memory.py)."""
+    k0, k1 = key[0].astype(mx.uint32), key[1].astype(mx.uint32)
+    shape = tuple(shape)
+    d = shape[-1] if shape else 1
+    rows = mx.arange(int(np.prod(shape[:-1], dtype=np.int64)), dtype=mx.uint32)
+    rows = rows.reshape(*shape[:-1], 1) if shape else rows
+    # the flat index (from two small ranges, broadcast) plus this call's offset
+    w = (rows * d + (k0 ^ (k1 * _U32["gold"]))) + mx.arange(d, dtype=mx.uint32)
+    u = w * _U32["m1"]
+    h = ((u ^ (u >> 15)) + k1) * _U32["m2"]
+    thr = mx.minimum((1 - p.astype(mx.float32)) * 4294967296.0, 4294967295.0).astype(mx.uint32)
+    return (h < thr).reshape(shape)
+
+
+def keep_mask(key: mx.array, shape, p: mx.array) -> mx.array:
+    """The dropout keep mask of `shape` drawn from `key`: MLX's threefry draw, or with
+    CLARA_DROPOUT_RNG=hash the hashed one (hashed_keep). Threefry stays the default on every
+    platform: on the H200 the hash made a 1.1B stage-1 step 4.5 % faster at batch 32 (446 ms
+    against 467) but 17 % slower at batch 8 (229 ms against 195), where the host's queuing of
+    the step's ops, not the device, bounds the step (bench/clara_throughput.py, session 9)."""
+    if os.environ.get("CLARA_DROPOUT_RNG") == "hash":
+        return hashed_keep(key, shape, p)
+    return mx.random.bernoulli(1 - p, shape, key=key)
+
+
 @mx.custom_function
 def dropped_lora(x: mx.array, key: mx.array, p: mx.array, a: mx.array, b: mx.array):
-    """((x * keep / (1 - p)) @ a) @ b with keep ~ Bernoulli(1 - p) drawn from `key`. The backward
-    pass draws the same mask again from the key instead of keeping it: nothing per element is
-    stored (a mask, or under mx.compile the random bits it fuses in, was a large share of a
-    CLaRa step's activations)."""
-    keep = mx.random.bernoulli(1 - p, x.shape, key=key)
+    """((x * keep / (1 - p)) @ a) @ b with keep ~ Bernoulli(1 - p) drawn from `key` (keep_mask).
+    The backward pass draws the same mask again from the key instead of keeping it: nothing per
+    element is stored (a mask, or under mx.compile the random bits it fuses in, was a large
+    share of a CLaRa step's activations)."""
+    keep = keep_mask(key, x.shape, p)
     return (mx.where(keep, x / (1 - p).astype(x.dtype), 0) @ a) @ b
 
 
@@ -31,7 +73,7 @@ def _dropped_lora_vjp(primals, cotangent, output):
     # this draw with the forward's and keep that one alive until here
     c = cotangent.reshape(-1)[:1]
     key = key + (c == c).astype(mx.uint32) * 0
-    keep = mx.random.bernoulli(1 - p, x.shape, key=key)
+    keep = keep_mask(key, x.shape, p)
     inv = (1 / (1 - p)).astype(x.dtype)
     xd = mx.where(keep, x, 0) * inv
     gb = cotangent @ b.T
@@ -83,14 +125,15 @@ class LoRAPair(nn.Module):
         # float32 weights, activations in the model's dtype: multiplying a bfloat16 x by float32
         # weights would copy x to float32 and keep that copy for the backward pass (about as
         # much memory again as the whole bfloat16 activations). The cast is differentiable, so
-        # gradients and the optimizer still see float32.
-        a, b = self.lora_a.astype(x.dtype), self.lora_b.astype(x.dtype)
+        # gradients and the optimizer still see float32. The scale goes into B (r x out), not
+        # onto the [B, L, out] output: that was a pass over every output and its gradient per
+        # adapter call (on the H200 3 % of a stage-1 step's kernel time); with a power-of-two
+        # scale (the default 2.0) the two are bit for bit the same.
+        a, b = self.lora_a.astype(x.dtype), (self.scale * self.lora_b).astype(x.dtype)
         p = 1 - self.dropout._p_1  # nn.Dropout keeps 1 - p
         if self.training and p > 0:
-            z = dropped_lora(x, _next_key(), mx.array(p, dtype=mx.float32), a, b)
-        else:
-            z = (x @ a) @ b
-        return self.scale * z
+            return dropped_lora(x, _next_key(), mx.array(p, dtype=mx.float32), a, b)
+        return (x @ a) @ b
 
 
 class MultiLoRALinear(nn.Module):

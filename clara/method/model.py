@@ -158,7 +158,9 @@ class ClaraModel(nn.Module):
             logits = self.embedding.as_linear(h)
         else:
             logits = self.lm.lm_head(h)
-        return logits * getattr(self.lm.args, "logits_scaling", 1.0)
+        scale = getattr(self.lm.args, "logits_scaling", 1.0)
+        # (a multiply by 1 is a pass over every logit, forward and backward, on a GPU)
+        return logits if scale == 1.0 else logits * scale
 
     def compress(self, ids: mx.array, mask: mx.array, mem_pos: mx.array,
                  adapter: str = "compressor"):
@@ -188,9 +190,12 @@ class ClaraModel(nn.Module):
                              f"{tuple(compressed.shape)}, expected {(B * k, n_mem, H)}")
         tok = self.embedding(ids)
         flat = compressed.reshape(B, k * n_mem, H).astype(tok.dtype)
-        idx = mx.maximum(slot_index, 0)
-        got = mx.take_along_axis(flat, mx.broadcast_to(idx[..., None], (*idx.shape, H)), axis=1)
-        return mx.where((slot_index >= 0)[..., None], got, tok)
+        # each position's vector as a one-hot product (exact: one term is not zero), not a
+        # gather: the gather's backward scattered every position's gradient, zeros included,
+        # into the slots with atomic adds (3.5 ms of a 1.1B step on the H200, most of it the
+        # positions that are not slots, all sent to row 0)
+        hot = (slot_index[..., None] == mx.arange(k * n_mem)).astype(tok.dtype)
+        return mx.where((slot_index >= 0)[..., None], hot @ flat, tok)
 
     def decode_hidden(self, batch: dict, compressed: mx.array, k: int) -> mx.array:
         """Generator states of the positions that `batch["labels"]` covers: the last
