@@ -188,10 +188,12 @@ state, the same switches against the tree before and after, alternating (3 x 35 
 Between keys, with a training running, the app woke 65 times a second for screens no one saw:
 an idle progress bar's pulse (30 a second: Runs and Eval, hidden), the Chat's loading indicator
 (16), cursors blinking in the fields each hidden screen keeps focused, the demo banners. Hidden
-screens' repeating timers now wait until they are shown: 6 wake-ups a second. The Runs follower
-polls every 2 s while Runs is hidden, and the loss plot of a training run is built at most every
-2 s (a thread holding the GIL 10-15 ms each poll). The app's CPU with a training running and no
-key: on Data 20-30 -> 9-11 ms/s, on Runs 66-68 -> 41-46 ms/s.
+screens' repeating timers now wait until they are shown: 6 wake-ups a second. The app's CPU with
+a training running and no key, on Data: 20-30 -> 9-11 ms/s. On Runs (shown) it was 66-68 ms/s;
+the loss plot of a training run is now built at most once a second (a thread holding the GIL
+10-15 ms at each poll of 0.5 s), 59-75 ms/s after, with the training 40 % faster meanwhile (more
+rows to read): no clear change. A slower poll of the run follower while Runs is hidden was tried
+and dropped (the tests waited on it).
 
 Earlier work (branch app5): Textual's Footer rebuilt all its keys on every switch; a form looked
 each field up with a DOM query on every keystroke; the Train preview planned on the event loop;
