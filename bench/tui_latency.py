@@ -141,6 +141,60 @@ ms of wall time and 2 ms of CPU at this load, a core taken from the app it measu
 machine (load 1) that probe gave, with the app's training at nice 10: switch median 101 ms,
 typing median 114 ms (main of 10:17). The control-mode client looks again every 2 ms for 50 ms
 after tmux reports output: a look right after a report missed the change in 1 key of 3.
+Branch app9 (2026-11-30 20:57, load 2-4 from other sessions, run at nice 5;
+`python bench/tui_latency.py`):
+
+  app9 (ms)          what     n  median     p90     p99     max     app app p99    tmux     cpu    runq  kchars
+  idle               switch  35    34.4   128.8   245.7   245.7    20.9   115.2     0.9     8.1     6.5     8.2
+  idle               typing  20    18.0    39.3    97.7    97.7    16.4    31.7     0.5     5.3     2.5     0.1
+  idle               burst    8    16.6    18.1    39.1    39.1    12.2    12.3     1.6     7.7     4.1     0.1
+  training, nice 10  switch  35    49.3   154.8   309.7   309.7    30.3   110.9     0.7     9.2    11.4     8.3
+  training, nice 10  typing  20    20.6    55.5   236.1   236.1    14.1   146.8     3.5     5.4     5.3     0.1
+  training, nice 10  burst    8    20.1    27.2    29.5    29.5     nan     nan     nan     nan     nan     nan
+  training, nice 0   switch  35    68.0   179.7   496.1   496.1    38.6   113.2     2.3     9.4    14.3     8.5
+  training, nice 0   typing  20    18.2    30.6    65.6    65.6    14.2    24.2     3.9     4.9     3.9     0.1
+  training, nice 0   burst    8    28.7    34.3    35.1    35.1    17.5    18.5     6.6     7.0     4.0     0.1
+  quit during a chat reply, with a training running: 0.48 s
+  the training meanwhile: 7,593 tokens/s at nice 10, 7,533 at nice 0
+  first visits after the start (ms): Workspaces 5 Data 42 Train 129 Runs 140 Chat 52 Eval 117
+  Models 188
+
+The app's own part of a switch with the training at nice 10 is now at most 111 ms (`app p99`);
+the two slowest switches (Workspaces 310 ms, Eval 266 ms) spent 32 and 19 ms in the app and the
+rest between the frame written and the look that saw it (tmux and this client, on a busy machine).
+
+Why app8's medians rose (47-66 -> 77-89 ms with a training; 24-30 -> 43-47 idle, at the same CPU
+per switch): a switch's frame came from the screen's update timer, one to three turns of the
+event loop after the key. Textual paints a screen it shows in switch_mode's own layout of it, but
+paints there only what moved, and a screen built (app8: in the background) or shown before had
+moved nothing: that paint wrote a few cells (6-640 characters: the old screen with bits of the
+new), and the whole screen followed when ScreenResume's refresh reached the update timer (16.7 ms
+later, more under load). Keys typed meanwhile waited too: the type-ahead queue holds the next key
+until the screen has painted after the last one (call_after_refresh), which Textual runs on the
+screen's next message, and a paint from the update timer is no message. Now the switch's own
+layout paints the whole screen (WorkbenchApp._prepare_whole_paint), the repaints that Textual
+then asks for (the screen left, the screen resumed) are skipped, what waits for a paint runs
+right after it, and a mode key goes on while the key before it settles. A/B on the same machine
+state, the same switches against the tree before and after, alternating (3 x 35 switches each,
+`/tmp` harness on the bench's functions; medians, ms):
+
+  idle, load 4          seen median  p90   key->frame  event-loop CPU  process CPU/switch
+  before (4a796da)          64.7      96.5     51.0         12.0             22.3
+  after                     38.4      70.0     24.7          8.1             16.5
+  training at nice 10, load 8
+  before                   127.4     300.6     97.6         21.8             38.2
+  after                     86.8     330.0     45.3         10.7             40.4
+
+Between keys, with a training running, the app woke 65 times a second for screens no one saw:
+an idle progress bar's pulse (30 a second: Runs and Eval, hidden), the Chat's loading indicator
+(16), cursors blinking in the fields each hidden screen keeps focused, the demo banners. Hidden
+screens' repeating timers now wait until they are shown: 6 wake-ups a second. The app's CPU with
+a training running and no key, on Data: 20-30 -> 9-11 ms/s. On Runs (shown) it was 66-68 ms/s;
+the loss plot of a training run is now built at most once a second (a thread holding the GIL
+10-15 ms at each poll of 0.5 s), 59-75 ms/s after, with the training 40 % faster meanwhile (more
+rows to read): no clear change. A slower poll of the run follower while Runs is hidden was tried
+and dropped (the tests waited on it).
+
 Earlier work (branch app5): Textual's Footer rebuilt all its keys on every switch; a form looked
 each field up with a DOM query on every keystroke; the Train preview planned on the event loop;
 every mode refilled its tables and Selects on each visit; a hidden Runs mode redrew its plot;

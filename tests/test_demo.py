@@ -181,10 +181,15 @@ def test_demo_builds_every_part_then_is_left_alone(demo_build):
     assert Run(ws.runs_dir / "demo-handbook-sft").config()["resolved"]["model"].endswith("reader")
     figs = figures(ws)
     assert set(figs) == {"demo-trained", "demo-paraphrased"}
-    assert {"closed", "closed=demo-handbook-sft", "clara=demo-clara-stage2",
+    assert {"closed", "closed=demo-handbook-sft",
             "clara-retrieval=demo-clara-stage3"} <= set(figs["demo-trained"])
-    assert "rag" in figs["demo-paraphrased"]
+    # CLaRa stage 2 (BM25's chunks) on the paraphrased set only: the trained set cost a fifth
+    # of the build's evaluation for a row that stage 3's shows as well
+    assert "clara=demo-clara-stage2" not in figs["demo-trained"]
+    assert {"rag", "clara=demo-clara-stage2"} <= set(figs["demo-paraphrased"])
     assert "| closed=demo-handbook-sft |" in (ws.path / "report.md").read_text()
+    # the demo's chunks fit its doc_max_tokens: no documents-cut warning in a first session
+    assert io.read_toml(ws.runs_dir / "demo-clara" / "pipeline.toml")["warnings"] == []
     doc = read_progress(ws)
     assert doc["state"] == "done" and "chat: demo-handbook-sft" in doc["ready"]
 
@@ -204,14 +209,14 @@ def _fig(ws, data: str, config: str, metric: str) -> float:
 
 @pytest.mark.slow
 def test_demo_before_and_after(built_demo):
-    """The figures of a default build (report.md, 2026-11-30), with margins; each bound fails on
-    the demo before the golden pairs covered the paraphrased set and CLaRa got the fused base
-    (trained 87.9 %, paraphrased 4.8 %, CLaRa 0 % and 0 %, stage 3 retrieving 8.6 %).
+    """The figures of a default build (report.md, 2026-11-30, session 9), with margins; the
+    CLaRa bounds fail on session 8's demo (its chunks cut at 96 tokens: stage 2 14.3 % on the
+    paraphrased questions, stage 3 retrieving the gold chunk for 17.7 %).
     Measured: the base 0 % closed-book and with 2 BM25 chunks; the SFT run 99.1 % on the 113
     questions it trained on and 38.1 % on the 21 paraphrased ones; CLaRa stage 2 from BM25's
-    top-2 compressed chunks 62.4 % and 14.3 %, stage 3 from its own 46.2 % and 23.8 %; BM25's
-    top 2 hold the gold chunk for 79 %, stage 3's own retrieval for 17.7 % (chance: 2 of 73
-    chunks, 2.7 %)."""
+    top-2 compressed chunks 26.2 % on the paraphrased ones, stage 3 from its own 50.0 % and
+    19.0 %; BM25's top 2 hold the gold chunk for 81 %, stage 3's own retrieval for 37.2 %
+    (chance: 2 of 73 chunks, 2.7 %)."""
     from clara.evaluation.rag import ChunkIndex
 
     ws = built_demo
@@ -228,13 +233,13 @@ def test_demo_before_and_after(built_demo):
     assert _fig(ws, trained, sft, "em") >= 0.85
     assert _fig(ws, para, sft, "keyword") >= 0.3
     # CLaRa answers from the compressed chunks, far above the base closed-book, and its own
-    # retrieval finds the gold chunk several times as often as chance
-    assert _fig(ws, trained, clara, "keyword") >= 0.5
-    assert _fig(ws, para, clara, "keyword") >= 0.1
+    # retrieval finds the gold chunk many times as often as chance
+    assert _fig(ws, para, clara, "keyword") >= 0.2
     retrieval = "clara-retrieval=demo-clara-stage3"
-    assert _fig(ws, trained, retrieval, "keyword") >= 0.35
+    assert _fig(ws, trained, retrieval, "keyword") >= 0.4
+    assert _fig(ws, para, retrieval, "keyword") >= 0.1
     chance = 2 / len(ChunkIndex.from_workspace(ws, 32, 0).chunks)
-    assert chance < 0.03 and _fig(ws, trained, retrieval, "recall") >= 0.12
+    assert chance < 0.03 and _fig(ws, trained, retrieval, "recall") >= 0.3
 
 
 def _readme_examples() -> list[tuple[str, str | None]]:

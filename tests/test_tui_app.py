@@ -298,7 +298,14 @@ def test_command_palette_opens_a_workspace(workspace):
             await pilot.press("ctrl+p")
             await pilot.pause()
             await pilot.press(*"open workspace other")
-            await pilot.pause(0.5)
+            from textual.command import CommandList
+
+            def found() -> bool:  # the search's hits are listed, "other" highlighted first
+                hits = app.screen.query(CommandList)
+                return bool(hits) and hits.first().option_count > 0 and "other" in str(
+                    hits.first().get_option_at_index(0).prompt)
+
+            await wait_for(pilot, found, what="the palette's hit")
             await pilot.press("enter")
             await settle(pilot)
             assert app.workspace_name == "other"

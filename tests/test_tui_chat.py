@@ -158,7 +158,7 @@ def test_ticking_a_document_is_visible_and_keeps_the_conversation(chat_ws, tmp_p
             await pilot.pause()
             assert docs.selected == [docs.get_option_at_index(0).value]
             assert "▐✓▌" in "".join(seg.text for seg in docs.render_line(0))
-            assert str(attached.render()) == f"documents attached: {labels[0]}"
+            assert str(attached.render()) == f"documents attached:\n· {labels[0]}"
             await wait_for(pilot, lambda: screen.query(".chat-note"), timeout=30,
                            what="the note about the documents")
             assert "same conversation" in str(screen.query_one(".chat-note", Static).render())
@@ -207,11 +207,15 @@ def test_side_by_side_sends_one_prompt_to_the_base_and_an_adapter(chat_ws):
             assert "sft-run:best" in [side.get_option_at_index(i).value
                                       for i in range(side.option_count)]
             side.select("sft-run:best")
+            screen.query_one("#chat-docs", SelectionList).select_all()  # each column gets them
             await pilot.pause()
             screen.send("Who built the mill?")
             await wait_for(pilot, lambda: not screen.busy, timeout=90, what="both replies")
+            # the checkpoint first, as the lists show it ("sft-run:best" was cut to ":be")
             titles = [str(t.render()) for t in screen.query(".side-title").results(Static)]
-            assert titles == ["base tiny", "sft-run:best"]
+            assert titles == ["base tiny", "best · sft-run"]
+            assert str(screen.query_one("#chat-status", Static).render()).startswith(
+                "2 replies side by side")  # said after the last column's reply, not before
             turns = list(screen.query(ChatTurn).results(ChatTurn))
             assert len(turns) == 2
             for turn in turns:
@@ -222,4 +226,5 @@ def test_side_by_side_sends_one_prompt_to_the_base_and_an_adapter(chat_ws):
     asyncio.run(go())
     log = ChatLog(chat_ws.chats_dir).read()
     assert len(log) == 2 and {r["settings"]["seed"] for r in log} == {0}
+    assert all(r["documents"] for r in log)  # the attached documents reached both columns
     assert log[0]["adapter"] in (None, "") and "sft-run" in str(log[1]["adapter"])

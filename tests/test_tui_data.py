@@ -10,7 +10,7 @@ from textual.widgets import DataTable, OptionList, Static, TabbedContent
 
 from clara.data.datasets import write_dataset
 from clara.data.sources import list_sources
-from tests.tui_helpers import make_app, settle
+from tests.tui_helpers import make_app, settle, wait_for
 from tui.widgets.path_input import PathInput, PathSuggester
 
 
@@ -49,7 +49,7 @@ def test_import_a_file_through_the_input_with_tab_completion(workspace, tmp_path
             field = app.screen.query_one("#import-path", PathInput)
             assert field.has_focus
             await pilot.press(*f"{tmp_path}/harb")
-            await pilot.pause(0.3)
+            await wait_for(pilot, lambda: field._suggestion == str(doc), what="the completion")
             await pilot.press("tab")
             assert field.value == str(doc)
             await pilot.press("enter")
@@ -204,5 +204,12 @@ def test_typing_in_the_build_form_never_runs_commands(workspace):
                      if w.id and app.screen.query_one("#build-tab") in w.ancestors]
             assert order.index("build") > order.index("field-seed")
             assert order.index("build-name") < order.index("field-sources")
+            # a kind chosen by keys, then letters at once: they go to the name (they were lost
+            # on the kind list)
+            app.screen.query_one("#build-kind").focus()
+            await pilot.press("enter", "down", "enter", *"-x")
+            await pilot.pause()
+            assert app.screen.build_kind != "cpt"
+            assert app.screen.query_one("#build-name").value == "nb-cpt-x"
 
     asyncio.run(go())

@@ -93,8 +93,11 @@ def test_reattach_to_a_run_started_outside_the_app(ready):
     from clara.runs import Run, create_run, start_worker
     from clara.train.config import merge_config, TrainConfig
 
+    # long enough never to end by itself: the test stops it (twice); at 400 steps it could end
+    # before the plot, drawn every 2 s while a run trains, had shown it growing
     cfg = merge_config(TrainConfig, overrides={**TINY, "model": "tiny", "data": "notes",
-                                               "iters": 400, "save_every": 50, "val_every": 50})
+                                               "iters": 100000, "save_every": 50,
+                                               "val_every": 50})
     run = create_run(ready, "lora", asdict(cfg), name="outside",
                      resolved={"model": model_source(ready, "tiny"),
                                "data": str(ready.datasets_dir / "notes")})
@@ -180,9 +183,14 @@ def test_pickers_offer_only_usable_checkpoints(workspace):
     assert [ref for _label, ref in adapter_options(workspace)] == ["done:best", "done:step-2"]
     # the checkpoint first: a narrow picker cut `RUN-ID:best` and `RUN-ID:last` to one text
     assert [label for label, _ref in adapter_options(workspace)] == ["best · done",
-                                                                     "step-2 · done"]
+                                                                     "step 2 · done"]
     specs = [spec for _label, spec, _on in config_options(workspace)]
     assert specs == ["closed", "rag", "closed=done"]
+    # two runs of one day: their ids are cut in the middle, keeping what tells them apart
+    _run_with(workspace, "lora-20261130-201824-330a", "completed")
+    _run_with(workspace, "lora-20261130-201502-c616", "completed")
+    labels = [label for label, ref in adapter_options(workspace) if ref.endswith(":best")]
+    assert len(labels) == 3 and len(set(labels)) == 3 and all(len(t) <= 21 for t in labels)
 
 
 def test_delete_a_run_after_confirming(workspace):

@@ -249,6 +249,9 @@ def test_the_form_shows_its_command_and_saves_and_loads_settings(ready):
             await pilot.pause()
             assert io.read_toml(ready.path / "fast.toml") == {
                 "model": "tiny", "iters": 7, "learning_rate": 0.002}
+            # the command it names runs from any folder (it said --config fast.toml)
+            assert f"--config {ready.path / 'fast.toml'}" in str(
+                screen.query_one("#train-status").render()).replace("\n", "")
             form.set_value("iters", 300)
             await pilot.press("ctrl+r")
             await settle(pilot)

@@ -102,6 +102,15 @@ def test_models_mode_lists_models_and_adds_one_with_its_command(workspace, tiny_
             screen = app.screen
             table = screen.query_one("#models", DataTable)
             assert table.row_count == 0
+            # an action chosen by keys: what is typed next goes to its first field (it was
+            # lost on the action list)
+            screen.query_one("#model-action").focus()
+            await pilot.press("enter", "down", "down", "down", "down", "enter", *"tiny")
+            await pilot.pause()
+            assert screen.action == "bench"
+            assert screen.query_one("#model-form-bench").field_widget("names").value == "tiny"
+            screen._pick("add")
+            await pilot.pause()
             form = screen.query_one("#model-form-add")
             form.set_value("name", "tiny2")
             form.set_value("source", str(tiny_model_dir))

@@ -32,7 +32,7 @@ from clara.errors import UserError
 from clara.workspace import Workspace, list_workspaces
 from tui.frames import ShownCells
 from tui.modes import MODES as MODE_LIST
-from tui.screens.base import LoadingScreen
+from tui.screens.base import LoadingScreen, ModeScreen
 from tui.widgets.footer import ClaraFooter
 from tui.recent import load_recent, remember
 from tui.screens.help import HelpScreen
@@ -186,7 +186,11 @@ class WorkbenchApp(App):
                 await super().on_event(event)
                 return
             self._keys.append(event)
-            if not self._key_turn:
+            if not self._key_turn or (self._key_turn > 0 and len(self._keys) == 1
+                                      and getattr(event, "key", None) in self._MODE_KEYS):
+                # a mode key with none queued ahead goes on at once, even while the key before
+                # it settles (the screen's next refresh: one to three frames after a switch);
+                # what is typed after it waits for its own effects (the new screen's focus)
                 await self._next_key()
             return
         await super().on_event(event)
@@ -312,6 +316,7 @@ class WorkbenchApp(App):
         import gc
 
         self._gc_after_key = self._last_key_at
+        self._pause_hidden()
         gc.collect()
         gc.freeze()
         # and the whole screen written once more: a frame writes only the cells that changed
@@ -353,6 +358,18 @@ class WorkbenchApp(App):
             if name in self._screen_stacks:
                 continue  # shown already (or its placeholder: built for it)
             await self._build_mode(name, idle=True)
+        await self._until_idle()
+        self._pause_hidden()
+
+    def _pause_hidden(self) -> None:
+        """The repeating timers of every screen not shown wait until it is (ModeScreen.
+        pause_timers): those built in the background were never suspended, and a widget of a
+        hidden screen can start one (a progress bar that became indeterminate)."""
+        shown = self.screen
+        for screen in [*self._prebuilt.values(), *(s for stack in self._screen_stacks.values()
+                                                   for s in stack)]:
+            if screen is not shown and isinstance(screen, ModeScreen) and screen.is_mounted:
+                screen.pause_timers()
 
     def _screen_ready(self, screen: Screen) -> bool:
         return screen.is_mounted and screen in self._laid_out
@@ -414,6 +431,12 @@ class WorkbenchApp(App):
                 and not self._driver.is_inline:  # a frame that App._display writes
             renderable = self._shown_cells.update(renderable, self.console)
         super()._display(screen, renderable)
+        if screen._callbacks:
+            # what waits for this paint (call_after_refresh: the type-ahead's next key, a
+            # focus) runs now: Textual runs it on the screen's next idle, and a paint from the
+            # screen's update timer is no message, so it waited for whatever message came next
+            # (a key typed 10-20 ms after a switch waited for its predecessor's turn to end)
+            screen.check_idle()
 
     _mask_switch = True
 
@@ -423,10 +446,40 @@ class WorkbenchApp(App):
         background, is whole at once; only a first visit still composing keeps the mask."""
         self._mask_switch = mode not in self._screen_stacks and mode not in self._prebuilt \
             and not self._prebuild_on  # a placeholder is whole at once too
+        stack = self._screen_stacks.get(mode)
+        shown_before = bool(stack) and stack[-1].stack_updates > 0 and mode != self.current_mode
+        if shown_before:  # Textual's own layout in switch_mode paints it: whole (see below)
+            self._prepare_whole_paint(stack[-1])
+        leaving = self.screen
+        if isinstance(leaving, ModeScreen):  # its refresh there is skipped (ModeScreen.refresh)
+            leaving._painted_whole = True
         try:
-            return super().switch_mode(mode)
+            result = super().switch_mode(mode)
         finally:
             self._mask_switch = True
+            if isinstance(leaving, ModeScreen) and leaving is not self.screen:
+                leaving._painted_whole = False
+        screen = self.screen
+        if not shown_before and screen in self._laid_out and screen.is_attached \
+                and getattr(screen, "stack_updates", 1) == 0:  # built in the background
+            self._prepare_whole_paint(screen)
+            screen._refresh_layout(self.size)
+        return result
+
+    def _prepare_whole_paint(self, screen: Screen) -> None:
+        """Have the layout that shows `screen` at a mode switch paint all of it, at once.
+        Textual's paints only what moved (almost nothing: the screen was laid out before), and
+        the whole screen followed from the screen's update timer one to three turns of the
+        event loop later: 15-30 ms of every switch, meanwhile a frame of the old screen with
+        bits of the new one. The repaint that Textual then asks for is skipped (ModeScreen.refresh)."""
+        if not isinstance(screen, ModeScreen) or not self.size:
+            return
+        screen.fit_width()
+        if screen.mode_bar is not None:  # highlights the mode current when last drawn
+            screen.mode_bar.refresh()
+        screen._compositor._dirty_regions.add(self.size.region)  # kept by the reflow
+        screen._repaint_required = False  # left from its last switch away: this paint is whole
+        screen._painted_whole = True
 
     def delay_update(self, delay: float = 0.05) -> None:
         if self._mask_switch:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from clara.io import human_size
 
-__all__ = ["human_size", "display_path", "duration", "loss", "number", "short"]
+__all__ = ["human_size", "display_path", "duration", "loss", "number", "short", "middle"]
 
 
 def duration(seconds: float | None) -> str:
@@ -41,6 +41,16 @@ def number(value) -> str:
 def short(text: str, width: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def middle(text: str, width: int) -> str:
+    """`text` cut in its middle to `width` characters: both ends tell such names apart (run ids
+    share their start and date, and differ at their end)."""
+    text = " ".join(str(text).split())
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
 def display_path(path: str | Path) -> str:

@@ -57,7 +57,8 @@ class ModeScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield ClaraHeader()
-        yield ModeBar()
+        self.mode_bar = ModeBar()  # kept: a DOM query for it walked every widget (2-7 ms)
+        yield self.mode_bar
         yield from self.compose_body()
         yield DemoBanner()
         yield ClaraFooter(compact=True)
@@ -176,14 +177,51 @@ class ModeScreen(Screen):
             event.refresh_styles = False
         self._styled_for = self.app.theme
         self.fit_width()
-        for bar in self.query(ModeBar):  # drawn in the background: another mode was current
-            bar.refresh()
+        if self._painted_whole:  # Screen's refresh after this is skipped (see refresh)
+            self.call_next(setattr, self, "_painted_whole", False)
+        elif self.mode_bar is not None:  # drawn in the background: another mode was current
+            self.mode_bar.refresh()
+        for timer in self._paused_timers:
+            timer.resume()
+        self._paused_timers = ()
         self.call_after_refresh(self._auto_focus)  # once laid out: the focus chain's order
         self.on_shown()
         now = time.monotonic()
         if now - self._resumed_at >= self.RESUME_REFRESH_S:
             self._resumed_at = now
             self.call_after_refresh(self.on_resume)
+
+    mode_bar: ModeBar | None = None
+    _paused_timers: tuple = ()  # paused by pause_timers, resumed when the screen is shown
+
+    def on_screen_suspend(self) -> None:
+        self.pause_timers()
+
+    def pause_timers(self) -> None:
+        """A hidden screen's repeating timers wait until it is shown again: animations (an idle
+        progress bar's pulse, 30 a second; the Chat's loading indicator, 16), cursors blinking
+        in the fields each hidden screen keeps focused, the demo banners. With a training
+        running they woke the app 60 times a second for screens no one saw. Also called on a
+        screen built in the background (WorkbenchApp._build_mode)."""
+        paused = []
+        for widget in self.walk_children(with_self=False):
+            for timer in widget._timers:
+                if timer._repeat is None and timer._active.is_set():
+                    timer.pause()
+                    paused.append(timer)
+        self._paused_timers = (*self._paused_timers, *paused)
+    _painted_whole = False  # set by the app's switch_mode, until this screen's resume is handled
+
+    def refresh(self, *regions, repaint: bool = True, layout: bool = False,
+                recompose: bool = False):
+        """Screen's resume handler refreshes the whole screen: a render of every widget again
+        (and of the screen's background, its cache cleared) for a frame that changes no cell,
+        when the mode switch has just painted all of it (WorkbenchApp._prepare_whole_paint).
+        Textual's switch_mode refreshes the screen it leaves too: a repaint of it all when it is
+        next shown, which paints it whole anyway."""
+        if self._painted_whole and not (regions or layout or recompose):
+            return self
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     def on_resume(self) -> None:
         """Called when the mode is shown again; refresh what may have changed meanwhile."""

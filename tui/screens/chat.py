@@ -25,15 +25,18 @@ from tui.widgets.ticklist import TickList
 THINKING = [("hide reasoning", "hide"), ("show reasoning", "show"), ("ban reasoning", "ban")]
 RANDOM_TEMPERATURE = 0.7
 RAG_TOP_K = 3  # chunks pasted into a plain model's prompt
+LABEL_WIDTH = 21  # what a checkpoint picker shows of a label at 100 columns
 
 
 def adapter_options(ws) -> list[tuple[str, str]]:
     """(label, reference) of every checkpoint chat can use: LoRA runs' best/last/step-N, CLaRa
     runs (their best, else last checkpoint), newest run first. A label starts with what tells
     the rows apart: the pickers are 27 characters wide, and `RUN-ID:best` and `RUN-ID:last`
-    were cut to the same `lora-20261130-115222-5ad…`."""
+    were cut to the same `lora-20261130-115222-5ad…`; then the run id, cut in its middle to
+    fit, keeping its end (two runs' `best · lora-20261130-2…` looked the same)."""
     from clara import refs
     from clara.runs import Run
+    from tui.format import middle
 
     out = []
     for run_id in refs.usable(ws):  # usable checkpoints only: no failed run, none training
@@ -42,10 +45,14 @@ def adapter_options(ws) -> list[tuple[str, str]]:
         names = refs.checkpoint_names(run)
         if kind.startswith("clara-"):
             if "best" in names or "last" in names:
-                out.append((f"CLaRa {kind[6:]} · {run.id}", run.id))
+                head = f"CLaRa {kind[6:]}"
+                out.append((f"{head} · {middle(run.id, max(8, LABEL_WIDTH - len(head) - 3))}",
+                            run.id))
             continue
         for name in names:
-            out.append((f"{name} · {run.id}", f"{run.id}:{name}"))
+            head = f"step {int(name[5:])}" if re.fullmatch(r"step-\d+", name) else name
+            out.append((f"{head} · {middle(run.id, max(8, LABEL_WIDTH - len(head) - 3))}",
+                        f"{run.id}:{name}"))
     return out
 
 
@@ -179,6 +186,7 @@ class ChatScreen(ModeScreen):
         self.choice: Choice | None = None
         self.index = None  # ChunkIndex of the attached sources
         self.doc_names: dict[str, str] = {}  # source id -> the name the list shows
+        self.adapter_labels: dict[str, str] = {}  # checkpoint ref -> the name the lists show
         self.busy = False
         self._lock = threading.Lock()  # one load or generation at a time
 
@@ -260,6 +268,7 @@ class ChatScreen(ModeScreen):
                 if current in [v for _, v in options]:
                     select.value = current
         self.doc_names = {sid: name for name, sid in sources}
+        self.adapter_labels = {ref: label for label, ref in adapters}
         side = self.query_one("#chat-compare", SelectionList)
         ticked = set(side.selected)
         side.clear_options()  # LoRA checkpoints only: a CLaRa run answers from documents
@@ -318,10 +327,12 @@ class ChatScreen(ModeScreen):
             self._prepare(choice, settings)  # load now, not at the first prompt
 
     def _show_attached(self) -> None:
+        """One line per document, each cut with "…" where too long: the names ran on in one
+        line, split mid-word at 100 columns ("…handbook.m" / "d")."""
         docs = self.query_one("#chat-docs", SelectionList)
         names = [self.doc_names.get(v, v) for v in docs.selected]
         self.query_one("#chat-attached", Static).update(
-            "documents attached: " + (", ".join(names) if names else "none"))
+            "documents attached:" + ("".join(f"\n· {n}" for n in names) or " none"))
 
     def _adapter_base(self, ref) -> None:
         """Picking a run's checkpoint picks the model it was trained on, when it is here."""
@@ -462,7 +473,8 @@ class ChatScreen(ModeScreen):
             self.busy = False
         event.turn.finish(event.reply)
         self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
-        self._status("saved to chats/chat_log.jsonl")
+        if not event.turn.has_class("side-turn"):  # the columns' own line comes at the end
+            self._status("saved to chats/chat_log.jsonl")
 
     def _status(self, text: str) -> None:
         self.query_one("#chat-status", Static).update(text)
@@ -509,7 +521,9 @@ class ChatScreen(ModeScreen):
 
         if settings.seed is None:
             settings = dataclasses.replace(settings, seed=0)
-        columns = [(None, f"base {choice.model}")] + [(a, a) for a in adapters]
+        # the checkpoint first, as the lists show it: "RUN-ID:best" was cut to "RUN-ID:be"
+        columns = [(None, f"base {choice.model}")] + [(a, self.adapter_labels.get(a, a))
+                                                      for a in adapters]
         row = Horizontal(classes="side-row")
         turns = []
         self.query_one("#transcript", VerticalScroll).mount(row)
@@ -521,14 +535,28 @@ class ChatScreen(ModeScreen):
             column.mount(turn)
             turns.append((ref, turn))
         self.busy = True
-        self._status(f"side by side: {len(columns)} replies, seed {settings.seed} …")
-        self._generate_side(turns, prompt, choice.model, settings)
+        docs = len(choice.sources)
+        self._status(f"side by side: {len(columns)} replies, seed {settings.seed}"
+                     + (f", {docs} document(s) attached" if docs else "") + " …")
+        self._generate_side(turns, prompt, choice, settings)
         return turns[0][1]
 
+    class SideDone(Message):
+        """Every column has its reply (posted after the last Done: it comes after it)."""
+
+        bubble = False  # for this screen only
+
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.n = n
+
     @work(thread=True, group="chat", exit_on_error=False)
-    def _generate_side(self, turns, prompt: str, model: str | None, settings) -> None:
+    def _generate_side(self, turns, prompt: str, choice: Choice, settings) -> None:
+        """Each column's session gets the attached documents too, as the single chat does (the
+        documents-attached line said so while the columns answered without them)."""
         from clara.chat.engine import ChatEngine
 
+        model = choice.model
         try:
             with self._lock:
                 engine = ChatEngine(self.app.workspace)
@@ -539,17 +567,20 @@ class ChatScreen(ModeScreen):
                                                  settings)
                     finally:
                         self.post_message(self.Loading(None))
-                    for delta in session.stream(prompt):
+                    if choice.sources:
+                        self._attach_sources(session, choice)
+                    select = self._select_for(session, prompt) if choice.sources else None
+                    for delta in session.stream(prompt, select=select):
                         self.post_message(self.Delta(turn, delta.text, delta.reasoning))
                     self.post_message(self.Done(turn, session.last))
         except BaseException as e:
             self.app.call_from_thread(self._failed, turns[-1][1], e)
             raise
-        self.app.call_from_thread(self._side_done, len(turns))
+        self.post_message(self.SideDone(len(turns)))
 
-    def _side_done(self, n: int) -> None:
+    def on_chat_screen_side_done(self, event: SideDone) -> None:
         self.busy = False
-        self._status(f"{n} replies side by side, saved to chats/chat_log.jsonl")
+        self._status(f"{event.n} replies side by side, saved to chats/chat_log.jsonl")
 
     def action_new_chat(self) -> None:
         if self.busy:

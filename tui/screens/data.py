@@ -305,9 +305,18 @@ class DataScreen(ModeScreen):
         return str(self.query_one("#build-kind", Select).value)
 
     @on(Select.Changed, "#build-kind")
-    def _build_kind_changed(self) -> None:
+    def _build_kind_changed(self, event: Select.Changed) -> None:
         self.query_one("#build-forms", ContentSwitcher).current = f"build-form-{self.build_kind}"
         self._show_build_command()
+        focused = self.focused
+        if focused is not None and (focused is event.select or event.select in focused.ancestors):
+            # chosen by keys: now the name (what was typed at once was lost on the list), its
+            # cursor at the end: the name typed before stays (Tab into it selects it all)
+            name = self.query_one("#build-name", Input)
+            name.select_on_focus = False
+            name.focus()
+            name.action_end()
+            name.call_after_refresh(setattr, name, "select_on_focus", True)
 
     @on(Input.Changed, "#build-name")
     @on(Switch.Changed, "#build-replace")

@@ -231,9 +231,18 @@ class ModelsScreen(ModeScreen):
         return str(self.query_one("#model-action", Select).value)
 
     @on(Select.Changed, "#model-action")
-    def _action_changed(self) -> None:
+    def _action_changed(self, event: Select.Changed) -> None:
         self.query_one("#model-forms", ContentSwitcher).current = f"model-form-{self.action}"
         self._show_command()
+        focused = self.focused
+        if focused is None or not (focused is event.select or event.select in focused.ancestors):
+            return
+        # chosen by keys: now its first field (a name typed at once was lost on the list)
+        form = self.query_one(f"#model-form-{self.action}", ConfigForm)
+        for widget in self.focus_chain:
+            if form in widget.ancestors:
+                widget.focus()
+                break
 
     @on(ConfigForm.Changed)
     def _show_command(self) -> None:

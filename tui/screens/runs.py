@@ -25,6 +25,8 @@ from tui.widgets.metric import MetricSparkline
 from tui.widgets.plot import MetricPlot
 
 POLL_S = 0.5
+PLOT_EVERY_S = 1.0  # a training run's loss plot is built again at most this often (a thread
+# holding the GIL 10-15 ms each time, every poll, while the user typed on Runs)
 
 
 def run_row(run) -> dict:
@@ -310,6 +312,7 @@ class RunsScreen(ModeScreen):
             self._progress_hidden = True
 
     _plot_stale = False
+    _plotted_at = 0.0
     _progress_hidden = False
 
     def on_shown(self) -> None:
@@ -320,9 +323,14 @@ class RunsScreen(ModeScreen):
         self._progress_hidden = False
         status = self.status
         m = self.metrics
-        if self._plot_stale or not self.query_one("#plot-loss", MetricPlot).series:
+        plot = self.query_one("#plot-loss", MetricPlot)
+        now = time.monotonic()
+        if not plot.series or self._plot_stale and (
+                now - self._plotted_at >= PLOT_EVERY_S
+                or status.get("status", "?") not in ACTIVE):
             self._plot_stale = False
-            self.query_one("#plot-loss", MetricPlot).set_series(m.loss_series())
+            self._plotted_at = now
+            plot.set_series(m.loss_series())
         self.query_one("#spark-tps", MetricSparkline).set_values(m.series("tokens_per_second"))
         self.query_one("#spark-mem", MetricSparkline).set_values(m.series("peak_memory_gb"))
         last = m.train[-1] if m.train else {}

@@ -434,8 +434,9 @@ class TrainScreen(ModeScreen):
         except UserError as e:
             self._say(str(e), error=True)
             return
+        # the whole path: a relative one is under the workspace, not where a shell would be
         self._say(f"saved {len(values)} setting(s) to {path.name} (clara train {self.kind} "
-                  f"--config {path.name})")
+                  f"--config {path})")
 
     def action_load_settings(self) -> None:
         from clara import io
