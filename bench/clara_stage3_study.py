@@ -368,6 +368,155 @@ Reading of the fourth round:
      On these facts it equals the supervised loss (the reading generator names each
      candidate's own person) and measured the same (21 -> 22 from the who-only stage 2); it
      stays in this study, not in the pipeline.
+
+FIFTH ROUND (2026-11-30; 2 CPU cores shared with four other jobs, load 5-9).
+The issue's lighthouse table, re-run with today's defaults (stage2_align 0.02, stage 3 = query
+reasoner + retrieval loss). Its generator was never committed, so bench/clara_lighthouse.py
+rebuilds the benchmark from the issue's description:
+  - 400 training and 60 unseen made-up lighthouses, 5 questions each (who built it, when, where
+    it stands, its colour, its height);
+  - the reference's JSONL formats; stage 2 with 5 documents per question, stage 3 with 20
+    candidates;
+  - `clara train pipeline` from data/models/reader: doc 64, CR 4, lr 1e-3 for stages 1-2 and
+    2e-4 for stage 3, batch 8;
+  - `clara eval` on 60 questions, one per unseen lighthouse (the issue's EMs are multiples of
+    1/60).
+Not the issue's protocol in one respect: 200 / 200 / 100 steps, not 400 / 300 / 100. The full
+run made 52 steps of stage 1 in 6.5 minutes at nice 10 on these cores, which would have passed
+the session's end. Command:
+    python bench/clara_lighthouse.py --workdir /tmp/s3n/lh1 --s1-iters 200 --s2-iters 200
+(2525 s wall, 719 CPU-s; bench/results/clara_lighthouse-20261130-205214.json):
+
+  60 questions about 60 unseen lighthouses (400 in training; the defaults)
+
+  system                                    EM  recall |    who   when  where colour height
+  closed-book (base)                       0.0         |    0.0    0.0    0.0    0.0    0.0
+  raw-text RAG, BM25 top-5 of 20 (base)    0.0    1.00 |    0.0    0.0    0.0    0.0    0.0
+  CLaRa stage 2, 5 compressed documents    0.0         |    0.0    0.0    0.0    0.0    0.0
+  CLaRa stage 3, same documents            0.0         |    0.0    0.0    0.0    0.0    0.0
+  CLaRa stage 3, own top-5 of 20           0.0    0.40 |    0.0    0.0    0.0    0.0    0.0
+
+  stage-3 validation (20 candidates, top-5; chance 0.25): recall start 0.249 -> best (step 50)
+  0.415, last 0.396; em 0.000 -> 0.000
+
+  stage-3 validation curve (60 unseen questions, 20 candidates):
+    step   EM   EM gold   recall@1   recall@5
+       0  0.0     0.0       0.050      0.249
+      50  0.0     0.0       0.068      0.415   (the checkpoint handed over)
+     100  0.0     0.0       0.083      0.396
+
+Reading of the fifth round:
+ 19. On the rebuilt lighthouses, stage 3 lifts recall@5 over 20 candidates from chance to
+     well above it: 0.249 -> 0.415 on validation, 0.40 in `clara eval` on the test questions.
+     The issue had 0.15, below chance. EM stays at stage 2's, but that is 0: nothing reads this
+     world at these steps, the base on raw text included (0.0).
+     - Stage 2 answers in the right form and wrong: "1890" for a builder, "grel" for a colour.
+       Its validation CE is 1.85 at step 200, still falling (2.79 at 50, 2.22 at 100, 1.94 at
+       150). It is not yet at the answers' prior, so more steps are the first lead. The
+       issue's stage 2 read a little at 300 steps (EM 10).
+     - BM25's recall is 1.00, not the issue's 0.87: here every question names its lighthouse
+       as the document does.
+ 20. On these documents stage 1's compressed vectors are all alike: doc-doc cosine 0.9996
+     (min 0.998) over 60 unseen documents (1.0000 after stage 2), against 0.82 on the facts.
+     The documents share one template, and a lighthouse differs from another in a few name
+     pieces of about 57 tokens. Cosine retrieval therefore starts at chance (recall@5 0.249),
+     and the alignment has nothing to pull on: its training loss stayed between 2.05 and 2.08
+     from step 1 to step 200, the value of all-alike vectors (ln 8 = 2.08, below).
+ 21. A defect found on the way, fixed: stage 2's alignment made ALL of a row's k documents
+     positives for its question. With k = 5, four of the five positives are distractors, and
+     all-alike vectors are an optimum of that loss (ln 8 at batch 8). The positives are now the
+     row's pos_index (all its documents only where rows have none). The facts benchmark and
+     both tests use k = 1 and are unchanged.
+     Measured with the fix, from the same stage 1 (stage 2, 90 steps, stopped for time): the
+     loss stays at ln 40 = 3.69 (3.60-3.75 over its 90 steps), the value for all-alike vectors
+     with one positive. Validation CE 2.80 at step 50, against 2.79 without the fix. On this
+     stage 1 the fix changes nothing measurable; it matters where the vectors differ.
+     Then stage 2 at the issue's 300 steps, with the fix, from the same 200-step stage 1:
+       python bench/clara_lighthouse.py --workdir /tmp/s3n/lh1 --s1-iters 200 --s2-iters 300 \
+           --from-stage2 s300-stage2 --name s300     (its stage 2 by `clara train stage2`,
+           the pipeline's settings; clara_lighthouse-20261130-210253.json)
+
+  system                                    EM  recall |    who   when  where colour height
+  closed-book (base)                       0.0         |    0.0    0.0    0.0    0.0    0.0
+  raw-text RAG, BM25 top-5 of 20 (base)    0.0    1.00 |    0.0    0.0    0.0    0.0    0.0
+  CLaRa stage 2, 5 compressed documents    3.3         |    0.0    0.0    8.3    0.0    8.3
+  CLaRa stage 3, same documents            3.3         |    0.0    0.0    8.3    0.0    8.3
+  CLaRa stage 3, own top-5 of 20           3.3    0.43 |    0.0    0.0    8.3    0.0    8.3
+
+  stage-3 validation (20 candidates, top-5; chance 0.25): recall start 0.285 -> best (step 100)
+  0.400, last 0.400; em 0.032 -> 0.032 (step 50: recall@5 0.397, recall@1 0.05 -> 0.10)
+
+     - Stage 2's validation CE: 2.96, 2.26, 1.83, 1.50, 1.34, 1.33 at steps 50 to 300. Its
+       alignment loss stayed at 3.60-3.75 (validation 3.646 at every step). Doc-doc cosine
+       after it: 1.0000 (min 0.9998).
+     - Stage 2 reads 2 of 60 (3.3 EM). Stage 3 keeps that and lifts recall@5 from 0.285 to
+       0.400 (0.43 in `clara eval`).
+     - So on both shortened lighthouse runs, stage 3 does what the issue's "Done when" asks of
+       it: recall above its start and above chance, EM at stage 2's. Stage 2 is what fails
+       there: it barely reads.
+     Last, with the load gone, the issue's exact protocol: 400 / 300 / 100 steps, the defaults
+     (the fix included):
+       python bench/clara_lighthouse.py --workdir /tmp/s3n/lh2
+       (834 s wall, 1298 CPU-s; clara_lighthouse-20261130-212043.json)
+
+  system                                    EM  recall |    who   when  where colour height
+  closed-book (base)                       0.0         |    0.0    0.0    0.0    0.0    0.0
+  raw-text RAG, BM25 top-5 of 20 (base)    0.0    1.00 |    0.0    0.0    0.0    0.0    0.0
+  CLaRa stage 2, 5 compressed documents   10.0         |    0.0    0.0   16.7   33.3    0.0
+  CLaRa stage 3, same documents           10.0         |    0.0    0.0   16.7   33.3    0.0
+  CLaRa stage 3, own top-5 of 20          10.0    0.40 |    0.0    0.0   16.7   33.3    0.0
+
+  stage-3 validation (20 candidates, top-5; chance 0.25): recall start 0.363 -> best (step 0)
+  0.363, last 0.314; em 0.098 -> 0.098
+    step   EM    recall@1   recall@5
+       0  0.098   0.115      0.363    (handed over: stage 2's, the start)
+      50  0.098   0.033      0.281
+     100  0.098   0.048      0.314
+
+ 23. On the issue's own protocol:
+     - Stage 2 reads as in the issue, 10.0 EM.
+     - The pipeline now hands over 10.0 after stage 3 too (the issue: 1.7), but only because
+       stage 3's best checkpoint is its start.
+     - Stage 3 itself LOWERS recall@5 over 20 candidates: 0.363 -> 0.281 at step 50, 0.314 at
+       step 100. It still stays above chance (0.25), where the issue's fell below it (0.15).
+     - The 0.40 of `clara eval` is the start's query reasoner, a copy of the compressor.
+     So the issue's "Done when" is NOT met on this benchmark. Stage 3 lifts recall only from
+     stage 2s whose start is at chance (rounds above: 0.249 -> 0.415, 0.285 -> 0.400). From
+     this better start (0.363), its query reasoner walks away, as in reading 3 at 1e-3. Here
+     that happens at 2e-4, which is twice the pipeline's own 1e-4; the issue's protocol sets
+     2e-4.
+     The pipeline's own rate does no better. Stage 3 at 1e-4 from this stage 2:
+       python bench/clara_lighthouse.py --workdir /tmp/s3n/lh2 --from-stage2 lh-stage2 \
+           --name s3lr1 --s3-lr 1e-4
+     gives recall@5 0.363 -> 0.250 (step 50) -> 0.316 (step 100), recall@1 0.115 -> 0.049 ->
+     0.033. Its start is handed over, and the table is the same as above.
+     The drop therefore does not come from the rate. What it does come from is not known yet.
+     The leads are the vectors, which are all alike (cosine 0.9996 after a 200-step stage 1),
+     where the retrieval loss's gradient at τ 0.02 ranks on noise, and τ and the candidates
+     themselves. None of these was measured, for lack of time, and no default was changed in
+     this round.
+ 22. The CI cut (item 3 of the round; CPU-s per module with cpuprof, one process, the load
+     above).
+     tests/test_method_retrieval_quality.py: stage 1 is about 70 % of its pipeline's time.
+       | stages (steps) | CPU-s | recall@1 of 6, start -> end |
+       |---|---|---|
+       | 60 / 60 / 30 (before) | 78.3 | not printed here; 0.58 -> 0.88 in session 8 |
+       | 40 / 60 / 30 | 59.6 | 0.38 -> 0.57 (chance + 0.4 = 0.567: too close) |
+       | 40 / 60 / 40 (now) | 62.3 | 0.38 -> 0.64 |
+       The candidates are now compressed once; start and end share the compressor, and the
+       test asserts that they do. The test now asks a lift of 0.15 where it asked 0.05.
+     tests/test_method_quality.py:
+       | stages (steps) | CPU-s | stage 2 EM | recall@1 of 4, start -> end | own-pick EM |
+       |---|---|---|---|---|
+       | 150 / 200 / 40 (before) | 139.4 | not printed | not printed | not printed |
+       | 140 / 200 / 20 | 134.7 | 0.98 | 0.88 -> 0.88 | 0.88 |
+       | 130 / 170 / 20 | 119.2 | 0.91 | 0.56 -> 0.56: FAILS the 0.70 floor | 0.51 |
+       | 130 / 200 / 20 (now) | 134.3 | 0.91 | 0.91 -> 0.91 | 0.82 |
+       Stage 2 needs its 200 steps for the alignment's geometry. The cut of stage 1 shows up
+       little in CPU-s under this load: the same 20 steps fewer cost 119 at 170 stage-2 steps.
+     Together: 217.7 -> 196.6 CPU-s, 21 fewer; the brief asked for 30. The two cuts that would
+     reach 30 each break an assertion: stage 2 at 170 loses the query reasoner's start, and
+     stage 1 at 40 with stage 3 at 30 leaves the retrieval test at its threshold.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 
+import mlx.core as mx
 import pytest
 
 from clara import io
@@ -46,7 +47,8 @@ def single_gold(rows: list[dict]) -> list[dict]:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """The benchmark, stage-2 rows with the gold document alone and stage-3 rows with 6
-    candidates, and one pipeline run (60, 60 and 30 steps: about 90 CPU-seconds)."""
+    candidates, and one pipeline run (40, 60 and 40 steps: about 62 CPU-seconds; at 60, 60 and
+    30 steps 78, and stage 3 lifted 0.58 -> 0.88; stage 1 dominates the cost)."""
     from click.testing import CliRunner
 
     from clara.cli import cli
@@ -69,7 +71,7 @@ def pipeline(tmp_path_factory):
                         for r in rows])
     clara("train", "pipeline", "-m", str(READER), "--stage1", "syn-stage1",
           "--stage2", "syn-s2gold", "--stage3", "syn-s3six", "--name", "p",
-          "--stage1-iters", "60", "--stage2-iters", "60", "--stage3-iters", "30",
+          "--stage1-iters", "40", "--stage2-iters", "60", "--stage3-iters", "40",
           "--stage1-lr", "1e-3", "--stage2-lr", "1e-3", "--stage3-lr", "2e-4",
           "--doc-max-tokens", "64", "--compression-rate", "4", "--lora-rank", "32",
           "--lora-dropout", "0", "--mse-weight", "0", "--batch-size", "8", "--max-len", "512",
@@ -79,11 +81,11 @@ def pipeline(tmp_path_factory):
     return ws.runs_dir, random.Random(0).sample(test, 100)
 
 
-def recall_at_1(model, rows: list[dict]) -> float:
+def recall_at_1(model, rows: list[dict], docs: list[str], vectors) -> float:
     hits = []
     for r in rows:
-        idx, _ = inference.retrieve(model, r["question"],
-                                    inference.compress_documents(model, r["docs"]), 1)
+        vec = vectors[mx.array([docs.index(d) for d in r["docs"]])]
+        idx, _ = inference.retrieve(model, r["question"], vec, 1)
         hits.append(recall_at_k(idx, r["pos_index"], 1))
     return sum(hits) / len(hits)
 
@@ -93,10 +95,17 @@ def test_stage3_lifts_recall_on_unseen_entities(pipeline):
     start = checkpoint.load(runs / "p-stage2" / "adapters" / "last", stage="stage3")
     start.eval()  # the query reasoner as stage 3 creates it: a copy of the compressor
     end = checkpoint.load(runs / "p-stage3" / "adapters" / "last", inference=True)
-    r0, r1 = recall_at_1(start, test), recall_at_1(end, test)
+    # stage 3 trains the query reasoner alone: start and end compress alike, so every
+    # candidate is compressed once
+    assert inference.compressor_digest(end) == inference.compressor_digest(start)
+    docs = sorted({d for r in test for d in r["docs"]})
+    vectors = inference.compress_documents(end, docs)
+    r0, r1 = recall_at_1(start, test, docs, vectors), recall_at_1(end, test, docs, vectors)
     chance = 1 / CANDIDATES
     print(f"stage-3 recall@1 over {CANDIDATES} candidates: start {r0:.2f}, end {r1:.2f} "
           f"(chance {chance:.2f})")
-    assert r1 >= r0 + 0.05  # measured 0.58 -> 0.88 (150/150/60 steps: 0.65 -> 0.93 on
-    # 2026-11-30; 0.66 -> 0.77 with the reference stage 3)
+    # measured 0.38 -> 0.64 (2026-11-30; stage 1 at 60 steps: 0.58 -> 0.88, at 40 with stage 3
+    # at 30 steps: 0.38 -> 0.57; 150/150/60 steps: 0.65 -> 0.93; 0.66 -> 0.77 with the
+    # reference stage 3); 100 questions: 0.1 is about two standard deviations of the noise
+    assert r1 >= r0 + 0.15
     assert r1 >= chance + 0.4

@@ -5,6 +5,8 @@ the warning when doc_max_tokens cuts the documents."""
 
 from __future__ import annotations
 
+import random
+
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
@@ -293,3 +295,16 @@ def test_stage2_aligns_each_question_with_its_documents(tiny_model_dir):
         opt.update(m, g)
         mx.eval(m.parameters(), opt.state)
     assert float(align(m, batch)) < 0.5 * start, (start, float(align(m, batch)))
+
+    # rows of k documents with pos_index: the gold ones alone are each question's positives
+    # (with every one of a row's documents a positive, its distractors were too: on the
+    # lighthouse benchmark the loss sat at ln 8, where vectors all alike put it; round five)
+    rows2 = synthetic.stage2_rows(FACTS[:4], 2)
+    samples = [parse_row(r, "stage2", 2, m.config.n_mem, "rows", i + 1)
+               for i, r in enumerate(rows2)]
+    pos = np.array(ClaraStageTask(m, samples, None, 4).make_batch(samples, random.Random(0))
+                   ["positives"])
+    want = np.zeros((4, 8), dtype=bool)
+    for b, r in enumerate(rows2):
+        want[b, 2 * b + r["pos_index"][0]] = True
+    assert np.array_equal(pos, want), pos

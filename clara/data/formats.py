@@ -359,7 +359,7 @@ def parse_stage_row(row: Any, stage: str, top_k: int, path, line: int,
                 "answers": row["answers"]}
     sample = {"kind": "rag", "docs": docs, "question": row["question"],
               "answer": _answer_of(row)}
-    if stage == "stage3":
+    if stage == "stage3" or (stage == "stage2" and row.get("pos_index")):
         sample["pos"] = list(row.get("pos_index") or [])
     return sample
 

@@ -121,10 +121,15 @@ class ClaraStageTask:
         if self.stage != "stage3":
             docs = [d for s in samples for d in s["docs"]]
             out = {**m.encoder_batch(docs), **dec}
-            if self.align:  # each question's positives: its row's documents in the batch
+            if self.align:  # each question's positives: its row's gold documents in the batch
+                # (pos_index), else all its row's documents. With k > 1 and every document a
+                # positive, the distractors are positives too and nothing singles out the gold:
+                # vectors all alike meet that loss at ln(B) (the lighthouse benchmark's stage 2,
+                # bench/clara_stage3_study.py round five: ln 8 from step 50 to the end)
                 pos = np.zeros((len(samples), len(docs)), dtype=np.bool_)
-                for b in range(len(samples)):
-                    pos[b, b * k:(b + 1) * k] = True
+                first = np.cumsum([0] + [len(s["docs"]) for s in samples])
+                for b, s in enumerate(samples):
+                    pos[b, [first[b] + i for i in s.get("pos") or range(len(s["docs"]))]] = True
                 out.update(m.encoder_batch([s["question"] for s in samples], prefix="q"),
                            positives=mx.array(pos))
             return out
