@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -129,21 +128,6 @@ class DemoConfig:
         "help": "Extra closed-book rows per short question made of its content words only, "
                 "in random order (names kept whole): the run learns that the content words, "
                 "not the question's frame, pick the answer."})
-    answer_cues: int = field(default=0, metadata={
-        "help": "Extra closed-book rows per golden pair made of content words of its question "
-                "and of its answer, the answer's keywords left out, in random order: a question "
-                "asked in other words often uses the words the answer states the fact in (BM25 "
-                "over question+answer finds the right pair for 19 of the 21 paraphrased "
-                "questions, over the question alone for 14). Measured at 3: paraphrased 31-36 % "
-                "against the default's 19-38 %, but trained 71-86 % against 96-99 % in the "
-                "same 400 steps (data/README.md), so off."})
-    sft_generated: bool = field(default=True, metadata={
-        "help": "Train the SFT run on the rule-generated pairs too (once each), not only on the "
-                "golden ones (without them, with answer_cues 3: trained 94 %, paraphrased 31 %)."})
-    cue_noise: int = field(default=0, metadata={
-        "help": "Words added to each answer-cued row, drawn from the golden questions' content "
-                "words by frequency (no names or numbers): the run learns to ignore words that "
-                "do not pick a fact. Measured with answer_cues 3: no clear gain."})
     rag_repeat: int = field(default=0, metadata={
         "help": "Copies of each pair's row with its retrieved chunks in handbook-sft (0: none; "
                 "the reader cannot read the handbook's prose, and these long rows cost most "
@@ -223,12 +207,8 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig, name: str = "handbook-sft") -> 
     items = read_qa(resolve_qa(ws, "handbook-qa"))
     golden = {(q["question"], q["answer"]) for q in io.read_jsonl(SAMPLE_QA)}
     rng = random.Random(0)
-    common = [u for q, _ in sorted(golden) for u in _content_units(q)
-              if u.islower() and not any(c.isdigit() for c in u)]  # no names, no numbers
     closed, train = [], []
     for item in items:
-        if not cfg.sft_generated and (item.question, item.answer) not in golden:
-            continue
         row = chat_row(item.question, item.answer, origin="closed")
         closed.append(row)
         train += [row] * (cfg.golden_repeat if (item.question, item.answer) in golden else 1)
@@ -238,9 +218,6 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig, name: str = "handbook-sft") -> 
                       for q in thinned(item.question, cfg.question_variants, rng)]
             train += [chat_row(q, item.answer, origin="shuffled")
                       for q in shuffled(item.question, cfg.question_shuffles, rng)]
-            train += [chat_row(q, item.answer, origin="cued")
-                      for q in answer_cued(item.question, item.answer, item.keywords,
-                                           cfg.answer_cues, rng, common, cfg.cue_noise)]
         if cfg.rag_repeat:
             top = index.search(item.question, cfg.rag_k)
             gold = index.gold(item.question, item.answer, item.keywords, item.source)
@@ -255,7 +232,6 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig, name: str = "handbook-sft") -> 
         "parameters": {"golden_repeat": cfg.golden_repeat,
                        "question_variants": cfg.question_variants,
                        "question_shuffles": cfg.question_shuffles,
-                       "answer_cues": cfg.answer_cues,
                        "rag_repeat": cfg.rag_repeat, "chunk_tokens": cfg.doc_tokens,
                        "rag_k": cfg.rag_k},
         "note": "each pair closed-book (golden pairs repeated, short questions also thinned); "
@@ -284,13 +260,10 @@ def thinned(question: str, n: int, rng) -> list[str]:
     return out
 
 
-def _content_units(text: str, sentence: bool = False) -> list[str]:
-    """`text`'s content words, runs of capitalised words (names) joined into one unit; a
-    `sentence` (an answer) loses its punctuation first."""
+def _content_units(text: str) -> list[str]:
+    """`text`'s content words, runs of capitalised words (names) joined into one unit."""
     from clara.data.builders import terms
 
-    if sentence:
-        text = re.sub(r"[.,;:!]+(\s|$)", r" ", text)
     units: list[str] = []
     for i, w in enumerate(text.rstrip("?").split()):
         if i and w[:1].isupper() and units and units[-1][:1].isupper():
@@ -298,33 +271,6 @@ def _content_units(text: str, sentence: bool = False) -> list[str]:
         else:
             units.append(w)
     return [u for u in units if terms(u) or any(c.isdigit() for c in u)]
-
-
-def answer_cued(question: str, answer: str, keywords: list[str], n: int, rng,
-                common: list[str] = (), noise: int = 0) -> list[str]:
-    """n distinct bags of content words from `question` and `answer` in random order, without
-    the answer's keywords (what the question asks) and the words they hold; `noise` words
-    from `common` (other questions' words) added to each."""
-    from clara.data.builders import terms
-
-    asked = {t for k in keywords for t in terms(k)} | {w for k in keywords for w in k.split()}
-    pool = list(dict.fromkeys(
-        u for u in _content_units(question) + _content_units(answer, sentence=True)
-        if not any(k.lower() in u.lower() for k in keywords)
-        and not set(terms(u)) & asked and u not in asked))
-    out: list[str] = []
-    for _ in range(4 * n):
-        if len(out) == n or len(pool) < 2:
-            break
-        kept = [u for u in pool if rng.random() < 0.7]
-        extra = [u for u in (rng.choice(common) for _ in range(noise if common else 0))
-                 if u not in pool]
-        kept += extra
-        rng.shuffle(kept)
-        q = " ".join(kept) + "?"
-        if len(kept) - len(extra) >= 2 and q not in out:
-            out.append(q)
-    return out
 
 
 def shuffled(question: str, n: int, rng) -> list[str]:
