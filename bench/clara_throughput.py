@@ -622,7 +622,7 @@ def run_child(kind: str, root: str, s: dict, work: Path, steps: int, warmup: int
             env["CLARA_MLX_MEMORY_LIMIT_GB"] = opt[3:]
         elif opt.startswith("pad"):
             env["CLARA_PAD_MULTIPLE"] = opt[3:]
-        elif opt in ("threefry", "hash"):  # the dropout masks' generator (adapters.keep_mask)
+        elif opt in ("threefry", "hash", "kernel"):  # adapters.dropout_rng
             env["CLARA_DROPOUT_RNG"] = opt
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode:
@@ -641,7 +641,7 @@ def main(argv=None) -> int:
                    help="comma list of stage1, lora, mlx-lm; variants add +ckpt (gradient "
                         "checkpointing), +chunk / +nochunk (stage1: chunked CE on / off), +eager "
                         "(no mx.compile), +seq (no step look-ahead), +limX (MLX memory limit "
-                        "X GB), +threefry / +hash (CLaRa's dropout masks), +padX (CLaRa rows padded to a multiple of X), +dropX (CLaRa "
+                        "X GB), +threefry / +hash / +kernel (CLaRa's dropout masks), +padX (CLaRa rows padded to a multiple of X), +dropX (CLaRa "
                         "LoRA dropout X), +bN (batch N), e.g. stage1+nochunk+eager; CLARA_BENCH_PEAKS=0 "
                         "skips the uncompiled per-component peaks")
     p.add_argument("--root", action="append", default=[],

@@ -15,6 +15,19 @@ device's time for the graph plus whatever of the host's encoding it does not hid
     dec         forward + backward of the decoder alone (generator CE, the compressed vectors
                 given and differentiated), compiled
 
+and two parts that need no model (run alone, nothing is built):
+
+    dropout     the self-check of the CUDA dropout kernel (adapters.kernel_dropped_lora):
+                keep rate, its output and gradients against the MLX-ops path with the same
+                (hashed) mask, then one adapter call's compiled forward + backward at the
+                decoder's MLP width with each mask generator (none, threefry, hash, kernel)
+    attn        causal attention alone (mx.fast.scaled_dot_product_attention), compiled
+                forward + backward, at the step's encoder and decoder widths (--enc-len,
+                --dec-len; the 1.1B preset's 320 and 448) and at those widths rounded up to a
+                multiple of 128: MLX 0.32.4 runs cuDNN's fused backward only when the query
+                length is a multiple of 128 (ScaledDotProductAttentionVJP::use_fallback), else
+                its unfused fallback (scores, softmax and their backward per block)
+
 `--ncu` instead runs a few warm steps and then one more between cuProfilerStart and
 cuProfilerStop, for Nsight Compute's per-kernel summary (ncu --profile-from-start off ...;
 scripts/gpu-check.sh's `profile` step).
@@ -71,12 +84,113 @@ def profiler(on: bool) -> int:
     return int(lib.cuProfilerStart() if on else lib.cuProfilerStop())
 
 
+def dropout_part(s: dict, args) -> dict:
+    """The CUDA dropout kernel's self-check and one adapter call per mask generator."""
+    import mlx.core as mx
+
+    from clara.method import adapters
+    from clara.platform import backend
+
+    res: dict = {"backend": backend()}
+    B, L, d, r = s["batch_size"], args.dec_len, s["intermediate"], s["rank"]
+    dtype = getattr(mx, s["dtype"])
+    mx.random.seed(0)
+    x = mx.random.normal((B, L, d)).astype(dtype)
+    w = (mx.random.normal((d, s["hidden"])) * d ** -0.5).astype(dtype)
+    a = (mx.random.normal((d, r)) * d ** -0.5).astype(dtype)
+    b = (mx.random.normal((r, s["hidden"])) * 0.1).astype(dtype)
+    key, p = mx.array([12345, 678], dtype=mx.uint32), mx.array(0.1)
+    if res["backend"] == "cuda":
+        keep = adapters.hashed_keep(key, x.shape, p)
+        ref = mx.where(keep, x / (1 - p).astype(dtype), 0)
+        got = adapters.cuda_dropout(x, key, p)
+        res["keep_rate"] = float(keep.astype(mx.float32).mean())
+        res["kernel_keep_rate"] = float(((got != 0) | (x == 0)).astype(mx.float32).mean())
+        res["fwd_mismatches"] = int((got != ref).sum())
+
+        def loss(f):
+            return lambda x, a, b: (f(x, key, p, a, b).astype(mx.float32) ** 2).sum()
+
+        os.environ["CLARA_DROPOUT_RNG"] = "hash"
+        g_ops = mx.grad(loss(adapters.dropped_lora), argnums=(0, 1, 2))(x, a, b)
+        g_ker = mx.grad(loss(adapters.kernel_dropped_lora), argnums=(0, 1, 2))(x, a, b)
+        res["grad_max_rel_diff"] = {
+            n: float(mx.abs((u - v).astype(mx.float32)).max()
+                     / (mx.abs(v.astype(mx.float32)).max() + 1e-12))
+            for n, u, v in zip("xab", g_ker, g_ops)}
+        print(f"dropout self-check: keep rate {res['keep_rate']:.5f} (kernel "
+              f"{res['kernel_keep_rate']:.5f}, want 0.9), forward elements differing from the "
+              f"MLX ops {res['fwd_mismatches']} of {x.size}, gradients' max relative "
+              f"difference {res['grad_max_rel_diff']}", flush=True)
+    else:
+        print(f"dropout self-check: no CUDA ({res['backend']}), the kernel is not run; "
+              "'kernel' below is the MLX-ops hash", flush=True)
+    res["ms"] = {}
+    for rng in ("none", "threefry", "hash", "kernel"):
+        os.environ["CLARA_DROPOUT_RNG"] = "threefry" if rng == "none" else rng
+        pair = adapters.LoRAPair(a, b, 1.0, 0.0 if rng == "none" else 0.1)
+        pair.train()
+
+        def f(x, a, b):
+            pair.lora_a, pair.lora_b = a, b
+            y = x @ w + pair.delta(x)
+            return (y.astype(mx.float32) ** 2).sum()
+
+        vg = mx.compile(mx.value_and_grad(f, argnums=(0, 1, 2)))
+        sec = timed(lambda: vg(x, a, b), args.reps, args.warm)
+        res["ms"][rng] = 1e3 * sec
+    os.environ.pop("CLARA_DROPOUT_RNG", None)
+    print(f"one adapter call [{B}x{L}x{d}] -> {s['hidden']}, forward + backward, compiled: "
+          + ", ".join(f"{k} {v:.3f} ms" for k, v in res["ms"].items()), flush=True)
+    return res
+
+
+def attn_part(s: dict, args) -> dict:
+    """Causal attention's forward + backward alone at the step's widths and at multiples of
+    128 (cuDNN's fused backward in MLX 0.32.4 on CUDA)."""
+    import mlx.core as mx
+
+    B, H, KV = s["batch_size"], s["heads"], s["kv_heads"]
+    D = s["hidden"] // H
+    dtype = getattr(mx, s["dtype"])
+    res = {}
+    for L in sorted({args.enc_len, args.dec_len, -(-args.enc_len // 128) * 128,
+                     -(-args.dec_len // 128) * 128}):
+        mx.random.seed(0)
+        q = mx.random.normal((B, H, L, D)).astype(dtype)
+        k, v = (mx.random.normal((B, KV, L, D)).astype(dtype) for _ in range(2))
+        c = mx.random.normal((B, H, L, D)).astype(dtype)
+
+        def f(q, k, v):
+            o = mx.fast.scaled_dot_product_attention(q, k, v, scale=D ** -0.5, mask="causal")
+            return (o * c).astype(mx.float32).sum()
+
+        vg = mx.compile(mx.value_and_grad(f, argnums=(0, 1, 2)))
+        fwd = mx.compile(f)
+        res[L] = {"fwd_bwd_ms": 1e3 * timed(lambda: vg(q, k, v), args.reps, args.warm),
+                  "fwd_ms": 1e3 * timed(lambda: fwd(q, k, v), args.reps, args.warm)}
+        print(f"attention B={B} H={H}/{KV} D={D} L={L:4d}: forward {res[L]['fwd_ms']:7.3f} ms, "
+              f"forward + backward {res[L]['fwd_bwd_ms']:7.3f} ms per block", flush=True)
+    n = s["layers"]
+    e, d = args.enc_len, args.dec_len
+    e2, d2 = -(-e // 128) * 128, -(-d // 128) * 128
+    tot = lambda a, b: n * (res[a]["fwd_bwd_ms"] + res[b]["fwd_bwd_ms"])  # noqa: E731
+    print(f"a step's attention ({n} blocks, encoder + decoder): at {e}/{d} {tot(e, d):.1f} ms, "
+          f"at {e2}/{d2} {tot(e2, d2):.1f} ms", flush=True)
+    return {str(k): v for k, v in res.items()}
+
+
+MODEL_FREE = {"dropout": dropout_part, "attn": attn_part}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="cpu")
     for k in ("layers", "batch_size"):
         p.add_argument("--" + k.replace("_", "-"), type=int, help="override the preset's")
     p.add_argument("--parts", default="step,step-drop0,loss,enc,dec")
+    p.add_argument("--enc-len", type=int, default=320, help="attn: the encoder's row width")
+    p.add_argument("--dec-len", type=int, default=448, help="attn: the decoder's row width")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warm", type=int, default=2)
     p.add_argument("--ncu", action="store_true", help="profile one warm step (see above)")
@@ -94,6 +208,13 @@ def main(argv=None) -> int:
     s = dict(PRESETS[args.preset])
     s.update({k: v for k, v in vars(args).items() if k in s and v is not None})
     out = {"shape": s, "parts": {}}
+    free = [x for x in args.parts.split(",") if x in MODEL_FREE]
+    for part in free:
+        out["parts"][part] = MODEL_FREE[part](s, args)
+    if len(free) == len(args.parts.split(",")):
+        if args.json:
+            io.write_json(Path(args.json), out)
+        return 0
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         work = Path(tmp)
         build(s, work)
@@ -142,7 +263,7 @@ def main(argv=None) -> int:
             print("cuProfilerStop:", profiler(False), flush=True)
             return 0
 
-        for part in args.parts.split(","):
+        for part in [x for x in args.parts.split(",") if x not in MODEL_FREE]:
             set_dropout(model, cfg.lora_dropout)
             os.environ.pop("CLARA_DROPOUT_RNG", None)
             if part in ("step-threefry", "step-hash"):  # adapters.keep_mask's generator

@@ -274,15 +274,22 @@ def test_chunked_ce_same_loss_and_gradients_less_memory(model_dir, monkeypatch, 
     assert p0 - p1 > 1.5 * logits, (p0, p1, logits)
 
 
-@pytest.mark.parametrize("rng", ["threefry", "hash"])
+@pytest.mark.parametrize("rng", ["threefry", "hash", "kernel"])
 def test_lora_dropout_draws_its_mask_again_in_the_backward_pass(rng, monkeypatch):
     """clara.method.adapters.dropped_lora keeps no mask: the backward pass draws the same one
     again from the key, so the gradients equal those of a plain dropout with that mask, and a
-    step keeps less than one byte per adapted input element beyond what no dropout keeps. Both
-    mask generators: MLX's threefry (the default) and the hashed one (CLARA_DROPOUT_RNG=hash)."""
-    from clara.method.adapters import dropped_lora, keep_mask
+    step keeps less than one byte per adapted input element beyond what no dropout keeps. Every
+    mask generator: MLX's threefry (the default), the hashed one (CLARA_DROPOUT_RNG=hash), and
+    on CUDA the kernel that makes the hashed mask and applies it (CLARA_DROPOUT_RNG=kernel;
+    elsewhere that setting is the hash in MLX ops)."""
+    from clara.method.adapters import dropped_lora, kernel_dropped_lora, keep_mask
+    from clara.platform import backend
 
     monkeypatch.setenv("CLARA_DROPOUT_RNG", rng)
+    if rng == "kernel":
+        if backend() != "cuda":
+            pytest.skip("the CUDA dropout kernel (off CUDA, 'kernel' is the 'hash' case)")
+        dropped_lora = kernel_dropped_lora  # noqa: F811
     mx.random.seed(0)
     x, a, b = (mx.random.normal(s) for s in ((64, 96), (96, 8), (8, 32)))
     key, p = mx.random.key(3), mx.array(0.25)
@@ -301,7 +308,7 @@ def test_lora_dropout_draws_its_mask_again_in_the_backward_pass(rng, monkeypatch
     for g1, g2 in zip(mx.grad(ours, argnums=(0, 1, 2))(x, a, b),
                       mx.grad(plain, argnums=(0, 1, 2))(x, a, b)):
         assert float(mx.abs(g1 - g2).max()) < 1e-3 * float(mx.abs(g2).max())  # TF32 on CUDA
-    if rng == "hash":
+    if rng != "threefry":
         return  # the peaks below: once is enough
 
     # each peak in a process of its own: in the suite's worker the allocator's state left by

@@ -45,15 +45,99 @@ def hashed_keep(key: mx.array, shape, p: mx.array) -> mx.array:
     return (h < thr).reshape(shape)
 
 
+def dropout_rng() -> str:
+    """The dropout masks' generator (CLARA_DROPOUT_RNG): "threefry" (MLX's draw, the default),
+    "hash" (hashed_keep in MLX ops) or "kernel" (hashed_keep's very
+    mask made and applied by one CUDA kernel, forward and backward: kernel_dropped_lora; off
+    CUDA the same mask in MLX ops)."""
+    return os.environ.get("CLARA_DROPOUT_RNG") or "threefry"
+
+
 def keep_mask(key: mx.array, shape, p: mx.array) -> mx.array:
-    """The dropout keep mask of `shape` drawn from `key`: MLX's threefry draw, or with
-    CLARA_DROPOUT_RNG=hash the hashed one (hashed_keep). Threefry stays the default on every
-    platform: on the H200 the hash made a 1.1B stage-1 step 4.5 % faster at batch 32 (446 ms
-    against 467) but 17 % slower at batch 8 (229 ms against 195), where the host's queuing of
-    the step's ops, not the device, bounds the step (bench/clara_throughput.py, session 9)."""
-    if os.environ.get("CLARA_DROPOUT_RNG") == "hash":
+    """The dropout keep mask of `shape` drawn from `key` by dropout_rng()'s generator. Threefry
+    stays the default on every platform: on the H200 the hash made a 1.1B stage-1 step 4.5 %
+    faster at batch 32 (446 ms against 467) but 17 % slower at batch 8 (229 ms against 195),
+    where the host's queuing of the step's ops, not the device, bounds the step
+    (bench/clara_throughput.py, session 9)."""
+    rng = dropout_rng()
+    if rng in ("hash", "kernel"):
         return hashed_keep(key, shape, p)
     return mx.random.bernoulli(1 - p, shape, key=key)
+
+
+# hashed_keep's mask in CUDA: T is x's dtype, the rounding of each value that of the MLX ops in
+# dropped_lora (x / bf16(1 - p) forward; x * bf16(1 / (1 - p)) backward), so that the two paths
+# agree bit for bit given the same key. Each thread strides over the flat array (coalesced).
+_CUDA_HEADER = """
+__device__ __forceinline__ uint32_t clara_keep_hash(uint32_t i, uint32_t k0, uint32_t k1) {
+  uint32_t u = (i + (k0 ^ (k1 * 0x9E3779B9u))) * 0x85EBCA6Bu;
+  return ((u ^ (u >> 15)) + k1) * 0xC2B2AE35u;
+}
+"""
+_CUDA_FWD = """
+  uint32_t n = 1;
+  for (int d = 0; d < x_ndim; ++d) n *= (uint32_t)x_shape[d];
+  const uint32_t k0 = key[0], k1 = key[1];
+  const float q = 1.0f - p[0];
+  const uint32_t thr = (uint32_t)fminf(q * 4294967296.0f, 4294967295.0f);
+  const float s = (float)((T)q);
+  const uint32_t stride = gridDim.x * blockDim.x;
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    y[i] = clara_keep_hash(i, k0, k1) < thr ? (T)((float)x[i] / s) : (T)0.0f;
+  }
+"""
+_CUDA_BWD = """
+  uint32_t n = 1;
+  for (int d = 0; d < x_ndim; ++d) n *= (uint32_t)x_shape[d];
+  const uint32_t k0 = key[0], k1 = key[1];
+  const float q = 1.0f - p[0];
+  const uint32_t thr = (uint32_t)fminf(q * 4294967296.0f, 4294967295.0f);
+  const float inv = (float)((T)(1.0f / q));
+  const uint32_t stride = gridDim.x * blockDim.x;
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const bool keep = clara_keep_hash(i, k0, k1) < thr;
+    xd[i] = keep ? (T)((float)x[i] * inv) : (T)0.0f;
+    dx[i] = keep ? (T)((float)g[i] * inv) : (T)0.0f;
+  }
+"""
+_KERNELS: dict = {}
+
+
+def _cuda_kernels():
+    if not _KERNELS:
+        _KERNELS["fwd"] = mx.fast.cuda_kernel(
+            "clara_dropout_fwd", ["x", "key", "p"], ["y"], _CUDA_FWD, header=_CUDA_HEADER)
+        _KERNELS["bwd"] = mx.fast.cuda_kernel(
+            "clara_dropout_bwd", ["x", "g", "key", "p"], ["xd", "dx"], _CUDA_BWD,
+            header=_CUDA_HEADER)
+    return _KERNELS
+
+
+def _launch(name: str, inputs: list, like: mx.array, outputs: int):
+    n = like.size
+    if n >= 1 << 32:
+        raise ValueError(f"dropout kernel: {n} elements, at most 2**32 - 1")
+    threads = min(-(-n // 4), 1 << 30)  # about 4 elements a thread
+    return _cuda_kernels()[name](
+        inputs=inputs, template=[("T", like.dtype)], grid=(threads, 1, 1),
+        threadgroup=(256, 1, 1), output_shapes=[like.shape] * outputs,
+        output_dtypes=[like.dtype] * outputs)
+
+
+def cuda_dropout(x: mx.array, key: mx.array, p: mx.array) -> mx.array:
+    """x * keep / (1 - p) with hashed_keep's mask, one kernel (CUDA only)."""
+    return _launch("fwd", [x, key, p], x, 1)[0]
+
+
+def cuda_dropout_pair(x: mx.array, g: mx.array, key: mx.array, p: mx.array):
+    """(x * keep, g * keep) / (1 - p) with hashed_keep's mask, one kernel (CUDA only)."""
+    return tuple(_launch("bwd", [x, g, key, p], x, 2))
+
+
+def use_cuda_kernel() -> bool:
+    from clara.platform import backend
+
+    return dropout_rng() == "kernel" and backend() == "cuda"
 
 
 @mx.custom_function
@@ -81,6 +165,26 @@ def _dropped_lora_vjp(primals, cotangent, output):
     da = flat(xd).T @ flat(gb)
     db = flat(xd @ a).T @ flat(cotangent)
     dx = mx.where(keep, (gb @ a.T) * inv, 0)
+    return dx, mx.zeros_like(key), mx.zeros_like(p), da, db
+
+
+@mx.custom_function
+def kernel_dropped_lora(x: mx.array, key: mx.array, p: mx.array, a: mx.array, b: mx.array):
+    """dropped_lora with CLARA_DROPOUT_RNG=kernel on CUDA: the mask is made inside the kernel
+    that applies it (cuda_dropout), one elementwise pass over x and no random bits, mask or
+    select kernels; the backward pass makes it again in one pass over x and the input
+    gradient (cuda_dropout_pair). Same values as dropped_lora with the hash."""
+    return (cuda_dropout(x, key, p) @ a) @ b
+
+
+@kernel_dropped_lora.vjp
+def _kernel_dropped_lora_vjp(primals, cotangent, output):
+    x, key, p, a, b = primals
+    gb = cotangent @ b.T
+    xd, dx = cuda_dropout_pair(x, gb @ a.T, key, p)
+    flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+    da = flat(xd).T @ flat(gb)
+    db = flat(xd @ a).T @ flat(cotangent)
     return dx, mx.zeros_like(key), mx.zeros_like(p), da, db
 
 
@@ -132,7 +236,8 @@ class LoRAPair(nn.Module):
         a, b = self.lora_a.astype(x.dtype), (self.scale * self.lora_b).astype(x.dtype)
         p = 1 - self.dropout._p_1  # nn.Dropout keeps 1 - p
         if self.training and p > 0:
-            return dropped_lora(x, _next_key(), mx.array(p, dtype=mx.float32), a, b)
+            f = kernel_dropped_lora if use_cuda_kernel() else dropped_lora
+            return f(x, _next_key(), mx.array(p, dtype=mx.float32), a, b)
         return (x @ a) @ b
 
 
