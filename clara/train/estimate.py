@@ -230,6 +230,15 @@ class Estimate:
                   "under it, more slowly)")
         return s
 
+    def form_line(self) -> str:
+        """The Train form's short line: the peak, and on CUDA the low end as `line` prints it
+        (a host-bound step, nothing queued ahead), then the time per step."""
+        low = (f" ({self.low_bytes / GB:.1f} GB if the host bounds the step)"
+               if 0 < self.low_bytes < self.peak_bytes else "")
+        over = f"  — over 90% of {self.budget_what}" if self.over_budget else ""
+        return (f"estimate: peak {self.peak_bytes / GB:.1f} GB{low}, "
+                f"~{self.step_seconds:.2g} s/step{over}")
+
     def to_dict(self) -> dict:
         return {"peak_gb": self.peak_bytes / GB, "low_gb": (self.low_bytes or self.peak_bytes) / GB,
                 "parts_gb": {k: v / GB for k, v in self.parts.items()},

@@ -363,9 +363,7 @@ class TrainScreen(ModeScreen):
 
             try:
                 est = estimate_request(self.app.workspace, kind, dict(data))
-                line = (f"estimate: peak {est.peak_bytes / 1e9:.1f} GB, "
-                        f"~{est.step_seconds:.2g} s/step"
-                        + (f"  — over 90% of {est.budget_what}" if est.over_budget else ""))
+                line = est.form_line()  # the peak, on CUDA its low end too
             except Exception:  # an incomplete form: the preview already says what is wrong
                 line = ""
 
