@@ -622,6 +622,8 @@ def run_child(kind: str, root: str, s: dict, work: Path, steps: int, warmup: int
             env["CLARA_MLX_MEMORY_LIMIT_GB"] = opt[3:]
         elif opt.startswith("pad"):
             env["CLARA_PAD_MULTIPLE"] = opt[3:]
+        elif opt.startswith("attn"):  # causal attention padded inside the call (model.py)
+            env["CLARA_ATTN_PAD"] = opt[4:]
         elif opt in ("threefry", "hash", "kernel"):  # adapters.dropout_rng
             env["CLARA_DROPOUT_RNG"] = opt
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -641,7 +643,7 @@ def main(argv=None) -> int:
                    help="comma list of stage1, lora, mlx-lm; variants add +ckpt (gradient "
                         "checkpointing), +chunk / +nochunk (stage1: chunked CE on / off), +eager "
                         "(no mx.compile), +seq (no step look-ahead), +limX (MLX memory limit "
-                        "X GB), +threefry / +hash / +kernel (CLaRa's dropout masks), +padX (CLaRa rows padded to a multiple of X), +dropX (CLaRa "
+                        "X GB), +threefry / +hash / +kernel (CLaRa's dropout masks), +padX (CLaRa rows padded to a multiple of X), +attnX (CLaRa's causal attention padded to a multiple of X inside the call), +dropX (CLaRa "
                         "LoRA dropout X), +bN (batch N), e.g. stage1+nochunk+eager; CLARA_BENCH_PEAKS=0 "
                         "skips the uncompiled per-component peaks")
     p.add_argument("--root", action="append", default=[],
@@ -676,6 +678,11 @@ def main(argv=None) -> int:
             own = [("mlx-lm", str(ROOT))] if kind == "mlx-lm" else roots[:1] \
                 if "+" in kind and not args.root_variants else roots
             for name, root in own:
+                # CLARA_BENCH_DEADLINE (epoch seconds, a lease's end): rows after it are not
+                # run, so that the table of those that were is still printed
+                if time.time() > float(os.environ.get("CLARA_BENCH_DEADLINE") or "inf"):
+                    rows.append({"kind": kind, "code": name, "error": "not run (time)"})
+                    continue
                 r = run_child(kind, root, s, work, args.steps, args.warmup)
                 r.update(kind=kind, code=name)
                 rows.append(r)

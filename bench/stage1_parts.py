@@ -26,7 +26,8 @@ and two parts that need no model (run alone, nothing is built):
                 --dec-len; the 1.1B preset's 320 and 448) and at those widths rounded up to a
                 multiple of 128: MLX 0.32.4 runs cuDNN's fused backward only when the query
                 length is a multiple of 128 (ScaledDotProductAttentionVJP::use_fallback), else
-                its unfused fallback (scores, softmax and their backward per block)
+                its unfused fallback (scores, softmax and their backward per block); and at the
+                step's widths padded to 128 inside the call (the model's CLARA_ATTN_PAD=128)
 
 `--ncu` instead runs a few warm steps and then one more between cuProfilerStart and
 cuProfilerStop, for Nsight Compute's per-kernel summary (ncu --profile-from-start off ...;
@@ -150,6 +151,12 @@ def attn_part(s: dict, args) -> dict:
     128 (cuDNN's fused backward in MLX 0.32.4 on CUDA)."""
     import mlx.core as mx
 
+    from clara.method.model import _padded_sdpa
+
+    def sdpa_plain(q, k, v, cache=None, scale=1.0, mask=None):
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+
+    padded = _padded_sdpa(sdpa_plain, 128)
     B, H, KV = s["batch_size"], s["heads"], s["kv_heads"]
     D = s["hidden"] // H
     dtype = getattr(mx, s["dtype"])
@@ -161,22 +168,29 @@ def attn_part(s: dict, args) -> dict:
         k, v = (mx.random.normal((B, KV, L, D)).astype(dtype) for _ in range(2))
         c = mx.random.normal((B, H, L, D)).astype(dtype)
 
-        def f(q, k, v):
-            o = mx.fast.scaled_dot_product_attention(q, k, v, scale=D ** -0.5, mask="causal")
-            return (o * c).astype(mx.float32).sum()
+        def f(q, k, v, sdpa=sdpa_plain):
+            return (sdpa(q, k, v, scale=D ** -0.5, mask="causal") * c).astype(mx.float32).sum()
 
         vg = mx.compile(mx.value_and_grad(f, argnums=(0, 1, 2)))
         fwd = mx.compile(f)
         res[L] = {"fwd_bwd_ms": 1e3 * timed(lambda: vg(q, k, v), args.reps, args.warm),
                   "fwd_ms": 1e3 * timed(lambda: fwd(q, k, v), args.reps, args.warm)}
+        extra = ""
+        if L % 128:  # the model's CLARA_ATTN_PAD=128: padded inside the call, output cut back
+            vgp = mx.compile(mx.value_and_grad(partial(f, sdpa=padded), argnums=(0, 1, 2)))
+            res[L]["pad128_fwd_bwd_ms"] = 1e3 * timed(lambda: vgp(q, k, v), args.reps, args.warm)
+            extra = f", padded to 128 in the call {res[L]['pad128_fwd_bwd_ms']:7.3f} ms"
         print(f"attention B={B} H={H}/{KV} D={D} L={L:4d}: forward {res[L]['fwd_ms']:7.3f} ms, "
-              f"forward + backward {res[L]['fwd_bwd_ms']:7.3f} ms per block", flush=True)
+              f"forward + backward {res[L]['fwd_bwd_ms']:7.3f} ms per block{extra}", flush=True)
     n = s["layers"]
     e, d = args.enc_len, args.dec_len
     e2, d2 = -(-e // 128) * 128, -(-d // 128) * 128
     tot = lambda a, b: n * (res[a]["fwd_bwd_ms"] + res[b]["fwd_bwd_ms"])  # noqa: E731
+    inc = n * (res[e].get("pad128_fwd_bwd_ms", res[e]["fwd_bwd_ms"])
+               + res[d].get("pad128_fwd_bwd_ms", res[d]["fwd_bwd_ms"]))
     print(f"a step's attention ({n} blocks, encoder + decoder): at {e}/{d} {tot(e, d):.1f} ms, "
-          f"at {e2}/{d2} {tot(e2, d2):.1f} ms", flush=True)
+          f"at {e2}/{d2} {tot(e2, d2):.1f} ms, at {e}/{d} padded in the call {inc:.1f} ms",
+          flush=True)
     return {str(k): v for k, v in res.items()}
 
 

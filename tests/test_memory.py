@@ -234,7 +234,12 @@ def _stage1_batch(m, n: int = 4):
 def test_chunked_ce_same_loss_and_gradients_less_memory(model_dir, monkeypatch, stage):
     """chunked_ce: the loss and every trainable's gradient (the memory rows through the tied
     head included) equal the whole-logits path's up to float rounding, over several chunks,
-    and the step's peak is lower by most of the logits' working copies."""
+    and the step's peak is lower by most of the logits' working copies. At stage 1 the chunked
+    side also pads causal attention to a multiple of 128 inside the call (CLARA_ATTN_PAD=128,
+    model._padded_sdpa: so that MLX on CUDA runs cuDNN's fused backward), which must change
+    neither (the pads are in its graph: q, k and v's, per block and pass)."""
+    import io as io_
+
     from clara.method import losses
 
     m = _stage_model(model_dir, "stage1")
@@ -254,6 +259,10 @@ def test_chunked_ce_same_loss_and_gradients_less_memory(model_dir, monkeypatch, 
 
     def run(chunked: bool):
         m.config.chunked_ce = chunked
+        monkeypatch.setenv("CLARA_ATTN_PAD", "128" if chunked and stage == "stage1" else "0")
+        buf = io_.StringIO()
+        mx.export_to_dot(buf, m.stage_loss(batch)[0])
+        pads.append(buf.getvalue().count("Pad"))
         fn = nn.value_and_grad(m, lambda mm, b: mm.stage_loss(b)[0])
         mx.clear_cache()
         mx.reset_peak_memory()
@@ -262,8 +271,12 @@ def test_chunked_ce_same_loss_and_gradients_less_memory(model_dir, monkeypatch, 
         mx.eval(loss, grads)
         return loss, dict(tree_flatten(grads)), mx.get_peak_memory() - base
 
+    pads = []
     l0, g0, p0 = run(False)
     l1, g1, p1 = run(True)
+    if stage == "stage1":
+        assert batch["enc_ids"].shape[1] % 128 and batch["dec_ids"].shape[1] % 128
+        assert pads[0] == 0 and pads[1] >= 3 * 2 * len(m.lm.model.layers), pads
     assert batch["labels"].shape[0] * batch["labels"].shape[1] > 3 * 40  # several chunks
     assert abs(float(l0) - float(l1)) < 1e-4 * abs(float(l0))
     assert g0.keys() == g1.keys() and "lm.model.embed_tokens.memory" in g0

@@ -13,6 +13,10 @@ up to rounding. `hidden_states` still takes an explicit key mask for left-padded
 
 from __future__ import annotations
 
+import os
+import sys
+from contextlib import contextmanager
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -38,6 +42,56 @@ def _right_pad(seqs: list[list[int]], pad: int):
             ids[i, :len(s)] = s
             mask[i, :len(s)] = 1
     return ids, mask
+
+
+def attention_pad() -> int:
+    """The multiple a causal attention's length is padded to inside the call (0: none):
+    CLARA_ATTN_PAD, default 0. MLX 0.32.4 on CUDA runs cuDNN's fused attention backward only
+    when the query length is a multiple of 128 (ScaledDotProductAttentionVJP::use_fallback);
+    at other lengths its vjp is the unfused fallback (the [B, heads, L, L] scores computed
+    again, softmax and their backward, per block)."""
+    return int(os.environ.get("CLARA_ATTN_PAD") or 0)
+
+
+def _padded_sdpa(sdpa, multiple: int):
+    """mlx-lm's scaled_dot_product_attention, with causal self-attention (no cache) run on q, k
+    and v zero-padded at the end to a multiple of `multiple` and the output cut back: exact
+    for the real positions (causal: none of them sees a padded key; the padded queries' output
+    is cut, so their cotangent is zero and they add nothing to any gradient)."""
+
+    def padded(queries, keys, values, cache=None, scale=1.0, mask=None, **kw):
+        L = queries.shape[2]
+        if (isinstance(mask, str) and mask == "causal" and cache is None and not kw
+                and L % multiple and keys.shape[2] == L):
+            w = [(0, 0), (0, 0), (0, -L % multiple), (0, 0)]
+            out = mx.fast.scaled_dot_product_attention(
+                mx.pad(queries, w), mx.pad(keys, w), mx.pad(values, w), scale=scale,
+                mask="causal")
+            return out[:, :, :L]
+        return sdpa(queries, keys, values, cache=cache, scale=scale, mask=mask, **kw)
+
+    return padded
+
+
+@contextmanager
+def _attention_padded(layers, on: bool):
+    """For the forward of `layers` (traced once under mx.compile), their attention modules'
+    scaled_dot_product_attention is _padded_sdpa's, when `on` and attention_pad() is set."""
+    multiple = attention_pad() if on else 0
+    mods = {type(getattr(layer, "self_attn", None)).__module__ for layer in layers}
+    saved = {}
+    if multiple:
+        for name in mods:
+            mod = sys.modules.get(name)
+            f = getattr(mod, "scaled_dot_product_attention", None)
+            if f is not None:
+                saved[name] = f
+                mod.scaled_dot_product_attention = _padded_sdpa(f, multiple)
+    try:
+        yield
+    finally:
+        for name, f in saved.items():
+            sys.modules[name].scaled_dot_product_attention = f
 
 
 class ClaraModel(nn.Module):
@@ -147,8 +201,9 @@ class ClaraModel(nn.Module):
             attn = keep[:, None]
         begin_pass()  # one dropout key for the pass (adapters._next_key)
         try:
-            for layer in inner.layers:
-                h = layer(h, attn, cache=None)
+            with _attention_padded(inner.layers, isinstance(attn, str)):
+                for layer in inner.layers:
+                    h = layer(h, attn, cache=None)
         finally:
             end_pass()
         return inner.norm(h)
