@@ -69,32 +69,33 @@ def keep_mask(key: mx.array, shape, p: mx.array) -> mx.array:
 # dropped_lora (x / bf16(1 - p) forward; x * bf16(1 / (1 - p)) backward), so that the two paths
 # agree bit for bit given the same key. Each thread strides over the flat array (coalesced).
 _CUDA_HEADER = """
-__device__ __forceinline__ uint32_t clara_keep_hash(uint32_t i, uint32_t k0, uint32_t k1) {
-  uint32_t u = (i + (k0 ^ (k1 * 0x9E3779B9u))) * 0x85EBCA6Bu;
+__device__ __forceinline__ unsigned int clara_keep_hash(unsigned int i, unsigned int k0,
+                                                        unsigned int k1) {
+  unsigned int u = (i + (k0 ^ (k1 * 0x9E3779B9u))) * 0x85EBCA6Bu;
   return ((u ^ (u >> 15)) + k1) * 0xC2B2AE35u;
 }
 """
 _CUDA_FWD = """
-  uint32_t n = 1;
-  for (int d = 0; d < x_ndim; ++d) n *= (uint32_t)x_shape[d];
-  const uint32_t k0 = key[0], k1 = key[1];
+  unsigned int n = 1;
+  for (int d = 0; d < x_ndim; ++d) n *= (unsigned int)x_shape[d];
+  const unsigned int k0 = key[0], k1 = key[1];
   const float q = 1.0f - p[0];
-  const uint32_t thr = (uint32_t)fminf(q * 4294967296.0f, 4294967295.0f);
+  const unsigned int thr = (unsigned int)fminf(q * 4294967296.0f, 4294967295.0f);
   const float s = (float)((T)q);
-  const uint32_t stride = gridDim.x * blockDim.x;
-  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+  const unsigned int stride = gridDim.x * blockDim.x;
+  for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
     y[i] = clara_keep_hash(i, k0, k1) < thr ? (T)((float)x[i] / s) : (T)0.0f;
   }
 """
 _CUDA_BWD = """
-  uint32_t n = 1;
-  for (int d = 0; d < x_ndim; ++d) n *= (uint32_t)x_shape[d];
-  const uint32_t k0 = key[0], k1 = key[1];
+  unsigned int n = 1;
+  for (int d = 0; d < x_ndim; ++d) n *= (unsigned int)x_shape[d];
+  const unsigned int k0 = key[0], k1 = key[1];
   const float q = 1.0f - p[0];
-  const uint32_t thr = (uint32_t)fminf(q * 4294967296.0f, 4294967295.0f);
+  const unsigned int thr = (unsigned int)fminf(q * 4294967296.0f, 4294967295.0f);
   const float inv = (float)((T)(1.0f / q));
-  const uint32_t stride = gridDim.x * blockDim.x;
-  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+  const unsigned int stride = gridDim.x * blockDim.x;
+  for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
     const bool keep = clara_keep_hash(i, k0, k1) < thr;
     xd[i] = keep ? (T)((float)x[i] * inv) : (T)0.0f;
     dx[i] = keep ? (T)((float)g[i] * inv) : (T)0.0f;
