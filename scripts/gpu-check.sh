@@ -15,7 +15,8 @@
 #           rank's slow-down the host's (no communication at all) or the distributed step's?
 #   parts   bench/stage1_parts.py at 1.1B: one CLaRa stage-1 step and its parts (dropout off, the
 #           forward alone, the encoder's and the decoder's forward + backward), at PARTS_BATCHES
-#           (default "8 32")
+#           (default "8 32"; PARTS_ARGS adds flags, e.g. "--parts dropout,attn": the dropout
+#           kernel's self-check and attention alone, no model built)
 #   profile Nsight Compute's per-kernel summary of one warm stage-1 step (PROFILE_ARGS, default
 #           4 blocks of the 1.1B shape at batch 32; kernels outside CUDA graphs; at most
 #           PROFILE_KERNELS kernels): $OUT/ncu.txt
@@ -115,7 +116,7 @@ g = mx.grad(lambda x: l(x).astype(mx.float32).sum())(x); mx.eval(g); print("warm
         step parts
         for b in ${PARTS_BATCHES:-8 32}; do
           $PY bench/stage1_parts.py --preset 1b --batch-size "$b" --json "$OUT/parts_b$b.json" \
-              2>&1 | tee "$OUT/parts_b$b.txt"
+              ${PARTS_ARGS:-} 2>&1 | tee "$OUT/parts_b$b.txt"
         done ;;
       profile)
         step profile
