@@ -46,19 +46,24 @@ def hashed_keep(key: mx.array, shape, p: mx.array) -> mx.array:
 
 
 def dropout_rng() -> str:
-    """The dropout masks' generator (CLARA_DROPOUT_RNG): "threefry" (MLX's draw, the default),
-    "hash" (hashed_keep in MLX ops) or "kernel" (hashed_keep's very
-    mask made and applied by one CUDA kernel, forward and backward: kernel_dropped_lora; off
-    CUDA the same mask in MLX ops)."""
-    return os.environ.get("CLARA_DROPOUT_RNG") or "threefry"
+    """The dropout masks' generator (CLARA_DROPOUT_RNG): "threefry" (MLX's draw), "hash"
+    (hashed_keep in MLX ops) or "kernel" (hashed_keep's very mask made and applied by one CUDA
+    kernel, forward and backward: kernel_dropped_lora; off CUDA the same mask in MLX ops).
+    Default: "kernel" on CUDA, "threefry" elsewhere (so CPU and Metal results are as before).
+    On the H200 the kernel, with attention padded in the call (model.attention_pad), made a
+    1.1B stage-1 step 24 % faster at batch 8 and 30 % at batch 32, the kernel alone 2 % and
+    17 % (bench/clara_throughput.py, session 10); the hash in MLX ops had been 17 % slower at
+    batch 8, where the host queuing the step's ops bounds it (41 graph ops a call, the kernel 1)."""
+    rng = os.environ.get("CLARA_DROPOUT_RNG")
+    if rng:
+        return rng
+    from clara.platform import backend
+
+    return "kernel" if backend() == "cuda" else "threefry"
 
 
 def keep_mask(key: mx.array, shape, p: mx.array) -> mx.array:
-    """The dropout keep mask of `shape` drawn from `key` by dropout_rng()'s generator. Threefry
-    stays the default on every platform: on the H200 the hash made a 1.1B stage-1 step 4.5 %
-    faster at batch 32 (446 ms against 467) but 17 % slower at batch 8 (229 ms against 195),
-    where the host's queuing of the step's ops, not the device, bounds the step
-    (bench/clara_throughput.py, session 9)."""
+    """The dropout keep mask of `shape` drawn from `key` by dropout_rng()'s generator."""
     rng = dropout_rng()
     if rng in ("hash", "kernel"):
         return hashed_keep(key, shape, p)
@@ -171,9 +176,9 @@ def _dropped_lora_vjp(primals, cotangent, output):
 
 @mx.custom_function
 def kernel_dropped_lora(x: mx.array, key: mx.array, p: mx.array, a: mx.array, b: mx.array):
-    """dropped_lora with CLARA_DROPOUT_RNG=kernel on CUDA: the mask is made inside the kernel
-    that applies it (cuda_dropout), one elementwise pass over x and no random bits, mask or
-    select kernels; the backward pass makes it again in one pass over x and the input
+    """dropped_lora on CUDA (dropout_rng() "kernel", the default there): the mask is made in
+    the kernel that applies it (cuda_dropout), one elementwise pass over x and no random bits,
+    mask or select kernels; the backward pass makes it again in one pass over x and the input
     gradient (cuda_dropout_pair). Same values as dropped_lora with the hash."""
     return (cuda_dropout(x, key, p) @ a) @ b
 
