@@ -138,6 +138,72 @@ def make_datasets(ws: Path, train: list[dict], test: list[dict], k: int, cand: i
     io.write_jsonl(ws / "test-20docs.jsonl", k_rows(test, cand, 4, True))
 
 
+def geometry(ckpt: Path, lhs: list[dict]) -> dict:
+    """How a compressor's vectors tell the lighthouses apart: the mean cosine between
+    documents (flattened, as retrieval scores them; plain and centred on the documents' mean),
+    and recall@1 / @5 of each question's lighthouse among all `lhs` documents, the compressor
+    as query reasoner, scored by plain or centred cosine of flattened or mean-pooled vectors."""
+    import mlx.core as mx
+    import numpy as np
+
+    from clara.method import checkpoint, inference
+
+    model = checkpoint.load(ckpt, inference=True)
+
+    def vecs(texts):  # [n, n_mem, H]
+        return np.array(inference.compress_documents(model, texts).astype(mx.float32))
+
+    def unit(v):
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    d = vecs([lh["doc"] for lh in lhs])
+    qs = [(i, qa(lh, k)[0]) for i, lh in enumerate(lhs) for k in KINDS]
+    q = vecs([t for _, t in qs])
+    gold = np.array([i for i, _ in qs])
+    off = ~np.eye(len(lhs), dtype=bool)
+    out = {}
+    for pool in ("flat", "mean"):
+        dv = d.reshape(len(d), -1) if pool == "flat" else d.mean(1)
+        qv = q.reshape(len(q), -1) if pool == "flat" else q.mean(1)
+        for centred in (False, True):
+            m = dv.mean(0) if centred else 0.0
+            du, qu = unit(dv - m), unit(qv - m)
+            tag = f"{pool}{' centred' if centred else ''}"
+            out[f"doc-doc {tag}"] = round(float((du @ du.T)[off].mean()), 4)
+            rank = np.argsort(-(qu @ du.T), axis=1)
+            out[f"recall@1 {tag}"] = round(float((rank[:, 0] == gold).mean()), 3)
+            out[f"recall@5 {tag}"] = round(float((rank[:, :5] == gold[:, None]).any(1).mean()), 3)
+    return out
+
+
+def query_recall(ckpt: Path, lhs: list[dict], candidates: int, k: int,
+                 center: bool | None = None) -> dict:
+    """recall@1 / @k of a checkpoint's query reasoner (a stage-2 one: a copy of its
+    compressor, stage 3's start) on EVERY question of the unseen lighthouses (5 each, not the
+    validation split's one), each among its lighthouse's `candidates` of k_rows: five times
+    the questions of stage 3's validation, whose recall@5 over 60 moves by about 0.06 by
+    chance alone."""
+    import mlx.core as mx
+
+    from clara.evaluation.metrics import recall_at_k
+    from clara.method import checkpoint, inference
+
+    model = checkpoint.load(ckpt, stage="stage3",
+                            overrides=None if center is None else {"retrieval_center": center})
+    model.set_trainable(adapters=(), memory=False)
+    docs = [lh["doc"] for lh in lhs]
+    vec = inference.compress_documents(model, docs)
+    where = {d: i for i, d in enumerate(docs)}
+    r1, rk = [], []
+    for r in k_rows(lhs, candidates, 2):
+        idx, _ = inference.retrieve(model, r["question"],
+                                    vec[mx.array([where[d] for d in r["docs"]])], k)
+        r1.append(recall_at_k(idx, r["pos_index"], 1))
+        rk.append(recall_at_k(idx, r["pos_index"], k))
+    return {"questions": len(r1), "recall@1": round(sum(r1) / len(r1), 3),
+            f"recall@{k}": round(sum(rk) / len(rk), 3)}
+
+
 def evaluate(args, root: Path, ws: Path, data: str, name: str, *configs: str) -> dict:
     if not (ws / "evals" / name / "summary.json").is_file():
         argv = ["eval", "-d", str(ws / data), "-m", args.base, "--top-k", str(args.top_k),
@@ -168,6 +234,18 @@ def main() -> None:
                         "workspace (`clara train stage3 --from RUN`).")
     p.add_argument("--extra", default="", help="More options for the pipeline (or stage 3), "
                    "e.g. '--stage2-align 0' or '--tau 0.1'.")
+    p.add_argument("--geometry", default=None, metavar="RUN,...",
+                   help="Only print geometry() of these runs' last checkpoints (of the workspace "
+                        "in --workdir) on the unseen lighthouses, and stop.")
+    p.add_argument("--retrieval-only", default=None, metavar="RUN,LR,TAU,CENTER",
+                   help="Only train RUN's query reasoner on the supervised retrieval loss alone "
+                        "(no generator; clara_stage3_study.retrieval_only) for --ro-steps, "
+                        "CENTER 1 = centred scores, and print recall@1 of the --candidates on "
+                        "every unseen question, then stop.")
+    p.add_argument("--ro-steps", type=int, default=200)
+    p.add_argument("--recall", default=None, metavar="RUN,...",
+                   help="Only print query_recall() of these runs' last checkpoints "
+                        "on all the unseen lighthouses' questions, and stop.")
     p.add_argument("--verbose", "-v", action="store_true")
     args = p.parse_args()
     t0 = time.perf_counter()
@@ -179,6 +257,24 @@ def main() -> None:
     if not (ws / "workspace.toml").is_file():
         clara(args, root, "ws", "create", WS)
     make_datasets(ws, train, test, args.top_k, args.candidates)
+    if args.geometry:
+        for run in args.geometry.split(","):
+            print(run, geometry(ws / "runs" / run / "adapters" / "last", test), flush=True)
+        return
+    if args.retrieval_only:
+        from clara_stage3_study import retrieval_only
+        run, lr, tau, center = args.retrieval_only.split(",")
+        curve = retrieval_only(ws / "runs" / run / "adapters" / "last", [], [], float(lr),
+                               args.ro_steps, float(tau),
+                               rows=(k_rows(train, args.candidates, 2),
+                                     k_rows(test, args.candidates, 2)), center=center == "1")
+        print(f"retrieval only {args.retrieval_only}: [step, recall@1 %, loss] {curve}")
+        return
+    if args.recall:
+        for run in args.recall.split(","):
+            print(run, query_recall(ws / "runs" / run / "adapters" / "last", test,
+                                    args.candidates, args.top_k), flush=True)
+        return
     common = ["-m", args.base, "--doc-max-tokens", "64", "--compression-rate", "4",
               "--batch-size", "8", "--seed", str(args.seed), *args.extra.split()]
     s2, s3 = f"{args.name}-stage2", f"{args.name}-stage3"

@@ -568,6 +568,13 @@ VARIANTS = {
     "recipe + distill": {"__recipe__": True, "retrieval_weight": 0.0, "__distill__": 1.0},
     "recipe + distill + lr 1e-3": {"__recipe__": True, "retrieval_weight": 0.0,
                                  "__distill__": 1.0, "learning_rate": 1e-3},
+    # round six: scores on vectors centred by the candidates' mean (config.retrieval_center)
+    "recipe + center": {"__recipe__": True, "retrieval_center": True},
+    "recipe + center + tau 0.1": {"__recipe__": True, "retrieval_center": True, "tau": 0.1},
+    "recipe + center + ret 3": {"__recipe__": True, "retrieval_center": True,
+                                "retrieval_weight": 3.0},
+    "recipe + center + lr 1e-3": {"__recipe__": True, "retrieval_center": True,
+                                  "learning_rate": 1e-3},
 }
 
 
@@ -937,9 +944,12 @@ def geometry(ckpt: Path, fs: list[dict]) -> dict:
 
 
 def retrieval_only(ckpt: Path, train: list[dict], test: list[dict], lr: float, steps: int,
-                   tau: float = 0.02, candidates: int = 4) -> list:
+                   tau: float = 0.02, candidates: int = 4, rows: tuple | None = None,
+                   center: bool = False) -> list:
     """The query reasoner (from `ckpt`'s compressor) trained on the supervised retrieval loss
-    alone, no generator: [step, recall@1 % on `test`, mean loss of the last 20 steps]."""
+    alone, no generator: [step, recall@1 % on `test`, mean loss of the last 20 steps]. `rows`
+    gives stage-3 rows (train, test) in place of the facts' (bench/clara_lighthouse.py);
+    `center` scores as config.retrieval_center."""
     import mlx.core as mx
     import mlx.nn as nn
     import mlx.optimizers as optim
@@ -957,12 +967,13 @@ def retrieval_only(ckpt: Path, train: list[dict], test: list[dict], lr: float, s
         return [parse_row(r, "stage3", 1, m.config.n_mem, "rows", i + 1)
                 for i, r in enumerate(rows)]
 
-    task = ClaraStageTask(m, parse(synthetic.stage3_rows(train, candidates, 1)),
-                          parse(synthetic.stage3_rows(test, candidates, 2)), 8)
+    rows = rows or (synthetic.stage3_rows(train, candidates, 1),
+                    synthetic.stage3_rows(test, candidates, 2))
+    task = ClaraStageTask(m, parse(rows[0]), parse(rows[1]), 8)
 
     def scores(model, b):  # the frozen compressor's candidates come cached in the batch
         q = model.encode_query(b["q_ids"], b["q_mask"], b["q_mem_pos"])
-        return cosine_scores(q, b["cand_vecs"].reshape(q.shape[0], -1, q.shape[1]))
+        return cosine_scores(q, b["cand_vecs"].reshape(q.shape[0], -1, q.shape[1]), center)
 
     val = list(task.valid_batches())
 
@@ -1182,7 +1193,15 @@ def main() -> None:
         cached = run_dir / "study_eval.json"  # a rerun on the same --workdir reuses it
         if not cached.is_file():
             io.write_json(cached, evaluate(run_dir / "adapters" / "last", rows2, rows3[n]))
+        start = None
+        if settings.get("retrieval_center"):  # its start: stage 2's, scored centred
+            start = ws / "runs" / "s2" / f"study_recall_center_{n}.json"
+            if not start.is_file():
+                io.write_json(start, {"recall@1": recall(s2, rows3[n], 1, stage="stage3",
+                                                         center=True)["recall@1"]})
+            print(f"  start, centred: {io.read_json(start)}", flush=True)
         row = {"variant": name, "candidates": n, **settings, "last": io.read_json(cached),
+               "start": io.read_json(start) if start else result["stage 2"],
                "curve": curve(run_dir), "seconds": round(time.perf_counter() - tic, 1)}
         best = io.read_json(run_dir / "adapters" / "best" / "best.json") \
             if (run_dir / "adapters" / "best" / "best.json").is_file() else None
