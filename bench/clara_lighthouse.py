@@ -176,6 +176,54 @@ def geometry(ckpt: Path, lhs: list[dict]) -> dict:
     return out
 
 
+def name_probe(ckpt: Path, train: list[dict], test: list[dict], candidates: int, k: int) -> dict:
+    """What a LINEAR readout finds in a compressor's document vectors (flattened, unit-norm,
+    standardised; ridge, lambda 100, onto each field's one-hot; fitted on `train`, accuracy %
+    on `test`): the two syllables of the lighthouse's name (what every question names), where
+    it stands, its colour, its builder's first name; and recall@1 / @k of a retriever ranking
+    every unseen question's candidates by the readout's scores of the name's syllables (what a
+    query reasoner could reach from these vectors if it learned that readout)."""
+    import mlx.core as mx
+    import numpy as np
+
+    from clara.method import checkpoint, inference
+
+    model = checkpoint.load(ckpt, inference=True)
+
+    def vecs(lhs):
+        v = np.array(inference.compress_documents(model, [lh["doc"] for lh in lhs])
+                     .astype(mx.float32)).reshape(len(lhs), -1)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    a, b = vecs(train), vecs(test)
+    mu, sd = a.mean(0), a.std(0) + 1e-6
+    a, b = (a - mu) / sd, (b - mu) / sd
+    dual = a.T @ np.linalg.inv(a @ a.T + 100.0 * np.eye(len(a)))  # ridge, in the dual
+    fields = {"syllable 1": lambda lh: lh["name"][:3].lower(),
+              "syllable 2": lambda lh: lh["name"][3:6], "where": lambda lh: lh["where"],
+              "colour": lambda lh: lh["colour"], "who first": lambda lh: lh["who"].split()[0]}
+    out, score = {}, {}
+    for key, get in fields.items():
+        labels = sorted({get(lh) for lh in train})
+        pred = b @ (dual @ np.array([[get(lh) == y for y in labels] for lh in train], float))
+        score[key] = {y: pred[:, i] for i, y in enumerate(labels)}
+        out[key] = round(100 * float(np.mean([labels[p] == get(lh)
+                                              for p, lh in zip(pred.argmax(1), test)])), 1)
+    where = {lh["doc"]: i for i, lh in enumerate(test)}
+    by_name = {lh["name"]: lh for lh in test}
+    r1, rk = [], []
+    for r in k_rows(test, candidates, 2):
+        lh = next(x for n, x in by_name.items() if f"the {n}" in r["question"])
+        s = [sum(score[f][fields[f](lh)][where[d]] if fields[f](lh) in score[f] else 0.0
+                 for f in ("syllable 1", "syllable 2")) for d in r["docs"]]
+        order = list(np.argsort(s)[::-1])
+        r1.append(order[0] in r["pos_index"])
+        rk.append(bool(set(order[:k]) & set(r["pos_index"])))
+    out["readout recall@1"] = round(float(np.mean(r1)), 3)
+    out[f"readout recall@{k}"] = round(float(np.mean(rk)), 3)
+    return out
+
+
 def query_recall(ckpt: Path, lhs: list[dict], candidates: int, k: int,
                  center: bool | None = None) -> dict:
     """recall@1 / @k of a checkpoint's query reasoner (a stage-2 one: a copy of its
@@ -236,13 +284,17 @@ def main() -> None:
                    "e.g. '--stage2-align 0' or '--tau 0.1'.")
     p.add_argument("--geometry", default=None, metavar="RUN,...",
                    help="Only print geometry() of these runs' last checkpoints (of the workspace "
-                        "in --workdir) on the unseen lighthouses, and stop.")
+                        "in --workdir; RUN/adapters/NAME for another) on the unseen "
+                        "lighthouses, and stop.")
     p.add_argument("--retrieval-only", default=None, metavar="RUN,LR,TAU,CENTER",
                    help="Only train RUN's query reasoner on the supervised retrieval loss alone "
                         "(no generator; clara_stage3_study.retrieval_only) for --ro-steps, "
                         "CENTER 1 = centred scores, and print recall@1 of the --candidates on "
                         "every unseen question, then stop.")
     p.add_argument("--ro-steps", type=int, default=200)
+    p.add_argument("--probe", default=None, metavar="RUN,...",
+                   help="Only print name_probe() of these runs' last checkpoints (as "
+                        "--geometry), and stop.")
     p.add_argument("--recall", default=None, metavar="RUN,...",
                    help="Only print query_recall() of these runs' last checkpoints "
                         "on all the unseen lighthouses' questions, and stop.")
@@ -259,7 +311,8 @@ def main() -> None:
     make_datasets(ws, train, test, args.top_k, args.candidates)
     if args.geometry:
         for run in args.geometry.split(","):
-            print(run, geometry(ws / "runs" / run / "adapters" / "last", test), flush=True)
+            ckpt = ws / "runs" / (run if "/" in run else f"{run}/adapters/last")
+            print(run, geometry(ckpt, test), flush=True)
         return
     if args.retrieval_only:
         from clara_stage3_study import retrieval_only
@@ -269,6 +322,11 @@ def main() -> None:
                                rows=(k_rows(train, args.candidates, 2),
                                      k_rows(test, args.candidates, 2)), center=center == "1")
         print(f"retrieval only {args.retrieval_only}: [step, recall@1 %, loss] {curve}")
+        return
+    if args.probe:
+        for run in args.probe.split(","):
+            ckpt = ws / "runs" / (run if "/" in run else f"{run}/adapters/last")
+            print(run, name_probe(ckpt, train, test, args.candidates, args.top_k), flush=True)
         return
     if args.recall:
         for run in args.recall.split(","):

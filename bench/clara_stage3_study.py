@@ -570,6 +570,9 @@ VARIANTS = {
                                  "__distill__": 1.0, "learning_rate": 1e-3},
     # round six: scores on vectors centred by the candidates' mean (config.retrieval_center)
     "recipe + center": {"__recipe__": True, "retrieval_center": True},
+    "recipe + center + 20 candidates": {"__recipe__": True, "retrieval_center": True,
+                                        "__candidates__": 20},
+    "recipe + 20 candidates": {"__recipe__": True, "__candidates__": 20},
     "recipe + center + tau 0.1": {"__recipe__": True, "retrieval_center": True, "tau": 0.1},
     "recipe + center + ret 3": {"__recipe__": True, "retrieval_center": True,
                                 "retrieval_weight": 3.0},
@@ -621,7 +624,8 @@ def stage_runs(args, root: Path, ws: Path, stage2: bool = True) -> tuple[Path, P
               "--from", str(runs / "s1" / "adapters" / "last"), "--iters", str(args.s2_iters),
               *flags, "--stage2-generator", args.stage2_generator,
               "--stage2-train", args.stage2_train, "--stage2-align", str(args.s2_align),
-              "--learning-rate", str(args.s2_lr), "--mse-weight", str(args.s2_mse))
+              "--learning-rate", str(args.s2_lr), "--mse-weight", str(args.s2_mse),
+              *(["--retrieval-center"] if args.s2_center else []))
     return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
 
 
@@ -1072,6 +1076,8 @@ def main() -> None:
     p.add_argument("--s2-align", type=float, default=0.0, metavar="W",
                    help="Stage 2: add W times an in-batch retrieval loss between the "
                         "compressor's vectors of each question and of its document.")
+    p.add_argument("--s2-center", action="store_true",
+                   help="Stage 2's alignment on centred scores (config.retrieval_center).")
     p.add_argument("--s2-anchor", type=float, default=0.0, metavar="W",
                    help="Stage 2: add W times 1 - cosine between each document's compressed "
                         "vectors and stage 1's (frozen) ones.")
@@ -1183,7 +1189,7 @@ def main() -> None:
         n = spec.get("__candidates__", args.candidates)
         if n not in rows3:
             rows3[n] = synthetic.stage3_rows(ev, n, 2)
-            for split, fs in (("train", train), ("valid", test[:16])):
+            for split, fs in (("train", train), ("valid", test[:max(16, n)])):
                 io.write_jsonl(ws / "datasets" / f"facts-stage3-{n}" / f"{split}.jsonl",
                                synthetic.stage3_rows(fs, n, 1))
         settings = variant_config(name)
