@@ -25,6 +25,12 @@ document. In a temporary workspace (or --workdir, reused), in the reference's JS
     python bench/clara_lighthouse.py --workdir /tmp/lh --extra "--stage2-align 0"
     python bench/clara_lighthouse.py --workdir /tmp/lh --from-stage2 lh-stage2 --name v \
         --extra "--tau 0.1"                            # a stage-3 variant from that stage 2
+    python bench/clara_lighthouse.py --workdir /tmp/lh --recall lh-stage2,lh-stage3
+                  # recall of the query reasoner on all 300 unseen questions (not 60), and stop
+    python bench/clara_lighthouse.py --workdir /tmp/lh --probe lh-stage1,lh-stage2
+                  # what a linear readout finds in the document vectors (the name), and stop
+    python bench/clara_lighthouse.py --workdir /tmp/lh --geometry lh-stage2
+    python bench/clara_lighthouse.py --workdir /tmp/lh --retrieval-only lh-stage2,1e-3,0.1,1
 
 Prints a table and writes bench/results/clara_lighthouse-DATE.json.
 
@@ -36,6 +42,9 @@ MEASURED (2026-11-30, 200 / 200 / 100 steps, the defaults; bench/clara_stage3_st
 for every system, the base on raw text included); stage 3 lifts recall@5 over 20 candidates
 from chance, 0.249 -> 0.415 on validation, 0.40 in `clara eval` (the issue: 0.15). With stage
 2 at 300 steps: stage 2 EM 3.3, stage 3 the same, recall@5 0.285 -> 0.400 (0.43 in eval).
+Round six (the study's "SIXTH ROUND"): on all 300 unseen questions stage 3 stays at chance
+from the defaults' stage 2 (recall@5 0.287 -> 0.303; round five's "drop" on 60 was noise);
+with --retrieval-center stage 2 keeps the name and stage 3 lifts 0.290 -> 0.383.
 """
 
 from __future__ import annotations

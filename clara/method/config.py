@@ -73,8 +73,10 @@ class ClaraSettings:
         "help": "Score retrieval by the cosine of vectors centred on the candidates' mean (the "
                 "query's and the documents', in stage 2's alignment, stage 3 and retrieval "
                 "alike), not the paper's plain cosine: a small base compresses documents of one "
-                "template to nearly one direction (cosine 0.9996 between lighthouses, "
-                "bench/clara_stage3_study.py), which the plain cosine ranks on noise."})
+                "template to nearly one direction (cosine 1.0000 between lighthouses), where "
+                "the plain cosine's scores are flat at any usable tau and stage 2's alignment "
+                "never acts. Off by default: on the facts benchmark the centred alignment kept "
+                "stage 2 from learning to read (bench/clara_stage3_study.py, round six)."})
     retrieval_weight: float = field(default=1.0, metadata={
         "help": "Stage 3: weight of the supervised contrastive retrieval loss on pos_index, "
                 "added to CE for rows that have one (0 = the reference's label-free "
