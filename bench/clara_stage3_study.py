@@ -741,7 +741,8 @@ def stage_runs(args, root: Path, ws: Path, stage2: bool = True) -> tuple[Path, P
               *flags, "--stage2-generator", args.stage2_generator,
               "--stage2-train", args.stage2_train, "--stage2-align", str(args.s2_align),
               "--learning-rate", str(args.s2_lr), "--mse-weight", str(args.s2_mse),
-              *(["--retrieval-center"] if args.s2_center else []))
+              *(["--retrieval-center"] if args.s2_center else []),
+              *(["--tau", str(args.s2_tau)] if args.s2_tau else []))
     return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
 
 
@@ -1194,6 +1195,8 @@ def main() -> None:
                         "compressor's vectors of each question and of its document.")
     p.add_argument("--s2-center", action="store_true",
                    help="Stage 2's alignment on centred scores (config.retrieval_center).")
+    p.add_argument("--s2-tau", type=float, default=0.0,
+                   help="Stage 2's tau (its alignment's temperature; 0 = the default).")
     p.add_argument("--s2-anchor", type=float, default=0.0, metavar="W",
                    help="Stage 2: add W times 1 - cosine between each document's compressed "
                         "vectors and stage 1's (frozen) ones.")
