@@ -403,11 +403,17 @@ def main() -> None:
     print(f"\nstage-3 validation ({n} candidates, top-{k}; chance {k / n:.2f}): recall start "
           f"{vr['start']:.3f} -> best (step {best_step}) {vr['best']:.3f}, last {vr['last']:.3f}; "
           f"em {val['start'].get('val_em', 0):.3f} -> {val['best'].get('val_em', 0):.3f}")
+    q300 = {run: query_recall(ws / "runs" / run / "adapters" / "last", test, n, k)
+            for run in (s2, s3)}  # the validation's 60 questions are too few (about +-0.06)
+    print(f"on all {q300[s2]['questions']} unseen questions, recall@1 / @{k}: stage 3's start "
+          f"{q300[s2]['recall@1']:.3f} / {q300[s2][f'recall@{k}']:.3f} -> its last "
+          f"{q300[s3]['recall@1']:.3f} / {q300[s3][f'recall@{k}']:.3f}")
     total = round(time.perf_counter() - t0, 1)
     print(f"training {train_s}s, total {total}s")
     result = {"args": vars(args), "table": [{"system": t[0], **t[1], "by_kind": t[2]}
                                             for t in table],
-              "stage3_validation": val, "best_step": best_step, "train_s": train_s,
+              "stage3_validation": val, "best_step": best_step, "recall_all": q300,
+              "train_s": train_s,
               "total_s": total}
     save_result("clara_lighthouse", result, args, root)
 
