@@ -25,6 +25,12 @@ document. In a temporary workspace (or --workdir, reused), in the reference's JS
     python bench/clara_lighthouse.py --workdir /tmp/lh --extra "--stage2-align 0"
     python bench/clara_lighthouse.py --workdir /tmp/lh --from-stage2 lh-stage2 --name v \
         --extra "--tau 0.1"                            # a stage-3 variant from that stage 2
+    python bench/clara_lighthouse.py --workdir /tmp/lh --recall lh-stage2,lh-stage3
+                  # recall of the query reasoner on all 300 unseen questions (not 60), and stop
+    python bench/clara_lighthouse.py --workdir /tmp/lh --probe lh-stage1,lh-stage2
+                  # what a linear readout finds in the document vectors (the name), and stop
+    python bench/clara_lighthouse.py --workdir /tmp/lh --geometry lh-stage2
+    python bench/clara_lighthouse.py --workdir /tmp/lh --retrieval-only lh-stage2,1e-3,0.1,1
 
 Prints a table and writes bench/results/clara_lighthouse-DATE.json.
 
@@ -36,6 +42,12 @@ MEASURED (2026-11-30, 200 / 200 / 100 steps, the defaults; bench/clara_stage3_st
 for every system, the base on raw text included); stage 3 lifts recall@5 over 20 candidates
 from chance, 0.249 -> 0.415 on validation, 0.40 in `clara eval` (the issue: 0.15). With stage
 2 at 300 steps: stage 2 EM 3.3, stage 3 the same, recall@5 0.285 -> 0.400 (0.43 in eval).
+Round six (the study's "SIXTH ROUND"): on all 300 unseen questions stage 3 stays at chance
+from the defaults' stage 2 (recall@5 0.287 -> 0.303; round five's "drop" on 60 was noise);
+with --retrieval-center stage 2 keeps the name and stage 3 lifts 0.290 -> 0.383. The issue's
+protocol with it (`--extra=--retrieval-center`): stage 2 EM 11.7, stage 3 11.7 from the same
+documents and from its own top-5, validation recall@5 0.267 -> 0.386. The option stays off by
+default: on the facts benchmark it stops stage 2 from reading.
 """
 
 from __future__ import annotations
@@ -138,6 +150,120 @@ def make_datasets(ws: Path, train: list[dict], test: list[dict], k: int, cand: i
     io.write_jsonl(ws / "test-20docs.jsonl", k_rows(test, cand, 4, True))
 
 
+def geometry(ckpt: Path, lhs: list[dict]) -> dict:
+    """How a compressor's vectors tell the lighthouses apart: the mean cosine between
+    documents (flattened, as retrieval scores them; plain and centred on the documents' mean),
+    and recall@1 / @5 of each question's lighthouse among all `lhs` documents, the compressor
+    as query reasoner, scored by plain or centred cosine of flattened or mean-pooled vectors."""
+    import mlx.core as mx
+    import numpy as np
+
+    from clara.method import checkpoint, inference
+
+    model = checkpoint.load(ckpt, inference=True)
+
+    def vecs(texts):  # [n, n_mem, H]
+        return np.array(inference.compress_documents(model, texts).astype(mx.float32))
+
+    def unit(v):
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    d = vecs([lh["doc"] for lh in lhs])
+    qs = [(i, qa(lh, k)[0]) for i, lh in enumerate(lhs) for k in KINDS]
+    q = vecs([t for _, t in qs])
+    gold = np.array([i for i, _ in qs])
+    off = ~np.eye(len(lhs), dtype=bool)
+    out = {}
+    for pool in ("flat", "mean"):
+        dv = d.reshape(len(d), -1) if pool == "flat" else d.mean(1)
+        qv = q.reshape(len(q), -1) if pool == "flat" else q.mean(1)
+        for centred in (False, True):
+            m = dv.mean(0) if centred else 0.0
+            du, qu = unit(dv - m), unit(qv - m)
+            tag = f"{pool}{' centred' if centred else ''}"
+            out[f"doc-doc {tag}"] = round(float((du @ du.T)[off].mean()), 4)
+            rank = np.argsort(-(qu @ du.T), axis=1)
+            out[f"recall@1 {tag}"] = round(float((rank[:, 0] == gold).mean()), 3)
+            out[f"recall@5 {tag}"] = round(float((rank[:, :5] == gold[:, None]).any(1).mean()), 3)
+    return out
+
+
+def name_probe(ckpt: Path, train: list[dict], test: list[dict], candidates: int, k: int) -> dict:
+    """What a LINEAR readout finds in a compressor's document vectors (flattened, unit-norm,
+    standardised; ridge, lambda 100, onto each field's one-hot; fitted on `train`, accuracy %
+    on `test`): the two syllables of the lighthouse's name (what every question names), where
+    it stands, its colour, its builder's first name; and recall@1 / @k of a retriever ranking
+    every unseen question's candidates by the readout's scores of the name's syllables (what a
+    query reasoner could reach from these vectors if it learned that readout)."""
+    import mlx.core as mx
+    import numpy as np
+
+    from clara.method import checkpoint, inference
+
+    model = checkpoint.load(ckpt, inference=True)
+
+    def vecs(lhs):
+        v = np.array(inference.compress_documents(model, [lh["doc"] for lh in lhs])
+                     .astype(mx.float32)).reshape(len(lhs), -1)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    a, b = vecs(train), vecs(test)
+    mu, sd = a.mean(0), a.std(0) + 1e-6
+    a, b = (a - mu) / sd, (b - mu) / sd
+    dual = a.T @ np.linalg.inv(a @ a.T + 100.0 * np.eye(len(a)))  # ridge, in the dual
+    fields = {"syllable 1": lambda lh: lh["name"][:3].lower(),
+              "syllable 2": lambda lh: lh["name"][3:6], "where": lambda lh: lh["where"],
+              "colour": lambda lh: lh["colour"], "who first": lambda lh: lh["who"].split()[0]}
+    out, score = {}, {}
+    for key, get in fields.items():
+        labels = sorted({get(lh) for lh in train})
+        pred = b @ (dual @ np.array([[get(lh) == y for y in labels] for lh in train], float))
+        score[key] = {y: pred[:, i] for i, y in enumerate(labels)}
+        out[key] = round(100 * float(np.mean([labels[p] == get(lh)
+                                              for p, lh in zip(pred.argmax(1), test)])), 1)
+    where = {lh["doc"]: i for i, lh in enumerate(test)}
+    by_name = {lh["name"]: lh for lh in test}
+    r1, rk = [], []
+    for r in k_rows(test, candidates, 2):
+        lh = next(x for n, x in by_name.items() if f"the {n}" in r["question"])
+        s = [sum(score[f][fields[f](lh)][where[d]] if fields[f](lh) in score[f] else 0.0
+                 for f in ("syllable 1", "syllable 2")) for d in r["docs"]]
+        order = list(np.argsort(s)[::-1])
+        r1.append(order[0] in r["pos_index"])
+        rk.append(bool(set(order[:k]) & set(r["pos_index"])))
+    out["readout recall@1"] = round(float(np.mean(r1)), 3)
+    out[f"readout recall@{k}"] = round(float(np.mean(rk)), 3)
+    return out
+
+
+def query_recall(ckpt: Path, lhs: list[dict], candidates: int, k: int,
+                 center: bool | None = None) -> dict:
+    """recall@1 / @k of a checkpoint's query reasoner (a stage-2 one: a copy of its
+    compressor, stage 3's start) on EVERY question of the unseen lighthouses (5 each, not the
+    validation split's one), each among its lighthouse's `candidates` of k_rows: five times
+    the questions of stage 3's validation, whose recall@5 over 60 moves by about 0.06 by
+    chance alone."""
+    import mlx.core as mx
+
+    from clara.evaluation.metrics import recall_at_k
+    from clara.method import checkpoint, inference
+
+    model = checkpoint.load(ckpt, stage="stage3",
+                            overrides=None if center is None else {"retrieval_center": center})
+    model.set_trainable(adapters=(), memory=False)
+    docs = [lh["doc"] for lh in lhs]
+    vec = inference.compress_documents(model, docs)
+    where = {d: i for i, d in enumerate(docs)}
+    r1, rk = [], []
+    for r in k_rows(lhs, candidates, 2):
+        idx, _ = inference.retrieve(model, r["question"],
+                                    vec[mx.array([where[d] for d in r["docs"]])], k)
+        r1.append(recall_at_k(idx, r["pos_index"], 1))
+        rk.append(recall_at_k(idx, r["pos_index"], k))
+    return {"questions": len(r1), "recall@1": round(sum(r1) / len(r1), 3),
+            f"recall@{k}": round(sum(rk) / len(rk), 3)}
+
+
 def evaluate(args, root: Path, ws: Path, data: str, name: str, *configs: str) -> dict:
     if not (ws / "evals" / name / "summary.json").is_file():
         argv = ["eval", "-d", str(ws / data), "-m", args.base, "--top-k", str(args.top_k),
@@ -168,6 +294,22 @@ def main() -> None:
                         "workspace (`clara train stage3 --from RUN`).")
     p.add_argument("--extra", default="", help="More options for the pipeline (or stage 3), "
                    "e.g. '--stage2-align 0' or '--tau 0.1'.")
+    p.add_argument("--geometry", default=None, metavar="RUN,...",
+                   help="Only print geometry() of these runs' last checkpoints (of the workspace "
+                        "in --workdir; RUN/adapters/NAME for another) on the unseen "
+                        "lighthouses, and stop.")
+    p.add_argument("--retrieval-only", default=None, metavar="RUN,LR,TAU,CENTER",
+                   help="Only train RUN's query reasoner on the supervised retrieval loss alone "
+                        "(no generator; clara_stage3_study.retrieval_only) for --ro-steps, "
+                        "CENTER 1 = centred scores, and print recall@1 of the --candidates on "
+                        "every unseen question, then stop.")
+    p.add_argument("--ro-steps", type=int, default=200)
+    p.add_argument("--probe", default=None, metavar="RUN,...",
+                   help="Only print name_probe() of these runs' last checkpoints (as "
+                        "--geometry), and stop.")
+    p.add_argument("--recall", default=None, metavar="RUN,...",
+                   help="Only print query_recall() of these runs' last checkpoints "
+                        "on all the unseen lighthouses' questions, and stop.")
     p.add_argument("--verbose", "-v", action="store_true")
     args = p.parse_args()
     t0 = time.perf_counter()
@@ -179,6 +321,30 @@ def main() -> None:
     if not (ws / "workspace.toml").is_file():
         clara(args, root, "ws", "create", WS)
     make_datasets(ws, train, test, args.top_k, args.candidates)
+    if args.geometry:
+        for run in args.geometry.split(","):
+            ckpt = ws / "runs" / (run if "/" in run else f"{run}/adapters/last")
+            print(run, geometry(ckpt, test), flush=True)
+        return
+    if args.retrieval_only:
+        from clara_stage3_study import retrieval_only
+        run, lr, tau, center = args.retrieval_only.split(",")
+        curve = retrieval_only(ws / "runs" / run / "adapters" / "last", [], [], float(lr),
+                               args.ro_steps, float(tau),
+                               rows=(k_rows(train, args.candidates, 2),
+                                     k_rows(test, args.candidates, 2)), center=center == "1")
+        print(f"retrieval only {args.retrieval_only}: [step, recall@1 %, loss] {curve}")
+        return
+    if args.probe:
+        for run in args.probe.split(","):
+            ckpt = ws / "runs" / (run if "/" in run else f"{run}/adapters/last")
+            print(run, name_probe(ckpt, train, test, args.candidates, args.top_k), flush=True)
+        return
+    if args.recall:
+        for run in args.recall.split(","):
+            print(run, query_recall(ws / "runs" / run / "adapters" / "last", test,
+                                    args.candidates, args.top_k), flush=True)
+        return
     common = ["-m", args.base, "--doc-max-tokens", "64", "--compression-rate", "4",
               "--batch-size", "8", "--seed", str(args.seed), *args.extra.split()]
     s2, s3 = f"{args.name}-stage2", f"{args.name}-stage3"
@@ -237,11 +403,17 @@ def main() -> None:
     print(f"\nstage-3 validation ({n} candidates, top-{k}; chance {k / n:.2f}): recall start "
           f"{vr['start']:.3f} -> best (step {best_step}) {vr['best']:.3f}, last {vr['last']:.3f}; "
           f"em {val['start'].get('val_em', 0):.3f} -> {val['best'].get('val_em', 0):.3f}")
+    q300 = {run: query_recall(ws / "runs" / run / "adapters" / "last", test, n, k)
+            for run in (s2, s3)}  # the validation's 60 questions are too few (about +-0.06)
+    print(f"on all {q300[s2]['questions']} unseen questions, recall@1 / @{k}: stage 3's start "
+          f"{q300[s2]['recall@1']:.3f} / {q300[s2][f'recall@{k}']:.3f} -> its last "
+          f"{q300[s3]['recall@1']:.3f} / {q300[s3][f'recall@{k}']:.3f}")
     total = round(time.perf_counter() - t0, 1)
     print(f"training {train_s}s, total {total}s")
     result = {"args": vars(args), "table": [{"system": t[0], **t[1], "by_kind": t[2]}
                                             for t in table],
-              "stage3_validation": val, "best_step": best_step, "train_s": train_s,
+              "stage3_validation": val, "best_step": best_step, "recall_all": q300,
+              "train_s": train_s,
               "total_s": total}
     save_result("clara_lighthouse", result, args, root)
 

@@ -324,12 +324,15 @@ def clara_eval(ckpt: Path, rows: list[dict], max_tokens: int, retrieval: bool, k
     return preds, rec1, reck
 
 
-def recall(ckpt: Path, rows: list[dict], k: int, stage: str | None = None) -> dict:
-    """recall@1/@k of the query reasoner over each row's candidates."""
+def recall(ckpt: Path, rows: list[dict], k: int, stage: str | None = None,
+           center: bool | None = None) -> dict:
+    """recall@1/@k of the query reasoner over each row's candidates (scored as the checkpoint
+    says, or with `center` as config.retrieval_center)."""
     from clara.evaluation.metrics import recall_at_k
     from clara.method import checkpoint, inference
 
-    model = checkpoint.load(ckpt, stage=stage, inference=stage is None)
+    model = checkpoint.load(ckpt, stage=stage, inference=stage is None,
+                            overrides=None if center is None else {"retrieval_center": center})
     model.set_trainable(adapters=(), memory=False)
     model.eval()
     r1, rk = [], []

@@ -9,6 +9,7 @@ import random
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_flatten
 
 from clara import io
@@ -131,6 +132,24 @@ def test_answer_match_is_greedy_exactness_up_to_the_end_of_turn():
     assert float(answer_match(first, labels, eos)) == 1.0  # the token after end of turn: free
     assert float(answer_match(logits([0, 1, 3, 4, 0, 0]), labels, eos)) == 0.0
     assert float(answer_match(logits([0, 1, 2, 0, 0, 0]), labels, eos)) == 0.0  # no stop
+
+
+def test_centred_scores_see_what_differs_between_the_candidates():
+    from clara.method.topk import cosine_scores
+
+    rng = np.random.default_rng(0)
+    common = 100.0 * rng.standard_normal(16)  # a direction every vector shares
+    diff = rng.standard_normal((1, 5, 16))
+    q, d = mx.array(common + diff[0, 2] + 0.1), mx.array(common + diff)
+    plain = np.array(cosine_scores(q[None], d))
+    centred = np.array(cosine_scores(q[None], d, center=True))
+    assert np.ptp(plain) < 0.01  # all alike: plain cosines nearly equal
+    assert int(centred.argmax()) == 2 and np.ptp(centred) > 0.5
+    # centring ignores the shared direction; one candidate is left as it is
+    moved = np.array(cosine_scores(q[None] + 50.0, d + 50.0, center=True))
+    assert np.allclose(moved, centred, atol=1e-4)
+    one = cosine_scores(q[None], d[:, :1], center=True)
+    assert np.allclose(np.array(one), np.array(cosine_scores(q[None], d[:, :1])))
 
 
 def test_pipeline_stage3_rate_is_the_shared_one_scaled_unless_given(workspace):

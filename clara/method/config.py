@@ -69,6 +69,14 @@ class ClaraSettings:
         "help": "Weight of the memory/document mean-state MSE in stages 1 and 2 (0 = off)."})
     tau: float = field(default=0.02, metadata={
         "help": "Temperature of the stage-3 differentiable top-k (and the retrieval loss)."})
+    retrieval_center: bool = field(default=False, metadata={
+        "help": "Score retrieval by the cosine of vectors centred on the candidates' mean (the "
+                "query's and the documents', in stage 2's alignment, stage 3 and retrieval "
+                "alike), not the paper's plain cosine: a small base compresses documents of one "
+                "template to nearly one direction (cosine 1.0000 between lighthouses), where "
+                "the plain cosine's scores are flat at any usable tau and stage 2's alignment "
+                "never acts. Off by default: on the facts benchmark the centred alignment kept "
+                "stage 2 from learning to read (bench/clara_stage3_study.py, round six)."})
     retrieval_weight: float = field(default=1.0, metadata={
         "help": "Stage 3: weight of the supervised contrastive retrieval loss on pos_index, "
                 "added to CE for rows that have one (0 = the reference's label-free "

@@ -174,7 +174,8 @@ def retrieve(model: ClaraModel, question: str, vectors: mx.array, top_k: int | N
     model._check_text(question, "question")
     b = model.encoder_batch([question], prefix="q")
     q = model.encode_query(b["q_ids"], b["q_mask"], b["q_mem_pos"])
-    scores = cosine_scores(q, vectors.reshape(1, vectors.shape[0], -1))[0]
+    scores = cosine_scores(q, vectors.reshape(1, vectors.shape[0], -1),
+                           model.config.retrieval_center)[0]
     order = mx.argsort(-scores)[:k]
     return [int(i) for i in order.tolist()], [float(scores[i].item()) for i in order.tolist()]
 

@@ -305,8 +305,9 @@ class ClaraModel(nn.Module):
             q, _ = self.compress(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"])
             B, D = q.shape[0], comp.shape[0]
             d = mx.broadcast_to(comp.reshape(1, D, -1), (B, D, comp[0].size))
-            ex["align"] = contrastive_retrieval_loss(cosine_scores(q.reshape(B, -1), d),
-                                                     batch["positives"], cfg.tau)
+            ex["align"] = contrastive_retrieval_loss(
+                cosine_scores(q.reshape(B, -1), d, cfg.retrieval_center), batch["positives"],
+                cfg.tau)
             loss = loss + cfg.stage2_align * ex["align"]
         return loss, n, ex
 
@@ -322,7 +323,7 @@ class ClaraModel(nn.Module):
         docs = mx.stop_gradient(docs)  # the compressor is frozen in stage 3
         N = docs.shape[0] // B
         flat = docs.reshape(B, N, -1)
-        scores = cosine_scores(q, flat)
+        scores = cosine_scores(q, flat, cfg.retrieval_center)
         weights, _ = differentiable_topk(scores, cfg.top_k, cfg.tau)
         if self.training and cfg.chunked_ce:  # validation below reads the logits
             ce, n = self.decode_ce(batch, self._select(weights, flat), cfg.top_k)
