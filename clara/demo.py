@@ -78,6 +78,8 @@ class DemoConfig:
     """Sizes of the demo, meant to build in about 5 minutes on two idle CPU cores (291+83
     CPU-seconds, measured on a loaded machine; not yet timed on an idle one)."""
 
+    base: str = field(default="", metadata={
+        "help": "Folder of the base model every run trains ('': data/models/reader)."})
     qa_per_chunk: int = field(default=8, metadata={
         "help": "Most rule-generated QA pairs per handbook chunk."})
     qa_chunk_tokens: int = field(default=64, metadata={"help": "Words per QA generation chunk."})
@@ -87,6 +89,7 @@ class DemoConfig:
     sft_iters: int = field(default=400, metadata={"help": "Steps of the SFT run."})
     sft_lr: float = field(default=3e-3, metadata={"help": "Peak learning rate of the SFT run."})
     sft_batch_size: int = field(default=16, metadata={"help": "Batch size of the SFT run."})
+    sft_seed: int = field(default=0, metadata={"help": "Seed of the SFT run (data order)."})
     batch_size: int = field(default=8, metadata={"help": "Batch size of the CLaRa runs."})
     doc_tokens: int = field(default=32, metadata={
         "help": "Words per CLaRa document chunk (about 2 reader tokens each)."})
@@ -156,7 +159,7 @@ def _reader_model(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
     if not (out / "config.json").is_file():
         tmp = ws.models_dir / ".reader.copying"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(READER, tmp)
+        shutil.copytree(Path(cfg.base) if cfg.base else READER, tmp)
         tmp.rename(out)
 
 
@@ -335,7 +338,7 @@ def _sft(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
     _train(ws, SFT_RUN, {
         "model": "reader", "data": "handbook-sft", "mode": "sft",
         "fine_tune_type": cfg.sft_type, "iters": cfg.sft_iters,
-        "batch_size": cfg.sft_batch_size,
+        "batch_size": cfg.sft_batch_size, "seed": cfg.sft_seed,
         "max_seq_length": 320, "learning_rate": cfg.sft_lr, "min_learning_rate": cfg.sft_lr / 10,
         "lora_rank": 32, "lora_scale": 4.0, "warmup_steps": 10,
         "val_every": max(1, cfg.sft_iters // 3), "save_every": max(1, cfg.sft_iters // 3)},
