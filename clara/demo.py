@@ -131,10 +131,11 @@ class DemoConfig:
         "help": "Extra closed-book rows per short question made of its content words only, "
                 "in random order (names kept whole): the run learns that the content words, "
                 "not the question's frame, pick the answer."})
-    short_answers: bool = field(default=False, metadata={
-        "help": "Also answer each golden pair's question and its wordings with the answer's "
+    short_answers: int = field(default=0, metadata={
+        "help": "1: also answer each golden pair's question and its wordings with the answer's "
                 "keywords alone (the keyword is the first token to say: a paraphrase cannot "
-                "drift into a neighbouring fact's sentence before reaching it)."})
+                "drift into a neighbouring fact's sentence before reaching it); 2: answer only "
+                "the wordings so (the question keeps its full answer)."})
     rag_repeat: int = field(default=0, metadata={
         "help": "Copies of each pair's row with its retrieved chunks in handbook-sft (0: none; "
                 "the reader cannot read the handbook's prose, and these long rows cost most "
@@ -221,12 +222,13 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig, name: str = "handbook-sft") -> 
         train += [row] * (cfg.golden_repeat if (item.question, item.answer) in golden else 1)
         if (item.question, item.answer) in golden:  # the generated pairs once each: the
             # demo measures the golden ones, and their wordings would cost a third of the run
+            short = ", ".join(item.keywords) + "." if item.keywords else item.answer
+            other = short if cfg.short_answers == 2 else item.answer
             wordings = thinned(item.question, cfg.question_variants, rng)
-            train += [chat_row(q, item.answer, origin="variant") for q in wordings]
+            train += [chat_row(q, other, origin="variant") for q in wordings]
             bags = shuffled(item.question, cfg.question_shuffles, rng)
-            train += [chat_row(q, item.answer, origin="shuffled") for q in bags]
-            if cfg.short_answers and item.keywords:
-                short = ", ".join(item.keywords) + "."
+            train += [chat_row(q, other, origin="shuffled") for q in bags]
+            if cfg.short_answers == 1 and item.keywords:
                 train += [chat_row(q, short, origin="short")
                           for q in [item.question, *wordings, *bags]]
         if cfg.rag_repeat:
