@@ -38,7 +38,10 @@ shuffled content-word wordings, CLaRa on reader-handbook with stage 2 training t
 only, stage 3 40 steps at 1e-3. Session 9: CLaRa's chunks compressed whole (doc_max_tokens 104:
 at 96 the title chunk was cut and every stage warned of it), CLaRa stage 2 evaluated on the
 paraphrased set only (stage 3 on both). The paraphrased target (50 %) is not met: 38.1 % at seed
-0, 19.0 % at seed 1 with the same recipe; the variants measured are in data/README.md.
+0, 19.0 % at seed 1 with the same recipe; the variants measured are in data/README.md. Session
+10 measured a prose-reading base pretrained on a GPU (bench/prose_reader_gpu.sh; as the base it
+fell to 14.6 % trained, 2.4 % paraphrased) and keyword-only answer rows (paraphrased 31-36 %,
+trained 78-81 %): neither is adopted (data/README.md). `base` and `sft_seed` run such checks.
 """
 
 from __future__ import annotations
@@ -131,11 +134,6 @@ class DemoConfig:
         "help": "Extra closed-book rows per short question made of its content words only, "
                 "in random order (names kept whole): the run learns that the content words, "
                 "not the question's frame, pick the answer."})
-    short_answers: int = field(default=0, metadata={
-        "help": "1: also answer each golden pair's question and its wordings with the answer's "
-                "keywords alone (the keyword is the first token to say: a paraphrase cannot "
-                "drift into a neighbouring fact's sentence before reaching it); 2: answer only "
-                "the wordings so (the question keeps its full answer)."})
     rag_repeat: int = field(default=0, metadata={
         "help": "Copies of each pair's row with its retrieved chunks in handbook-sft (0: none; "
                 "the reader cannot read the handbook's prose, and these long rows cost most "
@@ -222,15 +220,10 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig, name: str = "handbook-sft") -> 
         train += [row] * (cfg.golden_repeat if (item.question, item.answer) in golden else 1)
         if (item.question, item.answer) in golden:  # the generated pairs once each: the
             # demo measures the golden ones, and their wordings would cost a third of the run
-            short = ", ".join(item.keywords) + "." if item.keywords else item.answer
-            other = short if cfg.short_answers == 2 else item.answer
-            wordings = thinned(item.question, cfg.question_variants, rng)
-            train += [chat_row(q, other, origin="variant") for q in wordings]
-            bags = shuffled(item.question, cfg.question_shuffles, rng)
-            train += [chat_row(q, other, origin="shuffled") for q in bags]
-            if cfg.short_answers == 1 and item.keywords:
-                train += [chat_row(q, short, origin="short")
-                          for q in [item.question, *wordings, *bags]]
+            train += [chat_row(q, item.answer, origin="variant")
+                      for q in thinned(item.question, cfg.question_variants, rng)]
+            train += [chat_row(q, item.answer, origin="shuffled")
+                      for q in shuffled(item.question, cfg.question_shuffles, rng)]
         if cfg.rag_repeat:
             top = index.search(item.question, cfg.rag_k)
             gold = index.gold(item.question, item.answer, item.keywords, item.source)
