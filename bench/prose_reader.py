@@ -471,9 +471,10 @@ def reading_rows(n_articles: int, seed: int, clara_share: float = 0.25,
             rows.append(chat(user, answer, [{"role": "system", "content": SYSTEM_RAG}]))
         else:
             rows.append(chat(rag_prompt(q, docs), answer))
-        if rng.random() < copy_share:
+        if copy_share and rng.random() < copy_share:  # (no draw when off: the
+            # default corpus stays what the measurements above used)
             rows.append(chat(f"Background:\n{docs[gold]}\n\nRepeat the background.", docs[gold]))
-        if rng.random() < closed_share:
+        if closed_share and rng.random() < closed_share:
             rows.append(chat(q, answer))
     rng.shuffle(rows)
     return rows
