@@ -39,7 +39,7 @@ def test_no_eval_keyword_list_is_in_the_vocabulary():
 def test_rows_are_deterministic_and_every_answer_is_a_span_of_its_context():
     a, b = prose_reader.reading_rows(6, seed=3), prose_reader.reading_rows(6, seed=3)
     assert a == b and len(a) >= 60
-    assert a != prose_reader.reading_rows(6, seed=4)
+    assert prose_reader.reading_rows(2, seed=4) != prose_reader.reading_rows(2, seed=3)
     formats = set()
     for row in a:
         answer, context = _answer_and_context(row)
@@ -52,8 +52,8 @@ def test_rows_are_deterministic_and_every_answer_is_a_span_of_its_context():
 
 
 def test_copy_and_closed_book_rows():
-    rows = prose_reader.reading_rows(3, seed=3, copy_share=1.0, closed_share=1.0)
-    read = prose_reader.reading_rows(3, seed=3)
+    rows = prose_reader.reading_rows(2, seed=3, copy_share=1.0, closed_share=1.0)
+    read = prose_reader.reading_rows(2, seed=3)
     copies = [r for r in rows if r["messages"][-2]["content"].endswith("Repeat the background.")]
     closed = [r for r in rows if "Question" not in r["messages"][-2]["content"]
               and r not in copies]
