@@ -54,7 +54,7 @@ same (it emerged after 1200 + 650 steps there, and unevenly). Untried: many more
 run), a copy curriculum (one short chunk, the answer right after the name), a wider model.
 BM25 finds the handbook's gold chunk in its top 2 for 81.0 % of the paraphrased questions.
 
-GPU RUN (2026-11-30, session 10, one H200; bench/prose_reader_gpu.sh, 524 s of device time):
+GPU RUN (2026-11-30, session 10, one H200; bench/prose_reader_gpu.sh, 522 s of device time):
 6000 articles with --copy-share 0.1 --closed-share 0.3 (189,122 rows, built in 12 s there),
 2048-token BPE, three bases trained at once on the one GPU through `clara train lora
 --fine-tune-type full` (bfloat16 on CUDA, ~128 steps/s each):
@@ -74,7 +74,7 @@ SFT recipe, `python -m clara.demo ROOT --config '{"base": ..., "clara": false, "
 base A is far WORSE than the reader: trained 14.6 / 6.2 %, paraphrased 2.4 / 0.0 % at SFT seeds
 0 / 1 (the reader: 99.1 / 95.6 and 38.1 / 19.0), 97+14 and 100+13 CPU-s. A second lease (one
 base, fixed 7000 + 1800 steps with a decaying schedule) did not end inside its 185 s and
-returned nothing. CPU of 60 demo SFT steps (batch 16, load 14): the reader 20+5 CPU-s; hidden
+returned nothing (232 s of device time). CPU of 60 demo SFT steps (batch 16, load 14): the reader 20+5 CPU-s; hidden
 128 with the 2048 BPE 19+3 (its shorter rows pay for the larger vocabulary), 192: 24+4, 256: 33+7.
 Untried: the all-token base alone (warmA, not brought back), a decaying all-token schedule,
 the answer-only phase on the whole corpus.
