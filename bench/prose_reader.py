@@ -53,6 +53,31 @@ in this budget, from scratch or from the synthetic world's reader; bench/clara_s
 same (it emerged after 1200 + 650 steps there, and unevenly). Untried: many more steps (a GPU
 run), a copy curriculum (one short chunk, the answer right after the name), a wider model.
 BM25 finds the handbook's gold chunk in its top 2 for 81.0 % of the paraphrased questions.
+
+GPU RUN (2026-11-30, session 10, one H200; bench/prose_reader_gpu.sh, 522 s of device time):
+6000 articles with --copy-share 0.1 --closed-share 0.3 (189,122 rows, built in 12 s there),
+2048-token BPE, three bases trained at once on the one GPU through `clara train lora
+--fine-tune-type full` (bfloat16 on CUDA, ~128 steps/s each):
+
+  base (4 layers, 4 heads)  all-token phase (batch 32,    answer-only phase (batch 64,   held-out
+                            3e-3, stopped at 230 s)       2e-3 cosine)                  rag EM %
+                            steps   train loss (last 50)  steps  train / val loss
+  A hidden 128 (1.07 M)     19,994  1.46                  7,703  1.04 / 2.93              1.0
+  B hidden 192              20,363  1.53                  7,834  1.33 / 3.08              0.0
+  C hidden 256              19,785  1.67                  7,650  1.89 / 2.99              0.0
+
+3.4 passes over the corpus on every token; the answer-only phase read only the first 4,200 rows
+(--reader-rows was not passed to the --corpus-only step), 117 passes: it memorised them (val
+3x train). Reading did NOT emerge: held-out EM 0-1 (data/models/reader: 0.0), handbook rag 0.0
+and closed-book 0.0 (A, evaluated on the CPU with --eval-model). As the demo's base (default
+SFT recipe, `python -m clara.demo ROOT --config '{"base": ..., "clara": false, "hrm": false}'`)
+base A is far WORSE than the reader: trained 14.6 / 6.2 %, paraphrased 2.4 / 0.0 % at SFT seeds
+0 / 1 (the reader: 99.1 / 95.6 and 38.1 / 19.0), 97+14 and 100+13 CPU-s. A second lease (one
+base, fixed 7000 + 1800 steps with a decaying schedule) did not end inside its 185 s and
+returned nothing (232 s of device time). CPU of 60 demo SFT steps (batch 16, load 14): the reader 20+5 CPU-s; hidden
+128 with the 2048 BPE 19+3 (its shorter rows pay for the larger vocabulary), 192: 24+4, 256: 33+7.
+Untried: the all-token base alone (warmA, not brought back), a decaying all-token schedule,
+the answer-only phase on the whole corpus.
 """
 
 from __future__ import annotations
@@ -422,22 +447,35 @@ def reading_items(n_articles: int, seed: int, ks: tuple[int, ...] = (1, 2, 2, 2,
 
 
 def reading_rows(n_articles: int, seed: int, clara_share: float = 0.25,
-                 ks: tuple[int, ...] = (1, 2, 2, 2, 3)) -> list[dict]:
+                 ks: tuple[int, ...] = (1, 2, 2, 2, 3), copy_share: float = 0.0,
+                 closed_share: float = 0.0) -> list[dict]:
     """Chat rows of `reading_items`: the question with its chunks in the demo's rag prompt (or,
-    for `clara_share` of them, CLaRa's text prompt), answered by the span."""
+    for `clara_share` of them, CLaRa's text prompt), answered by the span. With `copy_share`,
+    that share of the gold chunks also as a copy row ("Repeat the background.": the copy
+    curriculum, an induction head's first task); with `closed_share`, that share of the facts
+    also asked closed-book in another wording (the question alone, as the demo's SFT rows ask
+    the handbook's facts): the model learns to answer a fact it read under a new wording."""
     from clara.chat.engine import rag_prompt
     from clara.method.prompts import SYSTEM_RAG
 
     rng = random.Random(seed)
     rows = []
-    for q, answer, docs, _gold in reading_items(n_articles, seed, ks, rng):
+
+    def chat(user: str, answer: str, msgs=()) -> dict:
+        return {"messages": [*msgs, {"role": "user", "content": user},
+                             {"role": "assistant", "content": answer}]}
+
+    for q, answer, docs, gold in reading_items(n_articles, seed, ks, rng):
         if rng.random() < clara_share:
             user = "Background:\n" + "\n".join(docs) + f"\n\nQuestion:{q}"
-            msgs = [{"role": "system", "content": SYSTEM_RAG}]
+            rows.append(chat(user, answer, [{"role": "system", "content": SYSTEM_RAG}]))
         else:
-            user, msgs = rag_prompt(q, docs), []
-        rows.append({"messages": msgs + [{"role": "user", "content": user},
-                                         {"role": "assistant", "content": answer}]})
+            rows.append(chat(rag_prompt(q, docs), answer))
+        if copy_share and rng.random() < copy_share:  # (no draw when off: the
+            # default corpus stays what the measurements above used)
+            rows.append(chat(f"Background:\n{docs[gold]}\n\nRepeat the background.", docs[gold]))
+        if closed_share and rng.random() < closed_share:
+            rows.append(chat(q, answer))
     rng.shuffle(rows)
     return rows
 
@@ -473,8 +511,10 @@ platform dtype on load).
 """
 
 
-def clara(root: Path, *argv: str, verbose: bool = False) -> str:
-    """Run `clara -w study ARGV` in its own process (as a user would)."""
+def clara(root: Path, *argv: str, verbose: bool = False, seconds: float | None = None) -> str:
+    """Run `clara -w study ARGV` in its own process (as a user would). With `seconds`, a
+    training command (with --name) is stopped after that long (`clara runs stop`: the run saves
+    a checkpoint and stops, and its last checkpoint is what a fuse takes)."""
     import os
     import subprocess
 
@@ -483,13 +523,23 @@ def clara(root: Path, *argv: str, verbose: bool = False) -> str:
     cmd = [sys.executable, "-m", "clara", "-w", "study", *argv]
     if verbose:
         print("$", " ".join(cmd[2:]), flush=True)
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, cwd=ROOT)
+    try:
+        out, err = p.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:  # `clara runs stop`: the run saves, then ends
+        subprocess.run([*cmd[:5], "runs", "stop", argv[argv.index("--name") + 1]], env=env,
+                       cwd=ROOT, capture_output=True, check=False)
+        out, err = p.communicate()
+        print(f"  stopped after {seconds:.0f} s: {' '.join(argv[:4])}", flush=True)
+        return out
     if p.returncode:
-        sys.exit(f"failed: {' '.join(argv)}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p.stdout
+        sys.exit(f"failed: {' '.join(argv)}\n{out[-3000:]}\n{err[-3000:]}")
+    return out
 
 
-def evaluate(root: Path, model: str, name: str, heldout: Path) -> dict:
+def evaluate(root: Path, model: str, name: str, heldout: Path,
+             evals: tuple | list = ("handbook", "heldout")) -> dict:
     """`clara eval` of `model`: rag and closed-book on the paraphrased handbook questions, as the
     demo runs them (BM25 top 2 of 32-word chunks), and rag on `heldout` (unseen made-up
     articles, each question with its own 2 chunks); {set: {config: {keyword, em, recall}}}."""
@@ -500,6 +550,8 @@ def evaluate(root: Path, model: str, name: str, heldout: Path) -> dict:
             ("handbook", ROOT / "data" / "eval_questions.jsonl",
              ["-c", "rag", "-c", "closed", "--chunk-tokens", "32", "--chunk-overlap", "0"]),
             ("heldout", heldout, ["-c", "rag"])):
+        if label not in evals:
+            continue
         ev = root / "study" / "evals" / f"{name}-{label}"
         if not (ev / "summary.json").is_file():
             clara(root, "eval", "-d", str(data), "-m", model, *extra, "--top-k", "2",
@@ -514,21 +566,46 @@ def main() -> None:
     p.add_argument("--workdir", required=True, help="Workspace root to use and keep.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--articles", type=int, default=3000, help="Made-up articles to read.")
+    p.add_argument("--copy-share", type=float, default=0.0,
+                   help="Share of the reading rows whose gold chunk is also a copy row.")
+    p.add_argument("--closed-share", type=float, default=0.0,
+                   help="Share of the facts also asked closed-book (the question alone).")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
     p.add_argument("--vocab", type=int, default=1024)
-    p.add_argument("--pre-iters", type=int, default=600, help="All-token steps (batch 8).")
+    p.add_argument("--tag", default="", help="Suffix of this base's models and runs (several "
+                   "bases can train at once on one corpus, e.g. on a GPU).")
+    p.add_argument("--corpus-only", action="store_true",
+                   help="Write the corpus and stop (then start one process per --tag).")
+    p.add_argument("--pre-iters", type=int, default=600, help="All-token steps.")
+    p.add_argument("--pre-batch", type=int, default=8)
     p.add_argument("--pre-lr", type=float, default=3e-3)
-    p.add_argument("--reader-iters", type=int, default=120, help="Answer-only steps (batch 32).")
+    p.add_argument("--pre-seconds", type=float, default=None,
+                   help="Stop the all-token phase after this long (its last checkpoint goes "
+                        "on; the answer-only phase then gets steps at the rate measured).")
+    p.add_argument("--reader-iters", type=int, default=120, help="Answer-only steps.")
+    p.add_argument("--reader-batch", type=int, default=32)
+    p.add_argument("--reader-seconds", type=float, default=None,
+                   help="Instead of --reader-iters: the steps that fit this long at the "
+                        "all-token phase's rate (80 %% of it).")
     p.add_argument("--reader-rows", type=int, default=4200,
                    help="Answer-only phase: the first N training rows of the corpus (loading "
                         "all of them costs minutes).")
     p.add_argument("--reader-lr", type=float, default=2e-3)
     p.add_argument("--max-seq-length", type=int, default=320)
+    p.add_argument("--evals", default="handbook,heldout",
+                   help="What to evaluate: handbook (needs pdfplumber), heldout, or none.")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="Export each phase's base (bfloat16) and its run metrics here as it "
+                        "ends (a killed job still leaves what finished).")
     p.add_argument("--compare", default=str(ROOT / "data" / "models" / "reader"),
                    help="A model folder to evaluate alongside ('' for none).")
     p.add_argument("--export-base", default=None, metavar="DIR",
                    help="Write the pretrained base to DIR (bfloat16), as data/models/reader.")
+    p.add_argument("--eval-model", default=None, metavar="DIR",
+                   help="Only evaluate the base in DIR (e.g. one a GPU run exported), as "
+                        "--evals says, beside --compare.")
     p.add_argument("--verbose", "-v", action="store_true")
     args = p.parse_args()
     from clara.platform import reexec_with_blas
@@ -538,42 +615,75 @@ def main() -> None:
 
     root = Path(args.workdir).resolve()
     ws = root / "study"
+    tag = args.tag
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    out_dir = Path(args.out).resolve() if args.out else None
 
     def phase(name):
         timings[name] = round(time.perf_counter() - t0 - sum(timings.values()), 1)
-        print(f"[{time.perf_counter() - t0:6.0f}s] {name} done", flush=True)
+        print(f"[{time.perf_counter() - t0:6.0f}s] {name} done ({tag or '-'})", flush=True)
 
-    def run(*a):
-        return clara(root, *a, verbose=args.verbose)
+    def run(*a, seconds=None):
+        return clara(root, *a, verbose=args.verbose, seconds=seconds)
+
+    def save(model: str, run_name: str) -> None:
+        if out_dir:
+            export_base(ws / "models" / model, out_dir / model,
+                        argparse.Namespace(entities=args.articles, **vars(args)))
+            shutil.copy2(ws / "runs" / run_name / "metrics.jsonl",
+                         out_dir / f"{run_name}-metrics.jsonl")
 
     if not (ws / "workspace.toml").is_file():
         root.mkdir(parents=True, exist_ok=True)
         run("ws", "create", "study")
-    if not (ws / "datasets" / "prose-read").is_dir():
-        rows = reading_rows(args.articles, args.seed)
-        write_corpus(ws, "prose-read", rows, 200, {"seed": args.seed, "articles": args.articles})
-    if not (ws / "datasets" / "prose-read-s").is_dir():
+    if not args.eval_model and not (ws / "datasets" / "prose-read").is_dir():
+        rows = reading_rows(args.articles, args.seed, copy_share=args.copy_share,
+                            closed_share=args.closed_share)
+        write_corpus(ws, "prose-read", rows, 200, {
+            "seed": args.seed, "articles": args.articles, "copy_share": args.copy_share,
+            "closed_share": args.closed_share})
+    if not args.eval_model and not (ws / "datasets" / "prose-read-s").is_dir():
         from clara import io
 
         src = ws / "datasets" / "prose-read"
         rows = io.read_jsonl(src / "train.jsonl")[:args.reader_rows]
         write_corpus(ws, "prose-read-s", io.read_jsonl(src / "valid.jsonl")[:100] + rows, 100,
                      {"note": f"the first {args.reader_rows} rows of prose-read"})
-    if not (ws / "models" / "tiny").is_dir():
-        run("model", "init-tiny", "tiny", "--from-data", "prose-read", "--hidden",
-            str(args.hidden), "--layers", str(args.layers), "--heads", "4", "--vocab",
-            str(args.vocab), "--seed", str(args.seed))
+    heldout = root / "heldout.jsonl"
+    if not heldout.is_file():
+        from clara import io
+
+        io.write_jsonl(heldout, heldout_qa(20, args.seed + 999)[:100])
+    if args.corpus_only:
+        phase("corpus")
+        return
+    model = f"tiny{tag}"
+    if args.eval_model:  # a base made elsewhere: evaluated here, nothing trained
+        model = Path(args.eval_model).name
+        if not (ws / "models" / model).is_dir():
+            shutil.copytree(args.eval_model, ws / "models" / model)
+    elif not (ws / "models" / f"tiny{tag}").is_dir():
+        run("model", "init-tiny", f"tiny{tag}", "--from-data", "prose-read", "--hidden",
+            str(args.hidden), "--layers", str(args.layers), "--heads", str(args.heads),
+            "--vocab", str(args.vocab), "--seed", str(args.seed))
     phase("data+model")
-    model = "tiny"
+    rate = None  # all-token steps a second (for --reader-seconds)
     # every weight trains: first on every token (language, formats, answer types), then on the
     # answers alone at a larger batch (the reading signal is a few tokens per row)
-    for name, out, data, mask, iters, batch, lr, warmup in (
-            ("pretrain", "warm", "prose-read", "--no-mask-prompt", args.pre_iters, 8,
-             args.pre_lr, 20),
-            ("reader", "base", "prose-read-s", "--mask-prompt", args.reader_iters, 32,
-             args.reader_lr, 10)):
+    for name, out, data, mask, iters, batch, lr, warmup, seconds in (
+            ("pretrain", "warm", "prose-read", "--no-mask-prompt", args.pre_iters,
+             args.pre_batch, args.pre_lr, 20, args.pre_seconds),
+            ("reader", "base", "prose-read-s", "--mask-prompt", args.reader_iters,
+             args.reader_batch, args.reader_lr, 10, None)):
+        name, out = name + tag, out + tag
+        if name.startswith("reader") and args.reader_seconds:
+            if rate:
+                iters = max(10, int(0.8 * rate * args.reader_seconds))
+                print(f"  {name}: {iters} steps ({rate:.1f} steps/s measured)", flush=True)
+            seconds = 1.5 * args.reader_seconds + 60  # a hard stop too (loading, compiling)
+        if args.eval_model:
+            break
         if iters and not (ws / "models" / out).is_dir():
             shutil.rmtree(ws / "runs" / name, ignore_errors=True)
             run("train", "lora", "-m", model, "-d", data, "--mode", "sft", mask,
@@ -581,48 +691,52 @@ def main() -> None:
                 "--batch-size", str(batch), "--learning-rate", str(lr),
                 "--min-learning-rate", str(lr / 10), "--warmup-steps", str(warmup),
                 "--max-seq-length", str(args.max_seq_length), "--val-every", "0",
-                "--val-batches", "8", "--save-every", "100000", "--name", name,
-                "--seed", str(args.seed))
+                "--val-batches", "8", "--save-every", str(max(100, iters // 10)),
+                "--name", name, "--seed", str(args.seed), seconds=seconds)
+            last = last_metrics(ws / "runs" / name)["last_train"] or {}
+            rate = (last.get("step") or 0) / max(1.0, last.get("elapsed_s") or 1.0)
             run("model", "fuse", out, "--run", name)
+            save(out, name)
         if iters:
             model = out
         phase(name)
-    if not (ws / "sources").is_dir() or not any((ws / "sources").iterdir()):
+    evals = [e for e in args.evals.split(",") if e in ("handbook", "heldout")]
+    if "handbook" in evals and (not (ws / "sources").is_dir()
+                                or not any((ws / "sources").iterdir())):
         run("data", "import", str(ROOT / "data" / "sample" / "karsholm_observatory_handbook.pdf"))
-    heldout = root / "heldout.jsonl"
-    if not heldout.is_file():
-        from clara import io
-
-        io.write_jsonl(heldout, heldout_qa(20, args.seed + 999)[:100])
-    figs = {model: evaluate(root, model, f"eval-{model}", heldout)}
-    if args.compare:
+    figs = {model: evaluate(root, model, f"eval-{model}", heldout, evals)}
+    if args.compare and evals:
         if not (ws / "models" / "compare").is_dir():
             shutil.copytree(args.compare, ws / "models" / "compare")
-        figs[args.compare] = evaluate(root, "compare", "eval-compare", heldout)
+        figs[args.compare] = evaluate(root, "compare", "eval-compare", heldout, evals)
     phase("eval")
-    if args.export_base:
+    if args.export_base and not args.eval_model:
         export_base(ws / "models" / model, Path(args.export_base),
                     argparse.Namespace(entities=args.articles, **vars(args)))
         dest = Path(args.export_base)
-        tiny = json.loads((ws / "models" / "tiny" / "clara_tiny.json").read_text())
+        tiny = json.loads((ws / "models" / f"tiny{tag}" / "clara_tiny.json").read_text())
         (dest / "README.md").write_text(READER_README.format(**{**vars(args), **{
             "vocab": tiny["vocab_size"]}}))
 
     print(f"\n{'base':<40} {'handbook rag kw %':>17} {'closed kw %':>11} "
           f"{'held-out rag EM %':>17}")
     for m, f in figs.items():
-        h = f["handbook"]
-        print(f"{Path(m).name:<40} {100 * (h['rag']['keyword'] or 0):>17.1f} "
-              f"{100 * (h['closed']['keyword'] or 0):>11.1f} "
-              f"{100 * (f['heldout']['rag']['em'] or 0):>17.1f}")
-    print(f"BM25 recall@2 of the handbook's gold chunk: "
-          f"{100 * (figs[model]['handbook']['rag']['recall'] or 0):.1f} %")
+        h = f.get("handbook", {})
+        print(f"{Path(m).name:<40} "
+              f"{100 * (h.get('rag', {}).get('keyword') or 0):>17.1f} "
+              f"{100 * (h.get('closed', {}).get('keyword') or 0):>11.1f} "
+              f"{100 * (f.get('heldout', {}).get('rag', {}).get('em') or 0):>17.1f}")
+    if "handbook" in evals:
+        print(f"BM25 recall@2 of the handbook's gold chunk: "
+              f"{100 * (figs[model]['handbook']['rag']['recall'] or 0):.1f} %")
     result = {"args": vars(args), "figures": figs, "timings": timings,
-              "runs": {n: last_metrics(ws / "runs" / n) for n in ("pretrain", "reader")}}
-    out = ROOT / "bench" / "results" / f"prose_reader-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+              "runs": {n: last_metrics(ws / "runs" / (n + tag)) for n in ("pretrain", "reader")
+                       if (ws / "runs" / (n + tag)).is_dir()}}
+    res = (out_dir or ROOT / "bench" / "results") / \
+        f"prose_reader{tag}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    res.parent.mkdir(parents=True, exist_ok=True)
+    res.write_text(json.dumps(result, indent=2))
+    print(f"wrote {res}")
 
 
 if __name__ == "__main__":

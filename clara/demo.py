@@ -38,7 +38,10 @@ shuffled content-word wordings, CLaRa on reader-handbook with stage 2 training t
 only, stage 3 40 steps at 1e-3. Session 9: CLaRa's chunks compressed whole (doc_max_tokens 104:
 at 96 the title chunk was cut and every stage warned of it), CLaRa stage 2 evaluated on the
 paraphrased set only (stage 3 on both). The paraphrased target (50 %) is not met: 38.1 % at seed
-0, 19.0 % at seed 1 with the same recipe; the variants measured are in data/README.md.
+0, 19.0 % at seed 1 with the same recipe; the variants measured are in data/README.md. Session
+10 measured a prose-reading base pretrained on a GPU (bench/prose_reader_gpu.sh; as the base it
+fell to 14.6 % trained, 2.4 % paraphrased) and keyword-only answer rows (paraphrased 31-36 %,
+trained 78-81 %): neither is adopted (data/README.md). `base` and `sft_seed` run such checks.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ class DemoConfig:
     """Sizes of the demo, meant to build in about 5 minutes on two idle CPU cores (291+83
     CPU-seconds, measured on a loaded machine; not yet timed on an idle one)."""
 
+    base: str = field(default="", metadata={
+        "help": "Folder of the base model every run trains ('': data/models/reader)."})
     qa_per_chunk: int = field(default=8, metadata={
         "help": "Most rule-generated QA pairs per handbook chunk."})
     qa_chunk_tokens: int = field(default=64, metadata={"help": "Words per QA generation chunk."})
@@ -87,6 +92,7 @@ class DemoConfig:
     sft_iters: int = field(default=400, metadata={"help": "Steps of the SFT run."})
     sft_lr: float = field(default=3e-3, metadata={"help": "Peak learning rate of the SFT run."})
     sft_batch_size: int = field(default=16, metadata={"help": "Batch size of the SFT run."})
+    sft_seed: int = field(default=0, metadata={"help": "Seed of the SFT run (data order)."})
     batch_size: int = field(default=8, metadata={"help": "Batch size of the CLaRa runs."})
     doc_tokens: int = field(default=32, metadata={
         "help": "Words per CLaRa document chunk (about 2 reader tokens each)."})
@@ -156,7 +162,7 @@ def _reader_model(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
     if not (out / "config.json").is_file():
         tmp = ws.models_dir / ".reader.copying"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(READER, tmp)
+        shutil.copytree(Path(cfg.base) if cfg.base else READER, tmp)
         tmp.rename(out)
 
 
@@ -335,7 +341,7 @@ def _sft(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
     _train(ws, SFT_RUN, {
         "model": "reader", "data": "handbook-sft", "mode": "sft",
         "fine_tune_type": cfg.sft_type, "iters": cfg.sft_iters,
-        "batch_size": cfg.sft_batch_size,
+        "batch_size": cfg.sft_batch_size, "seed": cfg.sft_seed,
         "max_seq_length": 320, "learning_rate": cfg.sft_lr, "min_learning_rate": cfg.sft_lr / 10,
         "lora_rank": 32, "lora_scale": 4.0, "warmup_steps": 10,
         "val_every": max(1, cfg.sft_iters // 3), "save_every": max(1, cfg.sft_iters // 3)},

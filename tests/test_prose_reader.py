@@ -39,7 +39,7 @@ def test_no_eval_keyword_list_is_in_the_vocabulary():
 def test_rows_are_deterministic_and_every_answer_is_a_span_of_its_context():
     a, b = prose_reader.reading_rows(6, seed=3), prose_reader.reading_rows(6, seed=3)
     assert a == b and len(a) >= 60
-    assert a != prose_reader.reading_rows(6, seed=4)
+    assert prose_reader.reading_rows(2, seed=4) != prose_reader.reading_rows(2, seed=3)
     formats = set()
     for row in a:
         answer, context = _answer_and_context(row)
@@ -49,3 +49,18 @@ def test_rows_are_deterministic_and_every_answer_is_a_span_of_its_context():
     # the questions come in several wordings of each relation
     questions = {_answer_and_context(r)[1].rsplit("Question:", 1)[1].split()[0] for r in a}
     assert {"When", "Where", "Who", "How", "What"} <= questions
+
+
+def test_copy_and_closed_book_rows():
+    rows = prose_reader.reading_rows(2, seed=3, copy_share=1.0, closed_share=1.0)
+    read = prose_reader.reading_rows(2, seed=3)
+    copies = [r for r in rows if r["messages"][-2]["content"].endswith("Repeat the background.")]
+    closed = [r for r in rows if "Question" not in r["messages"][-2]["content"]
+              and r not in copies]
+    assert len(copies) == len(closed) == len(read) and len(rows) == 3 * len(read)
+    for r in copies:  # the gold chunk, repeated
+        answer, context = _answer_and_context(r)
+        assert context == f"Background:\n{answer}\n\nRepeat the background."
+    # closed-book: the question alone, answered by a span some reading row reads
+    spans = {_answer_and_context(r)[0] for r in read}
+    assert all(_answer_and_context(r)[0] in spans and len(r["messages"]) == 2 for r in closed)
