@@ -327,19 +327,16 @@ def build_workspace(root: Path):
     return ws
 
 
-def start_training(ws, nice: int):
-    """A long tiny LoRA run, launched as the Train screen launches one."""
-    import clara.runs as runs
+def start_training(ws, priority: str):
+    """A long tiny LoRA run, launched as the Train screen launches one, at `priority` (see
+    clara.runs.worker_priority: "idle" is SCHED_IDLE, a number a niceness)."""
+    from clara.runs import start_worker
     from clara.train.launch import lora_run
 
     run = lora_run(ws, {"model": "tiny", "data": "notes", "mode": "cpt", "iters": 100000,
                         "batch_size": 4, "max_seq_length": 64, "val_every": 200,
                         "save_every": 100000})
-    saved, runs.WORKER_NICE = runs.WORKER_NICE, nice
-    try:
-        proc = runs.start_worker(run, detach=True)
-    finally:
-        runs.WORKER_NICE = saved
+    proc = start_worker(run, detach=True, priority=priority)
     deadline = time.monotonic() + 300
     metrics = run.path / "metrics.jsonl"
     while not (metrics.is_file() and metrics.stat().st_size > 0):  # training has begun
@@ -349,11 +346,37 @@ def start_training(ws, nice: int):
     return run, proc
 
 
-def stop_training(run, proc) -> float:
-    """Stop it; its speed meanwhile (tokens/s from the first step to the last, which is what
-    its niceness costs it while the app is used)."""
+def progress(run) -> tuple[float, float]:
+    """(tokens, elapsed_s) of the training's newest metrics row: two of them, some time apart,
+    give its speed in between."""
     import json
 
+    with open(run.path / "metrics.jsonl", "rb") as f:
+        f.seek(max(0, f.seek(0, 2) - 4096))
+        rows = [line for line in f.read().decode("utf-8", "replace").splitlines()
+                if '"tokens"' in line]
+    for line in reversed(rows):
+        try:
+            row = json.loads(line)
+        except ValueError:  # the first line read may be cut
+            continue
+        return float(row["tokens"]), float(row["elapsed_s"])
+    return float("nan"), float("nan")
+
+
+def speed(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return (b[0] - a[0]) / (b[1] - a[1]) if b[1] > a[1] else float("nan")
+
+
+def threads(pid: int) -> int:
+    """How many threads the process runs (the training's BLAS and MLX threads)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
+def stop_training(run, proc) -> None:
     from clara.runs import request_stop
 
     request_stop(run)
@@ -361,11 +384,6 @@ def stop_training(run, proc) -> float:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
-    rows = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()
-            if '"tokens"' in line]
-    if len(rows) < 2 or rows[-1]["elapsed_s"] <= rows[0]["elapsed_s"]:
-        return float("nan")
-    return (rows[-1]["tokens"] - rows[0]["tokens"]) / (rows[-1]["elapsed_s"] - rows[0]["elapsed_s"])
 
 
 def serve(root: Path, log: Path, profile: Path | None) -> None:
@@ -681,7 +699,8 @@ WHAT = ("switch", "typing", "burst")  # a mode key; a character; ten characters 
 COLUMNS = (("seen", "median", "median"), ("seen", "p90", "p90"), ("seen", "p99", "p99"),
            ("seen", "max", "max"), ("app", "app", "median"), ("app", "app p99", "p99"),
            ("delivered", "tmux", "median"), ("cpu", "cpu", "median"),
-           ("runq", "runq", "median"), ("chars", "kchars", "median"))
+           ("runq", "runq", "median"), ("runq", "runq p99", "p99"),
+           ("chars", "kchars", "median"))
 
 
 def table(result: dict) -> str:
@@ -698,17 +717,23 @@ def table(result: dict) -> str:
             cells = [s[src][q] for src, _, q in COLUMNS]
             lines.append(f"{name:<18} {what:<6} {s['seen']['n']:>3} "
                          + " ".join(f"{c:>7.1f}" for c in cells))
-    lines.append(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s")
+    lines.append(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s"
+                 + (f" (the whole benchmark: {result['wall_s']:.0f} s)" if "wall_s" in result
+                    else ""))
     for name, ph in result["phases"].items():
-        if ph.get("training_tokens_per_s") is not None:
-            lines.append(f"the training meanwhile, {name}: "
-                         f"{ph['training_tokens_per_s']:,.0f} tokens/s")
+        sp = ph.get("training_tokens_per_s")
+        if sp:  # what the priority costs the training, with the app idle and with keys coming
+            lines.append(f"the training, {name}: {sp['idle']:,.0f} tokens/s with the app idle, "
+                         f"{sp['busy']:,.0f} while keys came ({sp['threads']} threads)")
     first = result.get("first_visits_ms")
     if first:  # each mode's first visit, the keys sent from 2 s after the app's first frame
         lines.append("first visits after the start (ms): "
                      + " ".join(f"{name} {ms:.0f}" for name, ms in first.items()))
     for name, ph in result["phases"].items():  # which switches were slow, and what ran then
-        for slow in ph["raw"].get("slow_switches", []):
+        slows = sorted(ph["raw"].get("slow_switches", []), key=lambda s: -s["ms"])
+        if len(slows) > 6:
+            lines.append(f"  {len(slows)} switches over 100 ms, {name}; the 6 slowest:")
+        for slow in slows[:6]:
             split_ = " ".join(f"{k} {slow.get(k)}" for k in ("app", "cpu", "runq", "write",
                                                               "chars"))
             lines.append(f"  slow switch, {name}: {slow['key']} {slow['ms']:.0f} ms ({split_}); "
@@ -718,12 +743,16 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--switches", type=int, default=35, help="mode switches per phase")
+    p.add_argument("--switches", type=int, default=140,
+                   help="mode switches per phase (140: p99 is the second slowest, not the max)")
     p.add_argument("--typed", type=int, default=20, help="characters typed per phase")
     p.add_argument("--bursts", type=int, default=8, help="bursts of ten characters per phase")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    p.add_argument("--phases", default="idle,10,0",
-                   help="comma-separated: idle, or the nice level of a background training")
+    p.add_argument("--phases", default="idle,sched-idle,10,0",
+                   help="comma-separated: idle (no training), or a background training at "
+                   "sched-idle (SCHED_IDLE: as the app starts one) or at a nice level")
+    p.add_argument("--quiet-s", type=float, default=8.0,
+                   help="seconds the training's speed is measured with the app idle, per phase")
     p.add_argument("--profile", help="cProfile the app's process over each part of each phase: "
                    "PROFILE.PHASE.switch and PROFILE.PHASE.typing (pstats files)")
     p.add_argument("--serve", help=argparse.SUPPRESS)  # the app under test (run in tmux)
@@ -738,6 +767,7 @@ def main(argv=None) -> int:
     from clara import io
     from clara.platform import describe
 
+    started = time.monotonic()
     result = {"platform": describe(), "settings": vars(args), "phases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -748,17 +778,28 @@ def main(argv=None) -> int:
         pid = int((tmp / "app.pid").read_text())
         try:
             for spec in args.phases.split(","):
-                nice = None if spec == "idle" else int(spec)
-                name = "idle" if nice is None else f"training, nice {nice}"
+                priority = None if spec == "idle" else "idle" if spec == "sched-idle" else spec
+                name = ("idle" if priority is None else "training, SCHED_IDLE"
+                        if priority == "idle" else f"training, nice {int(priority)}")
                 name += " (again)" * sum(n.startswith(name) for n in result["phases"])
-                training = start_training(ws, nice) if nice is not None else None
+                training = start_training(ws, priority) if priority is not None else None
+                speeds = {}
                 try:
                     print(f"  phase {name} …", file=sys.stderr)
+                    if training:  # the training's speed with the app idle, then busy
+                        time.sleep(1.0)
+                        a = progress(training[0])
+                        time.sleep(args.quiet_s)
+                        b = progress(training[0])
+                        speeds = {"idle": speed(a, b), "threads": threads(training[1].pid)}
                     raw = phase(client, log, pid, args.switches, args.typed, args.bursts,
                                 profile,
                                 "".join(c for c in name if c.isalnum()))
+                    if training:
+                        speeds["busy"] = speed(b, progress(training[0]))
                 finally:
-                    speed = stop_training(*training) if training else None
+                    if training:
+                        stop_training(*training)
                 if not result["phases"]:  # the app's first phase: each mode's first visit
                     result["first_visits_ms"] = {
                         MODES[i % len(MODES)][1]: 1000 * ms
@@ -769,8 +810,8 @@ def main(argv=None) -> int:
                                                            else 0.001)  # chars -> thousands
                               for k, v in raw[f"{what}_split"].items()},
                            "app_cpu_per_key_ms": 1000 * raw[f"{what}_app_cpu_s"]}
-                    for what in WHAT} | {"raw": raw, "training_tokens_per_s": speed}
-            training = start_training(ws, 10)
+                    for what in WHAT} | {"raw": raw, "training_tokens_per_s": speeds or None}
+            training = start_training(ws, "idle")  # as the app starts one
             try:
                 result["quit_s"] = quit_time(client, tmp / "quit-marker")
             finally:
@@ -778,6 +819,7 @@ def main(argv=None) -> int:
         finally:
             client.close()
             tmux("kill-session", "-t", SESSION)
+    result["wall_s"] = time.monotonic() - started
     stamp = time.strftime("%Y%m%d-%H%M%S")
     io.write_json(Path(args.out) / f"tui_latency-{stamp}.json", result)
     io.write_text(Path(args.out) / f"tui_latency-{stamp}.txt", table(result) + "\n")

@@ -10,7 +10,7 @@ from textual.widgets import DataTable, OptionList, Static, TabbedContent
 
 from clara.data.datasets import write_dataset
 from clara.data.sources import list_sources
-from tests.tui_helpers import make_app, settle, wait_for
+from tests.tui_helpers import make_app, settle, shown, wait_for
 from tui.widgets.path_input import PathInput, PathSuggester
 
 
@@ -129,8 +129,11 @@ def test_build_a_cpt_dataset_through_its_form(workspace, tmp_path):
             assert "switch on 'replace'" in str(status.render())
             first = (workspace.datasets_dir / "story-cpt" / "train.jsonl").read_text()
             form.set_value("chunk_tokens", 60)
-            app.screen.query_one("#build-replace").value = True
+            replace = app.screen.query_one("#build-replace")
+            assert "off" in shown(replace).split()
+            replace.value = True
             await pilot.pause()
+            assert "on" in shown(replace).split()  # the state reads as text, not colour alone
             assert "--force" in str(app.screen.query_one("#build-command", Static).render())
             app.screen.query_one("#build-name").focus()
             await pilot.press("enter")

@@ -259,3 +259,35 @@ def test_the_form_shows_its_command_and_saves_and_loads_settings(ready):
             assert "loaded 3 setting(s)" in str(screen.query_one("#train-status").render())
 
     asyncio.run(go())
+
+
+def test_the_apps_trainings_run_under_sched_idle(monkeypatch):
+    """The app starts trainings under SCHED_IDLE (nice 10 where there is none) unless
+    $CLARA_WORKER_PRIORITY says otherwise; a bad setting is refused before any run starts."""
+    import os
+    import subprocess
+    import sys
+
+    from clara.errors import UsageError
+    from clara.runs import PRIORITY_ENV, WORKER_NICE, worker_priority
+    from tui.app import APP_WORKER_PRIORITY
+
+    probe = [sys.executable, "-S", "-c",
+             "import os; print(os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))"]
+    monkeypatch.setenv(PRIORITY_ENV, APP_WORKER_PRIORITY)
+    policy, nice = subprocess.run([*worker_priority(), *probe], capture_output=True, text=True,
+                                  check=True).stdout.split()
+    if hasattr(os, "SCHED_IDLE") and shutil.which("chrt"):
+        assert int(policy) == os.SCHED_IDLE
+    else:
+        assert int(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE)
+    monkeypatch.setenv(PRIORITY_ENV, "7")
+    out = subprocess.run([*worker_priority(), *probe], capture_output=True, text=True,
+                         check=True).stdout.split()
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # nice adds to the caller's niceness
+    assert int(out[0]) == os.SCHED_OTHER and int(out[1]) == min(19, base + 7)
+    monkeypatch.delenv(PRIORITY_ENV)  # the CLI's default: nice WORKER_NICE
+    assert worker_priority()[-2:] == ["-n", str(WORKER_NICE)]
+    monkeypatch.setenv(PRIORITY_ENV, "fast")
+    with pytest.raises(UsageError, match=PRIORITY_ENV):
+        worker_priority()

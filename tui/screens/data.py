@@ -26,6 +26,7 @@ from tui.widgets.data_qa import QAGenPanel, QARowBrowser, SourceReader
 from tui.widgets.kv import KeyValues
 from tui.widgets.live_text import LiveText, TextInput
 from tui.widgets.path_input import PathInput
+from tui.widgets.switch import StateSwitch
 
 SAMPLE_ROWS = 5
 
@@ -90,7 +91,7 @@ class DataScreen(ModeScreen):
                     for kind, (_title, cls, _fn) in self._builders().items():
                         yield ConfigForm(cls, id=f"build-form-{kind}")
                 with Horizontal(classes="form-buttons"):
-                    yield Switch(False, id="build-replace")
+                    yield StateSwitch(False, id="build-replace")
                     yield Label("replace a dataset of that name (--force)", classes="switch-label")
                     yield LiveText("", id="build-status")
                     yield Button("Build", id="build", variant="primary")
