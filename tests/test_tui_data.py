@@ -85,7 +85,9 @@ def test_dataset_browser_shows_statistics_and_sample_rows(workspace):
             table = app.screen.query_one("#datasets", DataTable)
             assert table.get_row("notes") == ["notes", "cpt", "10", "2", "-"]
             stats = app.screen.query_one("#dataset-stats").data
-            assert stats["kind"] == "text" and stats["train"].startswith("rows 10")
+            # the kind by the name the table uses, the rows' format beside it
+            assert stats["kind"] == "cpt" and stats["format"] == "text"
+            assert stats["train"].startswith("rows 10")
             samples = str(app.screen.query_one("#dataset-samples", Static).render())
             assert "text: Alia built the river mill" in samples
             problems = app.screen.query_one("#dataset-problems", OptionList)
@@ -214,5 +216,12 @@ def test_typing_in_the_build_form_never_runs_commands(workspace):
             await pilot.pause()
             assert app.screen.build_kind != "cpt"
             assert app.screen.query_one("#build-name").value == "nb-cpt-x"
+            # the Build tab shown by ctrl+t: letters at once go to the name, not to the kind
+            # list before it (they were lost)
+            await pilot.press("ctrl+y", "ctrl+t")
+            await settle(pilot)
+            await pilot.press(*"yz")
+            await pilot.pause()
+            assert app.screen.query_one("#build-name").value == "nb-cpt-xyz"
 
     asyncio.run(go())

@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from tui.app import WorkbenchApp
 
 
+
+def focus_at_end(field) -> None:
+    """Focus a text field with its cursor after its text: what was typed there before stays
+    (Tab into a field selects it all, and the next letter replaced it)."""
+    field.select_on_focus = False
+    field.focus(scroll_visible=False)
+    field.action_end()
+    field.call_after_refresh(setattr, field, "select_on_focus", True)
+
 class ModeScreen(Screen):
     """A mode screen. Subclasses write `compose_body` and `reload` (called again whenever the app
     switches workspace). Their workers use `exit_on_error=False`: a failure is routed here to the
@@ -107,6 +116,13 @@ class ModeScreen(Screen):
     def _focus_first_in(self, pane) -> None:
         if self.focused is not None:
             return  # the user has moved the focus meanwhile
+        # a tab whose first field is a choice with a default (Data's Build: the kind) names
+        # the field a user types into first (class `entry`): letters typed at once went to the
+        # choice and were lost
+        entry = [w for w in pane.query(".entry") if w.focusable]
+        if entry:
+            focus_at_end(entry[0])
+            return
         for widget in self.focus_chain:
             if pane in widget.ancestors:
                 widget.focus(scroll_visible=False)

@@ -20,7 +20,7 @@ from clara.errors import UserError
 from tui.widgets.table import Table
 from tui.command import command_line
 from tui.format import display_path, number, short
-from tui.screens.base import ModeScreen
+from tui.screens.base import ModeScreen, focus_at_end
 from tui.widgets.config_form import ConfigForm
 from tui.widgets.data_qa import QAGenPanel, QARowBrowser, SourceReader
 from tui.widgets.kv import KeyValues
@@ -85,7 +85,8 @@ class DataScreen(ModeScreen):
                     yield Select([(title, kind) for kind, (title, _c, _f)
                                   in self._builders().items()], value="cpt", allow_blank=False,
                                  id="build-kind", compact=True)
-                    yield TextInput(placeholder="name of the new dataset", id="build-name")
+                    yield TextInput(placeholder="name of the new dataset", id="build-name",
+                                    classes="entry")
                 yield LiveText("", id="build-command", classes="command-line")
                 with ContentSwitcher(id="build-forms", initial="build-form-cpt"):
                     for kind, (_title, cls, _fn) in self._builders().items():
@@ -271,12 +272,17 @@ class DataScreen(ModeScreen):
     @work(thread=True, exclusive=True, group="dataset-detail", exit_on_error=False)
     def _inspect_dataset(self, folder: Path) -> None:
         from clara.data.chunking import load_tokenizer
+        from clara.data.datasets import read_meta
         from clara.data.stats import dataset_report
         from clara.data.validate import validate_dataset
 
         _kind, _counts, problems = validate_dataset(folder)
         report = dataset_report(folder, load_tokenizer(None), samples=SAMPLE_ROWS)
-        stats = {"kind": report["kind"], "tokenizer": report["tokenizer"]}
+        # one name for a kind: the one the datasets table and the Train form use (cpt, sft),
+        # with the rows' format beside it when it says more (text, chat, completions)
+        kind = read_meta(folder).get("kind") or report["kind"]
+        stats = {"kind": kind, **({"format": report["kind"]} if report["kind"] != kind else {}),
+                 "tokenizer": report["tokenizer"]}
         for split, numbers in report["splits"].items():
             stats[split] = "  ".join(f"{k} {number(v)}" for k, v in numbers.items())
         for key in ("seed", "sources"):
@@ -313,11 +319,7 @@ class DataScreen(ModeScreen):
         if focused is not None and (focused is event.select or event.select in focused.ancestors):
             # chosen by keys: now the name (what was typed at once was lost on the list), its
             # cursor at the end: the name typed before stays (Tab into it selects it all)
-            name = self.query_one("#build-name", Input)
-            name.select_on_focus = False
-            name.focus()
-            name.action_end()
-            name.call_after_refresh(setattr, name, "select_on_focus", True)
+            focus_at_end(self.query_one("#build-name", Input))
 
     @on(Input.Changed, "#build-name")
     @on(Switch.Changed, "#build-replace")
