@@ -181,8 +181,17 @@ def test_validation_lists_every_problem_as_file_line_field(workspace, tmp_path):
             await settle(pilot)
             await pilot.press("ctrl+g")
             await settle(pilot)
-            status = str(app.screen.query_one("#validate-status", Static).render())
-            assert "good (text, 3 rows): valid" in status
+            status = app.screen.query_one("#validate-status", Static)
+            assert "good (text, 3 rows): valid" in str(status.render())
+            # a dataset's name typed in, as `clara data validate NAME` takes it (it said "no
+            # such file")
+            field = app.screen.query_one("#validate-path")
+            for name, said in (("nope", "no dataset of that name"),
+                               ("good", "good (text, 3 rows): valid")):
+                field.value = name
+                field.focus()
+                await pilot.press("enter")
+                await wait_for(pilot, lambda s=said: s in str(status.render()), what=said)
 
     asyncio.run(go())
 

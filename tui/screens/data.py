@@ -105,7 +105,7 @@ class DataScreen(ModeScreen):
             with TabPane("Validate", id="validate-tab"):
                 with Horizontal(classes="toolbar"):
                     yield PathInput(id="validate-path", suffixes=(".jsonl",),
-                                    placeholder="a .jsonl file or a dataset folder")
+                                    placeholder="a dataset's name, folder or .jsonl file")
                     yield Select(self._kind_options(), value="auto", allow_blank=False,
                                  id="validate-kind")
                     yield Button("Validate", id="validate", variant="primary")
@@ -420,17 +420,27 @@ class DataScreen(ModeScreen):
     @on(Button.Pressed, "#validate")
     def _validate(self) -> None:
         text = self.query_one("#validate-path", PathInput).value.strip()
-        if not text:
-            self.app.show_error("give a .jsonl file or a dataset folder to validate")
+        status = self.query_one("#validate-status", Static)
+        if not text:  # said inline, as every form says why not
+            status.update("give a dataset's name, folder or .jsonl file to validate")
             return
         kind = str(self.query_one("#validate-kind", Select).value)
-        self.query_one("#validate-status", Static).update(f"validating {text} …")
-        self._run_validation(Path(text).expanduser(), kind)
+        status.update(f"validating {text} …")
+        self._run_validation(text, kind)
 
     @work(thread=True, exclusive=True, group="validate", exit_on_error=False)
-    def _run_validation(self, path: Path, kind: str) -> None:
+    def _run_validation(self, text: str, kind: str) -> None:
+        from clara.data.datasets import resolve
         from clara.data.validate import validate_dataset, validate_file
 
+        try:  # as `clara data validate`: a path, else a dataset of the workspace by name
+            path = resolve(self.app.workspace, Path(text).expanduser())
+        except UserError as e:  # a dataset's name gave "no such file"
+            self.app.call_from_thread(self.query_one("#validate-status", Static).update,
+                                      str(e))
+            self.app.call_from_thread(self.query_one("#validate-problems",
+                                                     OptionList).clear_options)
+            return
         if path.is_dir():
             kind, counts, problems = validate_dataset(path, kind)
             rows = sum(counts.values())

@@ -297,7 +297,8 @@ class SourceReader(RoutesWorkerErrors, Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal():
             yield Select([], prompt="source", id="reader-source")
-            yield TextInput(placeholder="search (Enter: next match)", id="reader-search")
+            yield TextInput(placeholder="search (Enter: next match)", id="reader-search",
+                            classes="entry")  # what a user types first: a word to find
         yield Static("", id="reader-status")
         yield TextArea("", id="reader-text", read_only=True, soft_wrap=True)
 
