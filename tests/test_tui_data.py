@@ -227,9 +227,7 @@ def test_typing_in_the_build_form_never_runs_commands(workspace):
             assert app.screen.query_one("#build-name").value == "nb-cpt-x"
             # the Build tab shown by ctrl+t: letters at once go to the name, not to the kind
             # list before it (they were lost)
-            await pilot.press("ctrl+y", "ctrl+t")
-            await settle(pilot)
-            await pilot.press(*"yz")
+            await pilot.press("ctrl+y", "ctrl+t", *"yz")
             await pilot.pause()
             assert app.screen.query_one("#build-name").value == "nb-cpt-xyz"
 
