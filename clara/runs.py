@@ -448,7 +448,7 @@ def worker_priority(priority: str | int | None = None) -> list[str]:
     value = value or str(WORKER_NICE)
     if value == "idle":
         if _sched_idle_works():
-            return [shutil.which("chrt"), "--idle", "0"]
+            return [shutil.which("chrt"), "--idle", "0"]  # see start_worker: its autogroup too
         value = str(WORKER_NICE)
     try:
         nice = int(value)
@@ -457,6 +457,19 @@ def worker_priority(priority: str | int | None = None) -> list[str]:
     if not 0 <= nice <= 19:
         raise UsageError(f"{PRIORITY_ENV}={value!r}: use idle or a niceness from 0 to 19")
     return [shutil.which("nice"), "-n", str(nice)] if nice and shutil.which("nice") else []
+
+
+def lower_autogroup(pid: int) -> None:
+    """Give the session of `pid` (a worker started in a session of its own) the lowest share
+    of the CPU against other sessions. With autogroups (Linux's default on desktops and here),
+    the CPU is shared between sessions first and by niceness only within one: a detached
+    worker's nice 10 or SCHED_IDLE weighed as much as the app's whole session, and the app's
+    keys waited for a CPU beside it. Where there are no autogroups, nothing happens."""
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as f:
+            f.write("19")
+    except OSError:
+        pass
 
 
 @functools.cache
@@ -505,6 +518,8 @@ def start_worker(run: Run, detach: bool = False, world: dict | None = None,
     with open(run.path / "log.txt", "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=detach or bool(plan))
+    if "--idle" in prefix and (detach or plan):  # its own session: the autogroup is its own
+        lower_autogroup(proc.pid)
     # record the pid now, so a worker that dies while starting is still found out
     run.write_status(only_if=None if plan else ("queued",), pid=proc.pid,
                      pid_start=_proc_start(proc.pid))

@@ -267,6 +267,7 @@ def test_the_apps_trainings_run_under_sched_idle(monkeypatch):
     import os
     import subprocess
     import sys
+    from pathlib import Path
 
     from clara.errors import UsageError
     from clara.runs import PRIORITY_ENV, WORKER_NICE, worker_priority
@@ -281,6 +282,18 @@ def test_the_apps_trainings_run_under_sched_idle(monkeypatch):
         assert int(policy) == os.SCHED_IDLE
     else:
         assert int(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE)
+    if Path("/proc/self/autogroup").is_file():  # its own session weighs least against others
+        from clara.runs import lower_autogroup
+
+        worker = subprocess.Popen([*worker_priority(), sys.executable, "-S", "-c",
+                                   "import time; time.sleep(30)"], start_new_session=True)
+        try:
+            lower_autogroup(worker.pid)
+            assert Path(f"/proc/{worker.pid}/autogroup").read_text().split()[-1] == "19"
+            assert Path("/proc/self/autogroup").read_text().split()[-1] != "19"  # ours kept
+        finally:
+            worker.kill()
+            worker.wait()
     monkeypatch.setenv(PRIORITY_ENV, "7")
     out = subprocess.run([*worker_priority(), *probe], capture_output=True, text=True,
                          check=True).stdout.split()
