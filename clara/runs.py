@@ -440,10 +440,11 @@ PRIORITY_ENV = "CLARA_WORKER_PRIORITY"  # "idle" (SCHED_IDLE where there is one)
 
 def worker_priority(priority: str | int | None = None) -> list[str]:
     """The command prefix that starts a worker at `priority` (else $CLARA_WORKER_PRIORITY, else
-    nice WORKER_NICE). "idle": Linux's SCHED_IDLE (`chrt --idle 0`), the training runs on CPU
-    time nothing else wants and any other process that wakes takes the CPU from it at once
-    (under nice 10 the app's keys still waited for a CPU beside the training); where SCHED_IDLE
-    does not exist (macOS) or is refused, nice WORKER_NICE. A number: that niceness (0: none)."""
+    nice WORKER_NICE). "idle": Linux's SCHED_IDLE (`chrt --idle 0`; start_worker also lowers a
+    detached worker's autogroup, see lower_autogroup), the training runs on CPU time nothing
+    else wants and any other process that wakes takes the CPU from it at once (under nice 10 the
+    app's keys still waited for a CPU beside the training); where SCHED_IDLE does not exist
+    (macOS) or is refused, nice WORKER_NICE. A number: that niceness (0: none)."""
     value = os.environ.get(PRIORITY_ENV, "").strip() if priority is None else str(priority)
     value = value or str(WORKER_NICE)
     if value == "idle":
@@ -459,15 +460,17 @@ def worker_priority(priority: str | int | None = None) -> list[str]:
     return [shutil.which("nice"), "-n", str(nice)] if nice and shutil.which("nice") else []
 
 
-def lower_autogroup(pid: int) -> None:
-    """Give the session of `pid` (a worker started in a session of its own) the lowest share
-    of the CPU against other sessions. With autogroups (Linux's default on desktops and here),
-    the CPU is shared between sessions first and by niceness only within one: a detached
-    worker's nice 10 or SCHED_IDLE weighed as much as the app's whole session, and the app's
-    keys waited for a CPU beside it. Where there are no autogroups, nothing happens."""
+def lower_autogroup(pid: int, nice: int = WORKER_NICE) -> None:
+    """Give the session of `pid` (a worker started in a session of its own) the CPU share of
+    niceness `nice` against other sessions. With autogroups (Linux's default on desktops and
+    here), the CPU is shared between sessions first and by niceness only within one: a
+    detached worker's nice 10 or SCHED_IDLE weighed as much as the app's whole session, and the
+    app's keys waited for a CPU beside it. Not 19: the training would then get 1.5 % beside any
+    busy session (on a shared machine it did not get through its start in 2.5 minutes); at 10,
+    about 10 %, and all of an otherwise idle machine. Without autogroups, nothing happens."""
     try:
         with open(f"/proc/{pid}/autogroup", "w") as f:
-            f.write("19")
+            f.write(str(nice))
     except OSError:
         pass
 

@@ -287,10 +287,12 @@ def test_the_apps_trainings_run_under_sched_idle(monkeypatch):
 
         worker = subprocess.Popen([*worker_priority(), sys.executable, "-S", "-c",
                                    "import time; time.sleep(30)"], start_new_session=True)
+        ours = Path("/proc/self/autogroup").read_text()
         try:
             lower_autogroup(worker.pid)
-            assert Path(f"/proc/{worker.pid}/autogroup").read_text().split()[-1] == "19"
-            assert Path("/proc/self/autogroup").read_text().split()[-1] != "19"  # ours kept
+            nice = Path(f"/proc/{worker.pid}/autogroup").read_text().split()[-1]
+            assert nice == str(WORKER_NICE)
+            assert Path("/proc/self/autogroup").read_text() == ours  # its session's, not ours
         finally:
             worker.kill()
             worker.wait()
