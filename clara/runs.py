@@ -521,7 +521,9 @@ def start_worker(run: Run, detach: bool = False, world: dict | None = None,
     with open(run.path / "log.txt", "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=detach or bool(plan))
-    if "--idle" in prefix and (detach or plan):  # its own session: the autogroup is its own
+    # a session of its own (or of this process when it leads one: a detached pipeline driver),
+    # never a terminal's: its autogroup is the training's alone
+    if "--idle" in prefix and (detach or plan or os.getsid(0) == os.getpid()):
         lower_autogroup(proc.pid)
     # record the pid now, so a worker that dies while starting is still found out
     run.write_status(only_if=None if plan else ("queued",), pid=proc.pid,
