@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import secrets
 import shutil
@@ -434,16 +435,69 @@ def find_run(ws: Workspace, ref: str) -> Run:
 
 
 WORKER_NICE = 10  # niceness of training workers: the app stays responsive while they train
+PRIORITY_ENV = "CLARA_WORKER_PRIORITY"  # "idle" (SCHED_IDLE where there is one) or a niceness
 
 
-def start_worker(run: Run, detach: bool = False, world: dict | None = None) -> subprocess.Popen:
+def worker_priority(priority: str | int | None = None) -> list[str]:
+    """The command prefix that starts a worker at `priority` (else $CLARA_WORKER_PRIORITY, else
+    nice WORKER_NICE). "idle": Linux's SCHED_IDLE (`chrt --idle 0`; start_worker also lowers a
+    detached worker's autogroup, see lower_autogroup), the training runs on CPU time nothing
+    else wants and any other process that wakes takes the CPU from it at once (under nice 10 the
+    app's keys still waited for a CPU beside the training); where SCHED_IDLE does not exist
+    (macOS) or is refused, nice WORKER_NICE. A number: that niceness (0: none)."""
+    value = os.environ.get(PRIORITY_ENV, "").strip() if priority is None else str(priority)
+    value = value or str(WORKER_NICE)
+    if value == "idle":
+        if _sched_idle_works():
+            return [shutil.which("chrt"), "--idle", "0"]  # see start_worker: its autogroup too
+        value = str(WORKER_NICE)
+    try:
+        nice = int(value)
+    except ValueError:
+        nice = -1
+    if not 0 <= nice <= 19:
+        raise UsageError(f"{PRIORITY_ENV}={value!r}: use idle or a niceness from 0 to 19")
+    return [shutil.which("nice"), "-n", str(nice)] if nice and shutil.which("nice") else []
+
+
+def lower_autogroup(pid: int, nice: int = WORKER_NICE) -> None:
+    """Give the session of `pid` (a worker started in a session of its own) the CPU share of
+    niceness `nice` against other sessions. With autogroups (Linux's default on desktops and
+    here), the CPU is shared between sessions first and by niceness only within one: a
+    detached worker's nice 10 or SCHED_IDLE weighed as much as the app's whole session, and the
+    app's keys waited for a CPU beside it. Not 19: the training would then get 1.5 % beside any
+    busy session (on a shared machine it did not get through its start in 2.5 minutes); at 10,
+    about 10 %, and all of an otherwise idle machine. Without autogroups, nothing happens."""
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as f:
+            f.write(str(nice))
+    except OSError:
+        pass
+
+
+@functools.cache
+def _sched_idle_works() -> bool:
+    chrt = shutil.which("chrt")
+    if not hasattr(os, "SCHED_IDLE") or not chrt:
+        return False
+    try:  # a sandbox may refuse the policy: then nice, not a worker that cannot start
+        return subprocess.run([chrt, "--idle", "0", "true"], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def start_worker(run: Run, detach: bool = False, world: dict | None = None,
+                 priority: str | int | None = None) -> subprocess.Popen:
     """Start `python -m clara.worker RUN_DIR` with the BLAS preload; detached: own session.
 
     Several processes (the run's nproc/hosts/hostfile/backend, or `world` overriding them on
     resume): the workers are started by mlx.launch (clara/train/distributed.py), in a session of
-    their own so Ctrl-C reaches the CLI, which asks them to stop through the stop file."""
+    their own so Ctrl-C reaches the CLI, which asks them to stop through the stop file.
+    `priority`: see worker_priority (the default reads $CLARA_WORKER_PRIORITY)."""
     from clara.platform import env_with_blas
 
+    prefix = worker_priority(priority)  # a bad setting fails before the run is marked queued
     if run.is_active() and run.raw_status().get("pid"):
         raise UserError(f"run {run.id} is already running (pid {run.raw_status()['pid']})")
     cfg = {**run.config().get("config", {}), **(world or {})}
@@ -463,11 +517,14 @@ def start_worker(run: Run, detach: bool = False, world: dict | None = None) -> s
         if run.stop_file.exists():  # every rank reads it: gone before any starts
             run.stop_file.unlink()
         cmd = distributed.launch_command(plan, run.path)
-    if WORKER_NICE and shutil.which("nice"):  # training yields the CPU to the app and the shell
-        cmd = [shutil.which("nice"), "-n", str(WORKER_NICE), *cmd]
+    cmd = [*prefix, *cmd]  # training yields the CPU to the app and the shell
     with open(run.path / "log.txt", "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=detach or bool(plan))
+    # a session of its own (or of this process when it leads one: a detached pipeline driver),
+    # never a terminal's: its autogroup is the training's alone
+    if "--idle" in prefix and (detach or plan or os.getsid(0) == os.getpid()):
+        lower_autogroup(proc.pid)
     # record the pid now, so a worker that dies while starting is still found out
     run.write_status(only_if=None if plan else ("queued",), pid=proc.pid,
                      pid_start=_proc_start(proc.pid))

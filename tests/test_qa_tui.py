@@ -51,6 +51,21 @@ def test_generate_preview_write_browse_delete_and_read(workspace):
             await wait_for(pilot, path.is_file, what="the QA dataset")
             rows = io.read_jsonl(path)
             await settle(pilot)
+            # the command the form stands for; the same name again says how to replace it,
+            # and the form has that way (it said "use --force" with no force in the app)
+            command = screen.query_one("#qa-command", Static)
+            assert str(command.render()) == "clara data build qa hb-qa --per-chunk 2"
+            await pilot.press("enter")
+            await settle(pilot)
+            assert "switch on 'replace'" in str(screen.query_one("#qa-status", Static).render())
+            screen.query_one("#qa-replace").value = True
+            await pilot.pause()
+            assert str(command.render()).endswith("--per-chunk 2 --force")
+            path.unlink()
+            await pilot.press("enter")
+            await wait_for(pilot, path.is_file, what="the QA dataset replaced")
+            assert io.read_jsonl(path) == rows
+            await settle(pilot)
 
             screen.query_one("#data-tabs", TabbedContent).active = "qa-rows-tab"
             await settle(pilot)

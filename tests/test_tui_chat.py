@@ -12,7 +12,7 @@ from textual.widgets import Select, SelectionList, Static
 
 from clara.chat.log import ChatLog
 from clara.data.sources import import_files
-from tests.tui_helpers import make_app, settle, wait_for
+from tests.tui_helpers import make_app, settle, shown, wait_for
 from tui.screens.chat import ChatScreen, ChatTurn
 
 
@@ -60,10 +60,14 @@ def test_a_reply_streams_token_by_token_with_statistics_and_is_logged(chat_ws):
             # multi-turn (on by default) keeps the exchange in the session's history
             assert len(screen.session.history) == 2
             # greedy again, thinking banned, multi-turn off: the next reply's settings
+            multi, random_ = screen.query_one("#chat-multi"), screen.query_one("#chat-random")
+            assert "on" in shown(multi).split() and "on" in shown(random_).split()
             await pilot.click("#chat-random")
             await pilot.click("#chat-multi")
             screen.query_one("#chat-thinking", Select).value = "ban"
             await pilot.pause()
+            # a switch's state reads as text, not only as its knob's place and colour
+            assert "off" in shown(multi).split() and "off" in shown(random_).split()
             screen.send("And the bell?")
             await wait_for(pilot, lambda: not screen.busy, timeout=60, what="second reply")
             s = screen.session.settings

@@ -10,7 +10,7 @@ from textual.widgets import DataTable, OptionList, Static, TabbedContent
 
 from clara.data.datasets import write_dataset
 from clara.data.sources import list_sources
-from tests.tui_helpers import make_app, settle, wait_for
+from tests.tui_helpers import make_app, settle, shown, wait_for
 from tui.widgets.path_input import PathInput, PathSuggester
 
 
@@ -85,7 +85,9 @@ def test_dataset_browser_shows_statistics_and_sample_rows(workspace):
             table = app.screen.query_one("#datasets", DataTable)
             assert table.get_row("notes") == ["notes", "cpt", "10", "2", "-"]
             stats = app.screen.query_one("#dataset-stats").data
-            assert stats["kind"] == "text" and stats["train"].startswith("rows 10")
+            # the kind by the name the table uses, the rows' format beside it
+            assert stats["kind"] == "cpt" and stats["format"] == "text"
+            assert stats["train"].startswith("rows 10")
             samples = str(app.screen.query_one("#dataset-samples", Static).render())
             assert "text: Alia built the river mill" in samples
             problems = app.screen.query_one("#dataset-problems", OptionList)
@@ -129,8 +131,11 @@ def test_build_a_cpt_dataset_through_its_form(workspace, tmp_path):
             assert "switch on 'replace'" in str(status.render())
             first = (workspace.datasets_dir / "story-cpt" / "train.jsonl").read_text()
             form.set_value("chunk_tokens", 60)
-            app.screen.query_one("#build-replace").value = True
+            replace = app.screen.query_one("#build-replace")
+            assert "off" in shown(replace).split()
+            replace.value = True
             await pilot.pause()
+            assert "on" in shown(replace).split()  # the state reads as text, not colour alone
             assert "--force" in str(app.screen.query_one("#build-command", Static).render())
             app.screen.query_one("#build-name").focus()
             await pilot.press("enter")
@@ -176,8 +181,17 @@ def test_validation_lists_every_problem_as_file_line_field(workspace, tmp_path):
             await settle(pilot)
             await pilot.press("ctrl+g")
             await settle(pilot)
-            status = str(app.screen.query_one("#validate-status", Static).render())
-            assert "good (text, 3 rows): valid" in status
+            status = app.screen.query_one("#validate-status", Static)
+            assert "good (text, 3 rows): valid" in str(status.render())
+            # a dataset's name typed in, as `clara data validate NAME` takes it (it said "no
+            # such file")
+            field = app.screen.query_one("#validate-path")
+            for name, said in (("nope", "no dataset of that name"),
+                               ("good", "good (text, 3 rows): valid")):
+                field.value = name
+                field.focus()
+                await pilot.press("enter")
+                await wait_for(pilot, lambda s=said: s in str(status.render()), what=said)
 
     asyncio.run(go())
 
@@ -211,5 +225,10 @@ def test_typing_in_the_build_form_never_runs_commands(workspace):
             await pilot.pause()
             assert app.screen.build_kind != "cpt"
             assert app.screen.query_one("#build-name").value == "nb-cpt-x"
+            # the Build tab shown by ctrl+t: letters at once go to the name, not to the kind
+            # list before it (they were lost)
+            await pilot.press("ctrl+y", "ctrl+t", *"yz")
+            await pilot.pause()
+            assert app.screen.query_one("#build-name").value == "nb-cpt-xyz"
 
     asyncio.run(go())

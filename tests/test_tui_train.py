@@ -245,7 +245,7 @@ def test_the_form_shows_its_command_and_saves_and_loads_settings(ready):
             await pilot.pause()
             assert "type a path first" in str(screen.query_one("#train-status").render())
             assert app.focused is screen.query_one("#settings-path")
-            await pilot.press(*"fast.toml", "ctrl+s")
+            await pilot.press(*"fast.toml", "enter")  # Enter does what ctrl+s asked the path for
             await pilot.pause()
             assert io.read_toml(ready.path / "fast.toml") == {
                 "model": "tiny", "iters": 7, "learning_rate": 0.002}
@@ -253,9 +253,59 @@ def test_the_form_shows_its_command_and_saves_and_loads_settings(ready):
             assert f"--config {ready.path / 'fast.toml'}" in str(
                 screen.query_one("#train-status").render()).replace("\n", "")
             form.set_value("iters", 300)
+            await pilot.press("enter")  # Enter alone: which key does what, nothing done
+            await pilot.pause()
+            assert "ctrl+s saves" in str(screen.query_one("#train-status").render())
             await pilot.press("ctrl+r")
             await settle(pilot)
             assert form.raw_values()["iters"] == 7
             assert "loaded 3 setting(s)" in str(screen.query_one("#train-status").render())
 
     asyncio.run(go())
+
+
+def test_the_apps_trainings_run_under_sched_idle(monkeypatch):
+    """The app starts trainings under SCHED_IDLE (nice 10 where there is none) unless
+    $CLARA_WORKER_PRIORITY says otherwise; a bad setting is refused before any run starts."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from clara.errors import UsageError
+    from clara.runs import PRIORITY_ENV, WORKER_NICE, worker_priority
+    from tui.app import APP_WORKER_PRIORITY
+
+    probe = [sys.executable, "-S", "-c",
+             "import os; print(os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))"]
+    monkeypatch.setenv(PRIORITY_ENV, APP_WORKER_PRIORITY)
+    policy, nice = subprocess.run([*worker_priority(), *probe], capture_output=True, text=True,
+                                  check=True).stdout.split()
+    if hasattr(os, "SCHED_IDLE") and shutil.which("chrt"):
+        assert int(policy) == os.SCHED_IDLE
+    else:
+        assert int(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE)
+    if Path("/proc/self/autogroup").is_file():  # its own session weighs least against others
+        from clara.runs import lower_autogroup
+
+        worker = subprocess.Popen([*worker_priority(), sys.executable, "-S", "-c",
+                                   "import time; time.sleep(30)"], start_new_session=True)
+        ours = Path("/proc/self/autogroup").read_text()
+        try:
+            lower_autogroup(worker.pid)
+            nice = Path(f"/proc/{worker.pid}/autogroup").read_text().split()[-1]
+            assert nice == str(WORKER_NICE)
+            assert Path("/proc/self/autogroup").read_text() == ours  # its session's, not ours
+        finally:
+            worker.kill()
+            worker.wait()
+    monkeypatch.setenv(PRIORITY_ENV, "7")
+    out = subprocess.run([*worker_priority(), *probe], capture_output=True, text=True,
+                         check=True).stdout.split()
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # nice adds to the caller's niceness
+    assert int(out[0]) == os.SCHED_OTHER and int(out[1]) == min(19, base + 7)
+    monkeypatch.delenv(PRIORITY_ENV)  # the CLI's default: nice WORKER_NICE
+    assert worker_priority()[-2:] == ["-n", str(WORKER_NICE)]
+    monkeypatch.setenv(PRIORITY_ENV, "fast")
+    with pytest.raises(UsageError, match=PRIORITY_ENV):
+        worker_priority()

@@ -54,3 +54,9 @@ async def wait_for(pilot, predicate, timeout: float = 30.0, what: str = "conditi
             raise AssertionError(f"timed out waiting for {what}")
         await pilot.pause(0.1)
         await asyncio.sleep(0)
+
+
+def shown(widget) -> str:
+    """The text `widget` shows on screen now (its rendered lines, without colours): what a
+    monochrome terminal or a screenshot reads."""
+    return "\n".join(widget.render_line(y).text for y in range(widget.size.height))

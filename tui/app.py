@@ -41,6 +41,9 @@ from tui.widgets.dialogs import ErrorDialog
 log = logging.getLogger(__name__)
 
 MODE_TITLES = {m.name: m.title for m in MODE_LIST}
+# the priority of the trainings the app starts, unless $CLARA_WORKER_PRIORITY says otherwise:
+# SCHED_IDLE (nice 10 where there is none); see clara.runs.worker_priority
+APP_WORKER_PRIORITY = "idle"
 
 
 class WorkspaceCommands(Provider):
@@ -567,6 +570,11 @@ def run_app(root: Path, workspace: str | None = None) -> None:
     Quitting does not wait for thread workers still loading a model or writing a reply (asyncio
     would join them, and Python again at exit: seconds): once the terminal is restored the
     process ends. Training runs are processes of their own and go on."""
+    from clara.runs import PRIORITY_ENV
+
+    # trainings started here (and by pipelines started here) run under SCHED_IDLE unless the
+    # user says otherwise: at nice 10 the app's keys still waited for a CPU beside them
+    os.environ.setdefault(PRIORITY_ENV, APP_WORKER_PRIORITY)
     app = WorkbenchApp(root=root, workspace=workspace)
     app.run(loop=asyncio.new_event_loop())
     sys.stdout.flush()

@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from tui.app import WorkbenchApp
 
 
+
+def focus_at_end(field) -> None:
+    """Focus a text field with its cursor after its text: what was typed there before stays
+    (Tab into a field selects it all, and the next letter replaced it)."""
+    field.select_on_focus = False
+    field.focus(scroll_visible=False)
+    field.action_end()
+    field.call_after_refresh(setattr, field, "select_on_focus", True)
+
 class ModeScreen(Screen):
     """A mode screen. Subclasses write `compose_body` and `reload` (called again whenever the app
     switches workspace). Their workers use `exit_on_error=False`: a failure is routed here to the
@@ -89,7 +98,7 @@ class ModeScreen(Screen):
         self.set_focus(None)  # a field of the hidden tab would pull it back into view
         # then the new tab's first field: with no focus, Tab went to the tab bar first and
         # letters typed at once were lost
-        self.call_after_refresh(self._focus_first_in, tabs.get_pane(pane_id))
+        self._focus_pane(tabs.get_pane(pane_id))
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         """A main tab shown by code (the palette, a key, a test) while a field of another tab
@@ -102,7 +111,19 @@ class ModeScreen(Screen):
         if pane is None or tabs not in self.focused.ancestors or pane in self.focused.ancestors:
             return
         self.set_focus(None)
-        self.call_after_refresh(self._focus_first_in, pane)
+        self._focus_pane(pane)
+
+    def _focus_pane(self, pane) -> None:
+        """The focus to `pane`'s field a user types into first: the one of class `entry` where
+        the pane names one (Data's Build: the name, not the kind list before it, where letters
+        typed at once were lost), at once (focus() is queued ahead of the keys held behind the
+        tab key, even when the app is too busy to paint before they are released); else its
+        first field, once the pane is laid out (the focus chain holds only what is shown)."""
+        entry = [w for w in pane.query(".entry") if w.focusable]
+        if entry:
+            focus_at_end(entry[0])
+        else:
+            self.call_after_refresh(self._focus_first_in, pane)
 
     def _focus_first_in(self, pane) -> None:
         if self.focused is not None:

@@ -20,6 +20,7 @@ from textual.widgets import (Collapsible, Input, Label, LoadingIndicator, Select
 from clara.errors import UserError
 from tui.screens.base import ModeScreen
 from tui.widgets.live_text import TextInput
+from tui.widgets.switch import StateSwitch
 from tui.widgets.ticklist import TickList
 
 THINKING = [("hide reasoning", "hide"), ("show reasoning", "show"), ("ban reasoning", "ban")]
@@ -205,10 +206,10 @@ class ChatScreen(ModeScreen):
                 yield Static("CLaRa runs answer from these; a plain model gets the best "
                              f"{RAG_TOP_K} passages in its prompt.", classes="side-help")
                 with Horizontal(classes="switch-row"):
-                    yield Switch(True, id="chat-multi")
+                    yield StateSwitch(True, id="chat-multi")
                     yield Label("multi-turn")
                 with Horizontal(classes="switch-row"):
-                    yield Switch(False, id="chat-random")
+                    yield StateSwitch(False, id="chat-random")
                     yield Label(f"randomness (temp {RANDOM_TEMPERATURE})")
                 yield Select(THINKING, id="chat-thinking", value="hide", allow_blank=False,
                              compact=True)

@@ -20,12 +20,13 @@ from clara.errors import UserError
 from tui.widgets.table import Table
 from tui.command import command_line
 from tui.format import display_path, number, short
-from tui.screens.base import ModeScreen
+from tui.screens.base import ModeScreen, focus_at_end
 from tui.widgets.config_form import ConfigForm
 from tui.widgets.data_qa import QAGenPanel, QARowBrowser, SourceReader
 from tui.widgets.kv import KeyValues
 from tui.widgets.live_text import LiveText, TextInput
 from tui.widgets.path_input import PathInput
+from tui.widgets.switch import StateSwitch
 
 SAMPLE_ROWS = 5
 
@@ -84,13 +85,14 @@ class DataScreen(ModeScreen):
                     yield Select([(title, kind) for kind, (title, _c, _f)
                                   in self._builders().items()], value="cpt", allow_blank=False,
                                  id="build-kind", compact=True)
-                    yield TextInput(placeholder="name of the new dataset", id="build-name")
+                    yield TextInput(placeholder="name of the new dataset", id="build-name",
+                                    classes="entry")
                 yield LiveText("", id="build-command", classes="command-line")
                 with ContentSwitcher(id="build-forms", initial="build-form-cpt"):
                     for kind, (_title, cls, _fn) in self._builders().items():
                         yield ConfigForm(cls, id=f"build-form-{kind}")
                 with Horizontal(classes="form-buttons"):
-                    yield Switch(False, id="build-replace")
+                    yield StateSwitch(False, id="build-replace")
                     yield Label("replace a dataset of that name (--force)", classes="switch-label")
                     yield LiveText("", id="build-status")
                     yield Button("Build", id="build", variant="primary")
@@ -103,7 +105,7 @@ class DataScreen(ModeScreen):
             with TabPane("Validate", id="validate-tab"):
                 with Horizontal(classes="toolbar"):
                     yield PathInput(id="validate-path", suffixes=(".jsonl",),
-                                    placeholder="a .jsonl file or a dataset folder")
+                                    placeholder="a dataset's name, folder or .jsonl file")
                     yield Select(self._kind_options(), value="auto", allow_blank=False,
                                  id="validate-kind")
                     yield Button("Validate", id="validate", variant="primary")
@@ -270,12 +272,17 @@ class DataScreen(ModeScreen):
     @work(thread=True, exclusive=True, group="dataset-detail", exit_on_error=False)
     def _inspect_dataset(self, folder: Path) -> None:
         from clara.data.chunking import load_tokenizer
+        from clara.data.datasets import read_meta
         from clara.data.stats import dataset_report
         from clara.data.validate import validate_dataset
 
         _kind, _counts, problems = validate_dataset(folder)
         report = dataset_report(folder, load_tokenizer(None), samples=SAMPLE_ROWS)
-        stats = {"kind": report["kind"], "tokenizer": report["tokenizer"]}
+        # one name for a kind: the one the datasets table and the Train form use (cpt, sft),
+        # with the rows' format beside it when it says more (text, chat, completions)
+        kind = read_meta(folder).get("kind") or report["kind"]
+        stats = {"kind": kind, **({"format": report["kind"]} if report["kind"] != kind else {}),
+                 "tokenizer": report["tokenizer"]}
         for split, numbers in report["splits"].items():
             stats[split] = "  ".join(f"{k} {number(v)}" for k, v in numbers.items())
         for key in ("seed", "sources"):
@@ -312,11 +319,7 @@ class DataScreen(ModeScreen):
         if focused is not None and (focused is event.select or event.select in focused.ancestors):
             # chosen by keys: now the name (what was typed at once was lost on the list), its
             # cursor at the end: the name typed before stays (Tab into it selects it all)
-            name = self.query_one("#build-name", Input)
-            name.select_on_focus = False
-            name.focus()
-            name.action_end()
-            name.call_after_refresh(setattr, name, "select_on_focus", True)
+            focus_at_end(self.query_one("#build-name", Input))
 
     @on(Input.Changed, "#build-name")
     @on(Switch.Changed, "#build-replace")
@@ -417,17 +420,27 @@ class DataScreen(ModeScreen):
     @on(Button.Pressed, "#validate")
     def _validate(self) -> None:
         text = self.query_one("#validate-path", PathInput).value.strip()
-        if not text:
-            self.app.show_error("give a .jsonl file or a dataset folder to validate")
+        status = self.query_one("#validate-status", Static)
+        if not text:  # said inline, as every form says why not
+            status.update("give a dataset's name, folder or .jsonl file to validate")
             return
         kind = str(self.query_one("#validate-kind", Select).value)
-        self.query_one("#validate-status", Static).update(f"validating {text} …")
-        self._run_validation(Path(text).expanduser(), kind)
+        status.update(f"validating {text} …")
+        self._run_validation(text, kind)
 
     @work(thread=True, exclusive=True, group="validate", exit_on_error=False)
-    def _run_validation(self, path: Path, kind: str) -> None:
+    def _run_validation(self, text: str, kind: str) -> None:
+        from clara.data.datasets import resolve
         from clara.data.validate import validate_dataset, validate_file
 
+        try:  # as `clara data validate`: a path, else a dataset of the workspace by name
+            path = resolve(self.app.workspace, Path(text).expanduser())
+        except UserError as e:  # a dataset's name gave "no such file"
+            self.app.call_from_thread(self.query_one("#validate-status", Static).update,
+                                      str(e))
+            self.app.call_from_thread(self.query_one("#validate-problems",
+                                                     OptionList).clear_options)
+            return
         if path.is_dir():
             kind, counts, problems = validate_dataset(path, kind)
             rows = sum(counts.values())

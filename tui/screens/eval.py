@@ -18,6 +18,7 @@ from clara.errors import UserError
 from tui.widgets.table import Table
 from tui.format import short
 from tui.screens.base import ModeScreen
+from tui.widgets.switch import StateSwitch
 from tui.widgets.ticklist import TickList
 from tui.widgets.config_form import ConfigForm
 
@@ -112,8 +113,8 @@ class EvalScreen(ModeScreen):
                         yield Label("Configurations", classes="side-label")
                         yield TickList(id="eval-configs")
                         with Horizontal(classes="switch-row"):
-                            yield Switch(False, id="eval-compare")
-                            yield Label("compare: base vs adapters + retention probe")
+                            yield StateSwitch(False, id="eval-compare")
+                            yield Label("compare with the base, retention probe")
                     with Vertical(id="eval-settings"):
                         yield ConfigForm(EvalConfig, hidden=FORM_HIDDEN, values=FORM_VALUES,
                                          id="eval-form", classes="stacked")  # beside the list

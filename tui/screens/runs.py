@@ -75,6 +75,11 @@ class RunMetrics:
         return out
 
 
+def _adapter_columns(table: DataTable) -> None:
+    if not table.columns:
+        table.add_columns("adapter", "step", "files")
+
+
 class RunsScreen(ModeScreen):
     TITLE = "Runs"
     CSS_PATH = "runs.tcss"
@@ -145,7 +150,8 @@ class RunsScreen(ModeScreen):
                            ("model", "model"), ("step", "step"), ("best_val", "best val"),
                            ("duration", "duration"), ("tags", "tags")):
             table.add_column(title, key=key)
-        self.query_one("#run-adapters", DataTable).add_columns("adapter", "step", "files")
+        for adapters in self.query("#run-adapters"):  # else when it is first filled: under
+            _adapter_columns(adapters)  # load a tab's panes were once not mounted here yet
         self.set_interval(2.0, self._refresh_table)
 
     def reload(self) -> None:
@@ -391,6 +397,7 @@ class RunsScreen(ModeScreen):
                                                                  "when the run ends_")
         table = self.query_one("#run-adapters", DataTable)
         table.clear()
+        _adapter_columns(table)
         for row in adapters:
             table.add_row(*row)
 

@@ -12,7 +12,7 @@ from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Label, Select, Static, TabbedContent, TabPane
+from textual.widgets import Button, Input, Label, Select, Static, TabbedContent, TabPane
 
 from clara.errors import UserError
 from clara.train.config import TrainConfig
@@ -408,14 +408,18 @@ class TrainScreen(ModeScreen):
         self._launch(kind, data)
 
     # -- settings files (the CLI reads the same TOML with --config) -------------------------------
-    def _settings_file(self):
+    _settings_wanted: str | None = None  # ctrl+s or ctrl+r asked for a path: Enter in it does that
+
+    def _settings_file(self, wanted: str):
         from pathlib import Path
 
         field = self.query_one("#settings-path", PathInput)
         text = field.value.strip()
+        self._settings_wanted = None if text else wanted
         if not text:
             field.focus()  # where to type it: the field was out of the way of a keyboard user
-            raise UserError("settings file: type a path first (e.g. my-lora.toml)")
+            raise UserError(f"settings file: type a path first (e.g. my-lora.toml), then Enter "
+                            f"{wanted}s")
         path = Path(text).expanduser()
         if not path.is_absolute() and self.app.workspace is not None:
             path = self.app.workspace.path / path
@@ -426,7 +430,7 @@ class TrainScreen(ModeScreen):
 
         form = self.current_form()
         try:
-            path = self._settings_file()
+            path = self._settings_file("save")
             values = form.changed_values() if form else {}
             io.write_toml(path, {k: v for k, v in values.items() if v is not None})
         except UserError as e:
@@ -443,7 +447,7 @@ class TrainScreen(ModeScreen):
         if form is None:
             return
         try:
-            path = self._settings_file()
+            path = self._settings_file("load")
             if not path.is_file():
                 raise UserError(f"{path}: no such file")
             values = io.read_toml(path)
@@ -457,6 +461,19 @@ class TrainScreen(ModeScreen):
             self._say(str(e), error=True)
             return
         self._say(f"loaded {len(values)} setting(s) from {path.name}")
+
+    @on(Input.Submitted, "#settings-path")
+    def _settings_entered(self, event) -> None:
+        """Enter in the settings file's field: what ctrl+s or ctrl+r asked it for, else says
+        which key does what (Enter did nothing: a path typed after ctrl+s was not saved)."""
+        event.stop()
+        wanted, self._settings_wanted = self._settings_wanted, None
+        if wanted == "save":
+            self.action_save_settings()
+        elif wanted == "load":
+            self.action_load_settings()
+        else:
+            self._say("settings file: ctrl+s saves the form to it, ctrl+r loads it", error=True)
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def _launch(self, kind: str, config: dict) -> None:

@@ -18,6 +18,7 @@ from textual.widgets import Input, Label, Select, Switch
 
 from clara.errors import UserError
 from tui.widgets.live_text import TextInput
+from tui.widgets.switch import StateSwitch
 
 
 def _base_type(tp: Any) -> tuple[type, bool]:
@@ -129,7 +130,7 @@ class ConfigForm(VerticalScroll, can_focus=False):
                 yield Label(f.name, classes="form-label")
                 wid = f"field-{f.name}"
                 if base is bool:
-                    yield Switch(bool(value), id=wid, classes="form-field")
+                    yield StateSwitch(bool(value), id=wid, classes="form-field")
                 elif f.name in self.choices:
                     options = [(c, c) for c in self.choices[f.name]]
                     if value not in self.choices[f.name]:

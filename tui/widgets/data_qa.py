@@ -12,12 +12,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Button, DataTable, Input, Select, Static, TextArea
+from textual.widgets import Button, DataTable, Input, Label, Select, Static, Switch, TextArea
 
 from clara.errors import UserError
+from tui.command import command_line
 from tui.widgets.table import Table
 from tui.format import short
-from tui.widgets.live_text import TextInput
+from tui.widgets.live_text import LiveText, TextInput
+from tui.widgets.switch import StateSwitch
 from tui.widgets.worker_errors import RoutesWorkerErrors
 
 PREVIEW_CHUNKS = 2
@@ -44,6 +46,8 @@ class QAGenPanel(RoutesWorkerErrors, Vertical):
     QAGenPanel Input { width: 1fr; }
     #qa-preview { height: 1fr; }
     #qa-status { height: auto; margin: 0 1; }
+    #qa-buttons StateSwitch { height: 1; width: 8; border: none; padding: 0; margin: 1 0 0 1; }
+    #qa-buttons .switch-label { margin: 1 1 0 1; }
     """
 
     def compose(self) -> ComposeResult:
@@ -56,7 +60,11 @@ class QAGenPanel(RoutesWorkerErrors, Vertical):
                         id="qa-model")
             yield TextInput(placeholder="pairs per chunk (3)", id="qa-per-chunk")
             yield TextInput(placeholder="golden QA file (always kept)", id="qa-golden")
-        with Horizontal():
+        yield LiveText("clara data build qa NAME", id="qa-command", classes="command-line")
+        with Horizontal(id="qa-buttons"):
+            # an existing name: the CLI's --force (the error named it, the form had no way)
+            yield StateSwitch(False, id="qa-replace")
+            yield Label("replace a dataset of that name (--force)", classes="switch-label")
             yield Button("Preview", id="qa-preview-button")
             yield Button("Write", id="qa-write", variant="primary")
         yield Static("", id="qa-status")
@@ -65,6 +73,24 @@ class QAGenPanel(RoutesWorkerErrors, Vertical):
     def on_mount(self) -> None:
         self.query_one("#qa-preview", DataTable).add_columns("origin", "page", "question",
                                                              "answer")
+
+    @on(Input.Changed, "QAGenPanel Input")
+    @on(Switch.Changed, "#qa-replace")
+    def _show_command(self) -> None:
+        """The `clara data build qa ...` command the form stands for (copyable)."""
+        name = self.query_one("#qa-name", Input).value.strip() or "NAME"
+        try:
+            cfg = self.config()
+            values = {"sources": ",".join(cfg.sources) or None, "model": cfg.model,
+                      "per_chunk": cfg.per_chunk if cfg.per_chunk != 3 else None,
+                      "golden": cfg.golden}
+            text = command_line(["clara", "data", "build", "qa", name],
+                                {k: v for k, v in values.items() if v is not None},
+                                flags={"force": self.query_one("#qa-replace", Switch).value},
+                                short={"model": "-m"})
+        except UserError as e:
+            text = f"not valid yet: {e}"
+        self.query_one("#qa-command", LiveText).update(text)
 
     def config(self):
         from clara.data.qa import QAGenConfig
@@ -89,11 +115,16 @@ class QAGenPanel(RoutesWorkerErrors, Vertical):
             status.set_class(True, "field-error")
             status.update(str(e))
             return
+        force = self.query_one("#qa-replace", Switch).value
+        if write and not force and (ws.datasets_dir / name).exists():
+            status.set_class(True, "field-error")
+            status.update(f"dataset {name!r} exists: switch on 'replace' to write it again")
+            return
         what = "writing" if write else "previewing"
         status.set_class(False, "field-error")
         status.update(
             f"{what} ({'model ' + cfg.model if cfg.model else 'rule-based generator'}) …")
-        self._generate(ws, cfg, name if write else None)
+        self._generate(ws, cfg, name if write else None, force)
 
     @on(Button.Pressed, "#qa-preview-button")
     def preview(self) -> None:
@@ -106,7 +137,7 @@ class QAGenPanel(RoutesWorkerErrors, Vertical):
         self._start(write=True)
 
     @work(thread=True, exclusive=True, group="qa-generate", exit_on_error=False)
-    def _generate(self, ws, cfg, name: str | None) -> None:
+    def _generate(self, ws, cfg, name: str | None, force: bool = False) -> None:
         from clara.data.qa import build_qa, generate_qa
 
         try:
@@ -114,7 +145,7 @@ class QAGenPanel(RoutesWorkerErrors, Vertical):
                 result = generate_qa(ws, cfg, limit_chunks=PREVIEW_CHUNKS)
                 self.app.call_from_thread(self._show, result.rows, result.report.line(), None)
             else:
-                path, report = build_qa(ws, name, cfg)
+                path, report = build_qa(ws, name, cfg, force=force)
                 from clara import io
 
                 rows = io.read_jsonl(path / "train.jsonl")
@@ -266,7 +297,8 @@ class SourceReader(RoutesWorkerErrors, Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal():
             yield Select([], prompt="source", id="reader-source")
-            yield TextInput(placeholder="search (Enter: next match)", id="reader-search")
+            yield TextInput(placeholder="search (Enter: next match)", id="reader-search",
+                            classes="entry")  # what a user types first: a word to find
         yield Static("", id="reader-status")
         yield TextArea("", id="reader-text", read_only=True, soft_wrap=True)
 
