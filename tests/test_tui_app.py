@@ -42,6 +42,11 @@ def test_modes_switch_by_keys_and_header_shows_workspace_and_platform(workspace)
                 stops = [w.id for w in app.screen.focus_chain if isinstance(w, VerticalScroll)
                          and w.query("Input, Select, SelectionList, Switch")]
                 assert not stops, (mode, stops)
+            # the current mode's key again: nothing switches, and the screen's own repaints are
+            # not left skipped (a flag of the whole-screen paint at a switch stayed set)
+            await pilot.press("f8")
+            await settle(pilot)
+            assert app.current_mode == "eval" and not app.screen._painted_whole
             header = app.screen.query_one("ClaraHeader")
             line = str(header.render())
             assert "workspace test" in line and "Eval" in line

@@ -460,7 +460,10 @@ class WorkbenchApp(App):
             result = super().switch_mode(mode)
         finally:
             self._mask_switch = True
-            if isinstance(leaving, ModeScreen) and leaving is not self.screen:
+            # hidden now (the refresh skipped was the switch's own), or still shown because the
+            # mode was the current one: then no resume comes to clear it, and every later
+            # repaint of the screen was skipped until the next switch (seen in bench/tui_latency)
+            if isinstance(leaving, ModeScreen):
                 leaving._painted_whole = False
         screen = self.screen
         if not shown_before and screen in self._laid_out and screen.is_attached \
