@@ -353,6 +353,7 @@ def test_list_and_show(cli, handbook_ws, tmp_path):
     assert r.exit_code == 0, r.output
     report = json.loads(r.output)
     assert report["splits"]["train"]["rows"] == 9 and len(report["samples"]) == 2
+    assert report["kind"] == "stage2" and report["format"]  # the kind `data list` names
     share = report["splits"]["train"]["truncated"]
     assert 0 <= share <= 1
     lens = [RegexTokenizer().count("\n".join(row["docs"] + [row["question"], row["answer"]]))

@@ -325,7 +325,8 @@ def show_cmd(app: AppContext, dataset, tokenizer, max_length, samples, kind, doc
     if fmt == "json":
         emit_record(report, fmt)
         return
-    emit_record(report, fmt, [("name", "name"), ("kind", "kind"), ("path", "path"),
+    emit_record(report, fmt, [("name", "name"), ("kind", "kind"), ("format", "format"),
+                              ("path", "path"),
                               ("created", "created"), ("tokenizer", "tokenizer")])
     click.echo("")
     rows = [{"split": s, **v} for s, v in report["splits"].items()]

@@ -124,7 +124,10 @@ def dataset_report(folder: str | Path, tokenizer: TokenCounter, max_length: int 
     meta = read_meta(folder) if folder.is_dir() else {}
     report: dict[str, Any] = {"name": meta.get("name", folder.stem if folder.is_file()
                                                else folder.name),
-                              "kind": kind, "path": str(folder), "tokenizer": tokenizer.name,
+                              # kind: the dataset's own (cpt, sft, stage2...), as `data list`,
+                              # the app and the Train form name it; format: its rows' layout
+                              "kind": meta.get("kind") or kind, "format": kind,
+                              "path": str(folder), "tokenizer": tokenizer.name,
                               "max_length": max_length, "splits": {}, "samples": []}
     for f in files:
         rows = io.read_jsonl(f)

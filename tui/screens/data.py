@@ -272,16 +272,15 @@ class DataScreen(ModeScreen):
     @work(thread=True, exclusive=True, group="dataset-detail", exit_on_error=False)
     def _inspect_dataset(self, folder: Path) -> None:
         from clara.data.chunking import load_tokenizer
-        from clara.data.datasets import read_meta
         from clara.data.stats import dataset_report
         from clara.data.validate import validate_dataset
 
         _kind, _counts, problems = validate_dataset(folder)
         report = dataset_report(folder, load_tokenizer(None), samples=SAMPLE_ROWS)
-        # one name for a kind: the one the datasets table and the Train form use (cpt, sft),
-        # with the rows' format beside it when it says more (text, chat, completions)
-        kind = read_meta(folder).get("kind") or report["kind"]
-        stats = {"kind": kind, **({"format": report["kind"]} if report["kind"] != kind else {}),
+        # the kind as the datasets table and the Train form name it (cpt, sft), the rows'
+        # format beside it when it says more (text, chat, completions)
+        kind, form = report["kind"], report["format"]
+        stats = {"kind": kind, **({"format": form} if form != kind else {}),
                  "tokenizer": report["tokenizer"]}
         for split, numbers in report["splits"].items():
             stats[split] = "  ".join(f"{k} {number(v)}" for k, v in numbers.items())
