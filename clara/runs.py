@@ -468,11 +468,8 @@ def lower_autogroup(pid: int, nice: int = WORKER_NICE) -> None:
     app's keys waited for a CPU beside it. Not 19: the training would then get 1.5 % beside any
     busy session (on a shared machine it did not get through its start in 2.5 minutes); at 10,
     about 10 %, and all of an otherwise idle machine. Without autogroups, nothing happens."""
-    try:
-        with open(f"/proc/{pid}/autogroup", "w") as f:
-            f.write(str(nice))
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w") as f:
+        f.write(str(nice))
 
 
 @functools.cache

@@ -80,24 +80,22 @@ __device__ __forceinline__ unsigned int clara_keep_hash(unsigned int i, unsigned
   return ((u ^ (u >> 15)) + k1) * 0xC2B2AE35u;
 }
 """
-_CUDA_FWD = """
+# both kernels: the element count, the key and the keep threshold
+_CUDA_PRE = """
   unsigned int n = 1;
   for (int d = 0; d < x_ndim; ++d) n *= (unsigned int)x_shape[d];
   const unsigned int k0 = key[0], k1 = key[1];
   const float q = 1.0f - p[0];
   const unsigned int thr = (unsigned int)fminf(q * 4294967296.0f, 4294967295.0f);
+"""
+_CUDA_FWD = _CUDA_PRE + """\
   const float s = (float)((T)q);
   const unsigned int stride = gridDim.x * blockDim.x;
   for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
     y[i] = clara_keep_hash(i, k0, k1) < thr ? (T)((float)x[i] / s) : (T)0.0f;
   }
 """
-_CUDA_BWD = """
-  unsigned int n = 1;
-  for (int d = 0; d < x_ndim; ++d) n *= (unsigned int)x_shape[d];
-  const unsigned int k0 = key[0], k1 = key[1];
-  const float q = 1.0f - p[0];
-  const unsigned int thr = (unsigned int)fminf(q * 4294967296.0f, 4294967295.0f);
+_CUDA_BWD = _CUDA_PRE + """\
   const float inv = (float)((T)(1.0f / q));
   const unsigned int stride = gridDim.x * blockDim.x;
   for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
