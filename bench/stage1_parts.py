@@ -28,6 +28,9 @@ and two parts that need no model (run alone, nothing is built):
                 length is a multiple of 128 (ScaledDotProductAttentionVJP::use_fallback), else
                 its unfused fallback (scores, softmax and their backward per block); and at the
                 step's widths padded to 128 inside the call (the model's CLARA_ATTN_PAD=128)
+    linears     a block's seven adapted projections at the step's token counts: the base
+                matmuls alone, the adapter pairs alone, base + adapters unfolded and folded
+                (adapters.lora_fold), and a block's norms and SwiGLU product (linears_part)
 
 `--ncu` instead runs a few warm steps and then one more between cuProfilerStart and
 cuProfilerStop, for Nsight Compute's per-kernel summary (ncu --profile-from-start off ...;
@@ -194,7 +197,91 @@ def attn_part(s: dict, args) -> dict:
     return {str(k): v for k, v in res.items()}
 
 
-MODEL_FREE = {"dropout": dropout_part, "attn": attn_part}
+def linears_part(s: dict, args) -> dict:
+    """One block's seven adapted projections (q, k, v, o, gate, up, down; clara.method.adapters
+    MultiLoRALinear, dropout 0.1, the platform's mask), compiled forward + backward (input
+    gradients; adapter gradients where there are adapters) at the encoder's and the decoder's
+    token counts: the base matmuls alone, the adapter pairs alone, base + adapters as the model
+    runs them (unfolded), and folded (adapters.lora_fold); and a block's two RMS norms and its
+    SwiGLU product. Times per block and per step (x layers, encoder + decoder)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from clara.method import adapters
+
+    B, h, i, r = s["batch_size"], s["hidden"], s["intermediate"], s["rank"]
+    kv = s["kv_heads"] * (h // s["heads"])
+    dtype = getattr(mx, s["dtype"])
+    shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]
+    mx.random.seed(0)
+    mods = []
+    for din, dout in shapes:
+        base = nn.Linear(din, dout, bias=False)
+        base.set_dtype(dtype)
+        m = adapters.MultiLoRALinear(base, r, 2.0, 0.1)
+        m.add("x")
+        m.adapters["x"].lora_b = mx.random.normal(m.adapters["x"].lora_b.shape) * 0.01
+        m.freeze()
+        m.unfreeze(keys=["lora_a", "lora_b"])
+        m.train()
+        mods.append(m)
+    res: dict = {}
+    for where, L in (("enc", args.enc_len), ("dec", args.dec_len)):
+        T = B * L
+        xs = [mx.random.normal((T, din)).astype(dtype) for din, _ in shapes]
+        cs = [mx.random.normal((T, dout)).astype(dtype) for _, dout in shapes]
+        mx.eval(xs, cs)
+        ws = [m.linear.weight for m in mods]
+        ps = [(m.adapters["x"].lora_a, m.adapters["x"].lora_b) for m in mods]
+
+        def proj(xs, ab, mode):
+            adapters.begin_pass()
+            tot = 0
+            for m, x, c, (a, b), w in zip(mods, xs, cs, ab, ws):
+                m.adapters["x"].lora_a, m.adapters["x"].lora_b = a, b
+                if mode == "base":
+                    y = x @ w.T
+                elif mode == "adapters":
+                    y = m.adapters["x"].delta(x)
+                else:
+                    os.environ["CLARA_LORA_FOLD"] = "1" if mode == "folded" else "0"
+                    y = m(x)
+                tot = tot + (y * c).astype(mx.float32).sum()
+            adapters.end_pass()
+            for m, (a, b) in zip(mods, ps):  # the module keeps concrete arrays, not tracers
+                m.adapters["x"].lora_a, m.adapters["x"].lora_b = a, b
+            return tot
+
+        row = {}
+        for mode in ("base", "adapters", "unfolded", "folded"):
+            argn = (0,) if mode == "base" else (0, 1)
+            vg = mx.compile(mx.value_and_grad(partial(proj, mode=mode), argnums=argn),
+                            inputs=[mx.random.state], outputs=[mx.random.state])
+            row[mode] = 1e3 * timed(lambda: vg(xs, ps), args.reps, args.warm)
+        os.environ.pop("CLARA_LORA_FOLD", None)
+        xn = mx.random.normal((T, h)).astype(dtype)
+        g = mx.random.normal((T, i)).astype(dtype)
+        u = mx.random.normal((T, i)).astype(dtype)
+        wn = mx.ones((h,), dtype=dtype)
+
+        def other(xn, g, u):
+            n = mx.fast.rms_norm(xn, wn, 1e-5) * 2 + mx.fast.rms_norm(xn + 1, wn, 1e-5)
+            return (n.astype(mx.float32).sum() + (nn.silu(g) * u).astype(mx.float32).sum())
+
+        vg = mx.compile(mx.value_and_grad(other, argnums=(0, 1, 2)))
+        row["norms+swiglu"] = 1e3 * timed(lambda: vg(xn, g, u), args.reps, args.warm)
+        res[where] = row
+        print(f"{where} ({T} tokens), per block, forward + backward: "
+              + ", ".join(f"{k} {v:.3f} ms" for k, v in row.items()), flush=True)
+    n = s["layers"]
+    step = {k: n * (res["enc"][k] + res["dec"][k]) for k in res["enc"]}
+    res["step"] = step
+    print(f"a step's ({n} blocks, encoder + decoder): "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in step.items()), flush=True)
+    return res
+
+
+MODEL_FREE = {"dropout": dropout_part, "attn": attn_part, "linears": linears_part}
 
 
 def main(argv=None) -> int:

@@ -321,6 +321,26 @@ def test_lora_dropout_draws_its_mask_again_in_the_backward_pass(rng, monkeypatch
     for g1, g2 in zip(mx.grad(ours, argnums=(0, 1, 2))(x, a, b),
                       mx.grad(plain, argnums=(0, 1, 2))(x, a, b)):
         assert float(mx.abs(g1 - g2).max()) < 1e-3 * float(mx.abs(g2).max())  # TF32 on CUDA
+
+    # folded (adapters.lora_fold): the base matmul with the adapter's output and input gradient
+    # added in its epilogue is the same sum, with the same mask, in the forward and the backward
+    from clara.method.adapters import folded_lora, kernel_folded_lora
+
+    fold = kernel_folded_lora if rng == "kernel" else folded_lora
+    w = mx.random.normal((32, 96)) * 0.1
+    x3 = x.reshape(4, 16, 96)
+
+    def folded(x, a, b):
+        return (fold(x, w, key, p, a, b) ** 2).sum()
+
+    def unfolded(x, a, b):
+        return ((x @ w.T + dropped_lora(x, key, p, a, b)) ** 2).sum()
+
+    assert abs(float(folded(x3, a, b)) / float(unfolded(x3, a, b)) - 1) < 1e-5
+    for g1, g2 in zip(mx.grad(folded, argnums=(0, 1, 2))(x3, a, b),
+                      mx.grad(unfolded, argnums=(0, 1, 2))(x3, a, b)):
+        assert g1.shape == g2.shape
+        assert float(mx.abs(g1 - g2).max()) < 1e-3 * float(mx.abs(g2).max())
     if rng != "threefry":
         return  # the peaks below: once is enough
 

@@ -192,6 +192,73 @@ def _kernel_dropped_lora_vjp(primals, cotangent, output):
     return dx, mx.zeros_like(key), mx.zeros_like(p), da, db
 
 
+def lora_fold() -> bool:
+    """Whether an adapted plain linear runs as one folded_lora (CLARA_LORA_FOLD=1/0): the LoRA
+    output added inside the base matmul (mx.addmm, the gemm's epilogue) in the forward and the
+    adapter's input gradient added inside the base's input-gradient matmul in the backward,
+    instead of two elementwise passes over the [B, L, out] and [B, L, in] arrays per call.
+    Not bit for bit the unfolded sum (one rounding to the model's dtype instead of two).
+    Default: off (being measured on CUDA)."""
+    return os.environ.get("CLARA_LORA_FOLD", "0") == "1"
+
+
+def _dropped(x, key, p, kernel: bool):
+    if kernel:
+        return cuda_dropout(x, key, p)
+    return mx.where(keep_mask(key, x.shape, p), x / (1 - p).astype(x.dtype), 0)
+
+
+def _fold_fwd(x, w, key, p, a, b, kernel: bool):
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    d = (_dropped(x2, key, p, kernel) @ a) @ b
+    return mx.addmm(d, x2, w.T).reshape(*lead, w.shape[0])
+
+
+def _fold_vjp(primals, cotangent, kernel: bool):
+    x, w, key, p, a, b = primals
+    x2, g2 = x.reshape(-1, x.shape[-1]), cotangent.reshape(-1, cotangent.shape[-1])
+    gb = g2 @ b.T
+    if kernel:
+        xd, dxl = cuda_dropout_pair(x2, gb @ a.T, key, p)
+    else:
+        # the key made to depend on the cotangent, as in _dropped_lora_vjp
+        c = g2[:1, :1].reshape(-1)
+        key = key + (c == c).astype(mx.uint32) * 0
+        keep = keep_mask(key, x2.shape, p)
+        inv = (1 / (1 - p)).astype(x.dtype)
+        xd = mx.where(keep, x2, 0) * inv
+        dxl = mx.where(keep, (gb @ a.T) * inv, 0)
+    dx = mx.addmm(dxl, g2, w).reshape(x.shape)
+    da = xd.T @ gb
+    db = (xd @ a).T @ g2
+    return dx, mx.zeros_like(w), mx.zeros_like(key), mx.zeros_like(p), da, db
+
+
+@mx.custom_function
+def folded_lora(x, w, key, p, a, b):
+    """x @ w.T + dropped_lora(x, key, p, a, b), the adapter's output added in the base matmul's
+    epilogue (mx.addmm) and, in the backward, the adapter's input gradient in the base's
+    input-gradient matmul; the frozen w gets no gradient (its zeros are never evaluated)."""
+    return _fold_fwd(x, w, key, p, a, b, False)
+
+
+@folded_lora.vjp
+def _folded_lora_vjp(primals, cotangent, output):
+    return _fold_vjp(primals, cotangent, False)
+
+
+@mx.custom_function
+def kernel_folded_lora(x, w, key, p, a, b):
+    """folded_lora with the CUDA dropout kernel's mask (kernel_dropped_lora's)."""
+    return _fold_fwd(x, w, key, p, a, b, True)
+
+
+@kernel_folded_lora.vjp
+def _kernel_folded_lora_vjp(primals, cotangent, output):
+    return _fold_vjp(primals, cotangent, True)
+
+
 # The dropout keys of one forward pass (ClaraModel.hidden_states brackets each pass with
 # begin_pass / end_pass): one draw from MLX's global random state for the pass, then the pass
 # key plus (0, i) for its i-th adapter call. A draw from the global state is 25 graph ops (a
@@ -244,6 +311,13 @@ class LoRAPair(nn.Module):
             return f(x, _next_key(), mx.array(p, dtype=mx.float32), a, b)
         return (x @ a) @ b
 
+    def folded(self, x: mx.array, w: mx.array) -> mx.array:
+        """x @ w.T + delta(x) in training with dropout, as one folded_lora (lora_fold)."""
+        a, b = self.lora_a.astype(x.dtype), (self.scale * self.lora_b).astype(x.dtype)
+        p = mx.array(1 - self.dropout._p_1, dtype=mx.float32)
+        f = kernel_folded_lora if use_cuda_kernel() else folded_lora
+        return f(x, w, _next_key(), p, a, b)
+
 
 class MultiLoRALinear(nn.Module):
     """A frozen linear (or QuantizedLinear) plus named LoRA pairs; `active` picks one or none."""
@@ -266,10 +340,13 @@ class MultiLoRALinear(nn.Module):
         self.adapters[dst] = LoRAPair(p.lora_a + 0, p.lora_b + 0, self.scale, self.dropout_p)
 
     def __call__(self, x: mx.array) -> mx.array:
-        y = self.linear(x)
         if self.active is None:
-            return y
-        return y + self.adapters[self.active].delta(x)
+            return self.linear(x)
+        pair = self.adapters[self.active]
+        if (lora_fold() and pair.training and pair.dropout._p_1 < 1
+                and type(self.linear) is nn.Linear and "bias" not in self.linear):
+            return pair.folded(x, self.linear.weight)
+        return self.linear(x) + pair.delta(x)
 
 
 class CastLoRALinear(LoRALinear):
