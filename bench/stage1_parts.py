@@ -281,6 +281,60 @@ def linears_part(s: dict, args) -> dict:
     return res
 
 
+# kernel name -> part of the step (first match wins); cuBLAS's gemms are split by their grid
+# size into the adapters' thin products (a dimension of the rank) and the rest (see kernel_shares)
+KERNEL_PARTS = [
+    ("attention (cuDNN SDPA)", ("sdpa", "fmha", "flash", "cudnn")),
+    ("dropout kernel", ("clara_dropout",)),
+    ("gemm", ("nvjet", "gemm", "gemv", "cutlass", "sm90_xmma", "matmul")),
+    ("norm", ("rms", "layer_norm")),
+    ("softmax / CE", ("softmax", "logsumexp", "cross_entropy")),
+    ("reduce", ("reduce",)),
+    ("copy / gather / scatter", ("copy", "gather", "scatter", "concat", "slice")),
+    ("random bits", ("rbits", "threefry")),
+    ("fused elementwise", ("compiled", "fused")),
+    ("elementwise", ("unary", "binary", "ternary", "select", "where", "arange")),
+]
+
+
+def kernel_shares(csv_path: str, thin_grid: int = 0) -> dict:
+    """Nsight Compute's raw per-launch CSV (`ncu -i REP --csv --page raw --metrics
+    gpu__time_duration.sum,launch__grid_size`) grouped by KERNEL_PARTS: ms, share, kernels."""
+    import csv
+
+    rows = list(csv.reader(open(csv_path, errors="replace")))
+    head = next(i for i, r in enumerate(rows) if "Kernel Name" in r)
+    cols = rows[head]
+    name, dur = cols.index("Kernel Name"), cols.index("gpu__time_duration.sum")
+    unit = rows[head + 1][dur] if len(rows) > head + 1 else "nsecond"
+    scale = {"nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0}.get(unit, 1e-6)
+    grid = cols.index("launch__grid_size") if "launch__grid_size" in cols else None
+    out: dict = {}
+    for r in rows[head + 1:]:
+        if len(r) <= dur:
+            continue
+        try:
+            ms = float(r[dur].replace(",", "")) * scale
+        except ValueError:
+            continue
+        low = r[name].lower()
+        part = next((p for p, keys in KERNEL_PARTS if any(k in low for k in keys)), "other")
+        if part == "gemm" and grid is not None and thin_grid:
+            part = "gemm, thin (grid <= %d)" % thin_grid if int(float(r[grid])) <= thin_grid \
+                else "gemm, wide"
+        o = out.setdefault(part, {"ms": 0.0, "kernels": 0, "names": {}})
+        o["ms"] += ms
+        o["kernels"] += 1
+        o["names"][r[name][:60]] = o["names"].get(r[name][:60], 0) + ms
+    total = sum(o["ms"] for o in out.values())
+    for part, o in sorted(out.items(), key=lambda kv: -kv[1]["ms"]):
+        top = sorted(o["names"].items(), key=lambda kv: -kv[1])[:2]
+        print(f"{part:<28} {o['ms']:8.2f} ms {100 * o['ms'] / total:5.1f} % {o['kernels']:5d}  "
+              + "; ".join(f"{n} {ms:.1f}" for n, ms in top))
+    print(f"{'total':<28} {total:8.2f} ms        {sum(o['kernels'] for o in out.values()):5d}")
+    return out
+
+
 MODEL_FREE = {"dropout": dropout_part, "attn": attn_part, "linears": linears_part}
 
 
@@ -296,7 +350,12 @@ def main(argv=None) -> int:
     p.add_argument("--warm", type=int, default=2)
     p.add_argument("--ncu", action="store_true", help="profile one warm step (see above)")
     p.add_argument("--json", default=None)
+    p.add_argument("--ncu-csv", help="summarise Nsight Compute's raw CSV (kernel_shares); no run")
+    p.add_argument("--thin-grid", type=int, default=0, help="--ncu-csv: split gemms by grid size")
     args = p.parse_args(argv)
+    if args.ncu_csv:
+        kernel_shares(args.ncu_csv, args.thin_grid)
+        return 0
 
     import mlx.core as mx
     import mlx.nn as nn

@@ -27,7 +27,7 @@ for step in ${LEASE_STEPS:-profile linears mfu big tests rag}; do
         > /tmp/res/ncu_run.txt 2>&1
       tail -n 5 /tmp/res/ncu_run.txt | tee -a $R/steps.txt
       $P -i /tmp/prof.ncu-rep --print-summary per-kernel > $R/ncu.txt 2>&1
-      $P -i /tmp/prof.ncu-rep --csv --page raw --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size \
+      $P -i /tmp/prof.ncu-rep --csv --page raw \
         > /tmp/res/ncu_raw.csv 2>&1; gzip -kf /tmp/res/ncu_raw.csv; mv /tmp/res/ncu_raw.csv.gz $R/
       log "profile done ($(wc -l < /tmp/res/ncu_raw.csv) csv lines)" ;;
     linears)  # model-free: a block's projections base / adapters / unfolded / folded, attention
