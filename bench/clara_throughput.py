@@ -325,6 +325,64 @@ stage1+chunk+ckpt+lim8,stage1+kernel+attn128`, CLARA_BENCH_PEAKS=0, the same cod
 With checkpointing, chunked CE and an 8 GB MLX limit the new defaults lower the peak (8.61 ->
 8.18 GB, the reference 10.2) and raise the speed 12 % (17.5k -> 19.5k tokens/s, 1.49x the
 reference's eager 13.1k): the memory target holds.
+
+Session 11 (nvidia-h200, one GPU, 2026-12-01; session 10's kernel cache carried; driver
+scripts/lease-gpu11.sh). MFU is counted two ways: MFU6N is the issue's, 6 * N * tokens/s over
+989 TFLOP/s (N = 0.770B block weights + head, every real token, encoder's too); MFU is our
+stricter step_flops (about 4N: frozen base, the head only where the loss needs it).
+1) Where a step's GPU time goes, today's defaults (dropout kernel, attention padded to 128):
+   Nsight Compute, one warm compiled step, 4 blocks of the 1.1B shape at batch 32, CUDA graphs
+   off (`ncu --profile-from-start off --metrics gpu__time_duration.sum,launch__grid_size
+   ... python3 bench/stage1_parts.py --preset 1b --ncu --layers 4 --batch-size 32`), grouped
+   by `python bench/stage1_parts.py --ncu-csv ncu_raw.csv` (kernel_shares; a gemm whose
+   cuBLAS tile has a side <= 32 is counted as LoRA's rank-16 products):
+
+    gemm, wide tiles                28.82 ms  35.1 %   227
+    dropout kernel                  13.57 ms  16.5 %   112
+    copy / gather / scatter         11.00 ms  13.4 %   264
+    elementwise                      7.78 ms   9.5 %   283
+    gemm, thin tiles (LoRA)          5.57 ms   6.8 %   281
+    attention (cuDNN SDPA)           5.32 ms   6.5 %    48
+    fused elementwise                4.97 ms   6.1 %   314
+    other                            1.34 ms   1.6 %    32
+    softmax / CE                     1.31 ms   1.6 %     2
+    norm                             1.12 ms   1.4 %    36
+    reduce                           1.08 ms   1.3 %   253
+    gemm                             0.17 ms   0.2 %     3
+    random bits                      0.01 ms   0.0 %     4
+    total                           82.05 ms         1859
+
+   The biggest share beside the gemms is the LoRA chain, not the products themselves: the
+   dropout kernels (forward 95 us, backward 148 us a call: 1.3-1.7 TB/s, scalar bf16 loads),
+   the unfused adds of each adapter's output to its base projection's and of its input
+   gradient to the base's (binary_vv Add, 72 calls, 4.1 ms), then the copies (a third of them
+   the [B, 448, vocab] logits around the CE, once a step, not per block).
+2) The engine's rate (`CLARA_BENCH_PEAKS=0 python3 bench/clara_throughput.py --preset 1b
+   --steps 8 --warmup 2 --only stage1+b32,stage1+b32+fold,stage1+b64,stage1+b64+fold,lora+b32,
+   stage1,stage1+fold`; +fold is adapters.lora_fold, then opt-in: the adapter's output added in
+   the base gemm's epilogue, mx.addmm, and its input gradient in the base's input-gradient
+   gemm, one custom_function):
+
+    work                   code      tok/s    MFU  MFU6N  peak GB  weights    fwd  fwd+bwd  est GB  1st s traces host ms
+    stage1+b32             new       66395  20.1%  31.0%    54.11        -      -        -   51.87    4.6      1   401.5
+    stage1+b32+fold        new       70152  21.3%  32.8%    54.27        -      -        -   51.87    4.3      1   383.9
+    stage1+b64             new       73166  22.2%  34.2%    89.74        -      -        -   92.31    6.9      1   727.9
+    stage1+b64+fold        new       76631  23.2%  35.8%    90.99        -      -        -   92.31    4.9      1   700.1
+    lora+b32               new      133826  43.1%  62.5%    35.28        -      -        -   35.48    1.0      1   142.9
+    stage1                 new       42957  13.0%  20.1%    23.54        -      -        -   21.54    4.1      1   152.5
+    stage1+fold            new       52278  15.9%  24.4%    23.61        -      -        -   21.54    4.2      1   124.0
+
+   8B 4-bit, batch 1, the new CUDA defaults (`--preset 8b-q4 --steps 4 --warmup 1 --only
+   stage1+chunk+ckpt+lim8`; a quantized base is never folded):
+
+    stage1+chunk+ckpt+lim8 new        1351   4.0%   6.2%     8.30        -      -        -    9.79  128.4      1   764.2
+
+   (8.30 GB, under the 10 GB target; session 9's 8.82 GB.) `GPU_TESTS="tests/test_chat.py
+   tests/test_train.py" bash scripts/gpu-check.sh tests`: 14 passed (50 s), 15 passed (15 s).
+   `bash scripts/gpu-check.sh rag`: chat decode 494.7 tok/s against mlx_lm.generate's 506.8
+   (0.98x, target >= 0.95); CLaRa's prompt 4.77x shorter than raw-text RAG's (203 against 968
+   tokens), but its time to first token longer (0.072 against 0.064 s: on this GPU a 968-token
+   prefill of a 1B model costs about what placing the compressed vectors does).
 """
 
 from __future__ import annotations
@@ -702,6 +760,8 @@ def run_child(kind: str, root: str, s: dict, work: Path, steps: int, warmup: int
             env["CLARA_DROPOUT_RNG"] = opt
         elif opt in ("fold", "nofold"):  # adapters.lora_fold
             env["CLARA_LORA_FOLD"] = "1" if opt == "fold" else "0"
+        elif opt == "scalar":  # adapters' scalar CUDA dropout kernels, not the 8-wide ones
+            env["CLARA_DROPOUT_VEC"] = "0"
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode:
         return {"error": (p.stderr.strip().splitlines() or ["?"])[-1][-300:]}
@@ -719,7 +779,7 @@ def main(argv=None) -> int:
                    help="comma list of stage1, lora, mlx-lm; variants add +ckpt (gradient "
                         "checkpointing), +chunk / +nochunk (stage1: chunked CE on / off), +eager "
                         "(no mx.compile), +seq (no step look-ahead), +limX (MLX memory limit "
-                        "X GB), +threefry / +hash / +kernel (CLaRa's dropout masks), +fold / +nofold (adapters.lora_fold), +padX (CLaRa rows padded to a multiple of X), +attnX (CLaRa's causal attention padded to a multiple of X inside the call), +dropX (CLaRa "
+                        "X GB), +threefry / +hash / +kernel (CLaRa's dropout masks), +fold / +nofold (adapters.lora_fold), +scalar (the scalar CUDA dropout kernels), +padX (CLaRa rows padded to a multiple of X), +attnX (CLaRa's causal attention padded to a multiple of X inside the call), +dropX (CLaRa "
                         "LoRA dropout X), +bN (batch N), e.g. stage1+nochunk+eager; CLARA_BENCH_PEAKS=0 "
                         "skips the uncompiled per-component peaks")
     p.add_argument("--root", action="append", default=[],

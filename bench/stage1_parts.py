@@ -301,13 +301,15 @@ def kernel_shares(csv_path: str, thin_grid: int = 0) -> dict:
     """Nsight Compute's raw per-launch CSV (`ncu -i REP --csv --page raw --metrics
     gpu__time_duration.sum,launch__grid_size`) grouped by KERNEL_PARTS: ms, share, kernels."""
     import csv
+    import re
 
     rows = list(csv.reader(open(csv_path, errors="replace")))
     head = next(i for i, r in enumerate(rows) if "Kernel Name" in r)
     cols = rows[head]
     name, dur = cols.index("Kernel Name"), cols.index("gpu__time_duration.sum")
     unit = rows[head + 1][dur] if len(rows) > head + 1 else "nsecond"
-    scale = {"nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0}.get(unit, 1e-6)
+    scale = {"nsecond": 1e-6, "ns": 1e-6, "usecond": 1e-3, "us": 1e-3, "msecond": 1.0,
+             "ms": 1.0}.get(unit, 1e-6)
     grid = cols.index("launch__grid_size") if "launch__grid_size" in cols else None
     out: dict = {}
     for r in rows[head + 1:]:
@@ -319,9 +321,15 @@ def kernel_shares(csv_path: str, thin_grid: int = 0) -> dict:
             continue
         low = r[name].lower()
         part = next((p for p, keys in KERNEL_PARTS if any(k in low for k in keys)), "other")
-        if part == "gemm" and grid is not None and thin_grid:
+        tile = re.search(r"tst_(\d+)x(\d+)_", r[name])
+        if part == "gemm" and tile:  # cuBLAS's tile: a side <= 32 is a rank-16 LoRA product
+            part = "gemm, thin tiles (LoRA)" if min(map(int, tile.groups())) <= 32 \
+                else "gemm, wide tiles"
+        elif part == "gemm" and grid is not None and thin_grid:
             part = "gemm, thin (grid <= %d)" % thin_grid if int(float(r[grid])) <= thin_grid \
                 else "gemm, wide"
+        elif part == "other" and re.match(r"void mlx::[A-Z]", r[name]):
+            part = "fused elementwise"  # mx.compile's kernels are named by their op chain
         o = out.setdefault(part, {"ms": 0.0, "kernels": 0, "names": {}})
         o["ms"] += ms
         o["kernels"] += 1

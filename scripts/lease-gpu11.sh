@@ -30,6 +30,21 @@ for step in ${LEASE_STEPS:-profile linears mfu big tests rag}; do
       $P -i /tmp/prof.ncu-rep --csv --page raw \
         > /tmp/res/ncu_raw.csv 2>&1; gzip -kf /tmp/res/ncu_raw.csv; mv /tmp/res/ncu_raw.csv.gz $R/
       log "profile done ($(wc -l < /tmp/res/ncu_raw.csv) csv lines)" ;;
+    selfcheck)  # the CUDA dropout kernels (8-wide by default) against the MLX ops, bit for bit
+      timeout 120 python3 bench/stage1_parts.py --preset 1b --batch-size 32 --parts dropout \
+        --json /tmp/res/selfcheck.json 2>&1 | tee /tmp/res/selfcheck.txt | tee -a $R/steps.txt
+      CLARA_DROPOUT_VEC=0 timeout 60 python3 bench/stage1_parts.py --preset 1b --batch-size 32 \
+        --parts dropout 2>&1 | tail -n 1 | sed 's/^/scalar kernels: /' | tee -a $R/steps.txt
+      log "selfcheck done" ;;
+    tests2)  # the CUDA tests the change touches (dropout kernels, folded adapters, stages)
+      for t in "tests/test_memory.py -k mask_again" tests/test_method_stages.py \
+               tests/test_method_checkpoint.py; do
+        (( $(left) < 30 )) && { log "not run (time): $t"; continue; }
+        f=/tmp/res/tests-$(basename ${t%% *} .py).txt
+        timeout $(( $(left) - 20 )) python3 -m pytest -q -p no:cacheprovider -rfs $t > $f 2>&1
+        echo "$t: $(tail -n 1 $f)" | tee -a $R/steps.txt
+      done
+      log "tests2 done" ;;
     linears)  # model-free: a block's projections base / adapters / unfolded / folded, attention
       for b in 32 8; do
         timeout 100 python3 bench/stage1_parts.py --preset 1b --batch-size $b --parts linears,attn \

@@ -104,24 +104,77 @@ _CUDA_BWD = _CUDA_PRE + """\
     dx[i] = keep ? (T)((float)g[i] * inv) : (T)0.0f;
   }
 """
+# The same two kernels, 8 elements a thread through 16-byte loads and stores (the scalar ones
+# above moved 1.3-1.7 TB/s on the H200, 17 % of a stage-1 step's kernel time, ncu, session 11);
+# the same mask and rounding per element, the scalar loop for a tail or unaligned buffers.
+_CUDA_VEC = """
+  const unsigned int stride = gridDim.x * blockDim.x;
+  const unsigned int tid = blockIdx.x * blockDim.x + threadIdx.x;
+  const unsigned int nv = ALIGNED ? n / 8 : 0;
+"""
+_CUDA_FWD8 = _CUDA_PRE + _CUDA_VEC.replace("ALIGNED", """(((unsigned long long)x
+      | (unsigned long long)y) & 15) == 0""") + """  const float s = (float)((T)q);
+  for (unsigned int v = tid; v < nv; v += stride) {
+    uint4 in = reinterpret_cast<const uint4*>(x)[v], out;
+    const T* e = reinterpret_cast<const T*>(&in);
+    T* o = reinterpret_cast<T*>(&out);
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      o[j] = clara_keep_hash(v * 8 + j, k0, k1) < thr ? (T)((float)e[j] / s) : (T)0.0f;
+    reinterpret_cast<uint4*>(y)[v] = out;
+  }
+  for (unsigned int i = nv * 8 + tid; i < n; i += stride)
+    y[i] = clara_keep_hash(i, k0, k1) < thr ? (T)((float)x[i] / s) : (T)0.0f;
+"""
+_CUDA_BWD8 = _CUDA_PRE + _CUDA_VEC.replace("ALIGNED", """(((unsigned long long)x
+      | (unsigned long long)g | (unsigned long long)xd | (unsigned long long)dx) & 15) == 0""") + """  const float inv = (float)((T)(1.0f / q));
+  for (unsigned int v = tid; v < nv; v += stride) {
+    uint4 xi = reinterpret_cast<const uint4*>(x)[v], gi = reinterpret_cast<const uint4*>(g)[v];
+    uint4 xo, go;
+    const T* xe = reinterpret_cast<const T*>(&xi);
+    const T* ge = reinterpret_cast<const T*>(&gi);
+    T* xr = reinterpret_cast<T*>(&xo);
+    T* gr = reinterpret_cast<T*>(&go);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const bool keep = clara_keep_hash(v * 8 + j, k0, k1) < thr;
+      xr[j] = keep ? (T)((float)xe[j] * inv) : (T)0.0f;
+      gr[j] = keep ? (T)((float)ge[j] * inv) : (T)0.0f;
+    }
+    reinterpret_cast<uint4*>(xd)[v] = xo;
+    reinterpret_cast<uint4*>(dx)[v] = go;
+  }
+  for (unsigned int i = nv * 8 + tid; i < n; i += stride) {
+    const bool keep = clara_keep_hash(i, k0, k1) < thr;
+    xd[i] = keep ? (T)((float)x[i] * inv) : (T)0.0f;
+    dx[i] = keep ? (T)((float)g[i] * inv) : (T)0.0f;
+  }
+"""
 _KERNELS: dict = {}
 
 
+def _vector_kernels() -> bool:
+    """CLARA_DROPOUT_VEC=0 picks the scalar dropout kernels (default: the 8-wide ones)."""
+    return os.environ.get("CLARA_DROPOUT_VEC", "1") != "0"
+
+
 def _cuda_kernels():
-    if not _KERNELS:
-        _KERNELS["fwd"] = mx.fast.cuda_kernel(
-            "clara_dropout_fwd", ["x", "key", "p"], ["y"], _CUDA_FWD, header=_CUDA_HEADER)
-        _KERNELS["bwd"] = mx.fast.cuda_kernel(
-            "clara_dropout_bwd", ["x", "g", "key", "p"], ["xd", "dx"], _CUDA_BWD,
-            header=_CUDA_HEADER)
-    return _KERNELS
+    vec = _vector_kernels()
+    if vec not in _KERNELS:
+        fwd, bwd, tag = (_CUDA_FWD8, _CUDA_BWD8, "8") if vec else (_CUDA_FWD, _CUDA_BWD, "")
+        _KERNELS[vec] = {
+            "fwd": mx.fast.cuda_kernel("clara_dropout_fwd" + tag, ["x", "key", "p"], ["y"], fwd,
+                                       header=_CUDA_HEADER),
+            "bwd": mx.fast.cuda_kernel("clara_dropout_bwd" + tag, ["x", "g", "key", "p"],
+                                       ["xd", "dx"], bwd, header=_CUDA_HEADER)}
+    return _KERNELS[vec]
 
 
 def _launch(name: str, inputs: list, like: mx.array, outputs: int):
     n = like.size
     if n >= 1 << 32:
         raise ValueError(f"dropout kernel: {n} elements, at most 2**32 - 1")
-    threads = min(-(-n // 4), 1 << 30)  # about 4 elements a thread
+    threads = min(-(-n // (8 if _vector_kernels() else 4)), 1 << 30)  # elements a thread
     return _cuda_kernels()[name](
         inputs=inputs, template=[("T", like.dtype)], grid=(threads, 1, 1),
         threadgroup=(256, 1, 1), output_shapes=[like.shape] * outputs,
@@ -197,9 +250,16 @@ def lora_fold() -> bool:
     output added inside the base matmul (mx.addmm, the gemm's epilogue) in the forward and the
     adapter's input gradient added inside the base's input-gradient matmul in the backward,
     instead of two elementwise passes over the [B, L, out] and [B, L, in] arrays per call.
-    Not bit for bit the unfolded sum (one rounding to the model's dtype instead of two).
-    Default: off (being measured on CUDA)."""
-    return os.environ.get("CLARA_LORA_FOLD", "0") == "1"
+    Not bit for bit the unfolded sum in bfloat16 (one rounding to the model's dtype instead of
+    two; the same in float32 up to the sum's order: tests/test_memory.py). Default: on CUDA,
+    where it made a 1.1B stage-1 step faster at batch 8, 32 and 64 (bench/clara_throughput.py,
+    session 11); off elsewhere, so CPU and Metal results are as before."""
+    v = os.environ.get("CLARA_LORA_FOLD")
+    if v:
+        return v == "1"
+    from clara.platform import backend
+
+    return backend() == "cuda"
 
 
 def _dropped(x, key, p, kernel: bool):
