@@ -271,12 +271,14 @@ def _dropped(x, key, p, kernel: bool):
 def _fold_fwd(x, w, key, p, a, b, kernel: bool):
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
-    d = (_dropped(x2, key, p, kernel) @ a) @ b
-    return mx.addmm(d, x2, w.T).reshape(*lead, w.shape[0])
+    xa = _dropped(x2, key, p, kernel) @ a
+    # xa ([tokens, rank], small) is an output too, so the backward need not make it again
+    return mx.addmm(xa @ b, x2, w.T).reshape(*lead, w.shape[0]), xa
 
 
-def _fold_vjp(primals, cotangent, kernel: bool):
+def _fold_vjp(primals, cotangents, outputs, kernel: bool):
     x, w, key, p, a, b = primals
+    cotangent, xa = cotangents[0], outputs[1]
     x2, g2 = x.reshape(-1, x.shape[-1]), cotangent.reshape(-1, cotangent.shape[-1])
     gb = g2 @ b.T
     if kernel:
@@ -291,32 +293,40 @@ def _fold_vjp(primals, cotangent, kernel: bool):
         dxl = mx.where(keep, (gb @ a.T) * inv, 0)
     dx = mx.addmm(dxl, g2, w).reshape(x.shape)
     da = xd.T @ gb
-    db = (xd @ a).T @ g2
+    db = xa.T @ g2
     return dx, mx.zeros_like(w), mx.zeros_like(key), mx.zeros_like(p), da, db
 
 
 @mx.custom_function
+def _folded(x, w, key, p, a, b):
+    return _fold_fwd(x, w, key, p, a, b, False)
+
+
+@_folded.vjp
+def _folded_vjp(primals, cotangents, outputs):
+    return _fold_vjp(primals, cotangents, outputs, False)
+
+
+@mx.custom_function
+def _kernel_folded(x, w, key, p, a, b):
+    return _fold_fwd(x, w, key, p, a, b, True)
+
+
+@_kernel_folded.vjp
+def _kernel_folded_vjp(primals, cotangents, outputs):
+    return _fold_vjp(primals, cotangents, outputs, True)
+
+
 def folded_lora(x, w, key, p, a, b):
     """x @ w.T + dropped_lora(x, key, p, a, b), the adapter's output added in the base matmul's
     epilogue (mx.addmm) and, in the backward, the adapter's input gradient in the base's
     input-gradient matmul; the frozen w gets no gradient (its zeros are never evaluated)."""
-    return _fold_fwd(x, w, key, p, a, b, False)
+    return _folded(x, w, key, p, a, b)[0]
 
 
-@folded_lora.vjp
-def _folded_lora_vjp(primals, cotangent, output):
-    return _fold_vjp(primals, cotangent, False)
-
-
-@mx.custom_function
 def kernel_folded_lora(x, w, key, p, a, b):
     """folded_lora with the CUDA dropout kernel's mask (kernel_dropped_lora's)."""
-    return _fold_fwd(x, w, key, p, a, b, True)
-
-
-@kernel_folded_lora.vjp
-def _kernel_folded_lora_vjp(primals, cotangent, output):
-    return _fold_vjp(primals, cotangent, True)
+    return _kernel_folded(x, w, key, p, a, b)[0]
 
 
 # The dropout keys of one forward pass (ClaraModel.hidden_states brackets each pass with
