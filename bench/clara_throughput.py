@@ -764,6 +764,8 @@ def run_child(kind: str, root: str, s: dict, work: Path, steps: int, warmup: int
             env["CLARA_DROPOUT_VEC"] = "0"
         elif opt == "swiglu":  # model.fused_swiglu
             env["CLARA_SWIGLU"] = "fused"
+        elif opt == "slicelogits":  # the decoder's CE slicing its whole logits (before s11)
+            env["CLARA_CE_SHIFT"] = "0"
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode:
         return {"error": (p.stderr.strip().splitlines() or ["?"])[-1][-300:]}
@@ -781,7 +783,7 @@ def main(argv=None) -> int:
                    help="comma list of stage1, lora, mlx-lm; variants add +ckpt (gradient "
                         "checkpointing), +chunk / +nochunk (stage1: chunked CE on / off), +eager "
                         "(no mx.compile), +seq (no step look-ahead), +limX (MLX memory limit "
-                        "X GB), +threefry / +hash / +kernel (CLaRa's dropout masks), +fold / +nofold (adapters.lora_fold), +scalar (the scalar CUDA dropout kernels), +swiglu (model.fused_swiglu), +padX (CLaRa rows padded to a multiple of X), +attnX (CLaRa's causal attention padded to a multiple of X inside the call), +dropX (CLaRa "
+                        "X GB), +threefry / +hash / +kernel (CLaRa's dropout masks), +fold / +nofold (adapters.lora_fold), +scalar (the scalar CUDA dropout kernels), +swiglu (model.fused_swiglu), +slicelogits (stage 1's CE as before session 11), +padX (CLaRa rows padded to a multiple of X), +attnX (CLaRa's causal attention padded to a multiple of X inside the call), +dropX (CLaRa "
                         "LoRA dropout X), +bN (batch N), e.g. stage1+nochunk+eager; CLARA_BENCH_PEAKS=0 "
                         "skips the uncompiled per-component peaks")
     p.add_argument("--root", action="append", default=[],
