@@ -56,7 +56,7 @@ for step in ${LEASE_STEPS:-profile linears mfu big tests rag}; do
       CLARA_BENCH_PEAKS=0 CLARA_BENCH_DEADLINE=$(( END - ${MFU_SPARE:-200} )) timeout $(left) \
         python3 bench/clara_throughput.py --preset 1b --steps 8 --warmup 2 --only "$ROWS" \
         --json /tmp/res/clara_1b.json > /tmp/res/clara_1b.txt 2>&1
-      grep -v "^  " /tmp/res/clara_1b.txt | tail -n 14 | tee -a $R/steps.txt
+      awk '/^work /{p=1} /^(host ms|estimate|wrote)/{p=0} p' /tmp/res/clara_1b.txt | tee -a $R/steps.txt
       log "mfu done" ;;
     big)  # 8B 4-bit, batch 1, checkpointing + chunked CE + 8 GB limit, the new CUDA defaults
       CLARA_BENCH_PEAKS=0 timeout $(( $(left) < 200 ? $(left) : 200 )) python3 bench/clara_throughput.py \
