@@ -310,6 +310,13 @@ def test_lora_dropout_draws_its_mask_again_in_the_backward_pass(rng, monkeypatch
     assert 0.65 < float(keep.astype(mx.float32).mean()) < 0.85
     if rng == "threefry":
         assert mx.array_equal(keep, mx.random.bernoulli(0.75, x.shape, key=key))
+    if rng == "kernel":  # the 8-wide kernels of 2-byte dtypes, and their scalar tail (7 x 9)
+        from clara.method.adapters import cuda_dropout, hashed_keep
+
+        for shape in (x.shape, (7, 9)):
+            xb = mx.random.normal(shape).astype(mx.bfloat16)
+            ref = mx.where(hashed_keep(key, shape, p), xb / (1 - p).astype(mx.bfloat16), 0)
+            assert mx.array_equal(cuda_dropout(xb, key, p), ref)
 
     def ours(x, a, b):
         return (dropped_lora(x, key, p, a, b) ** 2).sum()
