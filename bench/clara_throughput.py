@@ -383,6 +383,61 @@ stricter step_flops (about 4N: frozen base, the head only where the loss needs i
    (0.98x, target >= 0.95); CLaRa's prompt 4.77x shorter than raw-text RAG's (203 against 968
    tokens), but its time to first token longer (0.072 against 0.064 s: on this GPU a 968-token
    prefill of a 1B model costs about what placing the compressed vectors does).
+3) The change, from 1): the dropout kernels 8 elements a thread through 16-byte loads (2-byte
+   dtypes; adapters._CUDA_FWD8/_CUDA_BWD8, bit for bit the same mask and values: self-check
+   `stage1_parts.py --parts dropout` 0 of 80 740 352 elements differ, gradients' difference
+   0.0; one MLP-wide adapter call 2.701 -> 2.225 ms), the adapters folded into the base gemms
+   (lora_fold, keeping the forward's [tokens, rank] product for the backward), stage 1's CE
+   over positions 0..L-2 (no slicing of the whole logits). Before/after in one lease,
+   interleaved (`--only` the rows below; `+nofold+scalar+slicelogits` is session 10's step;
+   +swiglu is model.fused_swiglu, opt-in):
+
+    work                   code      tok/s    MFU  MFU6N  peak GB  weights    fwd  fwd+bwd  est GB  1st s traces host ms
+    stage1+b32+nofold+scalar+slicelogits new       64553  19.6%  30.2%    54.11        -      -        -   51.87    5.8      1   411.2
+    stage1+b32             new       79010  24.0%  36.9%    54.48        -      -        -   51.87    4.5      1   327.8
+    stage1+nofold+scalar+slicelogits new       44690  13.6%  20.9%    23.54        -      -        -   21.54    4.8      1   146.2
+    stage1                 new       55787  16.9%  26.1%    23.78        -      -        -   21.54    4.1      1   114.9
+    stage1+b32+swiglu      new       78635  23.9%  36.7%    47.32        -      -        -   51.87   11.5      1   333.7
+    stage1+swiglu          new       52693  16.0%  24.6%    24.43        -      -        -   21.54    4.1      1   123.7
+    stage1+b64+nofold+scalar+slicelogits new       63761  19.3%  29.8%    87.89        -      -        -   92.31    6.0      1   833.0
+    stage1+b64             new       80808  24.5%  37.8%    89.48        -      -        -   92.31    5.3      1   656.3
+    stage1+b64+swiglu      new       81428  24.7%  38.0%    77.96        -      -        -   92.31    5.0      1   642.5
+    stage1+b32+scalar      new       66965  20.3%  31.3%    54.48        -      -        -   51.87    4.5      1   384.9
+    stage1+b32+slicelogits new       78963  24.0%  36.9%    54.52        -      -        -   51.87    4.8      1   327.4
+    stage1+b32+nofold      new       74193  22.5%  34.7%    53.58        -      -        -   51.87    4.7      1   358.0
+
+   and the profile of 1) again with the new defaults:
+
+    gemm, wide tiles                30.25 ms  42.5 %   227
+    copy / gather / scatter          9.86 ms  13.9 %   266
+    dropout kernel                   7.19 ms  10.1 %   112
+    elementwise                      5.63 ms   7.9 %   251
+    attention (cuDNN SDPA)           5.37 ms   7.5 %    48
+    gemm, thin tiles (LoRA)          4.48 ms   6.3 %   225
+    fused elementwise                3.24 ms   4.6 %   290
+    other                            1.35 ms   1.9 %    32
+    softmax / CE                     1.31 ms   1.8 %     2
+    norm                             1.17 ms   1.6 %    36
+    reduce                           1.06 ms   1.5 %   253
+    gemm                             0.18 ms   0.3 %     3
+    random bits                      0.01 ms   0.0 %     4
+    total                           71.10 ms         1749
+
+What they say. Stage 1 at 1.1B is now 22 % faster at batch 32 (64.6k -> 79.0k tokens/s), 25 %
+at 8 (44.7k -> 55.8k) and 27 % at 64 (63.8k -> 80.8k) than session 10's step in the same lease:
+MFU6N 36.9 % at b32 and 37.8 % at b64, the issue's 35 % met (our stricter count 24.0 / 24.5 %;
+b8 26.1 / 16.9 %). Of it, the 8-wide dropout kernels +18 % (b32: +scalar 67.0k), the fold
++6.5 % (+nofold 74.2k; lease 1: +5.7 % at b32, +4.7 % at b64, +22 % at b8, where it also cuts
+the host's queuing), the CE without slicing nothing measurable (78.96k against 79.01k). The
+fused SwiGLU backward is no faster (b32 -0.5 %, b8 -5.5 %, b64 +0.8 %), so it stays opt-in,
+though it lowers the peak by 7.2 GB at b32 and 11.5 GB at b64 (autodiff keeps silu(gate) and
+its sigmoid for the backward). The step's kernel time (4 blocks, b32) went from 82.1 to 71.1 ms;
+what is left beside the gemms: copies (the whole-logits ones still there: from the CE's float32
+cast and its gradient, not the slicing), the dropout kernels (10 %), unfused adds. CUDA tests
+with the new defaults: test_method_stages 9/9, test_method_checkpoint 4/4, test_memory's
+dropout tests 3 + 1 skipped (its CUDA peak part), fused_swiglu's 1 (after the float32 fix:
+the first run of the 8-wide kernels read float32 8 to a 16-byte load, NaN; now only 2-byte
+dtypes take them).
 """
 
 from __future__ import annotations
