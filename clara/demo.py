@@ -96,6 +96,7 @@ class DemoConfig:
     sft_save_every: int = field(default=0, metadata={
         "help": "SFT: steps between checkpoints (0: a third of the run)."})
     sft_keep: int = field(default=2, metadata={"help": "SFT: step checkpoints kept."})
+    sft_weight_decay: float = field(default=0.0, metadata={"help": "SFT: AdamW weight decay."})
     batch_size: int = field(default=8, metadata={"help": "Batch size of the CLaRa runs."})
     doc_tokens: int = field(default=32, metadata={
         "help": "Words per CLaRa document chunk (about 2 reader tokens each)."})
@@ -137,10 +138,6 @@ class DemoConfig:
         "help": "Extra closed-book rows per short question made of its content words only, "
                 "in random order (names kept whole): the run learns that the content words, "
                 "not the question's frame, pick the answer."})
-    fact_rows: int = field(default=0, metadata={
-        "help": "Copies, in handbook-sft, of every fact sentence of the handbook and its "
-                "rule-based restatements (clara.data.qa.fact_statements) as rows whose prompt "
-                "is the document's name (the loss on the whole sentence): each fact stated several ways."})
     rag_repeat: int = field(default=0, metadata={
         "help": "Copies of each pair's row with its retrieved chunks in handbook-sft (0: none; "
                 "the reader cannot read the handbook's prose, and these long rows cost most "
@@ -238,14 +235,6 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig, name: str = "handbook-sft") -> 
                 top = top[:-1] + [gold[0]]
             train += [chat_row(rag_prompt(item.question, [index.texts[i] for i in top]),
                                item.answer, origin="rag")] * cfg.rag_repeat
-    if cfg.fact_rows:
-        from clara.data.builders import documents_from_sources
-        from clara.data.qa import fact_statements
-
-        # the prompt names the document (a chat row needs one): the loss is on the statement
-        facts = [chat_row(Path(doc.name).stem.replace("_", " "), f, origin="fact")
-                 for doc in documents_from_sources(ws) for f in fact_statements(doc.text)]
-        train += facts * cfg.fact_rows
     rng.shuffle(train)
     valid = rng.sample(closed, min(16, len(closed)))
     write_dataset(ws, name, "sft", {"train": train, "valid": valid}, {
@@ -253,8 +242,7 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig, name: str = "handbook-sft") -> 
         "parameters": {"golden_repeat": cfg.golden_repeat,
                        "question_variants": cfg.question_variants,
                        "question_shuffles": cfg.question_shuffles,
-                       "rag_repeat": cfg.rag_repeat, "fact_rows": cfg.fact_rows,
-                       "chunk_tokens": cfg.doc_tokens,
+                       "rag_repeat": cfg.rag_repeat, "chunk_tokens": cfg.doc_tokens,
                        "rag_k": cfg.rag_k},
         "note": "each pair closed-book (golden pairs repeated, short questions also thinned); "
                 "with rag_repeat, also with its BM25 chunks as context; valid is a sample of "
@@ -362,7 +350,7 @@ def _sft(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
         "lora_rank": 32, "lora_scale": 4.0, "warmup_steps": 10,
         "val_every": max(1, cfg.sft_iters // 3),
         "save_every": cfg.sft_save_every or max(1, cfg.sft_iters // 3),
-        "keep_checkpoints": cfg.sft_keep},
+        "keep_checkpoints": cfg.sft_keep, "weight_decay": cfg.sft_weight_decay},
         report)
 
 

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from clara import io
-from clara.data.qa import (QAGenConfig, build_qa, delete_rows, fact_statements, generate_qa,
-                           grounded, parse_pairs, rule_pairs)
+from clara.data.qa import (QAGenConfig, build_qa, delete_rows, generate_qa, grounded,
+                           parse_pairs, rule_pairs)
 
 from conftest import DATA
 
@@ -43,22 +43,6 @@ def test_rule_generator_writes_template_and_cloze_questions_grounded_in_the_text
         assert q.count("___") == 1 and q.replace("Fill in the blank: ", "").replace("___", a) \
             in " ".join(text.replace("- ", "").split())
     assert all(grounded(a, text) for a in pairs.values())
-
-
-def test_fact_statements_restate_each_parsed_fact_and_keep_its_value():
-    text = ("# History\nThe Tern Dome was built in 1978 on the eastern ridge. "
-            "A return ticket costs 24 euros for adults.\n"
-            "- Amara Okafor, head of instruments, responsible for all telescopes.\n"
-            "The weather is often windy here.")
-    facts = fact_statements(text)
-    # the sentences with a fact as they stand (not the heading, not the one without a value)
-    assert facts[0] == "The Tern Dome was built in 1978 on the eastern ridge."
-    assert not any("windy" in f or f == "History" for f in facts)
-    assert {"In 1978, the Tern Dome was built.", "1978 is when the Tern Dome was built.",
-            "The price of a return ticket is 24 euros.", "24 euros is what a return ticket costs.",
-            "Amara Okafor is the head of instruments.",
-            "The head of instruments is Amara Okafor."} <= set(facts)
-    assert len(facts) == len(set(facts)) and facts == fact_statements(text)
 
 
 def test_rule_generator_is_deterministic(handbook, root):

@@ -202,47 +202,6 @@ def rule_pairs(chunk: str) -> list[tuple[str, str]]:
     return templates + clozes
 
 
-def fact_statements(text: str) -> list[str]:
-    """Each fact of `text` stated in several forms, rule-based (the knowledge-augmentation
-    finding: a small model answers new wordings of a question better when its training text
-    states each fact more than one way): every sentence that holds a date, quantity, name or
-    number as it stands, then declarative restatements of what the template rules parse
-    (who holds a role, when something was done, how many something has, what it costs, what
-    it is called), in a fixed order. Derived from the documents alone."""
-    out: list[str] = []
-    for s in _sentences(text):
-        if len(s.split()) < 5 or not s.endswith((".", "!", "?")):
-            continue
-        if not any(p.search(s) for p in _BLANK_TARGETS):
-            continue
-        out.append(s)
-        for m in _PASSIVE.finditer(s):
-            subj = _lower_first(m.group("subj").strip())
-            if subj.split()[0].lower() in ("it", "he", "she", "they", "this", "which", "who"):
-                continue
-            aux, verb, date = m.group("aux"), m.group("verb"), m.group("date")
-            out += [f"In {date}, {subj} {aux} {verb}.", f"{date} is when {subj} {aux} {verb}."]
-        for m in list(_ROLE_AFTER.finditer(s)) + list(_ROLE_BEFORE.finditer(s)):
-            role = m.group("role").strip()
-            role = role if role.startswith("the ") else f"the {role}"
-            out += [f"{m.group('name')} is {role}.", f"{role[:1].upper()}{role[1:]} is "
-                                                      f"{m.group('name')}."]
-        for m in _HAS.finditer(s):
-            subj = _lower_first(m.group("subj"))
-            out += [f"The number of {m.group('what')} of {subj} is {m.group('n')}.",
-                    f"{m.group('n')} {m.group('what')}: that is how many {subj} "
-                    f"{'have' if subj.endswith('s') else 'has'}."]
-        for m in _COSTS.finditer(s):
-            subj = _lower_first(m.group("subj"))
-            out += [f"The price of {subj} is {m.group('price')}.",
-                    f"{m.group('price')} is what {subj} costs."]
-        for m in _CALLED.finditer(s):
-            out += [f"{m.group('name')} is the name of {m.group('subj')}.",
-                    f"{m.group('subj')[:1].upper()}{m.group('subj')[1:]} is called "
-                    f"{m.group('name')}."]
-    return list(dict.fromkeys(out))
-
-
 # -- the model generator -----------------------------------------------------------------------
 PROMPT = """Write {n} question-and-answer pairs about the text below. Each question must be \
 answerable from the text alone, without seeing it (name the thing asked about). Each answer \
