@@ -44,8 +44,11 @@ fell to 14.6 % trained, 2.4 % paraphrased) and keyword-only answer rows (paraphr
 trained 78-81 %): neither is adopted (data/README.md). Session 11 measured, on batch 8 x 800:
 each handbook fact restated by rules as extra rows (19.0 / 26.2 at seeds 0 / 1, against 35.7 /
 38.1), peak lr 2e-3 / 4.5e-3 / 6e-3, weight decay 0.1, and averaging the last checkpoints'
-weights (at best 47.6 / 31.0): none reaches 50 % at two seeds (data/README.md). `base`,
-`sft_seed`, `sft_save_every`, `sft_keep` and `sft_weight_decay` run such checks.
+weights (at best 47.6 / 31.0), batch 4 x 1600 (31.0 / 45.2 / 47.6 at seeds 0 / 1 / 2): none
+reaches 50 % at two seeds. The lead (data/README.md, commit 423cd23's `memory_rows`): rows that
+answer from the BM25 top-2 golden pairs in the prompt, 69.0 % at seeds 0 and 1 when the
+paraphrased questions get those pairs too. `base`, `sft_seed`, `sft_save_every`, `sft_keep`
+and `sft_weight_decay` run such checks.
 """
 
 from __future__ import annotations
@@ -142,10 +145,6 @@ class DemoConfig:
         "help": "Extra closed-book rows per short question made of its content words only, "
                 "in random order (names kept whole): the run learns that the content words, "
                 "not the question's frame, pick the answer."})
-    memory_rows: int = field(default=0, metadata={
-        "help": "Copies of a row per golden pair whose prompt holds the top_k golden pairs "
-                "(question and answer) BM25 finds for its question: the run learns to copy "
-                "the answer from a retrieved pair (experimental)."})
     rag_repeat: int = field(default=0, metadata={
         "help": "Copies of each pair's row with its retrieved chunks in handbook-sft (0: none; "
                 "the reader cannot read the handbook's prose, and these long rows cost most "
@@ -243,16 +242,6 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig, name: str = "handbook-sft") -> 
                 top = top[:-1] + [gold[0]]
             train += [chat_row(rag_prompt(item.question, [index.texts[i] for i in top]),
                                item.answer, origin="rag")] * cfg.rag_repeat
-    if cfg.memory_rows:
-        from clara.data.builders import BM25
-
-        pairs = [(q["question"], q["answer"]) for q in io.read_jsonl(SAMPLE_QA)]
-        memory = [f"{q} {a}" for q, a in pairs]
-        bm25 = BM25(memory)
-        for i, (q, a) in enumerate(pairs):
-            top = bm25.ranked(q)[:cfg.top_k]
-            train += [chat_row(rag_prompt(q, [memory[j] for j in top]), a,
-                               origin="memory")] * cfg.memory_rows
     rng.shuffle(train)
     valid = rng.sample(closed, min(16, len(closed)))
     write_dataset(ws, name, "sft", {"train": train, "valid": valid}, {
