@@ -46,8 +46,8 @@ each handbook fact restated by rules as extra rows (19.0 / 26.2 at seeds 0 / 1, 
 38.1), peak lr 2e-3 / 4.5e-3 / 6e-3, weight decay 0.1, and averaging the last checkpoints'
 weights (at best 47.6 / 31.0), batch 4 x 1600 (31.0 / 45.2 / 47.6 at seeds 0 / 1 / 2): none
 reaches 50 % at two seeds. The lead (data/README.md, commit 423cd23's `memory_rows`): rows that
-answer from the BM25 top-2 golden pairs in the prompt, 69.0 % at seeds 0 and 1 when the
-paraphrased questions get those pairs too. `base`, `sft_seed`, `sft_save_every`, `sft_keep`
+answer from the BM25 top-2 golden pairs in the prompt, 69.0 / 69.0 / 73.8 % at seeds 0 / 1 / 2
+when the paraphrased questions get those pairs too. `base`, `sft_seed`, `sft_save_every`, `sft_keep`
 and `sft_weight_decay` run such checks.
 """
 
