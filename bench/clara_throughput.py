@@ -326,8 +326,8 @@ With checkpointing, chunked CE and an 8 GB MLX limit the new defaults lower the 
 8.18 GB, the reference 10.2) and raise the speed 12 % (17.5k -> 19.5k tokens/s, 1.49x the
 reference's eager 13.1k): the memory target holds.
 
-Session 11 (nvidia-h200, one GPU, 2026-12-01; session 10's kernel cache carried; driver
-scripts/lease-gpu11.sh). MFU is counted two ways: MFU6N is the issue's, 6 * N * tokens/s over
+Session 11 (nvidia-h200, one GPU, 2026-12-01; session 10's kernel cache carried; two leases,
+each one driver running the commands given with each table). MFU is counted two ways: MFU6N is the issue's, 6 * N * tokens/s over
 989 TFLOP/s (N = 0.770B block weights + head, every real token, encoder's too); MFU is our
 stricter step_flops (about 4N: frozen base, the head only where the loss needs it).
 1) Where a step's GPU time goes, today's defaults (dropout kernel, attention padded to 128):
