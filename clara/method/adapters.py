@@ -114,7 +114,8 @@ _CUDA_VEC = """
   const unsigned int nv = ALIGNED ? n / 8 : 0;
 """
 _CUDA_FWD8 = _CUDA_PRE + _CUDA_VEC.replace("ALIGNED", """(((unsigned long long)x
-      | (unsigned long long)y) & 15) == 0""") + """  const float s = (float)((T)q);
+      | (unsigned long long)y) & 15) == 0""") + """
+  const float s = (float)((T)q);
   for (unsigned int v = tid; v < nv; v += stride) {
     uint4 in = reinterpret_cast<const uint4*>(x)[v], out;
     const T* e = reinterpret_cast<const T*>(&in);
@@ -128,7 +129,9 @@ _CUDA_FWD8 = _CUDA_PRE + _CUDA_VEC.replace("ALIGNED", """(((unsigned long long)x
     y[i] = clara_keep_hash(i, k0, k1) < thr ? (T)((float)x[i] / s) : (T)0.0f;
 """
 _CUDA_BWD8 = _CUDA_PRE + _CUDA_VEC.replace("ALIGNED", """(((unsigned long long)x
-      | (unsigned long long)g | (unsigned long long)xd | (unsigned long long)dx) & 15) == 0""") + """  const float inv = (float)((T)(1.0f / q));
+      | (unsigned long long)g | (unsigned long long)xd
+      | (unsigned long long)dx) & 15) == 0""") + """
+  const float inv = (float)((T)(1.0f / q));
   for (unsigned int v = tid; v < nv; v += stride) {
     uint4 xi = reinterpret_cast<const uint4*>(x)[v], gi = reinterpret_cast<const uint4*>(g)[v];
     uint4 xo, go;
