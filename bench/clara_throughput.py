@@ -325,6 +325,119 @@ stage1+chunk+ckpt+lim8,stage1+kernel+attn128`, CLARA_BENCH_PEAKS=0, the same cod
 With checkpointing, chunked CE and an 8 GB MLX limit the new defaults lower the peak (8.61 ->
 8.18 GB, the reference 10.2) and raise the speed 12 % (17.5k -> 19.5k tokens/s, 1.49x the
 reference's eager 13.1k): the memory target holds.
+
+Session 11 (nvidia-h200, one GPU, 2026-12-01; session 10's kernel cache carried; two leases,
+each one driver running the commands given with each table). MFU is counted two ways: MFU6N is the issue's, 6 * N * tokens/s over
+989 TFLOP/s (N = 0.770B block weights + head, every real token, encoder's too); MFU is our
+stricter step_flops (about 4N: frozen base, the head only where the loss needs it).
+1) Where a step's GPU time goes, today's defaults (dropout kernel, attention padded to 128):
+   Nsight Compute, one warm compiled step, 4 blocks of the 1.1B shape at batch 32, CUDA graphs
+   off (`ncu --profile-from-start off --metrics gpu__time_duration.sum,launch__grid_size
+   ... python3 bench/stage1_parts.py --preset 1b --ncu --layers 4 --batch-size 32`), grouped
+   by `python bench/stage1_parts.py --ncu-csv ncu_raw.csv` (kernel_shares; a gemm whose
+   cuBLAS tile has a side <= 32 is counted as LoRA's rank-16 products):
+
+    gemm, wide tiles                28.82 ms  35.1 %   227
+    dropout kernel                  13.57 ms  16.5 %   112
+    copy / gather / scatter         11.00 ms  13.4 %   264
+    elementwise                      7.78 ms   9.5 %   283
+    gemm, thin tiles (LoRA)          5.57 ms   6.8 %   281
+    attention (cuDNN SDPA)           5.32 ms   6.5 %    48
+    fused elementwise                4.97 ms   6.1 %   314
+    other                            1.34 ms   1.6 %    32
+    softmax / CE                     1.31 ms   1.6 %     2
+    norm                             1.12 ms   1.4 %    36
+    reduce                           1.08 ms   1.3 %   253
+    gemm                             0.17 ms   0.2 %     3
+    random bits                      0.01 ms   0.0 %     4
+    total                           82.05 ms         1859
+
+   The biggest share beside the gemms is the LoRA chain, not the products themselves: the
+   dropout kernels (forward 95 us, backward 148 us a call: 1.3-1.7 TB/s, scalar bf16 loads),
+   the unfused adds of each adapter's output to its base projection's and of its input
+   gradient to the base's (binary_vv Add, 72 calls, 4.1 ms), then the copies (a third of them
+   the [B, 448, vocab] logits around the CE, once a step, not per block).
+2) The engine's rate (`CLARA_BENCH_PEAKS=0 python3 bench/clara_throughput.py --preset 1b
+   --steps 8 --warmup 2 --only stage1+b32,stage1+b32+fold,stage1+b64,stage1+b64+fold,lora+b32,
+   stage1,stage1+fold`; +fold is adapters.lora_fold, then opt-in: the adapter's output added in
+   the base gemm's epilogue, mx.addmm, and its input gradient in the base's input-gradient
+   gemm, one custom_function):
+
+    work                   code      tok/s    MFU  MFU6N  peak GB  weights    fwd  fwd+bwd  est GB  1st s traces host ms
+    stage1+b32             new       66395  20.1%  31.0%    54.11        -      -        -   51.87    4.6      1   401.5
+    stage1+b32+fold        new       70152  21.3%  32.8%    54.27        -      -        -   51.87    4.3      1   383.9
+    stage1+b64             new       73166  22.2%  34.2%    89.74        -      -        -   92.31    6.9      1   727.9
+    stage1+b64+fold        new       76631  23.2%  35.8%    90.99        -      -        -   92.31    4.9      1   700.1
+    lora+b32               new      133826  43.1%  62.5%    35.28        -      -        -   35.48    1.0      1   142.9
+    stage1                 new       42957  13.0%  20.1%    23.54        -      -        -   21.54    4.1      1   152.5
+    stage1+fold            new       52278  15.9%  24.4%    23.61        -      -        -   21.54    4.2      1   124.0
+
+   8B 4-bit, batch 1, the new CUDA defaults (`--preset 8b-q4 --steps 4 --warmup 1 --only
+   stage1+chunk+ckpt+lim8`; a quantized base is never folded):
+
+    stage1+chunk+ckpt+lim8 new        1351   4.0%   6.2%     8.30        -      -        -    9.79  128.4      1   764.2
+
+   (8.30 GB, under the 10 GB target; session 9's 8.82 GB.) `GPU_TESTS="tests/test_chat.py
+   tests/test_train.py" bash scripts/gpu-check.sh tests`: 14 passed (50 s), 15 passed (15 s).
+   `bash scripts/gpu-check.sh rag`: chat decode 494.7 tok/s against mlx_lm.generate's 506.8
+   (0.98x, target >= 0.95); CLaRa's prompt 4.77x shorter than raw-text RAG's (203 against 968
+   tokens), but its time to first token longer (0.072 against 0.064 s: on this GPU a 968-token
+   prefill of a 1B model costs about what placing the compressed vectors does).
+3) The change, from 1): the dropout kernels 8 elements a thread through 16-byte loads (2-byte
+   dtypes; adapters._CUDA_FWD8/_CUDA_BWD8, bit for bit the same mask and values: self-check
+   `stage1_parts.py --parts dropout` 0 of 80 740 352 elements differ, gradients' difference
+   0.0; one MLP-wide adapter call 2.701 -> 2.225 ms), the adapters folded into the base gemms
+   (lora_fold, keeping the forward's [tokens, rank] product for the backward), stage 1's CE
+   over positions 0..L-2 (no slicing of the whole logits). Before/after in one lease,
+   interleaved (`--only` the rows below; `+nofold+scalar+slicelogits` is session 10's step;
+   +swiglu is model.fused_swiglu, opt-in):
+
+    work                   code      tok/s    MFU  MFU6N  peak GB  weights    fwd  fwd+bwd  est GB  1st s traces host ms
+    stage1+b32+nofold+scalar+slicelogits new       64553  19.6%  30.2%    54.11        -      -        -   51.87    5.8      1   411.2
+    stage1+b32             new       79010  24.0%  36.9%    54.48        -      -        -   51.87    4.5      1   327.8
+    stage1+nofold+scalar+slicelogits new       44690  13.6%  20.9%    23.54        -      -        -   21.54    4.8      1   146.2
+    stage1                 new       55787  16.9%  26.1%    23.78        -      -        -   21.54    4.1      1   114.9
+    stage1+b32+swiglu      new       78635  23.9%  36.7%    47.32        -      -        -   51.87   11.5      1   333.7
+    stage1+swiglu          new       52693  16.0%  24.6%    24.43        -      -        -   21.54    4.1      1   123.7
+    stage1+b64+nofold+scalar+slicelogits new       63761  19.3%  29.8%    87.89        -      -        -   92.31    6.0      1   833.0
+    stage1+b64             new       80808  24.5%  37.8%    89.48        -      -        -   92.31    5.3      1   656.3
+    stage1+b64+swiglu      new       81428  24.7%  38.0%    77.96        -      -        -   92.31    5.0      1   642.5
+    stage1+b32+scalar      new       66965  20.3%  31.3%    54.48        -      -        -   51.87    4.5      1   384.9
+    stage1+b32+slicelogits new       78963  24.0%  36.9%    54.52        -      -        -   51.87    4.8      1   327.4
+    stage1+b32+nofold      new       74193  22.5%  34.7%    53.58        -      -        -   51.87    4.7      1   358.0
+
+   and the profile of 1) again with the new defaults:
+
+    gemm, wide tiles                30.25 ms  42.5 %   227
+    copy / gather / scatter          9.86 ms  13.9 %   266
+    dropout kernel                   7.19 ms  10.1 %   112
+    elementwise                      5.63 ms   7.9 %   251
+    attention (cuDNN SDPA)           5.37 ms   7.5 %    48
+    gemm, thin tiles (LoRA)          4.48 ms   6.3 %   225
+    fused elementwise                3.24 ms   4.6 %   290
+    other                            1.35 ms   1.9 %    32
+    softmax / CE                     1.31 ms   1.8 %     2
+    norm                             1.17 ms   1.6 %    36
+    reduce                           1.06 ms   1.5 %   253
+    gemm                             0.18 ms   0.3 %     3
+    random bits                      0.01 ms   0.0 %     4
+    total                           71.10 ms         1749
+
+What they say. Stage 1 at 1.1B is now 22 % faster at batch 32 (64.6k -> 79.0k tokens/s), 25 %
+at 8 (44.7k -> 55.8k) and 27 % at 64 (63.8k -> 80.8k) than session 10's step in the same lease:
+MFU6N 36.9 % at b32 and 37.8 % at b64, the issue's 35 % met (our stricter count 24.0 / 24.5 %;
+b8 26.1 / 16.9 %). Of it, the 8-wide dropout kernels +18 % (b32: +scalar 67.0k), the fold
++6.5 % (+nofold 74.2k; lease 1: +5.7 % at b32, +4.7 % at b64, +22 % at b8, where it also cuts
+the host's queuing), the CE without slicing nothing measurable (78.96k against 79.01k). The
+fused SwiGLU backward is no faster (b32 -0.5 %, b8 -5.5 %, b64 +0.8 %), so it stays opt-in,
+though it lowers the peak by 7.2 GB at b32 and 11.5 GB at b64 (autodiff keeps silu(gate) and
+its sigmoid for the backward). The step's kernel time (4 blocks, b32) went from 82.1 to 71.1 ms;
+what is left beside the gemms: copies (the whole-logits ones still there: from the CE's float32
+cast and its gradient, not the slicing), the dropout kernels (10 %), unfused adds. CUDA tests
+with the new defaults: test_method_stages 9/9, test_method_checkpoint 4/4, test_memory's
+dropout tests 3 + 1 skipped (its CUDA peak part), fused_swiglu's 1 (after the float32 fix:
+the first run of the 8-wide kernels read float32 8 to a 16-byte load, NaN; now only 2-byte
+dtypes take them).
 """
 
 from __future__ import annotations
@@ -700,6 +813,14 @@ def run_child(kind: str, root: str, s: dict, work: Path, steps: int, warmup: int
             env["CLARA_ATTN_PAD"] = opt[4:]
         elif opt in ("threefry", "hash", "kernel"):  # adapters.dropout_rng
             env["CLARA_DROPOUT_RNG"] = opt
+        elif opt in ("fold", "nofold"):  # adapters.lora_fold
+            env["CLARA_LORA_FOLD"] = "1" if opt == "fold" else "0"
+        elif opt == "scalar":  # adapters' scalar CUDA dropout kernels, not the 8-wide ones
+            env["CLARA_DROPOUT_VEC"] = "0"
+        elif opt == "swiglu":  # model.fused_swiglu
+            env["CLARA_SWIGLU"] = "fused"
+        elif opt == "slicelogits":  # the decoder's CE slicing its whole logits (before s11)
+            env["CLARA_CE_SHIFT"] = "0"
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode:
         return {"error": (p.stderr.strip().splitlines() or ["?"])[-1][-300:]}
@@ -717,7 +838,7 @@ def main(argv=None) -> int:
                    help="comma list of stage1, lora, mlx-lm; variants add +ckpt (gradient "
                         "checkpointing), +chunk / +nochunk (stage1: chunked CE on / off), +eager "
                         "(no mx.compile), +seq (no step look-ahead), +limX (MLX memory limit "
-                        "X GB), +threefry / +hash / +kernel (CLaRa's dropout masks), +padX (CLaRa rows padded to a multiple of X), +attnX (CLaRa's causal attention padded to a multiple of X inside the call), +dropX (CLaRa "
+                        "X GB), +threefry / +hash / +kernel (CLaRa's dropout masks), +fold / +nofold (adapters.lora_fold), +scalar (the scalar CUDA dropout kernels), +swiglu (model.fused_swiglu), +slicelogits (stage 1's CE as before session 11), +padX (CLaRa rows padded to a multiple of X), +attnX (CLaRa's causal attention padded to a multiple of X inside the call), +dropX (CLaRa "
                         "LoRA dropout X), +bN (batch N), e.g. stage1+nochunk+eager; CLARA_BENCH_PEAKS=0 "
                         "skips the uncompiled per-component peaks")
     p.add_argument("--root", action="append", default=[],

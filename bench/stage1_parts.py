@@ -28,6 +28,9 @@ and two parts that need no model (run alone, nothing is built):
                 length is a multiple of 128 (ScaledDotProductAttentionVJP::use_fallback), else
                 its unfused fallback (scores, softmax and their backward per block); and at the
                 step's widths padded to 128 inside the call (the model's CLARA_ATTN_PAD=128)
+    linears     a block's seven adapted projections at the step's token counts: the base
+                matmuls alone, the adapter pairs alone, base + adapters unfolded and folded
+                (adapters.lora_fold), and a block's norms and SwiGLU product (linears_part)
 
 `--ncu` instead runs a few warm steps and then one more between cuProfilerStart and
 cuProfilerStop, for Nsight Compute's per-kernel summary (ncu --profile-from-start off ...;
@@ -194,7 +197,153 @@ def attn_part(s: dict, args) -> dict:
     return {str(k): v for k, v in res.items()}
 
 
-MODEL_FREE = {"dropout": dropout_part, "attn": attn_part}
+def linears_part(s: dict, args) -> dict:
+    """One block's seven adapted projections (q, k, v, o, gate, up, down; clara.method.adapters
+    MultiLoRALinear, dropout 0.1, the platform's mask), compiled forward + backward (input
+    gradients; adapter gradients where there are adapters) at the encoder's and the decoder's
+    token counts: the base matmuls alone, the adapter pairs alone, base + adapters as the model
+    runs them (unfolded), and folded (adapters.lora_fold); and a block's two RMS norms and its
+    SwiGLU product. Times per block and per step (x layers, encoder + decoder)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from clara.method import adapters
+
+    B, h, i, r = s["batch_size"], s["hidden"], s["intermediate"], s["rank"]
+    kv = s["kv_heads"] * (h // s["heads"])
+    dtype = getattr(mx, s["dtype"])
+    shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]
+    mx.random.seed(0)
+    mods = []
+    for din, dout in shapes:
+        base = nn.Linear(din, dout, bias=False)
+        base.set_dtype(dtype)
+        m = adapters.MultiLoRALinear(base, r, 2.0, 0.1)
+        m.add("x")
+        m.adapters["x"].lora_b = mx.random.normal(m.adapters["x"].lora_b.shape) * 0.01
+        m.freeze()
+        m.unfreeze(keys=["lora_a", "lora_b"])
+        m.train()
+        mods.append(m)
+    res: dict = {}
+    for where, L in (("enc", args.enc_len), ("dec", args.dec_len)):
+        T = B * L
+        xs = [mx.random.normal((T, din)).astype(dtype) for din, _ in shapes]
+        cs = [mx.random.normal((T, dout)).astype(dtype) for _, dout in shapes]
+        mx.eval(xs, cs)
+        ws = [m.linear.weight for m in mods]
+        ps = [(m.adapters["x"].lora_a, m.adapters["x"].lora_b) for m in mods]
+
+        def proj(xs, ab, mode):
+            adapters.begin_pass()
+            tot = 0
+            for m, x, c, (a, b), w in zip(mods, xs, cs, ab, ws):
+                m.adapters["x"].lora_a, m.adapters["x"].lora_b = a, b
+                if mode == "base":
+                    y = x @ w.T
+                elif mode == "adapters":
+                    y = m.adapters["x"].delta(x)
+                else:
+                    os.environ["CLARA_LORA_FOLD"] = "1" if mode == "folded" else "0"
+                    y = m(x)
+                tot = tot + (y * c).astype(mx.float32).sum()
+            adapters.end_pass()
+            for m, (a, b) in zip(mods, ps):  # the module keeps concrete arrays, not tracers
+                m.adapters["x"].lora_a, m.adapters["x"].lora_b = a, b
+            return tot
+
+        row = {}
+        for mode in ("base", "adapters", "unfolded", "folded"):
+            argn = (0,) if mode == "base" else (0, 1)
+            vg = mx.compile(mx.value_and_grad(partial(proj, mode=mode), argnums=argn),
+                            inputs=[mx.random.state], outputs=[mx.random.state])
+            row[mode] = 1e3 * timed(lambda: vg(xs, ps), args.reps, args.warm)
+        os.environ.pop("CLARA_LORA_FOLD", None)
+        xn = mx.random.normal((T, h)).astype(dtype)
+        g = mx.random.normal((T, i)).astype(dtype)
+        u = mx.random.normal((T, i)).astype(dtype)
+        wn = mx.ones((h,), dtype=dtype)
+
+        def other(xn, g, u):
+            n = mx.fast.rms_norm(xn, wn, 1e-5) * 2 + mx.fast.rms_norm(xn + 1, wn, 1e-5)
+            return (n.astype(mx.float32).sum() + (nn.silu(g) * u).astype(mx.float32).sum())
+
+        vg = mx.compile(mx.value_and_grad(other, argnums=(0, 1, 2)))
+        row["norms+swiglu"] = 1e3 * timed(lambda: vg(xn, g, u), args.reps, args.warm)
+        res[where] = row
+        print(f"{where} ({T} tokens), per block, forward + backward: "
+              + ", ".join(f"{k} {v:.3f} ms" for k, v in row.items()), flush=True)
+    n = s["layers"]
+    step = {k: n * (res["enc"][k] + res["dec"][k]) for k in res["enc"]}
+    res["step"] = step
+    print(f"a step's ({n} blocks, encoder + decoder): "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in step.items()), flush=True)
+    return res
+
+
+# kernel name -> part of the step (first match wins); cuBLAS's gemms are split by their grid
+# size into the adapters' thin products (a dimension of the rank) and the rest (see kernel_shares)
+KERNEL_PARTS = [
+    ("attention (cuDNN SDPA)", ("sdpa", "fmha", "flash", "cudnn")),
+    ("dropout kernel", ("clara_dropout",)),
+    ("gemm", ("nvjet", "gemm", "gemv", "cutlass", "sm90_xmma", "matmul")),
+    ("norm", ("rms", "layer_norm")),
+    ("softmax / CE", ("softmax", "logsumexp", "cross_entropy")),
+    ("reduce", ("reduce",)),
+    ("copy / gather / scatter", ("copy", "gather", "scatter", "concat", "slice")),
+    ("random bits", ("rbits", "threefry")),
+    ("fused elementwise", ("compiled", "fused")),
+    ("elementwise", ("unary", "binary", "ternary", "select", "where", "arange")),
+]
+
+
+def kernel_shares(csv_path: str, thin_grid: int = 0) -> dict:
+    """Nsight Compute's raw per-launch CSV (`ncu -i REP --csv --page raw --metrics
+    gpu__time_duration.sum,launch__grid_size`) grouped by KERNEL_PARTS: ms, share, kernels."""
+    import csv
+    import re
+
+    rows = list(csv.reader(open(csv_path, errors="replace")))
+    head = next(i for i, r in enumerate(rows) if "Kernel Name" in r)
+    cols = rows[head]
+    name, dur = cols.index("Kernel Name"), cols.index("gpu__time_duration.sum")
+    unit = rows[head + 1][dur] if len(rows) > head + 1 else "nsecond"
+    scale = {"nsecond": 1e-6, "ns": 1e-6, "usecond": 1e-3, "us": 1e-3, "msecond": 1.0,
+             "ms": 1.0}.get(unit, 1e-6)
+    grid = cols.index("launch__grid_size") if "launch__grid_size" in cols else None
+    out: dict = {}
+    for r in rows[head + 1:]:
+        if len(r) <= dur:
+            continue
+        try:
+            ms = float(r[dur].replace(",", "")) * scale
+        except ValueError:
+            continue
+        low = r[name].lower()
+        part = next((p for p, keys in KERNEL_PARTS if any(k in low for k in keys)), "other")
+        tile = re.search(r"tst_(\d+)x(\d+)_", r[name])
+        if part == "gemm" and tile:  # cuBLAS's tile: a side <= 32 is a rank-16 LoRA product
+            part = "gemm, thin tiles (LoRA)" if min(map(int, tile.groups())) <= 32 \
+                else "gemm, wide tiles"
+        elif part == "gemm" and grid is not None and thin_grid:
+            part = "gemm, thin (grid <= %d)" % thin_grid if int(float(r[grid])) <= thin_grid \
+                else "gemm, wide"
+        elif part == "other" and re.match(r"void mlx::[A-Z]", r[name]):
+            part = "fused elementwise"  # mx.compile's kernels are named by their op chain
+        o = out.setdefault(part, {"ms": 0.0, "kernels": 0, "names": {}})
+        o["ms"] += ms
+        o["kernels"] += 1
+        o["names"][r[name][:60]] = o["names"].get(r[name][:60], 0) + ms
+    total = sum(o["ms"] for o in out.values())
+    for part, o in sorted(out.items(), key=lambda kv: -kv[1]["ms"]):
+        top = sorted(o["names"].items(), key=lambda kv: -kv[1])[:2]
+        print(f"{part:<28} {o['ms']:8.2f} ms {100 * o['ms'] / total:5.1f} % {o['kernels']:5d}  "
+              + "; ".join(f"{n} {ms:.1f}" for n, ms in top))
+    print(f"{'total':<28} {total:8.2f} ms        {sum(o['kernels'] for o in out.values()):5d}")
+    return out
+
+
+MODEL_FREE = {"dropout": dropout_part, "attn": attn_part, "linears": linears_part}
 
 
 def main(argv=None) -> int:
@@ -209,7 +358,12 @@ def main(argv=None) -> int:
     p.add_argument("--warm", type=int, default=2)
     p.add_argument("--ncu", action="store_true", help="profile one warm step (see above)")
     p.add_argument("--json", default=None)
+    p.add_argument("--ncu-csv", help="summarise Nsight Compute's raw CSV (kernel_shares); no run")
+    p.add_argument("--thin-grid", type=int, default=0, help="--ncu-csv: split gemms by grid size")
     args = p.parse_args(argv)
+    if args.ncu_csv:
+        kernel_shares(args.ncu_csv, args.thin_grid)
+        return 0
 
     import mlx.core as mx
     import mlx.nn as nn

@@ -310,6 +310,13 @@ def test_lora_dropout_draws_its_mask_again_in_the_backward_pass(rng, monkeypatch
     assert 0.65 < float(keep.astype(mx.float32).mean()) < 0.85
     if rng == "threefry":
         assert mx.array_equal(keep, mx.random.bernoulli(0.75, x.shape, key=key))
+    if rng == "kernel":  # the 8-wide kernels of 2-byte dtypes, and their scalar tail (7 x 9)
+        from clara.method.adapters import cuda_dropout, hashed_keep
+
+        for shape in (x.shape, (7, 9)):
+            xb = mx.random.normal(shape).astype(mx.bfloat16)
+            ref = mx.where(hashed_keep(key, shape, p), xb / (1 - p).astype(mx.bfloat16), 0)
+            assert mx.array_equal(cuda_dropout(xb, key, p), ref)
 
     def ours(x, a, b):
         return (dropped_lora(x, key, p, a, b) ** 2).sum()
@@ -321,6 +328,26 @@ def test_lora_dropout_draws_its_mask_again_in_the_backward_pass(rng, monkeypatch
     for g1, g2 in zip(mx.grad(ours, argnums=(0, 1, 2))(x, a, b),
                       mx.grad(plain, argnums=(0, 1, 2))(x, a, b)):
         assert float(mx.abs(g1 - g2).max()) < 1e-3 * float(mx.abs(g2).max())  # TF32 on CUDA
+
+    # folded (adapters.lora_fold): the base matmul with the adapter's output and input gradient
+    # added in its epilogue is the same sum, with the same mask, in the forward and the backward
+    from clara.method.adapters import folded_lora, kernel_folded_lora
+
+    fold = kernel_folded_lora if rng == "kernel" else folded_lora
+    w = mx.random.normal((32, 96)) * 0.1
+    x3 = x.reshape(4, 16, 96)
+
+    def folded(x, a, b):
+        return (fold(x, w, key, p, a, b) ** 2).sum()
+
+    def unfolded(x, a, b):
+        return ((x @ w.T + dropped_lora(x, key, p, a, b)) ** 2).sum()
+
+    assert abs(float(folded(x3, a, b)) / float(unfolded(x3, a, b)) - 1) < 1e-5
+    for g1, g2 in zip(mx.grad(folded, argnums=(0, 1, 2))(x3, a, b),
+                      mx.grad(unfolded, argnums=(0, 1, 2))(x3, a, b)):
+        assert g1.shape == g2.shape
+        assert float(mx.abs(g1 - g2).max()) < 1e-3 * float(mx.abs(g2).max())
     if rng != "threefry":
         return  # the peaks below: once is enough
 
@@ -582,3 +609,22 @@ def test_hashed_dropout_mask_is_bernoulli_and_fixed_by_its_key():
     assert abs(np.corrcoef(m[:-512], m[512:])[0, 1]) < bound
     quarter = np.array(hashed_keep(key, (256, 512), mx.array(0.25))).mean()
     assert abs(quarter - 0.75) < 4 * (0.1875 / (256 * 512)) ** 0.5
+
+
+def test_fused_swiglu_has_autodiffs_values_and_gradients():
+    """model.fused_swiglu (CLARA_SWIGLU=fused): mlx-lm's silu(gate) * x with a hand-written
+    backward gives the same value and, in float32, the same gradients as autodiff's."""
+    from clara.method.model import fused_swiglu
+
+    mx.random.seed(0)
+    g, x, c = (mx.random.normal((4, 33, 64)) for _ in range(3))
+
+    def ref(g, x):
+        return ((nn.silu(g) * x) * c).sum()
+
+    def new(g, x):
+        return (fused_swiglu(g, x) * c).sum()
+
+    assert float(ref(g, x)) == float(new(g, x))
+    for a, b in zip(mx.grad(ref, argnums=(0, 1))(g, x), mx.grad(new, argnums=(0, 1))(g, x)):
+        assert float(mx.abs(a - b).max()) < 1e-6 * float(mx.abs(a).max())

@@ -104,25 +104,83 @@ _CUDA_BWD = _CUDA_PRE + """\
     dx[i] = keep ? (T)((float)g[i] * inv) : (T)0.0f;
   }
 """
+# The same two kernels for 2-byte dtypes, 8 elements a thread through 16-byte loads and stores
+# (float32 keeps the scalar ones). The scalar ones moved 1.3-1.7 TB/s on the H200, 17 % of a
+# stage-1 step's kernel time (ncu, session 11); these made the step 18 % faster at batch 32.
+# The same mask and rounding per element; the scalar loop for a tail or unaligned buffers.
+_CUDA_VEC = """
+  const unsigned int stride = gridDim.x * blockDim.x;
+  const unsigned int tid = blockIdx.x * blockDim.x + threadIdx.x;
+  const unsigned int nv = ALIGNED ? n / 8 : 0;
+"""
+_CUDA_FWD8 = _CUDA_PRE + _CUDA_VEC.replace("ALIGNED", """(((unsigned long long)x
+      | (unsigned long long)y) & 15) == 0""") + """
+  const float s = (float)((T)q);
+  for (unsigned int v = tid; v < nv; v += stride) {
+    uint4 in = reinterpret_cast<const uint4*>(x)[v], out;
+    const T* e = reinterpret_cast<const T*>(&in);
+    T* o = reinterpret_cast<T*>(&out);
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      o[j] = clara_keep_hash(v * 8 + j, k0, k1) < thr ? (T)((float)e[j] / s) : (T)0.0f;
+    reinterpret_cast<uint4*>(y)[v] = out;
+  }
+  for (unsigned int i = nv * 8 + tid; i < n; i += stride)
+    y[i] = clara_keep_hash(i, k0, k1) < thr ? (T)((float)x[i] / s) : (T)0.0f;
+"""
+_CUDA_BWD8 = _CUDA_PRE + _CUDA_VEC.replace("ALIGNED", """(((unsigned long long)x
+      | (unsigned long long)g | (unsigned long long)xd
+      | (unsigned long long)dx) & 15) == 0""") + """
+  const float inv = (float)((T)(1.0f / q));
+  for (unsigned int v = tid; v < nv; v += stride) {
+    uint4 xi = reinterpret_cast<const uint4*>(x)[v], gi = reinterpret_cast<const uint4*>(g)[v];
+    uint4 xo, go;
+    const T* xe = reinterpret_cast<const T*>(&xi);
+    const T* ge = reinterpret_cast<const T*>(&gi);
+    T* xr = reinterpret_cast<T*>(&xo);
+    T* gr = reinterpret_cast<T*>(&go);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const bool keep = clara_keep_hash(v * 8 + j, k0, k1) < thr;
+      xr[j] = keep ? (T)((float)xe[j] * inv) : (T)0.0f;
+      gr[j] = keep ? (T)((float)ge[j] * inv) : (T)0.0f;
+    }
+    reinterpret_cast<uint4*>(xd)[v] = xo;
+    reinterpret_cast<uint4*>(dx)[v] = go;
+  }
+  for (unsigned int i = nv * 8 + tid; i < n; i += stride) {
+    const bool keep = clara_keep_hash(i, k0, k1) < thr;
+    xd[i] = keep ? (T)((float)x[i] * inv) : (T)0.0f;
+    dx[i] = keep ? (T)((float)g[i] * inv) : (T)0.0f;
+  }
+"""
 _KERNELS: dict = {}
 
 
-def _cuda_kernels():
-    if not _KERNELS:
-        _KERNELS["fwd"] = mx.fast.cuda_kernel(
-            "clara_dropout_fwd", ["x", "key", "p"], ["y"], _CUDA_FWD, header=_CUDA_HEADER)
-        _KERNELS["bwd"] = mx.fast.cuda_kernel(
-            "clara_dropout_bwd", ["x", "g", "key", "p"], ["xd", "dx"], _CUDA_BWD,
-            header=_CUDA_HEADER)
-    return _KERNELS
+def _vector_kernels(dtype) -> bool:
+    """The 8-wide dropout kernels for 2-byte dtypes (8 to a 16-byte load: bfloat16, float16),
+    the scalar ones otherwise or with CLARA_DROPOUT_VEC=0."""
+    return os.environ.get("CLARA_DROPOUT_VEC", "1") != "0" and dtype.size == 2
+
+
+def _cuda_kernels(vec: bool):
+    if vec not in _KERNELS:
+        fwd, bwd, tag = (_CUDA_FWD8, _CUDA_BWD8, "8") if vec else (_CUDA_FWD, _CUDA_BWD, "")
+        _KERNELS[vec] = {
+            "fwd": mx.fast.cuda_kernel("clara_dropout_fwd" + tag, ["x", "key", "p"], ["y"], fwd,
+                                       header=_CUDA_HEADER),
+            "bwd": mx.fast.cuda_kernel("clara_dropout_bwd" + tag, ["x", "g", "key", "p"],
+                                       ["xd", "dx"], bwd, header=_CUDA_HEADER)}
+    return _KERNELS[vec]
 
 
 def _launch(name: str, inputs: list, like: mx.array, outputs: int):
     n = like.size
     if n >= 1 << 32:
         raise ValueError(f"dropout kernel: {n} elements, at most 2**32 - 1")
-    threads = min(-(-n // 4), 1 << 30)  # about 4 elements a thread
-    return _cuda_kernels()[name](
+    vec = _vector_kernels(like.dtype)
+    threads = min(-(-n // (8 if vec else 4)), 1 << 30)  # elements a thread
+    return _cuda_kernels(vec)[name](
         inputs=inputs, template=[("T", like.dtype)], grid=(threads, 1, 1),
         threadgroup=(256, 1, 1), output_shapes=[like.shape] * outputs,
         output_dtypes=[like.dtype] * outputs)
@@ -192,6 +250,90 @@ def _kernel_dropped_lora_vjp(primals, cotangent, output):
     return dx, mx.zeros_like(key), mx.zeros_like(p), da, db
 
 
+def lora_fold() -> bool:
+    """Whether an adapted plain linear runs as one folded_lora (CLARA_LORA_FOLD=1/0): the LoRA
+    output added inside the base matmul (mx.addmm, the gemm's epilogue) in the forward and the
+    adapter's input gradient added inside the base's input-gradient matmul in the backward,
+    instead of two elementwise passes over the [B, L, out] and [B, L, in] arrays per call.
+    Not bit for bit the unfolded sum in bfloat16 (one rounding to the model's dtype instead of
+    two; the same in float32 up to the sum's order: tests/test_memory.py). Default: on CUDA,
+    where it made a 1.1B stage-1 step faster at batch 8, 32 and 64 (bench/clara_throughput.py,
+    session 11); off elsewhere, so CPU and Metal results are as before."""
+    v = os.environ.get("CLARA_LORA_FOLD")
+    if v:
+        return v == "1"
+    from clara.platform import backend
+
+    return backend() == "cuda"
+
+
+def _dropped(x, key, p, kernel: bool):
+    if kernel:
+        return cuda_dropout(x, key, p)
+    return mx.where(keep_mask(key, x.shape, p), x / (1 - p).astype(x.dtype), 0)
+
+
+def _fold_fwd(x, w, key, p, a, b, kernel: bool):
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    xa = _dropped(x2, key, p, kernel) @ a
+    # xa ([tokens, rank], small) is an output too, so the backward need not make it again
+    return mx.addmm(xa @ b, x2, w.T).reshape(*lead, w.shape[0]), xa
+
+
+def _fold_vjp(primals, cotangents, outputs, kernel: bool):
+    x, w, key, p, a, b = primals
+    cotangent, xa = cotangents[0], outputs[1]
+    x2, g2 = x.reshape(-1, x.shape[-1]), cotangent.reshape(-1, cotangent.shape[-1])
+    gb = g2 @ b.T
+    if kernel:
+        xd, dxl = cuda_dropout_pair(x2, gb @ a.T, key, p)
+    else:
+        # the key made to depend on the cotangent, as in _dropped_lora_vjp
+        c = g2[:1, :1].reshape(-1)
+        key = key + (c == c).astype(mx.uint32) * 0
+        keep = keep_mask(key, x2.shape, p)
+        inv = (1 / (1 - p)).astype(x.dtype)
+        xd = mx.where(keep, x2, 0) * inv
+        dxl = mx.where(keep, (gb @ a.T) * inv, 0)
+    dx = mx.addmm(dxl, g2, w).reshape(x.shape)
+    da = xd.T @ gb
+    db = xa.T @ g2
+    return dx, mx.zeros_like(w), mx.zeros_like(key), mx.zeros_like(p), da, db
+
+
+@mx.custom_function
+def _folded(x, w, key, p, a, b):
+    return _fold_fwd(x, w, key, p, a, b, False)
+
+
+@_folded.vjp
+def _folded_vjp(primals, cotangents, outputs):
+    return _fold_vjp(primals, cotangents, outputs, False)
+
+
+@mx.custom_function
+def _kernel_folded(x, w, key, p, a, b):
+    return _fold_fwd(x, w, key, p, a, b, True)
+
+
+@_kernel_folded.vjp
+def _kernel_folded_vjp(primals, cotangents, outputs):
+    return _fold_vjp(primals, cotangents, outputs, True)
+
+
+def folded_lora(x, w, key, p, a, b):
+    """x @ w.T + dropped_lora(x, key, p, a, b), the adapter's output added in the base matmul's
+    epilogue (mx.addmm) and, in the backward, the adapter's input gradient in the base's
+    input-gradient matmul; the frozen w gets no gradient (its zeros are never evaluated)."""
+    return _folded(x, w, key, p, a, b)[0]
+
+
+def kernel_folded_lora(x, w, key, p, a, b):
+    """folded_lora with the CUDA dropout kernel's mask (kernel_dropped_lora's)."""
+    return _kernel_folded(x, w, key, p, a, b)[0]
+
+
 # The dropout keys of one forward pass (ClaraModel.hidden_states brackets each pass with
 # begin_pass / end_pass): one draw from MLX's global random state for the pass, then the pass
 # key plus (0, i) for its i-th adapter call. A draw from the global state is 25 graph ops (a
@@ -244,6 +386,13 @@ class LoRAPair(nn.Module):
             return f(x, _next_key(), mx.array(p, dtype=mx.float32), a, b)
         return (x @ a) @ b
 
+    def folded(self, x: mx.array, w: mx.array) -> mx.array:
+        """x @ w.T + delta(x) in training with dropout, as one folded_lora (lora_fold)."""
+        a, b = self.lora_a.astype(x.dtype), (self.scale * self.lora_b).astype(x.dtype)
+        p = mx.array(1 - self.dropout._p_1, dtype=mx.float32)
+        f = kernel_folded_lora if use_cuda_kernel() else folded_lora
+        return f(x, w, _next_key(), p, a, b)
+
 
 class MultiLoRALinear(nn.Module):
     """A frozen linear (or QuantizedLinear) plus named LoRA pairs; `active` picks one or none."""
@@ -266,10 +415,13 @@ class MultiLoRALinear(nn.Module):
         self.adapters[dst] = LoRAPair(p.lora_a + 0, p.lora_b + 0, self.scale, self.dropout_p)
 
     def __call__(self, x: mx.array) -> mx.array:
-        y = self.linear(x)
         if self.active is None:
-            return y
-        return y + self.adapters[self.active].delta(x)
+            return self.linear(x)
+        pair = self.adapters[self.active]
+        if (lora_fold() and pair.training and pair.dropout._p_1 < 1
+                and type(self.linear) is nn.Linear and "bias" not in self.linear):
+            return pair.folded(x, self.linear.weight)
+        return self.linear(x) + pair.delta(x)
 
 
 class CastLoRALinear(LoRALinear):

@@ -11,12 +11,13 @@ from clara.method.config import CE_CHUNK_ELEMENTS
 IGNORE = -100
 
 
-def masked_ce(logits: mx.array, labels: mx.array):
-    """Causal LM CE: logits at 0..L-2 against labels at 1..L-1, ignoring IGNORE labels.
+def masked_ce(logits: mx.array, labels: mx.array, shifted: bool = False):
+    """Causal LM CE: logits at 0..L-2 against labels at 1..L-1, ignoring IGNORE labels
+    (`shifted`: `logits` are already those of positions 0..L-2, [B, L-1, V]).
 
     Returns (mean over supervised tokens, number of supervised tokens), as HF's ignore_index.
     """
-    logits = logits[:, :-1].astype(mx.float32)
+    logits = (logits if shifted else logits[:, :-1]).astype(mx.float32)
     targets = labels[:, 1:]
     mask = targets != IGNORE
     ce = nn.losses.cross_entropy(logits, mx.where(mask, targets, 0), reduction="none")

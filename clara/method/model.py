@@ -81,10 +81,35 @@ def _padded_sdpa(sdpa, multiple: int):
     return padded
 
 
+def swiglu_fused() -> bool:
+    """CLARA_SWIGLU=fused: mlx-lm's swiglu (silu(gate) * x) with a hand-written backward
+    (fused_swiglu), opt-in (being measured on CUDA)."""
+    return os.environ.get("CLARA_SWIGLU") == "fused"
+
+
+@mx.custom_function
+def fused_swiglu(gate: mx.array, x: mx.array) -> mx.array:
+    """silu(gate) * x, the forward mlx-lm's ops; the backward from gate and x alone in float32,
+    one elementwise chain that mx.compile fuses (autodiff's made the sigmoid and several
+    products as kernels of their own on the H200, and kept silu(gate) for the backward).
+    Same gradients up to the rounding of the intermediate products."""
+    return nn.silu(gate) * x
+
+
+@fused_swiglu.vjp
+def _fused_swiglu_vjp(primals, cotangent, output):
+    gate, x = primals
+    g, c = gate.astype(mx.float32), cotangent.astype(mx.float32)
+    sg = mx.sigmoid(g)
+    return ((c * x.astype(mx.float32) * sg * (1 + g * (1 - sg))).astype(gate.dtype),
+            (c * g * sg).astype(x.dtype))
+
+
 @contextmanager
 def _attention_padded(layers, on: bool):
     """For the forward of `layers` (traced once under mx.compile), their attention modules'
-    scaled_dot_product_attention is _padded_sdpa's, when `on` and attention_pad() is set."""
+    scaled_dot_product_attention is _padded_sdpa's, when `on` and attention_pad() is set;
+    and their MLPs' swiglu fused_swiglu when swiglu_fused()."""
     multiple = attention_pad() if on else 0
     mods = {type(getattr(layer, "self_attn", None)).__module__ for layer in layers}
     saved = {}
@@ -93,13 +118,19 @@ def _attention_padded(layers, on: bool):
             mod = sys.modules.get(name)
             f = getattr(mod, "scaled_dot_product_attention", None)
             if f is not None:
-                saved[name] = f
+                saved[(name, "scaled_dot_product_attention")] = f
                 mod.scaled_dot_product_attention = _padded_sdpa(f, multiple)
+    if swiglu_fused():
+        for name in {type(getattr(layer, "mlp", None)).__module__ for layer in layers}:
+            mod = sys.modules.get(name)
+            if getattr(mod, "swiglu", None) is not None:
+                saved[(name, "swiglu")] = mod.swiglu
+                mod.swiglu = fused_swiglu
     try:
         yield
     finally:
-        for name, f in saved.items():
-            sys.modules[name].scaled_dot_product_attention = f
+        for (name, attr), f in saved.items():
+            setattr(sys.modules[name], attr, f)
 
 
 class ClaraModel(nn.Module):
@@ -277,7 +308,13 @@ class ClaraModel(nn.Module):
         """(CE, supervised tokens) of the generator on `batch`; with config.chunked_ce the
         logits are made and reduced chunk by chunk (losses.chunked_ce), never all at once."""
         if not self.config.chunked_ce:
-            return masked_ce(self.decode_logits(batch, compressed, k), batch["labels"])
+            # the head over positions 0..L-2 only: slicing the [B, L, V] logits instead cost
+            # whole-logits copies forward and backward (on the H200 ~5 ms of a b32 step)
+            # (CLARA_CE_SHIFT=0: the old way, for the bench's before/after)
+            if os.environ.get("CLARA_CE_SHIFT") == "0":
+                return masked_ce(self.decode_logits(batch, compressed, k), batch["labels"])
+            h = self.decode_hidden(batch, compressed, k)
+            return masked_ce(self.head(h[:, :-1]), batch["labels"], shifted=True)
         emb = self.embedding
 
         def head(params, h):
