@@ -726,14 +726,14 @@ VARIANTS = {
     "recipe + distill + lr 1e-3": {"__recipe__": True, "retrieval_weight": 0.0,
                                  "__distill__": 1.0, "learning_rate": 1e-3},
     # round six: scores on vectors centred by the candidates' mean (config.retrieval_center)
-    "recipe + center": {"__recipe__": True, "retrieval_center": True},
-    "recipe + center + 20 candidates": {"__recipe__": True, "retrieval_center": True,
+    "recipe + center": {"__recipe__": True, "retrieval_center": "on"},
+    "recipe + center + 20 candidates": {"__recipe__": True, "retrieval_center": "on",
                                         "__candidates__": 20},
     "recipe + 20 candidates": {"__recipe__": True, "__candidates__": 20},
-    "recipe + center + tau 0.1": {"__recipe__": True, "retrieval_center": True, "tau": 0.1},
-    "recipe + center + ret 3": {"__recipe__": True, "retrieval_center": True,
+    "recipe + center + tau 0.1": {"__recipe__": True, "retrieval_center": "on", "tau": 0.1},
+    "recipe + center + ret 3": {"__recipe__": True, "retrieval_center": "on",
                                 "retrieval_weight": 3.0},
-    "recipe + center + lr 1e-3": {"__recipe__": True, "retrieval_center": True,
+    "recipe + center + lr 1e-3": {"__recipe__": True, "retrieval_center": "on",
                                   "learning_rate": 1e-3},
 }
 
@@ -782,7 +782,7 @@ def stage_runs(args, root: Path, ws: Path, stage2: bool = True) -> tuple[Path, P
               *flags, "--stage2-generator", args.stage2_generator,
               "--stage2-train", args.stage2_train, "--stage2-align", str(args.s2_align),
               "--learning-rate", str(args.s2_lr), "--mse-weight", str(args.s2_mse),
-              *(["--retrieval-center"] if args.s2_center else []),
+              *(["--retrieval-center", "on"] if args.s2_center else []),
               *(["--tau", str(args.s2_tau)] if args.s2_tau else []))
     return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
 
@@ -1201,7 +1201,8 @@ def curve(run_dir: Path) -> list[dict]:
 
 def evaluate(ckpt: Path, rows2: list[dict], rows3: list[dict], stage: str | None = None) -> dict:
     golds = [r["answer"] for r in rows2]
-    out = {"recall@1": recall(ckpt, rows3, 1, stage=stage)["recall@1"]}
+    # recall@5 where it says something (more than 5 candidates)
+    out = recall(ckpt, rows3, 5 if len(rows3[0]["docs"]) > 5 else 1, stage=stage)
     if stage is None:  # a stage-3 checkpoint
         out["EM gold doc"] = scores(clara_eval(ckpt, rows2, 6, False, 1, True)[0], golds)["em"]
         out["EM own top-1"] = scores(clara_eval(ckpt, rows3, 6, True, 1, True)[0], golds)["em"]
@@ -1360,12 +1361,15 @@ def main() -> None:
         if not cached.is_file():
             io.write_json(cached, evaluate(run_dir / "adapters" / "last", rows2, rows3[n]))
         start = None
-        if settings.get("retrieval_center"):  # its start: stage 2's, scored centred
-            start = ws / "runs" / "s2" / f"study_recall_center_{n}.json"
+        center = settings.get("retrieval_center") in (True, "on")
+        if center or n != args.candidates:  # its start: stage 2's on its rows, as it scores
+            k = 5 if n > 5 else 1
+            start = ws / "runs" / "s2" / f"study_recall{'_center' if center else ''}_{n}.json"
             if not start.is_file():
-                io.write_json(start, {"recall@1": recall(s2, rows3[n], 1, stage="stage3",
-                                                         center=True)["recall@1"]})
-            print(f"  start, centred: {io.read_json(start)}", flush=True)
+                io.write_json(start, recall(s2, rows3[n], k, stage="stage3",
+                                            center=True if center else None))
+            print(f"  start{', centred' if center else ''}, {n} candidates: "
+                  f"{io.read_json(start)}", flush=True)
         row = {"variant": name, "candidates": n, **settings, "last": io.read_json(cached),
                "start": io.read_json(start) if start else result["stage 2"],
                "curve": curve(run_dir), "seconds": round(time.perf_counter() - tic, 1)}
@@ -1401,13 +1405,19 @@ def report(result: dict, args) -> None:
           f"{100 / args.candidates:.1f}); stage 2 (start): recall@1 {s2['recall@1']}, EM gold "
           f"doc {s2['EM gold doc']}")
     w = max([len(r["variant"]) for r in result["variants"]] + [8])
-    print(f"{'variant':<{w}} {'recall@1':>9} {'EM gold':>8} {'EM top-1':>9} {'best':>5}  "
-          "curve (step: em/em_gold/recall@1 teacher-forced, 16 valid)")
+    print(f"{'variant':<{w}} {'cand':>4} {'recall@1 (@5) start -> after':>29} {'EM gold':>8} "
+          f"{'EM top-1':>9} {'best':>5}  curve (step: em/em_gold/recall@1 teacher-forced, "
+          "16 valid)")
+
+    def rec(d):
+        return f"{d['recall@1']}" + (f" ({d['recall@5']})" if "recall@5" in d else "")
+
     for r in result["variants"]:
         last = r["last"]
         cv = " ".join(f"{c['step']}:{c.get('em', '-')}/{c.get('em_gold', '-')}/"
                       f"{c.get('recall@1', '-')}" for c in r["curve"])
-        print(f"{r['variant']:<{w}} {last['recall@1']:>9} {last['EM gold doc']:>8} "
+        print(f"{r['variant']:<{w}} {r['candidates']:>4} "
+              f"{rec(r['start']) + ' -> ' + rec(last):>29} {last['EM gold doc']:>8} "
               f"{last['EM own top-1']:>9} {str(r['best_step']):>5}  {cv}")
 
 
