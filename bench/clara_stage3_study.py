@@ -730,6 +730,14 @@ VARIANTS = {
     "recipe + center + 20 candidates": {"__recipe__": True, "retrieval_center": "on",
                                         "__candidates__": 20},
     "recipe + 20 candidates": {"__recipe__": True, "__candidates__": 20},
+    # round seven: what stage 3 needs to lift recall on the facts (retrieval_center auto: off)
+    "recipe + 20 candidates + lr 1e-3": {"__recipe__": True, "__candidates__": 20,
+                                         "learning_rate": 1e-3},
+    "recipe + 20 candidates + 200 steps": {"__recipe__": True, "__candidates__": 20,
+                                           "iters": 200},
+    "recipe + 20 candidates + tau 0.1": {"__recipe__": True, "__candidates__": 20, "tau": 0.1},
+    "recipe + lr 1e-3": {"__recipe__": True, "learning_rate": 1e-3},
+    "recipe + 200 steps": {"__recipe__": True, "iters": 200},
     "recipe + center + tau 0.1": {"__recipe__": True, "retrieval_center": "on", "tau": 0.1},
     "recipe + center + ret 3": {"__recipe__": True, "retrieval_center": "on",
                                 "retrieval_weight": 3.0},
@@ -1176,8 +1184,8 @@ def run_stage3(args, ws: Path, s2: Path, name: str, settings: dict, candidates: 
     data = ws / "datasets" / ("facts-stage3" if candidates == args.candidates
                               else f"facts-stage3-{candidates}")
     settings = {**COMMON, **settings}
-    cfg = ClaraTrainConfig(model=args.base, data=str(data), init_from=str(s2),
-                           iters=args.s3_iters, seed=args.seed, **settings)
+    cfg = ClaraTrainConfig(model=args.base, data=str(data), init_from=str(s2), seed=args.seed,
+                           **{"iters": args.s3_iters, **settings})
     task = build_task(cfg, "stage3")
     if distill:
         task.__class__ = _stage3_distill()
