@@ -674,6 +674,127 @@ Reading of the sixth round:
      centred alignment switched on once stage 2 has learnt to read.
      What stage 1 would need: nothing for these documents. It keeps the name (readout 0.90),
      so an auxiliary term in stage 1 was not tried.
+SEVENTH ROUND (2026-12-01; 2 CPU cores shared with four other jobs, load 12-22). Centring
+decided from the data: config.retrieval_center is now auto (the default) / on / off. auto
+measures, at the start of stage 2 (the pipeline's hand-off and `clara train stage2` alike),
+the mean pairwise cosine of the compressor's flattened vectors of a fixed sample of the
+training documents (up to 64 distinct ones, spread evenly over the file; no random numbers
+drawn: the facts' stage 2 below is the same to the bit as round six's control, every one of
+its 300 training losses, and the lighthouses' stage 2 the same as round six's centred one),
+and centres when it is >= 0.99 (clara/method/retrieval.py). Stage 3 keeps the decision from
+stage 2's checkpoint. The run's start event, log, report.md and the pipeline's summary say
+it: "retrieval_center: on (auto: doc-doc cosine 0.9994 >= 0.99)".
+Why 0.99: the two benchmarks measure 0.9994 and 0.8209, far on either side. Between
+lighthouses the plain cosine's scores spread by 8.6e-6 (round six, 26), where a softmax at
+tau 0.02 is flat; at a mean cosine of 0.99 the candidates' scores still spread by about 1e-2,
+half a tau, so below it the plain alignment acts, and the facts (0.82) and the synthetic world
+of test_method_retrieval_quality.py (0.70) stay plain, as measured.
+
+  what auto measured                              doc-doc cosine   decision   CPU-s
+  lighthouses, stage 1 of 400 steps (64 docs)         0.9994          on
+  facts, round four's stage 1 of 300 (64 docs)        0.8209          off
+  synthetic world, the retrieval test's 40 steps      0.7025          off
+  the demo's stage 1 (40 steps; /tmp/d5/r2, 62 docs)  0.9994          on         5.8
+(CPU-s: the decision alone on the demo's reader base, doc 96 tokens, under load.)
+
+The issue's exact lighthouse protocol with the new defaults, the whole pipeline from stage 2
+(stage 1 is round six's lh3 run, the same at any retrieval_center: it scores no retrieval;
+`clara pipelines resume` after its stages 2 and 3 were removed and retrieval_center taken out
+of its settings, then bench/clara_lighthouse.py --workdir on it):
+    clara pipelines resume lh; python bench/clara_lighthouse.py --workdir /tmp/s3e/lh
+    (stages 2, 3 and the evaluation: 2342 s wall, 610 CPU-s; clara_lighthouse-20261201-020428)
+  retrieval_center: on (auto: doc-doc cosine 0.9994 >= 0.99)
+
+  system                                    EM  recall |    who   when  where colour height
+  closed-book (base)                       0.0         |    0.0    0.0    0.0    0.0    0.0
+  raw-text RAG, BM25 top-5 of 20 (base)    0.0    1.00 |    0.0    0.0    0.0    0.0    0.0
+  CLaRa stage 2, 5 compressed documents   11.7         |    0.0    8.3   16.7   25.0    8.3
+  CLaRa stage 3, same documents           11.7         |    0.0    8.3   16.7   25.0    8.3
+  CLaRa stage 3, own top-5 of 20          11.7    0.40 |    0.0    8.3   16.7   25.0    8.3
+
+  stage-3 validation (20 candidates, top-5; chance 0.25): recall start 0.267 -> best (step
+  100) 0.386, last 0.386; em 0.115 -> 0.115
+    step   EM    recall@1   recall@5
+       0  0.115   0.034      0.267
+      50  0.115   0.031      0.364
+     100  0.115   0.084      0.386    (handed over: stage 3's last)
+  on all 300 unseen questions, recall@1 / @5: stage 3's start 0.033 / 0.290 -> its last
+  0.087 / 0.383
+(every figure the same as round six's lh3 run with --retrieval-center, stage 2's 300 training
+losses to the bit.)
+
+The facts benchmark with the defaults (auto: off), round six's control (`--seed 0
+--skip-probes --s2-align 0.02 --candidates 4 --s3-iters 60`, round four's stage 1, stage 2 of
+300 steps, 100 unseen facts; stage 3 = the pipeline's stage-3 recipe: the query reasoner alone,
+retrieval loss 1.0, tau 0.02, lr 2e-4, 60 steps unless said):
+  stage 3                     cand  recall@1 (@5) start -> after  EM gold  EM own top-1  best
+  recipe                         4      96.0        ->  93.0       100.0       94.0        0
+  recipe                        20      73.0 (100)  ->  74.0 (100) 100.0       80.0        0
+  recipe, lr 1e-3               20      73.0 (100)  ->  68.0 (100) 100.0       75.0        0
+  recipe, tau 0.1               20      73.0 (100)  ->  65.0 (98)  100.0       69.0        0
+  recipe, 200 steps             20      73.0 (100)  ->  77.0 (100) 100.0       83.0        0
+  recipe, 200 steps              4      96.0        ->  93.0       100.0       94.0       60
+    its best/ (step 60)          4      96.0        ->  95.0       100.0       95.0
+(stage 2: EM from the gold document 100.0; chance recall@1 25 of 4, 5 of 20. "best": the step
+of the checkpoint stage 3 hands over, chosen by validation EM + recall on 16 questions: the
+start (step 0) in every 60-step run; its validation recall@1 stays at or below the start's,
+93.8 of 4, 87.5 of 20. The "after" columns are the last checkpoint's.)
+  python bench/clara_stage3_study.py --seed 0 --skip-probes --s2-align 0.02 --candidates 4 \
+      --s3-iters 60 --variants "recipe,recipe + 20 candidates" --workdir DIR (its s1 in)
+  ... --variants "recipe + 20 candidates + lr 1e-3,recipe + 20 candidates + 200 steps"
+  ... --variants "recipe + 20 candidates + tau 0.1" / "recipe + 200 steps"
+
+The demo (its stage 1 from /tmp/d5/r2, stages 2 and 3 again with auto = on, against that
+build's own stages 2 and 3, plain; `clara eval` as the demo runs it, top-2 of 32-word chunks):
+                                        plain (off)    auto (on)
+  stage-3 validation recall@1 (9 q, 10)    47.0           17.7      (start handed over both)
+  stage-3 own top-2, paraphrased (21 q)    0.0            9.5
+  stage-3 own top-2, trained (113 q)       5.3            4.4
+  EM (CLaRa, every configuration)          0.0            0.0
+(neither arm reads: stage 2 answers nothing plain, "The..." centred.)
+
+Reading of the seventh round:
+ 29. auto picks what rounds six measured for each benchmark: on for the lighthouses, off for
+     the facts, with no cost to either run beyond the decision (seconds) and no change to the
+     random stream. On the lighthouses the defaults now give round six's centred table.
+ 30. On the facts the defaults do not meet the issue's "Done when": stage 3 leaves recall
+     where stage 2 puts it. Over 4 candidates 96 -> 93 is 3 questions of 100 (the sd of 100
+     questions at 0.95 is 2.2 points): noise at a ceiling, and the pipeline hands over the
+     start anyway (best/ = step 0; its validation, 16 questions, never rises above 15 of
+     16). Over 20 candidates, where there is room, 73 -> 74 (one question) at 60 steps.
+     Neither rate nor temperature is the fix: lr 1e-3 lowers it (68), tau 0.1 too (65).
+     More steps at the same rate are the one change that lifts: 200 steps, 73 -> 77 over 20
+     (+4 questions, recall@5 100 kept, EM own top-1 80 -> 83), but over 4 the last stays at
+     93 and its best/ (step 60) at 95, and the 16 validation questions cannot see a 4-point
+     lift, so the hand-off keeps the start. No default changed: 200 steps is the issue's
+     protocol's 100 on the lighthouses doubled, not re-measured there in the time left, and
+     the lift it gives is within one sd of 100 questions at 0.75 (4.3 points).
+ 31. The demo's compressor (40 stage-1 steps on the handbook's chunks) is as alike as the
+     lighthouses' (0.9994), so auto centres there. Its CLaRa does not read in either arm (EM
+     0.0), and the retrieval figures are small samples that disagree: validation recall@1
+     (9 questions) 47.0 plain -> 17.7 centred, own top-2 on the 21 paraphrased questions 0.0
+     -> 9.5, on the 113 trained ones 5.3 -> 4.4. Nothing here says centring helps the demo;
+     retrieval_center = off in its settings would keep its earlier behaviour.
+
+What the issue's table looks like now, with the defaults (for the closing note):
+  lighthouses (60 unseen, the issue's protocol; auto: on)     EM     recall
+    closed-book (base)                                        0.0
+    raw-text RAG, BM25 top-5 of 20 (base)                     0.0    1.00
+    CLaRa stage 2, 5 compressed documents                    11.7
+    CLaRa stage 3, same documents                            11.7
+    CLaRa stage 3, own top-5 of 20                           11.7    0.40
+    stage-3 validation recall@5 of 20 (60 q), start -> handed over   0.267 -> 0.386
+    all 300 unseen questions, recall@1 / @5                  0.033 / 0.290 -> 0.087 / 0.383
+  facts (100 unseen; auto: off; stage 3 of 60 steps)         EM     recall@1 of 4 (of 20)
+    closed-book (base + LoRA SFT; clara_facts, 2026-11-21)   13.5
+    raw-text RAG, 1 doc (base / base + LoRA SFT; the same)   0.0 / 76.5
+    CLaRa stage 2, the gold compressed document             100.0
+    CLaRa stage 3, same document                            100.0
+    CLaRa stage 3, own top-1 of 4 (of 20)                    94.0 (80.0)
+    stage 3's query reasoner, start -> last                          96 -> 93 (73 -> 74)
+    handed over (best/, by 16 validation questions)                   the start: 96 (73)
+  (the facts' baselines are clara_facts.py's of 2026-11-21: the same world, seed 1, over its
+  200 unseen facts, of which these are the first 100; BM25 has one document per question.)
 """
 
 from __future__ import annotations
