@@ -14,7 +14,7 @@ spread by about 1e-2, which a softmax at tau 0.02 still tells apart.
 from __future__ import annotations
 
 CENTER_THRESHOLD = 0.99  # mean doc-doc cosine from which `auto` centres
-CENTER_SAMPLE = 64  # documents compressed to decide (a few seconds on a CPU)
+CENTER_SAMPLE = 32  # documents compressed to decide (1-3 CPU-s on the benchmarks' bases)
 
 
 def center_sample(docs: list[str], n: int = CENTER_SAMPLE) -> list[str]:
