@@ -674,6 +674,130 @@ Reading of the sixth round:
      centred alignment switched on once stage 2 has learnt to read.
      What stage 1 would need: nothing for these documents. It keeps the name (readout 0.90),
      so an auxiliary term in stage 1 was not tried.
+SEVENTH ROUND (2026-12-01; 2 CPU cores shared with four other jobs, load 12-22). Centring
+decided from the data: config.retrieval_center is now auto (the default) / on / off. auto
+measures, at the start of stage 2 (the pipeline's hand-off and `clara train stage2` alike),
+the mean pairwise cosine of the compressor's flattened vectors of a fixed sample of the
+training documents (up to 32 distinct ones, spread evenly over the file; no random numbers
+drawn: the facts' stage 2 below is the same to the bit as round six's control, every one of
+its 300 training losses, and the lighthouses' stage 2 the same as round six's centred one),
+and centres when it is >= 0.99 (clara/method/retrieval.py). Stage 3 keeps the decision from
+stage 2's checkpoint. The run's start event, log, report.md and the pipeline's summary say
+it: "retrieval_center: on (auto: doc-doc cosine 0.9994 >= 0.99)".
+Why 0.99: the two benchmarks measure 0.9994 and 0.8209, far on either side. Between
+lighthouses the plain cosine's scores spread by 8.6e-6 (round six, 26), where a softmax at
+tau 0.02 is flat; at a mean cosine of 0.99 the candidates' scores still spread by about 1e-2,
+half a tau, so below it the plain alignment acts, and the facts (0.82) and the synthetic world
+of test_method_retrieval_quality.py (0.70) stay plain, as measured.
+
+  what auto measures, stage 1's compressor       doc-doc cosine of 32 (64) docs   decision
+  lighthouses, stage 1 of 400 steps                 0.9994 (0.9994)  1.9 CPU-s    on
+  facts, round four's stage 1 of 300                0.8070 (0.8209)  1.0 CPU-s    off
+  synthetic world, the retrieval test's 40 steps    0.7157 (0.7025)               off
+  facts, test_method_quality's stage 1 of 130       0.8868                        off
+  the demo's stage 1 (40 steps; /tmp/d5/r2)         0.9996 (0.9994)  3.1 CPU-s    on
+(CPU-s: the decision alone over 32 documents, under load; 64 took twice as long, and the runs
+below were made with 64, as the summary lines say. The sample is 32 since: the same decision
+everywhere at half the cost, which every stage 2 pays, the suite's two quality tests too.)
+
+The issue's exact lighthouse protocol with the new defaults, the whole pipeline from stage 2
+(stage 1 is round six's lh3 run, the same at any retrieval_center: it scores no retrieval;
+`clara pipelines resume` after its stages 2 and 3 were removed and retrieval_center taken out
+of its settings, then bench/clara_lighthouse.py --workdir on it):
+    clara pipelines resume lh; python bench/clara_lighthouse.py --workdir /tmp/s3e/lh
+    (stages 2, 3 and the evaluation: 2342 s wall, 610 CPU-s; clara_lighthouse-20261201-020428)
+  retrieval_center: on (auto: doc-doc cosine 0.9994 >= 0.99)
+
+  system                                    EM  recall |    who   when  where colour height
+  closed-book (base)                       0.0         |    0.0    0.0    0.0    0.0    0.0
+  raw-text RAG, BM25 top-5 of 20 (base)    0.0    1.00 |    0.0    0.0    0.0    0.0    0.0
+  CLaRa stage 2, 5 compressed documents   11.7         |    0.0    8.3   16.7   25.0    8.3
+  CLaRa stage 3, same documents           11.7         |    0.0    8.3   16.7   25.0    8.3
+  CLaRa stage 3, own top-5 of 20          11.7    0.40 |    0.0    8.3   16.7   25.0    8.3
+
+  stage-3 validation (20 candidates, top-5; chance 0.25): recall start 0.267 -> best (step
+  100) 0.386, last 0.386; em 0.115 -> 0.115
+    step   EM    recall@1   recall@5
+       0  0.115   0.034      0.267
+      50  0.115   0.031      0.364
+     100  0.115   0.084      0.386    (handed over: stage 3's last)
+  on all 300 unseen questions, recall@1 / @5: stage 3's start 0.033 / 0.290 -> its last
+  0.087 / 0.383
+(every figure the same as round six's lh3 run with --retrieval-center, stage 2's 300 training
+losses to the bit.)
+
+The facts benchmark with the defaults (auto: off), round six's control (`--seed 0
+--skip-probes --s2-align 0.02 --candidates 4 --s3-iters 60`, round four's stage 1, stage 2 of
+300 steps, 100 unseen facts; stage 3 = the pipeline's stage-3 recipe: the query reasoner alone,
+retrieval loss 1.0, tau 0.02, lr 2e-4, 60 steps unless said):
+  stage 3                     cand  recall@1 (@5) start -> after  EM gold  EM own top-1  best
+  recipe                         4      96.0        ->  93.0       100.0       94.0        0
+  recipe                        20      73.0 (100)  ->  74.0 (100) 100.0       80.0        0
+  recipe, lr 1e-3               20      73.0 (100)  ->  68.0 (100) 100.0       75.0        0
+  recipe, tau 0.1               20      73.0 (100)  ->  65.0 (98)  100.0       69.0        0
+  recipe, 200 steps             20      73.0 (100)  ->  77.0 (100) 100.0       83.0        0
+  recipe, 200 steps              4      96.0        ->  93.0       100.0       94.0       60
+    its best/ (step 60)          4      96.0        ->  95.0       100.0       95.0
+(stage 2: EM from the gold document 100.0; chance recall@1 25 of 4, 5 of 20. "best": the step
+of the checkpoint stage 3 hands over, chosen by validation EM + recall on 16 questions: the
+start (step 0) in every 60-step run; its validation recall@1 stays at or below the start's,
+93.8 of 4, 87.5 of 20. The "after" columns are the last checkpoint's.)
+  python bench/clara_stage3_study.py --seed 0 --skip-probes --s2-align 0.02 --candidates 4 \
+      --s3-iters 60 --variants "recipe,recipe + 20 candidates" --workdir DIR (its s1 in)
+  ... --variants "recipe + 20 candidates + lr 1e-3,recipe + 20 candidates + 200 steps"
+  ... --variants "recipe + 20 candidates + tau 0.1" / "recipe + 200 steps"
+
+The demo (its stage 1 from /tmp/d5/r2, stages 2 and 3 again with auto = on, against that
+build's own stages 2 and 3, plain; `clara eval` as the demo runs it, top-2 of 32-word chunks):
+                                        plain (off)    auto (on)
+  stage-3 validation recall@1 (9 q, 10)    47.0           17.7      (start handed over both)
+  stage-3 own top-2, paraphrased (21 q)    0.0            9.5
+  stage-3 own top-2, trained (113 q)       5.3            4.4
+  EM (CLaRa, every configuration)          0.0            0.0
+(neither arm reads: stage 2 answers nothing plain, "The..." centred.)
+
+Reading of the seventh round:
+ 29. auto picks what rounds six measured for each benchmark: on for the lighthouses, off for
+     the facts, with no cost to either run beyond the decision (seconds) and no change to the
+     random stream. On the lighthouses the defaults now give round six's centred table.
+ 30. On the facts the defaults do not meet the issue's "Done when": stage 3 leaves recall
+     where stage 2 puts it. Over 4 candidates 96 -> 93 is 3 questions of 100 (the sd of 100
+     questions at 0.95 is 2.2 points): noise at a ceiling, and the pipeline hands over the
+     start anyway (best/ = step 0; its validation, 16 questions, never rises above 15 of
+     16). Over 20 candidates, where there is room, 73 -> 74 (one question) at 60 steps.
+     Neither rate nor temperature is the fix: lr 1e-3 lowers it (68), tau 0.1 too (65).
+     More steps at the same rate are the one change that lifts: 200 steps, 73 -> 77 over 20
+     (+4 questions, recall@5 100 kept, EM own top-1 80 -> 83), but over 4 the last stays at
+     93 and its best/ (step 60) at 95, and the 16 validation questions cannot see a 4-point
+     lift, so the hand-off keeps the start. No default changed: 200 steps is the issue's
+     protocol's 100 on the lighthouses doubled, not re-measured there in the time left, and
+     the lift it gives is within one sd of 100 questions at 0.75 (4.3 points).
+ 31. The demo's compressor (40 stage-1 steps on the handbook's chunks) is as alike as the
+     lighthouses' (0.9994), so auto centres there. Its CLaRa does not read in either arm (EM
+     0.0), and the retrieval figures are small samples that disagree: validation recall@1
+     (9 questions) 47.0 plain -> 17.7 centred, own top-2 on the 21 paraphrased questions 0.0
+     -> 9.5, on the 113 trained ones 5.3 -> 4.4. Nothing here says centring helps the demo;
+     retrieval_center = off in its settings would keep its earlier behaviour.
+
+What the issue's table looks like now, with the defaults (for the closing note):
+  lighthouses (60 unseen, the issue's protocol; auto: on)     EM     recall
+    closed-book (base)                                        0.0
+    raw-text RAG, BM25 top-5 of 20 (base)                     0.0    1.00
+    CLaRa stage 2, 5 compressed documents                    11.7
+    CLaRa stage 3, same documents                            11.7
+    CLaRa stage 3, own top-5 of 20                           11.7    0.40
+    stage-3 validation recall@5 of 20 (60 q), start -> handed over   0.267 -> 0.386
+    all 300 unseen questions, recall@1 / @5                  0.033 / 0.290 -> 0.087 / 0.383
+  facts (100 unseen; auto: off; stage 3 of 60 steps)         EM     recall@1 of 4 (of 20)
+    closed-book (base + LoRA SFT; clara_facts, 2026-11-21)   13.5
+    raw-text RAG, 1 doc (base / base + LoRA SFT; the same)   0.0 / 76.5
+    CLaRa stage 2, the gold compressed document             100.0
+    CLaRa stage 3, same document                            100.0
+    CLaRa stage 3, own top-1 of 4 (of 20)                    94.0 (80.0)
+    stage 3's query reasoner, start -> last                          96 -> 93 (73 -> 74)
+    handed over (best/, by 16 validation questions)                   the start: 96 (73)
+  (the facts' baselines are clara_facts.py's of 2026-11-21: the same world, seed 1, over its
+  200 unseen facts, of which these are the first 100; BM25 has one document per question.)
 """
 
 from __future__ import annotations
@@ -726,14 +850,22 @@ VARIANTS = {
     "recipe + distill + lr 1e-3": {"__recipe__": True, "retrieval_weight": 0.0,
                                  "__distill__": 1.0, "learning_rate": 1e-3},
     # round six: scores on vectors centred by the candidates' mean (config.retrieval_center)
-    "recipe + center": {"__recipe__": True, "retrieval_center": True},
-    "recipe + center + 20 candidates": {"__recipe__": True, "retrieval_center": True,
+    "recipe + center": {"__recipe__": True, "retrieval_center": "on"},
+    "recipe + center + 20 candidates": {"__recipe__": True, "retrieval_center": "on",
                                         "__candidates__": 20},
     "recipe + 20 candidates": {"__recipe__": True, "__candidates__": 20},
-    "recipe + center + tau 0.1": {"__recipe__": True, "retrieval_center": True, "tau": 0.1},
-    "recipe + center + ret 3": {"__recipe__": True, "retrieval_center": True,
+    # round seven: what stage 3 needs to lift recall on the facts (retrieval_center auto: off)
+    "recipe + 20 candidates + lr 1e-3": {"__recipe__": True, "__candidates__": 20,
+                                         "learning_rate": 1e-3},
+    "recipe + 20 candidates + 200 steps": {"__recipe__": True, "__candidates__": 20,
+                                           "iters": 200},
+    "recipe + 20 candidates + tau 0.1": {"__recipe__": True, "__candidates__": 20, "tau": 0.1},
+    "recipe + lr 1e-3": {"__recipe__": True, "learning_rate": 1e-3},
+    "recipe + 200 steps": {"__recipe__": True, "iters": 200},
+    "recipe + center + tau 0.1": {"__recipe__": True, "retrieval_center": "on", "tau": 0.1},
+    "recipe + center + ret 3": {"__recipe__": True, "retrieval_center": "on",
                                 "retrieval_weight": 3.0},
-    "recipe + center + lr 1e-3": {"__recipe__": True, "retrieval_center": True,
+    "recipe + center + lr 1e-3": {"__recipe__": True, "retrieval_center": "on",
                                   "learning_rate": 1e-3},
 }
 
@@ -782,7 +914,7 @@ def stage_runs(args, root: Path, ws: Path, stage2: bool = True) -> tuple[Path, P
               *flags, "--stage2-generator", args.stage2_generator,
               "--stage2-train", args.stage2_train, "--stage2-align", str(args.s2_align),
               "--learning-rate", str(args.s2_lr), "--mse-weight", str(args.s2_mse),
-              *(["--retrieval-center"] if args.s2_center else []),
+              *(["--retrieval-center", "on"] if args.s2_center else []),
               *(["--tau", str(args.s2_tau)] if args.s2_tau else []))
     return runs / "s1" / "adapters" / "last", runs / "s2" / "adapters" / "last"
 
@@ -1176,8 +1308,8 @@ def run_stage3(args, ws: Path, s2: Path, name: str, settings: dict, candidates: 
     data = ws / "datasets" / ("facts-stage3" if candidates == args.candidates
                               else f"facts-stage3-{candidates}")
     settings = {**COMMON, **settings}
-    cfg = ClaraTrainConfig(model=args.base, data=str(data), init_from=str(s2),
-                           iters=args.s3_iters, seed=args.seed, **settings)
+    cfg = ClaraTrainConfig(model=args.base, data=str(data), init_from=str(s2), seed=args.seed,
+                           **{"iters": args.s3_iters, **settings})
     task = build_task(cfg, "stage3")
     if distill:
         task.__class__ = _stage3_distill()
@@ -1201,7 +1333,8 @@ def curve(run_dir: Path) -> list[dict]:
 
 def evaluate(ckpt: Path, rows2: list[dict], rows3: list[dict], stage: str | None = None) -> dict:
     golds = [r["answer"] for r in rows2]
-    out = {"recall@1": recall(ckpt, rows3, 1, stage=stage)["recall@1"]}
+    # recall@5 where it says something (more than 5 candidates)
+    out = recall(ckpt, rows3, 5 if len(rows3[0]["docs"]) > 5 else 1, stage=stage)
     if stage is None:  # a stage-3 checkpoint
         out["EM gold doc"] = scores(clara_eval(ckpt, rows2, 6, False, 1, True)[0], golds)["em"]
         out["EM own top-1"] = scores(clara_eval(ckpt, rows3, 6, True, 1, True)[0], golds)["em"]
@@ -1360,12 +1493,15 @@ def main() -> None:
         if not cached.is_file():
             io.write_json(cached, evaluate(run_dir / "adapters" / "last", rows2, rows3[n]))
         start = None
-        if settings.get("retrieval_center"):  # its start: stage 2's, scored centred
-            start = ws / "runs" / "s2" / f"study_recall_center_{n}.json"
+        center = settings.get("retrieval_center") in (True, "on")
+        if center or n != args.candidates:  # its start: stage 2's on its rows, as it scores
+            k = 5 if n > 5 else 1
+            start = ws / "runs" / "s2" / f"study_recall{'_center' if center else ''}_{n}.json"
             if not start.is_file():
-                io.write_json(start, {"recall@1": recall(s2, rows3[n], 1, stage="stage3",
-                                                         center=True)["recall@1"]})
-            print(f"  start, centred: {io.read_json(start)}", flush=True)
+                io.write_json(start, recall(s2, rows3[n], k, stage="stage3",
+                                            center=True if center else None))
+            print(f"  start{', centred' if center else ''}, {n} candidates: "
+                  f"{io.read_json(start)}", flush=True)
         row = {"variant": name, "candidates": n, **settings, "last": io.read_json(cached),
                "start": io.read_json(start) if start else result["stage 2"],
                "curve": curve(run_dir), "seconds": round(time.perf_counter() - tic, 1)}
@@ -1401,13 +1537,19 @@ def report(result: dict, args) -> None:
           f"{100 / args.candidates:.1f}); stage 2 (start): recall@1 {s2['recall@1']}, EM gold "
           f"doc {s2['EM gold doc']}")
     w = max([len(r["variant"]) for r in result["variants"]] + [8])
-    print(f"{'variant':<{w}} {'recall@1':>9} {'EM gold':>8} {'EM top-1':>9} {'best':>5}  "
-          "curve (step: em/em_gold/recall@1 teacher-forced, 16 valid)")
+    print(f"{'variant':<{w}} {'cand':>4} {'recall@1 (@5) start -> after':>29} {'EM gold':>8} "
+          f"{'EM top-1':>9} {'best':>5}  curve (step: em/em_gold/recall@1 teacher-forced, "
+          "16 valid)")
+
+    def rec(d):
+        return f"{d['recall@1']}" + (f" ({d['recall@5']})" if "recall@5" in d else "")
+
     for r in result["variants"]:
         last = r["last"]
         cv = " ".join(f"{c['step']}:{c.get('em', '-')}/{c.get('em_gold', '-')}/"
                       f"{c.get('recall@1', '-')}" for c in r["curve"])
-        print(f"{r['variant']:<{w}} {last['recall@1']:>9} {last['EM gold doc']:>8} "
+        print(f"{r['variant']:<{w}} {r['candidates']:>4} "
+              f"{rec(r['start']) + ' -> ' + rec(last):>29} {last['EM gold doc']:>8} "
               f"{last['EM own top-1']:>9} {str(r['best_step']):>5}  {cv}")
 
 

@@ -10,6 +10,7 @@ import random
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+import pytest
 from mlx.utils import tree_flatten
 
 from clara import io
@@ -327,3 +328,53 @@ def test_stage2_aligns_each_question_with_its_documents(tiny_model_dir):
     for b, r in enumerate(rows2):
         want[b, 2 * b + r["pos_index"][0]] = True
     assert np.array_equal(pos, want), pos
+
+
+def test_auto_centring_is_decided_from_how_alike_stage1_makes_the_documents(tiny_model_dir,
+                                                                              tmp_path):
+    """retrieval_center=auto (the default): at stage 2's start the compressor's mean doc-doc
+    cosine over the training documents decides (documents of one template, where the plain
+    cosine is flat: on; distinct ones: off), without drawing random numbers; the model's config
+    and the run's start report keep it, and stage 3 takes it from stage 2's checkpoint."""
+    from clara.errors import UserError
+    from clara.method import checkpoint
+    from clara.method.retrieval import CENTER_THRESHOLD, center_line
+    from clara.method.tasks import build_task
+
+    mx.random.seed(0)
+    m = ClaraModel.from_base(ClaraConfig(base_model=str(tiny_model_dir), stage="stage2",
+                                         doc_max_tokens=16, compression_rate=4))
+    distinct = synthetic.stage2_rows(FACTS[:16], 1)
+    alike = [{**r, "docs": ["the " * 12 + f["who"]]} for r, f in zip(distinct, FACTS)]
+
+    def stage2(rows, center="auto"):
+        m.config.retrieval_center = center
+        mx.random.seed(1)
+        t = ClaraStageTask(m, [parse_row(r, "stage2", 1, m.config.n_mem, "rows", i + 1)
+                               for i, r in enumerate(rows)], None, 8)
+        return t, float(mx.random.uniform())
+
+    t, draw = stage2(alike)
+    assert t.center["value"] == m.config.retrieval_center == "on"
+    assert t.center["doc_cosine"] >= CENTER_THRESHOLD
+    assert t.center["documents"] == len({r["docs"][0] for r in alike})  # distinct ones
+    assert t.describe()["retrieval_center"] == t.center
+    assert report_lines({"retrieval_center": t.center}) == \
+        [f"  retrieval_center: on (auto: doc-doc cosine {t.center['doc_cosine']:.4f} >= "
+         f"{CENTER_THRESHOLD})"]
+    checkpoint.save(m, tmp_path / "s2")
+    t2, draw2 = stage2(distinct)
+    assert t2.center["value"] == m.config.retrieval_center == "off"
+    assert t2.center["doc_cosine"] < 0.9  # 0.74: the facts' documents differ
+    assert draw == draw2 == stage2(alike, "off")[1]  # the run's random stream is untouched
+    assert stage2(distinct, "on")[0].center == {"setting": "on", "value": "on"}
+    # stage 3 keeps stage 2's decision, not its own measure of its (distinct) documents
+    io.write_jsonl(tmp_path / "d3" / "train.jsonl", synthetic.stage3_rows(FACTS[:4], 4))
+    t3 = build_task(ClaraTrainConfig(model=str(tiny_model_dir), init_from=str(tmp_path / "s2"),
+                                     data=str(tmp_path / "d3"), doc_max_tokens=16,
+                                     compression_rate=4, max_len=256, top_k=1), "stage3")
+    assert t3.model.config.retrieval_center == "on"
+    assert center_line(t3.center) == "on (auto: stage 2's decision, stage 2's checkpoint)"
+    assert ClaraConfig(retrieval_center=True).validate().retrieval_center == "on"  # old configs
+    with pytest.raises(UserError, match="retrieval_center: 'yes' is not auto, on or off"):
+        ClaraTrainConfig(retrieval_center="yes").validate()

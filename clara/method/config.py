@@ -37,6 +37,7 @@ def padded_length(n: int) -> int:
 
 
 ADAPTERS = ("compressor", "generator", "query_reasoner")
+CENTER_CHOICES = ("auto", "on", "off")  # retrieval_center
 LORA_KEYS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
@@ -69,14 +70,17 @@ class ClaraSettings:
         "help": "Weight of the memory/document mean-state MSE in stages 1 and 2 (0 = off)."})
     tau: float = field(default=0.02, metadata={
         "help": "Temperature of the stage-3 differentiable top-k (and the retrieval loss)."})
-    retrieval_center: bool = field(default=False, metadata={
+    retrieval_center: str = field(default="auto", metadata={
         "help": "Score retrieval by the cosine of vectors centred on the candidates' mean (the "
                 "query's and the documents', in stage 2's alignment, stage 3 and retrieval "
-                "alike), not the paper's plain cosine: a small base compresses documents of one "
-                "template to nearly one direction (cosine 1.0000 between lighthouses), where "
-                "the plain cosine's scores are flat at any usable tau and stage 2's alignment "
-                "never acts. Off by default: on the facts benchmark the centred alignment kept "
-                "stage 2 from learning to read (bench/clara_stage3_study.py, round six)."})
+                "alike), not the paper's plain cosine: on, off, or auto (at the start of stage "
+                "2, on when the stage-1 compressor's training documents are all alike, mean "
+                "doc-doc cosine >= 0.99; stage 3 keeps stage 2's decision). A small base "
+                "compresses documents of one template to nearly one direction (cosine 0.9995 "
+                "between lighthouses), where the plain cosine's scores are flat and stage 2's "
+                "alignment never acts; on distinct documents (0.82, the facts benchmark) the "
+                "centred alignment kept stage 2 from learning to read "
+                "(bench/clara_stage3_study.py, rounds six and seven)."})
     retrieval_weight: float = field(default=1.0, metadata={
         "help": "Stage 3: weight of the supervised contrastive retrieval loss on pos_index, "
                 "added to CE for rows that have one (0 = the reference's label-free "
@@ -145,6 +149,11 @@ class ClaraSettings:
             raise UsageError(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
         if self.tau <= 0:
             raise UsageError(f"tau: {self.tau} must be positive")
+        if isinstance(self.retrieval_center, bool):  # configs written when it was a switch
+            self.retrieval_center = "on" if self.retrieval_center else "off"
+        if self.retrieval_center not in CENTER_CHOICES:
+            raise UsageError(f"retrieval_center: {self.retrieval_center!r} is not "
+                             f"{', '.join(CENTER_CHOICES[:-1])} or {CENTER_CHOICES[-1]}")
         if self.stage2_generator not in ("fresh", "stage1"):
             raise UsageError(f"stage2_generator: {self.stage2_generator!r} is not fresh or "
                              "stage1")

@@ -314,11 +314,23 @@ def stage3_report(run: Run) -> dict:
     return report
 
 
+def run_center(run: Run | None) -> dict:
+    """The retrieval_center decision a stage run recorded in its start event ({} if none)."""
+    if run is None or not run.exists:
+        return {}
+    start = next((e for e in run.events() if e.get("event") == "start"), {})
+    return start.get("retrieval_center") or {}
+
+
 def report_lines(report: dict) -> list[str]:
-    if not report:
-        return []
-    out = [f"  quality on stage 3's validation rows: stage 2 -> stage 3 (step "
-           f"{report['stage3_step']})"]
+    from clara.method.retrieval import center_line
+
+    out = [f"  retrieval_center: {center_line(report['retrieval_center'])}"] \
+        if report.get("retrieval_center") else []
+    if "stage2" not in report:
+        return out
+    out += [f"  quality on stage 3's validation rows: stage 2 -> stage 3 (step "
+            f"{report['stage3_step']})"]
     for k, label in REPORT_KEYS:
         if k in report["stage2"]:
             a, b = report["stage2"][k], report["stage3"].get(k, 0.0)
@@ -374,6 +386,9 @@ def drive(pipe: Pipeline, follow: Follow = _wait,
                 return pipe.status()
         # stage 2 against stage 3, said plainly when stage 3 hands over something worse
         report = stage3_report(pipe.run_of("stage3"))
+        center = run_center(pipe.run_of("stage2"))  # auto's decision, which stage 3 kept
+        if center:
+            report["retrieval_center"] = center
         message = ""
         if report.get("worse"):
             s2 = refs.run_checkpoint(pipe.run_of("stage2")).path

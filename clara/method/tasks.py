@@ -69,10 +69,30 @@ class ClaraStageTask:
         # while the compressor trains
         self.align = (self.stage == "stage2" and model.config.stage2_align > 0
                       and "compressor" in model.config.trained_adapters())
+        self.center = self._decide_center()
         if self.stage == "stage3":
             # best/ by exact answers with the documents it picks plus recall@top_k (the start
             # wins ties); the other stages by validation loss
             self.best_metric = ("em_recall", "max")
+
+    def _decide_center(self) -> dict | None:
+        """retrieval_center's value for this run (stages 2 and 3 score retrieval): `auto`
+        decides from how alike the compressor makes the training documents (clara/method/
+        retrieval.py) and the model's config keeps the decision, which its checkpoint hands
+        to stage 3 (build_task). Measured before the first step: no random numbers drawn."""
+        c = self.model.config
+        if self.stage == "stage1":
+            return None
+        if c.retrieval_center != "auto":
+            return {"setting": c.retrieval_center, "value": c.retrieval_center}
+        import logging
+
+        from clara.method.retrieval import center_line, decide_center
+
+        d = decide_center(self.model, [doc for s in self._train for doc in s["docs"]])
+        c.retrieval_center = d["value"]
+        logging.getLogger("clara.train").info("retrieval_center: %s", center_line(d))
+        return d
 
     @classmethod
     def from_files(cls, model: ClaraModel, data_dir: str | Path, batch_size: int = 2):
@@ -262,7 +282,8 @@ class ClaraStageTask:
                 "trained_adapters": list(c.trained_adapters()),
                 "trainable_parameters": int(trainable), "train_rows": len(self._train),
                 "valid_rows": len(self._valid), "train_batches": self.num_train_batches(),
-                "doc_truncation": self.doc_truncation()}
+                "doc_truncation": self.doc_truncation(),
+                **({"retrieval_center": self.center} if self.center else {})}
 
 
 def build_task(cfg: ClaraTrainConfig, stage: str, model_source: str | None = None,
@@ -270,6 +291,7 @@ def build_task(cfg: ClaraTrainConfig, stage: str, model_source: str | None = Non
     """The task of a stage run: a fresh model on the base, or one continued from init_from."""
     source = model_source or cfg.model
     mx.random.seed(cfg.seed)
+    inherited = None
     if cfg.init_from:
         lm = tok = None
         if source:
@@ -277,15 +299,25 @@ def build_task(cfg: ClaraTrainConfig, stage: str, model_source: str | None = Non
 
             loaded = load_model(source)
             lm, tok = loaded.model, loaded.tokenizer
+        overrides = cfg.overrides(stage)
+        if stage == "stage3" and overrides["retrieval_center"] == "auto":
+            # stage 3 keeps the decision stage 2 made (its checkpoint's config), not a new one
+            saved = checkpoint.read_meta(Path(cfg.init_from))["config"].get("retrieval_center")
+            saved = {True: "on", False: "off"}.get(saved, saved)
+            if saved in ("on", "off"):
+                overrides["retrieval_center"] = inherited = saved
         model = checkpoint.load(cfg.init_from, stage=stage, lm=lm, tokenizer=tok,
-                                overrides=cfg.overrides(stage), seed=cfg.seed)
+                                overrides=overrides, seed=cfg.seed)
     else:
         if not source:
             raise UserError("model: is required")
         c = cfg.method_config(stage)
         c.base_model = source
         model = ClaraModel.from_base(c)
-    return ClaraStageTask.from_files(model, data_dir or cfg.data, cfg.batch_size)
+    task = ClaraStageTask.from_files(model, data_dir or cfg.data, cfg.batch_size)
+    if inherited:
+        task.center = {"setting": "auto", "value": inherited, "inherited": "stage 2's checkpoint"}
+    return task
 
 
 def _factory(stage: str):

@@ -41,12 +41,14 @@ def soft_topk(scores: mx.array, k: int, tau: float = 0.02) -> mx.array:
     return mx.softmax(logits[:, None, :] + mx.log(1.0 - taken + 1e-8), axis=-1)
 
 
-def cosine_scores(queries: mx.array, docs: mx.array, center: bool = False) -> mx.array:
+def cosine_scores(queries: mx.array, docs: mx.array, center: bool | str = False) -> mx.array:
     """queries [B, D], docs [B, N, D] -> cosine similarities [B, N], computed in float32.
 
     With `center`, the candidates' mean is taken from the documents and the query first
     (config.retrieval_center): the cosine then compares what differs between the candidates,
-    not the direction they share (a single candidate is left as it is)."""
+    not the direction they share (a single candidate is left as it is). `center` may be the
+    config's value: "on" centres; "off" and an undecided "auto" do not."""
+    center = center is True or center == "on"
     q = queries.astype(mx.float32)
     d = docs.astype(mx.float32)
     if center and d.shape[1] > 1:

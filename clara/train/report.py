@@ -57,6 +57,12 @@ def build_report(run: Run) -> str:
     out += [f"| {k} | {_fmt(v)} |" for k, v in sorted(doc.get("config", {}).items())]
     if doc.get("resolved"):
         out += [f"| resolved {k} | {_fmt(v)} |" for k, v in doc["resolved"].items()]
+    center = next((e for e in run.events() if e.get("event") == "start"), {}).get(
+        "retrieval_center")
+    if center:  # a CLaRa stage's retrieval_center as its start decided it (auto)
+        from clara.method.retrieval import center_line
+
+        out.append(f"| decided retrieval_center | {center_line(center)} |")
     out += ["", "## Platform", ""]
     out += [f"- {k}: {_fmt(v)}" for k, v in doc.get("platform", {}).items()]
     return "\n".join(out) + "\n"
