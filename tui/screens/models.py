@@ -182,8 +182,10 @@ class ModelsScreen(ModeScreen):
                         yield ConfigForm(cls, choices=dict(CHOICES.get(key, {})),
                                          id=f"model-form-{key}", classes="stacked")
                 yield LiveText("", id="model-command", classes="command-line")
+                # its own row: a benchmark's lines (one per model) were wrapped into the few
+                # columns beside the button
+                yield Static("", id="model-result")
                 with Horizontal(classes="form-buttons"):
-                    yield Static("", id="model-result")
                     yield Button("Run  (ctrl+l)", id="model-run", variant="primary")
 
     def on_mount(self) -> None:
