@@ -30,7 +30,9 @@ figure to compare work per key. `kchars`: the thousands of characters the app wr
 terminal from taking the key to that frame (what tmux has to read and parse). Under the table, every switch slower than 100 ms is listed with
 its split and what ran meanwhile in the app: its thread workers (their CPU ms: Python in a thread
 holds the GIL the event loop waits for) and full garbage collections (gc2: their wall ms; every
-thread stops). `--profile FILE` writes a cProfile of the app's process per part of each phase.
+thread stops). `--profile FILE` writes a cProfile of the app's process per part of each phase;
+`--trace` the timeline of every switch over 1 s (see Trace: the app's pty writes, batch
+updates and dropped frames, this bench's reads, and each process's state every 5 ms).
 
 Then each mode's first visit after the start (the keys come from 2 s after the first frame)
 and, per phase with a training, the training's own speed (tokens/s by its own clock) for
@@ -241,6 +243,37 @@ training run, it gets every cycle the app does not use (the quiet re-run's "app 
 say how much). Autogroup nice 19 was tried first: the training did not get through its start
 in 2.5 minutes at that load.
 
+Branch app11 (2026-12-01): the rare 3.3-4.2 s switch (4 of 19 quiet runs of session 10, one
+switch each, in the SCHED_IDLE phase) was the app, not the terminal. `--trace` caught one (load
+14-19, `--phases idle,sched-idle --switches 30`, 1 of 23 traced runs): the key taken at 28 ms,
+a paint at 47 ms that wrote nothing, then a partial frame (5,448 characters: a table) at 113 ms
+without the header; then for 4 s the app idle in epoll, its writer idle, tmux idle, nothing
+unread in this bench's pipe, the bench looking every 0.5 s; the header came with an unrelated
+whole repaint at 4,176 ms. Textual drops a frame painted while a batch update is open
+(App._display), and Markdown.update holds one across awaits (the Runs report, refilled while a
+training runs); the repaints after it were skipped as already done (the whole-screen paint of a
+switch, session 9). The app now paints the screen again when the batch ends
+(WorkbenchApp._end_batch; test_modes_switch_by_keys..., which fails without it). The split
+"write 3479 ms" of session 10 was the last paint before the frame seen, not a blocked write.
+
+The reader of this bench made one read() call per byte of tmux's output (strace: 12,915 reads
+for 12,813 bytes): on a loaded machine it fell up to 1.3 s behind what the app had written,
+counted as the app's latency. It now reads 64 KB at a time. A/B, the same settings alternating
+(old reader, new reader; 30 switches a phase, load 14-19 from other sessions; "lag" is the key
+seen minus delivered minus the app's part up to the frame written: this bench's own share;
+medians, ms):
+
+  reader   SCHED_IDLE switch median   its lag median        idle lag median    bench CPU-s a run
+  old      65.7 / 325.5 / 440.0       22.4 / 212.9 / 232.7  15.7 / 16.0 / 35.5  14.1 / 12.6 / 11.9
+  new      43.0 / 58.7 / 50.8         3.3 / 2.2 / 1.1       5.9 / 2.0 / 4.7     12.1 / 10.3 / 13.9
+
+(the bench's CPU per run, workspace and model building included, is within the noise)
+
+tmux stops reading a pane when a control client falls behind (~100 KB unread: a client that
+read nothing for 4 s blocked the pane's writer for 3.5 s); `--trace` prints, for each switch
+over 1 s, the most bytes left unread in this bench's pipe and the longest time without a read,
+so a stall of the bench itself shows as such.
+
 Earlier work (branch app5): Textual's Footer rebuilt all its keys on every switch; a form looked
 each field up with a DOM query on every keystroke; the Train preview planned on the event loop;
 every mode refilled its tables and Selects on each visit; a hidden Runs mode redrew its plot;
@@ -250,6 +283,7 @@ and a mode's first visit reparsed every stylesheet three times.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -275,11 +309,14 @@ class Tmux:
     machine (a fork, an exec and a tmux client each time) and a core of CPU, taken from the app
     it measured."""
 
-    def __init__(self, session: str) -> None:
+    def __init__(self, session: str, trace: bool = False) -> None:
         import queue
         import threading
 
         self.session = session
+        # --trace: (perf_counter(), bytes) of every line read, and the reader's thread id
+        self.reads: list[tuple[float, int]] | None = [] if trace else None
+        self.reader_tid = 0
         self.proc = subprocess.Popen(["tmux", "-C", "attach", "-t", session, "-f", "ignore-size"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         self.replies: queue.Queue = queue.Queue()
@@ -289,20 +326,37 @@ class Tmux:
             pass  # the attach's own reply comes first
 
     def _read(self) -> None:
+        import threading
+
+        self.reader_tid = threading.get_native_id()
         block: list[str] | None = None
-        for raw in self.proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
+        for raw in self._lines():
             if block is None:
-                if line.startswith("%output"):
+                if raw.startswith(b"%output"):
                     self.output.set()
-                elif line.startswith("%begin"):
+                elif raw.startswith(b"%begin"):
                     block = []
-            elif line.startswith(("%end", "%error")):
+            elif raw.startswith((b"%end", b"%error")):
                 self.replies.put("\n".join(block))
                 block = None
             else:
-                block.append(line)
+                block.append(raw.decode("utf-8", "replace"))
         self.replies.put("")  # the client ended
+
+    def _lines(self):
+        """The client's lines, read 64 KB at a time. `for line in proc.stdout` on this unbuffered
+        pipe made one read() call per byte (strace: 12,915 reads for 12,813 bytes), for the
+        pane's output and every screen looked at: on a busy machine this reader fell up to
+        1.3 s behind what the app had written (--trace: 12-21 KB left unread in the pipe, the
+        bench waiting for a CPU), and that showed as the app's latency. Had it fallen ~100 KB
+        behind, tmux would have stopped reading the app's pty (its flow control for control
+        clients: a client that read nothing for 4 s blocked a pane's writer for 3.5 s)."""
+        fd, rest = self.proc.stdout.fileno(), b""
+        while chunk := os.read(fd, 1 << 16):
+            if self.reads is not None:
+                self.reads.append((time.perf_counter(), len(chunk)))
+            *lines, rest = (rest + chunk).split(b"\n")
+            yield from lines
 
     def command(self, line: str) -> str:
         self.proc.stdin.write(line.encode() + b"\n")
@@ -373,15 +427,18 @@ def build_workspace(root: Path):
     return ws
 
 
-def start_training(ws, priority: str):
+def start_training(ws, priority: str, events: list | None = None):
     """A long tiny LoRA run, launched as the Train screen launches one, at `priority` (see
-    clara.runs.worker_priority: "idle" is SCHED_IDLE, a number a niceness)."""
+    clara.runs.worker_priority: "idle" is SCHED_IDLE, a number a niceness). `events`: where
+    (perf_counter(), what) of its start and first logged step go (--trace)."""
     from clara.runs import start_worker
     from clara.train.launch import lora_run
 
     run = lora_run(ws, {"model": "tiny", "data": "notes", "mode": "cpt", "iters": 100000,
                         "batch_size": 4, "max_seq_length": 64, "val_every": 200,
                         "save_every": 100000})
+    if events is not None:
+        events.append((time.perf_counter(), f"training started ({priority})"))
     proc = start_worker(run, detach=True, priority=priority)
     deadline = time.monotonic() + 300
     metrics = run.path / "metrics.jsonl"
@@ -389,6 +446,8 @@ def start_training(ws, priority: str):
         if time.monotonic() > deadline or proc.poll() is not None:
             raise SystemExit(f"training did not start: see {run.path / 'log.txt'}")
         time.sleep(0.5)
+    if events is not None:
+        events.append((time.perf_counter(), "training: its first step logged"))
     return run, proc
 
 
@@ -432,7 +491,7 @@ def stop_training(run, proc) -> None:
         proc.kill()
 
 
-def serve(root: Path, log: Path, profile: Path | None) -> None:
+def serve(root: Path, log: Path, profile: Path | None, trace: bool = False) -> None:
     """Run the app (in the benchmark's tmux) with a probe: every key the app's event loop takes
     and every frame it hands to its terminal writer thread are noted with the time and the event
     loop's CPU time, and when the writer has written a frame, so a key's latency splits into
@@ -441,6 +500,7 @@ def serve(root: Path, log: Path, profile: Path | None) -> None:
     written to `log` when SIGUSR1 comes (a write per note cost the app 1 ms a key on a busy
     machine). `profile`: cProfile the app from SIGUSR2 to the next SIGUSR1."""
     import cProfile
+    import threading
 
     from textual import events
     from textual.app import App
@@ -471,18 +531,39 @@ def serve(root: Path, log: Path, profile: Path | None) -> None:
     display = App._display
 
     def probed_display(self, screen, renderable):
+        if trace and renderable is not None and self._batch_count:
+            stamp("dropped -")  # Textual drops a frame while a batch update is open
         display(self, screen, renderable)
         if renderable is not None:
             stamp("paint -")
+
+    begin_batch, end_batch = App._begin_batch, App._end_batch
+
+    def probed_begin_batch(self):  # batch updates open and closed (--trace)
+        begin_batch(self)
+        stamp(f"batch+ {self._batch_count}")
+
+    def probed_end_batch(self):
+        stamp(f"batch- {self._batch_count}")
+        end_batch(self)
 
     def write_frames(self):  # Textual's WriterThread.run, noting when a frame has been written
         write, flush, get, qsize = self._file.write, self._file.flush, self._queue.get, \
             self._queue.qsize
         size = 0  # characters written since the last flush: what the terminal has to read
+        if trace:  # its thread id, for the trace's sampler (its state and kernel wait channel)
+            notes.append(f"writer-tid {threading.get_native_id()} 0 0 0\n")
         while (text := get()) is not None:
-            write(text)
+            if trace:  # every write() and flush() into the pty, from start to end
+                stamp(f"wbeg {len(text)}")
+                write(text)
+                stamp("wend -")
+            else:
+                write(text)
             size += len(text)
             if qsize() == 0:
+                if trace:
+                    stamp("fbeg -")
                 flush()
                 stamp(f"written {size}")
                 size = 0
@@ -497,6 +578,9 @@ def serve(root: Path, log: Path, profile: Path | None) -> None:
             profiler[0].disable()
             profiler[0].dump_stats(str(profile))
         with log.open("a") as out:
+            if trace:  # the app's threads by name, for the trace's sampler
+                for t in threading.enumerate():
+                    out.write(f"thread {t.native_id} {t.name.replace(' ', '_')} 0 0\n")
             while notes:
                 out.write(notes.popleft())
             out.write("flushed\n")
@@ -534,6 +618,8 @@ def serve(root: Path, log: Path, profile: Path | None) -> None:
     WorkbenchApp.on_event = probed_on_event
     App._display = probed_display
     WriterThread.run = write_frames
+    if trace:
+        App._begin_batch, App._end_batch = probed_begin_batch, probed_end_batch
     signal.signal(signal.SIGUSR1, flush)
     if profile is not None:
         signal.signal(signal.SIGUSR2, start)
@@ -552,19 +638,221 @@ def flush_probe(pid: int, log: Path) -> None:
         time.sleep(0.02)
 
 
-def start_app(root: Path, tmp: Path, profile: Path | None = None) -> tuple[Tmux, Path]:
+def start_app(root: Path, tmp: Path, profile: Path | None = None,
+              trace: bool = False) -> tuple[Tmux, Path]:
     tmux("kill-session", "-t", SESSION)
     log, marker, pidfile = tmp / "probe.log", tmp / "quit-marker", tmp / "app.pid"
-    extra = f" --profile {profile}" if profile else ""
+    extra = (f" --profile {profile}" if profile else "") + (" --trace" if trace else "")
     cmd = (f"echo $$ > {pidfile}; exec {sys.executable} {Path(__file__).resolve()} --serve {root} "
            f"--log {log}{extra}")
     tmux("new-session", "-d", "-s", SESSION, "-x", "120", "-y", "40",
          f"sh -c '{cmd}'; date +%s.%N > {marker}")
-    client = Tmux(SESSION)
+    client = Tmux(SESSION, trace)
     if client.wait(header_says("Workspaces"), timeout=120) == float("inf"):
         raise SystemExit("the app did not start:\n" + client.screen())
     time.sleep(2.0)  # the first screen's workers settle
     return client, log
+
+
+# where a thread of ours sleeps when all is well (the GIL or a lock: futex; an event loop; a
+# sleep; a pipe read); any other wait, or D, has its kernel stack sampled (--trace)
+USUAL_WAITS = {"0", "-", "futex_do_wait", "do_epoll_wait", "poll_schedule_timeout.constprop.0",
+               "hrtimer_nanosleep", "anon_pipe_read", "do_select", "do_sys_poll"}
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def sample(out: Path, watch: Path) -> None:
+    """--trace's sampler (a process of its own at the bench's priority, so a stalled bench or
+    app does not stall it): every 5 ms, each task named in `watch` (lines "label pid tid", or
+    "pipe pid fd": the bytes waiting in that process's pipe, unread) as "t label state run_s
+    wait_s wchan" (Linux: /proc state R/S/D, schedstat's time run and waited runnable, the
+    kernel function a sleeping task waits in), and the machine's CPU, memory and IO pressure
+    (stall totals, us); a label ending in "-": every thread of that pid. Written to `out` at
+    SIGTERM."""
+    import fcntl
+    import termios
+
+    rows: list[str] = []
+    stop = [False]
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
+    tasks: dict[str, tuple[str, str]] = {}
+    pipes: dict[str, int] = {}
+    checked = 0.0
+    sweep = 0
+    buf = bytearray(4)
+    parent = os.getppid()
+    while not stop[0] and os.getppid() == parent:  # the bench may have been killed
+        now = time.perf_counter()
+        if now - checked > 0.1:  # the bench adds a training's pid when it starts one
+            checked = now
+            for line in watch.read_text().splitlines() if watch.is_file() else []:
+                label, pid, tid = line.split()
+                if label.startswith("pipe") and label not in pipes:
+                    with contextlib.suppress(OSError):
+                        pipes[label] = os.open(f"/proc/{pid}/fd/{tid}",
+                                               os.O_RDONLY | os.O_NONBLOCK)
+                elif not label.startswith("pipe"):
+                    tasks[label] = (pid, tid)
+        sweep += 1  # every thread of a process: each 4th look (20 ms), to keep this cheap
+        every = [(f"{label}{tid}", pid, tid) for label, (pid, _) in tasks.items()
+                 if label.endswith("-") and sweep % 4 == 0
+                 for tid in _listdir(f"/proc/{pid}/task")]
+        for label, pid, tid in [*((lb, p, t) for lb, (p, t) in tasks.items()
+                                  if not lb.endswith("-")), *every]:
+            base = f"/proc/{pid}/task/{tid}/"
+            try:
+                with open(base + "stat", "rb") as f:
+                    state = f.read().rsplit(b")", 1)[1].split()[0].decode()
+                with open(base + "schedstat", "rb") as f:
+                    run_ns, wait_ns = f.read().split()[:2]
+                with open(base + "wchan", "rb") as f:
+                    wchan = f.read().decode() or "-"
+            except OSError:
+                continue
+            rows.append(f"{now:.6f} {label} {state} {int(run_ns) / 1e9:.6f} "
+                        f"{int(wait_ns) / 1e9:.6f} {wchan}\n")
+            if state == "D" or wchan not in USUAL_WAITS:  # where in the kernel it waits
+                with contextlib.suppress(OSError), open(base + "stack", "rb") as f:
+                    frames = [ln.split()[-1].split(b"+")[0].decode()
+                              for ln in f.read().splitlines()[:8]]
+                    rows.append(f"{now:.6f} stack-{label} {'<'.join(frames)}\n")
+        for label, fd in pipes.items():
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(fd, termios.FIONREAD, buf)
+                rows.append(f"{now:.6f} {label} {int.from_bytes(buf, sys.byteorder)}\n")
+        for what in ("cpu", "memory", "io"):
+            with contextlib.suppress(OSError), open(f"/proc/pressure/{what}", "rb") as f:
+                rows.append(f"{now:.6f} psi-{what} {f.readline().split()[-1][6:].decode()}\n")
+        time.sleep(0.005)
+    out.write_text("".join(rows))
+
+
+class Trace:
+    """--trace: what a stalled frame waited on. The app's writer thread notes each write() and
+    flush() into the pty (serve), the control-mode reader each line it read (Tmux.reads), and a
+    sampler process (sample) the state of the app's writer and event loop, tmux's server and
+    control client, this bench's reader, the training, and the bytes left unread in this
+    bench's pipe from the control client. `report` prints the timeline of each slow switch."""
+
+    def __init__(self, tmp: Path, client: Tmux, pid: int, log: Path) -> None:
+        self.tmp, self.client, self.events = tmp, client, []
+        flush_probe(pid, log)  # the writer thread's id
+        writer = next(line.split()[1] for line in log.read_text().splitlines()
+                      if line.startswith("writer-tid"))
+        server = tmux("display-message", "-p", "-t", SESSION, "#{pid}").strip()
+        self.watch = tmp / "trace-watch"
+        self.watch.write_text(
+            f"app-loop {pid} {pid}\napp-writer {pid} {writer}\napp- {pid} 0\n"
+            f"tmux-server {server} {server}\n"
+            f"tmux-client {client.proc.pid} {client.proc.pid}\n"
+            f"bench-reader {os.getpid()} {client.reader_tid}\n"
+            f"bench-main {os.getpid()} {os.getpid()}\n"
+            f"pipe-unread {os.getpid()} {client.proc.stdout.fileno()}\n")
+        self.out = tmp / "trace-samples"
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()),
+                                      "--sample", str(self.out), "--log", str(self.watch)])
+
+    def training(self, proc) -> None:
+        """Watch a training (its events come from start_training)."""
+        with self.watch.open("a") as f:
+            f.write(f"training {proc.pid} {proc.pid}\ntraining- {proc.pid} 0\n")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+    def verdict(self, sent: float, seen: float, samples: list[list[str]]) -> str:
+        """Between the key sent and seen: the most bytes left unread in this bench's pipe from
+        tmux (a bench that does not read: tmux then stops reading the app's pty), the longest
+        time without a read, and where the app's writer thread and tmux's server waited (the
+        kernel functions seen, with how many looks)."""
+        unread = [int(p[2]) for p in samples if p[1] == "pipe-unread" and
+                  sent <= float(p[0]) <= seen]
+        reads = [t for t, _ in self.client.reads or [] if sent <= t <= seen]
+        gap = max((b - a for a, b in zip([sent, *reads], [*reads, seen])), default=seen - sent)
+        waits = {}
+        for p in samples:
+            if p[1] in ("app-writer", "tmux-server", "bench-reader") and len(p) == 6 \
+                    and sent <= float(p[0]) <= seen:
+                key = f"{p[1]} {p[2]}:{p[5]}"
+                waits[key] = waits.get(key, 0) + 1
+        return (f"bench pipe unread max {max(unread, default=0) / 1000:.1f} KB, longest "
+                f"without a read {1000 * gap:.0f} ms; "
+                + ", ".join(f"{k} x{n}" for k, n in sorted(waits.items(), key=lambda x: -x[1])))
+
+    def report(self, keys: list[tuple[float, float]], names: list[str], log: Path,
+               over_s: float = 1.0) -> str:
+        """The timeline (ms from the key sent) of each switch slower than `over_s`, and of the
+        slowest one: the app's key, paints and pty writes, the bench's reads (bytes per 10 ms),
+        each sampled task's state changes, the unread pipe, pressure stalls."""
+        slow = [i for i, (a, b) in enumerate(keys) if b - a > over_s]
+        slowest = max(range(len(keys)), key=lambda i: keys[i][1] - keys[i][0])
+        notes = [line.split() for line in log.read_text().splitlines()]
+        thread_names = {}
+        for parts in notes:
+            if parts[0] == "thread" and len(parts) == 5:
+                for prefix in ("app-", "stack-app-"):
+                    thread_names[prefix + parts[1]] = f"{prefix}{parts[2]}({parts[1]})"
+        samples = [line.split() for line in self.out.read_text().splitlines()] \
+            if self.out.is_file() else []
+        out = []
+        for i in sorted(set(slow) | {slowest}):
+            sent, seen = keys[i]
+            lo, hi = sent - 0.3, seen + 0.3
+            ms = lambda t: f"{1000 * (float(t) - sent):9.1f}"  # noqa: E731
+            lines = [f"switch {i} ({names[i]}): {1000 * (seen - sent):.0f} ms; "
+                     + self.verdict(sent, seen, samples)]
+            for parts in notes:
+                if len(parts) == 5 and parts[0] in ("key", "paint", "wbeg", "wend", "fbeg",
+                                                    "written", "worker", "gc2", "dropped",
+                                                    "batch+", "batch-") \
+                        and lo <= float(parts[2]) <= hi:
+                    lines.append((float(parts[2]), f"{ms(parts[2])} app {' '.join(parts[:2])}"))
+            reads = [(t, n) for t, n in (self.client.reads or []) if lo <= t <= hi]
+            bins: dict[int, list[int]] = {}
+            for t, n in reads:
+                b = bins.setdefault(int((t - sent) * 100), [0, 0])
+                b[0] += 1
+                b[1] += n
+            for b, (count, size) in sorted(bins.items()):
+                lines.append((sent + b / 100, f"{ms(sent + b / 100)} bench read {count}x "
+                                              f"{size} B"))
+            gaps = sorted(((b - a, a) for (a, _), (b, _) in zip(reads, reads[1:])),
+                          reverse=True)[:3]
+            for gap, at in gaps:
+                lines.append((at, f"{ms(at)} bench reads: a gap of {1000 * gap:.0f} ms"))
+            last: dict[str, tuple] = {}
+            for parts in samples:
+                t, label = float(parts[0]), parts[1]
+                if not lo <= t <= hi:
+                    continue
+                if label.startswith(("training-", "stack-training-")) and parts[2] != "D" \
+                        and not label.startswith("stack-"):
+                    continue  # its ten threads come and go all the time: only D (and stacks)
+                label = thread_names.get(label, label)
+                key = (parts[2], parts[-1]) if len(parts) == 6 else tuple(parts[2:])
+                if label.startswith("stack-"):
+                    key = (parts[2],)
+                if label.startswith("psi"):
+                    key = (int(parts[2]) // 100000,)  # a change of 0.1 s of stall
+                if last.get(label, (None,))[0:] != key:
+                    extra = (f" run {parts[3]} waited {parts[4]}" if len(parts) == 6 else "")
+                    lines.append((t, f"{ms(t)} {label} {' '.join(key)}{extra}"
+                                  if not label.startswith("psi") else
+                                  f"{ms(t)} {label} total {int(parts[2]) / 1e6:.3f} s"))
+                    last[label] = key
+            for t, what in self.events:
+                if lo - 30 <= t <= hi:
+                    lines.append((t, f"{ms(t)} {what}"))
+            head, rest = lines[0], sorted(lines[1:], key=lambda x: x[0])
+            out.append("\n".join([head, *(r for _, r in rest)]))
+        return "\n\n".join(out)
 
 
 def app_cpu_s(pid: int) -> float:
@@ -704,7 +992,7 @@ def phase(client: Tmux, log: Path, pid: int, switches: int, typed: int, bursts: 
     time.sleep(0.3)
     flush_probe(pid, log)
     names = [MODES[i % len(MODES)][1] for i in range(len(switch))]
-    return {"slow_switches": slow_keys(switch, names, log),
+    return {"slow_switches": slow_keys(switch, names, log), "switch_keys": switch,
             "switch": [b - a for a, b in switch], "typing": [b - a for a, b in typing],
             "burst": [b - a for a, b in burst],
             "switch_split": split(switch, log), "typing_split": split(typing, log),
@@ -763,7 +1051,8 @@ def table(result: dict) -> str:
             cells = [s[src][q] for src, _, q in COLUMNS]
             lines.append(f"{name:<18} {what:<6} {s['seen']['n']:>3} "
                          + " ".join(f"{c:>7.1f}" for c in cells))
-    lines.append(f"quit during a chat reply, with a training running: {result['quit_s']:.2f} s"
+    lines.append(f"quit during a chat reply, with a training running: "
+                 f"{result.get('quit_s', float('nan')):.2f} s"
                  + (f" (the whole benchmark: {result['wall_s']:.0f} s)" if "wall_s" in result
                     else ""))
     for name, ph in result["phases"].items():
@@ -801,11 +1090,22 @@ def main(argv=None) -> int:
                    help="seconds the training's speed is measured with the app idle, per phase")
     p.add_argument("--profile", help="cProfile the app's process over each part of each phase: "
                    "PROFILE.PHASE.switch and PROFILE.PHASE.typing (pstats files)")
+    p.add_argument("--trace", action="store_true",
+                   help="log every pty write of the app, every read of this bench's tmux "
+                   "client and, every 5 ms, the state of each process on the way (see Trace): "
+                   "the timeline of each switch over 1 s and of each phase's slowest is "
+                   "written beside the results (.trace.txt)")
+    p.add_argument("--no-quit", action="store_true", help="leave out the quit measurement")
     p.add_argument("--serve", help=argparse.SUPPRESS)  # the app under test (run in tmux)
+    p.add_argument("--sample", help=argparse.SUPPRESS)  # --trace's sampler
     p.add_argument("--log", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
-        serve(Path(args.serve), Path(args.log), Path(args.profile) if args.profile else None)
+        serve(Path(args.serve), Path(args.log), Path(args.profile) if args.profile else None,
+              args.trace)
+        return 0
+    if args.sample:
+        sample(Path(args.sample), Path(args.log))
         return 0
     if not shutil.which("tmux"):
         raise SystemExit("tmux is needed (apt-get install tmux)")
@@ -820,15 +1120,20 @@ def main(argv=None) -> int:
         root = tmp / "workspaces"
         ws = build_workspace(root)
         profile = Path(args.profile).resolve() if args.profile else None
-        client, log = start_app(root, tmp, profile)
+        client, log = start_app(root, tmp, profile, args.trace)
         pid = int((tmp / "app.pid").read_text())
+        trace = Trace(tmp, client, pid, log) if args.trace else None
+        traced = []
         try:
             for spec in args.phases.split(","):
                 priority = None if spec == "idle" else "idle" if spec == "sched-idle" else spec
                 name = ("idle" if priority is None else "training, SCHED_IDLE"
                         if priority == "idle" else f"training, nice {int(priority)}")
                 name += " (again)" * sum(n.startswith(name) for n in result["phases"])
-                training = start_training(ws, priority) if priority is not None else None
+                training = start_training(ws, priority, trace and trace.events) \
+                    if priority is not None else None
+                if trace and training:
+                    trace.training(training[1])
                 speeds = {}
                 try:
                     print(f"  phase {name} …", file=sys.stderr)
@@ -857,18 +1162,28 @@ def main(argv=None) -> int:
                               for k, v in raw[f"{what}_split"].items()},
                            "app_cpu_per_key_ms": 1000 * raw[f"{what}_app_cpu_s"]}
                     for what in WHAT} | {"raw": raw, "training_tokens_per_s": speeds or None}
-            training = start_training(ws, "idle")  # as the app starts one
-            try:
-                result["quit_s"] = quit_time(client, tmp / "quit-marker")
-            finally:
-                stop_training(*training)
+                if trace:
+                    traced.append((name, raw["switch_keys"]))
+            if not args.no_quit:
+                training = start_training(ws, "idle")  # as the app starts one
+                try:
+                    result["quit_s"] = quit_time(client, tmp / "quit-marker")
+                finally:
+                    stop_training(*training)
         finally:
+            if trace:
+                trace.close()
+                traced = [f"== {name}\n" + trace.report(
+                    keys, [MODES[i % len(MODES)][1] for i in range(len(keys))], log)
+                    for name, keys in traced]
             client.close()
             tmux("kill-session", "-t", SESSION)
     result["wall_s"] = time.monotonic() - started
     stamp = time.strftime("%Y%m%d-%H%M%S")
     io.write_json(Path(args.out) / f"tui_latency-{stamp}.json", result)
     io.write_text(Path(args.out) / f"tui_latency-{stamp}.txt", table(result) + "\n")
+    if traced:
+        io.write_text(Path(args.out) / f"tui_latency-{stamp}.trace.txt", "\n\n".join(traced))
     print(table(result))
     return 0
 

@@ -51,6 +51,26 @@ def test_modes_switch_by_keys_and_header_shows_workspace_and_platform(workspace)
             line = str(header.render())
             assert "workspace test" in line and "Eval" in line
             assert "cpu · float32 · BLAS openblas" in line
+            # a switch while a batch update is open (Markdown.update holds one across awaits:
+            # the Runs report, refilled while a training runs): Textual drops the switch's
+            # paint, and the new mode stayed unpainted for seconds; now it is painted again
+            # when the batch ends
+            from textual._compositor import ChopsUpdate
+
+            header_painted = []  # frames that paint the first row (the header: the mode's name)
+            display = app._display
+            app._display = lambda screen, update: (header_painted.append(
+                any(y == 0 for y, _, _ in update.spans) if isinstance(update, ChopsUpdate)
+                else update is not None), display(screen, update))
+            app._begin_batch()
+            await pilot.press("f9")
+            await pilot.pause(0.1)
+            assert app.current_mode == "models"
+            header_painted.clear()
+            app._end_batch()
+            await pilot.pause(0.2)
+            assert any(header_painted)
+            del app._display
             # HRM (F10, off the mode bar) fits the screen: its tabs overflowed it, the screen
             # scrolled and the mode bar went off the top
             await pilot.press("f10")

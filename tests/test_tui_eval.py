@@ -100,7 +100,7 @@ def test_compare_mode_puts_the_base_and_an_adapter_side_by_side(eval_ws):
 
     async def go():
         app = make_app(eval_ws.root, start_mode="eval")
-        async with app.run_test(size=(120, 40)) as pilot:
+        async with app.run_test(size=(100, 30)) as pilot:
             await settle(pilot)
             screen = app.screen
             configs = screen.query_one("#eval-configs", SelectionList)
@@ -117,6 +117,15 @@ def test_compare_mode_puts_the_base_and_an_adapter_side_by_side(eval_ws):
             assert "retention_f1" in columns
             answers = screen.query_one("#eval-answers", DataTable)
             assert [str(c.value) for c in answers.columns][2:] == ["closed", "closed=sft"]
+            # answers as long as max_tokens 32 gives: at 100 columns both configurations'
+            # headers whole and on screen (the second was cut off to "closed")
+            for row in screen.shown["results"]:
+                row["answer"] = "the answer, as a tiny model rambles on " * 2
+            screen.show_eval(screen.shown)
+            await pilot.pause()
+            assert [str(c.label) for c in answers.columns.values()][2:] == ["closed",
+                                                                             "closed=sft"]
+            assert answers.virtual_size.width <= answers.scrollable_content_region.width
             assert app.errors == []
 
     asyncio.run(go())

@@ -109,12 +109,18 @@ def test_models_mode_lists_models_and_adds_one_with_its_command(workspace, tiny_
             await pilot.pause()
             assert screen.action == "bench"
             assert screen.query_one("#model-form-bench").field_widget("names").value == "tiny"
+            # picked in the palette, the focus left in the bench form now hidden: the letters
+            # typed next go to the add form's first field (they were lost)
             screen._pick("add")
             await pilot.pause()
+            await pilot.press(*"tiny2")
             form = screen.query_one("#model-form-add")
-            form.set_value("name", "tiny2")
+            assert form.field_widget("name").value == "tiny2"
+            screen._say("add: give a name and a source", error=True)  # as a run without one
             form.set_value("source", str(tiny_model_dir))
             await pilot.pause()
+            result = screen.query_one("#model-result", Static)
+            assert str(result.render()) == ""  # what was missing is no longer said
             command = str(screen.query_one("#model-command", Static).render())
             assert command == f"clara model add tiny2 {tiny_model_dir}"
             await pilot.press("ctrl+l")

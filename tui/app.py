@@ -426,9 +426,13 @@ class WorkbenchApp(App):
             screen.post_message(events.ScreenResume())
         await placeholder.remove()
 
+    _dropped = False  # a frame came while a batch update was open (see _end_batch)
+
     def _display(self, screen: Screen, renderable) -> None:
         """A frame writes only the cells that changed (see tui/frames.py): a mode switch wrote
         the whole screen, and a slow terminal took up to 0.5 s to read it."""
+        if renderable is not None and self._batch_count:
+            self._dropped = True  # Textual's _display drops it
         if renderable is not None and not self._batch_count and self._running \
                 and not self._closed and not self.is_headless and self._driver is not None \
                 and not self._driver.is_inline:  # a frame that App._display writes
@@ -486,6 +490,21 @@ class WorkbenchApp(App):
         screen._compositor._dirty_regions.add(self.size.region)  # kept by the reflow
         screen._repaint_required = False  # left from its last switch away: this paint is whole
         screen._painted_whole = True
+
+    def _end_batch(self) -> None:
+        """Textual drops a frame painted while a batch update is open, and Markdown.update
+        holds one across awaits (the Runs report, refilled while a training runs): a mode
+        switch's whole paint was lost then, and the repaints after it were skipped as already
+        done (ModeScreen.refresh): the new mode showed 3.3-4.2 s late, at the next repaint that
+        came for another reason (bench/tui_latency --trace, SCHED_IDLE phase: the app idle,
+        nothing written, the benchmark waiting). Now the screen is painted again."""
+        super()._end_batch()
+        if self._dropped and not self._batch_count:
+            self._dropped = False
+            screen = self.screen
+            if isinstance(screen, ModeScreen):
+                screen._painted_whole = False  # that paint is the one lost
+            screen.refresh()
 
     def delay_update(self, delay: float = 0.05) -> None:
         if self._mask_switch:

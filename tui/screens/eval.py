@@ -16,7 +16,7 @@ from textual.widgets import (Button, DataTable, Label, ProgressBar, Select, Sele
 
 from clara.errors import UserError
 from tui.widgets.table import Table
-from tui.format import short
+from tui.format import middle, short
 from tui.screens.base import ModeScreen
 from tui.widgets.switch import StateSwitch
 from tui.widgets.ticklist import TickList
@@ -74,6 +74,15 @@ def config_options(ws) -> list[tuple[str, str, bool]]:
         else:
             out.append((f"adapter {run.id}", f"closed={run.id}", False))
     return out
+
+
+def answer_widths(width: int, configs: int) -> tuple[int, int, int]:
+    """(question, gold, each configuration) widths of the answers table, so that two or three
+    configurations fit the screen: at 100 columns the second one's header was cut off to
+    "closed", the same as the first's."""
+    q, g = (30, 14) if width < 120 else (40, 20)
+    room = width - 6 - q - g - 2 * (configs + 2)  # borders, and each column's padding
+    return q, g, max(12, min(28, room // max(1, configs)))
 
 
 def _fmt(value) -> str:
@@ -303,19 +312,20 @@ class EvalScreen(ModeScreen):
         answers.clear(columns=True)
         results = [r for r in doc.get("results", []) if r.get("set", "qa") == "qa"]
         configs = list(dict.fromkeys(r["config"] for r in results))
+        q, g, each = answer_widths(self.app.size.width, len(configs))
         answers.add_column("question", key="question")
         answers.add_column("gold", key="gold")
         for c in configs:
-            answers.add_column(short(c, 28), key=c)
+            answers.add_column(middle(c, each), key=c)
         by_q: dict = {}
         for r in results:
             by_q.setdefault(r["id"], {})[r["config"]] = r
         for qid, rs in by_q.items():
             first = next(iter(rs.values()))
-            cells = [short(first["question"], 40), short(first["gold"], 20)]
+            cells = [short(first["question"], q), short(first["gold"], g)]
             for c in configs:
                 r = rs.get(c)
-                cells.append(f"{r['f1']:.2f} {short(r['answer'] or '(empty)', 22)}" if r
+                cells.append(f"{r['f1']:.2f} {short(r['answer'] or '(empty)', each - 5)}" if r
                              else "-")
             answers.add_row(*cells, key=qid)
         self.query_one("#eval-tabs", TabbedContent).active = "eval-results-tab"

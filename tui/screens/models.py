@@ -165,6 +165,7 @@ class ModelsScreen(ModeScreen):
     def __init__(self) -> None:
         super().__init__()
         self.running = False
+        self._to_form = False  # the action was picked in the palette: its first field next
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="models-body"):
@@ -181,8 +182,10 @@ class ModelsScreen(ModeScreen):
                         yield ConfigForm(cls, choices=dict(CHOICES.get(key, {})),
                                          id=f"model-form-{key}", classes="stacked")
                 yield LiveText("", id="model-command", classes="command-line")
+                # its own row: a benchmark's lines (one per model) were wrapped into the few
+                # columns beside the button
+                yield Static("", id="model-result")
                 with Horizontal(classes="form-buttons"):
-                    yield Static("", id="model-result")
                     yield Button("Run  (ctrl+l)", id="model-run", variant="primary")
 
     def on_mount(self) -> None:
@@ -234,10 +237,20 @@ class ModelsScreen(ModeScreen):
     def _action_changed(self, event: Select.Changed) -> None:
         self.query_one("#model-forms", ContentSwitcher).current = f"model-form-{self.action}"
         self._show_command()
-        focused = self.focused
-        if focused is None or not (focused is event.select or event.select in focused.ancestors):
+        if not self.running:  # the last action's result (or error) is not this one's
+            self._say("")
+        focused, to_form, self._to_form = self.focused, self._to_form, False
+        form = self.query_one(f"#model-form-{self.action}", ConfigForm)
+        hidden = focused is not None and any(isinstance(a, ConfigForm) and a is not form
+                                             for a in focused.ancestors)
+        if not (to_form or hidden or focused is not None and (
+                focused is event.select or event.select in focused.ancestors)):
             return
-        # chosen by keys: now its first field (a name typed at once was lost on the list)
+        # chosen by keys or in the palette, or the focus was left in the form now hidden: its
+        # first field (a name typed at once was lost on the list, or in the hidden form)
+        self._focus_form()
+
+    def _focus_form(self) -> None:
         form = self.query_one(f"#model-form-{self.action}", ConfigForm)
         for widget in self.focus_chain:
             if form in widget.ancestors:
@@ -245,6 +258,12 @@ class ModelsScreen(ModeScreen):
                 break
 
     @on(ConfigForm.Changed)
+    def _form_changed(self) -> None:
+        self._show_command()
+        result = self.query_one("#model-result", Static)
+        if result.has_class("field-error"):  # it said what was missing: no longer true
+            self._say("")
+
     def _show_command(self) -> None:
         try:
             values = self.query_one(f"#model-form-{self.action}", ConfigForm).raw_values()
@@ -303,4 +322,8 @@ class ModelsScreen(ModeScreen):
                                 lambda k=key: self._pick(k))
 
     def _pick(self, key: str) -> None:
+        if self.action == key:  # no change to wait for
+            self._focus_form()
+            return
+        self._to_form = True
         self.query_one("#model-action", Select).value = key
