@@ -309,3 +309,18 @@ def test_the_apps_trainings_run_under_sched_idle(monkeypatch):
     monkeypatch.setenv(PRIORITY_ENV, "fast")
     with pytest.raises(UsageError, match=PRIORITY_ENV):
         worker_priority()
+
+
+def test_a_number_field_holding_only_a_space_is_an_error_not_the_default():
+    """A space typed over a number field's value (Eval's `limit`) ran with the default unseen:
+    all 21 questions instead of 10. Empty still means the default; a space says why not."""
+    from clara.errors import UserError
+    from tui.widgets.config_form import parse_value
+
+    assert parse_value("limit", "", int | None) is None
+    assert parse_value("limit", " 12 ", int | None) == 12
+    assert parse_value("lr", "1e-3", float) == 1e-3
+    for tp in (int | None, float):
+        with pytest.raises(UserError, match="limit: a space is not a number"):
+            parse_value("limit", " ", tp)
+    assert parse_value("name", " ", str) is None  # text fields: blank is the default, as before

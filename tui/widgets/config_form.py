@@ -37,6 +37,10 @@ def _base_type(tp: Any) -> tuple[type, bool]:
 def parse_value(name: str, text: str, tp: Any) -> Any:
     """Text from an Input to the field's type; '' means the default (None)."""
     base, _optional = _base_type(tp)
+    if text and not text.strip() and base in (int, float):
+        # a space typed into a number field (it replaces a selected value) would otherwise
+        # run with the default unseen: the placeholder "default" shows only on an empty field
+        raise UserError(f"{name}: a space is not a number (empty it for the default)")
     text = text.strip()
     if text == "" or text.lower() == "none":
         return None
