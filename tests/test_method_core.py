@@ -211,6 +211,9 @@ def test_masked_ce_equals_mean_over_supervised_tokens():
     lp = npf(logits) - np.log(np.exp(npf(logits)).sum(-1, keepdims=True))
     want = -np.mean([lp[0, 1, 3], lp[0, 2, 5], lp[1, 0, 2], lp[1, 1, 6]])
     assert int(n) == 4 and abs(float(loss) - want) < 1e-5
+    # already shifted logits (CLARA_CE_SHIFT=1's head over positions 0..L-2): the same loss
+    shifted, n2 = masked_ce(logits[:, :-1], labels, shifted=True)
+    assert int(n2) == 4 and abs(float(shifted) - want) < 1e-5
 
 
 def test_injection_per_slot_keeps_sep(tiny_model_dir):
