@@ -302,24 +302,20 @@ def _fold_vjp(primals, cotangents, outputs, kernel: bool):
     return dx, mx.zeros_like(w), mx.zeros_like(key), mx.zeros_like(p), da, db
 
 
-@mx.custom_function
-def _folded(x, w, key, p, a, b):
-    return _fold_fwd(x, w, key, p, a, b, False)
+def _make_folded(kernel: bool):
+    """The folded adapter as one custom function, its mask from MLX ops or the CUDA kernel."""
+    @mx.custom_function
+    def folded(x, w, key, p, a, b):
+        return _fold_fwd(x, w, key, p, a, b, kernel)
+
+    @folded.vjp
+    def _vjp(primals, cotangents, outputs):
+        return _fold_vjp(primals, cotangents, outputs, kernel)
+
+    return folded
 
 
-@_folded.vjp
-def _folded_vjp(primals, cotangents, outputs):
-    return _fold_vjp(primals, cotangents, outputs, False)
-
-
-@mx.custom_function
-def _kernel_folded(x, w, key, p, a, b):
-    return _fold_fwd(x, w, key, p, a, b, True)
-
-
-@_kernel_folded.vjp
-def _kernel_folded_vjp(primals, cotangents, outputs):
-    return _fold_vjp(primals, cotangents, outputs, True)
+_folded, _kernel_folded = _make_folded(False), _make_folded(True)
 
 
 def folded_lora(x, w, key, p, a, b):
