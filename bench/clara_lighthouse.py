@@ -55,7 +55,6 @@ off"` gives round five's plain run.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -66,7 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from clara_synth import WS, clara, save_result  # noqa: E402
+from clara_synth import WS, clara, save_result, standardized_vectors  # noqa: E402
 
 from clara import io  # noqa: E402
 
@@ -197,21 +196,9 @@ def name_probe(ckpt: Path, train: list[dict], test: list[dict], candidates: int,
     it stands, its colour, its builder's first name; and recall@1 / @k of a retriever ranking
     every unseen question's candidates by the readout's scores of the name's syllables (what a
     query reasoner could reach from these vectors if it learned that readout)."""
-    import mlx.core as mx
     import numpy as np
 
-    from clara.method import checkpoint, inference
-
-    model = checkpoint.load(ckpt, inference=True)
-
-    def vecs(lhs):
-        v = np.array(inference.compress_documents(model, [lh["doc"] for lh in lhs])
-                     .astype(mx.float32)).reshape(len(lhs), -1)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-    a, b = vecs(train), vecs(test)
-    mu, sd = a.mean(0), a.std(0) + 1e-6
-    a, b = (a - mu) / sd, (b - mu) / sd
+    a, b = standardized_vectors(ckpt, train, test)
     dual = a.T @ np.linalg.inv(a @ a.T + 100.0 * np.eye(len(a)))  # ridge, in the dual
     fields = {"syllable 1": lambda lh: lh["name"][:3].lower(),
               "syllable 2": lambda lh: lh["name"][3:6], "where": lambda lh: lh["where"],

@@ -813,7 +813,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from clara_facts import READER, make_datasets  # noqa: E402
-from clara_synth import WS, clara, clara_eval, recall, save_result, scores  # noqa: E402
+from clara_synth import (WS, clara, clara_eval, recall, save_result, scores,  # noqa: E402
+                         standardized_vectors)
 
 from clara import io  # noqa: E402
 from clara.method import synthetic  # noqa: E402
@@ -1112,21 +1113,9 @@ def linear_probe(ckpt: Path, train: list[dict], test: list[dict], candidates: in
     that ranks each question's candidates (synthetic.stage3_rows(test, candidates, 2)) by the
     readout's scores of the verb, thing and year the question names: what a query reasoner
     could reach from these document vectors if it learned that readout."""
-    import mlx.core as mx
     import numpy as np
 
-    from clara.method import checkpoint, inference
-
-    model = checkpoint.load(ckpt, inference=True)
-
-    def vecs(fs):
-        v = np.array(inference.compress_documents(model, [f["doc"] for f in fs])
-                     .astype(mx.float32)).reshape(len(fs), -1)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-    a, b = vecs(train), vecs(test)
-    mu, sd = a.mean(0), a.std(0) + 1e-6
-    a, b = (a - mu) / sd, (b - mu) / sd
+    a, b = standardized_vectors(ckpt, train, test)
     gram = np.linalg.inv(a.T @ a + 100.0 * np.eye(a.shape[1])) @ a.T
     out, readout = {}, {}
     for key in ("who", "verb", "what", "year"):

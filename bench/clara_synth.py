@@ -324,6 +324,27 @@ def clara_eval(ckpt: Path, rows: list[dict], max_tokens: int, retrieval: bool, k
     return preds, rec1, reck
 
 
+
+def standardized_vectors(ckpt, train: list[dict], test: list[dict]):
+    """The compressor's vectors of each row's "doc" (flattened, unit-norm), standardised per
+    dimension by `train`'s mean and sd: what the linear probes of the stage-3 study and the
+    lighthouse benchmark fit their ridge readouts on. Returns (train, test) arrays."""
+    import mlx.core as mx
+    import numpy as np
+
+    from clara.method import checkpoint, inference
+
+    model = checkpoint.load(ckpt, inference=True)
+
+    def vecs(rows):
+        v = np.array(inference.compress_documents(model, [r["doc"] for r in rows])
+                     .astype(mx.float32)).reshape(len(rows), -1)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    a, b = vecs(train), vecs(test)
+    mu, sd = a.mean(0), a.std(0) + 1e-6
+    return (a - mu) / sd, (b - mu) / sd
+
 def recall(ckpt: Path, rows: list[dict], k: int, stage: str | None = None,
            center: bool | None = None) -> dict:
     """recall@1/@k of the query reasoner over each row's candidates (scored as the checkpoint
