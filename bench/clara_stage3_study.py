@@ -825,6 +825,7 @@ from clara.method import synthetic  # noqa: E402
 COMMON = {"batch_size": 8, "top_k": 1, "max_len": 256, "lora_dropout": 0.0, "mse_weight": 0.0,
           "doc_max_tokens": 32, "compression_rate": 4, "lora_rank": 32,
           "warmup_steps": 10, "val_every": 20, "val_batches": 2, "save_every": 10_000}
+VALID_ALL = {"val_batches": -1}  # with --valid: every validation question, each time
 REF = {"learning_rate": 1e-3, "stage3_train": "query_reasoner,generator,memory",
        "retrieval_weight": 0.0, "tau": 0.02}
 VARIANTS = {
@@ -869,6 +870,34 @@ VARIANTS = {
     "recipe + center + lr 1e-3": {"__recipe__": True, "retrieval_center": "on",
                                   "learning_rate": 1e-3},
 }
+# round eight: a lift on the facts over 20 candidates. Names are built from parts (parse_variant):
+# "r8 cand 20 + steps 400 + lr 3e-4 + ret 3 + ce 0 + neg pool + hard + batch 32", each part
+# optional: candidates trained on, steps, rate, retrieval_weight, CE's weight (0: the retrieval
+# loss alone reaches the query reasoner), the retrieval loss's negatives (config.
+# stage3_negatives: rows, batch or pool), hard: rows whose candidates share the gold's verb /
+# thing (synthetic data only), questions per step, tau, warmup, schedule, stage 3's seed.
+R8_KEYS = {"cand": ("__candidates__", int), "steps": ("iters", int),
+           "lr": ("learning_rate", float), "ret": ("retrieval_weight", float),
+           "ce": ("__ce__", float), "neg": ("stage3_negatives", str),
+           "batch": ("batch_size", int),
+           "tau": ("tau", float), "warmup": ("warmup_steps", int), "sched": ("lr_schedule", str),
+           "hard": ("__hard__", lambda x: True), "seed": ("__seed__", int)}
+
+
+def parse_variant(name: str) -> dict:
+    """A round-eight variant's settings from its name (R8_KEYS), on top of the recipe."""
+    out = {"__recipe__": True}
+    for part in name[len("r8"):].split("+"):
+        words = part.split()
+        if not words:
+            continue
+        key, conv = R8_KEYS[words[0]]
+        out[key] = conv(words[1] if len(words) > 1 else "")
+    return out
+
+
+def variant_spec(name: str):
+    return parse_variant(name) if name.startswith("r8") else VARIANTS[name]
 
 
 def recipe() -> dict:
@@ -885,7 +914,7 @@ def recipe() -> dict:
 
 
 def variant_config(name: str) -> dict:
-    v = VARIANTS[name]
+    v = variant_spec(name)
     if v == "RECIPE" or v.get("__recipe__"):
         base = recipe()
         v = {} if v == "RECIPE" else v
@@ -1009,6 +1038,49 @@ def _stage3_distill():
             return loss + self.distill_weight * ex["distill"], n, ex
 
     return Stage3Distill
+
+
+def _stage3_variant():
+    from clara.method.tasks import ClaraStageTask
+
+    class Stage3Variant(ClaraStageTask):
+        """Stage 3 with CE weighted by ce_weight in training (0: the supervised retrieval loss
+        alone reaches the query reasoner; CE's own gradient reaches it only through the
+        straight-through top-k of the generator's reading)."""
+
+        ce_weight = 1.0
+
+        def loss(self, model, batch):
+            loss, n, ex = model.stage_loss(batch)
+            if not model.training or self.ce_weight == 1.0:
+                return loss, n, ex
+            return loss - (1.0 - self.ce_weight) * ex["ce"], n, ex
+
+    return Stage3Variant
+
+
+def hard_rows(fs: list[dict], n: int, seed: int = 0) -> list[dict]:
+    """stage3_rows with hard candidates: half of each row's others share the gold's verb and
+    thing, or failing those its thing (the misses' confusions), the rest drawn at random."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i, f in enumerate(fs):
+        def shared(g):
+            return (g["verb"] == f["verb"]) + 2 * (g["what"] == f["what"])
+        others = [j for j in range(len(fs)) if j != i]
+        rng.shuffle(others)
+        hard = sorted((j for j in others if shared(fs[j]) >= 2),
+                      key=lambda j: -shared(fs[j]))[:(n - 1) // 2]
+        rest = [j for j in others if j not in set(hard)][:n - 1 - len(hard)]
+        docs = [fs[j]["doc"] for j in hard + rest]
+        rng.shuffle(docs)
+        gold = rng.randrange(n)
+        docs.insert(gold, f["doc"])
+        rows.append({"question": synthetic.question(f)[0], "docs": docs, "answer": f["who"],
+                     "pos_index": [gold]})
+    return rows
 
 
 def stage2_in_process(args, ws: Path, s1: Path, run_dir: Path) -> None:
@@ -1180,12 +1252,20 @@ def start_gradients(ckpt: Path, data: Path, taus=(0.02, 0.1, 1.0), batches: int 
             s = cosine_scores(q, mx.stop_gradient(d).reshape(B, -1, d[0].size))
             return contrastive_retrieval_loss(s, b["positives"], tau)
 
-        g_ce, g_ret, top, gap = [], [], [], []
+        def qr(g):  # the query reasoner's gradient, one flat vector
+            return np.concatenate([np.array(v.astype(mx.float32)).ravel()
+                                   for k, v in tree_flatten(g) if ".query_reasoner." in k])
+
+        g_ce, g_ret, top, gap, cos = [], [], [], [], []
         for i, batch in enumerate(task.train_batches(0, 0)):
             if i >= batches:
                 break
-            g_ce.append(norms(nn.value_and_grad(model, ce_only)(model, batch)[1]))
-            g_ret.append(norms(nn.value_and_grad(model, ret_only)(model, batch)[1]))
+            a = nn.value_and_grad(model, ce_only)(model, batch)[1]
+            b = nn.value_and_grad(model, ret_only)(model, batch)[1]
+            g_ce.append(norms(a))
+            g_ret.append(norms(b))
+            va, vb = qr(a), qr(b)  # does CE push the query reasoner the retrieval loss's way?
+            cos.append(float(va @ vb / max(np.linalg.norm(va) * np.linalg.norm(vb), 1e-30)))
             q = model.encode_query(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"])
             d = candidates(model, batch)
             s = np.array(cosine_scores(q, d.reshape(q.shape[0], -1, q.shape[1])))
@@ -1198,6 +1278,8 @@ def start_gradients(ckpt: Path, data: Path, taus=(0.02, 0.1, 1.0), batches: int 
                     "ce->generator": mean(g_ce, "generator"), "ce->memory": mean(g_ce, "memory"),
                     "retrieval->query_reasoner": mean(g_ret, "query_reasoner"),
                     "top-1 softmax weight": float(np.mean(top)),
+                    "cos(ce, retrieval) on QR": float(np.mean(cos)),
+                    "cos per batch": [round(c, 3) for c in cos],
                     "cosine gap top1-top2": float(np.mean(gap))})
     return out
 
@@ -1286,7 +1368,8 @@ def retrieval_only(ckpt: Path, train: list[dict], test: list[dict], lr: float, s
 
 # ---------------------------------------------------------------------------- stage 3
 def run_stage3(args, ws: Path, s2: Path, name: str, settings: dict, candidates: int,
-               qr_init: str = "compressor", distill: float = 0.0) -> Path:
+               qr_init: str = "compressor", distill: float = 0.0, spec: dict | None = None,
+               data: Path | None = None) -> Path:
     """One stage-3 run in this process through the engine; returns its run folder."""
     from clara.method.tasks import ClaraTrainConfig, build_task
     from clara.train.engine import Engine
@@ -1294,15 +1377,20 @@ def run_stage3(args, ws: Path, s2: Path, name: str, settings: dict, candidates: 
     run_dir = ws / "runs" / ("s3-" + "".join(ch if ch.isalnum() else "_" for ch in name))
     if (run_dir / "adapters" / "last").exists():
         return run_dir
-    data = ws / "datasets" / ("facts-stage3" if candidates == args.candidates
-                              else f"facts-stage3-{candidates}")
-    settings = {**COMMON, **settings}
-    cfg = ClaraTrainConfig(model=args.base, data=str(data), init_from=str(s2), seed=args.seed,
+    data = data or ws / "datasets" / ("facts-stage3" if candidates == args.candidates
+                                      else f"facts-stage3-{candidates}")
+    settings = {**COMMON, **(VALID_ALL if args.valid else {}), **settings}
+    cfg = ClaraTrainConfig(model=args.base, data=str(data), init_from=str(s2),
+                           seed=(spec or {}).get("__seed__", args.seed),
                            **{"iters": args.s3_iters, **settings})
     task = build_task(cfg, "stage3")
     if distill:
         task.__class__ = _stage3_distill()
         task.distill_weight = distill
+    spec = spec or {}
+    if "__ce__" in spec:
+        task.__class__ = _stage3_variant()
+        task.ce_weight = spec["__ce__"]
     if qr_init == "fresh":  # the base itself (LoRA B = 0) instead of a copy of the compressor
         task.model.add_adapter("query_reasoner")
         task.model.set_trainable()
@@ -1382,6 +1470,13 @@ def main() -> None:
                    help="Train stage 1 (or reuse it), probe its vectors, and stop.")
     p.add_argument("--s2-iters", type=int, default=300)
     p.add_argument("--s3-iters", type=int, default=80)
+    p.add_argument("--valid", type=int, default=0, metavar="N",
+                   help="Stage 3 validates on N unseen facts after the --eval ones, all of "
+                        "them each time (0: the first max(16, candidates) test facts, 2 "
+                        "batches).")
+    p.add_argument("--recall-at", default="", metavar="N,M",
+                   help="Also score every variant's (and stage 2's) recall@1 over N and M "
+                        "candidates.")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help="Comma-separated names of: " + ", ".join(VARIANTS))
     p.add_argument("--skip-probes", action="store_true")
@@ -1397,6 +1492,10 @@ def main() -> None:
     p.add_argument("--ro-tau", type=float, default=0.02, help="--retrieval-only's tau.")
     p.add_argument("--ro-from", default="stage 1,stage 2",
                    help="--retrieval-only from which compressors (stage 1, stage 2).")
+    p.add_argument("--grad-norms", default="", metavar="RUN,...",
+                   help="Also: start_gradients (tau 0.02, 16 batches) over --recall-at's largest "
+                        "candidate count, from stage 2 and from these stage-3 runs' last "
+                        "checkpoints (run folder names under runs/).")
     p.add_argument("--verbose", "-v", action="store_true")
     args = p.parse_args()
     from clara.platform import reexec_with_blas
@@ -1466,21 +1565,64 @@ def main() -> None:
     result["stage 2"] = io.read_json(cached)
 
     table = []
+    also = [int(x) for x in args.recall_at.split(",") if x]
+    if args.grad_norms:
+        m = max(also or [args.candidates])
+        gdata = ws / "datasets" / f"facts-stage3-{m}-grad"
+        io.write_jsonl(gdata / "train.jsonl", synthetic.stage3_rows(train[:128], m, 1))
+        result["grad_norms"] = {
+            r: start_gradients(s2 if r == "s2" else ws / "runs" / r / "adapters" / "last",
+                               gdata, taus=(0.02,), batches=16)
+            for r in args.grad_norms.split(",")}
+        print(f"[{time.perf_counter() - t0:6.0f}s] gradient norms {result['grad_norms']}",
+              flush=True)
+        io.write_json(root / "grad_norms.json", result["grad_norms"])
+    for m in also:
+        rows3.setdefault(m, synthetic.stage3_rows(ev, m, 2))
+    starts = {}  # stage 2's recall@1 over each count of candidates: stage 3's start
+    for m in also:
+        path = ws / "runs" / "s2" / f"study_recall_{m}_{args.eval}.json"
+        if not path.is_file():
+            io.write_json(path, recall(s2, rows3[m], 5 if m > 5 else 1, stage="stage3"))
+        starts[m] = io.read_json(path)
+    if also:
+        print(f"  stage 2 (start) over {also} candidates: {starts}", flush=True)
     for name in [v for v in args.variants.split(",") if v]:
-        spec = VARIANTS[name] if isinstance(VARIANTS[name], dict) else {}
+        spec = variant_spec(name)
+        spec = spec if isinstance(spec, dict) else {}
         n = spec.get("__candidates__", args.candidates)
+        valid = test[args.eval:args.eval + args.valid] if args.valid else test[:max(16, n)]
         if n not in rows3:
             rows3[n] = synthetic.stage3_rows(ev, n, 2)
-            for split, fs in (("train", train), ("valid", test[:max(16, n)])):
+        if n != args.candidates or args.valid:
+            for split, fs in (("train", train), ("valid", valid)):
                 io.write_jsonl(ws / "datasets" / f"facts-stage3-{n}" / f"{split}.jsonl",
                                synthetic.stage3_rows(fs, n, 1))
+        data = None
+        if spec.get("__hard__"):
+            data = ws / "datasets" / f"facts-stage3-{n}-hard"
+            io.write_jsonl(data / "train.jsonl", hard_rows(train, n, 1))
+            io.write_jsonl(data / "valid.jsonl", synthetic.stage3_rows(valid, n, 1))
+        elif args.valid:
+            data = ws / "datasets" / f"facts-stage3-{n}"
         settings = variant_config(name)
         tic = time.perf_counter()
         run_dir = run_stage3(args, ws, s2, name, settings, n, spec.get("__qr__", "compressor"),
-                             spec.get("__distill__", 0.0))
+                             spec.get("__distill__", 0.0), spec, data)
         cached = run_dir / "study_eval.json"  # a rerun on the same --workdir reuses it
         if not cached.is_file():
-            io.write_json(cached, evaluate(run_dir / "adapters" / "last", rows2, rows3[n]))
+            ev_ = evaluate(run_dir / "adapters" / "last", rows2, rows3[n])
+            for m in also:
+                ev_[f"recall@1 of {m}"] = recall(run_dir / "adapters" / "last", rows3[m],
+                                                 1)["recall@1"]
+            io.write_json(cached, ev_)
+        best = io.read_json(run_dir / "adapters" / "best" / "best.json") \
+            if (run_dir / "adapters" / "best" / "best.json").is_file() else None
+        handed = run_dir / "study_eval_best.json"  # the checkpoint stage 3 hands over
+        if best and best["step"] and also and not handed.is_file():
+            io.write_json(handed, {f"recall@1 of {m}": recall(run_dir / "adapters" / "best",
+                                                              rows3[m], 1)["recall@1"]
+                                   for m in also})
         start = None
         center = settings.get("retrieval_center") in (True, "on")
         if center or n != args.candidates:  # its start: stage 2's on its rows, as it scores
@@ -1493,13 +1635,16 @@ def main() -> None:
                   f"{io.read_json(start)}", flush=True)
         row = {"variant": name, "candidates": n, **settings, "last": io.read_json(cached),
                "start": io.read_json(start) if start else result["stage 2"],
-               "curve": curve(run_dir), "seconds": round(time.perf_counter() - tic, 1)}
-        best = io.read_json(run_dir / "adapters" / "best" / "best.json") \
-            if (run_dir / "adapters" / "best" / "best.json").is_file() else None
+               "starts": starts, "curve": curve(run_dir),
+               "seconds": round(time.perf_counter() - tic, 1)}
         row["best_step"] = best and best["step"]
+        if best and best["step"] and handed.is_file():
+            row["handed over"] = io.read_json(handed)
         table.append(row)
-        print(f"[{time.perf_counter() - t0:6.0f}s] {name}: {row['last']} curve {row['curve']}",
+        print(f"[{time.perf_counter() - t0:6.0f}s] {name}: {row['last']} best "
+              f"{row['best_step']} {row.get('handed over', '')} curve {row['curve']}",
               flush=True)
+        io.write_json(root / "study_rows.json", table)  # as it goes
     result["variants"] = table
     result["total_s"] = round(time.perf_counter() - t0, 1)
     report(result, args)
