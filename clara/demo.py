@@ -618,6 +618,7 @@ class Reporter:
         self.local = threading.local()
         self.running: dict[int, list] = {}  # step index -> [start time, fraction]
         self.finished: set[int] = set()
+        self.took: dict[str, float] = {}  # seconds each finished step took
         self.i, self.text = 0, ""
         self.spent = 0.0  # seconds spent on finished steps that did real work
         self.planned = 0.0  # their expected seconds
@@ -638,8 +639,9 @@ class Reporter:
         with self.lock:
             step, (tic, _) = self.todo[i], self.running.pop(i)
             self.finished.add(i)
-            if time.monotonic() - tic > 0.5:
-                self.spent += time.monotonic() - tic
+            self.took[step.id] = round(time.monotonic() - tic, 1)
+            if self.took[step.id] > 0.5:
+                self.spent += self.took[step.id]
                 self.planned += step.seconds
             if step.ready:
                 self.ready.append(step.ready)
@@ -690,7 +692,8 @@ class Reporter:
                 "fraction": round(self.running.get(running[0], [0, 0.0])[1], 3),
                 "detail": self.text, "elapsed_s": round(time.monotonic() - self.tic, 1),
                 "eta_s": 0 if state != "building" else round(self.eta()),
-                "ready": list(self.ready), "message": message, "updated": now_iso()})
+                "ready": list(self.ready), "took_s": dict(self.took), "message": message,
+                "updated": now_iso()})
 
 
 def read_progress(ws: Workspace) -> dict | None:
