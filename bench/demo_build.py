@@ -39,7 +39,8 @@ def build(root: Path, parallel: int, config: dict) -> dict:
     wall = time.monotonic() - tic
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
-        raise SystemExit(f"build failed ({out.returncode}): {out.stdout[-2000:]}{out.stderr[-2000:]}")
+        raise SystemExit(f"build failed ({out.returncode}): {out.stdout[-2000:]}"
+                         f"{out.stderr[-2000:]}")
     ws = root / "demo"
     doc = json.loads((ws / ".demo-build.json").read_text())
     # the HRM run the build leaves training: stop it, it is not the build's

@@ -577,8 +577,9 @@ def steps(cfg: DemoConfig) -> list[Step]:
                         after=("sft",)))
     if cfg.evaluate:
         for job in eval_jobs(cfg):
-            what = "CLaRa" if job.base == "clara" else "the base and the fine-tuned run"
-            out.append(Step(f"eval-{job.name}", f"evaluate {what} on {Path(job.data).name}",
+            what = "CLaRa" if job.base == "clara" else "the base and the SFT run"
+            which = "trained" if job.data == str(SAMPLE_QA) else "paraphrased"
+            out.append(Step(f"eval-{job.name}", f"evaluate {what} ({which} questions)",
                             lambda ws, cfg, report, job=job: _evaluate(ws, cfg, report, job),
                             job.seconds, f"eval: {job.name}", after=job.after))
     # More demo parts go here, one call each: out.append(Step(id, title, fn(ws, cfg, report),
@@ -714,7 +715,7 @@ def read_progress(ws: Workspace) -> dict | None:
 
 
 def progress_line(doc: dict) -> str:
-    """One line for the app: `demo [4/6] fine-tune ... 40% · ETA 1:50 · ready: ...`."""
+    """One line for the app: `building the demo [4/9] ETA 1:50 · fine-tune ... 40% · ready: …`"""
     state = doc.get("state")
     if state == "done":
         return f"demo ready ({doc.get('elapsed_s', 0):.0f} s): see report.md and Eval"
@@ -723,9 +724,10 @@ def progress_line(doc: dict) -> str:
                 f"{doc.get('message') or 'run clara demo to resume'}")
     eta = int(doc.get("eta_s") or 0)
     ready = ", ".join(doc.get("ready") or []) or "nothing yet"
-    return (f"building the demo [{doc.get('step')}/{doc.get('steps')}] {doc.get('title')} "
-            f"{100 * (doc.get('fraction') or 0):.0f}% · ETA {eta // 60}:{eta % 60:02d} · "
-            f"ready: {ready}")
+    # the ETA first: with two steps side by side the titles may run past a narrow terminal
+    return (f"building the demo [{doc.get('step')}/{doc.get('steps')}] "
+            f"ETA {eta // 60}:{eta % 60:02d} · {doc.get('title')} "
+            f"{100 * (doc.get('fraction') or 0):.0f}% · ready: {ready}")
 
 
 # -- entry points -------------------------------------------------------------------------------
