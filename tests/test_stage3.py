@@ -89,8 +89,10 @@ def test_validation_figures_start_row_best_by_them_and_report(tiny_model_dir, tm
     assert report["stage2"]["em_gold"] == round(val[0]["val_em_gold"], 4)
     assert report["worse"] == [k for k in report["stage2"]
                                if report["stage3"][k] < report["stage2"][k]]
+    assert report["questions"] == 8  # every validation row (val_batches -1)
     lines = report_lines(report)
-    assert "stage 2 -> stage 3" in lines[0] and len(lines) == 4
+    assert "stage 2 -> stage 3" in lines[0] and len(lines) == 5
+    assert lines[-1] == "    (8 validation questions: a change under 35 points may be noise)"
 
 
 def test_documents_cut_by_doc_max_tokens_are_reported(tiny_model_dir, cli, workspace):
