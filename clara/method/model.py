@@ -30,7 +30,7 @@ from clara.method.losses import (IGNORE, answer_match, chunked_ce, contrastive_r
                                  masked_ce, memory_mse, retrieval_metrics)
 from clara.method.tokens import (SpecialIds, contains_added_token, encode_in_context,
                                  extend_tokenizer)
-from clara.method.topk import cosine_scores, differentiable_topk
+from clara.method.topk import cosine_scores, differentiable_topk, pool_cosine_scores
 
 
 def _right_pad(seqs: list[list[int]], pad: int):
@@ -386,7 +386,15 @@ class ClaraModel(nn.Module):
                                               cfg.tau)
                 extras["em_gold"] = answer_match(self._decode_selected(batch, gold, flat),
                                                  batch["labels"], self.tokenizer.eos_token_ids)
-            if cfg.retrieval_weight:
+            if cfg.retrieval_weight and self.training and "neg_pos" in batch:
+                # config.stage3_negatives: the gold ranked against the batch's candidates or
+                # the pool of training documents (tasks.py), not its row's alone
+                neg = mx.stop_gradient(batch.get("neg_vecs", docs)).reshape(-1, q.shape[-1])
+                rl = contrastive_retrieval_loss(
+                    pool_cosine_scores(q, neg, cfg.retrieval_center), batch["neg_pos"], cfg.tau)
+                extras["retrieval"] = rl
+                loss = loss + cfg.retrieval_weight * rl
+            elif cfg.retrieval_weight:
                 rl = contrastive_retrieval_loss(scores, pos, cfg.tau)
                 extras["retrieval"] = rl
                 loss = loss + cfg.retrieval_weight * rl
