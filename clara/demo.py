@@ -130,6 +130,11 @@ class DemoConfig:
     hrm: bool = field(default=True, metadata={
         "help": "Start a small HRM run on 4x4 Sudoku (it trains on in the background)."})
     eval_max_tokens: int = field(default=48, metadata={"help": "Most tokens per eval answer."})
+    clara_eval_limit: int | None = field(default=40, metadata={
+        "help": "CLaRa stage 3 on the trained questions: the first N only (all 113 cost about "
+                "a seventh of the build; None: all)."})
+    eval_rag: bool = field(default=True, metadata={
+        "help": "Evaluate the base with BM25's raw handbook chunks in its prompt (rag)."})
     eval_limit: int | None = field(default=None, metadata={
         "help": "Evaluate only the first N questions of each set (tests)."})
     top_k: int = field(default=2, metadata={"help": "Chunks retrieved for rag and CLaRa."})
@@ -145,6 +150,11 @@ class DemoConfig:
         "help": "Extra closed-book rows per short question made of its content words only, "
                 "in random order (names kept whole): the run learns that the content words, "
                 "not the question's frame, pick the answer."})
+    memory_k: int = field(default=1, metadata={
+        "help": "Memory rows in handbook-sft: one per golden pair, its prompt the top k pairs "
+                "of handbook-qa BM25 ranks for its question (clara.chat.memory), and the "
+                "evaluations also answer from that memory (memory=demo-handbook-sft); 0: off."})
+    memory_repeat: int = field(default=1, metadata={"help": "Copies of each memory row."})
     rag_repeat: int = field(default=0, metadata={
         "help": "Copies of each pair's row with its retrieved chunks in handbook-sft (0: none; "
                 "the reader cannot read the handbook's prose, and these long rows cost most "
@@ -242,6 +252,11 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig, name: str = "handbook-sft") -> 
                 top = top[:-1] + [gold[0]]
             train += [chat_row(rag_prompt(item.question, [index.texts[i] for i in top]),
                                item.answer, origin="rag")] * cfg.rag_repeat
+    if cfg.memory_k:
+        from clara.chat.memory import memory_rows
+
+        train += memory_rows([i for i in items if (i.question, i.answer) in golden],
+                             cfg.memory_k, items) * cfg.memory_repeat
     rng.shuffle(train)
     valid = rng.sample(closed, min(16, len(closed)))
     write_dataset(ws, name, "sft", {"train": train, "valid": valid}, {
@@ -250,7 +265,8 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig, name: str = "handbook-sft") -> 
                        "question_variants": cfg.question_variants,
                        "question_shuffles": cfg.question_shuffles,
                        "rag_repeat": cfg.rag_repeat, "chunk_tokens": cfg.doc_tokens,
-                       "rag_k": cfg.rag_k},
+                       "rag_k": cfg.rag_k, "memory_k": cfg.memory_k,
+                       "memory_repeat": cfg.memory_repeat},
         "note": "each pair closed-book (golden pairs repeated, short questions also thinned); "
                 "with rag_repeat, also with its BM25 chunks as context; valid is a sample of "
                 "the closed-book training rows"})
@@ -433,6 +449,7 @@ def clara_run(ws: Workspace, stage: int) -> str:
 
 EVALS = {"demo-trained": str(SAMPLE_QA), "demo-paraphrased": str(EVAL_QA)}
 CLARA_SUFFIX = "-clara"  # demo-trained-clara: the same questions, CLaRa on its own base
+MEMORY_SUFFIX = "-memory"  # demo-trained-memory: the SFT run answering from its memory
 
 
 def _evaluate(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
@@ -444,23 +461,32 @@ def _evaluate(ws: Workspace, cfg: DemoConfig, report: "Reporter") -> None:
     # 3 trains the query reasoner only, so its answers from BM25's chunks are stage 2's)
     # raw-text rag (the base cannot read the chunks; BM25's recall) on the paraphrased set only
     jobs = [(name, data, "reader",
-             ["closed", f"closed={SFT_RUN}"] + ["rag"] * (data == str(EVAL_QA)))
+             ["closed", f"closed={SFT_RUN}"] + ["rag"] * (data == str(EVAL_QA) and cfg.eval_rag),
+             cfg.top_k)
             for name, data in EVALS.items()]
+    # the SFT run with the top memory_k pairs of handbook-qa in its prompt, as it trained
+    if cfg.memory_k:
+        jobs += [(name + MEMORY_SUFFIX, data, "reader", [f"memory={SFT_RUN}"], cfg.memory_k)
+                 for name, data in EVALS.items()]
     # CLaRa: stage 3 (its own retrieval) on both sets; stage 2 (BM25's chunks) on the
     # paraphrased one only (on the 113 trained questions it cost a fifth of the build's eval)
     if cfg.clara:
         jobs += [(name + CLARA_SUFFIX, data, _clara_base(ws, cfg),
                   [f"clara={clara_run(ws, 2)}"] * (data == str(EVAL_QA))
-                  + [f"clara-retrieval={clara_run(ws, 3)}"])
+                  + [f"clara-retrieval={clara_run(ws, 3)}"], cfg.top_k)
                  for name, data in EVALS.items()]
-    for i, (name, data, model, configs) in enumerate(jobs):
+    for i, (name, data, model, configs, top_k) in enumerate(jobs):
+        limit = cfg.eval_limit
+        if name == "demo-trained" + CLARA_SUFFIX and cfg.clara_eval_limit:
+            limit = min(limit or cfg.clara_eval_limit, cfg.clara_eval_limit)
         if (ws.path / "evals" / name).is_dir():
             continue
         report.detail(f"evaluating {len(configs)} configuration{'s' * (len(configs) > 1)} "
                       f"on {Path(data).name}")
-        run_eval(ws, EvalConfig(data=data, configs=configs, model=model, top_k=cfg.top_k,
+        run_eval(ws, EvalConfig(data=data, configs=configs, model=model, top_k=top_k,
                                 max_tokens=cfg.eval_max_tokens, chunk_tokens=cfg.doc_tokens,
-                                chunk_overlap=0, limit=cfg.eval_limit, name=name),
+                                chunk_overlap=0, limit=limit, name=name,
+                                memory="handbook-qa" if cfg.memory_k else None),
                  progress=lambda label, j, n, i=i, c=len(configs): report.fraction(
                      (i + j / max(n, 1) / c) / len(jobs)))
     io.write_text(ws.path / "report.md", report_markdown(ws))
@@ -470,7 +496,7 @@ def figures(ws: Workspace) -> dict[str, dict[str, dict]]:
     """{eval name: {config: summary row}} of the demo's evaluations (those written so far)."""
     out: dict[str, dict[str, dict]] = {}
     for name in EVALS:
-        for folder in (name, name + CLARA_SUFFIX):
+        for folder in (name, name + MEMORY_SUFFIX, name + CLARA_SUFFIX):
             path = ws.path / "evals" / folder / "summary.json"
             if path.is_file():
                 out.setdefault(name, {}).update(
@@ -497,8 +523,16 @@ def report_markdown(ws: Workspace) -> str:
         rec = t.get("recall") if t.get("recall") is not None else p.get("recall")
         lines.append(f"| {c} | {pct(t.get('keyword'))} | {pct(t.get('em'))} | "
                      f"{pct(p.get('keyword'))} | {pct(p.get('em'))} | {pct(rec)} |")
-    lines += ["", "Trained questions: data/sample_qa.jsonl (in the SFT and CLaRa training data). "
+    trained_clara = next((r.get("n") for c, r in figs.get("demo-trained", {}).items()
+                          if c.startswith("clara")), None)
+    lines += ["", "Trained questions: data/sample_qa.jsonl (in the SFT and CLaRa training data"
+              + (f"; CLaRa's row: the first {trained_clara}" if trained_clara else "") + "). "
               "Paraphrased: data/eval_questions.jsonl (the same facts, asked in other words). "
+              "`memory=demo-handbook-sft`: the same SFT run given its memory, the pair of "
+              "handbook-qa (the generated and golden question/answer pairs it trained on, "
+              "never the evaluation questions) that BM25 ranks first for the question, in its "
+              "prompt; it trained on rows answering that way (`clara chat -a demo-handbook-sft "
+              "--memory handbook-qa --top-k 1`). "
               "CLaRa's rows use its own base, the reader with the SFT run fused in "
               "(reader-handbook): its answers reflect what that base knows. `clara eval show "
               "demo-trained --answers` lists every answer (demo-trained-clara: CLaRa's).", ""]

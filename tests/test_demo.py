@@ -80,6 +80,11 @@ def test_an_interrupted_build_resumes_where_it_stopped(root):
     # the finished steps were not redone
     assert (ws.datasets_dir / "handbook-qa" / "dataset.toml").stat().st_mtime_ns == made
     assert not any("rules:" in m for m in messages)
+    # handbook-sft's memory rows: one per golden pair, answering from its top pair of handbook-qa
+    memory = [r for r in io.read_jsonl(ws.datasets_dir / "handbook-sft" / "train.jsonl")
+              if r["origin"] == "memory"]
+    assert len(memory) == 113
+    assert all(r["messages"][0]["content"].startswith("Context:\n[1] ") for r in memory)
 
 
 def test_the_app_opens_at_once_while_the_demo_builds(root):
@@ -187,7 +192,11 @@ def test_demo_builds_every_part_then_is_left_alone(demo_build):
     # of the build's evaluation for a row that stage 3's shows as well
     assert "clara=demo-clara-stage2" not in figs["demo-trained"]
     assert {"rag", "clara=demo-clara-stage2"} <= set(figs["demo-paraphrased"])
-    assert "| closed=demo-handbook-sft |" in (ws.path / "report.md").read_text()
+    # the SFT run closed-book and with its memory (handbook-qa's pairs) on both sets
+    for data in figs.values():
+        assert {"closed=demo-handbook-sft", "memory=demo-handbook-sft"} <= set(data)
+    report = (ws.path / "report.md").read_text()
+    assert "| memory=demo-handbook-sft |" in report and "handbook-qa" in report
     # the demo's chunks fit its doc_max_tokens: no documents-cut warning in a first session
     assert io.read_toml(ws.runs_dir / "demo-clara" / "pipeline.toml")["warnings"] == []
     doc = read_progress(ws)
