@@ -96,9 +96,9 @@ class DemoConfig:
     sft_type: str = field(default="full", metadata={
         "help": "lora or full: the reader is tiny (0.9 M), so every weight trains fast, and "
                 "LoRA on it learns the handbook far more slowly."})
-    sft_iters: int = field(default=400, metadata={"help": "Steps of the SFT run."})
+    sft_iters: int = field(default=800, metadata={"help": "Steps of the SFT run."})
     sft_lr: float = field(default=3e-3, metadata={"help": "Peak learning rate of the SFT run."})
-    sft_batch_size: int = field(default=16, metadata={"help": "Batch size of the SFT run."})
+    sft_batch_size: int = field(default=8, metadata={"help": "Batch size of the SFT run."})
     sft_seed: int = field(default=0, metadata={"help": "Seed of the SFT run (data order)."})
     sft_save_every: int = field(default=0, metadata={
         "help": "SFT: steps between checkpoints (0: a third of the run)."})
@@ -555,7 +555,7 @@ def steps(cfg: DemoConfig) -> list[Step]:
         Step("datasets", "generate QA from the handbook; build SFT and CLaRa datasets",
              _handbook_datasets, 6, "datasets"),
         Step("sft", "fine-tune the reader on the handbook questions", _sft,
-             0.2 * cfg.sft_iters, "chat: " + SFT_RUN),
+             0.0125 * cfg.sft_iters * cfg.sft_batch_size, "chat: " + SFT_RUN),
     ]
     if cfg.clara:
         out.append(Step("clara", "train CLaRa (stages 1-3) on the compressed handbook chunks",
