@@ -24,14 +24,17 @@ reads to show the build while it opens at once; `clara demo` builds in the foreg
 Measured (`clara eval`, keyword match, a default build; `/usr/bin/time -f %U+%S python -m
 clara.demo ROOT`, 2 cores shared with other jobs):
 
-    configuration                       issue 15 as filed    session 8           session 9
-                                        trained  paraphr.    trained  paraphr.   trained  paraphr.
-    base, closed-book                     0.0     0.0          0.0     0.0         0.0     0.0
-    SFT run, closed-book                 87.9     4.8         99.1    38.1        99.1    38.1
-    CLaRa stage 2 (BM25's 2 chunks)       0.0     0.0         62.4    14.3          -     26.2
-    CLaRa stage 3 (its own 2 chunks)      0.0     0.0         46.2    23.8        50.0    19.0
-    stage-3 recall of the gold chunk      8.6 % (chance 2.7)  17.7 %              37.2 %
-    build, CPU-seconds                    199+11 (demo7)      304+103 (load ~4)   291+83 (load ~8)
+    configuration                     issue 15 as filed   session 8          session 9         session 12
+                                      trained paraphr.    trained paraphr.   trained paraphr.  trained paraphr.
+    base, closed-book                   0.0     0.0         0.0     0.0        0.0     0.0       0.0     0.0
+    SFT run, closed-book               87.9     4.8        99.1    38.1       99.1    38.1      99.4    28.6
+    SFT run, its memory (top pair)       -       -           -       -          -       -       96.5    71.4
+    CLaRa stage 2 (BM25's 2 chunks)     0.0     0.0        62.4    14.3         -     26.2        -     28.6
+    CLaRa stage 3 (its own 2 chunks)    0.0     0.0        46.2    23.8       50.0    19.0      33.8*   21.4
+    stage-3 recall of the gold chunk    8.6 % (chance 2.7) 17.7 %             37.2 %            30.0 %*
+    build, CPU-seconds                  199+11 (demo7)     304+103 (load ~4)  291+83 (load ~8)  259+24 (load ~8)
+
+    * on the first 40 trained questions (clara_eval_limit; all 113 cost a seventh of the build)
 
 Session 8: 113 golden pairs covering every paraphrased fact in other words, SFT 400 steps with
 shuffled content-word wordings, CLaRa on reader-handbook with stage 2 training the generator
@@ -48,7 +51,17 @@ weights (at best 47.6 / 31.0), batch 4 x 1600 (31.0 / 45.2 / 47.6 at seeds 0 / 1
 reaches 50 % at two seeds. The lead (data/README.md, commit 423cd23's `memory_rows`): rows that
 answer from the BM25 top-2 golden pairs in the prompt, 69.0 / 69.0 / 73.8 % at seeds 0 / 1 / 2
 when the paraphrased questions get those pairs too. `base`, `sft_seed`, `sft_save_every`, `sft_keep`
-and `sft_weight_decay` run such checks.
+and `sft_weight_decay` run such checks. Session 12 adopted it as a product feature
+(clara.chat.memory: `clara data build sft --memory-k`, `clara chat --memory`, `clara eval
+--memory -c memory=RUN`): handbook-sft gets one row per golden pair answering from its top pair
+of handbook-qa (`memory_k` 1: two pairs made rows of 178 tokens that the reader copied from
+badly), the SFT run is 8 x 800 (16 x 400 missed 50 % at seed 2: 42.9), and the evaluations ask
+it closed-book and with its memory: 71.4 / 61.9 / 57.1 % of the paraphrased questions at SFT
+seeds 0 / 1 / 2 (closed-book 28.6 / 38.1 / 40.5). Paid for by CLaRa stage 3's evaluation on the
+first 40 trained questions only. Session 12's build ran its steps side by side (main's
+scheduler), so its CPU-seconds are not those of the earlier columns' sequential builds: the
+session-11 build measured before the change, 301+115 (load ~8), and with the memory on 16 x
+400 and the CLaRa evaluation cut, still sequential, 317+64.
 """
 
 from __future__ import annotations
@@ -86,7 +99,7 @@ Progress = Callable[[str], None]
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo, meant to build in about 5 minutes on two idle CPU cores (291+83
+    """Sizes of the demo, meant to build in about 5 minutes on two idle CPU cores (259+24
     CPU-seconds, measured on a loaded machine; not yet timed on an idle one)."""
 
     base: str = field(default="", metadata={
