@@ -24,14 +24,17 @@ reads to show the build while it opens at once; `clara demo` builds in the foreg
 Measured (`clara eval`, keyword match, a default build; `/usr/bin/time -f %U+%S python -m
 clara.demo ROOT`, 2 cores shared with other jobs):
 
-    configuration                       issue 15 as filed    session 8           session 9
-                                        trained  paraphr.    trained  paraphr.   trained  paraphr.
-    base, closed-book                     0.0     0.0          0.0     0.0         0.0     0.0
-    SFT run, closed-book                 87.9     4.8         99.1    38.1        99.1    38.1
-    CLaRa stage 2 (BM25's 2 chunks)       0.0     0.0         62.4    14.3          -     26.2
-    CLaRa stage 3 (its own 2 chunks)      0.0     0.0         46.2    23.8        50.0    19.0
-    stage-3 recall of the gold chunk      8.6 % (chance 2.7)  17.7 %              37.2 %
-    build, CPU-seconds                    199+11 (demo7)      304+103 (load ~4)   291+83 (load ~8)
+    configuration                     issue 15 as filed   session 8          session 9         session 12
+                                      trained paraphr.    trained paraphr.   trained paraphr.  trained paraphr.
+    base, closed-book                   0.0     0.0         0.0     0.0        0.0     0.0       0.0     0.0
+    SFT run, closed-book               87.9     4.8        99.1    38.1       99.1    38.1      99.4    28.6
+    SFT run, its memory (top pair)       -       -           -       -          -       -       96.5    71.4
+    CLaRa stage 2 (BM25's 2 chunks)     0.0     0.0        62.4    14.3         -     26.2        -     28.6
+    CLaRa stage 3 (its own 2 chunks)    0.0     0.0        46.2    23.8       50.0    19.0      33.8*   21.4
+    stage-3 recall of the gold chunk    8.6 % (chance 2.7) 17.7 %             37.2 %            30.0 %*
+    build, CPU-seconds                  199+11 (demo7)     304+103 (load ~4)  291+83 (load ~8)  259+24 (load ~8)
+
+    * on the first 40 trained questions (clara_eval_limit; all 113 cost a seventh of the build)
 
 Session 8: 113 golden pairs covering every paraphrased fact in other words, SFT 400 steps with
 shuffled content-word wordings, CLaRa on reader-handbook with stage 2 training the generator
@@ -48,7 +51,17 @@ weights (at best 47.6 / 31.0), batch 4 x 1600 (31.0 / 45.2 / 47.6 at seeds 0 / 1
 reaches 50 % at two seeds. The lead (data/README.md, commit 423cd23's `memory_rows`): rows that
 answer from the BM25 top-2 golden pairs in the prompt, 69.0 / 69.0 / 73.8 % at seeds 0 / 1 / 2
 when the paraphrased questions get those pairs too. `base`, `sft_seed`, `sft_save_every`, `sft_keep`
-and `sft_weight_decay` run such checks.
+and `sft_weight_decay` run such checks. Session 12 adopted it as a product feature
+(clara.chat.memory: `clara data build sft --memory-k`, `clara chat --memory`, `clara eval
+--memory -c memory=RUN`): handbook-sft gets one row per golden pair answering from its top pair
+of handbook-qa (`memory_k` 1: two pairs made rows of 178 tokens that the reader copied from
+badly), the SFT run is 8 x 800 (16 x 400 missed 50 % at seed 2: 42.9), and the evaluations ask
+it closed-book and with its memory: 71.4 / 61.9 / 57.1 % of the paraphrased questions at SFT
+seeds 0 / 1 / 2 (closed-book 28.6 / 38.1 / 40.5). Paid for by CLaRa stage 3's evaluation on the
+first 40 trained questions only. Session 12's build ran its steps side by side (main's
+scheduler), so its CPU-seconds are not those of the earlier columns' sequential builds: the
+session-11 build measured before the change, 301+115 (load ~8), and with the memory on 16 x
+400 and the CLaRa evaluation cut, still sequential, 317+64.
 """
 
 from __future__ import annotations
@@ -86,7 +99,7 @@ Progress = Callable[[str], None]
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo, meant to build in about 5 minutes on two idle CPU cores (291+83
+    """Sizes of the demo, meant to build in about 5 minutes on two idle CPU cores (259+24
     CPU-seconds, measured on a loaded machine; not yet timed on an idle one)."""
 
     base: str = field(default="", metadata={
@@ -97,9 +110,9 @@ class DemoConfig:
     sft_type: str = field(default="full", metadata={
         "help": "lora or full: the reader is tiny (0.9 M), so every weight trains fast, and "
                 "LoRA on it learns the handbook far more slowly."})
-    sft_iters: int = field(default=400, metadata={"help": "Steps of the SFT run."})
+    sft_iters: int = field(default=800, metadata={"help": "Steps of the SFT run."})
     sft_lr: float = field(default=3e-3, metadata={"help": "Peak learning rate of the SFT run."})
-    sft_batch_size: int = field(default=16, metadata={"help": "Batch size of the SFT run."})
+    sft_batch_size: int = field(default=8, metadata={"help": "Batch size of the SFT run."})
     sft_seed: int = field(default=0, metadata={"help": "Seed of the SFT run (data order)."})
     sft_save_every: int = field(default=0, metadata={
         "help": "SFT: steps between checkpoints (0: a third of the run)."})
@@ -131,6 +144,9 @@ class DemoConfig:
     hrm: bool = field(default=True, metadata={
         "help": "Start a small HRM run on 4x4 Sudoku (it trains on in the background)."})
     eval_max_tokens: int = field(default=48, metadata={"help": "Most tokens per eval answer."})
+    clara_eval_limit: int | None = field(default=40, metadata={
+        "help": "CLaRa stage 3 on the trained questions: the first N only (all 113 cost about "
+                "a seventh of the build; None: all)."})
     parallel: int = field(default=2, metadata={
         "help": "Steps run side by side (a training beside an evaluation, two evaluations): "
                 "each is a process on one core, so 2 fits two cores; 1 runs them in turn."})
@@ -149,6 +165,11 @@ class DemoConfig:
         "help": "Extra closed-book rows per short question made of its content words only, "
                 "in random order (names kept whole): the run learns that the content words, "
                 "not the question's frame, pick the answer."})
+    memory_k: int = field(default=1, metadata={
+        "help": "Memory rows in handbook-sft: one per golden pair, its prompt the top k pairs "
+                "of handbook-qa BM25 ranks for its question (clara.chat.memory), and the "
+                "evaluations also answer from that memory (memory=demo-handbook-sft); 0: off."})
+    memory_repeat: int = field(default=1, metadata={"help": "Copies of each memory row."})
     rag_repeat: int = field(default=0, metadata={
         "help": "Copies of each pair's row with its retrieved chunks in handbook-sft (0: none; "
                 "the reader cannot read the handbook's prose, and these long rows cost most "
@@ -246,6 +267,11 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig, name: str = "handbook-sft") -> 
                 top = top[:-1] + [gold[0]]
             train += [chat_row(rag_prompt(item.question, [index.texts[i] for i in top]),
                                item.answer, origin="rag")] * cfg.rag_repeat
+    if cfg.memory_k:
+        from clara.chat.memory import memory_rows
+
+        train += memory_rows([i for i in items if (i.question, i.answer) in golden],
+                             cfg.memory_k, items) * cfg.memory_repeat
     rng.shuffle(train)
     valid = rng.sample(closed, min(16, len(closed)))
     write_dataset(ws, name, "sft", {"train": train, "valid": valid}, {
@@ -254,7 +280,8 @@ def _sft_dataset(ws: Workspace, cfg: DemoConfig, name: str = "handbook-sft") -> 
                        "question_variants": cfg.question_variants,
                        "question_shuffles": cfg.question_shuffles,
                        "rag_repeat": cfg.rag_repeat, "chunk_tokens": cfg.doc_tokens,
-                       "rag_k": cfg.rag_k},
+                       "rag_k": cfg.rag_k, "memory_k": cfg.memory_k,
+                       "memory_repeat": cfg.memory_repeat},
         "note": "each pair closed-book (golden pairs repeated, short questions also thinned); "
                 "with rag_repeat, also with its BM25 chunks as context; valid is a sample of "
                 "the closed-book training rows"})
@@ -437,6 +464,7 @@ def clara_run(ws: Workspace | None, stage: int) -> str:
 
 EVALS = {"demo-trained": str(SAMPLE_QA), "demo-paraphrased": str(EVAL_QA)}
 CLARA_SUFFIX = "-clara"  # demo-trained-clara: the same questions, CLaRa on its own base
+MEMORY_SUFFIX = "-memory"  # demo-trained-memory: the SFT run answering from its memory
 
 
 @dataclass
@@ -448,6 +476,9 @@ class EvalJob:
     configs: list[str]
     after: tuple[str, ...]  # the steps whose runs it evaluates
     seconds: float  # expected duration on an idle core (the ETA)
+    top_k: int | None = None  # documents or memory pairs per question (None: cfg.top_k)
+    limit: int | None = None  # the first N questions only (None: cfg.eval_limit)
+    memory: str | None = None  # the QA dataset `memory` configurations answer from
 
 
 def eval_jobs(cfg: DemoConfig) -> list[EvalJob]:
@@ -460,13 +491,20 @@ def eval_jobs(cfg: DemoConfig) -> list[EvalJob]:
                     ["closed", f"closed={SFT_RUN}"] + ["rag"] * (data == str(EVAL_QA)),
                     ("sft",), 25 if data == str(SAMPLE_QA) else 8)
             for name, data in EVALS.items()]
+    # the SFT run with the top memory_k pairs of handbook-qa in its prompt, as it trained
+    if cfg.memory_k:
+        jobs += [EvalJob(name + MEMORY_SUFFIX, data, "reader", [f"memory={SFT_RUN}"], ("sft",),
+                         15 if data == str(SAMPLE_QA) else 4, top_k=cfg.memory_k,
+                         memory="handbook-qa")
+                 for name, data in EVALS.items()]
     # CLaRa: stage 3 (its own retrieval) on both sets; stage 2 (BM25's chunks) on the
     # paraphrased one only (on the 113 trained questions it cost a fifth of the build's eval)
     if cfg.clara:
         jobs += [EvalJob(name + CLARA_SUFFIX, data, "clara",
                          [f"clara={clara_run(None, 2)}"] * (data == str(EVAL_QA))
                          + [f"clara-retrieval={clara_run(None, 3)}"],
-                         ("clara",), 60 if data == str(SAMPLE_QA) else 36)
+                         ("clara",), 24 if data == str(SAMPLE_QA) else 36,
+                         limit=cfg.clara_eval_limit if data == str(SAMPLE_QA) else None)
                  for name, data in EVALS.items()]
     return jobs
 
@@ -485,10 +523,13 @@ def _evaluate(ws: Workspace, cfg: DemoConfig, report: "Reporter", job: EvalJob) 
     shutil.rmtree(folder, ignore_errors=True)  # a build killed while it was being written
     model = _clara_base(ws, cfg) if job.base == "clara" else job.base
     args = [sys.executable, "-m", "clara", "--root", str(ws.root), "-w", ws.name, "eval",
-            "-d", job.data, "-m", model, "--name", job.name, "--top-k", str(cfg.top_k),
+            "-d", job.data, "-m", model, "--name", job.name,
+            "--top-k", str(job.top_k or cfg.top_k),
             "--max-tokens", str(cfg.eval_max_tokens), "--chunk-tokens", str(cfg.doc_tokens),
             "--chunk-overlap", "0", "--format", "json"]
-    args += ["--limit", str(cfg.eval_limit)] * (cfg.eval_limit is not None)
+    limit = min(x for x in (cfg.eval_limit, job.limit, 10 ** 9) if x is not None)
+    args += ["--limit", str(limit)] * (limit < 10 ** 9)
+    args += ["--memory", job.memory] * bool(job.memory)
     for c in job.configs:
         args += ["-c", c]
     report.detail(f"evaluating {len(job.configs)} configuration"
@@ -514,7 +555,7 @@ def figures(ws: Workspace) -> dict[str, dict[str, dict]]:
     """{eval name: {config: summary row}} of the demo's evaluations (those written so far)."""
     out: dict[str, dict[str, dict]] = {}
     for name in EVALS:
-        for folder in (name, name + CLARA_SUFFIX):
+        for folder in (name, name + MEMORY_SUFFIX, name + CLARA_SUFFIX):
             path = ws.path / "evals" / folder / "summary.json"
             if path.is_file():
                 out.setdefault(name, {}).update(
@@ -541,8 +582,16 @@ def report_markdown(ws: Workspace) -> str:
         rec = t.get("recall") if t.get("recall") is not None else p.get("recall")
         lines.append(f"| {c} | {pct(t.get('keyword'))} | {pct(t.get('em'))} | "
                      f"{pct(p.get('keyword'))} | {pct(p.get('em'))} | {pct(rec)} |")
-    lines += ["", "Trained questions: data/sample_qa.jsonl (in the SFT and CLaRa training data). "
+    trained_clara = next((r.get("n") for c, r in figs.get("demo-trained", {}).items()
+                          if c.startswith("clara")), None)
+    lines += ["", "Trained questions: data/sample_qa.jsonl (in the SFT and CLaRa training data"
+              + (f"; CLaRa's row: the first {trained_clara}" if trained_clara else "") + "). "
               "Paraphrased: data/eval_questions.jsonl (the same facts, asked in other words). "
+              "`memory=demo-handbook-sft`: the same SFT run given its memory, the pair of "
+              "handbook-qa (the generated and golden question/answer pairs it trained on, "
+              "never the evaluation questions) that BM25 ranks first for the question, in its "
+              "prompt; it trained on rows answering that way (`clara chat -a demo-handbook-sft "
+              "--memory handbook-qa --top-k 1`). "
               "CLaRa's rows use its own base, the reader with the SFT run fused in "
               "(reader-handbook): its answers reflect what that base knows. `clara eval show "
               "demo-trained --answers` lists every answer (demo-trained-clara: CLaRa's).", ""]
@@ -569,7 +618,8 @@ def steps(cfg: DemoConfig) -> list[Step]:
         Step("datasets", "generate QA from the handbook; build SFT and CLaRa datasets",
              _handbook_datasets, 6, "datasets", after=("import",)),
         Step("sft", "fine-tune the reader on the handbook questions", _sft,
-             0.24 * cfg.sft_iters, "chat: " + SFT_RUN, after=("reader", "datasets")),
+             0.0175 * cfg.sft_iters * cfg.sft_batch_size, "chat: " + SFT_RUN,
+             after=("reader", "datasets")),
     ]
     if cfg.clara:
         out.append(Step("clara", "train CLaRa (stages 1-3) on the compressed handbook chunks",
@@ -577,7 +627,8 @@ def steps(cfg: DemoConfig) -> list[Step]:
                         after=("sft",)))
     if cfg.evaluate:
         for job in eval_jobs(cfg):
-            what = "CLaRa" if job.base == "clara" else "the base and the SFT run"
+            what = "CLaRa" if job.base == "clara" else (
+                "the SFT run with its memory" if job.memory else "the base and the SFT run")
             which = "trained" if job.data == str(SAMPLE_QA) else "paraphrased"
             out.append(Step(f"eval-{job.name}", f"evaluate {what} ({which} questions)",
                             lambda ws, cfg, report, job=job: _evaluate(ws, cfg, report, job),

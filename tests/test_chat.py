@@ -9,6 +9,8 @@ from dataclasses import asdict
 import mlx.core as mx
 import pytest
 
+from clara import io
+
 from clara.chat.engine import ChatEngine, ChatSettings
 from clara.chat.log import FIELDS
 from clara.chat.models import ModelCache, adapter_at, resolve_adapter
@@ -346,6 +348,13 @@ def test_chat_cli_one_answer_json_and_interactive_loop(env, tiny_model_dir):
     assert r.exit_code == 0, r.output
     rec = json.loads(r.output)
     assert rec["adapter"] == str(a) and rec["generation_tokens"] <= 5 and rec["prompt"] == Q
+    # a memory: a QA file's pairs, the plain model given the BM25 top-k for the prompt
+    memory = ws.root / "memory.jsonl"
+    io.write_jsonl(memory, [{"question": q, "answer": a} for q, a in PAIRS])
+    r = run("-m", str(tiny_model_dir), "-p", Q, "--max-tokens", "3", "--memory", str(memory),
+            "--top-k", "2", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["documents"] == ["memory:1", "memory:2"]
     r = run("-m", str(tiny_model_dir), "-p", Q, "--max-tokens", "3")
     assert r.exit_code == 0 and "tok/s" in r.output and "peak" in r.output
     r = run("-m", str(tiny_model_dir), "--max-tokens", "3", "--single-turn",
@@ -353,7 +362,78 @@ def test_chat_cli_one_answer_json_and_interactive_loop(env, tiny_model_dir):
     assert r.exit_code == 0, r.output
     assert f"(adapter: {b})" in r.output and "(adapter: none)" in r.output
     rows = ChatLog(ws.chats_dir).read()[before:]
-    assert [row["adapter"] for row in rows] == [str(a), None, None, str(b)]
+    assert [row["adapter"] for row in rows] == [str(a), None, None, None, str(b)]
     assert rows[-1]["settings"]["multi_turn"] is False
     r = run("-a", "no-such-run", "-p", Q)
     assert r.exit_code == 1 and "no run 'no-such-run'" in r.output and "Traceback" not in r.output
+
+
+# -- memory ------------------------------------------------------------------------------------
+PAIRS = [("Who built the river mill?", "Alia built it in 1790."),
+         ("When was the river mill rebuilt?", "The mill was rebuilt in 1850."),
+         ("Who painted the glass tower?", "Borun painted it."),
+         ("Who sold the salt mine?", "Cetra sold it in 1822.")]
+
+
+def test_a_plain_model_gets_the_bm25_top_k_of_many_documents(env, tiny_model_dir):
+    """More attached documents than top_k: the prompt holds the top k BM25 ranks for it (it
+    held all of them), k from the settings, else 3; fewer documents all go in."""
+    from clara.chat.engine import RAG_TOP_K, rag_prompt
+    from clara.chat.memory import memory_entry
+
+    eng = ChatEngine(None, cache=env[3], log=False)
+    docs = [memory_entry(q, a) for q, a in PAIRS]
+    s = eng.session(str(tiny_model_dir), documents=docs, doc_ids=list("abcd"),
+                    settings=ChatSettings(max_tokens=1, multi_turn=False, top_k=1))
+    assert s.ask("Who painted the tower?").documents == ["c"]
+    assert s.history == [] and RAG_TOP_K == 3
+    s.settings.top_k = None
+    assert s.ask("the salt mine").documents[0] == "d" and len(s.last.documents) == 3
+    s.settings.multi_turn = True
+    s.ask("Who sold the salt mine?", documents=docs[:2])  # per question: 2 <= 3, both go in
+    assert s.last.documents == ["0", "1"]
+    assert s.history[0]["content"] == rag_prompt("Who sold the salt mine?", docs[:2])
+
+
+def test_sft_memory_rows_answer_from_the_top_k_pairs_with_their_own(tmp_path, tiny_model_dir):
+    """`data build sft --memory-k 2`: each train pair once more, its prompt the two pairs BM25
+    ranks first for its question (its own among them, as chat and eval render them)."""
+    from click.testing import CliRunner
+
+    from clara.chat.engine import rag_prompt
+    from clara.chat.memory import memory_entry, memory_rows
+    from clara.cli import cli as clara_cli
+    from clara.data.builders import QAItem
+
+    ws = Workspace(tmp_path, "mem").create()
+    qa = tmp_path / "qa.jsonl"
+    io.write_jsonl(qa, [{"question": q, "answer": a} for q, a in PAIRS])
+    r = CliRunner().invoke(clara_cli, ["--root", str(tmp_path), "-w", "mem", "data", "build",
+                                       "sft", "m-sft", "--qa", str(qa), "--no-general",
+                                       "--valid-share", "0.25", "--memory-k", "2"])
+    assert r.exit_code == 0, r.output
+    rows = io.read_jsonl(ws.datasets_dir / "m-sft" / "train.jsonl")
+    memory = [r for r in rows if r["origin"] == "memory"]
+    assert len(rows) == 6 and len(memory) == 3  # 3 train pairs closed-book, 3 from memory
+    for row in memory:
+        prompt, answer = row["messages"][0]["content"], row["messages"][1]["content"]
+        q = prompt.rsplit("Question: ", 1)[1].split("\n")[0]
+        assert memory_entry(q, answer) in prompt and prompt.count("\n[") == 2
+    # its own pair put in when BM25 ranks it below k
+    items = [QAItem(q, a) for q, a in PAIRS]
+    row = memory_rows(items[:1], 1, [items[1], items[0]])[0]
+    assert row["messages"][0]["content"] == rag_prompt(PAIRS[0][0], [memory_entry(*PAIRS[0])])
+    r = CliRunner().invoke(clara_cli, ["--root", str(tmp_path), "-w", "mem", "data", "build",
+                                       "sft", "bad", "--qa", str(qa), "--memory-k", "-1"])
+    assert r.exit_code == 1 and "--memory-k must be >= 0" in r.output
+    assert not (ws.datasets_dir / "bad").exists()
+    # evaluation: `memory` answers with the memory's top-k pairs in the prompt, and needs one
+    args = ["--root", str(tmp_path), "-w", "mem", "eval", "-d", str(qa), "-m",
+            str(tiny_model_dir), "-c", "memory", "--limit", "1", "--max-tokens", "1",
+            "--top-k", "2"]
+    r = CliRunner().invoke(clara_cli, args)
+    assert r.exit_code == 2 and "needs a QA dataset" in r.output and not ws.items("evals")
+    r = CliRunner().invoke(clara_cli, args + ["--memory", str(qa), "--name", "m"])
+    assert r.exit_code == 0, r.output
+    result = io.read_jsonl(ws.path / "evals" / "m" / "results.jsonl")[0]
+    assert result["config"] == "memory" and result["retrieved"] == [0, 1]

@@ -10,7 +10,9 @@ split off or banned, timings and memory for every reply, and every exchange logg
 A CLaRa checkpoint answers from compressed documents: attach them with `documents=[...]` (texts,
 compressed once per session) or `store=` (a CompressedStore folder). A stage-3 model with more
 documents than its top_k retrieves the top-k per question with its query reasoner. On a plain
-model, attached documents are pasted into the prompt as raw text (raw-text RAG).
+model, attached documents go into the prompt as raw text (raw-text RAG): all of them when they
+are at most `top_k` (default RAG_TOP_K), else the top-k BM25 ranks for each prompt. A memory is
+a QA dataset's pairs attached that way (clara.chat.memory; `clara chat --memory DATASET`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from clara.errors import UserError
 from clara.workspace import Workspace, now_iso
 
 RAG_SYSTEM = "Answer the question using the context. Answer as briefly as possible."
+RAG_TOP_K = 3  # documents a plain model gets in its prompt, unless settings say otherwise
 
 
 @dataclass
@@ -51,7 +54,9 @@ class ChatSettings:
     logit_bias: dict | None = field(default=None, metadata={
         "help": "Extra additive logit bias {token id: value} (library use)."})
     top_k: int | None = field(default=None, metadata={
-        "help": "CLaRa stage 3: documents the query reasoner picks (default: the model's)."})
+        "help": "Documents answered from: CLaRa stage 3's query reasoner picks this many "
+                "(default: the model's); a plain model gets the BM25 top-k of the attached "
+                f"documents in its prompt (default {RAG_TOP_K})."})
 
     def validate(self) -> "ChatSettings":
         if self.temperature < 0:
@@ -158,6 +163,7 @@ class ChatSession:
         self._doc_ids = list(doc_ids) if doc_ids else [str(i) for i in range(len(self._docs))]
         self._store_path = Path(store) if store else None
         self._compressed = None  # (vectors, ids) of attached documents, CLaRa only
+        self._bm25 = None  # BM25 over the attached documents, plain models only
         self.set_adapter(adapter)
 
     # -- model ------------------------------------------------------------------------------
@@ -191,6 +197,7 @@ class ChatSession:
             raise UserError("one document id per document")
         self._store_path = None
         self._compressed = None
+        self._bm25 = None
         if self.is_clara:
             self._attach(self.entry)
 
@@ -308,8 +315,12 @@ class ChatSession:
         docs = list(documents) if documents is not None else self._docs
         ids = list(doc_ids) if doc_ids is not None else (
             self._doc_ids if documents is None else [str(i) for i in range(len(docs))])
-        if select is not None and documents is None:
-            docs, ids = [docs[i] for i in select], [ids[i] for i in select]
+        k = s.top_k or RAG_TOP_K
+        pick = select if documents is None else None
+        if pick is None and len(docs) > k:  # the top-k for this prompt, not every document
+            pick = self._rank(prompt, docs, documents is None)[:k]
+        if pick is not None:
+            docs, ids = [docs[i] for i in pick], [ids[i] for i in pick]
         user_text = rag_prompt(prompt, docs) if docs else prompt
         entry = self.entry
         bias = dict(s.logit_bias or {})
@@ -321,6 +332,16 @@ class ChatSession:
         gen = stream_generate(entry.model, entry.tokenizer, self.prompt_ids(user_text),
                               max_tokens=s.max_tokens, sampler=sampler)
         return gen, ids if docs else [], None, user_text
+
+    def _rank(self, prompt: str, docs: list[str], attached: bool) -> list[int]:
+        """`docs` best first for `prompt` by BM25 (the attached ones' index built once)."""
+        from clara.data.builders import BM25
+
+        if not attached:
+            return BM25(docs).ranked(prompt)
+        if self._bm25 is None:
+            self._bm25 = BM25(self._docs)
+        return self._bm25.ranked(prompt)
 
     def _clara_responses(self, prompt, documents, doc_ids, select=None):
         import mlx.core as mx

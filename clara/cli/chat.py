@@ -40,8 +40,8 @@ def _print_stream(session, prompt: str, quiet: bool = False):
     return session.last
 
 
-def _documents(ws, doc_files, sources: bool, chunk_tokens: int):
-    """(texts, ids) from files and/or the workspace's source chunks."""
+def _documents(ws, doc_files, sources: bool, chunk_tokens: int, memory: str | None = None):
+    """(texts, ids) from files, the workspace's source chunks and/or a memory's pairs."""
     texts, ids = [], []
     for f in doc_files:
         p = Path(f)
@@ -53,6 +53,12 @@ def _documents(ws, doc_files, sources: bool, chunk_tokens: int):
         index = ChunkIndex.from_workspace(ws, chunk_tokens)
         texts += index.texts
         ids += [c.id for c in index.chunks]
+    if memory:
+        from clara.chat.memory import read_memory
+
+        entries, entry_ids = read_memory(ws, memory)
+        texts += entries
+        ids += entry_ids
     return texts, ids
 
 
@@ -78,27 +84,38 @@ def _documents(ws, doc_files, sources: bool, chunk_tokens: int):
 @click.option("--seed", type=int, default=None, help="Sampler seed.")
 @click.option("--doc", "docs", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Attach a text file as a document (repeat; CLaRa compresses them, a plain "
-                   "model gets them as context).")
+                   "model gets the top-k of them as context).")
 @click.option("--sources", is_flag=True, help="Attach the workspace's source chunks.")
 @click.option("--store", type=click.Path(exists=True, file_okay=False), default=None,
               help="Attach a compressed-document store (CLaRa).")
+@click.option("--memory", default=None, metavar="DATASET",
+              help="Attach a QA dataset's pairs (or a QA .jsonl file's) as documents, one per "
+                   "pair: a plain model gets the top-k BM25 ranks for each prompt (a model "
+                   "fine-tuned with `data build sft --memory-k K` answers from them).")
+@click.option("--top-k", type=int, default=None,
+              help="Documents per prompt: a plain model's BM25 top-k of the attached ones "
+                   "(default 3), a CLaRa stage-3 run's retrieved ones (default: the run's).")
 @click.option("--chunk-tokens", type=int, default=128, show_default=True,
               help="Words per source chunk with --sources.")
 @format_option
 @pass_app
 def chat(app: AppContext, model, adapter, prompt, temperature, top_p, max_tokens, system,
-         multi_turn, show_reasoning, ban, seed, docs, sources, store, chunk_tokens, fmt):
+         multi_turn, show_reasoning, ban, seed, docs, sources, memory, top_k, store,
+         chunk_tokens, fmt):
     """Chat with a model and an adapter; every exchange is logged in chats/ (JSONL and CSV).
 
     Example: clara chat -m tiny -a lora-20250101-120000-ab12:best -p "Who founded it?"
+
+    Example: clara chat -a demo-handbook-sft --memory handbook-qa --top-k 2 -p "Who set it up?"
     """
     from clara.chat.engine import ChatEngine, ChatSettings
 
     ws = app.workspace()
     settings = ChatSettings(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                             system=system, multi_turn=multi_turn,
-                            show_reasoning=show_reasoning, ban_thinking=ban, seed=seed)
-    texts, ids = _documents(ws, docs, sources, chunk_tokens)
+                            show_reasoning=show_reasoning, ban_thinking=ban, seed=seed,
+                            top_k=top_k)
+    texts, ids = _documents(ws, docs, sources, chunk_tokens, memory)
     engine = ChatEngine(ws)
     session = engine.session(model, adapter, settings, documents=texts or None,
                              doc_ids=ids or None, store=store)

@@ -78,13 +78,21 @@ def build_cpt_cmd(app: AppContext, name, sources, tokenizer, chunk_tokens, overl
 @click.option("--general-share", default=0.2, show_default=True,
               help="Fraction of the final train set that is general QA.")
 @click.option("--system", default=None, metavar="PROMPT", help="System prompt of every chat.")
+@click.option("--memory-k", default=0, show_default=True, metavar="K",
+              help="Also one row per train pair answering from the top K pairs BM25 ranks "
+                   "for its question (its memory: clara chat --memory QA --top-k K).")
 @valid_option
 @seed_option
 @force_option
 @pass_app
 def build_sft_cmd(app: AppContext, name, qa, golden, general, no_general, general_share, system,
-                  valid_share, seed, force):
+                  memory_k, valid_share, seed, force):
     """Chat rows {"messages": [system?, user, assistant]} from question/answer pairs.
+
+    With --memory-k K, each train pair also gets a row whose prompt holds the K pairs of the QA
+    data that BM25 ranks first for its question (its own among them): the model learns to
+    answer from a memory of the pairs, which `clara chat --memory` and `clara eval --memory`
+    give it the same way (clara.chat.memory).
 
     Example: clara data build sft handbook-sft --qa data/sample_qa.jsonl --general-share 0.2
     """
@@ -93,7 +101,7 @@ def build_sft_cmd(app: AppContext, name, qa, golden, general, no_general, genera
     if no_general and general:
         raise UserError("give --general FILE or --no-general, not both")
     cfg = SftConfig(qa, golden, None if no_general else (general or str(GENERAL_QA)),
-                    general_share, system, valid_share, seed)
+                    general_share, system, valid_share, seed, memory_k)
     _done(build_sft(app.workspace(), name, cfg, force=force))
 
 

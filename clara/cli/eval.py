@@ -74,6 +74,8 @@ common_options = [
     click.option("--think/--no-think", default=False, show_default=True,
                  help="Allow the reasoning block (off: its tokens are banned; faster)."),
     click.option("--name", default=None, help="Evaluation id (default: eval-DATE-TIME-XXXX)."),
+    click.option("--memory", default=None, metavar="DATASET",
+                 help="QA dataset or file whose BM25 top-k pairs memory configurations get."),
 ]
 
 
@@ -87,7 +89,7 @@ def with_options(fn):
 @with_options
 @click.option("--config", "-c", "configs", multiple=True,
               help="closed | closed=ADAPTER | rag | rag=ADAPTER | clara=RUN | "
-                   "clara-retrieval=RUN (repeat; default: closed).")
+                   "clara-retrieval=RUN | memory=ADAPTER (repeat; default: closed).")
 @click.option("--retention", type=int, default=0, show_default=True,
               help="Also ask N bundled general questions per configuration (forgetting).")
 @click.option("--chunk-tokens", type=int, default=128, show_default=True,
@@ -96,8 +98,8 @@ def with_options(fn):
               help="Words shared by consecutive source chunks.")
 @format_option
 @click.pass_context
-def eval_group(ctx, data, model, split, limit, top_k, max_tokens, system, think, name, configs,
-               retention, chunk_tokens, chunk_overlap, fmt):
+def eval_group(ctx, data, model, split, limit, top_k, max_tokens, system, think, name, memory,
+               configs, retention, chunk_tokens, chunk_overlap, fmt):
     """Evaluate configurations on a QA set: EM, F1, cover-EM, keyword match, recall@k,
     latency and prompt tokens; results in evals/ID/.
 
@@ -114,7 +116,7 @@ def eval_group(ctx, data, model, split, limit, top_k, max_tokens, system, think,
     cfg = EvalConfig(data=data, configs=list(configs) or ["closed"], model=model, split=split,
                      limit=limit, top_k=top_k, max_tokens=max_tokens, system=system,
                      ban_thinking=not think, retention=retention, name=name,
-                     chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
+                     chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, memory=memory)
     result = run_eval(ws, cfg, progress=_progress(fmt))
     _emit_result(result, fmt, side_by_side=len(cfg.configs) > 1)
 
@@ -129,7 +131,7 @@ def eval_group(ctx, data, model, split, limit, top_k, max_tokens, system, think,
 @format_option
 @pass_app
 def eval_compare(app: AppContext, data, model, split, limit, top_k, max_tokens, system, think,
-                 name, adapters, configs, retention, fmt):
+                 name, memory, adapters, configs, retention, fmt):
     """The bare base and each adapter on the same questions, answers side by side, and the
     retention probe on the bundled general QA set (F1 lost = forgetting).
 
@@ -145,7 +147,7 @@ def eval_compare(app: AppContext, data, model, split, limit, top_k, max_tokens, 
     result = compare(ws, data, list(adapters), model=model, configs=list(configs),
                      retention=retention, progress=_progress(fmt), split=split, limit=limit,
                      top_k=top_k, max_tokens=max_tokens, system=system,
-                     ban_thinking=not think, name=name)
+                     ban_thinking=not think, name=name, memory=memory)
     _emit_result(result, fmt, side_by_side=True)
 
 

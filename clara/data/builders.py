@@ -367,13 +367,20 @@ class SftConfig:
     system: str | None = field(default=None, metadata={"help": "System prompt of every chat."})
     valid_share: float = field(default=0.1, metadata={"help": "Share of QA rows for valid."})
     seed: int = field(default=0, metadata={"help": "Seed of the split and the mixing."})
+    memory_k: int = field(default=0, metadata={
+        "help": "Also one memory row per QA pair in train: its prompt the top K pairs of the "
+                "QA data that BM25 ranks for its question (its own among them), as `clara "
+                "chat --memory` and `clara eval --memory` give them (0: none)."})
 
 
 def build_sft(ws: Workspace, name: str, cfg: SftConfig, force: bool = False) -> Path:
-    """Chat rows from QA pairs; golden rows always train; a share of general QA mixed in."""
+    """Chat rows from QA pairs; golden rows always train; a share of general QA mixed in; with
+    `memory_k`, each train pair again answered from its memory (clara.chat.memory)."""
     check_new(ws, name, force)
     if not 0 <= cfg.general_share < 1:
         raise UserError(f"--general-share must be in [0, 1), got {cfg.general_share}")
+    if cfg.memory_k < 0:
+        raise UserError(f"--memory-k must be >= 0, got {cfg.memory_k}")
     qa = read_qa(resolve_qa(ws, cfg.qa))
     golden = read_qa(resolve_qa(ws, cfg.golden)) if cfg.golden else []
     rng = random.Random(cfg.seed)
@@ -384,6 +391,12 @@ def build_sft(ws: Workspace, name: str, cfg: SftConfig, force: bool = False) -> 
 
     train = [row(g, "golden") for g in golden] + [row(qa[i], "qa") for i in keep]
     valid = [row(qa[i], "qa") for i in held]
+    if cfg.memory_k:
+        from clara.chat.memory import memory_rows
+
+        # the memory holds every pair (what `clara chat --memory` reads), valid ones too
+        train += memory_rows(golden + [qa[i] for i in keep], cfg.memory_k, golden + qa,
+                             cfg.system)
     general_meta: dict = {"file": None, "share": 0.0, "rows": 0}
     if cfg.general and cfg.general_share > 0:
         path = Path(cfg.general)

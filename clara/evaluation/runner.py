@@ -7,6 +7,10 @@ Configurations (`parse_spec`), each optionally `=ADAPTER` (see clara.chat.models
                         compressed and injected
     clara-retrieval=RUN CLaRa stage 3: the query reasoner picks the top-k of the row's "docs",
                         else of every source chunk (compressed once)
+    memory              the BM25 top-k pairs of the `memory` QA dataset in the prompt, rendered
+                        as clara.chat.memory renders them (a model fine-tuned on such rows:
+                        `memory=RUN`); the memory is a dataset, not the rows, so the questions
+                        asked are never in it unless the user put them there
 Scores: EM, F1, cover-EM (clara-method §5 normalisation), keyword match where the row has
 keywords, recall@k where retrieval happens; latency, time to first token and prompt tokens.
 
@@ -32,7 +36,7 @@ from clara.evaluation.metrics import answer_scores, recall_at_k
 from clara.evaluation.qa import QARow, load_qa, read_qa_file
 from clara.workspace import Workspace, now_iso, validate_name
 
-KINDS = ("closed", "rag", "clara", "clara-retrieval")
+KINDS = ("closed", "rag", "clara", "clara-retrieval", "memory")
 METRICS = ("em", "f1", "cover_em", "keyword", "recall", "latency", "ttft", "prompt_tokens",
            "generation_tokens")
 
@@ -63,7 +67,8 @@ def parse_spec(text: str) -> EvalSpec:
 class EvalConfig:
     data: str = field(metadata={"help": "QA file, or dataset name/folder (test, else valid)."})
     configs: list[str] = field(default_factory=lambda: ["closed"], metadata={
-        "help": "Configurations: closed, rag, clara=RUN, clara-retrieval=RUN (=ADAPTER)."})
+        "help": "Configurations: closed, rag, clara=RUN, clara-retrieval=RUN, memory "
+                "(=ADAPTER)."})
     model: str | None = field(default=None, metadata={
         "help": "Base model (default: the base of the first adapter)."})
     split: str | None = field(default=None, metadata={"help": "Dataset split to read."})
@@ -75,6 +80,8 @@ class EvalConfig:
         "help": "Forbid the reasoning block while answering (faster; the answer is scored)."})
     chunk_tokens: int = field(default=128, metadata={"help": "Words per source chunk (rag)."})
     chunk_overlap: int = field(default=16, metadata={"help": "Overlap of source chunks."})
+    memory: str | None = field(default=None, metadata={
+        "help": "QA dataset or file whose pairs `memory` configurations answer from."})
     retention: int = field(default=0, metadata={
         "help": "Also ask N questions of the bundled general QA set (forgetting probe)."})
     name: str | None = field(default=None, metadata={"help": "Evaluation id."})
@@ -123,6 +130,20 @@ class Evaluator:
         self.ws, self.cfg = ws, cfg
         self.engine = engine or ChatEngine(ws, log=False)
         self._index = None
+        self._memory = None
+
+    @property
+    def memory(self):
+        """(entries, BM25 over them) of the configured memory, read once."""
+        if self._memory is None:
+            from clara.chat.memory import read_memory
+            from clara.data.builders import BM25
+
+            if not self.cfg.memory:
+                raise UserError("a memory configuration needs a QA dataset: --memory DATASET")
+            entries, _ids = read_memory(self.ws, self.cfg.memory)
+            self._memory = (entries, BM25(entries))
+        return self._memory
 
     @property
     def index(self):
@@ -148,17 +169,22 @@ class Evaluator:
                  progress: Callable[[str, int, int], None] | None = None) -> list[dict]:
         k = self.cfg.top_k
         pool_session = None
-        if spec.kind != "closed" and any(not r.docs for r in rows):
+        if spec.kind not in ("closed", "memory") and any(not r.docs for r in rows):
             # every source chunk attached once (CLaRa compresses each once for all questions)
             idx = self.index
             pool_session = self.session(spec, idx.texts, [c.id for c in idx.chunks])
-        session = self.session(spec) if spec.kind == "closed" or all(r.docs for r in rows) \
+        session = self.session(spec) if spec.kind in ("closed", "memory") \
+            or all(r.docs for r in rows) \
             else None
         out = []
         for i, row in enumerate(rows):
             gold_docs, docs, ids, select = None, None, None, None
             use = session
-            if spec.kind == "rag" and row.docs:
+            if spec.kind == "memory":
+                entries, bm25 = self.memory
+                ids = bm25.ranked(row.question)[:k]
+                docs = [entries[i] for i in ids]
+            elif spec.kind == "rag" and row.docs:
                 # the row's own documents as text: the BM25 top-k of them when there are more
                 ids = list(range(len(row.docs)))
                 if len(row.docs) > k:
@@ -225,6 +251,9 @@ def run_eval(ws: Workspace, cfg: EvalConfig, engine: ChatEngine | None = None,
     specs = [parse_spec(c) for c in cfg.configs]
     if not specs:
         raise UserError("no configuration to evaluate")
+    if any(s.kind == "memory" for s in specs) and not cfg.memory:
+        raise UsageError("a memory configuration needs a QA dataset to answer from "
+                         "(--memory DATASET)")
     if cfg.model is None and all(s.adapter is None for s in specs):
         raise UserError("no model given (--model) and no adapter that names its base")
     rows, path = load_qa(ws, cfg.data, cfg.split, cfg.limit)

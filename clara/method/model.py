@@ -334,11 +334,14 @@ class ClaraModel(nn.Module):
         cfg = self.config
         if cfg.stage == "stage3":
             return self._stage3_loss(batch)
-        comp, mse = self.compress(batch["enc_ids"], batch["enc_mask"], batch["enc_mem_pos"])
+        if "doc_vecs" in batch:  # a frozen compressor's vectors, computed once (tasks.py)
+            comp, mse = mx.stop_gradient(batch["doc_vecs"]), None
+        else:
+            comp, mse = self.compress(batch["enc_ids"], batch["enc_mask"], batch["enc_mem_pos"])
         k = comp.shape[0] // batch["dec_ids"].shape[0]
         ce, n = self.decode_ce(batch, comp, k)
-        loss = ce + cfg.mse_weight * mse if cfg.mse_weight else ce
-        ex = {"ce": ce, "mse": mse}
+        loss = ce + cfg.mse_weight * mse if cfg.mse_weight and mse is not None else ce
+        ex = {"ce": ce} if mse is None else {"ce": ce, "mse": mse}
         if "q_ids" in batch:  # stage 2's question/document alignment (config.stage2_align)
             q, _ = self.compress(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"])
             B, D = q.shape[0], comp.shape[0]

@@ -63,6 +63,14 @@ class ClaraStageTask:
         # compressor reads too) a candidate's vectors never change: they are computed once per
         # unique document, outside the training step (_candidate_vectors)
         self.cache_candidates = self.stage == "stage3" and not model.config.trains_memory_rows()
+        # stage 2 with the compressor frozen (stage2_train = generator) likewise, when it has
+        # no dropout (with dropout each step's vectors differ, as before): its documents cost a
+        # third of the step (the demo's stage 2 on the CPU: 180 of 540 ms). Its loss is then
+        # the CE alone: a frozen compressor's MSE is a constant that trains nothing
+        cfg = model.config
+        self.cache_documents = (self.stage == "stage2" and not cfg.trains_memory_rows()
+                                and "compressor" not in cfg.trained_adapters()
+                                and cfg.lora_dropout == 0)
         self._doc_vectors: dict[str, mx.array] = {}
         self._doc_bytes = 0
         self._pool = None  # stage3_negatives = pool: (documents, their index, their vectors)
@@ -149,7 +157,8 @@ class ClaraStageTask:
         dec = m.decoder_batch([self._decoder_example(s, rng) for s in samples], k)
         if self.stage != "stage3":
             docs = [d for s in samples for d in s["docs"]]
-            out = {**m.encoder_batch(docs), **dec}
+            out = {"doc_vecs": self._candidate_vectors(docs), **dec} if self.cache_documents \
+                else {**m.encoder_batch(docs), **dec}
             if self.align:  # each question's positives: its row's gold documents in the batch
                 # (pos_index), else all its row's documents. With k > 1 and every document a
                 # positive, the distractors are positives too and nothing singles out the gold:
@@ -173,9 +182,10 @@ class ClaraStageTask:
                 "positives": mx.array(pos)}
 
     def _candidate_vectors(self, docs: list[str]) -> mx.array:
-        """The frozen compressor's vectors [len(docs), n_mem, H] of stage-3 candidates, without
-        dropout (a frozen compressor's vectors are its inference ones), each unique document
-        compressed once while the cache holds under CANDIDATE_CACHE_BYTES."""
+        """The frozen compressor's vectors [len(docs), n_mem, H] of stage-3 candidates (and of
+        stage 2's documents, cache_documents), without dropout (a frozen compressor's vectors
+        are its inference ones), each unique document compressed once while the cache holds
+        under CANDIDATE_CACHE_BYTES."""
         from clara.method.inference import compress_documents
 
         m = self.model
@@ -254,7 +264,8 @@ class ClaraStageTask:
     def loss_counts(self, batch) -> dict[str, int]:
         """The normalisers of the batch's loss terms: CE tokens, MSE rows, questions (the
         retrieval metrics) and questions with a positive (the retrieval loss)."""
-        rows = batch["positives"].size if self.stage == "stage3" else batch["enc_ids"].shape[0]
+        rows = batch["positives"].size if self.stage == "stage3" else \
+            (batch["doc_vecs"] if "doc_vecs" in batch else batch["enc_ids"]).shape[0]
         out = {"tokens": int((np.asarray(batch["labels"][:, 1:]) != -100).sum()),
                "rows": rows, "queries": batch["dec_ids"].shape[0]}
         if "positives" in batch:
@@ -274,7 +285,8 @@ class ClaraStageTask:
         if self.stage == "stage3":
             loss = ex["ce"] + (c.retrieval_weight * ex["retrieval"] if "retrieval" in ex else 0)
         else:
-            loss = ex["ce"] + c.mse_weight * ex["mse"] if c.mse_weight else ex["ce"]
+            loss = ex["ce"] + c.mse_weight * ex["mse"] if c.mse_weight and "mse" in ex \
+                else ex["ce"]
             if "align" in ex:
                 loss = loss + c.stage2_align * ex["align"]
         return loss, n, ex

@@ -22,10 +22,10 @@ from tui.screens.base import ModeScreen
 from tui.widgets.live_text import TextInput
 from tui.widgets.switch import StateSwitch
 from tui.widgets.ticklist import TickList
+from clara.chat.engine import RAG_TOP_K
 
 THINKING = [("hide reasoning", "hide"), ("show reasoning", "show"), ("ban reasoning", "ban")]
 RANDOM_TEMPERATURE = 0.7
-RAG_TOP_K = 3  # chunks pasted into a plain model's prompt
 LABEL_WIDTH = 21  # what a checkpoint picker shows of a label at 100 columns
 
 
@@ -57,6 +57,14 @@ def adapter_options(ws) -> list[tuple[str, str]]:
     return out
 
 
+def qa_datasets(ws) -> list[str]:
+    """The workspace's question/answer datasets (`clara data build qa`): what a memory is."""
+    from clara.data.datasets import read_meta
+
+    return [f.name for f in ws.items("datasets") if read_meta(f).get("kind") == "qa"
+            and (f / "train.jsonl").is_file()]
+
+
 def shown_text(text: str) -> str:
     """A reply as displayed: runs of blank lines folded to one (30 of them pushed the
     statistics off screen), ends stripped."""
@@ -82,6 +90,7 @@ class Choice:
     model: str | None
     adapter: str | None
     sources: tuple[str, ...]
+    memory: str | None = None  # a QA dataset whose pairs are attached (clara.chat.memory)
 
 
 class ChatTurn(Vertical):
@@ -203,8 +212,14 @@ class ChatScreen(ModeScreen):
                 yield Label("Documents", classes="side-label")
                 yield TickList(id="chat-docs")
                 yield Static("documents attached: none", id="chat-attached")
+                yield Label("Memory (a QA dataset's pairs)", classes="side-label")
+                yield Select([], id="chat-memory", prompt="none", compact=True)
                 yield Static("CLaRa runs answer from these; a plain model gets the best "
-                             f"{RAG_TOP_K} passages in its prompt.", classes="side-help")
+                             "k passages (BM25) in its prompt.", classes="side-help")
+                with Horizontal(classes="switch-row"):
+                    yield Label("passages per prompt k ")
+                    yield TextInput("", id="chat-top-k", compact=True, type="integer",
+                                    placeholder=str(RAG_TOP_K))
                 with Horizontal(classes="switch-row"):
                     yield StateSwitch(True, id="chat-multi")
                     yield Label("multi-turn")
@@ -255,13 +270,16 @@ class ChatScreen(ModeScreen):
         # two documents of one name are told apart by their id
         sources = [(src.name if counts[src.name] == 1 else f"{src.name} ({src.id})", src.id)
                    for src in listed]
-        self.app.call_from_thread(self._set_choices, models, adapters, sources)
+        memories = qa_datasets(ws) if ws else []
+        self.app.call_from_thread(self._set_choices, models, adapters, sources, memories)
 
-    def _set_choices(self, models, adapters, sources) -> None:
-        if self.unchanged("choices", (self.app.workspace_name, models, adapters, sources)):
+    def _set_choices(self, models, adapters, sources, memories=()) -> None:
+        if self.unchanged("choices", (self.app.workspace_name, models, adapters, sources,
+                                      memories)):
             return
         for wid, options in (("#chat-model", [(m, m) for m in models]),
-                             ("#chat-adapter", adapters)):
+                             ("#chat-adapter", adapters),
+                             ("#chat-memory", [(m, m) for m in memories])):
             select = self.query_one(wid, Select)
             current = select.value
             with self.prevent(Select.Changed):
@@ -288,9 +306,11 @@ class ChatScreen(ModeScreen):
     def current_choice(self) -> Choice:
         model = self.query_one("#chat-model", Select).value
         adapter = self.query_one("#chat-adapter", Select).value
+        memory = self.query_one("#chat-memory", Select).value
         return Choice(None if model is Select.NULL else str(model),
                       None if adapter is Select.NULL else str(adapter),
-                      tuple(self.query_one("#chat-docs", SelectionList).selected))
+                      tuple(self.query_one("#chat-docs", SelectionList).selected),
+                      None if memory is Select.NULL else str(memory))
 
     def settings(self):
         from clara.chat.engine import ChatSettings
@@ -298,7 +318,7 @@ class ChatScreen(ModeScreen):
         thinking = self.query_one("#chat-thinking", Select).value
         numbers = {}
         for name, wid, default in (("max tokens", "#chat-max-tokens", "128"),
-                                   ("seed", "#chat-seed", "")):
+                                   ("seed", "#chat-seed", ""), ("k", "#chat-top-k", "")):
             text = self.query_one(wid, Input).value.strip() or default
             try:
                 numbers[name] = int(text) if text else None
@@ -307,12 +327,13 @@ class ChatScreen(ModeScreen):
         return ChatSettings(
             temperature=RANDOM_TEMPERATURE if self.query_one("#chat-random", Switch).value
             else 0.0, max_tokens=numbers["max tokens"], seed=numbers["seed"],
-            multi_turn=self.query_one("#chat-multi", Switch).value,
+            multi_turn=self.query_one("#chat-multi", Switch).value, top_k=numbers["k"],
             show_reasoning=thinking == "show", ban_thinking=thinking == "ban").validate()
 
     @on(Select.Changed, "#chat-model")
     @on(Select.Changed, "#chat-adapter")
     @on(SelectionList.SelectedChanged, "#chat-docs")
+    @on(Select.Changed, "#chat-memory")
     def _choice_changed(self, event) -> None:
         self._show_attached()
         if isinstance(event, Select.Changed):
@@ -332,6 +353,9 @@ class ChatScreen(ModeScreen):
         line, split mid-word at 100 columns ("…handbook.m" / "d")."""
         docs = self.query_one("#chat-docs", SelectionList)
         names = [self.doc_names.get(v, v) for v in docs.selected]
+        memory = self.query_one("#chat-memory", Select).value
+        if memory is not Select.NULL:
+            names.append(f"memory: {memory}")
         self.query_one("#chat-attached", Static).update(
             "documents attached:" + ("".join(f"\n· {n}" for n in names) or " none"))
 
@@ -385,13 +409,23 @@ class ChatScreen(ModeScreen):
         return session
 
     def _doc_names(self, choice: Choice) -> list[str]:
-        return [self.doc_names.get(sid, sid) for sid in choice.sources]
+        return [self.doc_names.get(sid, sid) for sid in choice.sources] + (
+            [f"memory {choice.memory}"] if choice.memory else [])
 
     def _attach_sources(self, session, choice: Choice) -> None:
-        """Chunk and index the ticked sources and attach them (a CLaRa run compresses them)."""
+        """Chunk and index the ticked sources and attach them with the memory's pairs, as `clara
+        chat --sources --memory` does (a CLaRa run compresses them)."""
         self.index = None
-        if not choice.sources:
+        if not choice.sources and not choice.memory:
             session.attach([], [])
+            return
+        texts, ids = [], []
+        if choice.memory:
+            from clara.chat.memory import read_memory
+
+            texts, ids = read_memory(self.app.workspace, choice.memory)
+        if not choice.sources:
+            session.attach(texts, ids)
             return
         from clara.data.builders import chunk_documents, documents_from_sources
         from clara.data.chunking import RegexTokenizer
@@ -404,7 +438,8 @@ class ChatScreen(ModeScreen):
         self.post_message(self.Loading(f"attaching {len(self.index.chunks)} passages"
                                        + (" (compressing)" if session.is_clara else "") + " …"))
         try:
-            session.attach(self.index.texts, [c.id for c in self.index.chunks])
+            # the chunks first: CLaRa's picks below index them
+            session.attach(self.index.texts + texts, [c.id for c in self.index.chunks] + ids)
         finally:
             self.post_message(self.Loading(None))
 
@@ -419,9 +454,9 @@ class ChatScreen(ModeScreen):
                                   + (" (CLaRa)" if session.is_clara else ""))
 
     def _select_for(self, session, prompt: str) -> list[int] | None:
-        """Which attached passages answer `prompt`: a stage-3 CLaRa model picks its own; other
-        models get the BM25 top-k."""
-        if self.index is None:
+        """Which attached passages answer `prompt`: a stage-3 CLaRa model picks its own; a
+        plain model gets the library's BM25 top-k (None here)."""
+        if self.index is None or not session.is_clara:
             return None
         if session.is_clara:
             from clara.method.inference import retrieves
@@ -430,14 +465,13 @@ class ChatScreen(ModeScreen):
             if retrieves(model, n) or n <= model.config.top_k:
                 return None  # it picks its own top-k, or answers from every passage
             return self.index.search(prompt, model.config.top_k)
-        return self.index.search(prompt, RAG_TOP_K)
 
     @work(thread=True, group="chat", exit_on_error=False)
     def _generate(self, turn: ChatTurn, prompt: str, choice: Choice, settings) -> None:
         try:
             with self._lock:
                 session = self._ensure_session(choice, settings)
-                if session.is_clara and self.index is None:
+                if session.is_clara and not (choice.sources or choice.memory):
                     raise UserError("a CLaRa run answers from documents: tick sources under "
                                      "Documents")
                 session.settings = settings
@@ -568,9 +602,9 @@ class ChatScreen(ModeScreen):
                                                  settings)
                     finally:
                         self.post_message(self.Loading(None))
-                    if choice.sources:
+                    if choice.sources or choice.memory:
                         self._attach_sources(session, choice)
-                    select = self._select_for(session, prompt) if choice.sources else None
+                    select = self._select_for(session, prompt)
                     for delta in session.stream(prompt, select=select):
                         self.post_message(self.Delta(turn, delta.text, delta.reasoning))
                     self.post_message(self.Done(turn, session.last))

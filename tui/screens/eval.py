@@ -73,6 +73,8 @@ def config_options(ws) -> list[tuple[str, str, bool]]:
                 out.append((f"CLaRa retrieval {run.id}", f"clara-retrieval={run.id}", False))
         else:
             out.append((f"adapter {run.id}", f"closed={run.id}", False))
+            # answering from the `memory` QA dataset's pairs (the form's memory field)
+            out.append((f"adapter {run.id} + memory", f"memory={run.id}", False))
     return out
 
 
