@@ -36,9 +36,11 @@ READER = DATA / "models" / "reader"
 # chance on unseen facts (EM 0.21)
 FACTS = synthetic.facts(2400, seed=1)
 TRAIN, TEST = FACTS[:2200], FACTS[2200:2320]
-# stage 3 sees 40 x 8 questions: drawn from 320 facts, each candidate document comes back about 4
-# times, and its frozen compressor's vectors are computed once (ClaraStageTask._candidate_vectors)
+# stage 3 sees 40 x 8 questions over 20 candidates drawn from 320 facts: each candidate document
+# comes back about 20 times, and its frozen compressor's vectors are computed once
+# (ClaraStageTask._candidate_vectors)
 STAGE3_TRAIN = TRAIN[:320]
+CANDIDATES = 20
 
 
 def write(ws, name: str, train: list[dict], valid: list[dict]) -> None:
@@ -48,13 +50,13 @@ def write(ws, name: str, train: list[dict], valid: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One pipeline run (stages 1-3, 130, 200 and 20 steps: about 2.2 CPU-minutes), stage 3 with
-    the pipeline's defaults for it (bench/clara_stage3_study.py says why these). Stage 3 keeps
-    what stage 2 gives it over 4 candidates from its first steps (0.91 -> 0.91 at 20 steps,
-    0.88 -> 0.88 at 40), so it runs 20; stage 1 at 130 steps still leaves stage 2 reading (EM
-    0.91; at 120 it read too little, EM 0.55). Stage 2 needs its 200 steps for the alignment:
-    at 170 it read (EM 0.91) but the query reasoner started at 0.56 of 4 (round five of the
-    study)."""
+    """One pipeline run (stages 1-3, 130, 200 and 40 steps: about 2.3 CPU-minutes), stage 3 with
+    the pipeline's defaults for it (bench/clara_stage3_study.py says why these) over 20
+    candidates, where stage 2 leaves it room to lift (0.68 of 20 against 0.91 of 4; 40 steps
+    lift it as far as 60, 0.78); stage 1 at
+    130 steps still leaves stage 2 reading (EM 0.91; at 120 it read too little, EM 0.55). Stage
+    2 needs its 200 steps for the alignment: at 170 it read (EM 0.91) but the query reasoner
+    started at 0.56 of 4 (round five of the study)."""
     from click.testing import CliRunner
 
     from clara.cli import cli
@@ -65,12 +67,12 @@ def trained(tmp_path_factory):
     write(ws, "facts-stage1", synthetic.stage1_rows(TRAIN, paraphrase_every=4),
           synthetic.stage1_rows(TEST[:16]))
     write(ws, "facts-stage2", synthetic.stage2_rows(TRAIN, 1), synthetic.stage2_rows(TEST[:16], 1))
-    write(ws, "facts-stage3", synthetic.stage3_rows(STAGE3_TRAIN, 4, seed=1),
-          synthetic.stage3_rows(TEST[:16], 4, seed=1))
+    write(ws, "facts-stage3", synthetic.stage3_rows(STAGE3_TRAIN, CANDIDATES, seed=1),
+          synthetic.stage3_rows(TEST[:24], CANDIDATES, seed=1))
     r = CliRunner().invoke(cli, [
         "--root", str(root), "-w", "q", "train", "pipeline", "-m", str(READER),
         "--stage1", "facts-stage1", "--stage2", "facts-stage2", "--stage3", "facts-stage3",
-        "--name", "p", "--stage1-iters", "130", "--stage2-iters", "200", "--stage3-iters", "20",
+        "--name", "p", "--stage1-iters", "130", "--stage2-iters", "200", "--stage3-iters", "40",
         "--doc-max-tokens", "32", "--compression-rate", "4", "--lora-rank", "32",
         "--lora-dropout", "0", "--mse-weight", "0", "--batch-size", "8", "--max-len", "256",
         "--top-k", "1", "--learning-rate", "1e-3", "--warmup-steps", "20",
@@ -110,20 +112,20 @@ def test_answers_unseen_facts_from_their_compressed_form(trained):
     assert follows_doc >= 0.5  # and the answer follows the compressed document given
 
 
-def test_stage3_keeps_the_answers_and_the_retrieval(trained):
-    """Stage 3 from stage 2 with the pipeline's defaults: the query reasoner finds the gold
-    document of unseen facts far above chance, and stage 3 lowers neither that nor the answers
-    from the gold document or from its own pick (the reference's stage 3 took EM from the gold
-    document from 100 to 10 here, bench/clara_stage3_study.py). Asked only "who", stage 2 alone
-    lets the name dominate the compressed vectors and the query reasoner starts at chance
-    (0.21 of 4); its question/document alignment (stage2_align 0.02) keeps what questions name
-    in them, and the query reasoner starts where stage 3 has little left to lift (0.94 -> 0.93
-    of 4 in the study at 150 / 200 / 60 steps; 0.91 -> 0.91 here). Stage
-    3's own lift, from a stage 2 without the alignment: test_method_retrieval_quality.py."""
-    rows = synthetic.stage3_rows(TEST, 4, seed=2)
+def test_stage3_lifts_the_retrieval_and_keeps_the_answers(trained):
+    """Stage 3 from stage 2 with the pipeline's defaults lifts the query reasoner's recall@1 of
+    20 on unseen facts, keeps it over 4, and lowers neither the answers from the gold document
+    nor those from its own pick (the reference's stage 3 took EM from the gold document from
+    100 to 10 here, bench/clara_stage3_study.py). Asked only "who", stage 2 alone lets the name
+    dominate the compressed vectors and the query reasoner starts at chance (0.21 of 4); its
+    question/document alignment (stage2_align 0.02) keeps what questions name in them. Stage 3
+    then ranks each gold document against every candidate of its batch (stage3_negatives
+    batch): 0.68 -> 0.78 of 20 here (0.68 -> 0.74 with each row's own candidates, rows),
+    73 -> 80 on 200 unseen facts in the study's eighth round."""
+    rows = {n: synthetic.stage3_rows(TEST, n, seed=2) for n in (CANDIDATES, 4)}
     start = checkpoint.load(trained[2], stage="stage3")
     start.eval()
-    end = checkpoint.load(trained["handed over"], inference=True)
+    end = checkpoint.load(trained[3], inference=True)
     # stage 3 trains the query reasoner alone: the compressor (and the memory rows) and the
     # generator it hands over are stage 2's, bit for bit, so an answer depends only on the
     # question and the document it is given, whichever model gives it
@@ -141,23 +143,41 @@ def test_stage3_keeps_the_answers_and_the_retrieval(trained):
                 end, r["question"], vectors[i:i + 1], max_tokens=6).strip() == r["answer"]
         return answers[r["question"], doc]
 
-    def scores(model):
-        hits, em_own, em_gold = [], [], []
-        for r in rows:
-            vec = vectors[mx.array([docs.index(d) for d in r["docs"]])]
-            idx, _ = inference.retrieve(model, r["question"], vec, 1)
-            hits.append(recall_at_k(idx, r["pos_index"], 1))
-            em_own.append(right(r, r["docs"][idx[0]]))
-            em_gold.append(right(r, r["docs"][r["pos_index"][0]]))
-        n = len(rows)
-        return sum(hits) / n, sum(em_own) / n, sum(em_gold) / n
+    def ranking(model) -> dict[str, dict[int, float]]:
+        """Each question's score of every test document, by the query reasoner. The facts
+        score plain (auto: off), so a document's score does not depend on the other
+        candidates: one retrieval per question ranks any candidate set."""
+        assert model.config.retrieval_center == "off"
+        out = {}
+        for r in rows[4]:
+            idx, sc = inference.retrieve(model, r["question"], vectors, len(docs))
+            out[r["question"]] = dict(zip(idx, sc))
+        return out
 
-    (r0, own0, gold0), (r1, own1, gold1) = scores(start), scores(end)
-    print(f"stage 2 -> stage 3 on unseen facts: recall@1 of 4 {r0:.2f} -> {r1:.2f}; EM from "
-          f"its own top-1 {own0:.2f} -> {own1:.2f}; EM from the gold document {gold0:.2f} -> "
-          f"{gold1:.2f}")
-    # 120 questions: a difference of 0.1 is about two standard deviations of the noise
+    def scores(rank, n):
+        hits, em_own, em_gold = [], [], []
+        for r in rows[n]:
+            s = rank[r["question"]]
+            pick = max(range(n), key=lambda j: s[docs.index(r["docs"][j])])
+            hits.append(recall_at_k([pick], r["pos_index"], 1))
+            em_own.append(right(r, r["docs"][pick]))
+            em_gold.append(right(r, r["docs"][r["pos_index"][0]]))
+        k = len(rows[n])
+        return sum(hits) / k, sum(em_own) / k, sum(em_gold) / k
+
+    rank0, rank1 = ranking(start), ranking(end)
+    (r0, own0, gold0), (r1, own1, gold1) = scores(rank0, CANDIDATES), scores(rank1, CANDIDATES)
+    (q0, _, _), (q1, _, _) = scores(rank0, 4), scores(rank1, 4)
+    print(f"stage 2 -> stage 3 on unseen facts: recall@1 of {CANDIDATES} {r0:.2f} -> {r1:.2f}, "
+          f"of 4 {q0:.2f} -> {q1:.2f}; EM from its own top-1 of {CANDIDATES} {own0:.2f} -> "
+          f"{own1:.2f}; EM from the gold document {gold0:.2f} -> {gold1:.2f}")
+    # 120 questions: the sd of recall near 0.7 is about 0.04
     assert gold1 == gold0 >= 0.5  # the generator keeps what stage 2 taught it
-    assert r0 >= 0.25 + 0.45  # stage 2 left the query reasoner documents it can rank
-    assert r1 >= r0 - 0.05 and r1 >= 0.25 + 0.45  # stage 3 keeps it far above chance
-    assert own1 >= own0 - 0.05 and own1 >= 0.5  # and its own pick answers
+    assert r0 >= 0.05 + 0.45  # stage 2 left the query reasoner documents it can rank
+    assert r1 >= r0 + 0.05  # stage 3 lifts it (0.68 -> 0.78 measured)
+    assert q1 >= q0 - 0.02 and q1 >= 0.25 + 0.6  # and keeps it over 4 (0.91 -> 0.93)
+    assert own1 >= own0  # its own pick answers at least as often
+    # what the pipeline hands over (best/ by validation EM + recall: its start or its last)
+    handed = checkpoint.load(trained["handed over"], inference=True)
+    if checkpoint.adapter_digests(handed) not in (same[0], same[1]):  # neither: score it
+        assert scores(ranking(handed), CANDIDATES)[0] >= r0
