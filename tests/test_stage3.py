@@ -89,8 +89,10 @@ def test_validation_figures_start_row_best_by_them_and_report(tiny_model_dir, tm
     assert report["stage2"]["em_gold"] == round(val[0]["val_em_gold"], 4)
     assert report["worse"] == [k for k in report["stage2"]
                                if report["stage3"][k] < report["stage2"][k]]
+    assert report["questions"] == 8  # every validation row (val_batches -1)
     lines = report_lines(report)
-    assert "stage 2 -> stage 3" in lines[0] and len(lines) == 4
+    assert "stage 2 -> stage 3" in lines[0] and len(lines) == 5
+    assert lines[-1] == "    (8 validation questions: a change under 35 points may be noise)"
 
 
 def test_documents_cut_by_doc_max_tokens_are_reported(tiny_model_dir, cli, workspace):
@@ -229,6 +231,56 @@ def test_frozen_candidates_are_compressed_once_outside_the_step(tiny_model_dir, 
     # the memory rows feed the compressor: trained, they change the candidates' vectors
     m = make(tiny_model_dir, stage3_train="query_reasoner,memory")
     assert not task_for(m, rows).cache_candidates
+
+
+def test_retrieval_loss_ranks_the_gold_against_the_batch_or_the_pool(tiny_model_dir):
+    """stage3_negatives: the supervised retrieval loss of a training batch ranks each question's
+    gold document against its row's candidates (rows), every candidate of the batch (batch, the
+    default), or every training document (pool); a candidate with the gold's text is a positive
+    wherever it is. Validation batches keep the rows' own candidates."""
+    import numpy as np
+    import pytest
+
+    from clara.errors import UserError
+
+    rows = synthetic.stage3_rows(FACTS[:10], 4)  # candidates drawn from 10 facts: shared
+    assert ClaraTrainConfig().stage3_negatives == "batch"
+    for how in ("rows", "batch", "pool"):
+        m = make(tiny_model_dir, retrieval_weight=1.0, stage3_negatives=how)
+        task = task_for(m, rows, rows[:4])
+        batch = next(iter(task.train_batches(0, 0)))
+        assert "neg_pos" not in next(iter(task.valid_batches()))
+        if how == "rows":
+            assert "neg_pos" not in batch
+            continue
+        # the batch's samples, as train_batches draws them
+        mine = [task._train[j] for j in
+                task._chunks(task._train_groups, np.random.default_rng([0, 0]))[0]]
+        if how == "batch":
+            docs, vecs = [d for s in mine for d in s["docs"]], batch["cand_vecs"]
+        else:
+            docs, vecs = task._pool[0], batch["neg_vecs"]
+            assert sorted(docs) == sorted({d for r in rows for d in r["docs"]})
+        gold = np.array([[d == s["docs"][s["pos"][0]] for d in docs] for s in mine])
+        assert np.array_equal(np.array(batch["neg_pos"]), gold)
+        assert gold.sum() > len(mine) if how == "batch" else gold.sum() == len(mine)
+        m.train()
+        got = float(m.stage_loss(batch)[2]["retrieval"])
+        q = np.array(m.encode_query(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"]))
+        d = np.array(vecs.astype(mx.float32)).reshape(len(docs), -1)
+        sc = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ \
+            (d / np.linalg.norm(d, axis=1, keepdims=True)).T / m.config.tau
+
+        def lse(x):
+            return x.max(-1) + np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1))
+
+        assert got == pytest.approx(float(np.mean(lse(sc) - lse(np.where(gold, sc, -1e30)))),
+                                    rel=1e-4)
+    with pytest.raises(UserError, match="pool needs the memory rows frozen"):
+        task_for(make(tiny_model_dir, stage3_negatives="pool",
+                      stage3_train="query_reasoner,memory"), rows)
+    with pytest.raises(UserError, match="stage3_negatives: 'all' is not rows, batch or pool"):
+        make(tiny_model_dir, stage3_negatives="all")
 
 
 def test_stage2_continues_stage1s_generator_only_when_asked(tiny_model_dir, tmp_path):

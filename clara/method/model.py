@@ -30,7 +30,7 @@ from clara.method.losses import (IGNORE, answer_match, chunked_ce, contrastive_r
                                  masked_ce, memory_mse, retrieval_metrics)
 from clara.method.tokens import (SpecialIds, contains_added_token, encode_in_context,
                                  extend_tokenizer)
-from clara.method.topk import cosine_scores, differentiable_topk
+from clara.method.topk import cosine_scores, differentiable_topk, pool_cosine_scores
 
 
 def _right_pad(seqs: list[list[int]], pad: int):
@@ -334,11 +334,14 @@ class ClaraModel(nn.Module):
         cfg = self.config
         if cfg.stage == "stage3":
             return self._stage3_loss(batch)
-        comp, mse = self.compress(batch["enc_ids"], batch["enc_mask"], batch["enc_mem_pos"])
+        if "doc_vecs" in batch:  # a frozen compressor's vectors, computed once (tasks.py)
+            comp, mse = mx.stop_gradient(batch["doc_vecs"]), None
+        else:
+            comp, mse = self.compress(batch["enc_ids"], batch["enc_mask"], batch["enc_mem_pos"])
         k = comp.shape[0] // batch["dec_ids"].shape[0]
         ce, n = self.decode_ce(batch, comp, k)
-        loss = ce + cfg.mse_weight * mse if cfg.mse_weight else ce
-        ex = {"ce": ce, "mse": mse}
+        loss = ce + cfg.mse_weight * mse if cfg.mse_weight and mse is not None else ce
+        ex = {"ce": ce} if mse is None else {"ce": ce, "mse": mse}
         if "q_ids" in batch:  # stage 2's question/document alignment (config.stage2_align)
             q, _ = self.compress(batch["q_ids"], batch["q_mask"], batch["q_mem_pos"])
             B, D = q.shape[0], comp.shape[0]
@@ -383,7 +386,15 @@ class ClaraModel(nn.Module):
                                               cfg.tau)
                 extras["em_gold"] = answer_match(self._decode_selected(batch, gold, flat),
                                                  batch["labels"], self.tokenizer.eos_token_ids)
-            if cfg.retrieval_weight:
+            if cfg.retrieval_weight and self.training and "neg_pos" in batch:
+                # config.stage3_negatives: the gold ranked against the batch's candidates or
+                # the pool of training documents (tasks.py), not its row's alone
+                neg = mx.stop_gradient(batch.get("neg_vecs", docs)).reshape(-1, q.shape[-1])
+                rl = contrastive_retrieval_loss(
+                    pool_cosine_scores(q, neg, cfg.retrieval_center), batch["neg_pos"], cfg.tau)
+                extras["retrieval"] = rl
+                loss = loss + cfg.retrieval_weight * rl
+            elif cfg.retrieval_weight:
                 rl = contrastive_retrieval_loss(scores, pos, cfg.tau)
                 extras["retrieval"] = rl
                 loss = loss + cfg.retrieval_weight * rl

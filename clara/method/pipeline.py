@@ -311,6 +311,13 @@ def stage3_report(run: Run) -> dict:
     report = {"stage2": pick(start), "stage3": pick(end), "stage3_step": int(end["step"])}
     worse = [k for k in report["stage2"] if report["stage3"].get(k, 0) < report["stage2"][k]]
     report["worse"] = worse
+    # how many questions each validation scored: what size of change it can tell from noise
+    rows = next((e for e in run.events() if e.get("event") == "start"), {}).get("valid_rows")
+    cfg = run.config().get("config", {}) if (run.path / "run.toml").is_file() else {}
+    if rows:
+        vb = cfg.get("val_batches", -1)
+        report["questions"] = int(rows if vb is None or vb < 0
+                                  else min(rows, vb * cfg.get("batch_size", 1)))
     return report
 
 
@@ -336,6 +343,10 @@ def report_lines(report: dict) -> list[str]:
             a, b = report["stage2"][k], report["stage3"].get(k, 0.0)
             out.append(f"    {label:<20} {100 * a:6.1f} -> {100 * b:6.1f}"
                        + ("   WORSE" if k in report["worse"] else ""))
+    if report.get("questions"):  # two sd of a share near 0.5: 1 / sqrt(n)
+        q = report["questions"]
+        out.append(f"    ({q} validation questions: a change under {100 / q ** 0.5:.0f} points "
+                   "may be noise)")
     return out
 
 

@@ -26,6 +26,9 @@ from clara.method.model import ClaraModel
 # the most memory stage 3's cache of candidate vectors takes (512 MiB: 65k documents of 8 vectors
 # of 256 floats); documents past it are compressed each time they come
 CANDIDATE_CACHE_BYTES = 1 << 29
+# stage3_negatives = pool: at most this many training documents (an even sample of them; the
+# batch's own candidates are then added to it)
+POOL_MAX = 8192
 
 
 # ---------------------------------------------------------------------------- rows
@@ -60,8 +63,22 @@ class ClaraStageTask:
         # compressor reads too) a candidate's vectors never change: they are computed once per
         # unique document, outside the training step (_candidate_vectors)
         self.cache_candidates = self.stage == "stage3" and not model.config.trains_memory_rows()
+        # stage 2 with the compressor frozen (stage2_train = generator) likewise, when it has
+        # no dropout (with dropout each step's vectors differ, as before): its documents cost a
+        # third of the step (the demo's stage 2 on the CPU: 180 of 540 ms). Its loss is then
+        # the CE alone: a frozen compressor's MSE is a constant that trains nothing
+        cfg = model.config
+        self.cache_documents = (self.stage == "stage2" and not cfg.trains_memory_rows()
+                                and "compressor" not in cfg.trained_adapters()
+                                and cfg.lora_dropout == 0)
         self._doc_vectors: dict[str, mx.array] = {}
         self._doc_bytes = 0
+        self._pool = None  # stage3_negatives = pool: (documents, their index, their vectors)
+        if (self.stage == "stage3" and model.config.stage3_negatives == "pool"
+                and not self.cache_candidates):
+            raise UserError("stage3_negatives: pool needs the memory rows frozen in stage 3 "
+                            "(stage3_train without memory): the pool's vectors are computed "
+                            "once")
         # stage 3 validates its start (stage 2's generator, the query reasoner as the compressor):
         # a stage 3 that helps nothing hands over that start as its best checkpoint
         self.validate_at_start = self.stage == "stage3" and bool(self._valid)
@@ -140,7 +157,8 @@ class ClaraStageTask:
         dec = m.decoder_batch([self._decoder_example(s, rng) for s in samples], k)
         if self.stage != "stage3":
             docs = [d for s in samples for d in s["docs"]]
-            out = {**m.encoder_batch(docs), **dec}
+            out = {"doc_vecs": self._candidate_vectors(docs), **dec} if self.cache_documents \
+                else {**m.encoder_batch(docs), **dec}
             if self.align:  # each question's positives: its row's gold documents in the batch
                 # (pos_index), else all its row's documents. With k > 1 and every document a
                 # positive, the distractors are positives too and nothing singles out the gold:
@@ -164,9 +182,10 @@ class ClaraStageTask:
                 "positives": mx.array(pos)}
 
     def _candidate_vectors(self, docs: list[str]) -> mx.array:
-        """The frozen compressor's vectors [len(docs), n_mem, H] of stage-3 candidates, without
-        dropout (a frozen compressor's vectors are its inference ones), each unique document
-        compressed once while the cache holds under CANDIDATE_CACHE_BYTES."""
+        """The frozen compressor's vectors [len(docs), n_mem, H] of stage-3 candidates (and of
+        stage 2's documents, cache_documents), without dropout (a frozen compressor's vectors
+        are its inference ones), each unique document compressed once while the cache holds
+        under CANDIDATE_CACHE_BYTES."""
         from clara.method.inference import compress_documents
 
         m = self.model
@@ -182,6 +201,37 @@ class ClaraStageTask:
                 self._doc_bytes += vecs.nbytes
         return mx.stack([self._doc_vectors.get(d, fresh.get(d)) for d in docs])
 
+    def _with_negatives(self, batch: dict, samples: list[dict]) -> dict:
+        """A stage-3 training batch with the negatives of its retrieval loss when
+        config.stage3_negatives asks for more than each row's candidates: neg_pos [B, M] (True
+        where a negative's text is one of the row's gold documents) and, for pool, neg_vecs
+        [M, n_mem, H] (the model ranks against the batch's candidates when it has none)."""
+        c = self.model.config
+        if self.stage != "stage3" or c.stage3_negatives == "rows" or not c.retrieval_weight:
+            return batch
+        docs = [d for s in samples for d in s["docs"]]
+        if c.stage3_negatives == "pool":
+            if self._pool is None:
+                pool = sorted({d for s in self._train for d in s["docs"]})
+                capped = len(pool) > POOL_MAX
+                if capped:
+                    pool = [pool[i * len(pool) // POOL_MAX] for i in range(POOL_MAX)]
+                self._pool = (pool, capped, self._candidate_vectors(pool))
+            pool, capped, vecs = self._pool
+            if capped:  # the batch's own candidates with the sample (a fixed shape)
+                vecs = mx.concatenate([vecs, batch["cand_vecs"]])
+            docs = pool + docs if capped else pool
+            batch["neg_vecs"] = vecs
+        where: dict[str, list[int]] = {}
+        for i, d in enumerate(docs):
+            where.setdefault(d, []).append(i)
+        pos = np.zeros((len(samples), len(docs)), dtype=np.bool_)
+        for b, s in enumerate(samples):
+            for j in s["pos"]:
+                pos[b, where.get(s["docs"][j], [])] = True
+        batch["neg_pos"] = mx.array(pos)
+        return batch
+
     def num_train_batches(self) -> int:
         return sum(-(-len(v) // self.batch_size) for v in self._train_groups.values())
 
@@ -189,8 +239,10 @@ class ClaraStageTask:
         rng = np.random.default_rng([seed, epoch])
         for i, chunk in enumerate(self._chunks(self._train_groups, rng)):
             # the paraphrase instruction of a batch depends on (seed, epoch, batch) alone
-            yield self.make_batch([self._train[j] for j in chunk],
-                                  random.Random(seed * 1_000_003 + epoch * 10_007 + i))
+            samples = [self._train[j] for j in chunk]
+            yield self._with_negatives(
+                self.make_batch(samples, random.Random(seed * 1_000_003 + epoch * 10_007 + i)),
+                samples)
 
     def train_shards(self, epoch: int, seed: int, rank: int, size: int):
         """Rank `rank`'s samples of every batch of train_batches (same order, same paraphrase
@@ -204,14 +256,16 @@ class ClaraStageTask:
                 self._decoder_example(self._train[j], r)  # draw as one process would
             mine = [chunk[j] for j in parts[rank]]
             real = bool(mine)
-            batch = self.make_batch([self._train[j] for j in (mine or chunk[:1])], r)
+            samples = [self._train[j] for j in (mine or chunk[:1])]
+            batch = self._with_negatives(self.make_batch(samples, r), samples)
             yield batch, (self.loss_counts(batch) if real else
                           dict.fromkeys(self.loss_counts(batch), 0)), real
 
     def loss_counts(self, batch) -> dict[str, int]:
         """The normalisers of the batch's loss terms: CE tokens, MSE rows, questions (the
         retrieval metrics) and questions with a positive (the retrieval loss)."""
-        rows = batch["positives"].size if self.stage == "stage3" else batch["enc_ids"].shape[0]
+        rows = batch["positives"].size if self.stage == "stage3" else \
+            (batch["doc_vecs"] if "doc_vecs" in batch else batch["enc_ids"]).shape[0]
         out = {"tokens": int((np.asarray(batch["labels"][:, 1:]) != -100).sum()),
                "rows": rows, "queries": batch["dec_ids"].shape[0]}
         if "positives" in batch:
@@ -231,7 +285,8 @@ class ClaraStageTask:
         if self.stage == "stage3":
             loss = ex["ce"] + (c.retrieval_weight * ex["retrieval"] if "retrieval" in ex else 0)
         else:
-            loss = ex["ce"] + c.mse_weight * ex["mse"] if c.mse_weight else ex["ce"]
+            loss = ex["ce"] + c.mse_weight * ex["mse"] if c.mse_weight and "mse" in ex \
+                else ex["ce"]
             if "align" in ex:
                 loss = loss + c.stage2_align * ex["align"]
         return loss, n, ex

@@ -57,3 +57,17 @@ def cosine_scores(queries: mx.array, docs: mx.array, center: bool | str = False)
     q = q / mx.maximum(mx.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
     d = d / mx.maximum(mx.linalg.norm(d, axis=-1, keepdims=True), 1e-12)
     return (d @ q[..., None])[..., 0]
+
+
+def pool_cosine_scores(queries: mx.array, docs: mx.array, center: bool | str = False) -> mx.array:
+    """queries [B, D], docs [M, D] shared by every query -> cosine similarities [B, M]: what
+    cosine_scores gives for docs broadcast to [B, M, D], without making that copy."""
+    center = center is True or center == "on"
+    q = queries.astype(mx.float32)
+    d = docs.astype(mx.float32)
+    if center and d.shape[0] > 1:
+        m = mx.mean(d, axis=0, keepdims=True)
+        d, q = d - m, q - m
+    q = q / mx.maximum(mx.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
+    d = d / mx.maximum(mx.linalg.norm(d, axis=-1, keepdims=True), 1e-12)
+    return q @ d.T
