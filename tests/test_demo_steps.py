@@ -95,3 +95,38 @@ def test_the_progress_file_names_every_running_step(tmp_path):
     report.finish(1)
     report.finish(2)
     assert report.ready == [todo[1].ready, todo[2].ready]
+
+
+@pytest.mark.parametrize("size", [(100, 30), (120, 40)])
+def test_the_build_banner_shows_above_the_footer(tmp_path, size):
+    """The banner docks at the bottom like the footer; docked to one edge they would overlap,
+    the later one (the footer) on top: the banner sits on the row above it, the screen's own
+    widgets end above the banner, and the line starts with the ETA."""
+    import asyncio
+
+    from tests.tui_helpers import make_app, settle, wait_for
+    from tui.widgets.demo_banner import DemoBanner
+    from tui.widgets.footer import ClaraFooter
+
+    ws = _ws(tmp_path)
+    todo = steps(DemoConfig(hrm=False))
+    report = Reporter(ws, todo, lambda m: None, slots=2)
+    for i in (3, 4):  # sft and clara written as running by this (live) process
+        report.start(i)
+
+    async def go():
+        app = make_app(tmp_path, "demo", start_mode="runs")
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            banner = app.screen.query_one(DemoBanner)
+            await wait_for(pilot, lambda: "building the demo" in str(banner.render()),
+                           timeout=10, what="the build banner")
+            footer = app.screen.query_one(ClaraFooter)
+            assert banner.region.height == 1 and banner.region.bottom == footer.region.y
+            body = [w for w in app.screen.children if w not in (banner, footer)
+                    and w.display and w.region.height]
+            assert max(w.region.bottom for w in body) <= banner.region.y
+            assert str(banner.render()).startswith("building the demo [4/")
+            assert "ETA" in str(banner.render()).split("·")[0]
+
+    asyncio.run(go())

@@ -8,7 +8,8 @@ from textual.widgets import Static
 
 class DemoBanner(Static):
     DEFAULT_CSS = """
-    DemoBanner { height: 1; dock: bottom; background: $boost; color: $warning; padding: 0 1; }
+    DemoBanner { height: 1; dock: bottom; margin-bottom: 1; background: $boost; color: $warning;
+                 padding: 0 1; }
     DemoBanner.hidden { display: none; }
     """
 
