@@ -135,6 +135,10 @@ def test_pipeline_form_creates_the_pipeline_and_starts_its_driver(ready):
             form = screen.query_one("#form-pipeline")
             # only prefixes with all three stage datasets are offered
             assert [v for _, v in form.query_one("#field-data")._options[1:]] == ["toy"]
+            # the method's choices are lists to pick from, as the CLI's flags
+            assert [v for _, v in form.query_one("#field-stage3_negatives")._options] == \
+                ["rows", "batch", "pool"]
+            form.set_value("stage3_negatives", "pool")
             form.set_value("model", "tiny")
             form.set_value("data", "toy")
             form.set_value("stage1_iters", 3)
@@ -145,7 +149,7 @@ def test_pipeline_form_creates_the_pipeline_and_starts_its_driver(ready):
             await settle(pilot)
             text = _preview(app)
             assert 'stage1 = "toy-stage1"' in text and "iters = 3" in text
-            assert "learning_rate = 0.003" in text
+            assert "learning_rate = 0.003" in text and 'stage3_negatives = "pool"' in text
             await pilot.press("ctrl+l")
             await wait_for(pilot, lambda: app.current_mode == "runs", what="the Runs screen")
             assert app.errors == []

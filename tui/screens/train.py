@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static, TabbedContent, TabPane
 
 from clara.errors import UserError
-from clara.method.config import CENTER_CHOICES
+from clara.method.config import CENTER_CHOICES, NEGATIVE_CHOICES
 from clara.train.config import TrainConfig
 from tui.command import command_line
 from tui.screens.base import ModeScreen
@@ -51,7 +51,8 @@ CLARA_FIRST = ("model", "data", "init_from", "iters", "epochs", "batch_size", "l
                "compression_rate", "doc_max_tokens", "top_k", "max_len", "lora_rank",
                "val_every", "save_every")
 CLARA_CHOICES = {"model": [], "data": [], "init_from": [], "lr_schedule": ["cosine", "constant"],
-                 "backend": LORA_CHOICES["backend"], "retrieval_center": list(CENTER_CHOICES)}
+                 "backend": LORA_CHOICES["backend"], "retrieval_center": list(CENTER_CHOICES),
+                 "stage3_negatives": list(NEGATIVE_CHOICES)}
 # Settings a tiny model on a CPU trains with in minutes (a preset of clara/presets/).
 CLARA_PRESET = "clara-cpu-tiny"
 PIPELINE_FIRST = ("model", "data", "stage1_iters", "stage2_iters", "stage3_iters", "top_k",
