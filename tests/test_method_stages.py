@@ -102,35 +102,6 @@ def test_each_adapter_only_gets_its_own_segment(tiny_model_dir):
     assert all(v > 0 for k, v in g.items() if adapter_of(k) == "generator")
 
 
-def test_stage2_with_a_frozen_compressor_takes_its_documents_from_the_cache(tiny_model_dir):
-    """stage2_train = generator without dropout: the documents' vectors come from a cache
-    filled outside the step, with the CE and gradients of compressing them inside it (the loss
-    is the CE alone: the MSE of a frozen compressor is a constant that trains nothing); with
-    dropout, or the compressor trained, they are compressed in the step as before."""
-    rows = synthetic.stage2_rows(FACTS[:6], 2)
-    m = make(tiny_model_dir, "stage2", stage2_train="generator", top_k=2)
-    randomize_b(m)
-    cached, plain = task_for(m, rows), task_for(m, rows)
-    plain.cache_documents = False
-    assert cached.cache_documents
-    b1, b2 = next(iter(cached.train_batches(0, 0))), next(iter(plain.train_batches(0, 0)))
-    assert "doc_vecs" in b1 and "enc_ids" not in b1 and "enc_ids" in b2
-    assert cached.loss_counts(b1) == plain.loss_counts(b2)
-    m.train()
-    vg = nn.value_and_grad(m, lambda mm, b: mm.stage_loss(b)[0])
-    (l1, g1), (l2, g2) = vg(m, b1), vg(m, b2)
-    (_, _, e1), (_, _, e2) = m.stage_loss(b1), m.stage_loss(b2)
-    assert float(l1) == float(e1["ce"]) and "mse" not in e1 and float(e2["mse"]) > 0
-    assert float(e1["ce"]) == pytest.approx(float(e2["ce"]), rel=1e-5)
-    g1, g2 = dict(tree_flatten(g1)), dict(tree_flatten(g2))
-    assert g1.keys() == g2.keys() and {adapter_of(k) for k in g1} == {"generator"}
-    assert all(np.allclose(np.array(g1[k]), np.array(g2[k]), rtol=1e-4, atol=1e-6) for k in g1)
-    assert "doc_vecs" in next(iter(cached.valid_batches()))
-    assert not task_for(make(tiny_model_dir, "stage2", stage2_train="generator", top_k=2,
-                             lora_dropout=0.1), rows).cache_documents
-    assert not task_for(make(tiny_model_dir, "stage2", top_k=2), rows).cache_documents
-
-
 def test_stage3_query_reasoner_starts_as_compressor_and_logs_retrieval(tiny_model_dir):
     m = make(tiny_model_dir, "stage3", top_k=2, retrieval_weight=1.0)
     for layer in m._loras:

@@ -189,28 +189,35 @@ def test_pipeline_warns_when_documents_are_cut(workspace, tiny_model_dir):
     assert line.startswith("stage3: 100% of the documents are longer than doc_max_tokens 16")
 
 
-def test_frozen_candidates_are_compressed_once_outside_the_step(tiny_model_dir, tmp_path):
-    """With the compressor and the memory rows frozen (the default), stage 3 takes its
-    candidates' vectors from a per-document cache filled outside the training step: the same
-    loss and gradients as compressing them inside it, and the same compiled engine run."""
-    import numpy as np
-    import pytest
-
-    rows = synthetic.stage3_rows(FACTS[:8], 4)
-    m = make(tiny_model_dir, retrieval_weight=1.0)
-    cached, plain = task_for(m, rows), task_for(m, rows)
-    plain.cache_candidates = False
-    assert cached.cache_candidates
+def cached_against_plain(m, cached, plain, flag: str, vectors: str, ids: str):
+    """The first training batch of `cached` (the frozen compressor's vectors from the task's
+    cache: `flag` on) and of `plain` (compressed inside the step: off): they differ in just
+    that, and give the same gradients. Returns each batch's (loss, extras) and the gradients."""
+    setattr(plain, flag, False)
+    assert getattr(cached, flag)
     b1, b2 = next(iter(cached.train_batches(0, 0))), next(iter(plain.train_batches(0, 0)))
-    assert "cand_vecs" in b1 and "cand_ids" not in b1 and "cand_ids" in b2
+    assert vectors in b1 and ids not in b1 and ids in b2
     assert cached.loss_counts(b1) == plain.loss_counts(b2)
     m.train()
     vg = nn.value_and_grad(m, lambda mm, b: mm.stage_loss(b)[0])
     (l1, g1), (l2, g2) = vg(m, b1), vg(m, b2)
-    assert float(l1) == pytest.approx(float(l2), rel=1e-5)
     g1, g2 = dict(tree_flatten(g1)), dict(tree_flatten(g2))
-    assert g1.keys() == g2.keys() and all("query_reasoner" in k for k in g1)
+    assert g1.keys() == g2.keys()
     assert all(np.allclose(np.array(g1[k]), np.array(g2[k]), rtol=1e-4, atol=1e-6) for k in g1)
+    return (l1, m.stage_loss(b1)[2]), (l2, m.stage_loss(b2)[2]), g1
+
+
+def test_frozen_candidates_are_compressed_once_outside_the_step(tiny_model_dir, tmp_path):
+    """With the compressor and the memory rows frozen (the default), stage 3 takes its
+    candidates' vectors from a per-document cache filled outside the training step: the same
+    loss and gradients as compressing them inside it, and the same compiled engine run."""
+    rows = synthetic.stage3_rows(FACTS[:8], 4)
+    m = make(tiny_model_dir, retrieval_weight=1.0)
+    cached = task_for(m, rows)
+    (l1, _), (l2, _), g = cached_against_plain(m, cached, task_for(m, rows), "cache_candidates",
+                                               "cand_vecs", "cand_ids")
+    assert float(l1) == pytest.approx(float(l2), rel=1e-5)
+    assert all("query_reasoner" in k for k in g)
     # every unique candidate once, whatever the epochs
     for epoch in range(2):
         list(cached.train_batches(epoch, 0))
@@ -281,6 +288,37 @@ def test_retrieval_loss_ranks_the_gold_against_the_batch_or_the_pool(tiny_model_
                       stage3_train="query_reasoner,memory"), rows)
     with pytest.raises(UserError, match="stage3_negatives: 'all' is not rows, batch or pool"):
         make(tiny_model_dir, stage3_negatives="all")
+
+
+def test_stage2_with_a_frozen_compressor_takes_its_documents_from_the_cache(tiny_model_dir):
+    """stage2_train = generator without dropout: the documents' vectors come from the same
+    cache, with the CE and gradients of compressing them inside the step (the loss is the CE
+    alone: the MSE of a frozen compressor is a constant that trains nothing); with dropout, or
+    the compressor trained, they are compressed in the step as before."""
+    rows = synthetic.stage2_rows(FACTS[:6], 2)
+
+    def stage2(**kw):
+        mx.random.seed(0)
+        m = ClaraModel.from_base(ClaraConfig(base_model=str(tiny_model_dir), stage="stage2",
+                                             doc_max_tokens=16, compression_rate=4, top_k=2,
+                                             **{"lora_dropout": 0.0, **kw}))
+        samples = [parse_row(r, "stage2", 2, m.config.n_mem, "rows", i + 1)
+                   for i, r in enumerate(rows)]
+        return m, lambda: ClaraStageTask(m, samples, samples[:2], 2)
+
+    m, task = stage2(stage2_train="generator")
+    for layer in m._loras:  # a compressor that is not the identity: B no longer zero
+        for p in layer.adapters.values():
+            p.lora_b = p.lora_b + 0.05
+    cached = task()
+    (l1, e1), (_, e2), g = cached_against_plain(m, cached, task(), "cache_documents",
+                                                "doc_vecs", "enc_ids")
+    assert float(l1) == float(e1["ce"]) and "mse" not in e1 and float(e2["mse"]) > 0
+    assert float(e1["ce"]) == pytest.approx(float(e2["ce"]), rel=1e-5)
+    assert {k.split(".adapters.")[1].split(".")[0] for k in g} == {"generator"}
+    assert "doc_vecs" in next(iter(cached.valid_batches()))
+    assert not stage2(stage2_train="generator", lora_dropout=0.1)[1]().cache_documents
+    assert not stage2()[1]().cache_documents
 
 
 def test_stage2_continues_stage1s_generator_only_when_asked(tiny_model_dir, tmp_path):
