@@ -185,7 +185,7 @@ def test_pickers_offer_only_usable_checkpoints(workspace):
     assert [label for label, _ref in adapter_options(workspace)] == ["best · done",
                                                                      "step 2 · done"]
     specs = [spec for _label, spec, _on in config_options(workspace)]
-    assert specs == ["closed", "rag", "closed=done"]
+    assert specs == ["closed", "rag", "closed=done", "memory=done"]  # its memory: a dataset
     # two runs of one day: their ids are cut in the middle, keeping what tells them apart
     _run_with(workspace, "lora-20261130-201824-330a", "completed")
     _run_with(workspace, "lora-20261130-201502-c616", "completed")
