@@ -130,20 +130,6 @@ class Evaluator:
         self.ws, self.cfg = ws, cfg
         self.engine = engine or ChatEngine(ws, log=False)
         self._index = None
-        self._memory = None
-
-    @property
-    def memory(self):
-        """(entries, BM25 over them) of the configured memory, read once."""
-        if self._memory is None:
-            from clara.chat.memory import read_memory
-            from clara.data.builders import BM25
-
-            if not self.cfg.memory:
-                raise UserError("a memory configuration needs a QA dataset: --memory DATASET")
-            entries, _ids = read_memory(self.ws, self.cfg.memory)
-            self._memory = (entries, BM25(entries))
-        return self._memory
 
     @property
     def index(self):
@@ -156,13 +142,16 @@ class Evaluator:
                                                     self.cfg.chunk_overlap)
         return self._index
 
-    def settings(self) -> ChatSettings:
+    def settings(self, top_k: int | None = None) -> ChatSettings:
         return ChatSettings(temperature=0.0, max_tokens=self.cfg.max_tokens,
                             system=self.cfg.system, multi_turn=False,
-                            ban_thinking=self.cfg.ban_thinking)
+                            ban_thinking=self.cfg.ban_thinking, top_k=top_k)
 
     def session(self, spec: EvalSpec, documents=None, doc_ids=None):
-        return self.engine.session(self.cfg.model, spec.adapter, self.settings(),
+        # a plain model's top-k of its documents is the engine's BM25 ranking (chat's too);
+        # CLaRa keeps its run's own top_k unless the rows say otherwise
+        top_k = self.cfg.top_k if spec.kind in ("rag", "memory") else None
+        return self.engine.session(self.cfg.model, spec.adapter, self.settings(top_k),
                                    documents=documents, doc_ids=doc_ids)
 
     def run_spec(self, spec: EvalSpec, rows: list[QARow], set_name: str = "qa",
@@ -173,25 +162,20 @@ class Evaluator:
             # every source chunk attached once (CLaRa compresses each once for all questions)
             idx = self.index
             pool_session = self.session(spec, idx.texts, [c.id for c in idx.chunks])
-        session = self.session(spec) if spec.kind in ("closed", "memory") \
-            or all(r.docs for r in rows) \
-            else None
+        if spec.kind == "memory":  # the memory's pairs attached once, ranked per question
+            from clara.chat.memory import read_memory
+
+            session = self.session(spec, read_memory(self.ws, self.cfg.memory)[0])
+        else:
+            session = self.session(spec) if spec.kind == "closed" or all(r.docs for r in rows) \
+                else None
         out = []
         for i, row in enumerate(rows):
             gold_docs, docs, ids, select = None, None, None, None
             use = session
-            if spec.kind == "memory":
-                entries, bm25 = self.memory
-                ids = bm25.ranked(row.question)[:k]
-                docs = [entries[i] for i in ids]
-            elif spec.kind == "rag" and row.docs:
-                # the row's own documents as text: the BM25 top-k of them when there are more
-                ids = list(range(len(row.docs)))
-                if len(row.docs) > k:
-                    from clara.data.builders import BM25
-
-                    ids = BM25(row.docs).ranked(row.question)[:k]
-                docs, gold_docs = [row.docs[i] for i in ids], row.pos_index or None
+            if spec.kind == "rag" and row.docs:
+                # the row's own documents as text (the engine keeps the BM25 top-k of them)
+                docs, gold_docs = row.docs, row.pos_index or None
             elif spec.kind in ("rag", "clara") and not (spec.kind == "clara" and row.docs):
                 select = ids = self.index.search(row.question, k)
                 gold_docs = self.index.gold(row.question, row.answer, row.keywords, row.source)
@@ -208,6 +192,9 @@ class Evaluator:
             reply = use.ask(row.question, documents=docs, select=select)
             if spec.kind == "clara-retrieval":
                 ids = reply.retrieved
+            elif spec.kind == "memory" or (spec.kind == "rag" and row.docs):
+                # the positions (memory pairs, the row's documents) the engine put in the prompt
+                ids = [int(d) for d in reply.documents]
             result = {"set": set_name, "config": spec.label, "id": row.id,
                       "category": row.category, "question": row.question, "gold": row.answer,
                       "answer": reply.text, "reasoning": reply.reasoning,
